@@ -1,0 +1,181 @@
+/*
+ * base.h - the common ground every layer above stands on:
+ *   - ferry__status: a code plus a message, filled by whoever fails and carried up unchanged;
+ *   - the allocator (one hook, every byte counted, the place where tests inject failures);
+ *   - the byte budget (buffered element bytes, with waiting for room);
+ *   - seeded random generators and hashing; intrusive lists; a growable byte writer and a
+ *     bounds-checked byte reader (used for saved iterator state).
+ *
+ * Threads: the allocator and the budget are thread-safe (atomics; the budget has a mutex and a
+ * condition variable for waiters). Everything else is used by one thread at a time.
+ */
+#ifndef FERRY_BASE_H
+#define FERRY_BASE_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ferry.h"
+#include "platform/platform.h"
+
+/* Internal invariants: never compiled out (tests and CI must see them). */
+#define FERRY_ASSERT(cond)                                                                       \
+    do {                                                                                         \
+        if (!(cond)) ferry__assert_fail(#cond, __FILE__, __LINE__);                              \
+    } while (0)
+_Noreturn void ferry__assert_fail(const char *expr, const char *file, int line);
+
+#define FERRY__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FERRY__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FERRY__UNUSED(x) ((void)(x))
+#define FERRY__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- status ----------------------------------------------------------------------------- */
+#define FERRY__MSG_MAX 512
+typedef struct ferry__status {
+    int code;
+    char msg[FERRY__MSG_MAX];
+} ferry__status;
+
+/* Sets st (if not NULL) to code and a formatted message; returns code. */
+int ferry__fail(ferry__status *st, int code, const char *fmt, ...) FERRY_PRINTF(3, 4);
+int ferry__failv(ferry__status *st, int code, const char *fmt, va_list ap);
+/* Prefixes st->msg with "what: " (for context as an error travels up). */
+void ferry__status_prefix(ferry__status *st, const char *fmt, ...) FERRY_PRINTF(2, 3);
+void ferry__status_copy(ferry__status *dst, const ferry__status *src);
+static inline void ferry__status_clear(ferry__status *st) {
+    st->code = 0;
+    st->msg[0] = '\0';
+}
+/* Thread-local last error for functions without a handle; returns code. */
+int ferry__set_last_error(int code, const char *fmt, ...) FERRY_PRINTF(2, 3);
+void ferry__clear_last_error(void);
+
+/* ---- allocator -------------------------------------------------------------------------- */
+/* Counters are sharded by thread (one cache line each) so that a producer allocating and a
+ * consumer freeing never bounce one line between cores; readers add the shards up. */
+#define FERRY__ALLOC_SHARDS 16
+typedef struct ferry__alloc_shard {
+    _Alignas(64) _Atomic int64_t bytes;
+    _Atomic int64_t blocks;
+} ferry__alloc_shard;
+
+typedef struct ferry__allocator {
+    ferry_alloc_fn fn;
+    void *user;
+    ferry__alloc_shard shard[FERRY__ALLOC_SHARDS];
+} ferry__allocator;
+
+void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user);
+/* Every library allocation. Returns NULL on failure (the hook said no, or size overflowed). */
+void *ferry__mem_alloc(ferry__allocator *a, size_t size);
+void *ferry__mem_calloc(ferry__allocator *a, size_t n, size_t size);
+/* Reallocates p (NULL allowed) to size; on failure returns NULL and p stays valid. */
+void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size);
+void ferry__mem_free(ferry__allocator *a, void *p);
+/* Size of a block from ferry__mem_alloc. */
+size_t ferry__mem_size(const void *p);
+/* Live bytes and blocks (sums of the shards; exact when no allocation is in progress). */
+void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks);
+char *ferry__mem_strdup(ferry__allocator *a, const char *s);
+
+/* ---- byte budget ------------------------------------------------------------------------ */
+typedef struct ferry__cancel ferry__cancel;
+
+typedef struct ferry__budget {
+    size_t limit;
+    _Atomic size_t used;
+    _Atomic size_t peak;
+    _Atomic int waiters;
+    ferry__mutex mu;
+    ferry__cond cv;
+} ferry__budget;
+
+int ferry__budget_init(ferry__budget *b, size_t limit);
+void ferry__budget_fini(ferry__budget *b);
+/* Counts n bytes if they fit under the limit; returns true if counted. */
+bool ferry__budget_try(ferry__budget *b, size_t n);
+/* Counts n bytes whether or not they fit (the one element a stage may always hold). */
+void ferry__budget_force(ferry__budget *b, size_t n);
+/* Waits until n bytes fit, then counts them. Returns FERRY_OK, or FERRY_ECANCELED when
+ * `cancelled` (polled, may be NULL) turns true; the wait polls it every millisecond. If
+ * `*force_now` is not NULL and becomes true while waiting, counts the bytes anyway. */
+int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled, const _Atomic int *force_now);
+void ferry__budget_release(ferry__budget *b, size_t n);
+
+/* ---- random generators and hashing ------------------------------------------------------ */
+/* xoshiro256** seeded through splitmix64: 32 bytes of state, saved and restored as 4 u64. */
+typedef struct ferry__rng {
+    uint64_t s[4];
+} ferry__rng;
+void ferry__rng_seed(ferry__rng *r, uint64_t seed);
+uint64_t ferry__rng_next(ferry__rng *r);
+/* Uniform integer in [0, n), n > 0, without modulo bias. */
+uint64_t ferry__rng_below(ferry__rng *r, uint64_t n);
+double ferry__rng_uniform(ferry__rng *r);
+/* Mixes two 64-bit values into one well-spread value (for seeds). */
+uint64_t ferry__mix64(uint64_t a, uint64_t b);
+/* FNV-1a 64 over bytes, continuing from h (start with FERRY__FNV_INIT). */
+#define FERRY__FNV_INIT 0xcbf29ce484222325ull
+uint64_t ferry__fnv64(uint64_t h, const void *p, size_t n);
+
+/* ---- intrusive doubly linked list (libuv's queue.h, as functions) ----------------------- */
+typedef struct ferry__list {
+    struct ferry__list *prev, *next;
+} ferry__list;
+static inline void ferry__list_init(ferry__list *h) { h->prev = h->next = h; }
+static inline bool ferry__list_empty(const ferry__list *h) { return h->next == h; }
+static inline void ferry__list_push_back(ferry__list *h, ferry__list *n) {
+    n->next = h;
+    n->prev = h->prev;
+    h->prev->next = n;
+    h->prev = n;
+}
+static inline void ferry__list_remove(ferry__list *n) {
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+
+/* ---- byte writer / reader (little-endian; used by saved state) -------------------------- */
+typedef struct ferry__writer {
+    ferry__allocator *a;
+    uint8_t *data;
+    size_t size, cap;
+    bool failed; /* an allocation failed: everything after is dropped; check at the end */
+} ferry__writer;
+
+void ferry__writer_init(ferry__writer *w, ferry__allocator *a);
+void ferry__writer_fini(ferry__writer *w);
+void ferry__w_bytes(ferry__writer *w, const void *p, size_t n);
+void ferry__w_u8(ferry__writer *w, uint8_t v);
+void ferry__w_u32(ferry__writer *w, uint32_t v);
+void ferry__w_u64(ferry__writer *w, uint64_t v);
+static inline void ferry__w_i64(ferry__writer *w, int64_t v) { ferry__w_u64(w, (uint64_t)v); }
+/* A length-prefixed string. */
+void ferry__w_str(ferry__writer *w, const char *s);
+
+typedef struct ferry__reader {
+    const uint8_t *p, *end;
+    size_t start_off; /* offset of p's origin in the original input, for messages */
+    const uint8_t *origin;
+} ferry__reader;
+
+void ferry__reader_init(ferry__reader *r, const void *data, size_t size);
+/* Each returns FERRY_OK or FERRY_ETRUNCATED (with a message naming the offset in st). */
+int ferry__r_bytes(ferry__reader *r, void *out, size_t n, ferry__status *st);
+int ferry__r_u8(ferry__reader *r, uint8_t *v, ferry__status *st);
+int ferry__r_u32(ferry__reader *r, uint32_t *v, ferry__status *st);
+int ferry__r_u64(ferry__reader *r, uint64_t *v, ferry__status *st);
+int ferry__r_i64(ferry__reader *r, int64_t *v, ferry__status *st);
+/* Reads a string written by ferry__w_str into buf (cap bytes incl. NUL). */
+int ferry__r_str(ferry__reader *r, char *buf, size_t cap, ferry__status *st);
+static inline size_t ferry__r_offset(const ferry__reader *r) { return (size_t)(r->p - r->origin); }
+static inline size_t ferry__r_left(const ferry__reader *r) { return (size_t)(r->end - r->p); }
+
+#endif

@@ -1,0 +1,351 @@
+/*
+ * core.h - the objects every op is made of, and the protocols between them.
+ *
+ * Objects
+ *   ferry_runtime   allocator hook, byte budget, thread accounting, cpu budget. Thread-safe.
+ *   ferry_tensor    dtype, shape, and storage owned by a "base" tensor (inline after the struct,
+ *                   or wrapped caller memory); slices reference their base. Immutable once shared.
+ *   ferry_element   fixed-arity array of tensor references; one owner at a time.
+ *   ferry_dataset   immutable description (op name, inputs, element spec, cardinality, a hash of
+ *                   its parameters). Ops embed `ferry_dataset` as their first member.
+ *   ferry__iter     the running state of one op in one pass. Ops embed it as first member.
+ *   ferry__cancel   a node of the cancellation tree: cancelling a scope sets the flag on it and on
+ *                   every scope below it and calls every registered waker.
+ *   ferry__pipe     per root iterator: the stats record of every dataset node.
+ *
+ * Iterator protocol (every op implements it; see ops/range.c for the smallest example)
+ *   make   ds->vt->make(ds, ctx, state, &it, st): a fresh iterator (state == NULL) or one that
+ *          continues from `state`, the bytes its save wrote. The generic ferry__iter_make frames
+ *          every op's state with a tag of the op's name and checks it on restore.
+ *   next   it->vt->next(it, &e, st): FERRY_OK with an element, FERRY_END, or an error with st
+ *          filled. After an error the iterator must still work: the next call goes on with the
+ *          next position. An error takes a position in the stream like an element does.
+ *   save   it->vt->save(it, w, st): writes the position after the last element returned by next,
+ *          such that make(ds, ctx, state) yields exactly the rest of the stream. Called on the
+ *          consumer's thread between next calls. An op whose producer threads drive its input
+ *          must not call its input's save from the consumer thread: it uses ferry__anchor.
+ *   skip   optional: it->vt->skip(it, n, &skipped, st) drops n positions cheaply (range,
+ *          slices and 1:1 ops forward it); NULL means next-and-free.
+ *   destroy it->vt->destroy(it): fire its own cancel scope (if it has one), join its threads,
+ *          destroy its inputs, free itself. Must return promptly whatever the threads are doing.
+ *
+ * Threads and locks
+ *   The consumer of an iterator is one thread at a time. An async op (prefetch, parallel map)
+ *   owns a cancel scope that is a child of its ctx scope, and its threads are the only callers
+ *   of its input's next. Every wait in an async op loops on (condition || cancelled) and
+ *   registers a waker with its scope, so cancel wakes it. Lock order: a cancel scope's lock may
+ *   be held while a waker takes an op's mutex, never the other way round: never create or fire
+ *   a cancel scope while holding an op mutex.
+ *
+ * Seeds
+ *   ctx->seed is the iteration seed: the pipeline seed, mixed by repeat with the epoch number.
+ *   Ops mix it with ds->salt (structural: the op's name and place) and their own seed option.
+ */
+#ifndef FERRY_CORE_H
+#define FERRY_CORE_H
+
+#include "base/base.h"
+
+/* ---- runtime ---------------------------------------------------------------------------- */
+struct ferry_runtime {
+    ferry__allocator alloc;
+    ferry__budget budget;
+    int cpu_budget;
+    _Atomic int threads_live;
+    _Atomic int64_t threads_started;
+    _Atomic int64_t objects; /* live datasets and iterators */
+};
+
+static inline void *ferry__alloc(ferry_runtime *rt, size_t n) { return ferry__mem_alloc(&rt->alloc, n); }
+static inline void *ferry__calloc(ferry_runtime *rt, size_t n, size_t size) {
+    return ferry__mem_calloc(&rt->alloc, n, size);
+}
+static inline void *ferry__realloc(ferry_runtime *rt, void *p, size_t n) { return ferry__mem_realloc(&rt->alloc, p, n); }
+static inline void ferry__free(ferry_runtime *rt, void *p) { ferry__mem_free(&rt->alloc, p); }
+
+/* Starts a named ferry thread counted in the runtime stats. Returns FERRY_OK or FERRY_ENOMEM
+ * (message in st). */
+int ferry__rt_thread_start(ferry_runtime *rt, ferry__thread *t, const char *name, void *(*fn)(void *), void *arg,
+                           ferry__status *st);
+void ferry__rt_thread_join(ferry_runtime *rt, ferry__thread *t);
+
+/* ---- tensors and elements --------------------------------------------------------------- */
+struct ferry_tensor {
+    _Atomic int refs;
+    ferry_dtype dtype;
+    int rank;
+    int64_t dims[FERRY_MAX_RANK];
+    int64_t n;             /* entries */
+    size_t nbytes;         /* what the budget counts (see ferry_tensor_nbytes) */
+    ferry_runtime *rt;
+    ferry_tensor *base;    /* reference to the tensor that owns the storage, or NULL: this one */
+    uint8_t *data;         /* numeric: first value; bytes: uint64 offsets[n+1] into blob */
+    const uint8_t *blob;   /* bytes only: string data */
+    void (*release)(void *user, void *data); /* wrapped storage */
+    void *release_user, *release_data;
+    bool wrapped;
+};
+
+/* A new tensor with uninitialized numeric storage inline. dims borrowed; entries checked for
+ * overflow. Sets st on failure. */
+int ferry__tensor_new(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out,
+                      ferry__status *st);
+/* A new FERRY_BYTES tensor with room for offsets (n+1, offsets[0] = 0 set) and blob_size bytes
+ * of string data; the caller fills offsets (ferry__tensor_offsets) and blob
+ * (ferry__tensor_blob_mut) and must leave offsets[n] == blob_size. */
+int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, size_t blob_size, ferry_tensor **out,
+                            ferry__status *st);
+static inline uint64_t *ferry__tensor_offsets(ferry_tensor *t) { return (uint64_t *)(void *)t->data; }
+static inline uint8_t *ferry__tensor_blob_mut(ferry_tensor *t) { return (uint8_t *)t->blob; }
+/* Entry i of a bytes tensor, no checks. */
+static inline const uint8_t *ferry__tensor_str(const ferry_tensor *t, int64_t i, size_t *len) {
+    const uint64_t *off = (const uint64_t *)(const void *)t->data;
+    *len = (size_t)(off[i + 1] - off[i]);
+    return t->blob + off[i];
+}
+/* Product of dims with overflow check; returns -1 on overflow or a negative dim. */
+int64_t ferry__num_entries(int rank, const int64_t *dims);
+/* "[3, ?, 4]" into buf. */
+const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap);
+/* FERRY_OK if t fits spec (dtype equal, rank equal unless unknown, known dims equal); else
+ * FERRY_ETYPE with a message naming `what` (e.g. "map output 1"). */
+int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st);
+
+struct ferry_element {
+    ferry_runtime *rt;
+    uint32_t n;
+    ferry_tensor *t[];
+};
+
+/* A new element with n NULL components. */
+ferry_element *ferry__element_new(ferry_runtime *rt, size_t n);
+
+/* ---- cancellation tree ------------------------------------------------------------------ */
+typedef struct ferry__waker {
+    void (*fn)(void *arg);
+    void *arg;
+    ferry__list node;
+} ferry__waker;
+
+struct ferry__cancel {
+    _Atomic int flag;
+    struct ferry__cancel *parent;
+    ferry__mutex mu;       /* guards children and wakers */
+    ferry__list children;
+    ferry__list wakers;
+    ferry__list node;      /* in parent's children */
+};
+
+/* Makes c a child of parent (NULL: a root). A child of a cancelled scope starts cancelled. */
+int ferry__cancel_init(ferry__cancel *c, ferry__cancel *parent);
+/* Detaches from the parent and frees locks. No waker may remain registered. */
+void ferry__cancel_fini(ferry__cancel *c);
+/* Sets the flag on c and all scopes below it and calls every waker. Idempotent; thread-safe. */
+void ferry__cancel_fire(ferry__cancel *c);
+static inline bool ferry__cancelled(const ferry__cancel *c) {
+    return c && atomic_load_explicit(&c->flag, memory_order_acquire);
+}
+void ferry__cancel_add_waker(ferry__cancel *c, ferry__waker *w);
+void ferry__cancel_remove_waker(ferry__cancel *c, ferry__waker *w);
+
+/* ---- callback context ------------------------------------------------------------------- */
+struct ferry_context {
+    ferry_runtime *rt;
+    int64_t index;
+    uint64_t seed;          /* of the per-element generator, seeded on first use */
+    bool rng_ready;
+    ferry__rng rng;
+    ferry__cancel *cancel;
+    ferry__status *st;
+};
+
+/* Prepares a context for one call: seed = mix(op_seed, index). */
+void ferry__context_init(ferry_context *ctx, ferry_runtime *rt, ferry__cancel *cancel, ferry__status *st,
+                         uint64_t op_seed, int64_t index);
+
+/* ---- datasets --------------------------------------------------------------------------- */
+typedef struct ferry__iter ferry__iter;
+typedef struct ferry__pipe ferry__pipe;
+
+typedef struct ferry__ictx {
+    ferry_runtime *rt;
+    ferry__cancel *cancel; /* the scope this iterator lives in (borrowed) */
+    ferry__pipe *pipe;     /* stats records of the root iterator (borrowed) */
+    uint64_t seed;         /* iteration seed */
+    bool warm_start;       /* start threads at make instead of at the first next */
+} ferry__ictx;
+
+typedef struct ferry__dataset_vtable {
+    /* See "Iterator protocol" above. state: NULL for a fresh iterator. *out is a new iterator
+     * made with ferry__iter_alloc. */
+    int (*make)(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                ferry__status *st);
+    /* Frees what the op added to the dataset (not the base, not input references). May be NULL. */
+    void (*destroy)(ferry_dataset *ds);
+} ferry__dataset_vtable;
+
+struct ferry_dataset {
+    const ferry__dataset_vtable *vt;
+    _Atomic long refs;
+    ferry_runtime *rt;
+    const char *name;          /* static */
+    size_t ninputs;
+    ferry_dataset **inputs;    /* references */
+    size_t ncomp;
+    ferry_tensor_spec *specs;
+    int64_t cardinality;
+    int depth;                 /* 0 for sources */
+    uint64_t params;           /* hash of the op's parameters (ferry__dataset_hash_*) */
+    uint64_t salt;             /* structural: name, depth, params and the inputs' salts */
+};
+
+/* Allocates an op's dataset struct of `size` bytes (zeroed; base first), takes references to
+ * the inputs and copies the specs. The op then sets params with ferry__dataset_hash and calls
+ * ferry__dataset_seal, which computes salt. On failure writes the last error and returns it. */
+int ferry__dataset_new(ferry_runtime *rt, const ferry__dataset_vtable *vt, const char *name, size_t size,
+                       size_t ninputs, ferry_dataset *const *inputs, size_t ncomp, const ferry_tensor_spec *specs,
+                       int64_t cardinality, ferry_dataset **out);
+/* Mixes n bytes of parameters into ds->params (call before seal). */
+void ferry__dataset_hash(ferry_dataset *ds, const void *p, size_t n);
+void ferry__dataset_hash_i64(ferry_dataset *ds, int64_t v);
+void ferry__dataset_seal(ferry_dataset *ds);
+/* A fingerprint of the whole graph under ds (names, parameters, specs), equal across processes. */
+uint64_t ferry__dataset_fingerprint(const ferry_dataset *ds);
+/* Checks a public dataset argument: returns FERRY_OK or sets the last error (EMISUSE/EINVAL) naming
+ * `arg` of function `fn`. */
+int ferry__check_dataset(const ferry_dataset *ds, const char *fn, const char *arg);
+
+/* ---- iterators -------------------------------------------------------------------------- */
+typedef struct ferry__node_stats ferry__node_stats;
+
+typedef struct ferry__iter_vtable {
+    int (*next)(ferry__iter *it, ferry_element **out, ferry__status *st);
+    int (*save)(ferry__iter *it, ferry__writer *w, ferry__status *st);
+    int (*skip)(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st); /* may be NULL */
+    void (*destroy)(ferry__iter *it);
+} ferry__iter_vtable;
+
+struct ferry__iter {
+    const ferry__iter_vtable *vt;
+    ferry_dataset *ds;         /* borrowed: the root iterator holds a reference to the graph */
+    ferry__ictx ctx;
+    ferry__node_stats *stats;  /* shared by every iterator of the same node in this pipe */
+    /* Local counters, flushed into stats every 64 calls and at destroy (one writer each). */
+    uint32_t calls;
+    int64_t l_elems, l_bytes, l_errors, l_total_ns;
+};
+
+/* Allocates an op's iterator struct of `size` bytes (zeroed; base first) for ds under ctx. */
+void *ferry__iter_alloc(ferry_dataset *ds, const ferry__ictx *ctx, const ferry__iter_vtable *vt, size_t size,
+                        ferry__status *st);
+/* Frees the struct from ferry__iter_alloc (flushes the counters). Ops call it last in destroy. */
+void ferry__iter_release(ferry__iter *it);
+
+/* Makes an iterator for ds (reading and checking the op tag when state != NULL). */
+int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                     ferry__status *st);
+/* Writes the op tag and the op's state. */
+int ferry__iter_save(ferry__iter *it, ferry__writer *w, ferry__status *st);
+/* Destroys an iterator (NULL-safe). */
+void ferry__iter_free(ferry__iter *it);
+/* Drops n positions (errors count as positions); *skipped gets how many were dropped before
+ * END. Uses vt->skip when present. */
+int ferry__iter_skip(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st);
+
+void ferry__iter_flush_stats(ferry__iter *it);
+
+/* The hot-path wrapper: counts elements, bytes and errors and times one call in 32. */
+static inline int ferry__iter_next(ferry__iter *it, ferry_element **out, ferry__status *st) {
+    int rc;
+    if ((++it->calls & 31) != 0) {
+        rc = it->vt->next(it, out, st);
+    } else {
+        int64_t t0 = ferry__now_ns();
+        rc = it->vt->next(it, out, st);
+        it->l_total_ns += 32 * (ferry__now_ns() - t0);
+        if ((it->calls & 63) == 0) ferry__iter_flush_stats(it);
+    }
+    if (rc == FERRY_OK) {
+        it->l_elems++;
+        it->l_bytes += (int64_t)ferry_element_nbytes(*out);
+    } else if (rc < 0) {
+        it->l_errors++;
+    }
+    return rc;
+}
+
+/* ---- stats records ---------------------------------------------------------------------- */
+struct ferry__node_stats {
+    const ferry_dataset *ds;
+    int parent;                  /* index of the consumer node, -1 for the root */
+    int first_input;
+    _Atomic int64_t elements, bytes, errors, dropped;
+    _Atomic int64_t total_ns;    /* time in next() seen by the consumer (sampled) */
+    _Atomic int64_t self_ns;     /* set by async ops: measured own work; -1: derive */
+    _Atomic int64_t wait_input_ns, wait_consumer_ns;
+    _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
+    bool async;                  /* self time comes from self_ns, not total minus inputs */
+};
+
+struct ferry__pipe {
+    ferry_runtime *rt;
+    size_t n;
+    ferry__node_stats *nodes;
+};
+
+int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, ferry__status *st);
+void ferry__pipe_fini(ferry__pipe *p);
+/* The record of ds, or NULL for a dataset that is not in the graph (one made while iterating,
+ * as by flat_map): iterators with no record count nothing. */
+ferry__node_stats *ferry__pipe_node(ferry__pipe *p, const ferry_dataset *ds);
+
+/* ---- anchors: symbolic state for ops that run ahead --------------------------------------
+ * An op whose input runs ahead of its consumer (prefetch, parallel map) cannot ask its input for
+ * the state at the consumer's position. Instead the thread that drives the input snapshots the
+ * input's state every so often (ferry__anchor_take, with the input position it was taken at);
+ * save writes the latest snapshot at or before the consumer's position plus the number of
+ * positions to replay from it; restore makes the input from the snapshot and skips that many.
+ * Snapshots are small (positions and seeds), so this is cheap; replay is bounded by the
+ * snapshot period plus the op's buffer. */
+typedef struct ferry__anchor_snap {
+    int64_t pos;
+    uint8_t *data;
+    size_t size;
+} ferry__anchor_snap;
+
+typedef struct ferry__anchor {
+    ferry_runtime *rt;
+    ferry__mutex mu;            /* guards snaps: the producer adds, the consumer prunes/reads */
+    ferry__anchor_snap *snaps;  /* ascending pos */
+    size_t n, cap;
+    int64_t period;             /* take a snapshot every `period` input positions */
+    int64_t next_pos;
+} ferry__anchor;
+
+int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st);
+void ferry__anchor_fini(ferry__anchor *a);
+/* Called by the thread that drives `input`, when the input is at position `pos` (positions
+ * pulled so far). Snapshots when pos is at or past the next period mark, or when force. */
+int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st);
+/* Called at save time with the consumer's position: writes the snapshot and the replay count;
+ * forgets snapshots older than the one used. */
+int ferry__anchor_write(ferry__anchor *a, int64_t consumer_pos, ferry__writer *w, ferry__status *st);
+/* Consumer side: forgets snapshots that no save can need any more (call every `period`). */
+void ferry__anchor_prune(ferry__anchor *a, int64_t consumer_pos);
+/* Reads what ferry__anchor_write wrote, makes the input iterator from it and replays to the
+ * saved consumer position; *replayed (may be NULL) gets the positions replayed before END. */
+int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__reader *r, ferry__iter **out,
+                          int64_t *replayed, ferry__status *st);
+
+/* Checks the framing of a public saved state and sets *payload to the root op's state. */
+int ferry__state_parse_header(const void *state, size_t size, uint64_t *fingerprint, uint64_t *seed,
+                              ferry__reader *payload, ferry__status *st);
+
+/* ---- checks for public entry points -----------------------------------------------------
+ * Public functions set the thread-local last error via these and return the code. */
+#define FERRY__CHECK_ARG(cond, code, ...)                                                        \
+    do {                                                                                         \
+        if (!(cond)) return ferry__set_last_error((code), __VA_ARGS__);                          \
+    } while (0)
+
+#endif

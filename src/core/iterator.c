@@ -1,0 +1,528 @@
+/*
+ * iterator.c - the iterator base (make, save, skip, free, stats flushing), the per-pipeline stats
+ * records, anchors for ops that run ahead, and the public iterator API with saved state.
+ *
+ * A public ferry_iterator owns: a reference to the dataset graph, a root cancel scope, the stats
+ * records of every node (ferry__pipe) and the root op iterator. Freeing it fires the root scope
+ * (every async op below wakes and stops), then destroys the op tree top-down, each op joining
+ * its own threads before destroying its input.
+ *
+ * Saved state, version 1 (integers little-endian):
+ *   "FERRYST\0" | u32 version | u32 reserved | u64 pipeline fingerprint | u64 pipeline seed |
+ *   u64 payload size | payload | u64 FNV-1a of everything before it
+ * The payload is the root op's state: each op writes a u32 tag (a hash of its name) and then its
+ * own fields and its inputs' states, so a state restored against a different graph fails at the
+ * first op that differs, and the fingerprint check catches different parameters first.
+ */
+#include "core.h"
+
+#include <string.h>
+
+/* ---- iterator base ---------------------------------------------------------------------- */
+void *ferry__iter_alloc(ferry_dataset *ds, const ferry__ictx *ctx, const ferry__iter_vtable *vt, size_t size,
+                        ferry__status *st) {
+    FERRY_ASSERT(size >= sizeof(ferry__iter));
+    ferry__iter *it = ferry__alloc(ds->rt, size);
+    if (!it) {
+        ferry__fail(st, FERRY_ENOMEM, "%s: allocating the iterator failed", ds->name);
+        return NULL;
+    }
+    memset(it, 0, size);
+    it->vt = vt;
+    it->ds = ds;
+    it->ctx = *ctx;
+    it->stats = ctx->pipe ? ferry__pipe_node(ctx->pipe, ds) : NULL;
+    atomic_fetch_add(&ds->rt->objects, 1);
+    return it;
+}
+
+void ferry__iter_flush_stats(ferry__iter *it) {
+    ferry__node_stats *s = it->stats;
+    if (s) {
+        if (it->l_elems) atomic_fetch_add_explicit(&s->elements, it->l_elems, memory_order_relaxed);
+        if (it->l_bytes) atomic_fetch_add_explicit(&s->bytes, it->l_bytes, memory_order_relaxed);
+        if (it->l_errors) atomic_fetch_add_explicit(&s->errors, it->l_errors, memory_order_relaxed);
+        if (it->l_total_ns) atomic_fetch_add_explicit(&s->total_ns, it->l_total_ns, memory_order_relaxed);
+    }
+    it->l_elems = it->l_bytes = it->l_errors = it->l_total_ns = 0;
+}
+
+void ferry__iter_release(ferry__iter *it) {
+    ferry_runtime *rt = it->ds->rt;
+    ferry__iter_flush_stats(it);
+    ferry__free(rt, it);
+    atomic_fetch_sub(&rt->objects, 1);
+}
+
+static uint32_t op_tag(const ferry_dataset *ds) {
+    uint64_t h = ferry__fnv64(FERRY__FNV_INIT, ds->name, strlen(ds->name));
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                     ferry__status *st) {
+    *out = NULL;
+    if (ferry__cancelled(ctx->cancel)) return ferry__fail(st, FERRY_ECANCELED, "%s: iterator is being destroyed", ds->name);
+    if (state) {
+        size_t off = ferry__r_offset(state);
+        uint32_t tag;
+        int rc = ferry__r_u32(state, &tag, st);
+        if (rc) return rc;
+        if (tag != op_tag(ds))
+            return ferry__fail(st, FERRY_EMISMATCH,
+                               "saved state does not match the pipeline: at state offset %zu the pipeline has op "
+                               "'%s' but the state holds another op",
+                               off, ds->name);
+    }
+    return ds->vt->make(ds, ctx, state, out, st);
+}
+
+int ferry__iter_save(ferry__iter *it, ferry__writer *w, ferry__status *st) {
+    ferry__w_u32(w, op_tag(it->ds));
+    int rc = it->vt->save(it, w, st);
+    if (rc == FERRY_OK && w->failed) return ferry__fail(st, FERRY_ENOMEM, "%s: growing the state buffer failed", it->ds->name);
+    return rc;
+}
+
+void ferry__iter_free(ferry__iter *it) {
+    if (it) it->vt->destroy(it);
+}
+
+int ferry__iter_skip(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st) {
+    *skipped = 0;
+    if (n <= 0) return FERRY_OK;
+    if (it->vt->skip) return it->vt->skip(it, n, skipped, st);
+    ferry__status tmp;
+    while (*skipped < n) {
+        ferry_element *e = NULL;
+        int rc = it->vt->next(it, &e, &tmp);
+        if (rc == FERRY_END) break;
+        if (rc == FERRY_ECANCELED && ferry__cancelled(it->ctx.cancel)) return ferry__fail(st, rc, "%s", tmp.msg);
+        ferry_element_free(e);
+        (*skipped)++;
+    }
+    return FERRY_OK;
+}
+
+/* ---- stats records ---------------------------------------------------------------------- */
+static size_t count_nodes(const ferry_dataset *ds, const ferry_dataset **seen, size_t n, size_t cap) {
+    for (size_t i = 0; i < n; i++)
+        if (seen[i] == ds) return n;
+    if (seen && n < cap) seen[n] = ds;
+    n++;
+    for (size_t i = 0; i < ds->ninputs; i++) n = count_nodes(ds->inputs[i], seen, n, cap);
+    return n;
+}
+
+int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, ferry__status *st) {
+    p->rt = rt;
+    /* Upper bound first (a DAG may repeat nodes), then the exact list. */
+    size_t bound = 0;
+    {
+        const ferry_dataset *stack[1] = {0};
+        bound = count_nodes(root, stack, 0, 0);
+    }
+    const ferry_dataset **seen = ferry__calloc(rt, bound, sizeof *seen);
+    if (!seen) return ferry__fail(st, FERRY_ENOMEM, "allocating the stats records failed");
+    size_t n = count_nodes(root, seen, 0, bound);
+    p->nodes = ferry__calloc(rt, n, sizeof *p->nodes);
+    if (!p->nodes) {
+        ferry__free(rt, seen);
+        return ferry__fail(st, FERRY_ENOMEM, "allocating the stats records failed");
+    }
+    p->n = n;
+    for (size_t i = 0; i < n; i++) {
+        p->nodes[i].ds = seen[i];
+        p->nodes[i].parent = -1;
+        p->nodes[i].first_input = -1;
+        atomic_init(&p->nodes[i].self_ns, -1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < seen[i]->ninputs; k++) {
+            for (size_t j = 0; j < n; j++) {
+                if (seen[j] != seen[i]->inputs[k]) continue;
+                if (p->nodes[j].parent < 0) p->nodes[j].parent = (int)i;
+                if (k == 0) p->nodes[i].first_input = (int)j;
+            }
+        }
+    }
+    ferry__free(rt, seen);
+    return FERRY_OK;
+}
+
+void ferry__pipe_fini(ferry__pipe *p) {
+    ferry__free(p->rt, p->nodes);
+    p->nodes = NULL;
+}
+
+ferry__node_stats *ferry__pipe_node(ferry__pipe *p, const ferry_dataset *ds) {
+    for (size_t i = 0; i < p->n; i++)
+        if (p->nodes[i].ds == ds) return &p->nodes[i];
+    return NULL;
+}
+
+/* ---- anchors ---------------------------------------------------------------------------- */
+int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st) {
+    memset(a, 0, sizeof *a);
+    a->rt = rt;
+    a->period = period > 0 ? period : 64;
+    if (ferry__mutex_init(&a->mu)) return ferry__fail(st, FERRY_ENOMEM, "creating an anchor lock failed");
+    return FERRY_OK;
+}
+
+void ferry__anchor_fini(ferry__anchor *a) {
+    for (size_t i = 0; i < a->n; i++) ferry__free(a->rt, a->snaps[i].data);
+    ferry__free(a->rt, a->snaps);
+    ferry__mutex_destroy(&a->mu);
+    a->snaps = NULL;
+    a->n = a->cap = 0;
+}
+
+/* Drops snapshots before the latest one at or before pos. Caller holds a->mu. */
+static void prune_locked(ferry__anchor *a, int64_t pos) {
+    size_t keep = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->snaps[i].pos <= pos) keep = i;
+    if (keep == 0) return;
+    for (size_t i = 0; i < keep; i++) ferry__free(a->rt, a->snaps[i].data);
+    memmove(a->snaps, a->snaps + keep, (a->n - keep) * sizeof *a->snaps);
+    a->n -= keep;
+}
+
+int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st) {
+    if (!force && pos < a->next_pos) return FERRY_OK;
+    ferry__writer w;
+    ferry__writer_init(&w, &a->rt->alloc);
+    int rc = ferry__iter_save(input, &w, st);
+    if (rc) {
+        ferry__writer_fini(&w);
+        return rc;
+    }
+    ferry__mutex_lock(&a->mu);
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 4;
+        ferry__anchor_snap *s = ferry__realloc(a->rt, a->snaps, cap * sizeof *s);
+        if (!s) {
+            ferry__mutex_unlock(&a->mu);
+            ferry__writer_fini(&w);
+            return ferry__fail(st, FERRY_ENOMEM, "%s: growing the anchor list failed", input->ds->name);
+        }
+        a->snaps = s;
+        a->cap = cap;
+    }
+    a->snaps[a->n].pos = pos;
+    a->snaps[a->n].data = w.data;
+    a->snaps[a->n].size = w.size;
+    a->n++;
+    ferry__mutex_unlock(&a->mu);
+    a->next_pos = pos + a->period;
+    return FERRY_OK;
+}
+
+void ferry__anchor_prune(ferry__anchor *a, int64_t consumer_pos) {
+    ferry__mutex_lock(&a->mu);
+    prune_locked(a, consumer_pos);
+    ferry__mutex_unlock(&a->mu);
+}
+
+int ferry__anchor_write(ferry__anchor *a, int64_t consumer_pos, ferry__writer *w, ferry__status *st) {
+    ferry__mutex_lock(&a->mu);
+    prune_locked(a, consumer_pos);
+    if (a->n == 0 || a->snaps[0].pos > consumer_pos) {
+        ferry__mutex_unlock(&a->mu);
+        return ferry__fail(st, FERRY_EMISUSE, "no input snapshot at or before position %lld (internal)",
+                           (long long)consumer_pos);
+    }
+    ferry__w_u64(w, (uint64_t)(consumer_pos - a->snaps[0].pos));
+    ferry__w_u64(w, a->snaps[0].size);
+    ferry__w_bytes(w, a->snaps[0].data, a->snaps[0].size);
+    ferry__mutex_unlock(&a->mu);
+    return FERRY_OK;
+}
+
+int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__reader *r, ferry__iter **out,
+                          int64_t *replayed, ferry__status *st) {
+    *out = NULL;
+    uint64_t replay, size;
+    int rc = ferry__r_u64(r, &replay, st);
+    if (!rc) rc = ferry__r_u64(r, &size, st);
+    if (rc) return rc;
+    if (size > ferry__r_left(r) || replay > (uint64_t)INT64_MAX)
+        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: input snapshot at offset %zu claims %llu bytes, %zu left",
+                           ferry__r_offset(r), (unsigned long long)size, ferry__r_left(r));
+    ferry__reader sub = *r;
+    sub.end = sub.p + size;
+    rc = ferry__iter_make(input, ctx, &sub, out, st);
+    if (rc) return rc;
+    if (sub.p != sub.end) {
+        ferry__iter_free(*out);
+        *out = NULL;
+        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: %zu unread bytes in the input snapshot at offset %zu",
+                           (size_t)(sub.end - sub.p), ferry__r_offset(&sub));
+    }
+    r->p = sub.end;
+    int64_t skipped = 0;
+    rc = ferry__iter_skip(*out, (int64_t)replay, &skipped, st);
+    if (rc) {
+        ferry__iter_free(*out);
+        *out = NULL;
+        return rc;
+    }
+    if (replayed) *replayed = skipped;
+    return FERRY_OK;
+}
+
+/* ---- public iterator -------------------------------------------------------------------- */
+struct ferry_iterator {
+    ferry_runtime *rt;
+    ferry_dataset *ds;
+    ferry__pipe pipe;
+    ferry__cancel cancel;
+    ferry__iter *root;
+    ferry__status st;
+    uint64_t seed;
+    _Atomic int busy;
+};
+
+static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, ferry__reader *state, uint64_t seed,
+                         ferry_iterator **out, const char *fn) {
+    ferry_runtime *rt = ds->rt;
+    ferry_iterator *it = ferry__calloc(rt, 1, sizeof *it);
+    if (!it) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the iterator failed", fn);
+    it->rt = rt;
+    it->seed = seed;
+    ferry__status st;
+    int rc = ferry__pipe_init(&it->pipe, rt, ds, &st);
+    if (rc) {
+        ferry__free(rt, it);
+        return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
+    }
+    if (ferry__cancel_init(&it->cancel, NULL)) {
+        ferry__pipe_fini(&it->pipe);
+        ferry__free(rt, it);
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cancel scope failed", fn);
+    }
+    ferry__ictx ctx = {
+        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .warm_start = opts && opts->warm_start};
+    rc = ferry__iter_make(ds, &ctx, state, &it->root, &st);
+    if (rc == FERRY_OK && state && state->p != state->end) {
+        ferry__fail(&st, FERRY_ECORRUPT, "state corrupt: %zu bytes left over after the pipeline's state",
+                    (size_t)(state->end - state->p));
+        rc = FERRY_ECORRUPT;
+    }
+    if (rc) {
+        ferry__iter_free(it->root);
+        ferry__cancel_fini(&it->cancel);
+        ferry__pipe_fini(&it->pipe);
+        ferry__free(rt, it);
+        return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
+    }
+    it->ds = ferry_dataset_ref(ds);
+    atomic_fetch_add(&rt->objects, 1);
+    *out = it;
+    return FERRY_OK;
+}
+
+int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts, ferry_iterator **out) {
+    ferry__clear_last_error();
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_iterator_create: argument 'out' is NULL");
+    *out = NULL;
+    int rc = ferry__check_dataset(ds, "ferry_iterator_create", "ds");
+    if (rc) return rc;
+    return iterator_open(ds, opts, NULL, opts ? opts->seed : 0, out, "ferry_iterator_create");
+}
+
+int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
+    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_next: argument 'it' is NULL");
+    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_next: argument 'out' is NULL");
+    *out = NULL;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
+        return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
+    int rc = ferry__iter_next(it->root, out, &it->st);
+    if (rc >= 0) {
+        it->st.code = rc;
+        it->st.msg[0] = '\0';
+    } else {
+        it->st.code = rc;
+        if (*out) { /* an op broke the protocol; never hand out data with an error */
+            ferry_element_free(*out);
+            *out = NULL;
+        }
+    }
+    atomic_store(&it->busy, 0);
+    return rc;
+}
+
+const char *ferry_iterator_error(const ferry_iterator *it) { return it ? it->st.msg : ""; }
+
+void ferry_iterator_free(ferry_iterator *it) {
+    if (!it) return;
+    ferry_runtime *rt = it->rt;
+    ferry__cancel_fire(&it->cancel);
+    ferry__iter_free(it->root);
+    ferry__cancel_fini(&it->cancel);
+    ferry__pipe_fini(&it->pipe);
+    ferry_dataset_unref(it->ds);
+    ferry__free(rt, it);
+    atomic_fetch_sub(&rt->objects, 1);
+}
+
+int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap, size_t *count) {
+    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_stats: argument 'it' is NULL");
+    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'count' is NULL");
+    if (cap > 0 && !out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'out' is NULL with cap %zu", cap);
+    ferry__iter_flush_stats(it->root);
+    ferry__pipe *p = &it->pipe;
+    *count = p->n;
+    for (size_t i = 0; i < p->n && i < cap; i++) {
+        ferry__node_stats *s = &p->nodes[i];
+        ferry_stage_stats *o = &out[i];
+        memset(o, 0, sizeof *o);
+        snprintf(o->name, sizeof o->name, "%s", s->ds->name);
+        o->node = (int)i;
+        o->input = s->first_input;
+        o->elements_out = atomic_load(&s->elements);
+        o->bytes_out = atomic_load(&s->bytes);
+        o->errors_out = atomic_load(&s->errors);
+        o->errors_dropped = atomic_load(&s->dropped);
+        int64_t self = atomic_load(&s->self_ns);
+        if (self < 0) {
+            self = atomic_load(&s->total_ns);
+            for (size_t j = 0; j < p->n; j++)
+                if (p->nodes[j].parent == (int)i) self -= atomic_load(&p->nodes[j].total_ns);
+            if (self < 0) self = 0;
+        }
+        o->self_ns = self;
+        o->wait_input_ns = atomic_load(&s->wait_input_ns);
+        o->wait_consumer_ns = atomic_load(&s->wait_consumer_ns);
+        o->buffered_elements = atomic_load(&s->buffered_elements);
+        o->buffered_bytes = atomic_load(&s->buffered_bytes);
+        o->buffer_capacity = atomic_load(&s->capacity);
+        o->parallelism = atomic_load(&s->parallelism);
+    }
+    return FERRY_OK;
+}
+
+/* ---- saved state ------------------------------------------------------------------------ */
+struct ferry_blob {
+    ferry_runtime *rt;
+    size_t size;
+    uint8_t *data;
+};
+
+const void *ferry_blob_data(const ferry_blob *b) { return b ? b->data : NULL; }
+size_t ferry_blob_size(const ferry_blob *b) { return b ? b->size : 0; }
+void ferry_blob_free(ferry_blob *b) {
+    if (!b) return;
+    ferry__free(b->rt, b->data);
+    ferry__free(b->rt, b);
+}
+
+static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
+#define STATE_VERSION 1u
+#define STATE_HEADER 40
+
+int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
+    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_save: argument 'it' is NULL");
+    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_save: argument 'out' is NULL");
+    *out = NULL;
+    ferry__writer w;
+    ferry__writer_init(&w, &it->rt->alloc);
+    ferry__w_bytes(&w, state_magic, 8);
+    ferry__w_u32(&w, STATE_VERSION);
+    ferry__w_u32(&w, 0);
+    ferry__w_u64(&w, ferry__dataset_fingerprint(it->ds));
+    ferry__w_u64(&w, it->seed);
+    ferry__w_u64(&w, 0); /* payload size, patched below */
+    ferry__status st;
+    int rc = ferry__iter_save(it->root, &w, &st);
+    if (rc == FERRY_OK && w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
+    if (rc == FERRY_OK) {
+        uint64_t payload = w.size - STATE_HEADER;
+        for (int i = 0; i < 8; i++) w.data[32 + i] = (uint8_t)(payload >> (8 * i));
+        ferry__w_u64(&w, ferry__fnv64(FERRY__FNV_INIT, w.data, w.size));
+        if (w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
+    }
+    ferry_blob *b = NULL;
+    if (rc == FERRY_OK) {
+        b = ferry__alloc(it->rt, sizeof *b);
+        if (!b) rc = ferry__fail(&st, FERRY_ENOMEM, "allocating the state blob failed");
+    }
+    if (rc) {
+        ferry__writer_fini(&w);
+        ferry__status_prefix(&st, "ferry_iterator_save");
+        ferry__status_copy(&it->st, &st);
+        return rc;
+    }
+    b->rt = it->rt;
+    b->data = w.data;
+    b->size = w.size;
+    *out = b;
+    return FERRY_OK;
+}
+
+int ferry__state_parse_header(const void *state, size_t size, uint64_t *fingerprint, uint64_t *seed,
+                              ferry__reader *payload, ferry__status *st) {
+    const uint8_t *p = state;
+    if (size < STATE_HEADER + 8 || memcmp(p, state_magic, 8) != 0) {
+        if (size >= 8 && memcmp(p, state_magic, 8) == 0)
+            return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: %zu bytes, the header alone needs %d", size,
+                               STATE_HEADER + 8);
+        return ferry__fail(st, FERRY_ECORRUPT, "not a ferry iterator state (bad magic at offset 0)");
+    }
+    ferry__reader r;
+    ferry__reader_init(&r, state, size);
+    r.p += 8;
+    uint32_t version, reserved;
+    uint64_t payload_size;
+    ferry__r_u32(&r, &version, st);
+    ferry__r_u32(&r, &reserved, st);
+    if (version > STATE_VERSION)
+        return ferry__fail(st, FERRY_EVERSION, "state format version %u is newer than this library's %u; upgrade ferry",
+                           version, STATE_VERSION);
+    if (version == 0) return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: format version 0 at offset 8");
+    ferry__r_u64(&r, fingerprint, st);
+    ferry__r_u64(&r, seed, st);
+    ferry__r_u64(&r, &payload_size, st);
+    if (payload_size != size - STATE_HEADER - 8) {
+        if (payload_size > size - STATE_HEADER - 8)
+            return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: payload of %llu bytes but only %zu follow the header",
+                               (unsigned long long)payload_size, size - STATE_HEADER - 8);
+        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: payload of %llu bytes but %zu follow the header",
+                           (unsigned long long)payload_size, size - STATE_HEADER - 8);
+    }
+    uint64_t sum = 0;
+    for (int i = 7; i >= 0; i--) sum = (sum << 8) | p[size - 8 + (size_t)i];
+    if (sum != ferry__fnv64(FERRY__FNV_INIT, p, size - 8))
+        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: checksum mismatch over %zu bytes", size - 8);
+    ferry__reader_init(payload, state, size - 8);
+    payload->p += STATE_HEADER;
+    return FERRY_OK;
+}
+
+int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, const ferry_iterator_options *opts,
+                           ferry_iterator **out) {
+    ferry__clear_last_error();
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_iterator_restore: argument 'out' is NULL");
+    *out = NULL;
+    int rc = ferry__check_dataset(ds, "ferry_iterator_restore", "ds");
+    if (rc) return rc;
+    FERRY__CHECK_ARG(state != NULL, FERRY_EINVAL, "ferry_iterator_restore: argument 'state' is NULL");
+    ferry__status st;
+    uint64_t fp, seed;
+    ferry__reader r;
+    rc = ferry__state_parse_header(state, size, &fp, &seed, &r, &st);
+    if (rc) return ferry__set_last_error(rc, "ferry_iterator_restore: %s", st.msg);
+    uint64_t mine = ferry__dataset_fingerprint(ds);
+    if (fp != mine)
+        return ferry__set_last_error(FERRY_EMISMATCH,
+                                     "ferry_iterator_restore: the state was saved from another pipeline (fingerprint "
+                                     "%016llx, this pipeline is %016llx)",
+                                     (unsigned long long)fp, (unsigned long long)mine);
+    if (opts && opts->seed != 0 && opts->seed != seed)
+        return ferry__set_last_error(FERRY_EMISMATCH,
+                                     "ferry_iterator_restore: options.seed is %llu but the state was saved with seed %llu",
+                                     (unsigned long long)opts->seed, (unsigned long long)seed);
+    return iterator_open(ds, opts, &r, seed, out, "ferry_iterator_restore");
+}

@@ -1,0 +1,124 @@
+/*
+ * runtime.c - the runtime object (allocator hook, byte budget, thread accounting), the version
+ * and the status-code tables. A runtime is shared by every thread that uses its objects; its
+ * counters are atomics and it holds no lock of its own beyond the budget's.
+ */
+#include "core.h"
+
+#include <string.h>
+
+const char *ferry_version(void) { return FERRY_VERSION_STRING; }
+int ferry_version_number(void) { return FERRY_VERSION_NUMBER; }
+
+const char *ferry_strerror(int status) {
+    switch (status) {
+#define FERRY__STATUS_TEXT(name, value, text)                                                    \
+    case value:                                                                                  \
+        return text;
+        FERRY_STATUS_MAP(FERRY__STATUS_TEXT)
+#undef FERRY__STATUS_TEXT
+    }
+    return "unknown status code";
+}
+
+const char *ferry_error_name(int status) {
+    switch (status) {
+#define FERRY__STATUS_NAME(name, value, text)                                                    \
+    case value:                                                                                  \
+        return "FERRY_" #name;
+        FERRY_STATUS_MAP(FERRY__STATUS_NAME)
+#undef FERRY__STATUS_NAME
+    }
+    return "FERRY_UNKNOWN";
+}
+
+int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out) {
+    ferry__clear_last_error();
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_create: argument 'out' is NULL");
+    *out = NULL;
+    ferry_runtime_options o = {0};
+    if (opts) o = *opts;
+    FERRY__CHECK_ARG(o.cpu_budget >= 0 && o.cpu_budget <= 4096, FERRY_EINVAL,
+                     "ferry_runtime_create: options.cpu_budget is %d; it must be 0 (all cores) to 4096",
+                     o.cpu_budget);
+    if (o.memory_budget == 0) {
+        uint64_t ram = ferry__physical_memory();
+        o.memory_budget = ram ? (size_t)(ram / 2) : ((size_t)1 << 30);
+    }
+    ferry__allocator a;
+    ferry__allocator_init(&a, o.alloc, o.alloc_user);
+    ferry_runtime *rt = ferry__mem_alloc(&a, sizeof *rt);
+    if (!rt) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating the runtime failed");
+    memset(rt, 0, sizeof *rt);
+    ferry__allocator_init(&rt->alloc, o.alloc, o.alloc_user);
+    /* The runtime's own block was counted on the stack copy; count it on the real one. */
+    int64_t bytes, blocks;
+    ferry__allocator_usage(&a, &bytes, &blocks);
+    atomic_store(&rt->alloc.shard[0].bytes, bytes);
+    atomic_store(&rt->alloc.shard[0].blocks, blocks);
+    if (ferry__budget_init(&rt->budget, o.memory_budget) != FERRY_OK) {
+        ferry__mem_free(&rt->alloc, rt);
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
+    }
+    rt->cpu_budget = o.cpu_budget ? o.cpu_budget : ferry__num_cores();
+    atomic_init(&rt->threads_live, 0);
+    atomic_init(&rt->threads_started, 0);
+    atomic_init(&rt->objects, 0);
+    *out = rt;
+    return FERRY_OK;
+}
+
+int ferry_runtime_free(ferry_runtime *rt) {
+    if (!rt) return FERRY_OK;
+    int64_t objects = atomic_load(&rt->objects);
+    if (objects != 0)
+        return ferry__set_last_error(FERRY_EMISUSE,
+                                     "ferry_runtime_free: %lld datasets or iterators made with this runtime "
+                                     "are still alive; free them first",
+                                     (long long)objects);
+    int64_t bytes, blocks;
+    ferry__allocator_usage(&rt->alloc, &bytes, &blocks);
+    if (blocks != 1)
+        return ferry__set_last_error(FERRY_EMISUSE,
+                                     "ferry_runtime_free: %lld blocks (%lld bytes) made with this runtime are "
+                                     "still allocated (tensors or elements not freed); free them first",
+                                     (long long)blocks - 1, (long long)bytes - (long long)sizeof *rt);
+    ferry__budget_fini(&rt->budget);
+    ferry__allocator a = rt->alloc;
+    ferry__mem_free(&a, rt);
+    return FERRY_OK;
+}
+
+int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_runtime_stats_get: argument 'rt' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_stats_get: argument 'out' is NULL");
+    int64_t bytes, blocks;
+    ferry__allocator_usage(&rt->alloc, &bytes, &blocks);
+    out->bytes_allocated = bytes > 0 ? (size_t)bytes : 0;
+    out->blocks_allocated = blocks;
+    out->budget = rt->budget.limit;
+    out->budget_used = atomic_load(&rt->budget.used);
+    out->budget_used_peak = atomic_load(&rt->budget.peak);
+    out->threads_live = atomic_load(&rt->threads_live);
+    out->threads_started = atomic_load(&rt->threads_started);
+    out->cpu_budget = rt->cpu_budget;
+    return FERRY_OK;
+}
+
+int ferry__rt_thread_start(ferry_runtime *rt, ferry__thread *t, const char *name, void *(*fn)(void *), void *arg,
+                           ferry__status *st) {
+    atomic_fetch_add(&rt->threads_live, 1);
+    int rc = ferry__thread_start(t, name, fn, arg);
+    if (rc != 0) {
+        atomic_fetch_sub(&rt->threads_live, 1);
+        return ferry__fail(st, FERRY_ENOMEM, "starting thread %s failed: %s", name, strerror(rc));
+    }
+    atomic_fetch_add(&rt->threads_started, 1);
+    return FERRY_OK;
+}
+
+void ferry__rt_thread_join(ferry_runtime *rt, ferry__thread *t) {
+    if (!t->started) return;
+    ferry__thread_join(t);
+    atomic_fetch_sub(&rt->threads_live, 1);
+}

@@ -1,0 +1,382 @@
+/*
+ * tensor.c - tensors and elements.
+ *
+ * A tensor's storage is owned by a "base" tensor: inline right after the struct (one allocation
+ * per tensor, so a scalar costs one block), or caller memory wrapped with a release callback.
+ * A slice is a tensor whose `base` holds a reference to the owner and whose data pointer points
+ * into it, so slices and batch rows share bytes. FERRY_BYTES storage is uint64 offsets[n+1]
+ * followed by the string bytes; a slice points into the owner's offsets.
+ *
+ * Reference counts are C11 atomics: tensors are immutable once shared and may be read by any
+ * thread. Elements are plain arrays of references with one owner at a time.
+ */
+#include "core.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtype_info[FERRY_DTYPE_COUNT] = {
+    [FERRY_DTYPE_INVALID] = {"invalid", 0}, [FERRY_BOOL] = {"bool", 1},        [FERRY_INT8] = {"int8", 1},
+    [FERRY_INT16] = {"int16", 2},           [FERRY_INT32] = {"int32", 4},      [FERRY_INT64] = {"int64", 8},
+    [FERRY_UINT8] = {"uint8", 1},           [FERRY_UINT16] = {"uint16", 2},    [FERRY_UINT32] = {"uint32", 4},
+    [FERRY_UINT64] = {"uint64", 8},         [FERRY_FLOAT16] = {"float16", 2},  [FERRY_BFLOAT16] = {"bfloat16", 2},
+    [FERRY_FLOAT32] = {"float32", 4},       [FERRY_FLOAT64] = {"float64", 8},  [FERRY_BYTES] = {"bytes", 0},
+};
+
+size_t ferry_dtype_size(ferry_dtype dtype) {
+    if ((int)dtype <= 0 || dtype >= FERRY_DTYPE_COUNT) return 0;
+    return dtype_info[dtype].size;
+}
+
+const char *ferry_dtype_name(ferry_dtype dtype) {
+    if ((int)dtype < 0 || dtype >= FERRY_DTYPE_COUNT) return "invalid";
+    return dtype_info[dtype].name;
+}
+
+int64_t ferry__num_entries(int rank, const int64_t *dims) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0) return -1;
+        if (dims[i] != 0 && n > INT64_MAX / dims[i]) return -1;
+        n *= dims[i];
+    }
+    return n;
+}
+
+const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap) {
+    if (s->rank < 0) {
+        snprintf(buf, cap, "<unknown rank>");
+        return buf;
+    }
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, cap - k, "[");
+    for (int i = 0; i < s->rank && k < cap; i++) {
+        if (s->dims[i] < 0)
+            k += (size_t)snprintf(buf + k, cap - k, "%s?", i ? ", " : "");
+        else
+            k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
+    }
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+
+static int check_shape_args(ferry_runtime *rt, int rank, const int64_t *dims, const char *fn, int64_t *n) {
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
+    FERRY__CHECK_ARG(rank >= 0 && rank <= FERRY_MAX_RANK, FERRY_EINVAL,
+                     "%s: argument 'rank' is %d; it must be 0 to %d", fn, rank, FERRY_MAX_RANK);
+    FERRY__CHECK_ARG(rank == 0 || dims != NULL, FERRY_EINVAL, "%s: argument 'dims' is NULL with rank %d", fn, rank);
+    for (int i = 0; i < rank; i++)
+        FERRY__CHECK_ARG(dims[i] >= 0, FERRY_EINVAL, "%s: dims[%d] is %lld; dims must be >= 0", fn, i,
+                         (long long)dims[i]);
+    *n = ferry__num_entries(rank, dims);
+    FERRY__CHECK_ARG(*n >= 0, FERRY_ETOOLARGE, "%s: the product of dims overflows int64", fn);
+    return FERRY_OK;
+}
+
+static void init_header(ferry_tensor *t, ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
+                        int64_t n) {
+    atomic_init(&t->refs, 1);
+    t->dtype = dtype;
+    t->rank = rank;
+    for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
+    for (int i = rank; i < FERRY_MAX_RANK; i++) t->dims[i] = 0;
+    t->n = n;
+    t->rt = rt;
+    t->base = NULL;
+    t->blob = NULL;
+    t->release = NULL;
+    t->release_user = t->release_data = NULL;
+    t->wrapped = false;
+}
+
+int ferry__tensor_new(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out,
+                      ferry__status *st) {
+    *out = NULL;
+    int64_t n = ferry__num_entries(rank, dims);
+    size_t es = ferry_dtype_size(dtype);
+    if (n < 0 || es == 0 || (uint64_t)n > (SIZE_MAX - sizeof(ferry_tensor) - 16) / es)
+        return ferry__fail(st, FERRY_ETOOLARGE, "tensor of %s with %lld entries is too large", ferry_dtype_name(dtype),
+                           (long long)n);
+    size_t nbytes = (size_t)n * es;
+    ferry_tensor *t = ferry__alloc(rt, sizeof *t + nbytes);
+    if (!t) return ferry__fail(st, FERRY_ENOMEM, "allocating a %s tensor of %zu bytes failed", ferry_dtype_name(dtype), nbytes);
+    init_header(t, rt, dtype, rank, dims, n);
+    t->data = (uint8_t *)(t + 1);
+    t->nbytes = nbytes;
+    *out = t;
+    return FERRY_OK;
+}
+
+int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, size_t blob_size, ferry_tensor **out,
+                            ferry__status *st) {
+    *out = NULL;
+    int64_t n = ferry__num_entries(rank, dims);
+    if (n < 0 || (uint64_t)n > (SIZE_MAX / 2) / 8 || blob_size > SIZE_MAX / 2 - (size_t)(n + 1) * 8 - sizeof(ferry_tensor))
+        return ferry__fail(st, FERRY_ETOOLARGE, "bytes tensor with %lld entries and %zu bytes is too large", (long long)n,
+                           blob_size);
+    size_t offs = (size_t)(n + 1) * 8;
+    ferry_tensor *t = ferry__alloc(rt, sizeof *t + offs + blob_size);
+    if (!t) return ferry__fail(st, FERRY_ENOMEM, "allocating a bytes tensor of %zu bytes failed", offs + blob_size);
+    init_header(t, rt, FERRY_BYTES, rank, dims, n);
+    t->data = (uint8_t *)(t + 1);
+    t->blob = t->data + offs;
+    ferry__tensor_offsets(t)[0] = 0;
+    t->nbytes = blob_size + (size_t)n * 8;
+    *out = t;
+    return FERRY_OK;
+}
+
+int ferry_tensor_create(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out) {
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_create: argument 'out' is NULL");
+    *out = NULL;
+    int64_t n;
+    int rc = check_shape_args(rt, rank, dims, "ferry_tensor_create", &n);
+    if (rc) return rc;
+    FERRY__CHECK_ARG(ferry_dtype_size(dtype) > 0, FERRY_EINVAL,
+                     "ferry_tensor_create: dtype %d is not a numeric dtype (use ferry_tensor_create_bytes for bytes)",
+                     (int)dtype);
+    ferry__status st;
+    rc = ferry__tensor_new(rt, dtype, rank, dims, out, &st);
+    if (rc) return ferry__set_last_error(rc, "ferry_tensor_create: %s", st.msg);
+    memset((*out)->data, 0, (*out)->nbytes);
+    return FERRY_OK;
+}
+
+int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, void *data, size_t nbytes,
+                      void (*release)(void *user, void *data), void *release_user, ferry_tensor **out) {
+    int64_t n;
+    int rc = FERRY_OK;
+    if (out) *out = NULL;
+    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: argument 'out' is NULL");
+    if (!rc) rc = check_shape_args(rt, rank, dims, "ferry_tensor_wrap", &n);
+    size_t es = ferry_dtype_size(dtype);
+    if (!rc && es == 0)
+        rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: dtype %d is not a numeric dtype", (int)dtype);
+    if (!rc && (uint64_t)n > SIZE_MAX / es) rc = ferry__set_last_error(FERRY_ETOOLARGE, "ferry_tensor_wrap: too large");
+    if (!rc && nbytes != (size_t)n * es)
+        rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: nbytes is %zu but the shape and dtype need %zu",
+                                   nbytes, (size_t)n * es);
+    if (!rc && data == NULL && nbytes > 0) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: argument 'data' is NULL");
+    ferry_tensor *t = NULL;
+    if (!rc) {
+        t = ferry__alloc(rt, sizeof *t);
+        if (!t) rc = ferry__set_last_error(FERRY_ENOMEM, "ferry_tensor_wrap: allocating the tensor failed");
+    }
+    if (rc) {
+        if (release && data) release(release_user, data); /* takes `data`, also on failure */
+        return rc;
+    }
+    init_header(t, rt, dtype, rank, dims, n);
+    t->data = data;
+    t->nbytes = nbytes;
+    t->release = release;
+    t->release_user = release_user;
+    t->release_data = data;
+    t->wrapped = true;
+    *out = t;
+    return FERRY_OK;
+}
+
+int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims, const void *const *ptrs,
+                              const size_t *lens, ferry_tensor **out) {
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_create_bytes: argument 'out' is NULL");
+    *out = NULL;
+    int64_t n;
+    int rc = check_shape_args(rt, rank, dims, "ferry_tensor_create_bytes", &n);
+    if (rc) return rc;
+    FERRY__CHECK_ARG(n == 0 || (ptrs != NULL && lens != NULL), FERRY_EINVAL,
+                     "ferry_tensor_create_bytes: arguments 'ptrs' and 'lens' must not be NULL for %lld entries",
+                     (long long)n);
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        FERRY__CHECK_ARG(ptrs[i] != NULL || lens[i] == 0, FERRY_EINVAL,
+                         "ferry_tensor_create_bytes: ptrs[%lld] is NULL with lens[%lld] = %zu", (long long)i,
+                         (long long)i, lens[i]);
+        FERRY__CHECK_ARG(lens[i] <= SIZE_MAX / 4 - total, FERRY_ETOOLARGE, "ferry_tensor_create_bytes: too large");
+        total += lens[i];
+    }
+    ferry__status st;
+    ferry_tensor *t;
+    rc = ferry__tensor_new_bytes(rt, rank, dims, total, &t, &st);
+    if (rc) return ferry__set_last_error(rc, "ferry_tensor_create_bytes: %s", st.msg);
+    uint64_t *off = ferry__tensor_offsets(t);
+    uint8_t *blob = ferry__tensor_blob_mut(t);
+    size_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (lens[i]) memcpy(blob + k, ptrs[i], lens[i]);
+        k += lens[i];
+        off[i + 1] = k;
+    }
+    *out = t;
+    return FERRY_OK;
+}
+
+int ferry_tensor_scalar_i64(ferry_runtime *rt, int64_t value, ferry_tensor **out) {
+    int rc = ferry_tensor_create(rt, FERRY_INT64, 0, NULL, out);
+    if (rc == FERRY_OK) memcpy((*out)->data, &value, sizeof value);
+    return rc;
+}
+
+int ferry_tensor_scalar_f32(ferry_runtime *rt, float value, ferry_tensor **out) {
+    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 0, NULL, out);
+    if (rc == FERRY_OK) memcpy((*out)->data, &value, sizeof value);
+    return rc;
+}
+
+ferry_tensor *ferry_tensor_ref(ferry_tensor *t) {
+    if (t) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void ferry_tensor_unref(ferry_tensor *t) {
+    while (t) {
+        if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+        ferry_tensor *base = t->base;
+        if (t->release) t->release(t->release_user, t->release_data);
+        ferry__free(t->rt, t);
+        t = base; /* drop the slice's reference to its owner without recursion */
+    }
+}
+
+ferry_dtype ferry_tensor_dtype(const ferry_tensor *t) { return t ? t->dtype : FERRY_DTYPE_INVALID; }
+int ferry_tensor_rank(const ferry_tensor *t) { return t ? t->rank : -1; }
+int64_t ferry_tensor_dim(const ferry_tensor *t, int i) { return (t && i >= 0 && i < t->rank) ? t->dims[i] : -1; }
+
+ferry_shape ferry_tensor_shape(const ferry_tensor *t) {
+    ferry_shape s = {.rank = -1};
+    if (!t) return s;
+    s.rank = t->rank;
+    for (int i = 0; i < FERRY_MAX_RANK; i++) s.dims[i] = i < t->rank ? t->dims[i] : 0;
+    return s;
+}
+
+int64_t ferry_tensor_num_entries(const ferry_tensor *t) { return t ? t->n : 0; }
+size_t ferry_tensor_nbytes(const ferry_tensor *t) { return t ? t->nbytes : 0; }
+const void *ferry_tensor_data(const ferry_tensor *t) { return (t && t->dtype != FERRY_BYTES) ? t->data : NULL; }
+
+void *ferry_tensor_mutable_data(ferry_tensor *t) {
+    if (!t || t->dtype == FERRY_BYTES || t->base || t->wrapped) return NULL;
+    if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1) return NULL;
+    return t->data;
+}
+
+int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **data, size_t *len) {
+    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_bytes_get: argument 't' is NULL");
+    FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL,
+                     "ferry_tensor_bytes_get: arguments 'data' and 'len' must not be NULL");
+    FERRY__CHECK_ARG(t->dtype == FERRY_BYTES, FERRY_EINVAL, "ferry_tensor_bytes_get: the tensor is %s, not bytes",
+                     ferry_dtype_name(t->dtype));
+    FERRY__CHECK_ARG(i >= 0 && i < t->n, FERRY_EINVAL,
+                     "ferry_tensor_bytes_get: index %lld is out of range [0, %lld)", (long long)i, (long long)t->n);
+    *data = ferry__tensor_str(t, i, len);
+    return FERRY_OK;
+}
+
+int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tensor **out) {
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_slice: argument 'out' is NULL");
+    *out = NULL;
+    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_slice: argument 't' is NULL");
+    FERRY__CHECK_ARG(t->rank >= 1, FERRY_EINVAL, "ferry_tensor_slice: the tensor is a scalar; slicing needs rank >= 1");
+    FERRY__CHECK_ARG(start >= 0 && count >= 0 && start <= t->dims[0] && count <= t->dims[0] - start, FERRY_EINVAL,
+                     "ferry_tensor_slice: rows [%lld, %lld) are out of range for dim 0 of size %lld",
+                     (long long)start, (long long)(start + count), (long long)t->dims[0]);
+    ferry_tensor *s = ferry__alloc(t->rt, sizeof *s);
+    if (!s) return ferry__set_last_error(FERRY_ENOMEM, "ferry_tensor_slice: allocating the slice failed");
+    int64_t dims[FERRY_MAX_RANK];
+    memcpy(dims, t->dims, sizeof dims);
+    dims[0] = count;
+    int64_t row = t->dims[0] ? t->n / t->dims[0] : 0;
+    init_header(s, t->rt, t->dtype, t->rank, dims, row * count);
+    s->base = ferry_tensor_ref(t->base ? t->base : t);
+    if (t->dtype == FERRY_BYTES) {
+        s->data = t->data + (size_t)(start * row) * 8;
+        s->blob = t->blob;
+        const uint64_t *off = (const uint64_t *)(const void *)s->data;
+        s->nbytes = (size_t)(off[s->n] - off[0]) + (size_t)s->n * 8;
+    } else {
+        size_t es = ferry_dtype_size(t->dtype);
+        s->data = t->data + (size_t)(start * row) * es;
+        s->nbytes = (size_t)s->n * es;
+    }
+    *out = s;
+    return FERRY_OK;
+}
+
+int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st) {
+    char a[96], b[96];
+    if (spec->dtype != FERRY_DTYPE_INVALID && t->dtype != spec->dtype)
+        return ferry__fail(st, FERRY_ETYPE, "%s is %s but the spec says %s", what, ferry_dtype_name(t->dtype),
+                           ferry_dtype_name(spec->dtype));
+    if (spec->shape.rank < 0) return FERRY_OK;
+    bool ok = spec->shape.rank == t->rank;
+    for (int i = 0; ok && i < t->rank; i++) ok = spec->shape.dims[i] < 0 || spec->shape.dims[i] == t->dims[i];
+    if (!ok) {
+        ferry_shape ts = ferry_tensor_shape(t);
+        return ferry__fail(st, FERRY_ETYPE, "%s has shape %s but the spec says %s", what,
+                           ferry__shape_str(&ts, a, sizeof a), ferry__shape_str(&spec->shape, b, sizeof b));
+    }
+    return FERRY_OK;
+}
+
+/* ---- elements --------------------------------------------------------------------------- */
+ferry_element *ferry__element_new(ferry_runtime *rt, size_t n) {
+    ferry_element *e = ferry__alloc(rt, sizeof *e + n * sizeof(ferry_tensor *));
+    if (!e) return NULL;
+    e->rt = rt;
+    e->n = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) e->t[i] = NULL;
+    return e;
+}
+
+int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_element **out) {
+    int rc = FERRY_OK;
+    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'out' is NULL");
+    else *out = NULL;
+    if (!rc && !rt) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'rt' is NULL");
+    if (!rc && n > 0 && !tensors) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'tensors' is NULL");
+    if (!rc && n > 4096) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: n is %zu; at most 4096", n);
+    for (size_t i = 0; !rc && i < n; i++)
+        if (!tensors[i]) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: tensors[%zu] is NULL", i);
+    ferry_element *e = NULL;
+    if (!rc) {
+        e = ferry__element_new(rt, n);
+        if (!e) rc = ferry__set_last_error(FERRY_ENOMEM, "ferry_element_create: allocating the element failed");
+    }
+    if (rc) {
+        for (size_t i = 0; tensors && i < n && n <= 4096; i++) ferry_tensor_unref(tensors[i]);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) e->t[i] = tensors[i];
+    *out = e;
+    return FERRY_OK;
+}
+
+void ferry_element_free(ferry_element *e) {
+    if (!e) return;
+    for (uint32_t i = 0; i < e->n; i++) ferry_tensor_unref(e->t[i]);
+    ferry__free(e->rt, e);
+}
+
+size_t ferry_element_size(const ferry_element *e) { return e ? e->n : 0; }
+ferry_tensor *ferry_element_get(const ferry_element *e, size_t i) { return (e && i < e->n) ? e->t[i] : NULL; }
+
+int ferry_element_set(ferry_element *e, size_t i, ferry_tensor *t) {
+    if (!e || i >= e->n || !t) {
+        ferry_tensor_unref(t);
+        if (!e) return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: argument 'e' is NULL");
+        if (!t) return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: argument 't' is NULL");
+        return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: index %zu is out of range [0, %u)", i, e->n);
+    }
+    ferry_tensor_unref(e->t[i]);
+    e->t[i] = t;
+    return FERRY_OK;
+}
+
+size_t ferry_element_nbytes(const ferry_element *e) {
+    size_t n = 0;
+    if (!e) return 0;
+    for (uint32_t i = 0; i < e->n; i++) n += e->t[i] ? e->t[i]->nbytes : 0;
+    return n;
+}

@@ -1,0 +1,71 @@
+/*
+ * platform.h - the only layer that calls POSIX directly: mutexes, condition variables, threads,
+ * clocks and machine facts. Everything above uses these wrappers, so that a port or a fault
+ * injector has one place to change.
+ *
+ * Lock errors from pthread on a correctly initialized mutex are broken invariants, so the lock
+ * wrappers abort on them (FERRY_ASSERT); everything that can fail for resource reasons
+ * (thread creation, mutex init) returns a status instead.
+ */
+#ifndef FERRY_PLATFORM_H
+#define FERRY_PLATFORM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ferry__cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define ferry__cpu_relax() __asm__ __volatile__("yield")
+#else
+#define ferry__cpu_relax() ((void)0)
+#endif
+
+typedef struct ferry__mutex {
+    pthread_mutex_t m;
+} ferry__mutex;
+
+typedef struct ferry__cond {
+    pthread_cond_t c;
+} ferry__cond;
+
+typedef struct ferry__thread {
+    pthread_t t;
+    bool started;
+} ferry__thread;
+
+int ferry__mutex_init(ferry__mutex *m);
+void ferry__mutex_destroy(ferry__mutex *m);
+void ferry__mutex_lock(ferry__mutex *m);
+void ferry__mutex_unlock(ferry__mutex *m);
+
+/* Condition variables use CLOCK_MONOTONIC for timed waits. */
+int ferry__cond_init(ferry__cond *c);
+void ferry__cond_destroy(ferry__cond *c);
+void ferry__cond_wait(ferry__cond *c, ferry__mutex *m);
+/* Waits at most ns nanoseconds; returns true when woken or spuriously, false on timeout. */
+bool ferry__cond_timedwait(ferry__cond *c, ferry__mutex *m, int64_t ns);
+void ferry__cond_signal(ferry__cond *c);
+void ferry__cond_broadcast(ferry__cond *c);
+
+/* Starts a thread named `name` (at most 15 characters show in top -H). Returns 0 or an errno
+ * value. */
+int ferry__thread_start(ferry__thread *t, const char *name, void *(*fn)(void *), void *arg);
+void ferry__thread_join(ferry__thread *t);
+
+/* Monotonic wall clock in nanoseconds (vDSO, ~20 ns). */
+int64_t ferry__now_ns(void);
+/* CPU time of the calling thread in nanoseconds (a system call: use per batch, not per element). */
+int64_t ferry__thread_cpu_ns(void);
+/* Sleeps ns nanoseconds (no cancellation; see ferry_context_sleep for the cancellable one). */
+void ferry__sleep_ns(int64_t ns);
+
+/* Online CPU cores (>= 1). */
+int ferry__num_cores(void);
+/* Physical memory in bytes (0 when unknown). */
+uint64_t ferry__physical_memory(void);
+
+#endif
