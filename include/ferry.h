@@ -453,6 +453,30 @@ FERRY_API int ferry_iterator_save(ferry_iterator *it, ferry_blob **out);
 FERRY_API int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size,
                                      const ferry_iterator_options *opts, ferry_iterator **out);
 
+/* ---------------------------------------------------------------------------------------------
+ * Files and compression (shared by the file formats below)
+ * ------------------------------------------------------------------------------------------- */
+typedef enum ferry_compression {
+    FERRY_COMPRESSION_NONE = 0,
+    FERRY_COMPRESSION_GZIP,  /* RFC 1952, the whole stream (tf.data "GZIP") */
+    FERRY_COMPRESSION_ZLIB,  /* RFC 1950, the whole stream (tf.data "ZLIB") */
+} ferry_compression;
+
+/* ==== section: tfrecord (src/io/tfrecord.c, src/io/files.c) ==== */
+/* ==== end section: tfrecord ==== */
+
+/* ==== section: example (src/io/example.c) ==== */
+/* ==== end section: example ==== */
+
+/* ==== section: text and fixed-length records (src/io/text.c, src/io/fixed_length.c) ==== */
+/* ==== end section: text and fixed-length records ==== */
+
+/* ==== section: interleave and flat_map (src/ops/interleave.c, src/ops/flat_map.c) ==== */
+/* ==== end section: interleave and flat_map ==== */
+
+/* ==== section: state files (src/core/statefile.c) ==== */
+/* ==== end section: state files ==== */
+
 #ifdef __cplusplus
 }
 #endif
