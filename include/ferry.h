@@ -472,6 +472,25 @@ typedef enum ferry_compression {
 /* ==== end section: text and fixed-length records ==== */
 
 /* ==== section: interleave and flat_map (src/ops/interleave.c, src/ops/flat_map.c) ==== */
+/* Makes the dataset for one input element: borrows `in` (valid during the call), writes a new
+ * reference to *out. Returns FERRY_OK or an error, which reaches the consumer in the position of
+ * that input element. Called from worker threads under parallel interleave. The datasets it
+ * returns must have the same element spec for every input (checked). */
+typedef int (*ferry_dataset_fn)(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user);
+
+typedef struct ferry_interleave_options {
+    int cycle_length;           /* inputs open at once; 0: 1 when sequential, else the thread count */
+    int block_length;           /* consecutive elements taken from one input; 0: 1 */
+    int num_parallel_calls;     /* 0: inline; N threads; FERRY_AUTOTUNE */
+    bool relaxed_order;         /* true: take from whichever input is ready (not deterministic) */
+    size_t num_outputs;         /* 0: taken from the first dataset made (checked for the rest) */
+    const ferry_tensor_spec *output_specs; /* borrowed */
+} ferry_interleave_options;
+FERRY_API int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user,
+                                       const ferry_interleave_options *opts, ferry_dataset **out);
+/* interleave with cycle_length 1: every dataset in order. */
+FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, size_t num_outputs,
+                                     const ferry_tensor_spec *output_specs, ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
 
 /* ==== section: state files (src/core/statefile.c) ==== */

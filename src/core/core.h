@@ -103,6 +103,9 @@ static inline const uint8_t *ferry__tensor_str(const ferry_tensor *t, int64_t i,
     *len = (size_t)(off[i + 1] - off[i]);
     return t->blob + off[i];
 }
+/* Row i along dim 0 of t (rank >= 1): a tensor of shape dims[1:] sharing t's bytes. No range
+ * check (callers check i < dims[0]). */
+int ferry__tensor_row(ferry_tensor *t, int64_t i, ferry_tensor **out, ferry__status *st);
 /* Product of dims with overflow check; returns -1 on overflow or a negative dim. */
 int64_t ferry__num_entries(int rank, const int64_t *dims);
 /* "[3, ?, 4]" into buf. */

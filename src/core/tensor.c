@@ -304,6 +304,27 @@ int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tens
     return FERRY_OK;
 }
 
+int ferry__tensor_row(ferry_tensor *t, int64_t i, ferry_tensor **out, ferry__status *st) {
+    *out = NULL;
+    ferry_tensor *s = ferry__alloc(t->rt, sizeof *s);
+    if (!s) return ferry__fail(st, FERRY_ENOMEM, "allocating a tensor row failed");
+    int64_t row = t->dims[0] ? t->n / t->dims[0] : 0;
+    init_header(s, t->rt, t->dtype, t->rank - 1, t->dims + 1, row);
+    s->base = ferry_tensor_ref(t->base ? t->base : t);
+    if (t->dtype == FERRY_BYTES) {
+        s->data = t->data + (size_t)(i * row) * 8;
+        s->blob = t->blob;
+        const uint64_t *off = (const uint64_t *)(const void *)s->data;
+        s->nbytes = (size_t)(off[row] - off[0]) + (size_t)row * 8;
+    } else {
+        size_t es = ferry_dtype_size(t->dtype);
+        s->data = t->data + (size_t)(i * row) * es;
+        s->nbytes = (size_t)row * es;
+    }
+    *out = s;
+    return FERRY_OK;
+}
+
 int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st) {
     char a[96], b[96];
     if (spec->dtype != FERRY_DTYPE_INVALID && t->dtype != spec->dtype)
