@@ -494,6 +494,33 @@ FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, voi
 /* ==== end section: interleave and flat_map ==== */
 
 /* ==== section: state files (src/core/statefile.c) ==== */
+/* What a saved state says of itself (ferry_state_info_get; `ferry state show`). */
+typedef struct ferry_state_info {
+    uint32_t version;        /* state format version */
+    uint64_t fingerprint;    /* of the pipeline it was saved from (ferry_dataset_fingerprint) */
+    uint64_t seed;           /* pipeline seed */
+    int64_t position;        /* elements and errors handed out before the save */
+    size_t size;             /* bytes in all */
+    size_t payload_size;     /* bytes of per-op state */
+} ferry_state_info;
+
+/* Checks a saved state's framing and checksum and fills *out. state: borrowed. Returns FERRY_OK,
+ * FERRY_ECORRUPT, FERRY_ETRUNCATED or FERRY_EVERSION (message in ferry_last_error). */
+FERRY_API int ferry_state_info_get(const void *state, size_t size, ferry_state_info *out);
+/* A fingerprint of the dataset graph (ops, parameters, specs): equal in every process that
+ * builds the same pipeline. Callback functions are not part of it (only their options). */
+FERRY_API uint64_t ferry_dataset_fingerprint(const ferry_dataset *ds);
+/* Saves the state of `it` to `path` crash-safely: written to a temporary file in the same
+ * directory, fsynced, renamed over path, and the directory fsynced. A process killed at any
+ * moment leaves either the old file or the new one. Errors name the path (message on it). */
+FERRY_API int ferry_iterator_save_file(ferry_iterator *it, const char *path);
+/* ferry_iterator_restore from a file written by ferry_iterator_save_file. Errors name the path
+ * (ferry_last_error). */
+FERRY_API int ferry_iterator_restore_file(ferry_dataset *ds, const char *path, const ferry_iterator_options *opts,
+                                          ferry_iterator **out);
+/* Reads a whole state file into a new blob (for inspection with ferry_state_info_get). rt gives
+ * the allocator. */
+FERRY_API int ferry_state_file_read(ferry_runtime *rt, const char *path, ferry_blob **out);
 /* ==== end section: state files ==== */
 
 #ifdef __cplusplus

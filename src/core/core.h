@@ -340,9 +340,16 @@ void ferry__anchor_prune(ferry__anchor *a, int64_t consumer_pos);
 int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__reader *r, ferry__iter **out,
                           int64_t *replayed, ferry__status *st);
 
+/* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then
+ * the caller still owns data). */
+ferry_blob *ferry__blob_new(ferry_runtime *rt, void *data, size_t size);
+/* The public iterator's message slot and runtime (for functions in other core files). */
+ferry__status *ferry__iterator_status(ferry_iterator *it);
+ferry_runtime *ferry__iterator_runtime(ferry_iterator *it);
+
 /* Checks the framing of a public saved state and sets *payload to the root op's state. */
-int ferry__state_parse_header(const void *state, size_t size, uint64_t *fingerprint, uint64_t *seed,
-                              ferry__reader *payload, ferry__status *st);
+int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *info, ferry__reader *payload,
+                              ferry__status *st);
 
 /* ---- checks for public entry points -----------------------------------------------------
  * Public functions set the thread-local last error via these and return the code. */

@@ -8,8 +8,9 @@
  * its own threads before destroying its input.
  *
  * Saved state, version 1 (integers little-endian):
- *   "FERRYST\0" | u32 version | u32 reserved | u64 pipeline fingerprint | u64 pipeline seed |
- *   u64 payload size | payload | u64 FNV-1a of everything before it
+ *   "FERRYST\0" | u32 version | u32 flags (0) | u64 pipeline fingerprint | u64 pipeline seed |
+ *   u64 position (elements and errors handed out since the iteration began) | u64 payload size |
+ *   payload | u64 FNV-1a of everything before it
  * The payload is the root op's state: each op writes a u32 tag (a hash of its name) and then its
  * own fields and its inputs' states, so a state restored against a different graph fails at the
  * first op that differs, and the fingerprint check catches different parameters first.
@@ -281,6 +282,7 @@ struct ferry_iterator {
     ferry__iter *root;
     ferry__status st;
     uint64_t seed;
+    int64_t position; /* positions handed out (elements and errors) since the pass began */
     _Atomic int busy;
 };
 
@@ -340,6 +342,7 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
         return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
     int rc = ferry__iter_next(it->root, out, &it->st);
+    if (rc != FERRY_END) it->position++;
     if (rc >= 0) {
         it->st.code = rc;
         it->st.msg[0] = '\0';
@@ -411,6 +414,18 @@ struct ferry_blob {
     uint8_t *data;
 };
 
+ferry_blob *ferry__blob_new(ferry_runtime *rt, void *data, size_t size) {
+    ferry_blob *b = ferry__alloc(rt, sizeof *b);
+    if (!b) return NULL;
+    b->rt = rt;
+    b->data = data;
+    b->size = size;
+    return b;
+}
+
+ferry__status *ferry__iterator_status(ferry_iterator *it) { return &it->st; }
+ferry_runtime *ferry__iterator_runtime(ferry_iterator *it) { return it->rt; }
+
 const void *ferry_blob_data(const ferry_blob *b) { return b ? b->data : NULL; }
 size_t ferry_blob_size(const ferry_blob *b) { return b ? b->size : 0; }
 void ferry_blob_free(ferry_blob *b) {
@@ -421,7 +436,7 @@ void ferry_blob_free(ferry_blob *b) {
 
 static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
 #define STATE_VERSION 1u
-#define STATE_HEADER 40
+#define STATE_HEADER 48
 
 int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_save: argument 'it' is NULL");
@@ -434,13 +449,14 @@ int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     ferry__w_u32(&w, 0);
     ferry__w_u64(&w, ferry__dataset_fingerprint(it->ds));
     ferry__w_u64(&w, it->seed);
+    ferry__w_u64(&w, (uint64_t)it->position);
     ferry__w_u64(&w, 0); /* payload size, patched below */
     ferry__status st;
     int rc = ferry__iter_save(it->root, &w, &st);
     if (rc == FERRY_OK && w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
     if (rc == FERRY_OK) {
         uint64_t payload = w.size - STATE_HEADER;
-        for (int i = 0; i < 8; i++) w.data[32 + i] = (uint8_t)(payload >> (8 * i));
+        for (int i = 0; i < 8; i++) w.data[STATE_HEADER - 8 + i] = (uint8_t)(payload >> (8 * i));
         ferry__w_u64(&w, ferry__fnv64(FERRY__FNV_INIT, w.data, w.size));
         if (w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
     }
@@ -462,29 +478,30 @@ int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     return FERRY_OK;
 }
 
-int ferry__state_parse_header(const void *state, size_t size, uint64_t *fingerprint, uint64_t *seed,
-                              ferry__reader *payload, ferry__status *st) {
+int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *info, ferry__reader *payload,
+                              ferry__status *st) {
     const uint8_t *p = state;
-    if (size < STATE_HEADER + 8 || memcmp(p, state_magic, 8) != 0) {
-        if (size >= 8 && memcmp(p, state_magic, 8) == 0)
-            return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: %zu bytes, the header alone needs %d", size,
-                               STATE_HEADER + 8);
+    if (size < 8 || memcmp(p, state_magic, 8) != 0)
         return ferry__fail(st, FERRY_ECORRUPT, "not a ferry iterator state (bad magic at offset 0)");
-    }
+    if (size < STATE_HEADER + 8)
+        return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: %zu bytes, the header alone needs %d", size,
+                           STATE_HEADER + 8);
     ferry__reader r;
     ferry__reader_init(&r, state, size);
     r.p += 8;
-    uint32_t version, reserved;
-    uint64_t payload_size;
+    uint32_t version = 0, flags = 0;
+    uint64_t fingerprint = 0, seed = 0, position = 0, payload_size = 0;
     ferry__r_u32(&r, &version, st);
-    ferry__r_u32(&r, &reserved, st);
+    ferry__r_u32(&r, &flags, st);
+    ferry__r_u64(&r, &fingerprint, st);
+    ferry__r_u64(&r, &seed, st);
+    ferry__r_u64(&r, &position, st);
+    ferry__r_u64(&r, &payload_size, st);
     if (version > STATE_VERSION)
         return ferry__fail(st, FERRY_EVERSION, "state format version %u is newer than this library's %u; upgrade ferry",
                            version, STATE_VERSION);
-    if (version == 0) return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: format version 0 at offset 8");
-    ferry__r_u64(&r, fingerprint, st);
-    ferry__r_u64(&r, seed, st);
-    ferry__r_u64(&r, &payload_size, st);
+    if (version == 0 || flags != 0 || position > (uint64_t)INT64_MAX)
+        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: bad version, flags or position in the header");
     if (payload_size != size - STATE_HEADER - 8) {
         if (payload_size > size - STATE_HEADER - 8)
             return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: payload of %llu bytes but only %zu follow the header",
@@ -496,10 +513,32 @@ int ferry__state_parse_header(const void *state, size_t size, uint64_t *fingerpr
     for (int i = 7; i >= 0; i--) sum = (sum << 8) | p[size - 8 + (size_t)i];
     if (sum != ferry__fnv64(FERRY__FNV_INIT, p, size - 8))
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: checksum mismatch over %zu bytes", size - 8);
-    ferry__reader_init(payload, state, size - 8);
-    payload->p += STATE_HEADER;
+    if (info) {
+        info->version = version;
+        info->fingerprint = fingerprint;
+        info->seed = seed;
+        info->position = (int64_t)position;
+        info->size = size;
+        info->payload_size = (size_t)payload_size;
+    }
+    if (payload) {
+        ferry__reader_init(payload, state, size - 8);
+        payload->p += STATE_HEADER;
+    }
     return FERRY_OK;
 }
+
+int ferry_state_info_get(const void *state, size_t size, ferry_state_info *out) {
+    ferry__clear_last_error();
+    FERRY__CHECK_ARG(state != NULL || size == 0, FERRY_EINVAL, "ferry_state_info_get: argument 'state' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_state_info_get: argument 'out' is NULL");
+    ferry__status st;
+    int rc = ferry__state_parse_header(state, size, out, NULL, &st);
+    if (rc) return ferry__set_last_error(rc, "ferry_state_info_get: %s", st.msg);
+    return FERRY_OK;
+}
+
+uint64_t ferry_dataset_fingerprint(const ferry_dataset *ds) { return ds ? ferry__dataset_fingerprint(ds) : 0; }
 
 int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, const ferry_iterator_options *opts,
                            ferry_iterator **out) {
@@ -510,10 +549,11 @@ int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, co
     if (rc) return rc;
     FERRY__CHECK_ARG(state != NULL, FERRY_EINVAL, "ferry_iterator_restore: argument 'state' is NULL");
     ferry__status st;
-    uint64_t fp, seed;
+    ferry_state_info info;
     ferry__reader r;
-    rc = ferry__state_parse_header(state, size, &fp, &seed, &r, &st);
+    rc = ferry__state_parse_header(state, size, &info, &r, &st);
     if (rc) return ferry__set_last_error(rc, "ferry_iterator_restore: %s", st.msg);
+    uint64_t fp = info.fingerprint, seed = info.seed;
     uint64_t mine = ferry__dataset_fingerprint(ds);
     if (fp != mine)
         return ferry__set_last_error(FERRY_EMISMATCH,
@@ -524,5 +564,7 @@ int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, co
         return ferry__set_last_error(FERRY_EMISMATCH,
                                      "ferry_iterator_restore: options.seed is %llu but the state was saved with seed %llu",
                                      (unsigned long long)opts->seed, (unsigned long long)seed);
-    return iterator_open(ds, opts, &r, seed, out, "ferry_iterator_restore");
+    rc = iterator_open(ds, opts, &r, seed, out, "ferry_iterator_restore");
+    if (rc == FERRY_OK) (*out)->position = info.position;
+    return rc;
 }

@@ -22,6 +22,12 @@
 #define ferry__cpu_relax() __asm__ __volatile__("yield")
 #else
 #define ferry__cpu_relax() ((void)0)
+/* Whole small files. Return 0 or an errno value; *step names the step that failed. */
+int ferry__file_write_atomic(const char *path, const void *data, size_t n, const char **step);
+int ferry__file_size(const char *path, size_t *size);
+/* Reads exactly n bytes (EAGAIN if the file is shorter now). */
+int ferry__file_read_exact(const char *path, void *buf, size_t n);
+
 #endif
 
 typedef struct ferry__mutex {
@@ -67,5 +73,11 @@ void ferry__sleep_ns(int64_t ns);
 int ferry__num_cores(void);
 /* Physical memory in bytes (0 when unknown). */
 uint64_t ferry__physical_memory(void);
+
+/* Whole small files. Return 0 or an errno value; *step names the step that failed. */
+int ferry__file_write_atomic(const char *path, const void *data, size_t n, const char **step);
+int ferry__file_size(const char *path, size_t *size);
+/* Reads exactly n bytes (EAGAIN if the file is shorter now). */
+int ferry__file_read_exact(const char *path, void *buf, size_t n);
 
 #endif
