@@ -44,7 +44,7 @@ typedef struct ferry__status {
 
 /* Sets st (if not NULL) to code and a formatted message; returns code. */
 int ferry__fail(ferry__status *st, int code, const char *fmt, ...) FERRY_PRINTF(3, 4);
-int ferry__failv(ferry__status *st, int code, const char *fmt, va_list ap);
+int ferry__failv(ferry__status *st, int code, const char *fmt, va_list ap) FERRY_PRINTF(3, 0);
 /* Prefixes st->msg with "what: " (for context as an error travels up). */
 void ferry__status_prefix(ferry__status *st, const char *fmt, ...) FERRY_PRINTF(2, 3);
 void ferry__status_copy(ferry__status *dst, const ferry__status *src);

@@ -48,7 +48,8 @@
 
 /* ---- runtime ---------------------------------------------------------------------------- */
 struct ferry_runtime {
-    ferry__allocator alloc;
+    ferry__allocator alloc;      /* first: the block is 64-byte aligned for its shards */
+    void *raw;                   /* the block as allocated (rt is rounded up inside it) */
     ferry__budget budget;
     int cpu_budget;
     _Atomic int threads_live;

@@ -107,7 +107,7 @@ int ferry__iter_skip(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status
 
 /* ---- stats records ---------------------------------------------------------------------- */
 static size_t count_nodes(const ferry_dataset *ds, const ferry_dataset **seen, size_t n, size_t cap) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && i < cap; i++) /* cap 0: count every path (an upper bound) */
         if (seen[i] == ds) return n;
     if (seen && n < cap) seen[n] = ds;
     n++;

@@ -47,17 +47,19 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     }
     ferry__allocator a;
     ferry__allocator_init(&a, o.alloc, o.alloc_user);
-    ferry_runtime *rt = ferry__mem_alloc(&a, sizeof *rt);
-    if (!rt) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating the runtime failed");
+    void *raw = ferry__mem_alloc(&a, sizeof(ferry_runtime) + 64);
+    if (!raw) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating the runtime failed");
+    ferry_runtime *rt = (ferry_runtime *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     memset(rt, 0, sizeof *rt);
     ferry__allocator_init(&rt->alloc, o.alloc, o.alloc_user);
+    rt->raw = raw;
     /* The runtime's own block was counted on the stack copy; count it on the real one. */
     int64_t bytes, blocks;
     ferry__allocator_usage(&a, &bytes, &blocks);
     atomic_store(&rt->alloc.shard[0].bytes, bytes);
     atomic_store(&rt->alloc.shard[0].blocks, blocks);
     if (ferry__budget_init(&rt->budget, o.memory_budget) != FERRY_OK) {
-        ferry__mem_free(&rt->alloc, rt);
+        ferry__mem_free(&rt->alloc, raw);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
     }
     rt->cpu_budget = o.cpu_budget ? o.cpu_budget : ferry__num_cores();
@@ -82,10 +84,11 @@ int ferry_runtime_free(ferry_runtime *rt) {
         return ferry__set_last_error(FERRY_EMISUSE,
                                      "ferry_runtime_free: %lld blocks (%lld bytes) made with this runtime are "
                                      "still allocated (tensors or elements not freed); free them first",
-                                     (long long)blocks - 1, (long long)bytes - (long long)sizeof *rt);
+                                     (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
     ferry__budget_fini(&rt->budget);
-    ferry__allocator a = rt->alloc;
-    ferry__mem_free(&a, rt);
+    ferry__allocator a;
+    ferry__allocator_init(&a, rt->alloc.fn, rt->alloc.user);
+    ferry__mem_free(&a, rt->raw);
     return FERRY_OK;
 }
 

@@ -1,0 +1,96 @@
+/*
+ * take.c - `take(count)`: the first `count` positions of the input (count -1: all of them).
+ *
+ * Errors take positions like elements and pass through in order. Once `count` positions are out
+ * the input is not pulled again. State: positions taken plus the input's state; skip forwards
+ * to the input's skip (cheap where the input's is), bounded by what is left to take.
+ * Runs on the consumer's thread; no threads or locks.
+ */
+#include "ops.h"
+
+typedef struct take_ds {
+    ferry_dataset base;
+    int64_t count; /* -1: all */
+} take_ds;
+
+typedef struct take_it {
+    ferry__iter base;
+    ferry__iter *input;
+    int64_t taken;
+} take_it;
+
+static int64_t take_left(const take_it *it) {
+    int64_t count = ((const take_ds *)it->base.ds)->count;
+    return count < 0 ? INT64_MAX : count - it->taken;
+}
+
+static int take_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    take_it *it = (take_it *)it_;
+    if (take_left(it) <= 0) return FERRY_END;
+    int rc = ferry__iter_next(it->input, out, st);
+    if (rc != FERRY_END && it->taken < INT64_MAX) it->taken++;
+    return rc;
+}
+
+static int take_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
+    take_it *it = (take_it *)it_;
+    int64_t left = take_left(it);
+    int rc = ferry__iter_skip(it->input, n < left ? n : left, skipped, st);
+    if (it->taken <= INT64_MAX - *skipped) it->taken += *skipped;
+    return rc;
+}
+
+static int take_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
+    take_it *it = (take_it *)it_;
+    ferry__w_i64(w, it->taken);
+    return ferry__iter_save(it->input, w, st);
+}
+
+static void take_destroy(ferry__iter *it_) {
+    ferry__iter_free(((take_it *)it_)->input);
+    ferry__iter_release(it_);
+}
+
+static const ferry__iter_vtable take_iter_vt = {take_next, take_save, take_skip, take_destroy};
+
+static int take_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                     ferry__status *st) {
+    take_it *it = ferry__iter_alloc(ds, ctx, &take_iter_vt, sizeof *it, st);
+    if (!it) return st->code;
+    int64_t count = ((const take_ds *)ds)->count;
+    int rc = FERRY_OK;
+    if (state) {
+        rc = ferry__r_i64(state, &it->taken, st);
+        if (!rc && (it->taken < 0 || (count >= 0 && it->taken > count)))
+            rc = ferry__fail(st, FERRY_ECORRUPT, "take: saved count %lld is outside [0, %lld]", (long long)it->taken,
+                             (long long)(count >= 0 ? count : INT64_MAX));
+    }
+    if (!rc) rc = ferry__iter_make(ds->inputs[0], ctx, state, &it->input, st);
+    if (rc) {
+        take_destroy(&it->base);
+        return rc;
+    }
+    *out = &it->base;
+    return FERRY_OK;
+}
+
+static const ferry__dataset_vtable take_vt = {take_make, NULL};
+
+int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE("ferry_dataset_take", in, out);
+    FERRY__CHECK_ARG(count >= -1, FERRY_EINVAL, "ferry_dataset_take: argument 'count' is %lld; it must be >= 0 or -1 (all)",
+                     (long long)count);
+    int64_t n = in->cardinality, card;
+    if (count < 0) card = n;
+    else if (n == FERRY_UNKNOWN) card = FERRY_UNKNOWN;
+    else if (n == FERRY_INFINITE) card = count;
+    else card = FERRY__MIN(n, count);
+    ferry_dataset *ds;
+    int rc = ferry__dataset_new(in->rt, &take_vt, "take", sizeof(take_ds), 1, &in, in->ncomp, in->specs, card, &ds);
+    if (rc) return rc;
+    ((take_ds *)ds)->count = count;
+    ferry__dataset_hash_i64(ds, count);
+    ferry__dataset_seal(ds);
+    *out = ds;
+    return FERRY_OK;
+}

@@ -1,0 +1,1149 @@
+/*
+ * test_transforms.c - the synchronous transformations: filter, take, skip, shard, repeat, zip,
+ * concatenate, enumerate and ignore_errors. For each: its semantics against tf.data's, the edge
+ * cases (empty input, zero and -1 counts, past the end, remainders), errors at the first, a
+ * middle and the last position passing through in order, specs and cardinality, argument
+ * checks, and save/restore at every position of small streams (check_stream).
+ *
+ * The stream checker and the test generator are the same as in test_sources.c: each position
+ * renders as text ("3", "'ab'", "(1,[2,3])", "E" for FERRY_EUSER, "E:FERRY_ETYPE" for others).
+ */
+#include <stdarg.h>
+
+#include "runner.h"
+
+/* ---- stream checker ----------------------------------------------------------------------- */
+#define ITEM_MAX 256
+
+typedef struct items {
+    char (*v)[ITEM_MAX];
+    size_t n, cap;
+    bool ended; /* FERRY_END was seen (not the max cut) */
+} items;
+
+static ferry_runtime *rt_new(void) {
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(NULL, &rt));
+    return rt;
+}
+
+static void rt_done(ferry_runtime *rt) {
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
+static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) FERRY_PRINTF(4, 5);
+static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) {
+    if (k >= cap) return k;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + k, cap - k, fmt, ap);
+    va_end(ap);
+    return w < 0 ? k : k + (size_t)w;
+}
+
+static size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_tensor *t) {
+    int64_t n = ferry_tensor_num_entries(t);
+    bool vec = ferry_tensor_rank(t) > 0;
+    if (vec) k = appendf(buf, cap, k, "[");
+    for (int64_t i = 0; i < n; i++) {
+        if (i) k = appendf(buf, cap, k, ",");
+        switch (ferry_tensor_dtype(t)) {
+        case FERRY_INT64: k = appendf(buf, cap, k, "%lld", (long long)((const int64_t *)ferry_tensor_data(t))[i]); break;
+        case FERRY_INT32: k = appendf(buf, cap, k, "%d", ((const int32_t *)ferry_tensor_data(t))[i]); break;
+        case FERRY_FLOAT32: k = appendf(buf, cap, k, "%g", (double)((const float *)ferry_tensor_data(t))[i]); break;
+        case FERRY_BYTES: {
+            const uint8_t *p;
+            size_t len;
+            ASSERT_OK(ferry_tensor_bytes_get(t, i, &p, &len));
+            k = appendf(buf, cap, k, "'%.*s'", (int)len, (const char *)p);
+            break;
+        }
+        default: k = appendf(buf, cap, k, "<%s>", ferry_dtype_name(ferry_tensor_dtype(t))); break;
+        }
+    }
+    if (vec) k = appendf(buf, cap, k, "]");
+    return k;
+}
+
+static void render(char *buf, size_t cap, int rc, const ferry_element *e) {
+    size_t k = 0;
+    if (rc == FERRY_EUSER) {
+        snprintf(buf, cap, "E");
+        return;
+    }
+    if (rc < 0) {
+        snprintf(buf, cap, "E:%s", ferry_error_name(rc));
+        return;
+    }
+    size_t n = ferry_element_size(e);
+    if (n != 1) k = appendf(buf, cap, k, "(");
+    for (size_t i = 0; i < n; i++) {
+        if (i) k = appendf(buf, cap, k, ",");
+        k = render_tensor(buf, cap, k, ferry_element_get(e, i));
+    }
+    if (n != 1) appendf(buf, cap, k, ")");
+}
+
+static void items_push(items *s, const char *item) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        ASSERT(s->v != NULL);
+    }
+    snprintf(s->v[s->n++], ITEM_MAX, "%s", item);
+}
+
+static void items_free(items *s) {
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+/* Pulls up to max positions (or to the end) from it into s. */
+static void collect(ferry_iterator *it, int64_t max, items *s) {
+    for (int64_t i = 0; i < max; i++) {
+        ferry_element *e = NULL;
+        int rc = ferry_iterator_next(it, &e);
+        if (rc == FERRY_END) {
+            ASSERT(e == NULL);
+            ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END); /* END stays END */
+            s->ended = true;
+            return;
+        }
+        if (rc < 0) {
+            ASSERT(e == NULL);
+            ASSERT(ferry_iterator_error(it)[0] != '\0'); /* every error carries a message */
+        }
+        char buf[ITEM_MAX];
+        render(buf, sizeof buf, rc, e);
+        items_push(s, buf);
+        ferry_element_free(e);
+    }
+}
+
+static char *join(const items *s) {
+    size_t cap = 1 + s->n * ITEM_MAX;
+    char *out = malloc(cap);
+    ASSERT(out != NULL);
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < s->n; i++) k = appendf(out, cap, k, "%s%s", i ? " " : "", s->v[i]);
+    return out;
+}
+
+static ferry_iterator *iter_new(ferry_dataset *ds, uint64_t seed) {
+    ferry_iterator_options o = {.seed = seed};
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+    return it;
+}
+
+/* Asserts that the whole stream of ds (seed 0) renders as `want` (items joined by spaces). */
+static void expect_stream(ferry_dataset *ds, const char *want) {
+    ferry_iterator *it = iter_new(ds, 0);
+    items s = {0};
+    collect(it, 10000, &s);
+    ASSERT(s.ended);
+    char *got = join(&s);
+    if (strcmp(got, want) != 0) FAILF("stream of %s: got \"%s\", want \"%s\"", ferry_dataset_name(ds), got, want);
+    free(got);
+    items_free(&s);
+    ferry_iterator_free(it);
+}
+
+static void expect_same(const items *full, size_t from, const items *rest, const char *what, size_t k) {
+    for (size_t i = 0; i < rest->n; i++) {
+        ASSERT(from + i < full->n);
+        if (strcmp(full->v[from + i], rest->v[i]) != 0)
+            FAILF("%s at %zu: position %zu is \"%s\", the uninterrupted stream has \"%s\"", what, k, from + i,
+                  rest->v[i], full->v[from + i]);
+    }
+}
+
+/* The generic check: the first `max` positions of ds under `seed` are
+ *   - consistent with the declared cardinality;
+ *   - the same after save at EVERY position k and restore (prefix before the save plus the
+ *     stream of the restored iterator), with the saving iterator freed before the restore;
+ *   - the same along a chain that saves and restores after every position;
+ *   - the same as skip(k) for every k (which exercises the ops' skip paths). */
+static void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
+    items full = {0};
+    ferry_iterator *it = iter_new(ds, seed);
+    collect(it, max, &full);
+    ferry_iterator_free(it);
+    int64_t card = ferry_dataset_cardinality(ds);
+    if (card >= 0) {
+        if (card < max) ASSERT(full.ended);
+        if (full.ended) ASSERT_EQ(card, (int64_t)full.n);
+    } else if (card == FERRY_INFINITE) {
+        ASSERT(!full.ended);
+    }
+    int64_t n = (int64_t)full.n;
+    for (int64_t k = 0; k <= n; k++) {
+        it = iter_new(ds, seed);
+        items pre = {0};
+        collect(it, k, &pre);
+        ASSERT_EQ((int64_t)pre.n, k);
+        expect_same(&full, 0, &pre, "prefix before save", (size_t)k);
+        ferry_blob *b, *b2;
+        ASSERT_OK(ferry_iterator_save(it, &b));
+        ASSERT_OK(ferry_iterator_save(it, &b2)); /* saving changes nothing */
+        ASSERT_EQ(ferry_blob_size(b), ferry_blob_size(b2));
+        ASSERT(memcmp(ferry_blob_data(b), ferry_blob_data(b2), ferry_blob_size(b)) == 0);
+        ferry_blob_free(b2);
+        ferry_iterator_free(it);
+        ferry_iterator *r;
+        ASSERT_OK(ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), NULL, &r));
+        ferry_blob_free(b);
+        items rest = {0};
+        collect(r, max - k, &rest);
+        ferry_iterator_free(r);
+        ASSERT_EQ((int64_t)rest.n, n - k);
+        ASSERT_EQ(rest.ended, full.ended);
+        expect_same(&full, (size_t)k, &rest, "restore after save", (size_t)k);
+        items_free(&pre);
+        items_free(&rest);
+    }
+    /* A chain of save/free/restore after every position. */
+    it = iter_new(ds, seed);
+    items chain = {0};
+    for (int64_t k = 0; k < max; k++) {
+        size_t before = chain.n;
+        collect(it, 1, &chain);
+        ferry_blob *b;
+        ASSERT_OK(ferry_iterator_save(it, &b));
+        ferry_iterator_free(it);
+        ASSERT_OK(ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), NULL, &it));
+        ferry_blob_free(b);
+        if (chain.n == before) break;
+    }
+    ferry_iterator_free(it);
+    ASSERT_EQ(chain.n, full.n);
+    ASSERT_EQ(chain.ended, full.ended);
+    expect_same(&full, 0, &chain, "chain of restores", 0);
+    items_free(&chain);
+    /* skip(k) for every k up to the end and one past it. */
+    for (int64_t k = 0; k <= n + 1; k++) {
+        ferry_dataset *sk;
+        ASSERT_OK(ferry_dataset_skip(ds, k, &sk));
+        it = iter_new(sk, seed);
+        items rest = {0};
+        collect(it, max - (k < n ? k : n), &rest);
+        ferry_iterator_free(it);
+        ASSERT_EQ((int64_t)rest.n, k < n ? n - k : 0);
+        expect_same(&full, (size_t)(k < n ? k : n), &rest, "skip", (size_t)k);
+        items_free(&rest);
+        ferry_dataset_unref(sk);
+    }
+    items_free(&full);
+}
+
+/* ---- a test generator ----------------------------------------------------------------------- */
+enum { GEN_VALUE, GEN_RANDOM, GEN_BYTES, GEN_BAD_DTYPE, GEN_BAD_ARITY, GEN_SLOW };
+
+typedef struct gen_cfg {
+    int64_t n;      /* positions before END; -1: forever */
+    uint64_t fail;  /* bit i: position i fails with FERRY_EUSER (i < 64) */
+    int kind;
+    int64_t offset; /* GEN_VALUE: value = offset + position */
+    int64_t bad_at; /* GEN_BAD_*: the position with the wrong output */
+    bool fail_init;
+    int inits, finis, nexts, bad_index, saw_cancel;
+} gen_cfg;
+
+typedef struct gen_state {
+    gen_cfg *cfg;
+    int64_t i;
+} gen_state;
+
+static int tgen_init(ferry_context *ctx, void *user, void **state) {
+    gen_cfg *c = user;
+    if (ferry_context_index(ctx) != -1) c->bad_index++;
+    if (c->fail_init) return ferry_context_fail(ctx, FERRY_EIO, "cannot open the test source");
+    gen_state *s = calloc(1, sizeof *s);
+    ASSERT(s != NULL);
+    s->cfg = c;
+    c->inits++;
+    *state = s;
+    return FERRY_OK;
+}
+
+static int tgen_next(ferry_context *ctx, void *state, ferry_element **out) {
+    gen_state *s = state;
+    gen_cfg *c = s->cfg;
+    c->nexts++;
+    int64_t i = s->i++;
+    if (ferry_context_index(ctx) != i) c->bad_index++;
+    if (c->n >= 0 && i >= c->n) return FERRY_END;
+    if (i < 64 && ((c->fail >> i) & 1)) return ferry_context_fail(ctx, FERRY_EUSER, "boom at %lld", (long long)i);
+    ferry_runtime *rt = ferry_context_runtime(ctx);
+    ferry_tensor *t[2];
+    size_t n = 1;
+    if (c->kind == GEN_SLOW) {
+        while (!ferry_context_cancelled(ctx)) ferry_context_sleep(ctx, 1000000);
+        c->saw_cancel++;
+        return FERRY_ECANCELED;
+    }
+    if (c->kind == GEN_BYTES) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "s%lld", (long long)i);
+        const void *p = buf;
+        size_t len = strlen(buf);
+        ASSERT_OK(ferry_tensor_create_bytes(rt, 0, NULL, &p, &len, &t[0]));
+    } else if (c->kind == GEN_BAD_DTYPE && i == c->bad_at) {
+        ASSERT_OK(ferry_tensor_scalar_f32(rt, 1.5f, &t[0]));
+    } else {
+        int64_t v = c->kind == GEN_RANDOM ? (int64_t)(ferry_context_random(ctx) >> 1) : c->offset + i;
+        ASSERT_OK(ferry_tensor_scalar_i64(rt, v, &t[0]));
+        if (c->kind == GEN_BAD_ARITY && i == c->bad_at) {
+            ASSERT_OK(ferry_tensor_scalar_i64(rt, v, &t[1]));
+            n = 2;
+        }
+    }
+    return ferry_element_create(rt, n, t, out);
+}
+
+static void tgen_fini(void *state, void *user) {
+    gen_state *s = state;
+    gen_cfg *c = user;
+    ASSERT(s->cfg == c);
+    c->finis++;
+    free(s);
+}
+
+static ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declared) {
+    ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_BYTES : FERRY_INT64, .shape = {.rank = 0}};
+    ferry_generator_options o = {.init = tgen_init,
+                                 .next = tgen_next,
+                                 .fini = tgen_fini,
+                                 .user = c,
+                                 .num_components = 1,
+                                 .specs = &spec,
+                                 .cardinality = declared};
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
+    return ds;
+}
+
+static ferry_tensor *i64_tensor(ferry_runtime *rt, int rank, const int64_t *dims, int64_t first) {
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, rank, dims, &t));
+    int64_t *d = ferry_tensor_mutable_data(t);
+    for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) d[i] = first + i;
+    return t;
+}
+
+static ferry_tensor *bytes_tensor(ferry_runtime *rt, int64_t n, const char *const *strs) {
+    const void *ptrs[16];
+    size_t lens[16];
+    ASSERT(n <= 16);
+    for (int64_t i = 0; i < n; i++) {
+        ptrs[i] = strs[i];
+        lens[i] = strlen(strs[i]);
+    }
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create_bytes(rt, 1, &n, ptrs, lens, &t));
+    return t;
+}
+
+/* ---- helpers ----------------------------------------------------------------------------------- */
+static ferry_dataset *range_ds(ferry_runtime *rt, int64_t a, int64_t b) {
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_range(rt, a, b, 1, &ds));
+    return ds;
+}
+
+/* Applies a one-input transformation and drops the caller's reference to the input. */
+#define CHAIN(var, call)                                                                          \
+    do {                                                                                          \
+        ferry_dataset *next_;                                                                     \
+        ASSERT_OK(call);                                                                          \
+        ferry_dataset_unref(var);                                                                 \
+        var = next_;                                                                              \
+    } while (0)
+#define OUT (&next_)
+
+static int64_t stage_dropped(ferry_iterator *it, const char *name) {
+    ferry_stage_stats st[16];
+    size_t n = 0;
+    ASSERT_OK(ferry_iterator_stats(it, st, 16, &n));
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (strcmp(st[i].name, name) == 0) return st[i].errors_dropped;
+    FAILF("no stage named %s", name);
+}
+
+/* ---- filter ----------------------------------------------------------------------------------- */
+typedef struct filt_cfg {
+    int64_t fail_value; /* the predicate fails on this value */
+    int bad_index, calls;
+} filt_cfg;
+
+static int keep_even(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+    filt_cfg *c = user;
+    if (c) {
+        c->calls++;
+        if (ferry_context_index(ctx) != v) c->bad_index++; /* inputs below have value == position */
+        if (v == c->fail_value) return ferry_context_fail(ctx, FERRY_EUSER, "bad value %lld", (long long)v);
+    }
+    *keep = v % 2 == 0;
+    return FERRY_OK;
+}
+
+static int keep_none(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)ctx, (void)e, (void)user;
+    *keep = false;
+    return FERRY_OK;
+}
+
+static int keep_random(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)e, (void)user;
+    *keep = ferry_context_uniform(ctx) < 0.5;
+    return FERRY_OK;
+}
+
+TEST(filter_basic) {
+    ferry_runtime *rt = rt_new();
+    filt_cfg c = {.fail_value = -1};
+    ferry_dataset *ds = range_ds(rt, 0, 10);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, OUT));
+    ASSERT(strcmp(ferry_dataset_name(ds), "filter") == 0);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "0 2 4 6 8");
+    check_stream(ds, 100, 0);
+    ASSERT_EQ(c.bad_index, 0);
+    ferry_dataset_unref(ds);
+    ds = range_ds(rt, 0, 0);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, NULL, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    expect_stream(ds, "");
+    ferry_dataset_unref(ds);
+    ds = range_ds(rt, 0, 5000);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, OUT));
+    expect_stream(ds, "");
+    ferry_dataset *bad = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_filter(ds, NULL, NULL, &bad), FERRY_EINVAL);
+    ASSERT(bad == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_filter: argument 'fn'");
+    ASSERT_EQ(ferry_dataset_filter(NULL, keep_none, NULL, &bad), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "'in'");
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}
+
+TEST(filter_errors_in_position) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
+    filt_cfg c = {.fail_value = 6};
+    ferry_dataset *ds = gen_dataset(rt, &g, 10);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, OUT));
+    /* 0: input error, 1: dropped, 6: predicate error (its element dropped), 9: input error */
+    expect_stream(ds, "E 2 4 E E 8 E");
+    ferry_iterator *it = iter_new(ds, 0);
+    ferry_element *e = NULL;
+    int seen = 0;
+    for (int rc; (rc = ferry_iterator_next(it, &e)) != FERRY_END;) {
+        if (rc == FERRY_OK) ferry_element_free(e);
+        else if (++seen == 3) {
+            ASSERT_STR_CONTAINS(ferry_iterator_error(it), "filter");
+            ASSERT_STR_CONTAINS(ferry_iterator_error(it), "position 6");
+            ASSERT_STR_CONTAINS(ferry_iterator_error(it), "bad value 6");
+        }
+    }
+    ferry_iterator_free(it);
+    check_stream(ds, 100, 0);
+    ASSERT_EQ(c.bad_index, 0);
+    ASSERT_EQ(g.inits, g.finis);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}
+
+TEST(filter_random_is_reproducible) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds = range_ds(rt, 0, 40);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_random, NULL, OUT));
+    items a = {0}, b = {0}, d = {0};
+    ferry_iterator *it = iter_new(ds, 9);
+    collect(it, 100, &a);
+    ferry_iterator_free(it);
+    it = iter_new(ds, 9);
+    collect(it, 100, &b);
+    ferry_iterator_free(it);
+    it = iter_new(ds, 10);
+    collect(it, 100, &d);
+    ferry_iterator_free(it);
+    ASSERT(a.n > 5 && a.n < 35);
+    char *ja = join(&a), *jb = join(&b), *jd = join(&d);
+    ASSERT(strcmp(ja, jb) == 0);
+    ASSERT(strcmp(ja, jd) != 0);
+    free(ja), free(jb), free(jd);
+    items_free(&a), items_free(&b), items_free(&d);
+    check_stream(ds, 100, 9);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}
+
+/* ---- take --------------------------------------------------------------------------------------- */
+TEST(take_counts_and_cardinality) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in = range_ds(rt, 0, 10), *ds;
+    struct {
+        int64_t count, card;
+        const char *want;
+    } cases[] = {{3, 3, "0 1 2"}, {0, 0, ""}, {-1, 10, "0 1 2 3 4 5 6 7 8 9"}, {20, 10, "0 1 2 3 4 5 6 7 8 9"}, {10, 10, "0 1 2 3 4 5 6 7 8 9"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ASSERT_OK(ferry_dataset_take(in, cases[i].count, &ds));
+        ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);
+        expect_stream(ds, cases[i].want);
+        check_stream(ds, 100, 0);
+        ferry_dataset_unref(ds);
+    }
+    ds = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_take(in, -2, &ds), FERRY_EINVAL);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_take: argument 'count' is -2");
+    ferry_dataset_unref(in);
+    gen_cfg inf = {.n = -1}, unk = {.n = 3};
+    in = gen_dataset(rt, &inf, FERRY_INFINITE);
+    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_take(in, -1, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    in = gen_dataset(rt, &unk, 0);
+    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "0 1 2");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(take_stops_pulling) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = -1};
+    ferry_dataset *ds = gen_dataset(rt, &g, FERRY_INFINITE);
+    CHAIN(ds, ferry_dataset_take(ds, 3, OUT));
+    expect_stream(ds, "0 1 2");
+    ASSERT_EQ(g.nexts, 3); /* END after the third without asking the input */
+    ferry_dataset_unref(ds);
+    gen_cfg z = {.n = -1};
+    ds = gen_dataset(rt, &z, FERRY_INFINITE);
+    CHAIN(ds, ferry_dataset_take(ds, 0, OUT));
+    expect_stream(ds, "");
+    ASSERT_EQ(z.inits, 0);
+    ASSERT_EQ(z.nexts, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
+
+TEST(take_errors_in_position) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 4) | (1u << 9)};
+    ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
+    ASSERT_OK(ferry_dataset_take(in, 10, &ds));
+    expect_stream(ds, "E 1 2 3 E 5 6 7 8 E");
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
+    expect_stream(ds, "E 1 2 3 E");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
+
+/* ---- skip --------------------------------------------------------------------------------------- */
+TEST(skip_counts_and_cardinality) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in = range_ds(rt, 0, 10), *ds;
+    struct {
+        int64_t count, card;
+        const char *want;
+    } cases[] = {{3, 7, "3 4 5 6 7 8 9"}, {0, 10, "0 1 2 3 4 5 6 7 8 9"}, {9, 1, "9"}, {10, 0, ""}, {20, 0, ""}, {-1, 0, ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ASSERT_OK(ferry_dataset_skip(in, cases[i].count, &ds));
+        ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);
+        expect_stream(ds, cases[i].want);
+        check_stream(ds, 100, 0);
+        ferry_dataset_unref(ds);
+    }
+    ds = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_skip(in, -3, &ds), FERRY_EINVAL);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_skip: argument 'count' is -3");
+    ferry_dataset_unref(in);
+    gen_cfg inf = {.n = -1}, unk = {.n = 3};
+    in = gen_dataset(rt, &inf, FERRY_INFINITE);
+    ASSERT_OK(ferry_dataset_skip(in, 5, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    in = gen_dataset(rt, &unk, 0);
+    ASSERT_OK(ferry_dataset_skip(in, 1, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "1 2");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(skip_errors_in_position) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
+    ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
+    ASSERT_OK(ferry_dataset_skip(in, 3, &ds)); /* the error at 0 goes with the skipped positions */
+    expect_stream(ds, "3 4 E 6 7 8 E");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_skip(in, 0, &ds));
+    expect_stream(ds, "E 1 2 3 4 E 6 7 8 E");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
+
+/* ---- shard -------------------------------------------------------------------------------------- */
+TEST(shard_uneven_counts_cover_input) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in = range_ds(rt, 0, 10);
+    const int64_t shard_counts[] = {1, 3, 4, 10, 11};
+    for (size_t s = 0; s < sizeof shard_counts / sizeof shard_counts[0]; s++) {
+        int64_t k = shard_counts[s];
+        int seen[10] = {0};
+        for (int64_t idx = 0; idx < k; idx++) {
+            ferry_dataset *ds;
+            ASSERT_OK(ferry_dataset_shard(in, k, idx, &ds));
+            int64_t want = 10 / k + (idx < 10 % k ? 1 : 0); /* ceil for the first 10 % k shards */
+            ASSERT_EQ(ferry_dataset_cardinality(ds), want);
+            ferry_iterator *it = iter_new(ds, 0);
+            ferry_element *e;
+            int64_t got = 0;
+            while (ferry_iterator_next(it, &e) == FERRY_OK) {
+                int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+                ASSERT_EQ(v % k, idx);
+                seen[v]++;
+                got++;
+                ferry_element_free(e);
+            }
+            ferry_iterator_free(it);
+            ASSERT_EQ(got, want);
+            if (k == 3) check_stream(ds, 100, 0);
+            ferry_dataset_unref(ds);
+        }
+        for (int v = 0; v < 10; v++) ASSERT_EQ(seen[v], 1); /* the union is the input, once */
+    }
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_shard(in, 3, 1, &ds));
+    expect_stream(ds, "1 4 7");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(shard_argument_errors) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in = range_ds(rt, 0, 10), *ds = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_shard(in, 0, 0, &ds), FERRY_EINVAL);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_shard: argument 'num_shards' is 0");
+    ASSERT_EQ(ferry_dataset_shard(in, 3, 3, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'index' is 3");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "[0, 3)");
+    ASSERT_EQ(ferry_dataset_shard(in, 3, -1, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'index' is -1");
+    ASSERT_EQ(ferry_dataset_shard(NULL, 3, 0, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "'in'");
+    ferry_dataset_unref(in);
+    gen_cfg inf = {.n = -1};
+    in = gen_dataset(rt, &inf, FERRY_INFINITE);
+    ASSERT_OK(ferry_dataset_shard(in, 3, 2, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    check_stream(ds, 12, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(shard_errors_in_position) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 4) | (1u << 9)};
+    ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
+    const char *want[3] = {"E 3 6 E", "1 E 7", "2 5 8"};
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(ferry_dataset_shard(in, 3, i, &ds));
+        ASSERT_EQ(ferry_dataset_cardinality(ds), i == 0 ? 4 : 3);
+        expect_stream(ds, want[i]);
+        check_stream(ds, 100, 0);
+        ferry_dataset_unref(ds);
+    }
+    ferry_dataset_unref(in);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
+
+/* ---- repeat ------------------------------------------------------------------------------------- */
+TEST(repeat_counts_and_cardinality) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in = range_ds(rt, 0, 3), *ds;
+    ASSERT_OK(ferry_dataset_repeat(in, 3, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 9);
+    expect_stream(ds, "0 1 2 0 1 2 0 1 2");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_repeat(in, 1, &ds));
+    expect_stream(ds, "0 1 2");
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_repeat(in, 0, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    expect_stream(ds, "");
+    check_stream(ds, 10, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_repeat(in, -1, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    check_stream(ds, 20, 0);
+    CHAIN(ds, ferry_dataset_take(ds, 7, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
+    expect_stream(ds, "0 1 2 0 1 2 0");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ds = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_repeat(in, -2, &ds), FERRY_EINVAL);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_repeat: argument 'count' is -2");
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(repeat_of_empty_input_ends) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds = range_ds(rt, 0, 0);
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    expect_stream(ds, "");
+    check_stream(ds, 10, 0);
+    ferry_dataset_unref(ds);
+    /* An input whose emptiness is not known in advance: the first empty epoch ends it. */
+    gen_cfg g = {.n = 0};
+    ds = gen_dataset(rt, &g, 0);
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "");
+    ASSERT_EQ(g.inits, 1);
+    ASSERT_EQ(g.finis, 1);
+    check_stream(ds, 10, 0);
+    ferry_dataset_unref(ds);
+    /* repeat(0) never makes the input's iterator. */
+    gen_cfg z = {.n = 3};
+    ds = gen_dataset(rt, &z, 3);
+    CHAIN(ds, ferry_dataset_repeat(ds, 0, OUT));
+    expect_stream(ds, "");
+    ASSERT_EQ(z.inits, 0);
+    ferry_dataset_unref(ds);
+    /* A filter that drops everything, repeated forever, also ends. */
+    ds = range_ds(rt, 0, 50);
+    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    expect_stream(ds, "");
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}
+
+TEST(repeat_errors_and_epochs) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 4, .fail = (1u << 0) | (1u << 3)};
+    ferry_dataset *in = gen_dataset(rt, &g, 4), *ds;
+    ASSERT_OK(ferry_dataset_repeat(in, 2, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 8);
+    expect_stream(ds, "E 1 2 E E 1 2 E");
+    ASSERT_EQ(g.inits, 2); /* one state per epoch */
+    ASSERT_EQ(g.finis, 2);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_repeat(in, 3, &ds));
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in);
+    ASSERT_EQ(g.inits, g.finis);
+    /* An epoch of errors only is not empty: repeat goes on. */
+    gen_cfg e = {.n = 2, .fail = 3};
+    ds = gen_dataset(rt, &e, 2);
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 5, OUT));
+    expect_stream(ds, "E E E E E");
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(e.inits, e.finis);
+    rt_done(rt);
+}
+
+TEST(repeat_epochs_draw_differently) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 4, .kind = GEN_RANDOM};
+    ferry_dataset *ds = gen_dataset(rt, &g, 4);
+    CHAIN(ds, ferry_dataset_repeat(ds, 3, OUT));
+    items a = {0}, b = {0};
+    ferry_iterator *it = iter_new(ds, 5);
+    collect(it, 100, &a);
+    ferry_iterator_free(it);
+    it = iter_new(ds, 5);
+    collect(it, 100, &b);
+    ferry_iterator_free(it);
+    ASSERT_EQ(a.n, 12);
+    for (size_t i = 0; i < 12; i++) ASSERT(strcmp(a.v[i], b.v[i]) == 0); /* reproducible */
+    for (size_t i = 0; i < 4; i++) {
+        ASSERT(strcmp(a.v[i], a.v[i + 4]) != 0); /* epoch 1 differs from epoch 0 */
+        ASSERT(strcmp(a.v[i + 4], a.v[i + 8]) != 0);
+    }
+    items_free(&a), items_free(&b);
+    check_stream(ds, 100, 5); /* a restore lands in the right epoch with the right draws */
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
+
+/* ---- zip ---------------------------------------------------------------------------------------- */
+TEST(zip_ends_with_shortest) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *in[3] = {range_ds(rt, 0, 5), range_ds(rt, 10, 13), NULL}, *ds;
+    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT(strcmp(ferry_dataset_name(ds), "zip") == 0);
+    ASSERT_EQ(ferry_dataset_num_components(ds), 2);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 3);
+    expect_stream(ds, "(0,10) (1,11) (2,12)");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_zip(1, in, &ds));
+    expect_stream(ds, "0 1 2 3 4");
+    ferry_dataset_unref(ds);
+    ds = (ferry_dataset *)1;
+    ASSERT_EQ(ferry_dataset_zip(0, in, &ds), FERRY_EINVAL);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_zip: argument 'n' is 0");
+    ASSERT_EQ(ferry_dataset_zip(3, in, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "inputs[2]");
+    ASSERT_EQ(ferry_dataset_zip(2, NULL, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "'inputs'");
+    /* Cardinality: shortest known, infinite only if all are, unknown otherwise (but 0 wins). */
+    gen_cfg inf = {.n = -1}, unk = {.n = 2};
+    in[2] = gen_dataset(rt, &inf, FERRY_INFINITE);
+    ferry_dataset *pair[2] = {in[2], in[0]};
+    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
+    expect_stream(ds, "(0,0) (1,1) (2,2) (3,3) (4,4)");
+    ferry_dataset_unref(ds);
+    pair[1] = in[2];
+    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    ferry_dataset_unref(ds);
+    pair[1] = gen_dataset(rt, &unk, 0);
+    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "(0,0) (1,1)");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(pair[1]);
+    for (int i = 0; i < 3; i++) ferry_dataset_unref(in[i]);
+    ASSERT_EQ(inf.inits, inf.finis);
+    rt_done(rt);
+}
+
+TEST(zip_stops_pulling_after_end) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = -1};
+    ferry_dataset *in[2] = {range_ds(rt, 0, 2), gen_dataset(rt, &g, FERRY_INFINITE)}, *ds;
+    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    expect_stream(ds, "(0,0) (1,1)");
+    ASSERT_EQ(g.nexts, 2); /* the first input ended: the second is not pulled at position 2 */
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in[0]);
+    ferry_dataset_unref(in[1]);
+    rt_done(rt);
+}
+
+TEST(zip_errors_keep_inputs_aligned) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg a = {.n = 6, .fail = (1u << 0) | (1u << 3)}, b = {.n = 6, .offset = 100, .fail = (1u << 3) | (1u << 5)};
+    ferry_dataset *in[2] = {gen_dataset(rt, &a, 6), gen_dataset(rt, &b, 6)}, *ds;
+    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 6);
+    expect_stream(ds, "E (1,101) (2,102) E (4,104) E");
+    ferry_iterator *it = iter_new(ds, 0);
+    ferry_element *e = NULL;
+    for (int i = 0; i < 3; i++) {
+        ferry_iterator_next(it, &e);
+        ferry_element_free(e);
+        e = NULL;
+    }
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER);
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "boom at 3"); /* the first input's error */
+    ferry_iterator_free(it);
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in[0]);
+    ferry_dataset_unref(in[1]);
+    ASSERT_EQ(a.inits, a.finis);
+    ASSERT_EQ(b.inits, b.finis);
+    rt_done(rt);
+}
+
+TEST(zip_bytes_and_tuples) {
+    ferry_runtime *rt = rt_new();
+    const char *strs[3] = {"a", "bb", ""};
+    ferry_tensor *t = bytes_tensor(rt, 3, strs);
+    ferry_dataset *s, *ds;
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &s));
+    ferry_tensor_unref(t);
+    gen_cfg g = {.n = 5, .kind = GEN_BYTES};
+    ferry_dataset *inner[2] = {s, range_ds(rt, 0, 3)};
+    ferry_dataset *pair;
+    ASSERT_OK(ferry_dataset_zip(2, inner, &pair));
+    ferry_dataset *in[2] = {pair, gen_dataset(rt, &g, 5)};
+    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_EQ(ferry_dataset_num_components(ds), 3);
+    ferry_tensor_spec spec;
+    ASSERT_OK(ferry_dataset_component_spec(ds, 2, &spec));
+    ASSERT_EQ(spec.dtype, FERRY_BYTES);
+    expect_stream(ds, "('a',0,'s0') ('bb',1,'s1') ('',2,'s2')");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(in[1]);
+    ferry_dataset_unref(pair);
+    ferry_dataset_unref(inner[1]);
+    ferry_dataset_unref(s);
+    rt_done(rt);
+}
+
+/* ---- concatenate -------------------------------------------------------------------------------- */
+TEST(concatenate_basic) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *a = range_ds(rt, 0, 3), *b = range_ds(rt, 10, 12), *e = range_ds(rt, 0, 0), *ds;
+    ASSERT_OK(ferry_dataset_concatenate(a, b, &ds));
+    ASSERT(strcmp(ferry_dataset_name(ds), "concatenate") == 0);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
+    expect_stream(ds, "0 1 2 10 11");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_concatenate(e, b, &ds));
+    expect_stream(ds, "10 11");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_concatenate(a, e, &ds));
+    expect_stream(ds, "0 1 2");
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_concatenate(e, e, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    expect_stream(ds, "");
+    check_stream(ds, 10, 0);
+    ferry_dataset_unref(ds);
+    gen_cfg inf = {.n = -1}, unk = {.n = 2};
+    ferry_dataset *gi = gen_dataset(rt, &inf, FERRY_INFINITE), *gu = gen_dataset(rt, &unk, 0);
+    ASSERT_OK(ferry_dataset_concatenate(a, gi, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    check_stream(ds, 12, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_concatenate(gu, a, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "0 1 0 1 2");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(gi);
+    ferry_dataset_unref(gu);
+    ASSERT_EQ(ferry_dataset_concatenate(a, NULL, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_concatenate: argument 'b'");
+    ASSERT_EQ(ferry_dataset_concatenate(NULL, a, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'a'");
+    ferry_dataset_unref(a);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(e);
+    ASSERT_EQ(inf.inits, inf.finis);
+    rt_done(rt);
+}
+
+TEST(concatenate_specs) {
+    ferry_runtime *rt = rt_new();
+    const char *strs[2] = {"x", "y"};
+    ferry_tensor *tb = bytes_tensor(rt, 2, strs);
+    int64_t d42[2] = {4, 2}, d33[2] = {3, 3}, d32[2] = {2, 2};
+    ferry_tensor *t42 = i64_tensor(rt, 2, d42, 0), *t33 = i64_tensor(rt, 2, d33, 100), *t32 = i64_tensor(rt, 2, d32, 0);
+    ferry_dataset *sb, *s42, *s33, *r = range_ds(rt, 0, 2), *ds = (ferry_dataset *)1;
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &tb, &sb));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t42, &s42));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t33, &s33));
+    ASSERT_EQ(ferry_dataset_concatenate(r, sb, &ds), FERRY_ETYPE);
+    ASSERT(ds == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "component 0");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "int64");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "bytes");
+    ferry_dataset *zr[2] = {r, r}, *z;
+    ASSERT_OK(ferry_dataset_zip(2, zr, &z));
+    ASSERT_EQ(ferry_dataset_concatenate(r, z, &ds), FERRY_ETYPE);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "'a' has 1 components but 'b' has 2");
+    ferry_dataset_unref(z);
+    /* [2] and [3] rows: dim unknown. */
+    ASSERT_OK(ferry_dataset_concatenate(s42, s33, &ds));
+    ferry_tensor_spec spec;
+    ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
+    ASSERT_EQ(spec.dtype, FERRY_INT64);
+    ASSERT_EQ(spec.shape.rank, 1);
+    ASSERT_EQ(spec.shape.dims[0], FERRY_UNKNOWN_DIM);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
+    expect_stream(ds, "[0,1] [2,3] [4,5] [6,7] [100,101,102] [103,104,105] [106,107,108]");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    /* Same shapes stay known; scalars and rows: rank unknown. */
+    ferry_dataset *s32;
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t32, &s32));
+    ASSERT_OK(ferry_dataset_concatenate(s42, s32, &ds));
+    ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
+    ASSERT_EQ(spec.shape.rank, 1);
+    ASSERT_EQ(spec.shape.dims[0], 2);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_concatenate(r, s42, &ds));
+    ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
+    ASSERT_EQ(spec.shape.rank, -1);
+    expect_stream(ds, "0 1 [0,1] [2,3] [4,5] [6,7]");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(s32);
+    ferry_dataset_unref(sb);
+    ferry_dataset_unref(s42);
+    ferry_dataset_unref(s33);
+    ferry_dataset_unref(r);
+    ferry_tensor_unref(tb);
+    ferry_tensor_unref(t42);
+    ferry_tensor_unref(t33);
+    ferry_tensor_unref(t32);
+    rt_done(rt);
+}
+
+TEST(concatenate_errors_in_position) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg a = {.n = 3, .fail = 1u << 0}, b = {.n = 3, .offset = 10, .fail = 1u << 2};
+    ferry_dataset *ga = gen_dataset(rt, &a, 3), *gb = gen_dataset(rt, &b, 0), *ds;
+    ASSERT_OK(ferry_dataset_concatenate(ga, gb, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "E 1 2 10 11 E");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(ga);
+    ferry_dataset_unref(gb);
+    ASSERT_EQ(a.inits, a.finis);
+    ASSERT_EQ(b.inits, b.finis);
+    rt_done(rt);
+}
+
+/* ---- enumerate ---------------------------------------------------------------------------------- */
+TEST(enumerate_counts_positions) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds = range_ds(rt, 5, 8);
+    CHAIN(ds, ferry_dataset_enumerate(ds, 10, OUT));
+    ASSERT(strcmp(ferry_dataset_name(ds), "enumerate") == 0);
+    ASSERT_EQ(ferry_dataset_num_components(ds), 2);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 3);
+    ferry_tensor_spec spec;
+    ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
+    ASSERT_EQ(spec.dtype, FERRY_INT64);
+    ASSERT_EQ(spec.shape.rank, 0);
+    expect_stream(ds, "(10,5) (11,6) (12,7)");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    /* Errors use up their number. */
+    gen_cfg g = {.n = 5, .fail = (1u << 0) | (1u << 2) | (1u << 4)};
+    ds = gen_dataset(rt, &g, 5);
+    CHAIN(ds, ferry_dataset_enumerate(ds, -2, OUT));
+    expect_stream(ds, "E (-1,1) E (1,3) E");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(g.inits, g.finis);
+    /* Tuples keep their components after the counter. */
+    ferry_dataset *zr[2] = {range_ds(rt, 0, 2), range_ds(rt, 7, 9)};
+    ASSERT_OK(ferry_dataset_zip(2, zr, &ds));
+    CHAIN(ds, ferry_dataset_enumerate(ds, 0, OUT));
+    expect_stream(ds, "(0,0,7) (1,1,8)");
+    ferry_dataset_unref(ds);
+    ferry_dataset_unref(zr[0]);
+    ferry_dataset_unref(zr[1]);
+    ASSERT_EQ(ferry_dataset_enumerate(NULL, 0, &ds), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_enumerate: argument 'in'");
+    rt_done(rt);
+}
+
+/* ---- ignore_errors ------------------------------------------------------------------------------ */
+TEST(ignore_errors_drops_and_counts) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
+    ferry_dataset *ds = gen_dataset(rt, &g, 10);
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    ASSERT(strcmp(ferry_dataset_name(ds), "ignore_errors") == 0);
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
+    expect_stream(ds, "1 2 3 4 6 7 8");
+    ferry_iterator *it = iter_new(ds, 0);
+    items s = {0};
+    collect(it, 100, &s);
+    ASSERT_EQ(s.n, 7);
+    ASSERT_EQ(stage_dropped(it, "ignore_errors"), 3);
+    ferry_iterator_free(it);
+    items_free(&s);
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(g.inits, g.finis);
+    /* Nothing but errors: an empty stream, every error counted. */
+    gen_cfg all = {.n = 5, .fail = 0x1f};
+    ds = gen_dataset(rt, &all, 5);
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    it = iter_new(ds, 0);
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+    ASSERT_EQ(stage_dropped(it, "ignore_errors"), 5);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(ds);
+    /* Cardinality: 0 and infinite are kept. */
+    ds = range_ds(rt, 0, 0);
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
+    ferry_dataset_unref(ds);
+    ds = range_ds(rt, 0, 3);
+    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}
+
+/* ---- pipelines of several ops ------------------------------------------------------------------- */
+TEST(composed_pipeline_restores_everywhere) {
+    ferry_runtime *rt = rt_new();
+    gen_cfg g = {.n = 9, .fail = (1u << 1) | (1u << 7), .kind = GEN_RANDOM};
+    ferry_dataset *ds = range_ds(rt, 0, 20);
+    CHAIN(ds, ferry_dataset_shard(ds, 3, 1, OUT)); /* 1 4 7 10 13 16 19 */
+    CHAIN(ds, ferry_dataset_repeat(ds, 2, OUT));
+    ferry_dataset *zin[2] = {ds, gen_dataset(rt, &g, 9)}, *z;
+    ASSERT_OK(ferry_dataset_zip(2, zin, &z));
+    ferry_dataset_unref(zin[0]);
+    ferry_dataset_unref(zin[1]);
+    ds = z;
+    CHAIN(ds, ferry_dataset_enumerate(ds, 100, OUT));
+    CHAIN(ds, ferry_dataset_skip(ds, 1, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 7, OUT));
+    ferry_dataset *tail = range_ds(rt, 0, 2);
+    CHAIN(tail, ferry_dataset_enumerate(tail, -1, OUT));
+    ferry_dataset *zz[2] = {tail, range_ds(rt, 50, 53)};
+    ferry_dataset *tail2;
+    ASSERT_OK(ferry_dataset_zip(2, zz, &tail2));
+    ferry_dataset_unref(zz[0]);
+    ferry_dataset_unref(zz[1]);
+    CHAIN(ds, ferry_dataset_concatenate(ds, tail2, OUT));
+    ferry_dataset_unref(tail2);
+    CHAIN(ds, ferry_dataset_repeat(ds, 2, OUT));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 18);
+    check_stream(ds, 100, 77);
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    check_stream(ds, 100, 77);
+    ferry_dataset_unref(ds);
+    ASSERT_EQ(g.inits, g.finis);
+    rt_done(rt);
+}
