@@ -1,0 +1,946 @@
+/*
+ * test_batch.c - batch, padded_batch and unbatch: remainders, bytes rows, shape errors, input
+ * errors in every place, padding values and fixed padded shapes, unbatch as batch's inverse,
+ * zero-row elements, specs and cardinality, and save/restore at every position.
+ */
+#include "runner.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+static ferry_runtime *rt_new(void) {
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(NULL, &rt));
+    return rt;
+}
+
+static void rt_done(ferry_runtime *rt) {
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
+/* A generator source: element i = make(rt, i); positions listed in errors fail with EUSER. */
+typedef struct src {
+    int64_t n; /* elements; -1: endless */
+    int (*make)(ferry_runtime *rt, int64_t i, ferry_element **out);
+    int64_t errors[8];
+    int nerrors;
+    int64_t calls;
+} src;
+
+static int src_init(ferry_context *ctx, void *user, void **state) {
+    (void)ctx;
+    *state = user;
+    return FERRY_OK;
+}
+
+static int src_next(ferry_context *ctx, void *state, ferry_element **out) {
+    src *s = state;
+    int64_t i = ferry_context_index(ctx);
+    s->calls++;
+    if (s->n >= 0 && i >= s->n) return FERRY_END;
+    for (int k = 0; k < s->nerrors; k++)
+        if (s->errors[k] == i) return ferry_context_fail(ctx, FERRY_EUSER, "bad element %lld", (long long)i);
+    return s->make(ferry_context_runtime(ctx), i, out);
+}
+
+static ferry_dataset *src_dataset(ferry_runtime *rt, src *s, size_t ncomp, const ferry_tensor_spec *specs,
+                                  int64_t card) {
+    ferry_generator_options o = {.init = src_init, .next = src_next, .user = s, .num_components = ncomp,
+                                 .specs = specs, .cardinality = card};
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
+    return ds;
+}
+
+static ferry_tensor *vec_i64(ferry_runtime *rt, int64_t len, int64_t base) {
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, 1, &len, &t));
+    int64_t *d = ferry_tensor_mutable_data(t);
+    for (int64_t j = 0; j < len; j++) d[j] = base + j;
+    return t;
+}
+
+static ferry_tensor *str_tensor(ferry_runtime *rt, int rank, const int64_t *dims, const char *const *strs) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) n *= dims[i];
+    const void *ptrs[16];
+    size_t lens[16];
+    for (int64_t i = 0; i < n; i++) {
+        ptrs[i] = strs[i];
+        lens[i] = strlen(strs[i]);
+    }
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create_bytes(rt, rank, dims, ptrs, lens, &t));
+    return t;
+}
+
+static int64_t i64_at(const ferry_element *e, size_t c, int64_t i) {
+    const ferry_tensor *t = ferry_element_get(e, c);
+    ASSERT(t != NULL);
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_INT64);
+    ASSERT(i < ferry_tensor_num_entries(t));
+    return ((const int64_t *)ferry_tensor_data(t))[i];
+}
+
+static void assert_str(const ferry_element *e, size_t c, int64_t i, const char *want) {
+    const uint8_t *p;
+    size_t len;
+    ASSERT_OK(ferry_tensor_bytes_get(ferry_element_get(e, c), i, &p, &len));
+    if (len != strlen(want) || memcmp(p, want, len) != 0)
+        FAILF("entry %lld of component %zu is \"%.*s\", expected \"%s\"", (long long)i, c, (int)len, (const char *)p,
+              want);
+}
+
+/* A hash of an element's dtypes, shapes and values (bytes entries included). */
+static uint64_t sig(const ferry_element *e) {
+    uint64_t h = 1469598103934665603ull;
+#define MIX(v) (h = (h ^ (uint64_t)(v)) * 1099511628211ull)
+    for (size_t c = 0; c < ferry_element_size(e); c++) {
+        const ferry_tensor *t = ferry_element_get(e, c);
+        MIX(ferry_tensor_dtype(t));
+        MIX(ferry_tensor_rank(t));
+        for (int d = 0; d < ferry_tensor_rank(t); d++) MIX(ferry_tensor_dim(t, d));
+        if (ferry_tensor_dtype(t) == FERRY_BYTES) {
+            for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) {
+                const uint8_t *p;
+                size_t len;
+                ASSERT_OK(ferry_tensor_bytes_get(t, i, &p, &len));
+                MIX(len);
+                for (size_t k = 0; k < len; k++) MIX(p[k]);
+            }
+        } else {
+            const uint8_t *p = ferry_tensor_data(t);
+            for (size_t k = 0; k < ferry_tensor_nbytes(t); k++) MIX(p[k]);
+        }
+    }
+#undef MIX
+    return h;
+}
+
+#define MAXPOS 512
+typedef struct stream {
+    int n;
+    int code[MAXPOS];
+    uint64_t sig[MAXPOS];
+} stream;
+
+/* Reads `it` to END (at most MAXPOS positions) into s. */
+static void drain(ferry_iterator *it, stream *s) {
+    s->n = 0;
+    for (;;) {
+        ferry_element *e = NULL;
+        int rc = ferry_iterator_next(it, &e);
+        if (rc == FERRY_END) break;
+        ASSERT(s->n < MAXPOS);
+        s->code[s->n] = rc;
+        s->sig[s->n] = rc == FERRY_OK ? sig(e) : 0;
+        if (rc != FERRY_OK) ASSERT(e == NULL);
+        ferry_element_free(e);
+        s->n++;
+    }
+}
+
+static void assert_tail(const stream *ref, int from, const stream *got, const char *what) {
+    if (got->n != ref->n - from) FAILF("%s at %d: %d positions, expected %d", what, from, got->n, ref->n - from);
+    for (int i = 0; i < got->n; i++) {
+        if (got->code[i] != ref->code[from + i] || got->sig[i] != ref->sig[from + i])
+            FAILF("%s at %d: position %d differs (code %d vs %d)", what, from, from + i, got->code[i],
+                  ref->code[from + i]);
+    }
+}
+
+/* Saves after every position p and checks that both the restored iterator and the original
+ * one go on with exactly the uninterrupted stream. */
+static void check_resume_everywhere(ferry_dataset *ds, uint64_t seed) {
+    ferry_iterator_options o = {.seed = seed};
+    static stream ref, got;
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+    drain(it, &ref);
+    ferry_iterator_free(it);
+    for (int p = 0; p <= ref.n; p++) {
+        ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+        for (int i = 0; i < p; i++) {
+            ferry_element *e = NULL;
+            ASSERT_EQ(ferry_iterator_next(it, &e), ref.code[i]);
+            ferry_element_free(e);
+        }
+        ferry_blob *b;
+        ASSERT_OK(ferry_iterator_save(it, &b));
+        ferry_iterator *r;
+        if (ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), &o, &r) != FERRY_OK)
+            FAILF("restore at %d: %s", p, ferry_last_error());
+        drain(r, &got);
+        assert_tail(&ref, p, &got, "restored");
+        drain(it, &got);
+        assert_tail(&ref, p, &got, "original after save");
+        ferry_iterator_free(r);
+        ferry_iterator_free(it);
+        ferry_blob_free(b);
+    }
+}
+
+static ferry_iterator *iter(ferry_dataset *ds) {
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+    return it;
+}
+
+static ferry_element *next_ok(ferry_iterator *it) {
+    ferry_element *e = NULL;
+    int rc = ferry_iterator_next(it, &e);
+    if (rc != FERRY_OK) FAILF("next returned %s: %s", ferry_error_name(rc), ferry_iterator_error(it));
+    return e;
+}
+
+static void expect_end(ferry_iterator *it) {
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+    ASSERT(e == NULL);
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+}
+
+/* ---- batch -------------------------------------------------------------------------------- */
+TEST(batch_remainder) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *b, *bd;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, false, &b));
+    ASSERT_OK(ferry_dataset_batch(r, 3, true, &bd));
+    ASSERT_EQ(ferry_dataset_cardinality(b), 4);
+    ASSERT_EQ(ferry_dataset_cardinality(bd), 3);
+    ferry_tensor_spec sp;
+    ASSERT_OK(ferry_dataset_component_spec(b, 0, &sp));
+    ASSERT_EQ(sp.dtype, FERRY_INT64);
+    ASSERT_EQ(sp.shape.rank, 1);
+    ASSERT_EQ(sp.shape.dims[0], FERRY_UNKNOWN_DIM);
+    ASSERT_OK(ferry_dataset_component_spec(bd, 0, &sp));
+    ASSERT_EQ(sp.shape.dims[0], 3);
+    for (int drop = 0; drop <= 1; drop++) {
+        ferry_iterator *it = iter(drop ? bd : b);
+        for (int k = 0; k < (drop ? 3 : 4); k++) {
+            ferry_element *e = next_ok(it);
+            ferry_tensor *t = ferry_element_get(e, 0);
+            int64_t want = k < 3 ? 3 : 1;
+            ASSERT_EQ(ferry_tensor_rank(t), 1);
+            ASSERT_EQ(ferry_tensor_dim(t, 0), want);
+            ASSERT_EQ(ferry_tensor_nbytes(t), want * 8);
+            for (int64_t j = 0; j < want; j++) ASSERT_EQ(i64_at(e, 0, j), 3 * k + j);
+            ferry_element_free(e);
+        }
+        expect_end(it);
+        ferry_iterator_free(it);
+    }
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(bd);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(batch_exact_multiple_and_huge_size) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *b;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 9, 1, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, true, &b));
+    ferry_iterator *it = iter(b);
+    for (int k = 0; k < 3; k++) {
+        ferry_element *e = next_ok(it);
+        ASSERT_EQ(i64_at(e, 0, 2), 3 * k + 2);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    /* A batch size far above the input: one batch with everything (the output grows). */
+    ferry_dataset *big;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, &big));
+    ASSERT_OK(ferry_dataset_batch(big, (int64_t)1 << 40, false, &b));
+    ASSERT_EQ(ferry_dataset_cardinality(b), 1);
+    it = iter(b);
+    ferry_element *e = next_ok(it);
+    ASSERT_EQ(ferry_tensor_dim(ferry_element_get(e, 0), 0), 100000);
+    for (int64_t j = 0; j < 100000; j += 9999) ASSERT_EQ(i64_at(e, 0, j), j);
+    ferry_element_free(e);
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(big);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+/* Element i: float32 [1024] (4 KiB) with values i + j / 2048. */
+static int make_wide(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    int64_t n = 1024;
+    ferry_tensor *t;
+    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, &n, &t);
+    if (rc) return rc;
+    float *f = ferry_tensor_mutable_data(t);
+    for (int j = 0; j < 1024; j++) f[j] = (float)i + (float)j / 2048.0f;
+    return ferry_element_create(rt, 1, &t, out);
+}
+
+TEST(batch_output_grows_for_large_batches) {
+    ferry_runtime *rt = rt_new();
+    /* 2500 rows of 4 KiB: beyond the first allocation of a batch, so the output grows; the
+     * full batch and the short one after it must both have the right shape and values. */
+    src s = {.n = 3700, .make = make_wide};
+    ferry_tensor_spec spec = {FERRY_FLOAT32, {.rank = 1, .dims = {1024}}};
+    ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 3700), *b;
+    ASSERT_OK(ferry_dataset_batch(in, 2500, false, &b));
+    ferry_iterator *it = iter(b);
+    for (int k = 0; k < 2; k++) {
+        ferry_element *e = next_ok(it);
+        ferry_tensor *t = ferry_element_get(e, 0);
+        int64_t rows = k == 0 ? 2500 : 1200;
+        ASSERT_EQ(ferry_tensor_dim(t, 0), rows);
+        ASSERT_EQ(ferry_tensor_dim(t, 1), 1024);
+        ASSERT_EQ(ferry_tensor_num_entries(t), rows * 1024);
+        ASSERT_EQ(ferry_tensor_nbytes(t), rows * 4096);
+        const float *f = ferry_tensor_data(t);
+        for (int64_t r = 0; r < rows; r += 97) {
+            ASSERT(f[r * 1024] == (float)(2500 * k + r));
+            ASSERT(f[r * 1024 + 1023] == (float)(2500 * k + r) + 1023.0f / 2048.0f);
+        }
+        ASSERT(f[(rows - 1) * 1024 + 5] == (float)(2500 * k + rows - 1) + 5.0f / 2048.0f);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(batch_empty_input_and_args) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *b = NULL;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 0, 1, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 4, false, &b));
+    ASSERT_EQ(ferry_dataset_cardinality(b), 0);
+    ferry_iterator *it = iter(b);
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ASSERT_EQ(ferry_dataset_batch(r, 0, false, &b), FERRY_EINVAL);
+    ASSERT(b == NULL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "batch_size");
+    ASSERT_EQ(ferry_dataset_batch(NULL, 2, false, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_batch(r, 2, false, NULL), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(r, -1, false, NULL, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_unbatch(NULL, &b), FERRY_EINVAL);
+    /* unbatch of a scalar spec is refused at construction. */
+    ASSERT_EQ(ferry_dataset_unbatch(r, &b), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "component 0");
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+static int make_scalar(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(rt, i, &t);
+    if (rc) return rc;
+    return ferry_element_create(rt, 1, &t, out);
+}
+
+TEST(batch_cardinality_propagates) {
+    ferry_runtime *rt = rt_new();
+    src s_inf = {.n = -1, .make = make_scalar}, s_unk = {.n = 5, .make = make_scalar};
+    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_dataset *inf = src_dataset(rt, &s_inf, 1, &spec, FERRY_INFINITE);
+    ferry_dataset *unk = src_dataset(rt, &s_unk, 1, &spec, 0);
+    ferry_dataset *a, *b, *c;
+    ASSERT_OK(ferry_dataset_batch(inf, 4, false, &a));
+    ASSERT_OK(ferry_dataset_batch(unk, 4, true, &b));
+    ASSERT_OK(ferry_dataset_unbatch(a, &c));
+    ASSERT_EQ(ferry_dataset_cardinality(a), FERRY_INFINITE);
+    ASSERT_EQ(ferry_dataset_cardinality(b), FERRY_UNKNOWN);
+    ASSERT_EQ(ferry_dataset_cardinality(c), FERRY_INFINITE);
+    ferry_iterator *it = iter(b);
+    ferry_element *e = next_ok(it);
+    ASSERT_EQ(i64_at(e, 0, 3), 3);
+    ferry_element_free(e);
+    expect_end(it); /* the remainder of 1 is dropped */
+    ferry_iterator_free(it);
+    ferry_dataset_unref(a);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(inf);
+    ferry_dataset_unref(unk);
+    rt_done(rt);
+}
+
+/* Element i: (int64 scalar i, bytes vector of i % 3 strings "i.j", float32 [2] {i, -i}). */
+static int make_mixed(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t[3];
+    ASSERT_OK(ferry_tensor_scalar_i64(rt, i, &t[0]));
+    char buf[3][48];
+    const char *strs[3];
+    int64_t n = i % 3;
+    for (int j = 0; j < n; j++) {
+        snprintf(buf[j], sizeof buf[j], "%lld.%d", (long long)i, j);
+        strs[j] = buf[j];
+    }
+    t[1] = str_tensor(rt, 1, &n, strs);
+    int64_t two = 2;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 1, &two, &t[2]));
+    float *f = ferry_tensor_mutable_data(t[2]);
+    f[0] = (float)i;
+    f[1] = (float)-i;
+    return ferry_element_create(rt, 3, t, out);
+}
+
+/* Element i: bytes scalar "s<i>" repeated i times (so lengths differ). */
+static int make_str(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    char buf[64];
+    int k = 0;
+    for (int64_t j = 0; j < i && k < 50; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, "s%lld", (long long)i);
+    buf[k] = 0;
+    const char *strs[1] = {buf};
+    ferry_tensor *t = str_tensor(rt, 0, NULL, strs);
+    return ferry_element_create(rt, 1, &t, out);
+}
+
+TEST(batch_bytes_rows) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+    src s = {.n = 7, .make = make_str};
+    ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 7), *b;
+    ASSERT_OK(ferry_dataset_batch(in, 4, false, &b));
+    ferry_iterator *it = iter(b);
+    for (int k = 0; k < 2; k++) {
+        ferry_element *e = next_ok(it);
+        ferry_tensor *t = ferry_element_get(e, 0);
+        ASSERT_EQ(ferry_tensor_dtype(t), FERRY_BYTES);
+        int64_t rows = k == 0 ? 4 : 3;
+        ASSERT_EQ(ferry_tensor_dim(t, 0), rows);
+        for (int64_t j = 0; j < rows; j++) {
+            ferry_element *want;
+            ASSERT_OK(make_str(rt, 4 * k + j, &want));
+            const uint8_t *p;
+            size_t len;
+            ASSERT_OK(ferry_tensor_bytes_get(ferry_element_get(want, 0), 0, &p, &len));
+            char w[64];
+            memcpy(w, p, len);
+            w[len] = 0;
+            assert_str(e, 0, j, w);
+            ferry_element_free(want);
+        }
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(batch_bytes_vectors_and_mixed_components) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
+                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    /* Positions 3, 4, 5 have 0, 1, 2 strings: batch(1) keeps them; batch(3) mixes lengths. */
+    src s = {.n = 9, .make = make_mixed};
+    ferry_dataset *in = src_dataset(rt, &s, 3, specs, 9), *b;
+    ASSERT_OK(ferry_dataset_batch(in, 1, false, &b));
+    ferry_tensor_spec sp;
+    ASSERT_OK(ferry_dataset_component_spec(b, 2, &sp));
+    ASSERT_EQ(sp.shape.rank, 2);
+    ASSERT_EQ(sp.shape.dims[1], 2);
+    ferry_iterator *it = iter(b);
+    for (int64_t i = 0; i < 9; i++) {
+        ferry_element *e = next_ok(it);
+        ASSERT_EQ(i64_at(e, 0, 0), i);
+        ferry_tensor *t = ferry_element_get(e, 1);
+        ASSERT_EQ(ferry_tensor_rank(t), 2);
+        ASSERT_EQ(ferry_tensor_dim(t, 1), i % 3);
+        for (int j = 0; j < i % 3; j++) {
+            char w[48];
+            snprintf(w, sizeof w, "%lld.%d", (long long)i, j);
+            assert_str(e, 1, j, w);
+        }
+        const float *f = ferry_tensor_data(ferry_element_get(e, 2));
+        ASSERT_EQ((int)f[0], i);
+        ASSERT_EQ((int)f[1], -i);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    /* Rows of 0, 1, 2 strings do not stack: every batch of 3 is FERRY_ETYPE naming component 1. */
+    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    it = iter(b);
+    for (int k = 0; k < 3; k++) {
+        ferry_element *e = NULL;
+        ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE);
+        ASSERT_STR_CONTAINS(ferry_iterator_error(it), "component 1");
+        ASSERT_STR_CONTAINS(ferry_iterator_error(it), "[0]");
+        ASSERT_STR_CONTAINS(ferry_iterator_error(it), "[1]");
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+/* Element i: int64 vector of length len(i) with values 10 i + j. */
+static const int64_t shape_lens[] = {2, 2, 3, 2, 2, 2, 1, 1};
+static int make_lens(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t = vec_i64(rt, shape_lens[i % 8], 10 * i);
+    return ferry_element_create(rt, 1, &t, out);
+}
+
+TEST(batch_shape_mismatch_is_etype_in_position) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec spec = {FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    src s = {.n = 8, .make = make_lens};
+    ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 8), *b;
+    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    ferry_iterator *it = iter(b);
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE); /* rows of [2], [2], [3] */
+    ASSERT(e == NULL);
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "batch: component 0");
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "[2] in row 0");
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "[3] in row 2");
+    e = next_ok(it); /* the whole failed batch was consumed: positions 3, 4, 5 */
+    ASSERT_EQ(i64_at(e, 0, 0), 30);
+    ASSERT_EQ(i64_at(e, 0, 5), 51);
+    ferry_element_free(e);
+    e = next_ok(it); /* 6, 7: a short last batch of [1] rows */
+    ASSERT_EQ(ferry_tensor_dim(ferry_element_get(e, 0), 0), 2);
+    ASSERT_EQ(i64_at(e, 0, 1), 70);
+    ferry_element_free(e);
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(batch_input_errors_replace_the_batch) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    /* Errors at the first, a middle and the last position. */
+    src s = {.n = 10, .make = make_scalar, .errors = {0, 4, 9}, .nerrors = 3};
+    ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 10), *b;
+    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    ferry_iterator *it = iter(b);
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER);
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "bad element 0");
+    e = next_ok(it);
+    ASSERT_EQ(i64_at(e, 0, 0), 1);
+    ASSERT_EQ(i64_at(e, 0, 2), 3);
+    ferry_element_free(e);
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER); /* position 4 */
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "bad element 4");
+    e = next_ok(it);
+    ASSERT_EQ(i64_at(e, 0, 0), 5);
+    ferry_element_free(e);
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER); /* 8 collected, then 9 fails: 8 is dropped */
+    expect_end(it);
+    ferry_iterator_free(it);
+    check_resume_everywhere(b, 0);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(batch_resume_everywhere) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *b;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 23, 1, &r));
+    for (int drop = 0; drop <= 1; drop++) {
+        ASSERT_OK(ferry_dataset_batch(r, 5, drop, &b));
+        check_resume_everywhere(b, 0);
+        ferry_dataset_unref(b);
+    }
+    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
+                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    src s = {.n = 30, .make = make_mixed, .errors = {7, 12}, .nerrors = 2};
+    ferry_dataset *in = src_dataset(rt, &s, 3, specs, 30);
+    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b)); /* shape errors and input errors mixed */
+    check_resume_everywhere(b, 0);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+/* ---- padded_batch ------------------------------------------------------------------------- */
+/* Element i: (int64 vector of i % 4 values 10 i + j, bytes vector of i % 3 strings "i.j"). */
+static int make_ragged(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t[2];
+    t[0] = vec_i64(rt, i % 4, 10 * i);
+    char buf[3][48];
+    const char *strs[3];
+    int64_t n = i % 3;
+    for (int j = 0; j < n; j++) {
+        snprintf(buf[j], sizeof buf[j], "%lld.%d", (long long)i, j);
+        strs[j] = buf[j];
+    }
+    t[1] = str_tensor(rt, 1, &n, strs);
+    return ferry_element_create(rt, 2, t, out);
+}
+
+static const ferry_tensor_spec ragged_specs[2] = {{FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+
+TEST(padded_batch_pads_to_longest) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 8, .make = make_ragged};
+    ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 8), *b;
+    ferry_tensor *pv[2];
+    ASSERT_OK(ferry_tensor_scalar_i64(rt, -1, &pv[0]));
+    const char *pad[1] = {"<pad>"};
+    pv[1] = str_tensor(rt, 0, NULL, pad);
+    ferry_padded_batch_options o = {.padding_values = pv};
+    ASSERT_OK(ferry_dataset_padded_batch(in, 3, false, &o, &b));
+    ferry_tensor_unref(pv[0]); /* the dataset keeps its own references */
+    ferry_tensor_unref(pv[1]);
+    ASSERT_EQ(ferry_dataset_cardinality(b), 3);
+    ferry_tensor_spec sp;
+    ASSERT_OK(ferry_dataset_component_spec(b, 0, &sp));
+    ASSERT_EQ(sp.shape.rank, 2);
+    ASSERT_EQ(sp.shape.dims[0], FERRY_UNKNOWN_DIM);
+    ASSERT_EQ(sp.shape.dims[1], FERRY_UNKNOWN_DIM);
+    ferry_iterator *it = iter(b);
+    for (int k = 0; k < 3; k++) {
+        ferry_element *e = next_ok(it);
+        int64_t rows = k < 2 ? 3 : 2;
+        int64_t w0 = 0, w1 = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = 3 * k + r;
+            if (i % 4 > w0) w0 = i % 4;
+            if (i % 3 > w1) w1 = i % 3;
+        }
+        ferry_tensor *t0 = ferry_element_get(e, 0), *t1 = ferry_element_get(e, 1);
+        ASSERT_EQ(ferry_tensor_dim(t0, 0), rows);
+        ASSERT_EQ(ferry_tensor_dim(t0, 1), w0);
+        ASSERT_EQ(ferry_tensor_dim(t1, 0), rows);
+        ASSERT_EQ(ferry_tensor_dim(t1, 1), w1);
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = 3 * k + r;
+            for (int64_t j = 0; j < w0; j++) ASSERT_EQ(i64_at(e, 0, r * w0 + j), j < i % 4 ? 10 * i + j : -1);
+            for (int64_t j = 0; j < w1; j++) {
+                char w[48];
+                snprintf(w, sizeof w, "%lld.%lld", (long long)i, (long long)j);
+                assert_str(e, 1, r * w1 + j, j < i % 3 ? w : "<pad>");
+            }
+        }
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    /* Default padding: zeros and empty strings. */
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, true, NULL, &b));
+    ASSERT_EQ(ferry_dataset_cardinality(b), 2);
+    ASSERT_OK(ferry_dataset_component_spec(b, 1, &sp));
+    ASSERT_EQ(sp.shape.dims[0], 4);
+    it = iter(b);
+    ferry_element *e = next_ok(it); /* rows 0..3: lengths 0,1,2,3 and 0,1,2,0 strings */
+    ASSERT_EQ(ferry_tensor_dim(ferry_element_get(e, 0), 1), 3);
+    int64_t want[12] = {0, 0, 0, 10, 0, 0, 20, 21, 0, 30, 31, 32};
+    for (int j = 0; j < 12; j++) ASSERT_EQ(i64_at(e, 0, j), want[j]);
+    const char *wants[8] = {"", "", "1.0", "", "2.0", "2.1", "", ""};
+    for (int j = 0; j < 8; j++) assert_str(e, 1, j, wants[j]);
+    ferry_element_free(e);
+    ferry_element_free(next_ok(it));
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(padded_batch_fixed_shapes) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 8, .make = make_ragged};
+    ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 8), *b;
+    ferry_shape ps[2] = {{.rank = 1, .dims = {2}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    ferry_padded_batch_options o = {.padded_shapes = ps};
+    ASSERT_OK(ferry_dataset_padded_batch(in, 2, false, &o, &b));
+    ferry_tensor_spec sp;
+    ASSERT_OK(ferry_dataset_component_spec(b, 0, &sp));
+    ASSERT_EQ(sp.shape.dims[1], 2);
+    ferry_iterator *it = iter(b);
+    ferry_element *e = next_ok(it); /* rows 0, 1: lengths 0, 1 padded to 2 */
+    ASSERT_EQ(ferry_tensor_dim(ferry_element_get(e, 0), 1), 2);
+    int64_t want[4] = {0, 0, 10, 0};
+    for (int j = 0; j < 4; j++) ASSERT_EQ(i64_at(e, 0, j), want[j]);
+    ASSERT_EQ(ferry_tensor_dim(ferry_element_get(e, 1), 1), 1);
+    ferry_element_free(e);
+    /* Rows 2, 3: row 3 has 3 values > 2: FERRY_ETYPE in position, naming the component. */
+    e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE);
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "component 0");
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "[3] in row 1");
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "padded shape [2]");
+    e = next_ok(it); /* rows 4, 5 go on */
+    ASSERT_EQ(i64_at(e, 0, 2), 50);
+    ferry_element_free(e);
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE); /* row 7 has 3 values */
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(padded_batch_rank2_values_exact) {
+    ferry_runtime *rt = rt_new();
+    /* Two float32 matrices [1,2] and [2,1], padded to the longest: [2, 2, 2] with pad 9. */
+    int64_t d0[2] = {1, 2}, d1[2] = {2, 1};
+    ferry_tensor *a, *c;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 2, d0, &a));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 2, d1, &c));
+    float *pa = ferry_tensor_mutable_data(a), *pc = ferry_tensor_mutable_data(c);
+    pa[0] = 1, pa[1] = 2, pc[0] = 3, pc[1] = 4;
+    ferry_element *ea, *ec;
+    ASSERT_OK(ferry_element_create(rt, 1, &a, &ea));
+    ASSERT_OK(ferry_element_create(rt, 1, &c, &ec));
+    ferry_dataset *ta, *tc, *cat, *b;
+    ferry_tensor *ta_t = ferry_tensor_ref(ferry_element_get(ea, 0)), *tc_t = ferry_tensor_ref(ferry_element_get(ec, 0));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &ta_t, &ta));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &tc_t, &tc));
+    ferry_tensor_unref(ta_t);
+    ferry_tensor_unref(tc_t);
+    ferry_element_free(ea);
+    ferry_element_free(ec);
+    ASSERT_OK(ferry_dataset_concatenate(ta, tc, &cat));
+    ferry_tensor *pv;
+    ASSERT_OK(ferry_tensor_scalar_f32(rt, 9.0f, &pv));
+    ferry_padded_batch_options o = {.padding_values = &pv};
+    ASSERT_OK(ferry_dataset_padded_batch(cat, 2, false, &o, &b));
+    ferry_tensor_unref(pv);
+    ferry_iterator *it = iter(b);
+    ferry_element *e = next_ok(it);
+    ferry_tensor *t = ferry_element_get(e, 0);
+    ASSERT_EQ(ferry_tensor_rank(t), 3);
+    ASSERT_EQ(ferry_tensor_dim(t, 1), 2);
+    ASSERT_EQ(ferry_tensor_dim(t, 2), 2);
+    const float *f = ferry_tensor_data(t);
+    float want[8] = {1, 2, 9, 9, 3, 9, 4, 9};
+    for (int j = 0; j < 8; j++) ASSERT_EQ((int)f[j], (int)want[j]);
+    ferry_element_free(e);
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(cat);
+    ferry_dataset_unref(ta);
+    ferry_dataset_unref(tc);
+    rt_done(rt);
+}
+
+TEST(padded_batch_argument_checks) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 8, .make = make_ragged};
+    ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 8), *b = NULL;
+    /* A padding value of the wrong dtype names the component. */
+    ferry_tensor *pv[2] = {NULL, NULL};
+    ASSERT_OK(ferry_tensor_scalar_f32(rt, 1.0f, &pv[0]));
+    ferry_padded_batch_options o = {.padding_values = pv};
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o, &b), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "padding_values[0]");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "float32");
+    ASSERT(b == NULL);
+    ferry_tensor_unref(pv[0]);
+    /* A non-scalar padding value. */
+    pv[0] = NULL;
+    pv[1] = vec_i64(rt, 2, 0);
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o, &b), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "padding_values[1]");
+    ferry_tensor_unref(pv[1]);
+    /* A padded shape of another rank. */
+    ferry_shape ps[2] = {{.rank = 2, .dims = {3, 3}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    ferry_padded_batch_options o2 = {.padded_shapes = ps};
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o2, &b), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "padded_shapes[0]");
+    ps[0] = (ferry_shape){.rank = 1, .dims = {-5}};
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o2, &b), FERRY_EINVAL);
+    ferry_dataset_unref(in);
+    /* A fixed padded dim smaller than a known input dim. */
+    ferry_dataset *r, *rb;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 4, true, &rb)); /* [4] */
+    ferry_shape small = {.rank = 1, .dims = {3}};
+    ferry_padded_batch_options o3 = {.padded_shapes = &small};
+    ASSERT_EQ(ferry_dataset_padded_batch(rb, 2, false, &o3, &b), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "smaller");
+    ferry_dataset_unref(rb);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(padded_batch_resume_everywhere) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 20, .make = make_ragged, .errors = {5}, .nerrors = 1};
+    ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 20), *b;
+    ferry_shape ps[2] = {{.rank = 1, .dims = {3}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    ferry_padded_batch_options o = {.padded_shapes = ps};
+    ASSERT_OK(ferry_dataset_padded_batch(in, 3, false, &o, &b)); /* input errors and too-long rows */
+    check_resume_everywhere(b, 0);
+    ferry_dataset_unref(b);
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, true, NULL, &b));
+    check_resume_everywhere(b, 0);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+/* ---- unbatch ------------------------------------------------------------------------------ */
+TEST(unbatch_inverts_batch) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *b, *u;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, false, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ferry_tensor_spec sp;
+    ASSERT_OK(ferry_dataset_component_spec(u, 0, &sp));
+    ASSERT_EQ(sp.shape.rank, 0);
+    ASSERT_EQ(ferry_dataset_cardinality(u), FERRY_UNKNOWN); /* dim 0 of the batches is unknown */
+    ferry_iterator *it = iter(u);
+    for (int64_t i = 0; i < 10; i++) {
+        ferry_element *e = next_ok(it);
+        ASSERT_EQ(ferry_tensor_rank(ferry_element_get(e, 0)), 0);
+        ASSERT_EQ(i64_at(e, 0, 0), i);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(b);
+    /* drop_remainder gives a known dim 0, so a known cardinality. */
+    ASSERT_OK(ferry_dataset_batch(r, 3, true, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ASSERT_EQ(ferry_dataset_cardinality(u), 9);
+    check_resume_everywhere(u, 0);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(r);
+    /* Bytes and mixed components round-trip too. */
+    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
+                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    src s = {.n = 9, .make = make_mixed};
+    ferry_dataset *in = src_dataset(rt, &s, 3, specs, 9);
+    ASSERT_OK(ferry_dataset_batch(in, 1, false, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    static stream direct, round;
+    it = iter(in);
+    drain(it, &direct);
+    ferry_iterator_free(it);
+    it = iter(u);
+    drain(it, &round);
+    ferry_iterator_free(it);
+    assert_tail(&direct, 0, &round, "unbatch(batch(x))");
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(unbatch_shares_bytes) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor *t = vec_i64(rt, 6, 100);
+    const void *data = ferry_tensor_data(t);
+    ferry_dataset *ft, *u;
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &t, &ft));
+    ferry_tensor_unref(t);
+    ASSERT_OK(ferry_dataset_unbatch(ft, &u));
+    ASSERT_EQ(ferry_dataset_cardinality(u), 6);
+    ferry_iterator *it = iter(u);
+    for (int i = 0; i < 6; i++) {
+        ferry_element *e = next_ok(it);
+        ASSERT(ferry_tensor_data(ferry_element_get(e, 0)) == (const void *)((const int64_t *)data + i));
+        ASSERT_EQ(i64_at(e, 0, 0), 100 + i);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(ft);
+    rt_done(rt);
+}
+
+/* Element i: (int64 vector of i % 3 values, int64 vector of i % 3 values, or 1 for i == 7). */
+static int make_rows(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t[2];
+    t[0] = vec_i64(rt, i % 3, 10 * i);
+    t[1] = vec_i64(rt, i == 7 ? 2 : i % 3, 0);
+    int64_t *d = ferry_tensor_mutable_data(t[1]);
+    for (int64_t j = 0; j < ferry_tensor_num_entries(t[1]); j++) d[j] = -(10 * i + j);
+    return ferry_element_create(rt, 2, t, out);
+}
+
+TEST(unbatch_zero_rows_and_mismatch) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec specs[2] = {{FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+    src s = {.n = 10, .make = make_rows, .errors = {4}, .nerrors = 1};
+    ferry_dataset *in = src_dataset(rt, &s, 2, specs, 10), *u;
+    ASSERT_OK(ferry_dataset_unbatch(in, &u));
+    ferry_iterator *it = iter(u);
+    /* i=0: nothing; 1: 1 row; 2: 2 rows; 3: nothing; 4: error; 5: 2 rows; 6: nothing; 7: mismatch
+     * (1 vs 2 rows); 8: 2 rows; 9: nothing. */
+    int64_t want[] = {10, 20, 21, -4, 50, 51, -7, 80, 81};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        ferry_element *e = NULL;
+        if (want[k] < 0) {
+            int rc = ferry_iterator_next(it, &e);
+            ASSERT_EQ(rc, want[k] == -4 ? FERRY_EUSER : FERRY_ETYPE);
+            if (want[k] == -7) {
+                ASSERT_STR_CONTAINS(ferry_iterator_error(it), "dim 0");
+                ASSERT_STR_CONTAINS(ferry_iterator_error(it), "component 1");
+            }
+            continue;
+        }
+        e = next_ok(it);
+        ASSERT_EQ(i64_at(e, 0, 0), want[k]);
+        ASSERT_EQ(i64_at(e, 1, 0), -want[k]);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    check_resume_everywhere(u, 0);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(in);
+    /* A scalar met at run time (the spec's rank is unknown) is FERRY_ETYPE in its position. */
+    ferry_tensor_spec unk = {FERRY_INT64, {.rank = -1}};
+    src sc = {.n = 2, .make = make_scalar};
+    in = src_dataset(rt, &sc, 1, &unk, 2);
+    ASSERT_OK(ferry_dataset_unbatch(in, &u));
+    it = iter(u);
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE);
+    ASSERT_STR_CONTAINS(ferry_iterator_error(it), "scalar");
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE);
+    expect_end(it);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}
+
+TEST(unbatch_of_batch_resume_everywhere) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
+                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    src s = {.n = 24, .make = make_mixed, .errors = {2, 13}, .nerrors = 2};
+    ferry_dataset *in = src_dataset(rt, &s, 3, specs, 24), *b, *u, *b2;
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, false, NULL, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ASSERT_OK(ferry_dataset_batch(u, 3, false, &b2));
+    check_resume_everywhere(u, 0);
+    check_resume_everywhere(b2, 0);
+    ferry_dataset_unref(b2);
+    ferry_dataset_unref(u);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(in);
+    rt_done(rt);
+}

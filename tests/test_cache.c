@@ -1,0 +1,564 @@
+/*
+ * test_cache.c - the memory cache: later passes read the cache and not the input (zero copy),
+ * a partial first pass leaves no cache, one writer among concurrent iterators, cache under
+ * repeat, errors never cached, the byte budget (abandoned caching, release on destroy), and
+ * save/restore mid-write and mid-read, into the same pipeline and into a new one (empty cache).
+ */
+#include <pthread.h>
+
+#include "runner.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+static ferry_runtime *rt_new(void) {
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(NULL, &rt));
+    return rt;
+}
+
+static void rt_done(ferry_runtime *rt) {
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
+/* A generator source: element i = make(rt, i); positions listed in errors fail with EUSER. */
+typedef struct src {
+    int64_t n; /* elements; -1: endless */
+    int (*make)(ferry_runtime *rt, int64_t i, ferry_element **out);
+    int64_t errors[8];
+    int nerrors;
+    int64_t calls;
+} src;
+
+static int src_init(ferry_context *ctx, void *user, void **state) {
+    (void)ctx;
+    *state = user;
+    return FERRY_OK;
+}
+
+static int src_next(ferry_context *ctx, void *state, ferry_element **out) {
+    src *s = state;
+    int64_t i = ferry_context_index(ctx);
+    s->calls++;
+    if (s->n >= 0 && i >= s->n) return FERRY_END;
+    for (int k = 0; k < s->nerrors; k++)
+        if (s->errors[k] == i) return ferry_context_fail(ctx, FERRY_EUSER, "bad element %lld", (long long)i);
+    return s->make(ferry_context_runtime(ctx), i, out);
+}
+
+static ferry_dataset *src_dataset(ferry_runtime *rt, src *s, size_t ncomp, const ferry_tensor_spec *specs,
+                                  int64_t card) {
+    ferry_generator_options o = {.init = src_init, .next = src_next, .user = s, .num_components = ncomp,
+                                 .specs = specs, .cardinality = card};
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
+    return ds;
+}
+
+static ferry_tensor *str_tensor(ferry_runtime *rt, int rank, const int64_t *dims, const char *const *strs) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) n *= dims[i];
+    const void *ptrs[16];
+    size_t lens[16];
+    for (int64_t i = 0; i < n; i++) {
+        ptrs[i] = strs[i];
+        lens[i] = strlen(strs[i]);
+    }
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create_bytes(rt, rank, dims, ptrs, lens, &t));
+    return t;
+}
+
+static int64_t i64_at(const ferry_element *e, size_t c, int64_t i) {
+    const ferry_tensor *t = ferry_element_get(e, c);
+    ASSERT(t != NULL);
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_INT64);
+    ASSERT(i < ferry_tensor_num_entries(t));
+    return ((const int64_t *)ferry_tensor_data(t))[i];
+}
+
+static void assert_str(const ferry_element *e, size_t c, int64_t i, const char *want) {
+    const uint8_t *p;
+    size_t len;
+    ASSERT_OK(ferry_tensor_bytes_get(ferry_element_get(e, c), i, &p, &len));
+    if (len != strlen(want) || memcmp(p, want, len) != 0)
+        FAILF("entry %lld of component %zu is \"%.*s\", expected \"%s\"", (long long)i, c, (int)len, (const char *)p,
+              want);
+}
+
+/* A hash of an element's dtypes, shapes and values (bytes entries included). */
+static uint64_t sig(const ferry_element *e) {
+    uint64_t h = 1469598103934665603ull;
+#define MIX(v) (h = (h ^ (uint64_t)(v)) * 1099511628211ull)
+    for (size_t c = 0; c < ferry_element_size(e); c++) {
+        const ferry_tensor *t = ferry_element_get(e, c);
+        MIX(ferry_tensor_dtype(t));
+        MIX(ferry_tensor_rank(t));
+        for (int d = 0; d < ferry_tensor_rank(t); d++) MIX(ferry_tensor_dim(t, d));
+        if (ferry_tensor_dtype(t) == FERRY_BYTES) {
+            for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) {
+                const uint8_t *p;
+                size_t len;
+                ASSERT_OK(ferry_tensor_bytes_get(t, i, &p, &len));
+                MIX(len);
+                for (size_t k = 0; k < len; k++) MIX(p[k]);
+            }
+        } else {
+            const uint8_t *p = ferry_tensor_data(t);
+            for (size_t k = 0; k < ferry_tensor_nbytes(t); k++) MIX(p[k]);
+        }
+    }
+#undef MIX
+    return h;
+}
+
+#define MAXPOS 512
+typedef struct stream {
+    int n;
+    int code[MAXPOS];
+    uint64_t sig[MAXPOS];
+} stream;
+
+/* Reads `it` to END (at most MAXPOS positions) into s. */
+static void drain(ferry_iterator *it, stream *s) {
+    s->n = 0;
+    for (;;) {
+        ferry_element *e = NULL;
+        int rc = ferry_iterator_next(it, &e);
+        if (rc == FERRY_END) break;
+        ASSERT(s->n < MAXPOS);
+        s->code[s->n] = rc;
+        s->sig[s->n] = rc == FERRY_OK ? sig(e) : 0;
+        if (rc != FERRY_OK) ASSERT(e == NULL);
+        ferry_element_free(e);
+        s->n++;
+    }
+}
+
+static void assert_tail(const stream *ref, int from, const stream *got, const char *what) {
+    if (got->n != ref->n - from) FAILF("%s at %d: %d positions, expected %d", what, from, got->n, ref->n - from);
+    for (int i = 0; i < got->n; i++) {
+        if (got->code[i] != ref->code[from + i] || got->sig[i] != ref->sig[from + i])
+            FAILF("%s at %d: position %d differs (code %d vs %d)", what, from, from + i, got->code[i],
+                  ref->code[from + i]);
+    }
+}
+
+/* Saves after every position p and checks that both the restored iterator and the original
+ * one go on with exactly the uninterrupted stream. */
+static void check_resume_everywhere(ferry_dataset *ds, uint64_t seed) {
+    ferry_iterator_options o = {.seed = seed};
+    static stream ref, got;
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+    drain(it, &ref);
+    ferry_iterator_free(it);
+    for (int p = 0; p <= ref.n; p++) {
+        ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+        for (int i = 0; i < p; i++) {
+            ferry_element *e = NULL;
+            ASSERT_EQ(ferry_iterator_next(it, &e), ref.code[i]);
+            ferry_element_free(e);
+        }
+        ferry_blob *b;
+        ASSERT_OK(ferry_iterator_save(it, &b));
+        ferry_iterator *r;
+        if (ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), &o, &r) != FERRY_OK)
+            FAILF("restore at %d: %s", p, ferry_last_error());
+        drain(r, &got);
+        assert_tail(&ref, p, &got, "restored");
+        drain(it, &got);
+        assert_tail(&ref, p, &got, "original after save");
+        ferry_iterator_free(r);
+        ferry_iterator_free(it);
+        ferry_blob_free(b);
+    }
+}
+
+static ferry_iterator *iter(ferry_dataset *ds) {
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+    return it;
+}
+
+static ferry_element *next_ok(ferry_iterator *it) {
+    ferry_element *e = NULL;
+    int rc = ferry_iterator_next(it, &e);
+    if (rc != FERRY_OK) FAILF("next returned %s: %s", ferry_error_name(rc), ferry_iterator_error(it));
+    return e;
+}
+
+static void expect_end(ferry_iterator *it) {
+    ferry_element *e = NULL;
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+    ASSERT(e == NULL);
+    ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+}
+
+/* Passes that gave up caching for lack of budget (src/ops/cache.c). */
+int64_t ferry__cache_abandoned(const ferry_dataset *ds);
+
+/* Element i: float32 [250] (1000 bytes) whose first value is i. */
+static int make_kb(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    int64_t n = 250;
+    ferry_tensor *t;
+    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, &n, &t);
+    if (rc) return rc;
+    ((float *)ferry_tensor_mutable_data(t))[0] = (float)i;
+    return ferry_element_create(rt, 1, &t, out);
+}
+
+/* Element i: (int64 scalar i, bytes scalar "v<i>"). */
+static int make_pair(ferry_runtime *rt, int64_t i, ferry_element **out) {
+    ferry_tensor *t[2];
+    int rc = ferry_tensor_scalar_i64(rt, i, &t[0]);
+    if (rc) return rc;
+    char buf[32];
+    snprintf(buf, sizeof buf, "v%lld", (long long)i);
+    const char *strs[1] = {buf};
+    t[1] = str_tensor(rt, 0, NULL, strs);
+    return ferry_element_create(rt, 2, t, out);
+}
+
+static const ferry_tensor_spec pair_specs[2] = {{FERRY_INT64, {.rank = 0}}, {FERRY_BYTES, {.rank = 0}}};
+static const ferry_tensor_spec kb_spec = {FERRY_FLOAT32, {.rank = 1, .dims = {250}}};
+
+static ferry_dataset *cached(ferry_dataset *in) {
+    ferry_dataset *c;
+    ASSERT_OK(ferry_dataset_cache(in, NULL, &c));
+    return c;
+}
+
+/* Reads a pass of pairs, checking values 0..n-1 in order; returns the data pointer of the
+ * int64 component of element `probe` (to compare buffers across passes). */
+static const void *read_pairs(ferry_dataset *ds, int64_t n, int64_t probe) {
+    ferry_iterator *it = iter(ds);
+    const void *p = NULL;
+    for (int64_t i = 0; i < n; i++) {
+        ferry_element *e = next_ok(it);
+        ASSERT_EQ(i64_at(e, 0, 0), i);
+        char w[32];
+        snprintf(w, sizeof w, "v%lld", (long long)i);
+        assert_str(e, 1, 0, w);
+        if (i == probe) p = ferry_tensor_data(ferry_element_get(e, 0));
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    return p;
+}
+
+TEST(cache_second_pass_reads_the_cache) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 10, .make = make_pair};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 10), *c = cached(g);
+    ASSERT_EQ(ferry_dataset_cardinality(c), 10);
+    ASSERT(strcmp(ferry_dataset_name(c), "cache") == 0);
+    read_pairs(c, 10, 3);
+    ASSERT_EQ(s.calls, 11); /* 10 elements and the END */
+    const void *p1 = read_pairs(c, 10, 3);
+    const void *p2 = read_pairs(c, 10, 3);
+    ASSERT_EQ(s.calls, 11); /* the input was not touched again */
+    ASSERT(p1 == p2);       /* the same tensors, shared: zero copy */
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT(rs.budget_used > 0); /* committed bytes are counted... */
+    ferry_dataset_unref(c);
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT_EQ(rs.budget_used, 0); /* ...until the dataset goes */
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_partial_first_pass_is_discarded) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 10, .make = make_pair};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 10), *c = cached(g);
+    ferry_iterator *it = iter(c);
+    for (int i = 0; i < 4; i++) ferry_element_free(next_ok(it));
+    ferry_iterator_free(it); /* destroyed early: nothing is committed */
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT_EQ(rs.budget_used, 0);
+    ASSERT_EQ(s.calls, 4);
+    read_pairs(c, 10, 0); /* a full pass from the input, with the right data */
+    ASSERT_EQ(s.calls, 4 + 11);
+    read_pairs(c, 10, 0);
+    ASSERT_EQ(s.calls, 4 + 11);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_concurrent_iterators_one_writer) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 10, .make = make_pair};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 10), *c = cached(g);
+    ferry_iterator *a = iter(c), *b = iter(c); /* a writes, b passes through */
+    for (int64_t i = 0; i < 10; i++) {
+        ferry_element *ea = next_ok(a), *eb = next_ok(b);
+        ASSERT_EQ(i64_at(ea, 0, 0), i);
+        ASSERT_EQ(i64_at(eb, 0, 0), i);
+        ferry_element_free(ea);
+        ferry_element_free(eb);
+    }
+    expect_end(b);
+    expect_end(a);
+    ferry_iterator_free(a);
+    ferry_iterator_free(b);
+    int64_t calls = s.calls;
+    read_pairs(c, 10, 0);
+    ASSERT_EQ(s.calls, calls);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_under_repeat) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 10, .make = make_pair};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 10), *c = cached(g), *rep;
+    ASSERT_OK(ferry_dataset_repeat(c, 3, &rep));
+    ASSERT_EQ(ferry_dataset_cardinality(rep), 30);
+    ferry_iterator *it = iter(rep);
+    for (int64_t i = 0; i < 30; i++) {
+        ferry_element *e = next_ok(it);
+        ASSERT_EQ(i64_at(e, 0, 0), i % 10);
+        ferry_element_free(e);
+    }
+    expect_end(it);
+    ferry_iterator_free(it);
+    ASSERT_EQ(s.calls, 11); /* epochs 2 and 3 came from the cache */
+    check_resume_everywhere(rep, 0);
+    ferry_dataset_unref(rep);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_errors_are_not_cached) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 6, .make = make_pair, .errors = {3}, .nerrors = 1};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 6), *c = cached(g);
+    for (int pass = 0; pass < 2; pass++) {
+        ferry_iterator *it = iter(c);
+        for (int64_t i = 0; i < 6; i++) {
+            ferry_element *e = NULL;
+            if (i == 3) {
+                ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER);
+                ASSERT_STR_CONTAINS(ferry_iterator_error(it), "bad element 3");
+                continue;
+            }
+            e = next_ok(it);
+            ASSERT_EQ(i64_at(e, 0, 0), i);
+            ferry_element_free(e);
+        }
+        expect_end(it);
+        ferry_iterator_free(it);
+        ASSERT_EQ(s.calls, 7 * (pass + 1)); /* every pass reads the input: nothing was committed */
+    }
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT_EQ(rs.budget_used, 0);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_over_budget_passes_through) {
+    ferry_runtime_options ro = {.memory_budget = 5500};
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(&ro, &rt));
+    src s = {.n = 10, .make = make_kb};
+    ferry_dataset *g = src_dataset(rt, &s, 1, &kb_spec, 10), *c = cached(g);
+    for (int pass = 0; pass < 2; pass++) {
+        ferry_iterator *it = iter(c);
+        for (int64_t i = 0; i < 10; i++) {
+            ferry_element *e = next_ok(it);
+            ASSERT_EQ((int64_t)((const float *)ferry_tensor_data(ferry_element_get(e, 0)))[0], i);
+            ferry_element_free(e);
+        }
+        expect_end(it);
+        ferry_iterator_free(it);
+        ASSERT_EQ(ferry__cache_abandoned(c), pass + 1);
+        ASSERT_EQ(s.calls, 11 * (pass + 1));
+        ferry_runtime_stats rs;
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT_EQ(rs.budget_used, 0);
+        ASSERT_LE(rs.budget_used_peak, 5500);
+    }
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    /* Within the budget it caches: 5 elements of 1000 bytes. */
+    src s5 = {.n = 5, .make = make_kb};
+    g = src_dataset(rt, &s5, 1, &kb_spec, 5);
+    c = cached(g);
+    ferry_iterator *it = iter(c);
+    for (int i = 0; i < 5; i++) ferry_element_free(next_ok(it));
+    expect_end(it);
+    ferry_iterator_free(it);
+    ASSERT_EQ(ferry__cache_abandoned(c), 0);
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT_EQ(rs.budget_used, 5000);
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+TEST(cache_empty_input) {
+    ferry_runtime *rt = rt_new();
+    src s = {.n = 0, .make = make_pair};
+    ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 0), *c = cached(g);
+    for (int pass = 0; pass < 3; pass++) {
+        ferry_iterator *it = iter(c);
+        expect_end(it);
+        ferry_iterator_free(it);
+    }
+    ASSERT_EQ(s.calls, 1); /* the first pass committed an empty cache */
+    ferry_dataset_unref(c);
+    ferry_dataset *bad = NULL;
+    ASSERT_EQ(ferry_dataset_cache(NULL, NULL, &bad), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_cache(g, "", NULL), FERRY_EINVAL);
+    ASSERT_OK(ferry_dataset_cache(g, "", &bad)); /* "" is the memory cache too */
+    ASSERT(strcmp(ferry_dataset_name(bad), "cache") == 0);
+    ferry_dataset_unref(bad);
+    ferry_dataset_unref(g);
+    rt_done(rt);
+}
+
+/* Saves at every position p of a pass of `a` and restores both into `a` and into `b`, an
+ * identical pipeline whose cache is empty (as in a new process). */
+static void check_resume_both(ferry_dataset *a, ferry_dataset *b, const stream *ref) {
+    static stream got;
+    for (int p = 0; p <= ref->n; p++) {
+        ferry_iterator *it = iter(a);
+        for (int i = 0; i < p; i++) {
+            ferry_element *e = NULL;
+            ASSERT_EQ(ferry_iterator_next(it, &e), ref->code[i]);
+            ferry_element_free(e);
+        }
+        ferry_blob *bl;
+        ASSERT_OK(ferry_iterator_save(it, &bl));
+        for (int k = 0; k < 2; k++) {
+            ferry_iterator *r;
+            if (ferry_iterator_restore(k ? b : a, ferry_blob_data(bl), ferry_blob_size(bl), NULL, &r) != FERRY_OK)
+                FAILF("restore at %d: %s", p, ferry_last_error());
+            drain(r, &got);
+            assert_tail(ref, p, &got, k ? "restored into a new pipeline" : "restored");
+            ferry_iterator_free(r);
+        }
+        drain(it, &got);
+        assert_tail(ref, p, &got, "original after save");
+        ferry_iterator_free(it);
+        ferry_blob_free(bl);
+    }
+}
+
+TEST(cache_resume_mid_write_and_mid_read) {
+    ferry_runtime *rt = rt_new();
+    src sa = {.n = 12, .make = make_pair}, sb = {.n = 12, .make = make_pair};
+    ferry_dataset *ga = src_dataset(rt, &sa, 2, pair_specs, 12), *a = cached(ga);
+    ferry_dataset *gb = src_dataset(rt, &sb, 2, pair_specs, 12), *b = cached(gb);
+    static stream ref;
+    ferry_iterator *it = iter(ga);
+    drain(it, &ref);
+    ferry_iterator_free(it);
+    /* Mid-write: save at every position of the first pass over `a` (the writer) and restore
+     * into `b`; the writer commits a's cache at its END. */
+    ferry_iterator *w = iter(a);
+    for (int p = 0; p <= ref.n; p++) {
+        ferry_blob *bl;
+        ASSERT_OK(ferry_iterator_save(w, &bl));
+        ferry_iterator *r;
+        ASSERT_OK(ferry_iterator_restore(b, ferry_blob_data(bl), ferry_blob_size(bl), NULL, &r));
+        static stream got;
+        drain(r, &got);
+        assert_tail(&ref, p, &got, "restored mid-write");
+        ferry_iterator_free(r);
+        ferry_blob_free(bl);
+        ferry_element *e = NULL;
+        int rc = ferry_iterator_next(w, &e);
+        ASSERT_EQ(rc, p < ref.n ? FERRY_OK : FERRY_END);
+        ferry_element_free(e);
+    }
+    ferry_iterator_free(w); /* committed `a` at its END */
+    /* The restored passes into `b` passed through: b has no cache yet (a new pass reads the
+     * input; it is dropped early, so b stays without a cache). */
+    int64_t calls = sb.calls;
+    it = iter(b);
+    ferry_element_free(next_ok(it));
+    ferry_iterator_free(it);
+    ASSERT_EQ(sb.calls, calls + 1);
+    calls = sa.calls;
+    check_resume_both(a, b, &ref); /* mid-read: from a's cache, and by replay where none */
+    ASSERT_EQ(sa.calls, calls);     /* restoring into a read its cache only */
+    ferry_dataset_unref(a);
+    ferry_dataset_unref(b);
+    ferry_dataset_unref(ga);
+    ferry_dataset_unref(gb);
+    rt_done(rt);
+}
+
+TEST(cache_resume_with_errors_and_fresh_pipelines) {
+    ferry_runtime *rt = rt_new();
+    src sa = {.n = 9, .make = make_pair, .errors = {0, 4, 8}, .nerrors = 3};
+    ferry_dataset *ga = src_dataset(rt, &sa, 2, pair_specs, 9), *a = cached(ga);
+    check_resume_everywhere(a, 0); /* never committed: every pass writes or passes through */
+    ferry_dataset_unref(a);
+    ferry_dataset_unref(ga);
+    rt_done(rt);
+}
+
+typedef struct pass_arg {
+    ferry_dataset *ds;
+    int passes;
+    int bad;
+} pass_arg;
+
+static void *pass_thread(void *p) {
+    pass_arg *a = p;
+    for (int k = 0; k < a->passes; k++) {
+        ferry_iterator *it;
+        if (ferry_iterator_create(a->ds, NULL, &it) != FERRY_OK) {
+            a->bad++;
+            continue;
+        }
+        int64_t i = 0;
+        ferry_element *e;
+        /* Some passes stop early: a partial pass must never leave a wrong cache. */
+        int64_t stop = (k % 3 == 2) ? 137 : -1;
+        while (i != stop && ferry_iterator_next(it, &e) == FERRY_OK) {
+            if (*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)) != i) a->bad++;
+            ferry_element_free(e);
+            i++;
+        }
+        if (stop < 0 && i != 500) a->bad++;
+        ferry_iterator_free(it);
+    }
+    return NULL;
+}
+
+TEST(cache_shared_by_threads) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r, *c, *p;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, &r));
+    ASSERT_OK(ferry_dataset_prefetch(r, 4, &p)); /* an input with its own thread */
+    c = cached(p);
+    pthread_t th[4];
+    pass_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (pass_arg){.ds = c, .passes = 12};
+        ASSERT_EQ(pthread_create(&th[i], NULL, pass_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(args[i].bad, 0);
+    }
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    ASSERT_EQ(rs.budget_used, 500 * 8); /* one committed cache of 500 int64 scalars */
+    ferry_dataset_unref(c);
+    ferry_dataset_unref(p);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
