@@ -175,7 +175,8 @@ typedef struct ferry__ictx {
     ferry_runtime *rt;
     ferry__cancel *cancel; /* the scope this iterator lives in (borrowed) */
     ferry__pipe *pipe;     /* stats records of the root iterator (borrowed) */
-    uint64_t seed;         /* iteration seed */
+    uint64_t seed;         /* iteration seed: the pipeline seed mixed with enclosing epoch numbers */
+    uint64_t pipeline_seed;/* the pipeline seed alone (ferry_iterator_options.seed) */
     bool warm_start;       /* start threads at make instead of at the first next */
 } ferry__ictx;
 
@@ -201,6 +202,10 @@ struct ferry_dataset {
     int depth;                 /* 0 for sources */
     uint64_t params;           /* hash of the op's parameters (ferry__dataset_hash_*) */
     uint64_t salt;             /* structural: name, depth, params and the inputs' salts */
+    bool unordered;            /* element order depends on thread timing (a relaxed-order op here
+                                  or below; inherited from the inputs by ferry__dataset_new): an
+                                  op that replays this input from an anchor snapshots it at every
+                                  position, since replaying "the next n" is not reproducible */
 };
 
 /* Allocates an op's dataset struct of `size` bytes (zeroed; base first), takes references to

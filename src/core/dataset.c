@@ -34,6 +34,7 @@ int ferry__dataset_new(ferry_runtime *rt, const ferry__dataset_vtable *vt, const
     for (size_t i = 0; i < ninputs; i++) {
         ds->inputs[i] = ferry_dataset_ref(inputs[i]);
         depth = FERRY__MAX(depth, inputs[i]->depth + 1);
+        if (inputs[i]->unordered) ds->unordered = true;
     }
     ds->depth = depth;
     ds->ncomp = ncomp;

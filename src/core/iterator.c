@@ -305,7 +305,7 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
         return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cancel scope failed", fn);
     }
     ferry__ictx ctx = {
-        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .warm_start = opts && opts->warm_start};
+        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .pipeline_seed = seed, .warm_start = opts && opts->warm_start};
     rc = ferry__iter_make(ds, &ctx, state, &it->root, &st);
     if (rc == FERRY_OK && state && state->p != state->end) {
         ferry__fail(&st, FERRY_ECORRUPT, "state corrupt: %zu bytes left over after the pipeline's state",

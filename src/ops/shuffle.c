@@ -12,10 +12,10 @@
  * Threads and locks: none of its own. shuffle runs on the consumer's thread and drives its
  * input itself (the anchor's mutex is uncontended).
  *
- * Randomness: the generator is seeded from mix(mix(seed, salt), same_order_each_epoch ? 0 :
- * iteration seed). repeat gives every epoch its own iteration seed, so shuffle().repeat()
- * reshuffles each epoch, the same way on every run; same_order_each_epoch gives every epoch
- * (and every iterator) the same order.
+ * Randomness: the generator is seeded from mix(mix(seed, salt), same_order_each_epoch ?
+ * pipeline seed : iteration seed). repeat gives every epoch its own iteration seed, so
+ * shuffle().repeat() reshuffles each epoch, the same way on every run; same_order_each_epoch
+ * gives every epoch of one pipeline seed the same order.
  *
  * Filling: by default (fill_before_first = false) each next pulls at most two input elements
  * while the buffer is not full, so the first element comes after two input reads and an epoch
@@ -337,7 +337,7 @@ static int shuffle_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reade
     if (!rc && state) {
         rc = shuffle_restore(it, state, st);
     } else if (!rc) {
-        uint64_t seed = ferry__mix64(ferry__mix64(ds->seed, ds_->salt), ds->same_order ? 0 : ctx->seed);
+        uint64_t seed = ferry__mix64(ferry__mix64(ds->seed, ds_->salt), ds->same_order ? ferry__mix64(ctx->pipeline_seed, 0x5eed) : ctx->seed);
         ferry__rng_seed(&it->rng, seed);
         rc = ferry__iter_make(ds_->inputs[0], ctx, NULL, &it->input, st);
         /* The snapshot at position 0, so that a save before the first pull has an anchor. */
