@@ -315,7 +315,8 @@ ferry__node_stats *ferry__pipe_node(ferry__pipe *p, const ferry_dataset *ds);
  * save writes the latest snapshot at or before the consumer's position plus the number of
  * positions to replay from it; restore makes the input from the snapshot and skips that many.
  * Snapshots are small (positions and seeds), so this is cheap; replay is bounded by the
- * snapshot period plus the op's buffer. */
+ * snapshot period (64 positions or 2 ms of production, whichever comes first) plus the op's
+ * buffer. */
 typedef struct ferry__anchor_snap {
     int64_t pos;
     uint8_t *data;
@@ -329,12 +330,14 @@ typedef struct ferry__anchor {
     size_t n, cap;
     int64_t period;             /* take a snapshot every `period` input positions */
     int64_t next_pos;
+    int64_t last_ns;            /* when the last snapshot was taken */
 } ferry__anchor;
 
 int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st);
 void ferry__anchor_fini(ferry__anchor *a);
 /* Called by the thread that drives `input`, when the input is at position `pos` (positions
- * pulled so far). Snapshots when pos is at or past the next period mark, or when force. */
+ * pulled so far). Snapshots when pos is at or past the next period mark, when 2 ms passed since
+ * the last snapshot, or when force. */
 int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st);
 /* Called at save time with the consumer's position: writes the snapshot and the replay count;
  * forgets snapshots older than the one used. */

@@ -191,7 +191,12 @@ static void prune_locked(ferry__anchor *a, int64_t pos) {
 }
 
 int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st) {
-    if (!force && pos < a->next_pos) return FERRY_OK;
+    if (!force && pos < a->next_pos) {
+        /* Expensive positions (batches of decoded images) make a long replay after restore even
+         * within one period: also snapshot when 2 ms passed. */
+        int64_t now = ferry__now_ns();
+        if (now - a->last_ns < 2000000) return FERRY_OK;
+    }
     ferry__writer w;
     ferry__writer_init(&w, &a->rt->alloc);
     int rc = ferry__iter_save(input, &w, st);
@@ -217,6 +222,7 @@ int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool f
     a->n++;
     ferry__mutex_unlock(&a->mu);
     a->next_pos = pos + a->period;
+    a->last_ns = ferry__now_ns();
     return FERRY_OK;
 }
 
