@@ -313,9 +313,26 @@ FERRY_API int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferr
 FERRY_API int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
                                          ferry_dataset **out);
 
-/* A generator: init makes a fresh state for each iteration (NULL allowed), next produces one
- * element (FERRY_OK, FERRY_END or an error that becomes that element's error), fini frees the
- * state. A restored iterator replays the generator from its start (it cannot seek). */
+/* A generator: elements produced by callbacks, one state per iterator.
+ *   init  (NULL allowed: the state is NULL) makes a fresh state at the iterator's first next; it
+ *         runs with ferry_context_index == -1. On failure it must leave nothing to free (fini is
+ *         not called); its error takes position 0 and the stream ends after it.
+ *   next  (required) produces the element of position ferry_context_index(ctx): FERRY_OK with
+ *         *out (owned by ferry from then on), FERRY_END, or an error code (use
+ *         ferry_context_fail for a message) that becomes the error of that position; the
+ *         iterator goes on calling next for the following positions. An output whose components
+ *         do not match `specs` is a FERRY_ETYPE error in its position, naming the component.
+ *         ferry_context_random is seeded from the pipeline seed, the op and the position (and
+ *         the epoch under repeat); a slow next should poll ferry_context_cancelled.
+ *   fini  (NULL allowed) frees the state: exactly once per successful init, when next returns
+ *         FERRY_END or when the iterator is freed, whichever comes first.
+ * Save/restore: the generator cannot seek, so the saved state is the number of positions
+ * produced. A restored iterator makes a fresh state with init at its first next and replays
+ * that many next calls, discarding their outputs: restore is exact when next is deterministic
+ * given its context and state, and costs one call per position already produced.
+ * Callbacks run on the thread that pulls the iterator (the consumer's, or a ferry thread under
+ * prefetch), one call at a time per iterator; `user` is shared by every iterator of the dataset,
+ * so callbacks must be thread-safe with respect to it when several iterators run at once. */
 typedef struct ferry_generator_options {
     int (*init)(ferry_context *ctx, void *user, void **state);
     int (*next)(ferry_context *ctx, void *state, ferry_element **out);
@@ -325,6 +342,9 @@ typedef struct ferry_generator_options {
     const ferry_tensor_spec *specs;   /* borrowed, num_components entries; required */
     int64_t cardinality;              /* 0 means FERRY_UNKNOWN; use FERRY_INFINITE if endless */
 } ferry_generator_options;
+/* Makes a generator dataset. opts: borrowed (specs copied), required: next, num_components
+ * (1 to 4096) and specs; FERRY_EINVAL names a missing or invalid field. Returns a new reference.
+ * Thread-safe. */
 FERRY_API int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *opts, ferry_dataset **out);
 
 /* map. */
@@ -463,19 +483,246 @@ typedef enum ferry_compression {
 } ferry_compression;
 
 /* ==== section: tfrecord (src/io/tfrecord.c, src/io/files.c) ==== */
+/* File lists. */
+typedef struct ferry_list_files_options {
+    bool shuffle;                    /* false (default): file names in sorted (strcmp) order */
+    uint64_t seed;                   /* shuffle seed, mixed with the pipeline seed */
+    bool same_order_each_iteration;  /* with shuffle: false (default) draws a new order every
+                                        iteration (each epoch under repeat), as tf.data; true keeps
+                                        the order that `seed` alone gives */
+} ferry_list_files_options;
+/* The files matching a glob(3) pattern, matched once, now: a dataset of FERRY_BYTES scalars (the
+ * paths). pattern: borrowed. opts: borrowed, may be NULL. Returns FERRY_ENOTFOUND (naming the
+ * pattern) when nothing matches. *out: a new reference. Thread-safe. */
+FERRY_API int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry_list_files_options *opts,
+                                       ferry_dataset **out);
+
+/* TFRecord files: every record is one element, a FERRY_BYTES scalar holding its bytes.
+ * Framing (TensorFlow's): u64 length, u32 masked CRC-32C of the length, data, u32 masked CRC-32C
+ * of the data; little-endian. Errors name the file, the byte offset of the record (in the
+ * decompressed stream) and the kind: "corrupted length" (header CRC mismatch), "corrupted data"
+ * (data CRC mismatch), "truncated" (FERRY_ETRUNCATED: the file ends inside a record), "too
+ * large" (FERRY_ETOOLARGE), "not a TFRecord file" (bad header CRC at offset 0). Corruption is
+ * FERRY_ECORRUPT. A record's length is checked against the bytes left in the file before
+ * anything is allocated; in compressed files memory grows only as the data actually arrives.
+ * Every error takes one position and the reader always moves forward: after a data CRC mismatch
+ * it goes on with the next record; after a length CRC mismatch it scans forward for the next
+ * offset whose 12-byte header has a valid CRC; after truncation, a damaged compressed stream or
+ * an I/O error (FERRY_EIO) it goes on with the next file. So a file with k bad records costs at
+ * most k+1 errors. A file that cannot be opened is one FERRY_ENOTFOUND error in its position.
+ * Saved state: the file (index, or the file-name input's state), the decompressed offset of the
+ * next record and the count of skipped records; restore reopens the file and seeks (compressed
+ * files are inflated up to the offset). */
+typedef struct ferry_tfrecord_options {
+    ferry_compression compression;
+    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
+    int num_parallel_reads;      /* 0: files one after another, inline. N > 0 or FERRY_AUTOTUNE:
+                                    N files read at once by a parallel interleave (deterministic
+                                    order: one record from each open file in turn) */
+    int64_t max_bad_records;     /* 0: every bad record (corrupt, truncated, too large) is an
+                                    error in its position; N > 0: drop up to N bad records in all
+                                    (per file with num_parallel_reads), counted in the stage's
+                                    errors_dropped, then errors again; -1: drop all */
+    bool skip_crc_check;         /* false (default): check both CRCs of every record */
+    uint64_t max_record_size;    /* 0: no limit but the file; else longer records are bad
+                                    (FERRY_ETOOLARGE) and skipped over */
+} ferry_tfrecord_options;
+
+/* Reads the records of nfiles files in order. files: borrowed (copied). opts: borrowed, may be
+ * NULL. Files are opened when the iterator reaches them. *out: a new reference. Thread-safe. */
+FERRY_API int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *files,
+                                     const ferry_tfrecord_options *opts, ferry_dataset **out);
+/* Reads the records of each file named by `filenames`, a dataset of FERRY_BYTES scalars (e.g.
+ * ferry_dataset_list_files); an element of another type is a FERRY_ETYPE error in its position.
+ * filenames: borrowed (a reference is taken). *out: a new reference. Thread-safe. */
+FERRY_API int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_options *opts,
+                                           ferry_dataset **out);
+
+/* Writing TFRecord files, byte-identical to TensorFlow's TFRecordWriter (uncompressed; GZIP and
+ * ZLIB files are standard streams that TensorFlow reads). A writer is used by one thread at a
+ * time. */
+typedef struct ferry_tfrecord_writer ferry_tfrecord_writer;
+typedef struct ferry_tfrecord_writer_options {
+    ferry_compression compression;
+    int compression_level;       /* 1..9; 0: zlib's default */
+} ferry_tfrecord_writer_options;
+/* Creates or truncates path. path, opts: borrowed (opts may be NULL). *out: close it with
+ * ferry_tfrecord_writer_close. Errors: FERRY_ENOTFOUND (no such directory), FERRY_EIO. */
+FERRY_API int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path,
+                                         const ferry_tfrecord_writer_options *opts, ferry_tfrecord_writer **out);
+/* Appends one record. data: borrowed (len bytes; may be NULL when len is 0). After a failure
+ * every later call returns the first error again. */
+FERRY_API int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size_t len);
+/* The message of the writer's first failure; "" when none. Valid until the writer is closed. */
+FERRY_API const char *ferry_tfrecord_writer_error(const ferry_tfrecord_writer *w);
+/* Flushes, fsyncs, closes and frees the writer (always, also on failure). Returns the first error
+ * of the writer's life (message in ferry_last_error). NULL-safe (FERRY_OK). */
+FERRY_API int ferry_tfrecord_writer_close(ferry_tfrecord_writer *w);
 /* ==== end section: tfrecord ==== */
 
 /* ==== section: example (src/io/example.c) ==== */
+/* tf.train.Example and tf.train.SequenceExample parsing, as map functions.
+ *
+ * A parser is made once from a spec (the features to extract) and is then immutable: any number
+ * of threads may call ferry_example_parse with it at once. It reads the protobuf wire format by
+ * hand (as tf.data's fast parser): packed and unpacked repeated numbers (mixed too), unknown
+ * fields and unknown keys skipped, a key given twice: the last entry wins (except that, as in
+ * tf.data, a Feature with no kind set does not replace an earlier value of a FIXED feature).
+ *
+ * Outputs, per feature in spec order (context/Example features first, then feature lists); the
+ * "+ ..." outputs exist only when asked for with `with_lengths`, and come right after the values:
+ *
+ *   feature                     one serialized record (input: bytes scalar)
+ *   FIXED, shape S              values [S]
+ *   VARLEN                      values [n]                    + int64 scalar n
+ *   feature list, FIXED S       values [T, S]                 + int64 scalar T
+ *   feature list, VARLEN        values [N] (all steps' values, in order) and int64 row lengths [T]
+ *                                                             + int64 scalar T
+ *
+ * Batch fast path: when the input's component 0 is a 1-D bytes tensor of B records (the output
+ * of batch), every output gets a leading dim B, and the result is exactly what
+ * ferry_dataset_padded_batch would make of the per-record outputs above: ragged dims are padded
+ * to the longest in the batch, values with the feature's default_value (a scalar) or zero / the
+ * empty string, lengths with 0. FIXED features (not lists) need no padding: [B, S].
+ *
+ * Missing values (as tf.data): a FIXED feature whose key is absent, or whose Feature has no kind
+ * set, takes default_value, and without one the record fails with FERRY_ENOTFOUND naming the key.
+ * A VARLEN feature whose key is absent, or whose Feature is empty, has 0 values (FERRY_ENOTFOUND
+ * when `required`). An absent feature list has T = 0 steps (FERRY_ENOTFOUND when `required`);
+ * a step (a Feature) with no kind set has 0 values.
+ *
+ * Errors (in the element's position, message naming the key or the byte offset in the record):
+ * FERRY_ETYPE when a Feature holds another type than the spec's dtype (both named) or when a FIXED
+ * feature has the wrong number of values (expected and actual counts named); FERRY_ECORRUPT for
+ * malformed wire data (bad varint, length past the end, wrong wire type), naming the offset and
+ * what was being read; FERRY_EINVAL when the input is not a bytes scalar or vector. In a batch,
+ * a failing record fails the whole batch, and the message names the record's index. */
+typedef enum ferry_example_kind {
+    FERRY_EXAMPLE_FIXED = 0, /* exactly product(shape) values */
+    FERRY_EXAMPLE_VARLEN,    /* any number of values, 1-D */
+} ferry_example_kind;
+
+typedef struct ferry_example_feature {
+    const char *key;             /* the feature's key (copied at parser creation); required */
+    ferry_dtype dtype;           /* FERRY_INT64, FERRY_FLOAT32 or FERRY_BYTES */
+    ferry_example_kind kind;
+    ferry_shape shape;           /* FIXED: shape of the values (of each step, for a feature list),
+                                    every dim known; rank 0 (zero-init): a scalar. VARLEN: rank 0 */
+    /* FIXED feature (not a list): the value of a missing key, of the dtype, with product(shape)
+     * entries or one (repeated to fill the shape); NULL: a missing key is an error.
+     * VARLEN features and feature lists: a scalar of the dtype used as padding value in batch
+     * output; NULL: zero / the empty string. Borrowed: the parser takes its own reference. */
+    ferry_tensor *default_value;
+    bool with_lengths;           /* VARLEN feature or feature list: also output the count (see above) */
+    bool required;               /* VARLEN feature or feature list: a missing key is an error */
+} ferry_example_feature;
+
+typedef struct ferry_example_spec {
+    bool sequence;                               /* false: tf.train.Example; true: SequenceExample */
+    size_t num_features;
+    const ferry_example_feature *features;       /* Example features, or SequenceExample context */
+    size_t num_feature_lists;                    /* SequenceExample only */
+    const ferry_example_feature *feature_lists;  /* SequenceExample feature_lists */
+} ferry_example_spec;
+
+typedef struct ferry_example_parser ferry_example_parser;
+
+/* Makes a parser for `spec` (borrowed; keys copied, default tensors referenced). Keys must be
+ * unique within features and within feature_lists. Returns FERRY_OK, FERRY_EINVAL naming the
+ * field at fault (ferry_last_error) or FERRY_ENOMEM; *out: free with ferry_example_parser_free.
+ * The parser counts as a live object of rt until freed. Thread-safe. */
+FERRY_API int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spec,
+                                          ferry_example_parser **out);
+/* Frees a parser. Every dataset using it must be gone first. NULL-safe. */
+FERRY_API void ferry_example_parser_free(ferry_example_parser *parser);
+
+/* A ferry_map_fn (user = the parser). Takes `in`, whose component 0 is a FERRY_BYTES scalar (one
+ * serialized record) or 1-D tensor (a batch of records; see "Batch fast path"); other components
+ * are dropped. *out: a new element with the outputs described above. On failure returns the code
+ * with the message set through ferry_context_fail; ctx may be NULL when called directly, the
+ * message then goes to ferry_last_error(). Thread-safe. */
+FERRY_API int ferry_example_parse(ferry_context *ctx, ferry_element *in, ferry_element **out, void *parser);
+
+/* The specs of the outputs for one record per call (scalar input): *n outputs, *specs valid
+ * until the parser is freed. The batch variant gives those of 1-D input (leading dim unknown). */
+FERRY_API int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t *n,
+                                                const ferry_tensor_spec **specs);
+FERRY_API int ferry_example_parser_batch_output_specs(const ferry_example_parser *parser, size_t *n,
+                                                      const ferry_tensor_spec **specs);
+/* The name of output i: the key, or "key:lengths" / "key:row_lengths" for the extra outputs.
+ * Valid until the parser is freed; NULL when i is out of range. */
+FERRY_API const char *ferry_example_parser_output_name(const ferry_example_parser *parser, size_t i);
+
+/* map(ferry_example_parse) over `in` (borrowed) with the parser's output specs: the per-record
+ * specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D. opts: borrowed,
+ * may be NULL; its num_outputs / output_specs are replaced. Borrows `parser`, which must outlive
+ * the dataset and every iterator made from it. Returns a new reference. */
+FERRY_API int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
+                                          const ferry_map_options *opts, ferry_dataset **out);
+
+/* JSON form of one tf.train.Example, one line without a newline:
+ *   {"features": {"key": {"int64": [1, -2]}, "f": {"float": [0.5, "NaN"]},
+ *                 "b": {"bytes": ["text", {"base64": "AAE="}]}, "empty": {}}}
+ * Keys in wire order (a repeated key: its last entry, at its last place); bytes values as
+ * strings when valid UTF-8, else {"base64": ...}; floats with 9 significant digits (exact round
+ * trip), "NaN" / "Infinity" / "-Infinity" for non-finite ones. Unknown fields are left out.
+ * data: borrowed. *out: a new blob (free with ferry_blob_free). FERRY_ECORRUPT (message with the
+ * byte offset in ferry_last_error) for malformed input. Thread-safe. */
+FERRY_API int ferry_example_to_json(ferry_runtime *rt, const void *data, size_t len, ferry_blob **out);
+/* The reverse: serializes the JSON of one Example (as above; numbers may also be given as
+ * strings, "int64" values as integers only) into a new blob holding the Example's wire bytes,
+ * packed encoding. Unknown members are an error. FERRY_EINVAL with the offset in
+ * ferry_last_error() for bad JSON. Thread-safe. */
+FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_t len, ferry_blob **out);
 /* ==== end section: example ==== */
 
 /* ==== section: text and fixed-length records (src/io/text.c, src/io/fixed_length.c) ==== */
+/* Text files: every line is one element, a FERRY_BYTES scalar without its line ending ("\n" or
+ * "\r\n"), as tf.data's TextLineDataset: empty lines are kept, a last line without a newline is
+ * included, an empty file gives no elements (and, as TensorFlow's reader, a "\r" alone at the
+ * very end of a file is dropped with the line ending it would have been). Files are read one
+ * after another, in order, opened when the iterator reaches them. Errors take one position and
+ * end their file (the next call goes on with the next file): FERRY_ENOTFOUND (cannot open),
+ * FERRY_EIO, FERRY_ECORRUPT / FERRY_ETRUNCATED (damaged compressed stream); messages name the
+ * file and the byte offset. Saved state: the file index and the decompressed offset of the next
+ * line (compressed files are inflated up to it on restore).
+ * files: borrowed (copied). opts: borrowed, may be NULL. *out: a new reference. Thread-safe. */
+typedef struct ferry_text_line_options {
+    ferry_compression compression;
+    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
+} ferry_text_line_options;
+FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const char *const *files,
+                                       const ferry_text_line_options *opts, ferry_dataset **out);
+
+/* Fixed-length records: every file is header_bytes, then records of record_bytes each, then
+ * footer_bytes; every record is one element, a FERRY_BYTES scalar of record_bytes bytes, as
+ * tf.data's FixedLengthRecordDataset. With compression the sizes count decompressed bytes, and
+ * the footer is recognised at the end of the stream by reading record_bytes + footer_bytes
+ * ahead. A file whose body (between header and footer) is not a multiple of record_bytes gives
+ * its whole records and then one FERRY_ECORRUPT error naming the file, the body length and the
+ * offset of the partial record (tf.data refuses such a file); a file shorter than its header
+ * and footer is one FERRY_ECORRUPT error. Other errors as text lines. Saved state: the file
+ * index and the decompressed offset of the next record.
+ * files: borrowed (copied). opts: borrowed, required (record_bytes). *out: a new reference.
+ * Thread-safe. */
+typedef struct ferry_fixed_length_options {
+    int64_t record_bytes;        /* required: 1 to 2^30 */
+    int64_t header_bytes;        /* skipped at the start of every file; 0 to 2^40 */
+    int64_t footer_bytes;        /* skipped at the end of every file; 0 to 2^30 */
+    ferry_compression compression;
+    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
+} ferry_fixed_length_options;
+FERRY_API int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const char *const *files,
+                                                 const ferry_fixed_length_options *opts, ferry_dataset **out);
 /* ==== end section: text and fixed-length records ==== */
 
 /* ==== section: interleave and flat_map (src/ops/interleave.c, src/ops/flat_map.c) ==== */
 /* Makes the dataset for one input element: borrows `in` (valid during the call), writes a new
  * reference to *out. Returns FERRY_OK or an error, which reaches the consumer in the position of
- * that input element. Called from worker threads under parallel interleave. The datasets it
- * returns must have the same element spec for every input (checked). */
+ * that input element. Called from worker threads under parallel interleave (thread-safe with
+ * respect to `user`), and again for the open inputs when an iterator is restored, so it must
+ * make the same dataset for the same element. The datasets it returns must have the same element
+ * spec for every input (checked: a mismatch is a FERRY_ETYPE error in that input's position). */
 typedef int (*ferry_dataset_fn)(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user);
 
 typedef struct ferry_interleave_options {
@@ -486,9 +733,26 @@ typedef struct ferry_interleave_options {
     size_t num_outputs;         /* 0: taken from the first dataset made (checked for the rest) */
     const ferry_tensor_spec *output_specs; /* borrowed */
 } ferry_interleave_options;
+/* tf.data's interleave: cycle_length input elements are open at once (each turned into a dataset
+ * by fn), block_length consecutive elements are taken from each in turn, round-robin; when one
+ * ends, the next input element takes its slot. The order is tf.data's and, unless relaxed_order,
+ * the same for every num_parallel_calls. With num_parallel_calls > 0 (or FERRY_AUTOTUNE: the
+ * runtime's cpu_budget) worker threads "ferry-ilv-<i>" open the next inputs and read the open
+ * datasets ahead, several files at once; their buffers count in the memory budget. Errors (of
+ * the input, of fn, of an inner iterator) take one position each and iteration goes on. With
+ * num_outputs 0 the element spec comes from the dataset made for the first input element: this
+ * call then iterates the input once to its first element and calls fn once (an empty input
+ * gives a dataset of 0 components and no elements; a failure there fails this call). Saved state
+ * holds positions only (the input's and each open dataset's); restore pulls the open input
+ * elements again and calls fn for them. Cardinality: FERRY_UNKNOWN (0 for an empty input).
+ * in: borrowed. fn and user are kept: user must stay valid while the dataset lives. opts:
+ * borrowed (NULL: cycle 1, block 1, inline, spec from the first dataset). *out: a new reference.
+ * Thread-safe. */
 FERRY_API int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user,
                                        const ferry_interleave_options *opts, ferry_dataset **out);
-/* interleave with cycle_length 1: every dataset in order. */
+/* interleave with cycle_length 1, block_length 1 and no threads: every dataset in order, input
+ * after input (tf.data's flat_map). Same arguments, errors and state as interleave; the op is
+ * named "flat_map" in stats. */
 FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, size_t num_outputs,
                                      const ferry_tensor_spec *output_specs, ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
