@@ -1,0 +1,1273 @@
+/*
+ * map.c - `map(fn)`: applies a user function to every element, inline or on worker threads.
+ *
+ * Modes
+ *   num_parallel_calls 0: inline. next pulls one input element on the caller's thread, calls fn,
+ *   checks the output against the spec and returns it. No thread, no lock, no buffer.
+ *   N > 0 (FERRY_AUTOTUNE: the runtime's cpu_budget): N worker threads "ferry-map-<i>".
+ *
+ * Positions, indices and seeds
+ *   A "seq" is a position in this iterator's input stream (0 = the first position pulled by this
+ *   iterator); every input position takes one seq, errors included. The element index a map
+ *   function sees (ferry_context_index) is base_index + seq, where base_index is the absolute
+ *   position this iterator started at (0, or the saved position of a restored iterator), and its
+ *   random generator is seeded from mix(mix(iteration seed, op salt), options.seed) and that
+ *   index: the same draws whichever thread runs the call and whatever the thread count.
+ *
+ * Parallel design: chunks, a reorder window, and no lock per element
+ *   Workers pull CHUNKS of consecutive input elements under `in_mu` (the only lock around the
+ *   input), tag them with seqs, run fn outside any lock, and deposit each result (element, error,
+ *   or a "dropped" marker, see below) in slots[seq % window] with a release store of the slot's
+ *   `ready` = seq. The chunk size adapts per worker to about 20 us of pull + fn time (1 when fn
+ *   is slow, up to 64 when it is fast), bounded by window / (2 x threads) and by the byte budget.
+ *   A chunk's results are deposited together, so a call that is suddenly slow also delays the
+ *   (at most ~20 us worth of) calls before it in its chunk; the next chunk is then 1 element.
+ *   Workers never pull a seq >= head_pub + window, where head_pub is the consumer's published
+ *   head: the window bounds results in flight and finished, independently of the thread count
+ *   (tf.data ties both together, so one slow element stalls every thread). The window is the
+ *   user's reorder_window, or by default adaptive: room for ~100 us of work per thread (at least
+ *   2 threads' worth; a sleeping thread takes ~25 us to wake, more on a loaded machine, so fast
+ *   functions need thousands of results of slack while a 1 ms function needs 4 per thread), at
+ *   least 4 per thread, at most 4096 slots, and at most a quarter of the byte budget.
+ *   The input is pulled under one lock, so when pulling takes most of a call's time more threads
+ *   only contend: only about (pull + fn) / pull workers (smoothed, with hysteresis) stay active,
+ *   the others park until fn gets slower.
+ *   Deterministic order: the consumer hands out seq head, head+1, ... reading slots[head % window]
+ *   without a lock (acquire load of `ready`). Relaxed order: a worker also pushes each deposited
+ *   run of slots into `done` (a ring of window entries, under `mu`); the consumer pops runs
+ *   without a lock and hands results out in completion order; head is then the smallest seq not
+ *   handed out ("low"), advanced over a consumer-private `taken` mark per slot.
+ *   The consumer publishes head_pub, releases budget and updates stats once per 16 results (and
+ *   before it waits), not per element.
+ *   Input END at seq p is recorded as end_seq = p (under in_mu); the consumer returns END once
+ *   head == end_seq. Input errors and fn errors occupy their seq like elements.
+ *
+ * Locks and waits (see base/queue.h for the spin-then-sleep and flag protocol)
+ *   in_mu: input, next_seq, in_end, drop cursor, anchor snapshots. mu: cv_work, cv_cons, the done
+ *   ring's writers, wake_head. Never lock in_mu while holding mu; the cancel waker locks only mu.
+ *   Both sides batch their wake-ups. A consumer that has to sleep waits on cv_cons (flag
+ *   cons_sleeping) for its head plus, with a large window, a batch of an eighth of it (the seq
+ *   cons_wait_seq); only the worker whose run completes that wait signals. A worker blocking on
+ *   room or budget (workers_stalled), END and a 1 ms timeout end a batch wait early. Workers wait
+ *   for window room on cv_work (counter workers_sleeping, wake_head = the head_pub they need:
+ *   half the window, so the consumer wakes them once per half window, not per result). Parked
+ *   workers wait on cv_park.
+ *
+ * Budget
+ *   A worker counts a chunk's result bytes with one budget try; if they do not fit, it deposits
+ *   result by result, waiting for room, except that the result the consumer waits for (seq ==
+ *   head_pub) is counted at once (forced) whatever the budget: otherwise the consumer and the
+ *   workers could wait on each other. The consumer releases the bytes of handed-out results in
+ *   batches. Peak use: budget + one element (the forced head). Results a worker is still
+ *   computing are counted once deposited; a chunk is capped so that all workers' chunks together
+ *   stay under an eighth of the budget.
+ *
+ * Cancellation and destroy
+ *   Parallel map owns a cancel scope (child of its ctx's scope; the input lives under it) and a
+ *   waker that broadcasts cv_work, cv_cons and cv_park. Every wait loops on (condition || cancelled).
+ *   destroy fires the scope, joins the workers, frees the results left in slots (releasing their
+ *   budget), destroys the input and frees itself.
+ *
+ * Saved state (save runs on the consumer's thread between next calls)
+ *   i64 low: absolute position of the first input position not yet handed out |
+ *   u32 n | n x (u64 offset, u64 length): ranges above low (offsets from low, ascending, disjoint)
+ *   that must not be produced again: results already handed out in relaxed order, positions a
+ *   relaxed skip dropped, and ranges still pending from the state this iterator was restored
+ *   from | the input's state at low as an anchor (u64 replay, u64 size, bytes): inline map writes
+ *   replay 0 and its input's state; parallel map writes the latest snapshot the pulling worker
+ *   took at or before low (every 64 positions; every position when the input is "unordered",
+ *   i.e. timing-dependent, so that nothing is replayed) and how many positions to replay from it.
+ *   Relaxed order over an unordered input falls back to input order: positions would not name
+ *   the same elements after a restore.
+ *   A restored iterator makes its input from the anchor, and workers skip each range on the
+ *   input (no fn call) and deposit one "dropped" marker for it. Deterministic state always has
+ *   n == 0 or only inherited ranges. The format is the same for every mode and thread count, so
+ *   a state restores under any num_parallel_calls and either order.
+ *
+ * Skip: inline and not-yet-started parallel map forward to the input's skip (fn is not called).
+ * Running parallel map discards the results already pulled, then skips the rest on the input
+ * under in_mu; relaxed order remembers the skipped input range as a "gap" (saved as a range).
+ *
+ * Stats (parallel): async; parallelism (threads); buffer_capacity = the effective window;
+ * buffered = results deposited and not handed out; self_ns = time in fn (per chunk);
+ * wait_input_ns = consumer blocked; wait_consumer_ns = workers blocked on room or budget.
+ */
+#include "ops.h"
+
+#include "base/queue.h"
+
+#define MAP_CHUNK_MAX 64
+#define MAP_CHUNK_TARGET_NS 20000
+#define MAP_ANCHOR_PERIOD 64
+#define MAP_PUBLISH_EVERY 16
+#define MAP_MAX_THREADS 1024
+#define MAP_MAX_WINDOW (1 << 20)
+#define MAP_MAX_OUTPUTS 4096
+#define MAP_MAX_RANGES (1 << 20)
+#define MAP_MAX_GAPS 16
+#define MAP_MAX_OFFSET ((int64_t)1 << 62)
+#define MAP_WINDOW_SLOTS 4096        /* slots of the default (adaptive) window */
+#define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
+
+typedef struct map_ds {
+    ferry_dataset base;
+    ferry_map_fn fn;
+    void *user;
+    int num_parallel_calls;
+    bool relaxed;
+    int reorder_window;
+    uint64_t seed;
+} map_ds;
+
+typedef struct map_range {
+    int64_t start, len;
+} map_range;
+
+/* A result as a worker builds it and as it sits in a slot (24 bytes: a slot is half a line). */
+enum { RES_ELEM = 0, RES_ERR = 1, RES_DROP = 2 };
+typedef struct map_res {
+    void *p;      /* RES_ELEM: the element (before fn: the input); RES_ERR: its ferry__status, or
+                     NULL when allocating it failed */
+    int64_t aux;  /* RES_ELEM: bytes counted in the budget; RES_DROP: input positions covered */
+    int32_t code; /* RES_ERR: the error */
+    int32_t kind;
+} map_res;
+
+static inline size_t res_bytes(const map_res *r) { return r->kind == RES_ELEM ? (size_t)r->aux : 0; }
+static inline int64_t res_span(const map_res *r) { return r->kind == RES_DROP ? r->aux : 1; }
+
+typedef struct map_slot {
+    _Atomic int64_t ready; /* the seq whose result is here; -1 before the first */
+    map_res r;
+} map_slot;
+
+typedef struct map_it map_it;
+
+typedef struct map_worker {
+    map_it *m;
+    int id;
+    ferry__thread thread;
+} map_worker;
+
+struct map_it {
+    ferry__iter base;
+    ferry_runtime *rt;
+    const map_ds *ds;
+    ferry__iter *input;
+    uint64_t op_seed;
+    int nthreads; /* 0: inline */
+    int64_t window; /* slots (seq % window); the effective window `win` may be smaller */
+    bool win_fixed; /* reorder_window given: win == window */
+    bool relaxed;
+    int64_t base_index;
+    map_range *drops; /* ranges not to produce again (from a saved state), ascending */
+    size_t ndrops;
+
+    /* Input side: under in_mu when parallel. */
+    int64_t next_seq;
+    bool in_end;
+    size_t drop_i; /* first drop range not passed */
+
+    /* Parallel machinery; flags say what exists, for unwinding a failed make. */
+    bool scope_ok, sync_ok, anchor_ok, waker_ok, started;
+    ferry__cancel scope;
+    ferry__waker waker;
+    ferry__mutex in_mu, mu;
+    ferry__cond cv_work, cv_cons, cv_park;
+    ferry__anchor anchor;
+    ferry__status anchor_st;
+    bool anchor_failed;
+    map_slot *slots;
+    map_worker *workers;
+    int nworkers;
+    map_range *done; /* relaxed: runs of deposited slots, ring of `window` entries */
+    int64_t done_r;  /* consumer-private */
+
+    char pad0[64];
+    _Atomic int64_t win;    /* effective window (workers read it) */
+    _Atomic int active;     /* workers that may pull; the others park */
+    _Atomic int64_t ewma_all, ewma_pull; /* smoothed ns per element: pull + fn, pull alone */
+    char pad5[64];
+    _Atomic int64_t head_pub;
+    _Atomic int64_t end_seq; /* INT64_MAX until the input ended */
+    char pad1[64];
+    _Atomic int64_t done_w; /* written under mu */
+    char pad2[64];
+    _Atomic int cons_sleeping;
+    _Atomic int64_t cons_wait_head, cons_wait_seq; /* the head it waits for, and the seq whose
+                                                      arrival ends the wait (hysteresis) */
+    char pad3[64];
+    _Atomic int workers_sleeping;
+    _Atomic int64_t wake_head;
+    _Atomic int workers_stalled; /* waiting for window room or budget (under mu when it rises) */
+    char pad4[64];
+
+    /* Consumer-private. */
+    int64_t head; /* deterministic: next seq to hand out; relaxed: smallest not handed out */
+    int64_t since_pub, last_prune;
+    size_t pending_bytes;
+    int64_t *taken;  /* relaxed: per slot, span handed out (negative: a dropped marker), 0: not */
+    int64_t max_taken; /* relaxed: highest seq marked in taken (bounds the scan in save) */
+    ferry__spinner spin;
+    map_range cur;   /* relaxed: run being handed out */
+    map_range gaps[MAP_MAX_GAPS]; /* relaxed: input ranges skipped directly, ascending */
+    int ngaps;
+};
+
+/* ---- the call -------------------------------------------------------------------------- */
+static bool map_spec_fits(const ferry_tensor_spec *s, const ferry_tensor *t) {
+    if (s->dtype != FERRY_DTYPE_INVALID && s->dtype != t->dtype) return false;
+    if (s->shape.rank < 0) return true;
+    if (s->shape.rank != t->rank) return false;
+    for (int i = 0; i < t->rank; i++)
+        if (s->shape.dims[i] >= 0 && s->shape.dims[i] != t->dims[i]) return false;
+    return true;
+}
+
+/* Runs fn on `in` (taken) for element `index`; on success *out is the checked output. On failure
+ * st holds a message naming the op and the element. */
+static int map_call(map_it *m, ferry__cancel *cancel, ferry_element *in, int64_t index, ferry_element **out,
+                    ferry__status *st) {
+    const map_ds *ds = m->ds;
+    ferry_context ctx;
+    ferry__context_init(&ctx, m->rt, cancel, st, m->op_seed, index);
+    st->code = 0;
+    st->msg[0] = '\0';
+    ferry_element *o = NULL;
+    int rc = ds->fn(&ctx, in, &o, ds->user);
+    *out = NULL;
+    if (rc != FERRY_OK) {
+        if (o && o != in) ferry_element_free(o); /* the contract says NULL; do not leak */
+        if (rc > 0) {
+            return ferry__fail(st, FERRY_EUSER,
+                               "map: element %lld: the map function returned %s, which is not a status it may return",
+                               (long long)index, ferry_error_name(rc));
+        }
+        if (st->msg[0] == '\0')
+            return ferry__fail(st, rc, "map: element %lld: the map function failed with %s", (long long)index,
+                               ferry_error_name(rc));
+        ferry__status_prefix(st, "map: element %lld", (long long)index);
+        st->code = rc;
+        return rc;
+    }
+    if (!o)
+        return ferry__fail(st, FERRY_EUSER, "map: element %lld: the map function returned FERRY_OK without an output",
+                           (long long)index);
+    const ferry_dataset *d = &ds->base;
+    if (o->n != d->ncomp) {
+        ferry__fail(st, FERRY_ETYPE, "map: element %lld: the map function returned %u components but the spec has %zu",
+                    (long long)index, o->n, d->ncomp);
+        ferry_element_free(o);
+        return FERRY_ETYPE;
+    }
+    for (size_t i = 0; i < d->ncomp; i++) {
+        const ferry_tensor *t = o->t[i];
+        if (t && map_spec_fits(&d->specs[i], t)) continue;
+        char what[64];
+        snprintf(what, sizeof what, "map: element %lld: output component %zu", (long long)index, i);
+        if (!t)
+            ferry__fail(st, FERRY_ETYPE, "%s is missing (NULL tensor)", what);
+        else
+            ferry__spec_check(&d->specs[i], t, what, st);
+        ferry_element_free(o);
+        return FERRY_ETYPE;
+    }
+    *out = o;
+    return FERRY_OK;
+}
+
+static void map_res_free(ferry_runtime *rt, map_res *r) {
+    if (r->kind == RES_ELEM) ferry_element_free(r->p);
+    else if (r->kind == RES_ERR) ferry__free(rt, r->p);
+    r->p = NULL;
+}
+
+static void map_res_error(ferry_runtime *rt, map_res *r, int code, const ferry__status *st) {
+    ferry__status *e = ferry__alloc(rt, sizeof *e);
+    if (e) ferry__status_copy(e, st);
+    *r = (map_res){.p = e, .code = code, .kind = RES_ERR};
+}
+
+/* ---- the input, drop ranges and direct skips (inline, or under in_mu) -------------------- */
+/* The drop range at or around next_seq, or NULL. */
+static const map_range *map_drop_here(map_it *m) {
+    while (m->drop_i < m->ndrops && m->drops[m->drop_i].start + m->drops[m->drop_i].len <= m->next_seq) m->drop_i++;
+    if (m->drop_i < m->ndrops && m->drops[m->drop_i].start <= m->next_seq) return &m->drops[m->drop_i];
+    return NULL;
+}
+
+static void map_set_end(map_it *m) {
+    m->in_end = true;
+    atomic_store_explicit(&m->end_seq, m->next_seq, memory_order_release);
+}
+
+/* Skips the rest of the drop range at next_seq on the input; returns the positions skipped. */
+static int map_skip_drop(map_it *m, const map_range *d, int64_t *span, ferry__status *st) {
+    int64_t len = d->start + d->len - m->next_seq;
+    int rc = ferry__iter_skip(m->input, len, span, st);
+    m->drop_i++;
+    return rc;
+}
+
+/* Skips up to `want` output positions directly on the input, stepping over drop ranges
+ * without counting them. */
+static int map_input_skip(map_it *m, int64_t want, int64_t *done, ferry__status *st) {
+    *done = 0;
+    while (*done < want && !m->in_end) {
+        const map_range *d = map_drop_here(m);
+        int64_t sk = 0;
+        if (d) {
+            int64_t len = d->start + d->len - m->next_seq;
+            int rc = map_skip_drop(m, d, &sk, st);
+            m->next_seq += sk;
+            if (rc) return rc;
+            if (sk < len) map_set_end(m);
+            continue;
+        }
+        int64_t lim = want - *done;
+        if (m->drop_i < m->ndrops) lim = FERRY__MIN(lim, m->drops[m->drop_i].start - m->next_seq);
+        int rc = ferry__iter_skip(m->input, lim, &sk, st);
+        m->next_seq += sk;
+        *done += sk;
+        if (rc) return rc;
+        if (sk < lim) map_set_end(m);
+    }
+    return FERRY_OK;
+}
+
+/* ---- inline ------------------------------------------------------------------------------ */
+static int map_next_inline(map_it *m, ferry_element **out, ferry__status *st) {
+    for (;;) {
+        if (m->in_end) return FERRY_END;
+        const map_range *d = map_drop_here(m);
+        if (d) {
+            int64_t len = d->start + d->len - m->next_seq, sk = 0;
+            int rc = map_skip_drop(m, d, &sk, st);
+            m->next_seq += sk;
+            if (rc) return rc;
+            if (sk < len) map_set_end(m);
+            continue;
+        }
+        ferry_element *e = NULL;
+        int rc = ferry__iter_next(m->input, &e, st);
+        if (rc == FERRY_END) {
+            map_set_end(m);
+            return FERRY_END;
+        }
+        int64_t index = m->base_index + m->next_seq++;
+        if (rc < 0) {
+            ferry_element_free(e);
+            return rc;
+        }
+        return map_call(m, m->base.ctx.cancel, e, index, out, st);
+    }
+}
+
+/* ---- parallel: consumer side helpers ------------------------------------------------------ */
+static void map_waker(void *arg) {
+    map_it *m = arg;
+    ferry__mutex_lock(&m->mu);
+    ferry__cond_broadcast(&m->cv_work);
+    ferry__cond_broadcast(&m->cv_cons);
+    ferry__cond_broadcast(&m->cv_park);
+    ferry__mutex_unlock(&m->mu);
+}
+
+static void map_stat_add(_Atomic int64_t *s, int64_t v) {
+    if (v) atomic_fetch_add_explicit(s, v, memory_order_relaxed);
+}
+
+/* Publishes the consumer's head, releases the bytes of handed-out results and wakes workers
+ * waiting for room once they have it. */
+static void map_publish_head(map_it *m) {
+    atomic_store_explicit(&m->head_pub, m->head, memory_order_release);
+    if (m->pending_bytes) ferry__budget_release(&m->rt->budget, m->pending_bytes);
+    ferry__node_stats *s = m->base.stats;
+    if (s && m->since_pub) {
+        map_stat_add(&s->buffered_elements, -m->since_pub);
+        map_stat_add(&s->buffered_bytes, -(int64_t)m->pending_bytes);
+    }
+    m->since_pub = 0;
+    m->pending_bytes = 0;
+    if (m->head - m->last_prune >= MAP_ANCHOR_PERIOD) {
+        ferry__anchor_prune(&m->anchor, m->head);
+        m->last_prune = m->head;
+    }
+    if (atomic_fetch_add(&m->workers_sleeping, 0) > 0 && m->head >= atomic_load(&m->wake_head)) {
+        ferry__mutex_lock(&m->mu);
+        atomic_store(&m->wake_head, INT64_MAX);
+        ferry__cond_broadcast(&m->cv_work);
+        ferry__mutex_unlock(&m->mu);
+    }
+}
+
+static void map_account(map_it *m, const map_res *r) {
+    m->since_pub++;
+    m->pending_bytes += res_bytes(r);
+    if (m->since_pub >= MAP_PUBLISH_EVERY || m->pending_bytes >= (size_t)1 << 16) map_publish_head(m);
+}
+
+static bool map_slot_ready(map_it *m, int64_t q) {
+    return atomic_load_explicit(&m->slots[q % m->window].ready, memory_order_acquire) == q;
+}
+
+static bool map_det_ready(void *arg) {
+    map_it *m = arg;
+    int64_t h = m->head;
+    return map_slot_ready(m, h) || atomic_load_explicit(&m->end_seq, memory_order_acquire) <= h ||
+           ferry__cancelled(&m->scope);
+}
+
+/* Sleeping condition of the deterministic consumer waiting for a batch: its head is ready and so
+ * is cons_wait_seq (a batch of results is there), or the input ended before that seq, or a worker
+ * stalls (the window is full or the budget is: no more results come until the consumer takes
+ * some). Checked under mu. */
+static bool map_det_batch_ready(void *arg) {
+    map_it *m = arg;
+    int64_t h = m->head, t = atomic_load_explicit(&m->cons_wait_seq, memory_order_relaxed);
+    int64_t end = atomic_load_explicit(&m->end_seq, memory_order_acquire);
+    if (end <= h || ferry__cancelled(&m->scope)) return true;
+    return map_slot_ready(m, h) &&
+           (end <= t || map_slot_ready(m, t) || atomic_load(&m->workers_stalled) > 0);
+}
+
+/* A worker is about to block on window room or budget: a consumer sleeping for a batch must
+ * take what is there instead. */
+static void map_stall_begin(map_it *m) {
+    ferry__mutex_lock(&m->mu);
+    atomic_fetch_add(&m->workers_stalled, 1);
+    if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->cv_cons);
+    ferry__mutex_unlock(&m->mu);
+}
+
+static void map_stall_end(map_it *m) { atomic_fetch_sub(&m->workers_stalled, 1); }
+
+static bool map_rel_ready(void *arg) {
+    map_it *m = arg;
+    return atomic_load_explicit(&m->done_w, memory_order_acquire) != m->done_r ||
+           atomic_load_explicit(&m->end_seq, memory_order_acquire) <= m->head || ferry__cancelled(&m->scope);
+}
+
+/* Blocks until map_det_ready / map_rel_ready; FERRY_ECANCELED when cancelled instead. */
+static int map_wait_results(map_it *m, ferry__status *st) {
+    map_publish_head(m);
+    ferry__budget_poke(&m->rt->budget); /* a worker holding our head may be waiting for budget */
+    bool (*ready)(void *) = m->relaxed ? map_rel_ready : map_det_ready;
+    int64_t t0 = ferry__now_ns();
+    if (!ferry__spin_adaptive(&m->spin, ready, m)) {
+        /* Sleep until a batch is ready (an eighth of a large window), not one result: with fast
+         * functions this keeps wake-ups (~25 us each) rare. The batch wait gives up after 1 ms
+         * (a slow call inside the batch must not hold back the results before it for long). */
+        int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
+        int64_t batch = !m->relaxed && win >= 256 ? win / 8 : 0;
+        ferry__mutex_lock(&m->mu);
+        atomic_store(&m->cons_wait_head, m->head);
+        atomic_store(&m->cons_wait_seq, m->head + batch);
+        for (;;) {
+            atomic_exchange(&m->cons_sleeping, 1);
+            if (batch ? map_det_batch_ready(m) : ready(m)) break;
+            if (!batch) {
+                ferry__cond_wait(&m->cv_cons, &m->mu);
+            } else if (!ferry__cond_timedwait(&m->cv_cons, &m->mu, 1000000)) {
+                batch = 0;
+                atomic_store(&m->cons_wait_seq, m->head);
+            }
+        }
+        atomic_store(&m->cons_sleeping, 0);
+        ferry__mutex_unlock(&m->mu);
+    }
+    if (m->base.stats) map_stat_add(&m->base.stats->wait_input_ns, ferry__now_ns() - t0);
+    if (ferry__cancelled(&m->scope)) return ferry__fail(st, FERRY_ECANCELED, "map: the iterator is being destroyed");
+    return FERRY_OK;
+}
+
+static void map_advance_low(map_it *m) {
+    for (;;) {
+        if (m->ngaps && m->gaps[0].start == m->head) {
+            m->head += m->gaps[0].len;
+            m->ngaps--;
+            memmove(m->gaps, m->gaps + 1, (size_t)m->ngaps * sizeof *m->gaps);
+            continue;
+        }
+        int64_t *t = &m->taken[m->head % m->window];
+        if (*t == 0) break;
+        m->head += *t > 0 ? *t : -*t;
+        *t = 0;
+    }
+}
+
+/* Takes the next result: FERRY_OK with *r and *seq, FERRY_END, or FERRY_ECANCELED. Dropped
+ * markers are returned too (kind RES_DROP). */
+static int map_take(map_it *m, map_res *r, int64_t *seq, ferry__status *st) {
+    if (!m->relaxed) {
+        for (;;) {
+            int64_t h = m->head;
+            map_slot *s = &m->slots[h % m->window];
+            if (atomic_load_explicit(&s->ready, memory_order_acquire) == h) {
+                *r = s->r;
+                *seq = h;
+                m->head = h + res_span(r);
+                map_account(m, r);
+                return FERRY_OK;
+            }
+            if (atomic_load_explicit(&m->end_seq, memory_order_acquire) <= h) {
+                if (m->since_pub) map_publish_head(m);
+                return FERRY_END;
+            }
+            int rc = map_wait_results(m, st);
+            if (rc) return rc;
+        }
+    }
+    for (;;) {
+        if (m->cur.len > 0) {
+            int64_t q = m->cur.start++;
+            m->cur.len--;
+            map_slot *s = &m->slots[q % m->window];
+            FERRY_ASSERT(atomic_load_explicit(&s->ready, memory_order_acquire) == q);
+            *r = s->r;
+            *seq = q;
+            m->taken[q % m->window] = r->kind == RES_DROP ? -r->aux : 1;
+            if (q > m->max_taken) m->max_taken = q;
+            map_advance_low(m);
+            map_account(m, r);
+            return FERRY_OK;
+        }
+        if (atomic_load_explicit(&m->done_w, memory_order_acquire) != m->done_r) {
+            m->cur = m->done[m->done_r % m->window];
+            m->done_r++;
+            continue;
+        }
+        if (atomic_load_explicit(&m->end_seq, memory_order_acquire) <= m->head) {
+            if (m->since_pub) map_publish_head(m);
+            return FERRY_END;
+        }
+        int rc = map_wait_results(m, st);
+        if (rc) return rc;
+    }
+}
+
+/* ---- parallel: workers -------------------------------------------------------------------- */
+typedef struct map_head_arg {
+    map_it *m;
+    int64_t seq;
+} map_head_arg;
+
+static bool map_at_head(void *arg) {
+    map_head_arg *a = arg;
+    return atomic_load(&a->m->head_pub) >= a->seq;
+}
+
+static bool map_room_ready(void *arg) {
+    map_head_arg *a = arg;
+    return atomic_load_explicit(&a->m->head_pub, memory_order_acquire) >= a->seq || ferry__cancelled(&a->m->scope);
+}
+
+/* Waits until head_pub >= need; false when cancelled. */
+static bool map_wait_room(map_it *m, int64_t need, ferry__spinner *spin) {
+    map_head_arg a = {m, need};
+    int64_t t0 = ferry__now_ns();
+    if (!ferry__spin_adaptive(spin, map_room_ready, &a)) {
+        map_stall_begin(m);
+        ferry__mutex_lock(&m->mu);
+        for (;;) {
+            if (ferry__cancelled(&m->scope)) break;
+            if (need < atomic_load(&m->wake_head)) atomic_store(&m->wake_head, need);
+            atomic_fetch_add(&m->workers_sleeping, 1);
+            if (atomic_load(&m->head_pub) >= need) {
+                atomic_fetch_sub(&m->workers_sleeping, 1);
+                break;
+            }
+            ferry__cond_wait(&m->cv_work, &m->mu);
+            atomic_fetch_sub(&m->workers_sleeping, 1);
+        }
+        ferry__mutex_unlock(&m->mu);
+        map_stall_end(m);
+    }
+    if (m->base.stats) map_stat_add(&m->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+    return !ferry__cancelled(&m->scope);
+}
+
+/* Parks worker `id` while it is not needed; false when cancelled. */
+static bool map_park(map_it *m, int id) {
+    ferry__mutex_lock(&m->mu);
+    while (id >= atomic_load(&m->active) && !ferry__cancelled(&m->scope) &&
+           atomic_load(&m->end_seq) == INT64_MAX)
+        ferry__cond_wait(&m->cv_park, &m->mu);
+    ferry__mutex_unlock(&m->mu);
+    return !ferry__cancelled(&m->scope);
+}
+
+/* Puts n results for seqs s0.. in their slots and tells the consumer. */
+static void map_publish(map_it *m, int64_t s0, const map_res *items, int64_t n) {
+    int64_t bytes = 0;
+    for (int64_t i = 0; i < n; i++) {
+        map_slot *s = &m->slots[(s0 + i) % m->window];
+        s->r = items[i];
+        bytes += (int64_t)res_bytes(&items[i]);
+        atomic_store_explicit(&s->ready, s0 + i, memory_order_release);
+    }
+    ferry__node_stats *st = m->base.stats;
+    if (st) {
+        map_stat_add(&st->buffered_elements, n);
+        map_stat_add(&st->buffered_bytes, bytes);
+    }
+    if (m->relaxed) {
+        ferry__mutex_lock(&m->mu);
+        int64_t w = atomic_load_explicit(&m->done_w, memory_order_relaxed);
+        m->done[w % m->window] = (map_range){s0, n};
+        atomic_store_explicit(&m->done_w, w + 1, memory_order_release);
+        if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->cv_cons);
+        ferry__mutex_unlock(&m->mu);
+    } else if (atomic_fetch_add(&m->cons_sleeping, 0)) {
+        /* Wake the consumer when this run completes what it waits for: the seq ending its wait,
+         * or its head once that seq is there (runs land out of order) or a worker stalls. */
+        int64_t want = atomic_load(&m->cons_wait_seq), head = atomic_load(&m->cons_wait_head);
+        if ((want >= s0 && want < s0 + n) ||
+            (head >= s0 && head < s0 + n && (map_slot_ready(m, want) || atomic_load(&m->workers_stalled) > 0))) {
+            ferry__mutex_lock(&m->mu);
+            ferry__cond_signal(&m->cv_cons);
+            ferry__mutex_unlock(&m->mu);
+        }
+    }
+}
+
+/* Counts the chunk's bytes in the budget and deposits it. false when cancelled (the rest of the
+ * chunk is freed). */
+static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k) {
+    ferry__budget *b = &m->rt->budget;
+    size_t total = 0;
+    for (int64_t i = 0; i < k; i++) total += res_bytes(&items[i]);
+    if (total == 0 || ferry__budget_try(b, total)) {
+        map_publish(m, s0, items, k);
+        return true;
+    }
+    int64_t i = 0;
+    while (i < k) {
+        int64_t j = i;
+        while (j < k && (res_bytes(&items[j]) == 0 || ferry__budget_try(b, res_bytes(&items[j])))) j++;
+        if (j > i) {
+            map_publish(m, s0 + i, items + i, j - i);
+            i = j;
+            continue;
+        }
+        /* items[i] does not fit: wait for room, unless the consumer waits for it. */
+        map_head_arg a = {m, s0 + i};
+        int64_t t0 = ferry__now_ns();
+        map_stall_begin(m);
+        int rc = ferry__budget_wait_or_force(b, res_bytes(&items[i]), &m->scope.flag, map_at_head, &a);
+        map_stall_end(m);
+        if (m->base.stats) map_stat_add(&m->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+        if (rc) {
+            for (; i < k; i++) map_res_free(m->rt, &items[i]);
+            return false;
+        }
+        map_publish(m, s0 + i, items + i, 1);
+        i++;
+    }
+    return true;
+}
+
+/* Snapshots the input at next_seq when a period mark is reached (or always when forced). Taken
+ * right after a pull, before the results are deposited, so that the snapshot at the position the
+ * consumer reaches always exists (an unordered input must never be replayed). Caller holds in_mu
+ * (or no worker runs). */
+static void map_snapshot(map_it *m, bool force) {
+    if (!force && m->next_seq < m->anchor.next_pos) return;
+    ferry__status ast;
+    if (ferry__anchor_take(&m->anchor, m->input, m->next_seq, force, &ast) != FERRY_OK)
+        m->anchor.next_pos = m->next_seq + m->anchor.period; /* an older snapshot still serves */
+}
+
+/* Pulls up to k input positions (caller holds in_mu). A dropped range ends the chunk. */
+static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool *ended, bool *cancelled, ferry__status *st) {
+    int64_t i = 0;
+    while (i < k && !m->in_end) {
+        int64_t seq = m->next_seq;
+        const map_range *d = m->ndrops ? map_drop_here(m) : NULL;
+        if (d) {
+            int64_t len = d->start + d->len - seq, sk = 0;
+            int rc = map_skip_drop(m, d, &sk, st);
+            if (rc) {
+                *cancelled = true;
+                break;
+            }
+            m->next_seq += sk;
+            if (sk > 0) items[i++] = (map_res){.aux = sk, .kind = RES_DROP};
+            if (sk < len) {
+                map_set_end(m);
+                *ended = true;
+            }
+            map_snapshot(m, false);
+            break;
+        }
+        ferry_element *e = NULL;
+        int rc = ferry__iter_next(m->input, &e, st);
+        if (rc == FERRY_END) {
+            map_set_end(m);
+            *ended = true;
+            break;
+        }
+        if (rc < 0 && e) {
+            ferry_element_free(e);
+            e = NULL;
+        }
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&m->scope)) {
+            *cancelled = true;
+            break;
+        }
+        if (rc < 0)
+            map_res_error(m->rt, &items[i], rc, st);
+        else
+            items[i] = (map_res){.p = e, .kind = RES_ELEM};
+        m->next_seq = seq + 1;
+        i++;
+        map_snapshot(m, false);
+    }
+    return i;
+}
+
+static void map_wake_end(map_it *m) {
+    ferry__mutex_lock(&m->mu);
+    ferry__cond_signal(&m->cv_cons);
+    ferry__cond_broadcast(&m->cv_park); /* parked workers leave */
+    ferry__mutex_unlock(&m->mu);
+}
+
+/* After a chunk of k positions that took t_pull (under in_mu) and t_all (pull + fn) and made
+ * `bytes` of results: adapts this worker's chunk size, the default window and the number of
+ * active workers. The shared estimates are smoothed; concurrent updates may lose one sample. */
+static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int64_t t_all, size_t bytes) {
+    if (k <= 0) return;
+    int64_t t = m->nthreads;
+    int64_t per = t_all / k, avg_bytes = (int64_t)(bytes / (size_t)k);
+    int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
+    int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
+    e_all = e_all ? e_all + (t_all / k - e_all) / 4 : t_all / k;
+    e_pull = e_pull ? e_pull + (t_pull / k - e_pull) / 4 : t_pull / k;
+    atomic_store_explicit(&m->ewma_all, e_all, memory_order_relaxed);
+    atomic_store_explicit(&m->ewma_pull, e_pull, memory_order_relaxed);
+    size_t limit = m->rt->budget.limit;
+    int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
+    if (!m->win_fixed) {
+        int64_t w = e_all > 0 ? FERRY__MAX(t, 2) * MAP_WINDOW_TARGET_NS / e_all : m->window;
+        if (avg_bytes > 0) w = FERRY__MIN(w, (int64_t)(limit / 4 / (size_t)avg_bytes));
+        w = FERRY__MAX(w, FERRY__MAX(4 * t, 16));
+        w = FERRY__MIN(w, m->window);
+        if (w != win) {
+            atomic_store_explicit(&m->win, w, memory_order_relaxed);
+            win = w;
+            if (m->base.stats) atomic_store_explicit(&m->base.stats->capacity, w, memory_order_relaxed);
+        }
+    }
+    int64_t cap = FERRY__MIN((int64_t)MAP_CHUNK_MAX, FERRY__MAX(1, win / (2 * t)));
+    if (avg_bytes > 0) cap = FERRY__MIN(cap, FERRY__MAX(1, (int64_t)(limit / (size_t)(8 * t)) / avg_bytes));
+    int64_t want = per > 0 ? MAP_CHUNK_TARGET_NS / per : cap;
+    want = FERRY__MAX(1, FERRY__MIN(want, cap));
+    *chunk = FERRY__MIN(want, 2 * *chunk);
+    if (t > 1) {
+        /* Pulls are serial: at most (pull + fn) / pull workers can be kept busy. The count
+         * moves only when the ratio is 3/4 past the next integer (no flapping). */
+        int old = atomic_load_explicit(&m->active, memory_order_relaxed);
+        int64_t r4 = e_pull > 0 ? 4 * e_all / e_pull : 4 * t; /* 4 x (pull + fn) / pull */
+        int64_t a = old;
+        if (r4 >= 4 * (int64_t)old + 3) a = FERRY__MIN(t, (r4 + 1) / 4);
+        else if (r4 <= 4 * (int64_t)old - 3) a = FERRY__MAX(1, (r4 + 3) / 4);
+        if (a != old) {
+            atomic_store(&m->active, (int)a);
+            if (a > old) {
+                ferry__mutex_lock(&m->mu);
+                ferry__cond_broadcast(&m->cv_park);
+                ferry__mutex_unlock(&m->mu);
+            }
+        }
+    }
+}
+
+static void *map_worker_main(void *arg) {
+    map_worker *w = arg;
+    map_it *m = w->m;
+    ferry__status st;
+    ferry__status_clear(&st);
+    ferry__spinner spin = {0};
+    map_res items[MAP_CHUNK_MAX];
+    int64_t chunk = 1;
+    for (;;) {
+        if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && !map_park(m, w->id)) return NULL;
+        ferry__mutex_lock(&m->in_mu);
+        int64_t room, win;
+        for (;;) {
+            if (ferry__cancelled(&m->scope) || m->in_end) {
+                ferry__mutex_unlock(&m->in_mu);
+                return NULL;
+            }
+            win = atomic_load_explicit(&m->win, memory_order_relaxed);
+            room = atomic_load_explicit(&m->head_pub, memory_order_acquire) + win - m->next_seq;
+            if (room > 0) break;
+            /* Sleep until half the window is free: one wake-up per half window. */
+            int64_t need = m->next_seq - win + FERRY__MAX(FERRY__MIN(chunk, win), win / 2);
+            ferry__mutex_unlock(&m->in_mu);
+            if (!map_wait_room(m, need, &spin)) return NULL;
+            ferry__mutex_lock(&m->in_mu);
+        }
+        int64_t t0 = ferry__now_ns();
+        int64_t s0 = m->next_seq;
+        bool ended = false, cancelled = false;
+        int64_t k = map_pull(m, items, FERRY__MIN(chunk, room), &ended, &cancelled, &st);
+        ferry__mutex_unlock(&m->in_mu);
+        if (cancelled) {
+            for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
+            return NULL;
+        }
+        int64_t t1 = ferry__now_ns();
+        size_t bytes = 0;
+        for (int64_t i = 0; i < k; i++) {
+            map_res *r = &items[i];
+            if (r->kind != RES_ELEM) continue;
+            ferry_element *o;
+            int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, &st);
+            if (rc) {
+                map_res_error(m->rt, r, rc, &st);
+                continue;
+            }
+            r->p = o;
+            r->aux = (int64_t)ferry_element_nbytes(o);
+            bytes += (size_t)r->aux;
+        }
+        int64_t t2 = ferry__now_ns();
+        if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
+        map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
+        if (k > 0 && !map_deposit(m, s0, items, k)) return NULL;
+        if (ended) map_wake_end(m);
+    }
+}
+
+static int map_start(map_it *m, ferry__status *st) {
+    int rc = FERRY_OK;
+    for (int i = m->nworkers; i < m->nthreads; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "ferry-map-%d", i % 100000); /* platform keeps 15 characters */
+        m->workers[i].m = m;
+        m->workers[i].id = i;
+        rc = ferry__rt_thread_start(m->rt, &m->workers[i].thread, name, map_worker_main, &m->workers[i], st);
+        if (rc) break;
+        m->nworkers = i + 1;
+    }
+    if (m->nworkers == 0) {
+        ferry__status_prefix(st, "map");
+        return rc;
+    }
+    m->started = true; /* with fewer threads than asked when some failed to start */
+    if (m->nworkers < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), m->nworkers));
+    return FERRY_OK;
+}
+
+/* ---- protocol ---------------------------------------------------------------------------- */
+static int map_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    map_it *m = (map_it *)it_;
+    if (m->nthreads == 0) return map_next_inline(m, out, st);
+    if (!m->started) {
+        int rc = map_start(m, st);
+        if (rc) return rc;
+    }
+    for (;;) {
+        map_res r;
+        int64_t seq;
+        int rc = map_take(m, &r, &seq, st);
+        if (rc) return rc;
+        if (r.kind == RES_DROP) continue;
+        if (r.kind == RES_ELEM) {
+            *out = r.p;
+            return FERRY_OK;
+        }
+        if (r.p) {
+            ferry__status_copy(st, r.p);
+            ferry__free(m->rt, r.p);
+        } else {
+            ferry__fail(st, r.code, "map: element %lld failed with %s (message lost: out of memory)",
+                        (long long)(m->base_index + seq), ferry_error_name(r.code));
+        }
+        return r.code;
+    }
+}
+
+static bool map_is_drop_start(const map_it *m, int64_t s, int64_t *len) {
+    size_t lo = 0, hi = m->ndrops;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (m->drops[mid].start < s) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < m->ndrops && m->drops[lo].start == s) {
+        *len = m->drops[lo].len;
+        return true;
+    }
+    return false;
+}
+
+/* Outputs (elements and errors) pulled in [head, pulled) and not handed out yet. */
+static int64_t map_outputs_pending(const map_it *m, int64_t pulled) {
+    int64_t n = 0, s = m->head;
+    int g = 0;
+    while (s < pulled) {
+        int64_t len;
+        if (g < m->ngaps && m->gaps[g].start == s) {
+            s += m->gaps[g++].len;
+            continue;
+        }
+        if (map_is_drop_start(m, s, &len)) {
+            s += len;
+            continue;
+        }
+        if (!m->relaxed || m->taken[s % m->window] == 0) n++;
+        s++;
+    }
+    return n;
+}
+
+static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
+    map_it *m = (map_it *)it_;
+    *skipped = 0;
+    if (n <= 0) return FERRY_OK;
+    if (m->nthreads == 0 || !m->started) {
+        /* Nothing runs ahead: skip on the input, without calling fn. */
+        int rc = m->in_end ? FERRY_OK : map_input_skip(m, n, skipped, st);
+        if (m->nthreads > 0) {
+            m->head = m->next_seq;
+            atomic_store(&m->head_pub, m->head);
+            map_snapshot(m, true);
+            ferry__anchor_prune(&m->anchor, m->head);
+            m->last_prune = m->head;
+        }
+        return rc;
+    }
+    /* Running: skip on the input what nobody pulled yet, discard what was pulled. */
+    ferry__mutex_lock(&m->in_mu);
+    int64_t pulled = m->next_seq;
+    int64_t pending = map_outputs_pending(m, pulled);
+    int64_t direct = 0;
+    int rc = FERRY_OK;
+    if (n > pending && !m->in_end && (!m->relaxed || m->ngaps < MAP_MAX_GAPS)) {
+        rc = map_input_skip(m, n - pending, &direct, st);
+        map_snapshot(m, true);
+    }
+    int64_t new_next = m->next_seq;
+    ferry__mutex_unlock(&m->in_mu);
+    if (rc) return rc;
+    *skipped = direct;
+    if (m->relaxed && new_next > pulled) {
+        m->gaps[m->ngaps++] = (map_range){pulled, new_next - pulled};
+        map_advance_low(m);
+    }
+    while (m->relaxed ? *skipped < n : m->head < pulled && (*skipped < n || new_next > pulled)) {
+        map_res r;
+        int64_t seq;
+        rc = map_take(m, &r, &seq, st);
+        if (rc == FERRY_END) break;
+        if (rc) return rc;
+        if (r.kind == RES_DROP) continue;
+        map_res_free(m->rt, &r);
+        (*skipped)++;
+    }
+    if (!m->relaxed && m->head == pulled && new_next > pulled) m->head = new_next;
+    map_publish_head(m);
+    return FERRY_OK;
+}
+
+static int map_range_cmp(const void *a, const void *b) {
+    const map_range *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
+    map_it *m = (map_it *)it_;
+    int64_t low = m->nthreads == 0 ? m->next_seq : m->head;
+    size_t cap = m->ndrops + (size_t)m->ngaps + (m->relaxed ? (size_t)m->window : 0);
+    map_range *rs = cap ? ferry__calloc(m->rt, cap, sizeof *rs) : NULL;
+    if (cap && !rs) return ferry__fail(st, FERRY_ENOMEM, "map: allocating the saved ranges failed");
+    size_t n = 0;
+    for (size_t i = 0; i < m->ndrops; i++)
+        if (m->drops[i].start >= low) rs[n++] = m->drops[i];
+    for (int i = 0; i < m->ngaps; i++) rs[n++] = m->gaps[i];
+    if (m->relaxed && m->nthreads > 0)
+        for (int64_t s = low; s <= m->max_taken && s < low + m->window; s++)
+            if (m->taken[s % m->window] > 0) rs[n++] = (map_range){s, m->taken[s % m->window]};
+    if (n > 1) qsort(rs, n, sizeof *rs, map_range_cmp);
+    size_t k = 0; /* merge overlaps: a relaxed skip's gap may contain inherited ranges */
+    for (size_t i = 0; i < n; i++) {
+        if (k > 0 && rs[i].start <= rs[k - 1].start + rs[k - 1].len) {
+            int64_t end = FERRY__MAX(rs[k - 1].start + rs[k - 1].len, rs[i].start + rs[i].len);
+            rs[k - 1].len = end - rs[k - 1].start;
+        } else {
+            rs[k++] = rs[i];
+        }
+    }
+    n = k;
+    ferry__w_i64(w, m->base_index + low);
+    ferry__w_u32(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        ferry__w_u64(w, (uint64_t)(rs[i].start - low));
+        ferry__w_u64(w, (uint64_t)rs[i].len);
+    }
+    ferry__free(m->rt, rs);
+    if (m->nthreads == 0) {
+        ferry__writer sub;
+        ferry__writer_init(&sub, &m->rt->alloc);
+        int rc = ferry__iter_save(m->input, &sub, st);
+        if (rc == FERRY_OK && sub.failed) rc = ferry__fail(st, FERRY_ENOMEM, "map: growing the state buffer failed");
+        if (rc == FERRY_OK) {
+            ferry__w_u64(w, 0);
+            ferry__w_u64(w, sub.size);
+            ferry__w_bytes(w, sub.data, sub.size);
+        }
+        ferry__writer_fini(&sub);
+        return rc;
+    }
+    if (m->anchor_failed) {
+        ferry__status_copy(st, &m->anchor_st);
+        ferry__status_prefix(st, "map: saving the input's state failed");
+        return st->code;
+    }
+    int rc = ferry__anchor_write(&m->anchor, low, w, st);
+    if (rc) ferry__status_prefix(st, "map");
+    return rc;
+}
+
+static void map_destroy(ferry__iter *it_) {
+    map_it *m = (map_it *)it_;
+    if (m->scope_ok) ferry__cancel_fire(&m->scope);
+    for (int i = 0; i < m->nworkers; i++) ferry__rt_thread_join(m->rt, &m->workers[i].thread);
+    if (m->slots) {
+        /* Results deposited and not handed out: deterministic, seq >= head; relaxed, seq >= low
+         * and not marked taken (the marks cover [low, low + window)). */
+        size_t bytes = 0;
+        int64_t count = 0;
+        for (int64_t i = 0; i < m->window; i++) {
+            map_slot *s = &m->slots[i];
+            int64_t q = atomic_load(&s->ready);
+            if (q < m->head || (m->relaxed && m->taken[q % m->window] != 0)) continue;
+            bytes += res_bytes(&s->r);
+            count++;
+            map_res_free(m->rt, &s->r);
+        }
+        if (bytes + m->pending_bytes) ferry__budget_release(&m->rt->budget, bytes + m->pending_bytes);
+        if (m->base.stats) {
+            map_stat_add(&m->base.stats->buffered_elements, -(count + m->since_pub));
+            map_stat_add(&m->base.stats->buffered_bytes, -(int64_t)(bytes + m->pending_bytes));
+        }
+    }
+    ferry__iter_free(m->input);
+    if (m->waker_ok) ferry__cancel_remove_waker(&m->scope, &m->waker);
+    if (m->anchor_ok) ferry__anchor_fini(&m->anchor);
+    if (m->sync_ok) {
+        ferry__cond_destroy(&m->cv_cons);
+        ferry__cond_destroy(&m->cv_work);
+        ferry__cond_destroy(&m->cv_park);
+        ferry__mutex_destroy(&m->mu);
+        ferry__mutex_destroy(&m->in_mu);
+    }
+    if (m->scope_ok) ferry__cancel_fini(&m->scope);
+    ferry__free(m->rt, m->slots);
+    ferry__free(m->rt, m->workers);
+    ferry__free(m->rt, m->done);
+    ferry__free(m->rt, m->taken);
+    ferry__free(m->rt, m->drops);
+    ferry__iter_release(&m->base);
+}
+
+static const ferry__iter_vtable map_iter_vt = {map_next, map_save, map_skip, map_destroy};
+
+/* ---- make -------------------------------------------------------------------------------- */
+static int map_read_state(map_it *m, ferry__reader *r, int64_t *low, ferry__status *st) {
+    uint32_t n;
+    int rc = ferry__r_i64(r, low, st);
+    if (!rc) rc = ferry__r_u32(r, &n, st);
+    if (rc) return rc;
+    if (*low < 0) return ferry__fail(st, FERRY_ECORRUPT, "map: saved position %lld is negative", (long long)*low);
+    if (n > MAP_MAX_RANGES || (size_t)n * 16 > ferry__r_left(r))
+        return ferry__fail(st, FERRY_ECORRUPT, "map: saved state claims %u dropped ranges at offset %zu", n,
+                           ferry__r_offset(r));
+    if (n == 0) return FERRY_OK;
+    m->drops = ferry__calloc(m->rt, n, sizeof *m->drops);
+    if (!m->drops) return ferry__fail(st, FERRY_ENOMEM, "map: allocating %u saved ranges failed", n);
+    int64_t prev_end = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t off, len;
+        size_t at = ferry__r_offset(r);
+        if ((rc = ferry__r_u64(r, &off, st)) || (rc = ferry__r_u64(r, &len, st))) return rc;
+        if (len == 0 || off > (uint64_t)MAP_MAX_OFFSET || len > (uint64_t)MAP_MAX_OFFSET || (int64_t)off < prev_end)
+            return ferry__fail(st, FERRY_ECORRUPT,
+                               "map: saved range %u at offset %zu (%llu, %llu) is empty, too large or out of order", i,
+                               at, (unsigned long long)off, (unsigned long long)len);
+        m->drops[i] = (map_range){(int64_t)off, (int64_t)len};
+        prev_end = (int64_t)(off + len);
+    }
+    m->ndrops = n;
+    return FERRY_OK;
+}
+
+static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *st) {
+    if (ferry__cancel_init(&m->scope, ctx->cancel))
+        return ferry__fail(st, FERRY_ENOMEM, "map: creating the cancel scope failed");
+    m->scope_ok = true;
+    bool ok = ferry__mutex_init(&m->in_mu) == 0;
+    if (ok && ferry__mutex_init(&m->mu)) {
+        ferry__mutex_destroy(&m->in_mu);
+        ok = false;
+    }
+    if (ok && ferry__cond_init(&m->cv_work)) {
+        ferry__mutex_destroy(&m->mu);
+        ferry__mutex_destroy(&m->in_mu);
+        ok = false;
+    }
+    if (ok && ferry__cond_init(&m->cv_cons)) {
+        ferry__cond_destroy(&m->cv_work);
+        ferry__mutex_destroy(&m->mu);
+        ferry__mutex_destroy(&m->in_mu);
+        ok = false;
+    }
+    if (ok && ferry__cond_init(&m->cv_park)) {
+        ferry__cond_destroy(&m->cv_cons);
+        ferry__cond_destroy(&m->cv_work);
+        ferry__mutex_destroy(&m->mu);
+        ferry__mutex_destroy(&m->in_mu);
+        ok = false;
+    }
+    if (!ok) return ferry__fail(st, FERRY_ENOMEM, "map: creating locks failed");
+    m->sync_ok = true;
+    /* An unordered input cannot be replayed: snapshot it at every position (replay 0). */
+    int rc = ferry__anchor_init(&m->anchor, m->rt, m->base.ds->inputs[0]->unordered ? 1 : MAP_ANCHOR_PERIOD, st);
+    if (rc) return rc;
+    m->anchor_ok = true;
+    size_t w = (size_t)m->window;
+    m->slots = ferry__calloc(m->rt, w, sizeof *m->slots);
+    m->workers = ferry__calloc(m->rt, (size_t)m->nthreads, sizeof *m->workers);
+    if (m->relaxed) {
+        m->done = ferry__calloc(m->rt, w, sizeof *m->done);
+        m->taken = ferry__calloc(m->rt, w, sizeof *m->taken);
+    }
+    if (!m->slots || !m->workers || (m->relaxed && (!m->done || !m->taken)))
+        return ferry__fail(st, FERRY_ENOMEM, "map: allocating a reorder window of %zu results failed", w);
+    for (size_t i = 0; i < w; i++) atomic_init(&m->slots[i].ready, -1);
+    return FERRY_OK;
+}
+
+static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                    ferry__status *st) {
+    const map_ds *ds = (const map_ds *)ds_;
+    map_it *m = ferry__iter_alloc(ds_, ctx, &map_iter_vt, sizeof *m, st);
+    if (!m) return st->code;
+    m->rt = ds_->rt;
+    m->ds = ds;
+    int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? m->rt->cpu_budget : ds->num_parallel_calls;
+    m->nthreads = FERRY__MIN(t, MAP_MAX_THREADS);
+    /* Over an input whose order already depends on timing, positions do not identify elements
+     * after a restore, so the handed-out set of relaxed order could not be saved: such a map
+     * hands results out in input order (which is timing-dependent anyway). */
+    m->relaxed = ds->relaxed && m->nthreads > 0 && !ds_->inputs[0]->unordered;
+    m->win_fixed = ds->reorder_window > 0;
+    m->window = m->win_fixed ? ds->reorder_window : FERRY__MAX(4 * (int64_t)m->nthreads, MAP_WINDOW_SLOTS);
+    /* Default window: start small (fn's cost is unknown), adapt after the first chunks. */
+    atomic_init(&m->win, m->win_fixed ? m->window : FERRY__MIN(m->window, FERRY__MAX(8 * (int64_t)m->nthreads, 64)));
+    atomic_init(&m->active, m->nthreads);
+    m->op_seed = ferry__mix64(ferry__mix64(ctx->seed, ds_->salt), ds->seed);
+    atomic_init(&m->end_seq, INT64_MAX);
+    atomic_init(&m->wake_head, INT64_MAX);
+    int rc = FERRY_OK;
+    if (state && (rc = map_read_state(m, state, &m->base_index, st)) != FERRY_OK) goto fail;
+    ferry__ictx ictx = *ctx;
+    if (m->nthreads > 0) {
+        if ((rc = map_parallel_init(m, ctx, st)) != FERRY_OK) goto fail;
+        ictx.cancel = &m->scope;
+    }
+    if (state)
+        rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &m->input, NULL, st);
+    else
+        rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &m->input, st);
+    if (rc) goto fail;
+    if (m->nthreads > 0) {
+        /* The snapshot every save can fall back on, taken before any worker drives the input. */
+        if (ferry__anchor_take(&m->anchor, m->input, 0, true, &m->anchor_st) != FERRY_OK) {
+            m->anchor_failed = true;
+            m->anchor.next_pos = INT64_MAX;
+        }
+        m->waker.fn = map_waker;
+        m->waker.arg = m;
+        ferry__cancel_add_waker(&m->scope, &m->waker);
+        m->waker_ok = true;
+        ferry__node_stats *s = m->base.stats;
+        if (s) {
+            if (!s->async) s->async = true;
+            int64_t derive = -1; /* self time is measured here from now on */
+            atomic_compare_exchange_strong(&s->self_ns, &derive, 0);
+            atomic_store(&s->parallelism, m->nthreads);
+            atomic_store(&s->capacity, atomic_load(&m->win));
+        }
+        if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
+    }
+    *out = &m->base;
+    return FERRY_OK;
+fail:
+    map_destroy(&m->base);
+    return rc;
+}
+
+static const ferry__dataset_vtable map_vt = {map_make, NULL};
+
+static int map_check_spec(const ferry_tensor_spec *s, size_t i) {
+    FERRY__CHECK_ARG(s->dtype >= FERRY_DTYPE_INVALID && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
+                     "ferry_dataset_map: options.output_specs[%zu].dtype is %d, not a ferry_dtype", i, (int)s->dtype);
+    FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
+                     "ferry_dataset_map: options.output_specs[%zu].shape.rank is %d; it must be -1 (unknown) to %d", i,
+                     s->shape.rank, FERRY_MAX_RANK);
+    for (int d = 0; d < s->shape.rank; d++)
+        FERRY__CHECK_ARG(s->shape.dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
+                         "ferry_dataset_map: options.output_specs[%zu].shape.dims[%d] is %lld; it must be >= 0 or "
+                         "FERRY_UNKNOWN_DIM",
+                         i, d, (long long)s->shape.dims[d]);
+    return FERRY_OK;
+}
+
+int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
+                      ferry_dataset **out) {
+    FERRY__OP_PROLOGUE("ferry_dataset_map", in, out);
+    FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "ferry_dataset_map: argument 'fn' is NULL");
+    ferry_map_options o = {0};
+    if (opts) o = *opts;
+    FERRY__CHECK_ARG(o.num_parallel_calls == FERRY_AUTOTUNE ||
+                         (o.num_parallel_calls >= 0 && o.num_parallel_calls <= MAP_MAX_THREADS),
+                     FERRY_EINVAL,
+                     "ferry_dataset_map: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d",
+                     o.num_parallel_calls, MAP_MAX_THREADS);
+    FERRY__CHECK_ARG(o.reorder_window >= 0 && o.reorder_window <= MAP_MAX_WINDOW, FERRY_EINVAL,
+                     "ferry_dataset_map: options.reorder_window is %d; it must be 0 (default) to %d", o.reorder_window,
+                     MAP_MAX_WINDOW);
+    FERRY__CHECK_ARG(o.num_outputs <= MAP_MAX_OUTPUTS, FERRY_EINVAL,
+                     "ferry_dataset_map: options.num_outputs is %zu; at most %d", o.num_outputs, MAP_MAX_OUTPUTS);
+    FERRY__CHECK_ARG(o.num_outputs == 0 || o.output_specs != NULL, FERRY_EINVAL,
+                     "ferry_dataset_map: options.output_specs is NULL with num_outputs %zu", o.num_outputs);
+    for (size_t i = 0; i < o.num_outputs; i++) {
+        int rc = map_check_spec(&o.output_specs[i], i);
+        if (rc) return rc;
+    }
+    size_t ncomp = o.num_outputs ? o.num_outputs : in->ncomp;
+    const ferry_tensor_spec *specs = o.num_outputs ? o.output_specs : in->specs;
+    ferry_dataset *ds;
+    int rc = ferry__dataset_new(in->rt, &map_vt, "map", sizeof(map_ds), 1, &in, ncomp, specs, in->cardinality, &ds);
+    if (rc) return rc;
+    map_ds *m = (map_ds *)ds;
+    m->fn = fn;
+    m->user = user;
+    m->num_parallel_calls = o.num_parallel_calls;
+    m->relaxed = o.relaxed_order;
+    m->reorder_window = o.reorder_window;
+    m->seed = o.seed;
+    /* Thread count, window and order are performance knobs: they stay out of the hash, so that a
+     * state restores under other settings (the state format is the same for all of them). The
+     * seed changes the values, and the output spec is in the fingerprint. */
+    ds->unordered = in->unordered || (o.relaxed_order && o.num_parallel_calls != 0);
+    ferry__dataset_hash(ds, &o.seed, sizeof o.seed);
+    ferry__dataset_hash_i64(ds, (int64_t)o.num_outputs);
+    ferry__dataset_seal(ds);
+    *out = ds;
+    return FERRY_OK;
+}

@@ -1,0 +1,613 @@
+/*
+ * prefetch.c - `prefetch(n)`: one producer thread runs the input ahead of the consumer into a
+ * bounded buffer of n entries.
+ *
+ * Objects and threads
+ *   pf_it owns: the input iterator, a cancel scope (child of the scope it was made in; the input
+ *   lives under it), a waker registered with that scope, one producer thread "ferry-prefetch",
+ *   a ring of entries and an anchor list (symbolic state, see core.h). An entry is an element or
+ *   an error (code + message): errors travel through the ring in their positions.
+ *   The producer thread is the only caller of the input's next/save once it runs; the consumer
+ *   (whoever calls next) only reads the ring. The thread starts at the first next, or at make
+ *   when the pipeline asks for a warm start.
+ *   n == 0 is a pass-through (no ring, no thread, no scope); its state has the same format.
+ *
+ * The ring (single producer, single consumer, no lock on the hot path)
+ *   `tail` (entries written) is stored by the producer, `head` (entries handed out) by the
+ *   consumer, both with release stores; entry i lives in ring[i % ring_cap]. Position i of the
+ *   stream is entry i: tail == input positions pulled, head == positions handed out.
+ *   The producer writes while tail - head < capacity; capacity is n, or under FERRY_AUTOTUNE it
+ *   starts at 2 and doubles (up to 64, and never so far that capacity x average element bytes
+ *   exceeds a quarter of the byte budget) each time the consumer has to sleep on an empty ring: a bigger ring
+ *   absorbs bursts, and lets a consumer that outpaces its producer sleep once per batch.
+ *   Sleeping follows queue.h: spin (adaptively, a few us), then sleep on cv_cons / cv_prod under
+ *   `mu` with the cons_sleeping / prod_sleeping flag set by exchange; the other side exchanges
+ *   the flag back to 0 after publishing and signals only when it was set. Both sides batch their
+ *   wake-ups (hysteresis): the consumer wakes a sleeping producer once the ring has drained by a
+ *   quarter (the ring stays at least 3/4 full), and a consumer that had to sleep on an empty ring
+ *   is woken once a quarter of the ring is filled (cons_target), or the input ended, or the
+ *   producer stalls on the budget, or after 1 ms with whatever is there.
+ *
+ * Budget
+ *   Each element's bytes are counted in the runtime budget from just before it enters the ring
+ *   until it is handed out (or freed at destroy). When the ring is empty the producer may always
+ *   count its one element (force); otherwise it waits for room in the budget, polling its cancel
+ *   flag and the ring, and forces as soon as the consumer has emptied the ring (the consumer pokes
+ *   the budget's waiters before it waits). So the budget is exceeded by at most one element, by
+ *   this producer.
+ *
+ * Cancellation and destroy
+ *   Every wait loops on (condition || cancelled(scope)); the waker locks `mu` and broadcasts
+ *   both condition variables. destroy fires the scope (which also cancels everything under it,
+ *   so a producer inside a slow map function returns), joins the thread, frees the entries left
+ *   in the ring (releasing their budget), then destroys the input. Lock order: a scope's lock may
+ *   be held when the waker takes `mu`; nothing here creates or fires a scope while holding `mu`.
+ *
+ * Saved state (written by save on the consumer's thread)
+ *   i64 absolute position (positions handed out since the start of the iteration) |
+ *   the anchor (u64 positions to replay, u64 size, the input's state at the snapshot).
+ *   The producer snapshots the input every 64 positions (forced at position 0 when the iterator
+ *   is made, before any thread runs); save picks the latest snapshot at or before the consumer's
+ *   position, so the restored iterator replays at most ~64 + n positions and then yields exactly
+ *   the entries (elements and errors) not handed out yet. An "unordered" input (its order depends
+ *   on timing: a relaxed-order op below) is snapshotted at every position instead, since
+ *   replaying it would not give the same elements. Pass-through writes replay 0 and the input's
+ *   current state.
+ *
+ * Stats: async; parallelism 1; buffer_capacity; buffered elements/bytes (published every 64
+ * entries and at waits); wait_input_ns = consumer blocked on an empty ring; wait_consumer_ns =
+ * producer blocked on a full ring or on the budget; self_ns = producer bookkeeping, timed on one
+ * entry in 64 and scaled. Only blocking waits read the clock otherwise.
+ */
+#include "ops.h"
+
+#include "base/queue.h"
+
+#define PF_AUTOTUNE_START 2
+#define PF_AUTOTUNE_MAX 64
+#define PF_MAX_BUFFER ((int64_t)1 << 20) /* the ring is allocated up front: 32 bytes an entry */
+#define PF_ANCHOR_PERIOD 64
+
+typedef struct pf_ds {
+    ferry_dataset base;
+    int64_t buffer_size; /* > 0, 0 (pass-through) or FERRY_AUTOTUNE */
+} pf_ds;
+
+typedef struct pf_entry {
+    ferry_element *e;
+    ferry__status *err; /* error entries: the message, or NULL when allocating it failed */
+    size_t bytes;       /* counted in the budget */
+    int code;           /* FERRY_OK or the error */
+} pf_entry;
+
+typedef struct pf_it {
+    ferry__iter base;
+    ferry_runtime *rt;
+    ferry__iter *input;
+    bool passthrough, autotune;
+    int64_t base_pos; /* absolute position of relative position 0 (restored iterators) */
+
+    /* Set up at make; what exists is recorded so that a failed make can unwind. */
+    bool scope_ok, sync_ok, anchor_ok, waker_ok;
+    ferry__cancel scope;
+    ferry__waker waker;
+    ferry__mutex mu;
+    ferry__cond cv_prod, cv_cons;
+    ferry__anchor anchor;
+    ferry__status anchor_st; /* why the first snapshot failed (then save fails with it) */
+    bool anchor_failed;
+    ferry__thread thread;
+    bool started;
+    pf_entry *ring;
+    int64_t ring_cap;
+    _Atomic int64_t capacity;
+
+    /* Written by the producer. */
+    char pad0[64];
+    _Atomic int64_t tail;
+    _Atomic int64_t end_pos;  /* INT64_MAX until the input ended; then its position count */
+    _Atomic int64_t bytes_in; /* bytes ever put in the ring */
+    /* Written by the consumer. */
+    char pad1[64];
+    _Atomic int64_t head;
+    _Atomic int64_t bytes_out;
+    char pad2[64];
+    _Atomic int cons_sleeping;
+    _Atomic int64_t cons_target; /* a sleeping consumer wants tail >= this (a batch of entries) */
+    _Atomic int prod_stalled;    /* the producer waits for budget with entries in the ring */
+    char pad3[64];
+    _Atomic int prod_sleeping;
+    char pad4[64];
+
+    /* Consumer-private. */
+    ferry__spinner c_spin;
+    int64_t c_tail; /* last tail seen */
+    int64_t pos;    /* positions handed out (pass-through and threaded) */
+    /* Producer-private. */
+    ferry__spinner p_spin;
+} pf_it;
+
+/* ---- waking ------------------------------------------------------------------------------ */
+static void pf_waker(void *arg) {
+    pf_it *it = arg;
+    ferry__mutex_lock(&it->mu);
+    ferry__cond_broadcast(&it->cv_prod);
+    ferry__cond_broadcast(&it->cv_cons);
+    ferry__mutex_unlock(&it->mu);
+}
+
+static void pf_wake(pf_it *it, _Atomic int *flag, ferry__cond *cv) {
+    if (atomic_exchange(flag, 0)) {
+        ferry__mutex_lock(&it->mu);
+        ferry__cond_signal(cv);
+        ferry__mutex_unlock(&it->mu);
+    }
+}
+
+static void pf_add_stat(_Atomic int64_t *s, int64_t v) {
+    if (v) atomic_fetch_add_explicit(s, v, memory_order_relaxed);
+}
+
+static void pf_publish_buffered(pf_it *it) {
+    ferry__node_stats *s = it->base.stats;
+    if (!s) return;
+    int64_t t = atomic_load_explicit(&it->tail, memory_order_relaxed);
+    int64_t h = atomic_load_explicit(&it->head, memory_order_relaxed);
+    int64_t bi = atomic_load_explicit(&it->bytes_in, memory_order_relaxed);
+    int64_t bo = atomic_load_explicit(&it->bytes_out, memory_order_relaxed);
+    atomic_store_explicit(&s->buffered_elements, t > h ? t - h : 0, memory_order_relaxed);
+    atomic_store_explicit(&s->buffered_bytes, bi > bo ? bi - bo : 0, memory_order_relaxed);
+    atomic_store_explicit(&s->capacity, atomic_load_explicit(&it->capacity, memory_order_relaxed),
+                          memory_order_relaxed);
+}
+
+/* ---- producer ---------------------------------------------------------------------------- */
+static bool pf_room(void *arg) {
+    pf_it *it = arg;
+    int64_t t = atomic_load_explicit(&it->tail, memory_order_relaxed);
+    return t - atomic_load_explicit(&it->head, memory_order_acquire) <
+               atomic_load_explicit(&it->capacity, memory_order_relaxed) ||
+           ferry__cancelled(&it->scope);
+}
+
+/* Waits for room in the ring; false when cancelled. */
+static bool pf_wait_room(pf_it *it) {
+    int64_t t0 = ferry__now_ns();
+    if (!ferry__spin_adaptive(&it->p_spin, pf_room, it)) {
+        pf_publish_buffered(it); /* a full buffer stays visible in the stats */
+        ferry__mutex_lock(&it->mu);
+        for (;;) {
+            atomic_exchange(&it->prod_sleeping, 1);
+            if (pf_room(it)) break;
+            ferry__cond_wait(&it->cv_prod, &it->mu);
+        }
+        atomic_store(&it->prod_sleeping, 0);
+        ferry__mutex_unlock(&it->mu);
+    }
+    if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+    return !ferry__cancelled(&it->scope);
+}
+
+/* The ring is empty (the consumer took everything, and waits or soon will): the producer may
+ * count its one element over the budget. Once that element is in the ring this is false again. */
+static bool pf_force_now(void *arg) {
+    pf_it *it = arg;
+    return atomic_load(&it->head) == atomic_load_explicit(&it->tail, memory_order_relaxed);
+}
+
+/* Counts an element's bytes in the budget: 0 at once, 1 after waiting, -1 when cancelled first. */
+static int pf_charge(pf_it *it, size_t bytes) {
+    ferry__budget *b = &it->rt->budget;
+    if (bytes == 0 || ferry__budget_try(b, bytes)) return 0;
+    if (pf_force_now(it)) {
+        ferry__budget_force(b, bytes);
+        return 0;
+    }
+    int64_t t0 = ferry__now_ns();
+    /* A consumer sleeping until a batch is complete must take what is there instead. */
+    ferry__mutex_lock(&it->mu);
+    atomic_store(&it->prod_stalled, 1);
+    if (atomic_load(&it->cons_sleeping)) ferry__cond_signal(&it->cv_cons);
+    ferry__mutex_unlock(&it->mu);
+    int rc = ferry__budget_wait_or_force(b, bytes, &it->scope.flag, pf_force_now, it);
+    atomic_store(&it->prod_stalled, 0);
+    if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+    return rc == FERRY_OK ? 1 : -1;
+}
+
+static void *pf_producer(void *arg) {
+    pf_it *it = arg;
+    ferry__status st;
+    ferry__status_clear(&st);
+    int64_t pos = atomic_load_explicit(&it->tail, memory_order_relaxed);
+    int64_t self_ns = 0;
+    for (;;) {
+        if (ferry__cancelled(&it->scope)) break;
+        if (pos - atomic_load_explicit(&it->head, memory_order_acquire) >=
+                atomic_load_explicit(&it->capacity, memory_order_relaxed) &&
+            !pf_wait_room(it))
+            break;
+        ferry_element *e = NULL;
+        int rc = ferry__iter_next(it->input, &e, &st);
+        bool sample = (pos & 63) == 0;
+        int64_t t0 = sample ? ferry__now_ns() : 0;
+        if (rc == FERRY_END) {
+            atomic_store_explicit(&it->end_pos, pos, memory_order_release);
+            pf_publish_buffered(it);
+            ferry__mutex_lock(&it->mu); /* the consumer may wait for this, whatever its flag says */
+            atomic_store(&it->cons_sleeping, 0);
+            ferry__cond_signal(&it->cv_cons);
+            ferry__mutex_unlock(&it->mu);
+            break;
+        }
+        if (rc < 0 && e) { /* an input broke the protocol; never hand out data with an error */
+            ferry_element_free(e);
+            e = NULL;
+        }
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->scope)) break;
+        pf_entry en = {.e = e, .err = NULL, .bytes = 0, .code = rc < 0 ? rc : FERRY_OK};
+        if (rc < 0) {
+            en.err = ferry__alloc(it->rt, sizeof *en.err);
+            if (en.err) ferry__status_copy(en.err, &st);
+        } else {
+            en.bytes = ferry_element_nbytes(e);
+            int waited = pf_charge(it, en.bytes);
+            if (waited < 0) {
+                ferry_element_free(e);
+                break;
+            }
+            if (waited) sample = false; /* a blocking wait is not bookkeeping */
+        }
+        /* Snapshot before publishing: the consumer can only reach a position whose snapshot,
+         * when due, exists (an unordered input must never be replayed). */
+        if (pos + 1 >= it->anchor.next_pos) {
+            ferry__status ast;
+            if (ferry__anchor_take(&it->anchor, it->input, pos + 1, false, &ast) != FERRY_OK)
+                it->anchor.next_pos = pos + 1 + it->anchor.period; /* an older snapshot still serves */
+        }
+        it->ring[pos % it->ring_cap] = en;
+        if (en.bytes)
+            atomic_store_explicit(&it->bytes_in, atomic_load_explicit(&it->bytes_in, memory_order_relaxed) +
+                                                     (int64_t)en.bytes,
+                                  memory_order_relaxed);
+        pos++;
+        atomic_store_explicit(&it->tail, pos, memory_order_release);
+        if (atomic_fetch_add(&it->cons_sleeping, 0) && pos >= atomic_load(&it->cons_target))
+            pf_wake(it, &it->cons_sleeping, &it->cv_cons);
+        if (sample) self_ns += 64 * (ferry__now_ns() - t0);
+        if (sample && it->base.stats && (pos & 4095) == 1) {
+            pf_add_stat(&it->base.stats->self_ns, self_ns);
+            self_ns = 0;
+        }
+    }
+    if (it->base.stats) pf_add_stat(&it->base.stats->self_ns, self_ns);
+    return NULL;
+}
+
+static int pf_start(pf_it *it, ferry__status *st) {
+    int rc = ferry__rt_thread_start(it->rt, &it->thread, "ferry-prefetch", pf_producer, it, st);
+    if (rc) {
+        ferry__status_prefix(st, "prefetch");
+        return rc;
+    }
+    it->started = true;
+    return FERRY_OK;
+}
+
+/* ---- consumer ---------------------------------------------------------------------------- */
+static bool pf_have_input(void *arg) {
+    pf_it *it = arg;
+    int64_t h = it->pos;
+    return atomic_load_explicit(&it->tail, memory_order_acquire) != h ||
+           atomic_load_explicit(&it->end_pos, memory_order_acquire) == h || ferry__cancelled(&it->scope);
+}
+
+/* Sleeping condition of a consumer waiting for a batch of `batch` entries: they are there, or
+ * some are and no more come soon (the input ended or the producer waits for budget). */
+static bool pf_have_batch(pf_it *it, int64_t batch) {
+    int64_t h = it->pos, t = atomic_load_explicit(&it->tail, memory_order_acquire);
+    if (t - h >= batch || ferry__cancelled(&it->scope)) return true;
+    int64_t end = atomic_load_explicit(&it->end_pos, memory_order_acquire);
+    return end == h || (t > h && (end != INT64_MAX || atomic_load(&it->prod_stalled)));
+}
+
+/* Grows the AUTOTUNE capacity when the consumer had to sleep on an empty ring: a bigger ring
+ * absorbs bursts when the producer is faster on average, and when it is slower it lets the
+ * consumer sleep until a batch of entries is there (one wake-up per batch). */
+static void pf_autotune_grow(pf_it *it) {
+    int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
+    if (cap >= PF_AUTOTUNE_MAX) return;
+    int64_t n = atomic_load_explicit(&it->tail, memory_order_relaxed);
+    int64_t bytes = atomic_load_explicit(&it->bytes_in, memory_order_relaxed);
+    int64_t avg = n > 0 ? bytes / n : 0;
+    int64_t want = FERRY__MIN(cap * 2, (int64_t)PF_AUTOTUNE_MAX);
+    if (avg > 0) {
+        int64_t fit = (int64_t)(it->rt->budget.limit / 4 / (size_t)avg); /* room for other stages */
+        want = FERRY__MIN(want, fit);
+    }
+    if (want > cap) atomic_store_explicit(&it->capacity, want, memory_order_relaxed);
+}
+
+/* Waits until entry it->pos exists or the input ended there. Returns FERRY_OK, FERRY_END or
+ * FERRY_ECANCELED. */
+static int pf_wait_input(pf_it *it, ferry__status *st) {
+    int64_t h = it->pos;
+    if (atomic_load_explicit(&it->end_pos, memory_order_acquire) == h) return FERRY_END;
+    int64_t t0 = ferry__now_ns();
+    pf_publish_buffered(it);
+    ferry__budget_poke(&it->rt->budget); /* a producer waiting for budget may force now */
+    pf_wake(it, &it->prod_sleeping, &it->cv_prod);
+    if (!ferry__spin_adaptive(&it->c_spin, pf_have_input, it)) {
+        if (it->autotune) pf_autotune_grow(it);
+        /* Sleep until a quarter of the ring is filled, not one entry, so that a producer slower
+         * than its consumer pays one wake-up (~25 us) per batch. After 1 ms without a full batch
+         * take what is there: a slow producer must not delay the entries it already made. */
+        int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
+        int64_t batch = cap >= 8 ? cap / 4 : 1;
+        ferry__mutex_lock(&it->mu);
+        atomic_store(&it->cons_target, h + batch);
+        for (;;) {
+            atomic_exchange(&it->cons_sleeping, 1);
+            if (pf_have_batch(it, batch)) break;
+            if (batch == 1) {
+                ferry__cond_wait(&it->cv_cons, &it->mu);
+            } else if (!ferry__cond_timedwait(&it->cv_cons, &it->mu, 1000000)) {
+                batch = 1;
+                atomic_store(&it->cons_target, h + 1);
+            }
+        }
+        atomic_store(&it->cons_sleeping, 0);
+        ferry__mutex_unlock(&it->mu);
+    }
+    if (it->base.stats) pf_add_stat(&it->base.stats->wait_input_ns, ferry__now_ns() - t0);
+    it->c_tail = atomic_load_explicit(&it->tail, memory_order_acquire);
+    if (it->c_tail != h) return FERRY_OK;
+    if (atomic_load_explicit(&it->end_pos, memory_order_acquire) == h) return FERRY_END;
+    return ferry__fail(st, FERRY_ECANCELED, "prefetch: the iterator is being destroyed");
+}
+
+static int pf_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    pf_it *it = (pf_it *)it_;
+    if (it->passthrough) {
+        int rc = ferry__iter_next(it->input, out, st);
+        if (rc != FERRY_END) it->pos++;
+        return rc;
+    }
+    if (!it->started) {
+        int rc = pf_start(it, st);
+        if (rc) return rc;
+    }
+    int64_t h = it->pos;
+    if (h == it->c_tail) {
+        it->c_tail = atomic_load_explicit(&it->tail, memory_order_acquire);
+        if (h == it->c_tail) {
+            int rc = pf_wait_input(it, st);
+            if (rc) return rc;
+        }
+    }
+    pf_entry en = it->ring[h % it->ring_cap];
+    it->pos = h + 1;
+    atomic_store_explicit(&it->head, h + 1, memory_order_release);
+    if (en.bytes) {
+        ferry__budget_release(&it->rt->budget, en.bytes);
+        atomic_store_explicit(&it->bytes_out,
+                              atomic_load_explicit(&it->bytes_out, memory_order_relaxed) + (int64_t)en.bytes,
+                              memory_order_relaxed);
+    }
+    int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
+    if (it->c_tail - (h + 1) <= cap - FERRY__MAX(1, cap / 4)) pf_wake(it, &it->prod_sleeping, &it->cv_prod);
+    if (((h + 1) & (PF_ANCHOR_PERIOD - 1)) == 0) {
+        ferry__anchor_prune(&it->anchor, h + 1);
+        pf_publish_buffered(it);
+    }
+    if (en.code == FERRY_OK) {
+        *out = en.e;
+        return FERRY_OK;
+    }
+    if (en.err) {
+        ferry__status_copy(st, en.err);
+        ferry__free(it->rt, en.err);
+    } else {
+        ferry__fail(st, en.code, "prefetch: the input failed at position %lld with %s (message lost: out of memory)",
+                    (long long)(it->base_pos + h), ferry_error_name(en.code));
+    }
+    return en.code;
+}
+
+static int pf_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
+    pf_it *it = (pf_it *)it_;
+    *skipped = 0;
+    if (it->passthrough || !it->started) {
+        /* Nothing runs ahead: skip the input itself (cheap for sources that seek). */
+        int rc = ferry__iter_skip(it->input, n, skipped, st);
+        it->pos += *skipped;
+        if (!it->passthrough) {
+            it->c_tail = it->pos;
+            atomic_store(&it->tail, it->pos);
+            atomic_store(&it->head, it->pos);
+            if (*skipped < n) atomic_store(&it->end_pos, it->pos);
+            ferry__status ast;
+            if (ferry__anchor_take(&it->anchor, it->input, it->pos, true, &ast) == FERRY_OK)
+                ferry__anchor_prune(&it->anchor, it->pos);
+        }
+        return rc;
+    }
+    while (*skipped < n) {
+        ferry_element *e = NULL;
+        ferry__status tmp;
+        int rc = pf_next(it_, &e, &tmp);
+        if (rc == FERRY_END) break;
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->scope)) return ferry__fail(st, rc, "%s", tmp.msg);
+        ferry_element_free(e);
+        (*skipped)++;
+    }
+    return FERRY_OK;
+}
+
+/* ---- save / destroy ---------------------------------------------------------------------- */
+static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
+    pf_it *it = (pf_it *)it_;
+    ferry__w_i64(w, it->base_pos + it->pos);
+    if (it->passthrough) {
+        ferry__writer sub;
+        ferry__writer_init(&sub, &it->rt->alloc);
+        int rc = ferry__iter_save(it->input, &sub, st);
+        if (rc == FERRY_OK && sub.failed)
+            rc = ferry__fail(st, FERRY_ENOMEM, "prefetch: growing the state buffer failed");
+        if (rc == FERRY_OK) {
+            ferry__w_u64(w, 0);
+            ferry__w_u64(w, sub.size);
+            ferry__w_bytes(w, sub.data, sub.size);
+        }
+        ferry__writer_fini(&sub);
+        return rc;
+    }
+    if (it->anchor_failed) {
+        ferry__status_copy(st, &it->anchor_st);
+        ferry__status_prefix(st, "prefetch: saving the input's state failed");
+        return st->code;
+    }
+    int rc = ferry__anchor_write(&it->anchor, it->pos, w, st);
+    if (rc) ferry__status_prefix(st, "prefetch");
+    return rc;
+}
+
+static void pf_destroy(ferry__iter *it_) {
+    pf_it *it = (pf_it *)it_;
+    if (it->scope_ok) ferry__cancel_fire(&it->scope);
+    if (it->started) ferry__rt_thread_join(it->rt, &it->thread);
+    if (it->ring) {
+        int64_t t = atomic_load(&it->tail);
+        for (int64_t i = it->pos; i < t; i++) {
+            pf_entry *en = &it->ring[i % it->ring_cap];
+            if (en->bytes) ferry__budget_release(&it->rt->budget, en->bytes);
+            ferry_element_free(en->e);
+            ferry__free(it->rt, en->err);
+        }
+        ferry__free(it->rt, it->ring);
+    }
+    if (it->base.stats && !it->passthrough) {
+        atomic_store(&it->base.stats->buffered_elements, 0);
+        atomic_store(&it->base.stats->buffered_bytes, 0);
+    }
+    ferry__iter_free(it->input);
+    if (it->waker_ok) ferry__cancel_remove_waker(&it->scope, &it->waker);
+    if (it->anchor_ok) ferry__anchor_fini(&it->anchor);
+    if (it->sync_ok) {
+        ferry__cond_destroy(&it->cv_cons);
+        ferry__cond_destroy(&it->cv_prod);
+        ferry__mutex_destroy(&it->mu);
+    }
+    if (it->scope_ok) ferry__cancel_fini(&it->scope);
+    ferry__iter_release(&it->base);
+}
+
+static const ferry__iter_vtable pf_iter_vt = {pf_next, pf_save, pf_skip, pf_destroy};
+
+/* ---- make -------------------------------------------------------------------------------- */
+static int pf_sync_init(pf_it *it, ferry__status *st) {
+    if (ferry__mutex_init(&it->mu)) return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a lock failed");
+    if (ferry__cond_init(&it->cv_prod)) {
+        ferry__mutex_destroy(&it->mu);
+        return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a condition variable failed");
+    }
+    if (ferry__cond_init(&it->cv_cons)) {
+        ferry__cond_destroy(&it->cv_prod);
+        ferry__mutex_destroy(&it->mu);
+        return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a condition variable failed");
+    }
+    it->sync_ok = true;
+    return FERRY_OK;
+}
+
+static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                   ferry__status *st) {
+    const pf_ds *ds = (const pf_ds *)ds_;
+    pf_it *it = ferry__iter_alloc(ds_, ctx, &pf_iter_vt, sizeof *it, st);
+    if (!it) return st->code;
+    it->rt = ds_->rt;
+    it->passthrough = ds->buffer_size == 0;
+    it->autotune = ds->buffer_size == FERRY_AUTOTUNE;
+    atomic_init(&it->end_pos, INT64_MAX);
+    int rc = FERRY_OK;
+    if (state) {
+        rc = ferry__r_i64(state, &it->base_pos, st);
+        if (rc == FERRY_OK && it->base_pos < 0)
+            rc = ferry__fail(st, FERRY_ECORRUPT, "prefetch: saved position %lld is negative", (long long)it->base_pos);
+        if (rc) goto fail;
+    }
+    ferry__ictx ictx = *ctx;
+    if (!it->passthrough) {
+        if (ferry__cancel_init(&it->scope, ctx->cancel)) {
+            rc = ferry__fail(st, FERRY_ENOMEM, "prefetch: creating the cancel scope failed");
+            goto fail;
+        }
+        it->scope_ok = true;
+        ictx.cancel = &it->scope;
+        if ((rc = pf_sync_init(it, st)) != FERRY_OK) goto fail;
+        /* An unordered input (a relaxed-order op below) cannot be replayed: snapshot it at every
+         * position, so that restore replays nothing. */
+        int64_t period = ds_->inputs[0]->unordered ? 1 : PF_ANCHOR_PERIOD;
+        if ((rc = ferry__anchor_init(&it->anchor, it->rt, period, st)) != FERRY_OK) goto fail;
+        it->anchor_ok = true;
+        it->ring_cap = it->autotune ? PF_AUTOTUNE_MAX : ds->buffer_size;
+        atomic_init(&it->capacity, it->autotune ? PF_AUTOTUNE_START : ds->buffer_size);
+        it->ring = ferry__calloc(it->rt, (size_t)it->ring_cap, sizeof *it->ring);
+        if (!it->ring) {
+            rc = ferry__fail(st, FERRY_ENOMEM, "prefetch: allocating a buffer of %lld entries failed",
+                             (long long)it->ring_cap);
+            goto fail;
+        }
+    }
+    if (state)
+        rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &it->input, NULL, st);
+    else
+        rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &it->input, st);
+    if (rc) goto fail;
+    if (!it->passthrough) {
+        /* The snapshot every save can fall back on, taken before any thread drives the input. */
+        if (ferry__anchor_take(&it->anchor, it->input, 0, true, &it->anchor_st) != FERRY_OK) {
+            it->anchor_failed = true;
+            it->anchor.next_pos = INT64_MAX; /* do not retry on every element */
+        }
+        it->waker.fn = pf_waker;
+        it->waker.arg = it;
+        ferry__cancel_add_waker(&it->scope, &it->waker);
+        it->waker_ok = true;
+        ferry__node_stats *s = it->base.stats;
+        if (s) {
+            if (!s->async) s->async = true;
+            int64_t derive = -1; /* self time is measured here from now on */
+            atomic_compare_exchange_strong(&s->self_ns, &derive, 0);
+            atomic_store(&s->parallelism, 1);
+            atomic_store(&s->capacity, atomic_load(&it->capacity));
+        }
+        if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
+    }
+    *out = &it->base;
+    return FERRY_OK;
+fail:
+    pf_destroy(&it->base);
+    return rc;
+}
+
+static const ferry__dataset_vtable pf_vt = {pf_make, NULL};
+
+int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE("ferry_dataset_prefetch", in, out);
+    FERRY__CHECK_ARG(buffer_size == FERRY_AUTOTUNE || (buffer_size >= 0 && buffer_size <= PF_MAX_BUFFER),
+                     FERRY_EINVAL,
+                     "ferry_dataset_prefetch: argument 'buffer_size' is %lld; it must be FERRY_AUTOTUNE (-1) or "
+                     "0 to %lld",
+                     (long long)buffer_size, (long long)PF_MAX_BUFFER);
+    ferry_dataset *ds;
+    int rc = ferry__dataset_new(in->rt, &pf_vt, "prefetch", sizeof(pf_ds), 1, &in, in->ncomp, in->specs,
+                                in->cardinality, &ds);
+    if (rc) return rc;
+    ((pf_ds *)ds)->buffer_size = buffer_size;
+    /* The buffer size is a performance knob, not part of the stream: it stays out of the hash so
+     * that a state saved with one size restores with another (the state format is the same). */
+    ferry__dataset_seal(ds);
+    *out = ds;
+    return FERRY_OK;
+}

@@ -1,0 +1,306 @@
+/*
+ * test_teardown.c - destroying iterators of async pipelines (parallel map, prefetch) in every
+ * state: thousands of create / partial-consume / destroy cycles, destroy while a map function
+ * sleeps in ferry_context_sleep(10 s), while the producer is blocked on a full buffer or on the
+ * byte budget, before any next, right after END. After every free no ferry thread may be left
+ * (ferry_runtime_stats_get().threads_live == 0) and no budget may stay counted.
+ *
+ * FERRY_TEARDOWN_CYCLES sets the cycle count (default 2000, at least 1000), for slow sanitizers.
+ */
+#include "runner.h"
+
+#include <time.h>
+
+static ferry_runtime *rt_new(size_t budget) {
+    ferry_runtime_options o = {.memory_budget = budget};
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(&o, &rt));
+    return rt;
+}
+
+static void rt_done(ferry_runtime *rt) {
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static void assert_idle(ferry_runtime *rt) {
+    ferry_runtime_stats s;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+    ASSERT_EQ(s.threads_live, 0);
+    ASSERT_EQ(s.budget_used, 0);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static int add_one(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    ferry_element_free(in);
+    if (ferry_context_index(ctx) % 97 == 13) return ferry_context_fail(ctx, FERRY_EUSER, "unlucky %lld", (long long)v);
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), v + 1, &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+/* Sleeps 10 s (cancellable) on the indices >= *user; identity otherwise. */
+static int sleepy(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    if (ferry_context_index(ctx) >= *(const int64_t *)user) {
+        int rc = ferry_context_sleep(ctx, 10 * 1000000000LL);
+        if (rc) {
+            ferry_element_free(in);
+            return rc;
+        }
+    }
+    *out = in;
+    return FERRY_OK;
+}
+
+/* 4 KiB elements. */
+static int big(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    ferry_element_free(in);
+    int64_t dims[1] = {512};
+    ferry_tensor *t;
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+static ferry_dataset *map_of(ferry_dataset *in, ferry_map_fn fn, void *user, int threads, bool relaxed, int window,
+                             const ferry_tensor_spec *spec) {
+    ferry_map_options o = {.num_parallel_calls = threads, .relaxed_order = relaxed, .reorder_window = window,
+                           .num_outputs = spec ? 1 : 0, .output_specs = spec};
+    ferry_dataset *m;
+    ASSERT_OK(ferry_dataset_map(in, fn, user, &o, &m));
+    return m;
+}
+
+static ferry_dataset *prefetch_of(ferry_dataset *in, int64_t n) {
+    ferry_dataset *p;
+    ASSERT_OK(ferry_dataset_prefetch(in, n, &p));
+    return p;
+}
+
+static void consume(ferry_iterator *it, long n) {
+    for (long i = 0; i < n; i++) {
+        ferry_element *e = NULL;
+        int rc = ferry_iterator_next(it, &e);
+        if (rc == FERRY_END) return;
+        if (rc == FERRY_OK) ferry_element_free(e);
+        else ASSERT_EQ(rc, FERRY_EUSER);
+    }
+}
+
+static double timed_free(ferry_iterator *it) {
+    double t0 = now_s();
+    ferry_iterator_free(it);
+    return now_s() - t0;
+}
+
+TEST(teardown_thousands_of_cycles) {
+    long cycles = 2000;
+    const char *env = getenv("FERRY_TEARDOWN_CYCLES");
+    if (env && atol(env) > 0) cycles = atol(env) < 1000 ? 1000 : atol(env);
+    ferry_runtime *rt = rt_new(0);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ferry_dataset *pipes[4];
+    for (int i = 0; i < 4; i++) {
+        ferry_dataset *m = map_of(r, add_one, NULL, 2 + i % 2, i >= 2, i == 1 ? 4 : 0, NULL);
+        pipes[i] = prefetch_of(m, i % 2 ? 3 : FERRY_AUTOTUNE);
+        ferry_dataset_unref(m);
+    }
+    double t0 = now_s();
+    for (long c = 0; c < cycles; c++) {
+        ferry_iterator_options o = {.seed = (uint64_t)c, .warm_start = (c % 3) == 0};
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(pipes[c % 4], &o, &it));
+        consume(it, (long)(rnd() % 65));
+        if (c % 50 == 7) {
+            ferry_blob *b;
+            ASSERT_OK(ferry_iterator_save(it, &b));
+            ferry_blob_free(b);
+        }
+        ferry_iterator_free(it);
+        assert_idle(rt);
+    }
+    printf("  %ld cycles in %.2f s\n", cycles, now_s() - t0);
+    for (int i = 0; i < 4; i++) ferry_dataset_unref(pipes[i]);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(teardown_nested_async_cycles) {
+    ferry_runtime *rt = rt_new(0);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ferry_dataset *m1 = map_of(r, add_one, NULL, 2, false, 0, NULL);
+    ferry_dataset *p1 = prefetch_of(m1, 2);
+    ferry_dataset *m2 = map_of(p1, add_one, NULL, 3, true, 8, NULL);
+    ferry_dataset *p2 = prefetch_of(m2, FERRY_AUTOTUNE);
+    for (long c = 0; c < 300; c++) {
+        ferry_iterator_options o = {.warm_start = c % 2 == 0};
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(p2, &o, &it));
+        consume(it, (long)(rnd() % 200));
+        ferry_iterator_free(it);
+        assert_idle(rt);
+    }
+    ferry_dataset_unref(p2);
+    ferry_dataset_unref(m2);
+    ferry_dataset_unref(p1);
+    ferry_dataset_unref(m1);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(teardown_while_map_function_sleeps) {
+    ferry_runtime *rt = rt_new(0);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, &r));
+    int64_t from = 1; /* index 0 is quick; every later call sleeps */
+    struct {
+        int threads;
+        int64_t prefetch; /* -2: none */
+        const char *what;
+    } cases[] = {
+        {0, 4, "prefetch over inline map"},
+        {2, -2, "parallel map"},
+        {2, 4, "prefetch over parallel map"},
+        {4, FERRY_AUTOTUNE, "prefetch(AUTOTUNE) over 4-thread map"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ferry_dataset *ds = map_of(r, sleepy, &from, cases[i].threads, false, 0, NULL);
+        if (cases[i].prefetch != -2) {
+            ferry_dataset *p = prefetch_of(ds, cases[i].prefetch);
+            ferry_dataset_unref(ds);
+            ds = p;
+        }
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+        consume(it, 1); /* the producers now sleep in index 1 and up */
+        sleep_ms(30);
+        double t = timed_free(it);
+        printf("  %s: destroy took %.1f ms\n", cases[i].what, t * 1e3);
+        ASSERT(t < 1.0);
+        assert_idle(rt);
+        /* The same with a warm start and no next at all. */
+        ferry_iterator_options o = {.warm_start = true};
+        ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+        sleep_ms(30);
+        t = timed_free(it);
+        ASSERT(t < 1.0);
+        assert_idle(rt);
+        ferry_dataset_unref(ds);
+    }
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(teardown_while_blocked_on_full_buffer_or_window) {
+    ferry_runtime *rt = rt_new(0);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ferry_dataset *p = prefetch_of(r, 2);
+    ferry_dataset *m = map_of(r, add_one, NULL, 3, false, 4, NULL);
+    ferry_dataset *mr = map_of(r, add_one, NULL, 3, true, 4, NULL);
+    ferry_dataset *pm = prefetch_of(m, 3);
+    ferry_dataset *all[] = {p, m, mr, pm};
+    for (int i = 0; i < 4; i++) {
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(all[i], NULL, &it));
+        consume(it, 1);
+        sleep_ms(20); /* producers fill the buffer / window and sleep */
+        ferry_stage_stats s;
+        size_t n;
+        ASSERT_OK(ferry_iterator_stats(it, &s, 1, &n));
+        if (i == 0) ASSERT_EQ(s.buffered_elements, 2); /* full: the producer sleeps */
+        double t = timed_free(it);
+        ASSERT(t < 1.0);
+        assert_idle(rt);
+    }
+    for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(teardown_while_blocked_on_budget) {
+    ferry_runtime *rt = rt_new(16 * 1024);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, &r));
+    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
+    ferry_dataset *inline_big = map_of(r, big, NULL, 0, false, 0, &spec);
+    ferry_dataset *par_big = map_of(r, big, NULL, 2, false, 64, &spec);
+    ferry_dataset *rel_big = map_of(r, big, NULL, 2, true, 64, &spec);
+    ferry_dataset *p1 = prefetch_of(inline_big, 64);
+    ferry_dataset *p2 = prefetch_of(par_big, 64);
+    ferry_dataset *all[] = {p1, p2, par_big, rel_big};
+    for (int i = 0; i < 4; i++) {
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(all[i], NULL, &it));
+        consume(it, 2);
+        sleep_ms(20); /* 16 KiB hold 4 elements: the producers wait for budget */
+        ferry_runtime_stats rs;
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT(rs.budget_used >= 3 * 4096);
+        double t = timed_free(it);
+        ASSERT(t < 1.0);
+        assert_idle(rt);
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT_LE(rs.budget_used_peak, 16 * 1024 + 3 * 4096);
+    }
+    for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
+    ferry_dataset_unref(inline_big);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+TEST(teardown_before_first_next_and_after_end) {
+    ferry_runtime *rt = rt_new(0);
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, &r));
+    ferry_dataset *m = map_of(r, add_one, NULL, 2, false, 0, NULL);
+    ferry_dataset *mr = map_of(r, add_one, NULL, 3, true, 0, NULL);
+    ferry_dataset *pm = prefetch_of(m, FERRY_AUTOTUNE);
+    ferry_dataset *pr = prefetch_of(mr, 5);
+    ferry_dataset *all[] = {m, mr, pm, pr};
+    for (int i = 0; i < 4; i++) {
+        for (int warm = 0; warm < 2; warm++) {
+            ferry_iterator_options o = {.warm_start = warm};
+            ferry_iterator *it;
+            ASSERT_OK(ferry_iterator_create(all[i], &o, &it));
+            ferry_runtime_stats s;
+            ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+            ASSERT(warm ? s.threads_live > 0 : s.threads_live == 0);
+            ferry_iterator_free(it); /* before any next */
+            assert_idle(rt);
+            ASSERT_OK(ferry_iterator_create(all[i], &o, &it));
+            consume(it, 1000);
+            ferry_element *e = NULL;
+            ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+            ferry_iterator_free(it); /* right after END */
+            assert_idle(rt);
+        }
+    }
+    for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
