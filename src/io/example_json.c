@@ -559,7 +559,7 @@ int ferry_example_to_json(ferry_runtime *rt, const void *data, size_t len, ferry
     wire w = {p};
     jentry *v = NULL;
     size_t n = 0;
-    int rc = collect_entries(&w, rt, p, p + len, &v, &n);
+    int rc = collect_entries(&w, rt, p, p ? p + len : p, &v, &n);
     if (!rc) rc = dedupe(rt, v, n);
     jbuf b = {.rt = rt};
     if (!rc) {

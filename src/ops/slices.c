@@ -113,7 +113,7 @@ static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *
                          "%s: tensors[%zu] has dim 0 of size %lld but tensors[0] has %lld; all must be equal", fn,
                          i, (long long)t->dims[0], (long long)tensors[0]->dims[0]);
     }
-    ferry_tensor_spec specs_local[16];
+    ferry_tensor_spec specs_local[16] = {0};
     ferry_tensor_spec *specs = specs_local;
     if (n > 16) {
         specs = ferry__calloc(rt, n, sizeof *specs);

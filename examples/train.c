@@ -1,0 +1,586 @@
+/*
+ * train.c - ferry's main demo: a small classifier trained by SGD in plain C, fed by a ferry
+ * pipeline, run twice to show what running ahead buys.
+ *
+ * The data is synthetic and deterministic: sample `id` is a point x in [-1, 1]^RAW_DIM drawn from
+ * a hash of id, and its label (one of NUM_CLASSES) is a nonlinear function of x. The pipeline is
+ *
+ *     range(0, samples) -> shuffle(buffer) -> map(featurize) -> batch(B) -> prefetch
+ *
+ * where featurize turns an id into (features float32[FEAT_DIM], label int32): it draws the point,
+ * jitters it with ferry_context_uniform (augmentation; the same draws for the same element
+ * whatever thread runs the call) and maps it through FEAT_DIM random Fourier features
+ * cos(w.x + b). That costs about as much CPU as the training step on the batch, an MLP
+ * FEAT_DIM -> HIDDEN (ReLU) -> NUM_CLASSES with softmax cross-entropy.
+ *
+ * Run 1 is sequential: map inline (num_parallel_calls 0) and prefetch 0, so the training thread
+ * does all the work. Run 2 uses map(num_parallel_calls = FERRY_AUTOTUNE) and
+ * prefetch(FERRY_AUTOTUNE), so the features of the next batches are computed on other cores
+ * while the current one trains. Both runs use the same seeds, so the pipeline hands out the same
+ * batches in the same order and the two trained models must be bit-for-bit equal: the demo checks
+ * that, prints the epoch times, the speedup and ferry's per-stage stats, and names the stage that
+ * holds the pipeline back.
+ *
+ * Every ferry call is checked: on an error the demo prints the message
+ * (ferry_iterator_error / ferry_last_error) and exits with status 1. `--fail-at ID` makes the
+ * map call of sample ID fail, to show how an error reaches the training loop: in the position of
+ * the batch that holds the sample, with the message of the map function.
+ *
+ * Threads: main() is the only thread of the program; ferry's worker threads call featurize,
+ * which only reads its `featurizer` (immutable after setup).
+ *
+ * usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick] [--cpu-budget N]
+ *              [--fail-at ID]
+ * --cpu-budget sets ferry_runtime_options.cpu_budget, the threads AUTOTUNE may keep busy (0: all
+ * cores).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ferry.h"
+
+#define RAW_DIM 6
+#define FEAT_DIM 256
+#define HIDDEN 64
+#define NUM_CLASSES 4
+#define MAX_STAGES 32
+
+typedef struct config {
+    int epochs;
+    int64_t samples;        /* training samples per epoch */
+    int64_t eval_samples;   /* held-out samples, ids after the training ones */
+    int64_t batch_size;
+    int64_t shuffle_buffer;
+    uint64_t seed;
+    float learning_rate;
+    int cores;              /* the runtime's cpu_budget, for the report */
+} config;
+
+/* How a pipeline runs ahead. */
+typedef struct mode {
+    const char *name;
+    int map_parallel;       /* num_parallel_calls of map */
+    int64_t prefetch;       /* buffer_size of prefetch */
+} mode;
+
+/* ---- failing loudly ------------------------------------------------------------------------ */
+static void die(const char *fmt, ...) FERRY_PRINTF(1, 2);
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "train: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* For calls without a handle: the message is in ferry_last_error(). */
+static void check(int rc, const char *what) {
+    if (rc != FERRY_OK) die("%s failed: %s: %s", what, ferry_error_name(rc), ferry_last_error());
+}
+
+static double clock_s(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+static double now_s(void) { return clock_s(CLOCK_MONOTONIC); }
+/* CPU time of the whole process (all threads): with the wall time it tells how many cores the
+ * run got, which shows when other processes compete for them. */
+static double cpu_s(void) { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
+
+/* ---- the synthetic problem ----------------------------------------------------------------- */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static float uniform_pm1(uint64_t *s) { /* uniform in [-1, 1) */
+    return (float)((double)(splitmix64(s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+/* The point and label of sample `id`, independent of the pipeline: the label is a checkerboard
+ * on (x0, x1) combined with a ring on (x2, x3); the other coordinates are noise. */
+static int make_sample(uint64_t data_seed, int64_t id, float *x) {
+    uint64_t s = data_seed ^ ((uint64_t)id * 0xd1b54a32d192ed03ULL);
+    for (int i = 0; i < RAW_DIM; i++) x[i] = uniform_pm1(&s);
+    int checker = (x[0] * x[1] > 0.0f);
+    int ring = (x[2] * x[2] + x[3] * x[3] < 0.5f);
+    return checker + 2 * ring;
+}
+
+/* What featurize reads: the random Fourier feature projection. Immutable after setup, so that
+ * any number of ferry threads may read it. */
+typedef struct featurizer {
+    uint64_t data_seed;
+    int64_t fail_id;        /* --fail-at: this sample's map call fails (-1: none) */
+    bool augment;
+    float jitter;
+    float w[FEAT_DIM][RAW_DIM];
+    float b[FEAT_DIM];
+    float scale;
+} featurizer;
+
+static void featurizer_init(featurizer *f, uint64_t seed, bool augment) {
+    uint64_t s = seed ^ 0x5eedf00dULL;
+    f->data_seed = seed;
+    f->fail_id = -1;
+    f->augment = augment;
+    f->jitter = 0.03f;
+    for (int j = 0; j < FEAT_DIM; j++) {
+        for (int i = 0; i < RAW_DIM; i++) {
+            /* A sum of uniforms is close enough to the Gaussian of an RBF kernel. */
+            float g = uniform_pm1(&s) + uniform_pm1(&s) + uniform_pm1(&s);
+            f->w[j][i] = 2.0f * g;
+        }
+        f->b[j] = (float)(3.14159265358979 * (uniform_pm1(&s) + 1.0f));
+    }
+    f->scale = sqrtf(2.0f / FEAT_DIM);
+}
+
+/* The map function: id (int64 scalar) -> (features float32[FEAT_DIM], label int32). */
+static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    const featurizer *f = user;
+    *out = NULL;
+    const ferry_tensor *idt = ferry_element_get(in, 0);
+    if (!idt || ferry_tensor_dtype(idt) != FERRY_INT64 || ferry_tensor_rank(idt) != 0) {
+        ferry_element_free(in);
+        return ferry_context_fail(ctx, FERRY_ETYPE, "featurize: expected an int64 scalar id");
+    }
+    int64_t id = *(const int64_t *)ferry_tensor_data(idt);
+    ferry_element_free(in);
+    if (id == f->fail_id)
+        return ferry_context_fail(ctx, FERRY_EUSER, "featurize: sample %" PRId64 " is marked bad (--fail-at)", id);
+
+    float x[RAW_DIM];
+    int label = make_sample(f->data_seed, id, x);
+    if (f->augment)
+        for (int i = 0; i < RAW_DIM; i++) x[i] += f->jitter * (float)(2.0 * ferry_context_uniform(ctx) - 1.0);
+
+    ferry_runtime *rt = ferry_context_runtime(ctx);
+    const int64_t dims[1] = {FEAT_DIM};
+    ferry_tensor *t[2] = {NULL, NULL};
+    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, dims, &t[0]);
+    if (rc == FERRY_OK) rc = ferry_tensor_create(rt, FERRY_INT32, 0, NULL, &t[1]);
+    if (rc != FERRY_OK) {
+        ferry_tensor_unref(t[0]);
+        return ferry_context_fail(ctx, rc, "featurize: sample %" PRId64 ": %s", id, ferry_last_error());
+    }
+    float *phi = ferry_tensor_mutable_data(t[0]);
+    for (int j = 0; j < FEAT_DIM; j++) {
+        float a = f->b[j];
+        for (int i = 0; i < RAW_DIM; i++) a += f->w[j][i] * x[i];
+        phi[j] = f->scale * cosf(a);
+    }
+    *(int32_t *)ferry_tensor_mutable_data(t[1]) = label;
+    rc = ferry_element_create(rt, 2, t, out); /* takes t[0], t[1] */
+    if (rc != FERRY_OK) return ferry_context_fail(ctx, rc, "featurize: %s", ferry_last_error());
+    return FERRY_OK;
+}
+
+/* ---- the pipeline -------------------------------------------------------------------------- */
+/* range(first, first+count) [-> shuffle] -> map(featurize) -> batch -> prefetch. Returns a new
+ * reference. */
+static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *f,
+                                    int64_t first, int64_t count, bool shuffle, bool drop_remainder) {
+    ferry_dataset *ds = NULL, *next = NULL;
+    check(ferry_dataset_range(rt, first, first + count, 1, &ds), "ferry_dataset_range");
+    if (shuffle) {
+        ferry_shuffle_options so = {.seed = 1};
+        check(ferry_dataset_shuffle(ds, cfg->shuffle_buffer, &so, &next), "ferry_dataset_shuffle");
+        ferry_dataset_unref(ds);
+        ds = next;
+    }
+    const ferry_tensor_spec specs[2] = {
+        {.dtype = FERRY_FLOAT32, .shape = {.rank = 1, .dims = {FEAT_DIM}}},
+        {.dtype = FERRY_INT32, .shape = {.rank = 0}},
+    };
+    ferry_map_options mo = {.num_parallel_calls = m->map_parallel, .num_outputs = 2, .output_specs = specs};
+    check(ferry_dataset_map(ds, featurize, f, &mo, &next), "ferry_dataset_map");
+    ferry_dataset_unref(ds);
+    ds = next;
+    check(ferry_dataset_batch(ds, cfg->batch_size, drop_remainder, &next), "ferry_dataset_batch");
+    ferry_dataset_unref(ds);
+    ds = next;
+    check(ferry_dataset_prefetch(ds, m->prefetch, &next), "ferry_dataset_prefetch");
+    ferry_dataset_unref(ds);
+    return next;
+}
+
+/* An iterator for one epoch: the seed changes with the epoch, so the shuffle order and the
+ * augmentation differ from epoch to epoch but not from run to run. */
+static ferry_iterator *open_epoch(ferry_dataset *ds, const config *cfg, int epoch) {
+    ferry_iterator_options io = {.seed = cfg->seed * 1000003u + (uint64_t)epoch};
+    ferry_iterator *it = NULL;
+    check(ferry_iterator_create(ds, &io, &it), "ferry_iterator_create");
+    return it;
+}
+
+/* Next batch, or NULL at the end; exits on an error, with the message of the stage that failed. */
+static ferry_element *next_batch(ferry_iterator *it, double *wait_s) {
+    ferry_element *e = NULL;
+    double t0 = now_s();
+    int rc = ferry_iterator_next(it, &e);
+    *wait_s += now_s() - t0;
+    if (rc == FERRY_END) return NULL;
+    if (rc != FERRY_OK) die("pipeline error: %s: %s", ferry_error_name(rc), ferry_iterator_error(it));
+    return e;
+}
+
+/* ---- the model: FEAT_DIM -> HIDDEN (ReLU) -> NUM_CLASSES, softmax cross-entropy ------------ */
+typedef struct model {
+    float w1[FEAT_DIM][HIDDEN], b1[HIDDEN];
+    float w2[HIDDEN][NUM_CLASSES], b2[NUM_CLASSES];
+} model;
+
+static void model_init(model *mdl, uint64_t seed) {
+    uint64_t s = seed ^ 0x40de1ULL;
+    memset(mdl, 0, sizeof *mdl);
+    float r1 = sqrtf(6.0f / (FEAT_DIM + HIDDEN)), r2 = sqrtf(6.0f / (HIDDEN + NUM_CLASSES));
+    for (int i = 0; i < FEAT_DIM; i++)
+        for (int j = 0; j < HIDDEN; j++) mdl->w1[i][j] = r1 * uniform_pm1(&s);
+    for (int i = 0; i < HIDDEN; i++)
+        for (int j = 0; j < NUM_CLASSES; j++) mdl->w2[i][j] = r2 * uniform_pm1(&s);
+}
+
+static uint64_t model_checksum(const model *mdl) { /* FNV-1a over the weights' bytes */
+    const unsigned char *p = (const unsigned char *)mdl;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < sizeof *mdl; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Checks that a batch is (float32[n, FEAT_DIM], int32[n]) and returns n. */
+static int64_t batch_rows(const ferry_element *batch, const float **x, const int32_t **y) {
+    const ferry_tensor *tx = ferry_element_get(batch, 0), *ty = ferry_element_get(batch, 1);
+    if (ferry_element_size(batch) != 2 || ferry_tensor_dtype(tx) != FERRY_FLOAT32 || ferry_tensor_rank(tx) != 2 ||
+        ferry_tensor_dim(tx, 1) != FEAT_DIM || ferry_tensor_dtype(ty) != FERRY_INT32 || ferry_tensor_rank(ty) != 1 ||
+        ferry_tensor_dim(ty, 0) != ferry_tensor_dim(tx, 0))
+        die("unexpected batch layout");
+    *x = ferry_tensor_data(tx);
+    *y = ferry_tensor_data(ty);
+    return ferry_tensor_dim(tx, 0);
+}
+
+typedef struct totals {
+    double loss;
+    int64_t correct, seen;
+} totals;
+
+/* Forward pass of row x into h (hidden activations) and p (class probabilities); returns the
+ * cross-entropy loss against label y. */
+static float forward(const model *mdl, const float *x, int y, float *h, float *p) {
+    for (int j = 0; j < HIDDEN; j++) h[j] = mdl->b1[j];
+    for (int i = 0; i < FEAT_DIM; i++) {
+        float xi = x[i];
+        for (int j = 0; j < HIDDEN; j++) h[j] += xi * mdl->w1[i][j];
+    }
+    for (int j = 0; j < HIDDEN; j++) h[j] = h[j] > 0.0f ? h[j] : 0.0f;
+    float zmax = -INFINITY;
+    for (int k = 0; k < NUM_CLASSES; k++) {
+        float z = mdl->b2[k];
+        for (int j = 0; j < HIDDEN; j++) z += h[j] * mdl->w2[j][k];
+        p[k] = z;
+        zmax = z > zmax ? z : zmax;
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < NUM_CLASSES; k++) sum += (p[k] = expf(p[k] - zmax));
+    for (int k = 0; k < NUM_CLASSES; k++) p[k] /= sum;
+    return -logf(p[y] > 1e-30f ? p[y] : 1e-30f);
+}
+
+static int argmax(const float *p) {
+    int best = 0;
+    for (int k = 1; k < NUM_CLASSES; k++)
+        if (p[k] > p[best]) best = k;
+    return best;
+}
+
+/* One SGD step on a batch (mean loss over its rows). */
+static void train_step(model *mdl, const float *x, const int32_t *y, int64_t n, float lr, totals *tot) {
+    static model grad; /* one thread trains; kept off the stack */
+    memset(&grad, 0, sizeof grad);
+    float h[HIDDEN], p[NUM_CLASSES], dh[HIDDEN];
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * FEAT_DIM;
+        int label = y[r];
+        if (label < 0 || label >= NUM_CLASSES) die("label %d out of range", label);
+        tot->loss += forward(mdl, xr, label, h, p);
+        tot->correct += argmax(p) == label;
+        tot->seen++;
+        p[label] -= 1.0f; /* dloss/dlogits */
+        for (int j = 0; j < HIDDEN; j++) {
+            float d = 0.0f;
+            for (int k = 0; k < NUM_CLASSES; k++) {
+                grad.w2[j][k] += h[j] * p[k];
+                d += p[k] * mdl->w2[j][k];
+            }
+            dh[j] = h[j] > 0.0f ? d : 0.0f;
+        }
+        for (int k = 0; k < NUM_CLASSES; k++) grad.b2[k] += p[k];
+        for (int j = 0; j < HIDDEN; j++) grad.b1[j] += dh[j];
+        for (int i = 0; i < FEAT_DIM; i++) {
+            float xi = xr[i];
+            for (int j = 0; j < HIDDEN; j++) grad.w1[i][j] += xi * dh[j];
+        }
+    }
+    float step = lr / (float)n;
+    float *w = (float *)mdl;
+    const float *g = (const float *)&grad;
+    for (size_t i = 0; i < sizeof *mdl / sizeof(float); i++) w[i] -= step * g[i];
+}
+
+typedef struct epoch_result {
+    double seconds, wait_seconds, cpu_seconds, loss, accuracy;
+    int64_t steps;
+    ferry_stage_stats stages[MAX_STAGES];
+    size_t nstages;
+} epoch_result;
+
+/* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). */
+static void train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r) {
+    memset(r, 0, sizeof *r);
+    totals tot = {0};
+    double t0 = now_s(), c0 = cpu_s();
+    ferry_iterator *it = open_epoch(ds, cfg, epoch);
+    ferry_element *batch;
+    while ((batch = next_batch(it, &r->wait_seconds)) != NULL) {
+        const float *x;
+        const int32_t *y;
+        int64_t n = batch_rows(batch, &x, &y);
+        train_step(mdl, x, y, n, cfg->learning_rate, &tot);
+        ferry_element_free(batch);
+        r->steps++;
+    }
+    if (ferry_iterator_stats(it, r->stages, MAX_STAGES, &r->nstages) != FERRY_OK)
+        die("ferry_iterator_stats failed: %s", ferry_iterator_error(it));
+    if (r->nstages > MAX_STAGES) r->nstages = MAX_STAGES;
+    ferry_iterator_free(it);
+    r->seconds = now_s() - t0;
+    r->cpu_seconds = cpu_s() - c0;
+    r->loss = tot.seen ? tot.loss / (double)tot.seen : 0.0;
+    r->accuracy = tot.seen ? (double)tot.correct / (double)tot.seen : 0.0;
+}
+
+/* Accuracy on the held-out samples (no augmentation, no shuffle). */
+static double evaluate(ferry_dataset *ds, const config *cfg, const model *mdl) {
+    ferry_iterator *it = open_epoch(ds, cfg, 0);
+    ferry_element *batch;
+    double wait = 0.0;
+    int64_t correct = 0, seen = 0;
+    float h[HIDDEN], p[NUM_CLASSES];
+    while ((batch = next_batch(it, &wait)) != NULL) {
+        const float *x;
+        const int32_t *y;
+        int64_t n = batch_rows(batch, &x, &y);
+        for (int64_t r = 0; r < n; r++) {
+            forward(mdl, x + r * FEAT_DIM, y[r], h, p);
+            correct += argmax(p) == y[r];
+            seen++;
+        }
+        ferry_element_free(batch);
+    }
+    ferry_iterator_free(it);
+    return seen ? (double)correct / (double)seen : 0.0;
+}
+
+/* ---- reporting ----------------------------------------------------------------------------- */
+/* Prints the stages of the last epoch and names what holds the pipeline back. When the training
+ * loop hardly waited for data, the training step itself is the limit. Otherwise it is the stage
+ * with the most own work per thread (self time / threads; an inline stage runs on the thread of
+ * the stage above it), unless even that stage had less work than the training step while the
+ * process got well under `cores` cores: then other programs took the CPU. */
+static void print_stats(const epoch_result *r, int cores) {
+    printf("    %-10s %10s %10s %10s %10s %10s %7s %7s\n", "stage", "elements", "self ms", "us/elem",
+           "wait in ms", "wait out", "buffer", "threads");
+    int worst = -1;
+    double worst_cost = 0.0;
+    bool any_async = false;
+    for (size_t i = 0; i < r->nstages; i++) {
+        const ferry_stage_stats *s = &r->stages[i];
+        double per = s->elements_out > 0 ? (double)s->self_ns * 1e-3 / (double)s->elements_out : 0.0;
+        char buf[48];
+        snprintf(buf, sizeof buf, "%" PRId64 "/%" PRId64, s->buffered_elements, s->buffer_capacity);
+        printf("    %-10.10s %10" PRId64 " %10.1f %10.2f %10.1f %10.1f %7s %7" PRId64 "\n", s->name, s->elements_out,
+               (double)s->self_ns * 1e-6, per, (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6,
+               buf, s->parallelism);
+        double cost = (double)s->self_ns * 1e-9 / (double)(s->parallelism > 1 ? s->parallelism : 1);
+        if (worst < 0 || cost > worst_cost) {
+            worst = (int)i;
+            worst_cost = cost;
+        }
+        any_async = any_async || s->parallelism > 0;
+    }
+    double waited = r->seconds > 0 ? r->wait_seconds / r->seconds : 0.0;
+    double busy = r->seconds > 0 ? r->cpu_seconds / r->seconds : 0.0;
+    double train_s = r->seconds - r->wait_seconds;
+    printf("    training loop: %.2f s computing, %.2f s (%.0f%%) waiting for batches; %.1f of %d cores busy\n",
+           train_s, r->wait_seconds, 100.0 * waited, busy, cores);
+    if (worst < 0 || waited < 0.10) {
+        printf("    bottleneck: the training step; the pipeline keeps up with it\n");
+        return;
+    }
+    const ferry_stage_stats *w = &r->stages[worst];
+    if (any_async && worst_cost < 0.8 * train_s && busy < 0.8 * cores)
+        printf("    bottleneck: the CPU: no stage has as much work as the training step (at most %.2f s per "
+               "thread, '%s'), yet the loop waited while this process got %.1f of %d cores: other programs "
+               "use the rest\n",
+               worst_cost, w->name, busy, cores);
+    else if (!any_async)
+        printf("    bottleneck: stage '%s', %.2f s of work per epoch on the training thread: every stage runs "
+               "there; give map num_parallel_calls and add a prefetch\n",
+               w->name, worst_cost);
+    else if (w->parallelism == 0)
+        printf("    bottleneck: stage '%s', %.2f s of work per epoch, inline on the thread of the stage above "
+               "it: make it cheaper or move it below a parallel stage\n",
+               w->name, worst_cost);
+    else
+        printf("    bottleneck: stage '%s', %.2f s of work per epoch on each of its %" PRId64
+               " thread%s: give it more threads (cpu_budget) or make its work cheaper\n",
+               w->name, worst_cost, w->parallelism, w->parallelism == 1 ? "" : "s");
+}
+
+typedef struct run_result {
+    double seconds, cpu_seconds, loss, accuracy, test_accuracy;
+    uint64_t checksum;
+} run_result;
+
+/* Trains a fresh model for cfg->epochs epochs with pipelines running in mode m. */
+static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *train_f, featurizer *eval_f) {
+    printf("\n%s: map num_parallel_calls=%s, prefetch %s\n", m->name,
+           m->map_parallel == FERRY_AUTOTUNE ? "AUTOTUNE" : m->map_parallel == 0 ? "0 (inline)" : "N",
+           m->prefetch == FERRY_AUTOTUNE ? "AUTOTUNE" : m->prefetch == 0 ? "0 (none)" : "N");
+    ferry_dataset *train_ds = make_pipeline(rt, cfg, m, train_f, 0, cfg->samples, true, true);
+    ferry_dataset *eval_ds = make_pipeline(rt, cfg, m, eval_f, cfg->samples, cfg->eval_samples, false, false);
+    static model mdl;
+    model_init(&mdl, cfg->seed);
+    run_result res = {0};
+    epoch_result er;
+    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
+        train_epoch(train_ds, cfg, epoch, &mdl, &er);
+        res.seconds += er.seconds;
+        res.cpu_seconds += er.cpu_seconds;
+        printf("  epoch %d: %6.2f s  %5" PRId64 " steps  loss %.4f  train accuracy %5.1f%%  (waited for data %2.0f%%,"
+               " %.1f cores busy)\n",
+               epoch + 1, er.seconds, er.steps, er.loss, 100.0 * er.accuracy,
+               er.seconds > 0 ? 100.0 * er.wait_seconds / er.seconds : 0.0,
+               er.seconds > 0 ? er.cpu_seconds / er.seconds : 0.0);
+    }
+    res.loss = er.loss;
+    res.accuracy = er.accuracy;
+    printf("  stats of the last epoch (ferry_iterator_stats):\n");
+    print_stats(&er, cfg->cores);
+    res.test_accuracy = evaluate(eval_ds, cfg, &mdl);
+    res.checksum = model_checksum(&mdl);
+    printf("  held-out accuracy %.1f%% on %" PRId64 " samples; weights checksum %016" PRIx64 "\n",
+           100.0 * res.test_accuracy, cfg->eval_samples, res.checksum);
+    ferry_dataset_unref(eval_ds);
+    ferry_dataset_unref(train_ds);
+    return res;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+static int64_t parse_int(const char *opt, const char *v, int64_t lo, int64_t hi) {
+    char *end = NULL;
+    long long x = v ? strtoll(v, &end, 10) : 0;
+    if (!v || *end || x < lo || x > hi) die("%s needs an integer in [%" PRId64 ", %" PRId64 "]", opt, lo, hi);
+    return x;
+}
+
+static void usage(void) {
+    printf("usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick]\n"
+           "             [--cpu-budget N] [--fail-at ID]\n"
+           "Trains a small MLP by SGD on synthetic data fed by a ferry pipeline, once sequentially\n"
+           "and once with parallel map and prefetch, and compares the two.\n");
+}
+
+int main(int argc, char **argv) {
+    config cfg = {.epochs = 3, .samples = 131072, .eval_samples = 8192, .batch_size = 64,
+                  .shuffle_buffer = 4096, .seed = 42, .learning_rate = 0.7f};
+    int64_t fail_id = -1;
+    ferry_runtime_options ro = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--quick") == 0) {
+            cfg.epochs = 1;
+            cfg.samples = 16384;
+            cfg.eval_samples = 2048;
+        } else if (strcmp(a, "--epochs") == 0) {
+            cfg.epochs = (int)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 1000);
+        } else if (strcmp(a, "--samples") == 0) {
+            cfg.samples = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_C(1) << 40);
+        } else if (strcmp(a, "--batch") == 0) {
+            cfg.batch_size = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 1 << 20);
+        } else if (strcmp(a, "--seed") == 0) {
+            cfg.seed = (uint64_t)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, INT64_MAX);
+        } else if (strcmp(a, "--cpu-budget") == 0) {
+            ro.cpu_budget = (int)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, 4096);
+        } else if (strcmp(a, "--fail-at") == 0) {
+            fail_id = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, INT64_MAX);
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            return 0;
+        } else {
+            usage();
+            die("unknown option '%s'", a);
+        }
+    }
+
+    ferry_runtime *rt = NULL;
+    check(ferry_runtime_create(&ro, &rt), "ferry_runtime_create");
+    ferry_runtime_stats rs;
+    check(ferry_runtime_stats_get(rt, &rs), "ferry_runtime_stats_get");
+    cfg.cores = rs.cpu_budget;
+
+    static featurizer train_f, eval_f;
+    featurizer_init(&train_f, cfg.seed, true);
+    featurizer_init(&eval_f, cfg.seed, false);
+    train_f.fail_id = fail_id;
+
+    printf("ferry %s training demo: MLP %d random Fourier features -> %d hidden -> %d classes, SGD\n",
+           ferry_version(), FEAT_DIM, HIDDEN, NUM_CLASSES);
+    printf("data: %" PRId64 " synthetic samples per epoch, %d epoch%s, batch %" PRId64 ", shuffle buffer %" PRId64
+           ", seed %" PRIu64 ", %d cores\n",
+           cfg.samples, cfg.epochs, cfg.epochs == 1 ? "" : "s", cfg.batch_size, cfg.shuffle_buffer, cfg.seed,
+           cfg.cores);
+    printf("pipeline: range -> shuffle -> map(featurize) -> batch -> prefetch\n");
+
+    const mode sequential = {"run 1, sequential", 0, 0};
+    const mode parallel = {"run 2, parallel", FERRY_AUTOTUNE, FERRY_AUTOTUNE};
+    run_result a = run(rt, &cfg, &sequential, &train_f, &eval_f);
+    run_result b = run(rt, &cfg, &parallel, &train_f, &eval_f);
+
+    check(ferry_runtime_stats_get(rt, &rs), "ferry_runtime_stats_get");
+    check(ferry_runtime_free(rt), "ferry_runtime_free");
+
+    printf("\nsummary\n");
+    double busy_a = a.seconds > 0 ? a.cpu_seconds / a.seconds : 0.0;
+    double busy_b = b.seconds > 0 ? b.cpu_seconds / b.seconds : 0.0;
+    printf("  sequential %.2f s (%.1f cores busy), parallel %.2f s (%.1f cores busy): speedup %.2fx\n", a.seconds,
+           busy_a, b.seconds, busy_b, b.seconds > 0 ? a.seconds / b.seconds : 0.0);
+    if (busy_a < 0.85)
+        printf("  note: the sequential run got only %.1f of a core: other programs were using the CPU, so these "
+               "times are not a clean measurement\n",
+               busy_a);
+    printf("  final loss %.6f / %.6f, train accuracy %.2f%% / %.2f%%, held-out accuracy %.2f%% / %.2f%%\n", a.loss,
+           b.loss, 100.0 * a.accuracy, 100.0 * b.accuracy, 100.0 * a.test_accuracy, 100.0 * b.test_accuracy);
+    printf("  peak buffered bytes %zu of a budget of %zu\n", rs.budget_used_peak, rs.budget);
+    if (a.checksum != b.checksum || a.loss != b.loss || a.test_accuracy != b.test_accuracy) {
+        printf("  MISMATCH: the two runs saw different data (weights %016" PRIx64 " vs %016" PRIx64 ")\n",
+               a.checksum, b.checksum);
+        return 1;
+    }
+    printf("  identical models (weights checksum %016" PRIx64 "): same seed, same batches, same order\n",
+           a.checksum);
+    return 0;
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# test_install.sh - checks that an installed ferry is usable the way README.md says: configures a
+# fresh build of the library in a temporary directory, installs it with `cmake --install` into a
+# prefix other than the configured one (ferry.pc must be relocatable), then compiles a small
+# program against the installed header through pkg-config, links it both against the shared and
+# the static library, runs it and checks what it prints. Also compiles and runs the usage example
+# of README.md against the installed library, and runs the installed `ferry` tool.
+#
+# usage: test_install.sh SOURCE_DIR [C_COMPILER]
+# Prints "1 passed, 0 failed" on success; exits 77 (skipped) when pkg-config is not installed.
+set -euo pipefail
+
+src=${1:?usage: test_install.sh SOURCE_DIR [C_COMPILER]}
+cc=${2:-${CC:-cc}}
+jobs=${FERRY_TEST_JOBS:-2}
+
+if ! command -v pkg-config >/dev/null 2>&1; then
+  echo "  skipped: pkg-config is not installed"
+  exit 77
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-install-test.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+fail() {
+  echo "FAIL install: $*" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+step() { echo "-- $*"; }
+
+step "configure (library only) in $tmp/build"
+# Configure for one prefix and install into another: the installed ferry.pc must not depend on
+# the configure-time prefix. Debug (-O0) because only the packaging is under test here.
+env -u CFLAGS -u LDFLAGS cmake -S "$src" -B "$tmp/build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug \
+  -DCMAKE_INSTALL_PREFIX="$tmp/configured-prefix" -DFERRY_BUILD_TESTS=OFF -DFERRY_BUILD_BENCH=OFF \
+  -DFERRY_FUZZ=OFF -DFERRY_SANITIZE= >"$tmp/configure.log" 2>&1 ||
+  { cat "$tmp/configure.log" >&2; fail "cmake configure failed"; }
+
+step "build ferry_static ferry_shared ferry_cli"
+cmake --build "$tmp/build" -j"$jobs" --target ferry_static ferry_shared ferry_cli >"$tmp/build.log" 2>&1 ||
+  { tail -50 "$tmp/build.log" >&2; fail "build failed"; }
+
+prefix="$tmp/prefix"
+step "cmake --install --prefix $prefix"
+cmake --install "$tmp/build" --prefix "$prefix" >"$tmp/install.log" 2>&1 ||
+  { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
+
+[ -f "$prefix/include/ferry.h" ] || fail "ferry.h is not installed in $prefix/include"
+pc=$(find "$prefix" -name ferry.pc -path '*/pkgconfig/*' | head -1)
+[ -n "$pc" ] || fail "ferry.pc is not installed under $prefix"
+libdir=$(dirname "$(dirname "$pc")")
+[ -f "$libdir/libferry.a" ] || fail "libferry.a is not installed in $libdir"
+ls "$libdir"/libferry.so* >/dev/null 2>&1 || fail "libferry.so is not installed in $libdir"
+[ -x "$prefix/bin/ferry" ] || fail "the ferry tool is not installed in $prefix/bin"
+! grep -q "configured-prefix" "$pc" || fail "ferry.pc names the configure-time prefix: $(cat "$pc")"
+
+export PKG_CONFIG_PATH="$(dirname "$pc")"
+cflags=$(pkg-config --cflags ferry) || fail "pkg-config --cflags ferry failed"
+libs=$(pkg-config --libs ferry) || fail "pkg-config --libs ferry failed"
+static_libs=$(pkg-config --static --libs ferry) || fail "pkg-config --static --libs ferry failed"
+version=$(pkg-config --modversion ferry)
+echo "   pkg-config: version $version, cflags '$cflags', libs '$libs'"
+
+cat >"$tmp/hello.c" <<'EOF'
+#include <stdio.h>
+#include <string.h>
+#include <ferry.h>
+
+int main(void) {
+    if (strcmp(ferry_version(), FERRY_VERSION_STRING) != 0 || ferry_version_number() != FERRY_VERSION_NUMBER) {
+        printf("header %s and library %s differ\n", FERRY_VERSION_STRING, ferry_version());
+        return 1;
+    }
+    ferry_runtime *rt = NULL;
+    ferry_dataset *ds = NULL;
+    ferry_iterator *it = NULL;
+    ferry_element *e = NULL;
+    int64_t sum = 0;
+    if (ferry_runtime_create(NULL, &rt) || ferry_dataset_range(rt, 0, 10, 1, &ds) ||
+        ferry_iterator_create(ds, NULL, &it)) {
+        printf("error: %s\n", ferry_last_error());
+        return 1;
+    }
+    while (ferry_iterator_next(it, &e) == FERRY_OK) {
+        sum += *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+        ferry_element_free(e);
+    }
+    ferry_iterator_free(it);
+    ferry_dataset_unref(ds);
+    if (ferry_runtime_free(rt) != FERRY_OK) return 1;
+    printf("ferry %s sum %lld\n", ferry_version(), (long long)sum);
+    return 0;
+}
+EOF
+
+want_version=$(sed -n 's/^#define FERRY_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/include/ferry.h")
+[ "$version" = "$want_version" ] || fail "pkg-config says version $version, ferry.h says $want_version"
+want="ferry $want_version sum 45"
+
+step "compile against the shared library"
+# shellcheck disable=SC2086
+"$cc" -std=c11 -Wall -Wextra -Werror $cflags "$tmp/hello.c" -o "$tmp/hello_shared" $libs ||
+  fail "compiling against the installed shared library failed"
+got=$(LD_LIBRARY_PATH="$libdir" "$tmp/hello_shared") || fail "hello_shared failed: $got"
+[ "$got" = "$want" ] || fail "hello_shared printed '$got', expected '$want'"
+echo "   $got"
+
+step "compile against the static library"
+# `pkg-config --static` adds Libs.private; the archive itself is named so that the linker cannot
+# pick the shared library instead.
+static_libs=${static_libs//-lferry/$libdir/libferry.a}
+# shellcheck disable=SC2086
+"$cc" -std=c11 -Wall -Wextra -Werror $cflags "$tmp/hello.c" -o "$tmp/hello_static" $static_libs ||
+  fail "compiling against the installed static library failed"
+if command -v ldd >/dev/null 2>&1 && ldd "$tmp/hello_static" | grep -q libferry; then
+  fail "hello_static links libferry dynamically"
+fi
+got=$("$tmp/hello_static") || fail "hello_static failed: $got"
+[ "$got" = "$want" ] || fail "hello_static printed '$got', expected '$want'"
+echo "   $got"
+
+step "compile and run the usage example of README.md"
+readme="$src/README.md"
+if [ -f "$readme" ]; then
+  # The first ```c block of README.md, compiled as a user would, against the installed library.
+  awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' "$readme" >"$tmp/readme.c"
+  [ -s "$tmp/readme.c" ] || fail "README.md has no \`\`\`c block"
+  # shellcheck disable=SC2086
+  "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror $cflags "$tmp/readme.c" -o "$tmp/readme" $libs ||
+    fail "the README.md example does not compile"
+  got=$(LD_LIBRARY_PATH="$libdir" "$tmp/readme" 2>&1) || fail "the README.md example failed: $got"
+  lines=$(printf '%s\n' "$got" | wc -l)
+  first=$(printf '%s\n' "$got" | head -1)
+  last=$(printf '%s\n' "$got" | tail -1)
+  [ "$lines" -eq 10 ] && [ "$first" = "100 values, first 0" ] && [ "$last" = "100 values, first 810000" ] ||
+    fail "the README.md example printed: $got"
+  echo "   $lines batches, '$first' ... '$last'"
+fi
+
+step "run the installed ferry tool"
+got=$(LD_LIBRARY_PATH="$libdir" "$prefix/bin/ferry" version) || fail "ferry version failed"
+[ "$got" = "ferry $want_version" ] || fail "ferry version printed '$got', expected 'ferry $want_version'"
+echo "   $got"
+
+echo "1 passed, 0 failed"
