@@ -29,8 +29,17 @@
  * Threads: main() is the only thread of the program; ferry's worker threads call featurize,
  * which only reads its `featurizer` (immutable after setup).
  *
+ * Stopping and resuming: with --checkpoint FILE the parallel run alone is trained and, every
+ * --save-every steps, the model, the training progress and the state of the epoch's ferry
+ * iterator (ferry_iterator_save: positions and seeds, not data) are written to FILE atomically
+ * (temporary file, fsync, rename). --stop-after N stops the program after N steps, as a
+ * preemption would; --resume FILE continues from the checkpoint, the ferry iterator restored with
+ * ferry_iterator_restore, and ends with the same weights, bit for bit, as an uninterrupted run
+ * (tests/test_demo_resume.sh checks that).
+ *
  * usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick] [--cpu-budget N]
- *              [--fail-at ID]
+ *              [--fail-at ID] [--checkpoint FILE [--save-every N] [--stop-after N]]
+ *              [--resume FILE]
  * --cpu-budget sets ferry_runtime_options.cpu_budget, the threads AUTOTUNE may keep busy (0: all
  * cores).
  */
@@ -43,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ferry.h"
 
@@ -340,6 +350,60 @@ static void train_step(model *mdl, const float *x, const int32_t *y, int64_t n, 
     for (size_t i = 0; i < sizeof *mdl / sizeof(float); i++) w[i] -= step * g[i];
 }
 
+/* ---- checkpoints: model + progress + the ferry iterator's state, in one file ------------------ */
+typedef struct checkpointing {
+    const char *path;       /* --checkpoint: where to save (NULL: never) */
+    int64_t save_every;     /* steps between saves */
+    int64_t stop_after;     /* stop the program after this many steps in all (0: never) */
+    const char *resume;     /* --resume: the checkpoint to start from (NULL: a fresh start) */
+    int64_t global_step;    /* steps trained so far, over all epochs */
+} checkpointing;
+
+#define CKPT_MAGIC 0x54504b4359525246ULL /* "FERRYCKPT" */
+
+typedef struct ckpt_header {
+    uint64_t magic;
+    int32_t epoch;
+    int32_t pad;
+    int64_t epoch_steps, global_step;
+    totals tot;
+    uint64_t state_size;    /* bytes of ferry iterator state after the model */
+} ckpt_header;
+
+static void save_checkpoint(const checkpointing *ck, ferry_iterator *it, int epoch, int64_t epoch_steps,
+                            const totals *tot, const model *mdl) {
+    ferry_blob *state = NULL;
+    if (ferry_iterator_save(it, &state) != FERRY_OK) die("ferry_iterator_save: %s", ferry_iterator_error(it));
+    ckpt_header h = {.magic = CKPT_MAGIC, .epoch = epoch, .epoch_steps = epoch_steps,
+                     .global_step = ck->global_step, .tot = *tot, .state_size = ferry_blob_size(state)};
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", ck->path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot write checkpoint %s", tmp);
+    int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(mdl, sizeof *mdl, 1, f) == 1 &&
+             fwrite(ferry_blob_data(state), 1, ferry_blob_size(state), f) == ferry_blob_size(state) &&
+             fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (fclose(f) != 0 || !ok || rename(tmp, ck->path) != 0) die("writing checkpoint %s failed", ck->path);
+    ferry_blob_free(state);
+}
+
+/* Loads a checkpoint: the model, the progress, and an iterator over ds continuing the epoch. */
+static ferry_iterator *load_checkpoint(const char *path, ferry_dataset *ds, model *mdl, ckpt_header *h) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open checkpoint %s", path);
+    if (fread(h, sizeof *h, 1, f) != 1 || h->magic != CKPT_MAGIC || h->state_size > (1u << 30))
+        die("%s is not a checkpoint of this demo", path);
+    void *state = malloc(h->state_size ? h->state_size : 1);
+    if (!state || fread(mdl, sizeof *mdl, 1, f) != 1 || fread(state, 1, h->state_size, f) != h->state_size)
+        die("checkpoint %s is truncated", path);
+    fclose(f);
+    ferry_iterator *it = NULL;
+    int rc = ferry_iterator_restore(ds, state, h->state_size, NULL, &it);
+    if (rc != FERRY_OK) die("ferry_iterator_restore(%s): %s (%s)", path, ferry_last_error(), ferry_error_name(rc));
+    free(state);
+    return it;
+}
+
 typedef struct epoch_result {
     double seconds, wait_seconds, cpu_seconds, loss, accuracy;
     int64_t steps;
@@ -347,13 +411,21 @@ typedef struct epoch_result {
     size_t nstages;
 } epoch_result;
 
-/* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). */
-static void train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r) {
+/* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). With
+ * `resumed` (an iterator restored from a checkpoint) the epoch continues where it stopped, from
+ * the progress in *start. Returns false when --stop-after stopped the program mid-epoch. */
+static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r,
+                        checkpointing *ck, ferry_iterator *resumed, const ckpt_header *start) {
     memset(r, 0, sizeof *r);
     totals tot = {0};
+    if (start) {
+        tot = start->tot;
+        r->steps = start->epoch_steps;
+    }
     double t0 = now_s(), c0 = cpu_s();
-    ferry_iterator *it = open_epoch(ds, cfg, epoch);
+    ferry_iterator *it = resumed ? resumed : open_epoch(ds, cfg, epoch);
     ferry_element *batch;
+    bool stopped = false;
     while ((batch = next_batch(it, &r->wait_seconds)) != NULL) {
         const float *x;
         const int32_t *y;
@@ -361,6 +433,13 @@ static void train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
         train_step(mdl, x, y, n, cfg->learning_rate, &tot);
         ferry_element_free(batch);
         r->steps++;
+        ck->global_step++;
+        if (ck->path && (ck->global_step % ck->save_every == 0 || ck->global_step == ck->stop_after))
+            save_checkpoint(ck, it, epoch, r->steps, &tot, mdl);
+        if (ck->stop_after > 0 && ck->global_step == ck->stop_after) {
+            stopped = true;
+            break;
+        }
     }
     if (ferry_iterator_stats(it, r->stages, MAX_STAGES, &r->nstages) != FERRY_OK)
         die("ferry_iterator_stats failed: %s", ferry_iterator_error(it));
@@ -370,6 +449,7 @@ static void train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
     r->cpu_seconds = cpu_s() - c0;
     r->loss = tot.seen ? tot.loss / (double)tot.seen : 0.0;
     r->accuracy = tot.seen ? (double)tot.correct / (double)tot.seen : 0.0;
+    return !stopped;
 }
 
 /* Accuracy on the held-out samples (no augmentation, no shuffle). */
@@ -455,8 +535,10 @@ typedef struct run_result {
     uint64_t checksum;
 } run_result;
 
-/* Trains a fresh model for cfg->epochs epochs with pipelines running in mode m. */
-static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *train_f, featurizer *eval_f) {
+/* Trains a fresh model (or the one of ck->resume) for cfg->epochs epochs with pipelines running
+ * in mode m. Sets *stopped when --stop-after ended the run early. */
+static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *train_f, featurizer *eval_f,
+                      checkpointing *ck, bool *stopped) {
     printf("\n%s: map num_parallel_calls=%s, prefetch %s\n", m->name,
            m->map_parallel == FERRY_AUTOTUNE ? "AUTOTUNE" : m->map_parallel == 0 ? "0 (inline)" : "N",
            m->prefetch == FERRY_AUTOTUNE ? "AUTOTUNE" : m->prefetch == 0 ? "0 (none)" : "N");
@@ -465,9 +547,21 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
     static model mdl;
     model_init(&mdl, cfg->seed);
     run_result res = {0};
-    epoch_result er;
-    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
-        train_epoch(train_ds, cfg, epoch, &mdl, &er);
+    epoch_result er = {0};
+    int first_epoch = 0;
+    ferry_iterator *resumed = NULL;
+    ckpt_header start;
+    if (ck->resume) {
+        resumed = load_checkpoint(ck->resume, train_ds, &mdl, &start);
+        first_epoch = start.epoch;
+        ck->global_step = start.global_step;
+        printf("  resumed from %s: epoch %d, step %" PRId64 " of the epoch, %" PRId64 " steps in all\n", ck->resume,
+               start.epoch + 1, start.epoch_steps, start.global_step);
+    }
+    *stopped = false;
+    for (int epoch = first_epoch; epoch < cfg->epochs && !*stopped; epoch++) {
+        *stopped = !train_epoch(train_ds, cfg, epoch, &mdl, &er, ck, resumed, resumed ? &start : NULL);
+        resumed = NULL;
         res.seconds += er.seconds;
         res.cpu_seconds += er.cpu_seconds;
         printf("  epoch %d: %6.2f s  %5" PRId64 " steps  loss %.4f  train accuracy %5.1f%%  (waited for data %2.0f%%,"
@@ -475,6 +569,12 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
                epoch + 1, er.seconds, er.steps, er.loss, 100.0 * er.accuracy,
                er.seconds > 0 ? 100.0 * er.wait_seconds / er.seconds : 0.0,
                er.seconds > 0 ? er.cpu_seconds / er.seconds : 0.0);
+    }
+    if (*stopped) {
+        printf("  stopped after %" PRId64 " steps; checkpoint in %s\n", ck->global_step, ck->path);
+        ferry_dataset_unref(eval_ds);
+        ferry_dataset_unref(train_ds);
+        return res;
     }
     res.loss = er.loss;
     res.accuracy = er.accuracy;
@@ -500,6 +600,7 @@ static int64_t parse_int(const char *opt, const char *v, int64_t lo, int64_t hi)
 static void usage(void) {
     printf("usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick]\n"
            "             [--cpu-budget N] [--fail-at ID]\n"
+           "             [--checkpoint FILE [--save-every N] [--stop-after N]] [--resume FILE]\n"
            "Trains a small MLP by SGD on synthetic data fed by a ferry pipeline, once sequentially\n"
            "and once with parallel map and prefetch, and compares the two.\n");
 }
@@ -509,6 +610,7 @@ int main(int argc, char **argv) {
                   .shuffle_buffer = 4096, .seed = 42, .learning_rate = 0.7f};
     int64_t fail_id = -1;
     ferry_runtime_options ro = {0};
+    checkpointing ck = {.save_every = 50};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--quick") == 0) {
@@ -527,6 +629,16 @@ int main(int argc, char **argv) {
             ro.cpu_budget = (int)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, 4096);
         } else if (strcmp(a, "--fail-at") == 0) {
             fail_id = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, INT64_MAX);
+        } else if (strcmp(a, "--checkpoint") == 0) {
+            if (i + 1 >= argc) die("--checkpoint needs a file name");
+            ck.path = argv[++i];
+        } else if (strcmp(a, "--save-every") == 0) {
+            ck.save_every = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_MAX);
+        } else if (strcmp(a, "--stop-after") == 0) {
+            ck.stop_after = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_MAX);
+        } else if (strcmp(a, "--resume") == 0) {
+            if (i + 1 >= argc) die("--resume needs a file name");
+            ck.resume = argv[++i];
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             return 0;
@@ -557,8 +669,18 @@ int main(int argc, char **argv) {
 
     const mode sequential = {"run 1, sequential", 0, 0};
     const mode parallel = {"run 2, parallel", FERRY_AUTOTUNE, FERRY_AUTOTUNE};
-    run_result a = run(rt, &cfg, &sequential, &train_f, &eval_f);
-    run_result b = run(rt, &cfg, &parallel, &train_f, &eval_f);
+    bool stopped = false;
+    if (ck.path || ck.resume) { /* checkpointed training: the parallel run alone */
+        if (ck.stop_after > 0 && !ck.path) die("--stop-after needs --checkpoint");
+        run_result c = run(rt, &cfg, &parallel, &train_f, &eval_f, &ck, &stopped);
+        check(ferry_runtime_free(rt), "ferry_runtime_free");
+        if (!stopped) printf("final weights checksum %016" PRIx64 "\n", c.checksum);
+        return 0;
+    }
+    checkpointing none = {.save_every = 1};
+    run_result a = run(rt, &cfg, &sequential, &train_f, &eval_f, &none, &stopped);
+    none.global_step = 0;
+    run_result b = run(rt, &cfg, &parallel, &train_f, &eval_f, &none, &stopped);
 
     check(ferry_runtime_stats_get(rt, &rs), "ferry_runtime_stats_get");
     check(ferry_runtime_free(rt), "ferry_runtime_free");

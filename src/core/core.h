@@ -69,6 +69,11 @@ static inline void ferry__free(ferry_runtime *rt, void *p) { ferry__mem_free(&rt
 int ferry__rt_thread_start(ferry_runtime *rt, ferry__thread *t, const char *name, void *(*fn)(void *), void *arg,
                            ferry__status *st);
 void ferry__rt_thread_join(ferry_runtime *rt, ferry__thread *t);
+/* Worker threads an AUTOTUNE stage starts: the cpu budget less one core for the consumer (the
+ * training step), at least 1, so busy threads never outnumber the cores. */
+static inline int ferry__autotune_threads(const ferry_runtime *rt) {
+    return rt->cpu_budget > 1 ? rt->cpu_budget - 1 : 1;
+}
 
 /* ---- tensors and elements --------------------------------------------------------------- */
 struct ferry_tensor {
@@ -240,7 +245,8 @@ struct ferry__iter {
     ferry__ictx ctx;
     ferry__node_stats *stats;  /* shared by every iterator of the same node in this pipe */
     /* Local counters, flushed into stats every 64 calls and at destroy (one writer each). */
-    uint32_t calls;
+    uint32_t calls, flushes;
+    bool time_all;             /* calls are slow: time every one instead of one in 32 */
     int64_t l_elems, l_bytes, l_errors, l_total_ns;
 };
 
@@ -266,14 +272,19 @@ void ferry__iter_flush_stats(ferry__iter *it);
 /* The hot-path wrapper: counts elements, bytes and errors and times one call in 32. */
 static inline int ferry__iter_next(ferry__iter *it, ferry_element **out, ferry__status *st) {
     int rc;
-    if ((++it->calls & 31) != 0) {
+    if (!it->time_all && (++it->calls & 31) != 0) {
         rc = it->vt->next(it, out, st);
     } else {
+        /* One call in 32 is timed and counts for 32; once calls take over 20 us (batches of
+         * real work), every call is timed so that one preempted sample cannot skew the sum. */
         int64_t t0 = ferry__now_ns();
         rc = it->vt->next(it, out, st);
-        it->l_total_ns += 32 * (ferry__now_ns() - t0);
-        if ((it->calls & 63) == 0) ferry__iter_flush_stats(it);
+        int64_t dt = ferry__now_ns() - t0;
+        it->l_total_ns += it->time_all ? dt : 32 * dt;
+        it->time_all = dt > 20000;
+        if ((++it->flushes & 1) == 0) ferry__iter_flush_stats(it);
     }
+    if (rc == FERRY_END) ferry__iter_flush_stats(it);
     if (rc == FERRY_OK) {
         it->l_elems++;
         it->l_bytes += (int64_t)ferry_element_nbytes(*out);

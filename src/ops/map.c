@@ -4,7 +4,8 @@
  * Modes
  *   num_parallel_calls 0: inline. next pulls one input element on the caller's thread, calls fn,
  *   checks the output against the spec and returns it. No thread, no lock, no buffer.
- *   N > 0 (FERRY_AUTOTUNE: the runtime's cpu_budget): N worker threads "ferry-map-<i>".
+ *   N > 0 (FERRY_AUTOTUNE: the runtime's cpu_budget less one core for the consumer, at least
+ *   one): N worker threads "ferry-map-<i>".
  *
  * Positions, indices and seeds
  *   A "seq" is a position in this iterator's input stream (0 = the first position pulled by this
@@ -1158,7 +1159,7 @@ static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     if (!m) return st->code;
     m->rt = ds_->rt;
     m->ds = ds;
-    int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? m->rt->cpu_budget : ds->num_parallel_calls;
+    int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? ferry__autotune_threads(m->rt) : ds->num_parallel_calls;
     m->nthreads = FERRY__MIN(t, MAP_MAX_THREADS);
     /* Over an input whose order already depends on timing, positions do not identify elements
      * after a restore, so the handed-out set of relaxed order could not be saved: such a map
