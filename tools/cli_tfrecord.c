@@ -1,14 +1,421 @@
 /*
- * cli_tfrecord.c - `ferry tfrecord count|cat|verify|write`.
+ * cli_tfrecord.c - `ferry tfrecord count|verify|cat|write`: TFRecord files from the shell.
+ *
+ *   count  [-c C] [--no-crc] FILE...   records per file and in total
+ *   verify [-c C] FILE...              checks every CRC; names each file's first bad record
+ *   cat    [-c C] [--raw] FILE...      one JSON line per record: the tf.train.Example
+ *                                      (ferry_example_to_json), or {"record": "<base64>"}
+ *   write  [-c C] [--raw] OUT          JSON lines from stdin (same two forms) to records
+ *
+ * -c / --compression gzip|zlib|none|auto (default auto: .gz -> gzip, .zz/.zlib -> zlib, else
+ * the gzip magic bytes decide). Uses only the public header, like any program on libferry.
+ * Exit status: 0 success, 1 bad data or I/O failure, 2 usage error. Messages go to stderr and
+ * already name the file and the byte offset of a bad record.
  */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
 
 #include "cli.h"
 #include "ferry.h"
 
+static const char usage_text[] =
+    "usage: ferry tfrecord <command> [options] ...\n"
+    "commands:\n"
+    "  count  [-c C] [--no-crc] FILE...  count the records of each file and in total\n"
+    "  verify [-c C] FILE...             check every CRC; report each file's first bad record\n"
+    "  cat    [-c C] [--raw] FILE...     print each record as one JSON line: its tf.train.Example,\n"
+    "                                    or with --raw {\"record\": \"<base64>\"}\n"
+    "  write  [-c C] [--raw] OUT         write records from JSON lines on stdin (the forms of cat)\n"
+    "options:\n"
+    "  -c, --compression gzip|zlib|none|auto   default auto (.gz/.zz extension or gzip magic)\n"
+    "exit status: 0 success, 1 bad data or I/O error, 2 usage error\n";
+
+typedef enum { COMP_AUTO = -1 } comp_auto;
+
+typedef struct cli_opts {
+    int compression; /* ferry_compression or COMP_AUTO */
+    bool no_crc;
+    bool raw;
+    int nargs;
+    char **args;
+} cli_opts;
+
+static int usage_error(const char *fmt, ...) FERRY_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ferry tfrecord: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n%s", usage_text);
+    va_end(ap);
+    return 2;
+}
+
+static int parse_compression(const char *s) {
+    if (strcmp(s, "gzip") == 0 || strcmp(s, "GZIP") == 0) return FERRY_COMPRESSION_GZIP;
+    if (strcmp(s, "zlib") == 0 || strcmp(s, "ZLIB") == 0) return FERRY_COMPRESSION_ZLIB;
+    if (strcmp(s, "none") == 0 || strcmp(s, "") == 0) return FERRY_COMPRESSION_NONE;
+    if (strcmp(s, "auto") == 0) return COMP_AUTO;
+    return -2;
+}
+
+/* Returns 0, or 2 after printing a usage error. */
+static int parse_opts(int argc, char **argv, cli_opts *o, bool allow_no_crc, bool allow_raw) {
+    memset(o, 0, sizeof *o);
+    o->compression = COMP_AUTO;
+    o->args = calloc((size_t)argc + 1, sizeof *o->args);
+    if (!o->args) return usage_error("%s", "out of memory");
+    bool only_files = false;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_files && strcmp(a, "--") == 0) {
+            only_files = true;
+        } else if (!only_files && (strcmp(a, "-c") == 0 || strcmp(a, "--compression") == 0)) {
+            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            o->compression = parse_compression(argv[++i]);
+            if (o->compression == -2) return usage_error("unknown compression '%s' (gzip, zlib, none or auto)", argv[i]);
+        } else if (!only_files && strncmp(a, "--compression=", 14) == 0) {
+            o->compression = parse_compression(a + 14);
+            if (o->compression == -2) return usage_error("unknown compression '%s' (gzip, zlib, none or auto)", a + 14);
+        } else if (!only_files && allow_no_crc && strcmp(a, "--no-crc") == 0) {
+            o->no_crc = true;
+        } else if (!only_files && allow_raw && strcmp(a, "--raw") == 0) {
+            o->raw = true;
+        } else if (!only_files && a[0] == '-' && a[1] != '\0') {
+            return usage_error("unknown option '%s'", a);
+        } else {
+            o->args[o->nargs++] = argv[i];
+        }
+    }
+    return 0;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static ferry_compression guess_compression(const char *path) {
+    if (ends_with(path, ".gz") || ends_with(path, ".gzip")) return FERRY_COMPRESSION_GZIP;
+    if (ends_with(path, ".zz") || ends_with(path, ".zlib")) return FERRY_COMPRESSION_ZLIB;
+    FILE *f = fopen(path, "rb");
+    if (!f) return FERRY_COMPRESSION_NONE; /* the reader reports the open failure */
+    unsigned char m[2] = {0, 0};
+    size_t n = fread(m, 1, 2, f);
+    fclose(f);
+    if (n == 2 && m[0] == 0x1f && m[1] == 0x8b) return FERRY_COMPRESSION_GZIP;
+    return FERRY_COMPRESSION_NONE;
+}
+
+static ferry_compression compression_for(const cli_opts *o, const char *path) {
+    return o->compression == COMP_AUTO ? guess_compression(path) : (ferry_compression)o->compression;
+}
+
+static int open_reader(ferry_runtime *rt, const cli_opts *o, const char *path, ferry_iterator **it) {
+    ferry_tfrecord_options to = {.compression = compression_for(o, path), .skip_crc_check = o->no_crc};
+    ferry_dataset *ds;
+    int rc = ferry_dataset_tfrecord(rt, 1, &path, &to, &ds);
+    if (rc) {
+        fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+        return rc;
+    }
+    rc = ferry_iterator_create(ds, NULL, it);
+    ferry_dataset_unref(ds);
+    if (rc) fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+    return rc;
+}
+
+static int record_of(ferry_element *e, const uint8_t **p, size_t *len) {
+    return ferry_tensor_bytes_get(ferry_element_get(e, 0), 0, p, len);
+}
+
+/* ---- base64 ------------------------------------------------------------------------------ */
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void print_base64(FILE *f, const uint8_t *p, size_t n) {
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        fputc(b64[v >> 18], f);
+        fputc(b64[(v >> 12) & 63], f);
+        fputc(b64[(v >> 6) & 63], f);
+        fputc(b64[v & 63], f);
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        fputc(b64[v >> 18], f);
+        fputc(b64[(v >> 12) & 63], f);
+        fputc(i + 1 < n ? b64[(v >> 6) & 63] : '=', f);
+        fputc('=', f);
+    }
+}
+
+static int b64_value(int c) {
+    const char *q = c ? strchr(b64, c) : NULL;
+    return q ? (int)(q - b64) : -1;
+}
+
+/* Decodes base64 (padding optional) into out (room for n*3/4 + 3 bytes); -1 on bad input. */
+static long decode_base64(const char *s, size_t n, uint8_t *out) {
+    long k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t i = 0;
+    for (; i < n && s[i] != '='; i++) {
+        int v = b64_value((unsigned char)s[i]);
+        if (v < 0) return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    for (; i < n; i++)
+        if (s[i] != '=') return -1;
+    return k;
+}
+
+/* {"record": "<base64>"} -> bytes. Returns the length or -1. */
+static long parse_raw_line(const char *line, uint8_t *out) {
+    const char *p = line;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p++ != '{') return -1;
+    while (*p == ' ' || *p == '\t') p++;
+    if (strncmp(p, "\"record\"", 8) != 0) return -1;
+    p += 8;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p++ != ':') return -1;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p++ != '"') return -1;
+    const char *end = strchr(p, '"');
+    if (!end) return -1;
+    long n = decode_base64(p, (size_t)(end - p), out);
+    p = end + 1;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p++ != '}') return -1;
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+    return *p ? -1 : n;
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+static int cmd_count(ferry_runtime *rt, const cli_opts *o) {
+    int status = 0;
+    long long total = 0;
+    for (int i = 0; i < o->nargs; i++) {
+        ferry_iterator *it;
+        if (open_reader(rt, o, o->args[i], &it)) {
+            status = 1;
+            continue;
+        }
+        long long n = 0;
+        bool bad = false;
+        for (;;) {
+            ferry_element *e;
+            int rc = ferry_iterator_next(it, &e);
+            if (rc == FERRY_END) break;
+            if (rc == FERRY_OK) {
+                n++;
+                ferry_element_free(e);
+            } else {
+                fprintf(stderr, "ferry tfrecord count: %s\n", ferry_iterator_error(it));
+                bad = true;
+            }
+        }
+        ferry_iterator_free(it);
+        printf("%s\t%lld%s\n", o->args[i], n, bad ? "\t(errors)" : "");
+        total += n;
+        if (bad) status = 1;
+    }
+    if (o->nargs > 1) printf("total\t%lld\n", total);
+    return status;
+}
+
+static int cmd_verify(ferry_runtime *rt, const cli_opts *o) {
+    int status = 0;
+    for (int i = 0; i < o->nargs; i++) {
+        ferry_iterator *it;
+        if (open_reader(rt, o, o->args[i], &it)) {
+            status = 1;
+            continue;
+        }
+        long long n = 0;
+        bool bad = false;
+        for (;;) {
+            ferry_element *e;
+            int rc = ferry_iterator_next(it, &e);
+            if (rc == FERRY_END) break;
+            if (rc != FERRY_OK) {
+                fprintf(stderr, "ferry tfrecord verify: %s: %s\n", ferry_error_name(rc), ferry_iterator_error(it));
+                bad = true;
+                break;
+            }
+            n++;
+            ferry_element_free(e);
+        }
+        ferry_iterator_free(it);
+        if (bad) {
+            printf("%s\tBAD after %lld good records\n", o->args[i], n);
+            status = 1;
+        } else {
+            printf("%s\tOK\t%lld records\n", o->args[i], n);
+        }
+    }
+    return status;
+}
+
+static int cmd_cat(ferry_runtime *rt, const cli_opts *o) {
+    int status = 0;
+    for (int i = 0; i < o->nargs; i++) {
+        ferry_iterator *it;
+        if (open_reader(rt, o, o->args[i], &it)) {
+            status = 1;
+            continue;
+        }
+        long long index = 0;
+        for (;; index++) {
+            ferry_element *e;
+            int rc = ferry_iterator_next(it, &e);
+            if (rc == FERRY_END) break;
+            if (rc != FERRY_OK) {
+                fprintf(stderr, "ferry tfrecord cat: %s\n", ferry_iterator_error(it));
+                status = 1;
+                continue;
+            }
+            const uint8_t *p;
+            size_t len;
+            record_of(e, &p, &len);
+            ferry_blob *json = NULL;
+            if (!o->raw && ferry_example_to_json(rt, p, len, &json) == FERRY_OK) {
+                fwrite(ferry_blob_data(json), 1, ferry_blob_size(json), stdout);
+                fputc('\n', stdout);
+                ferry_blob_free(json);
+            } else {
+                if (!o->raw) {
+                    fprintf(stderr, "ferry tfrecord cat: %s: record %lld is not a tf.train.Example (%s); printed raw\n",
+                            o->args[i], index, ferry_last_error());
+                    status = 1;
+                }
+                fputs("{\"record\": \"", stdout);
+                print_base64(stdout, p, len);
+                fputs("\"}\n", stdout);
+            }
+            ferry_element_free(e);
+        }
+        ferry_iterator_free(it);
+    }
+    if (fflush(stdout) != 0) {
+        perror("ferry tfrecord cat: writing the output");
+        status = 1;
+    }
+    return status;
+}
+
+static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
+    if (o->nargs != 1) return usage_error("%s", "write takes exactly one output file");
+    const char *out = o->args[0];
+    ferry_tfrecord_writer_options wo = {
+        .compression = o->compression == COMP_AUTO ? (ends_with(out, ".gz")   ? FERRY_COMPRESSION_GZIP
+                                                      : ends_with(out, ".zz") ? FERRY_COMPRESSION_ZLIB
+                                                                              : FERRY_COMPRESSION_NONE)
+                                                   : (ferry_compression)o->compression};
+    ferry_tfrecord_writer *w;
+    if (ferry_tfrecord_writer_open(rt, out, &wo, &w)) {
+        fprintf(stderr, "ferry tfrecord write: %s\n", ferry_last_error());
+        return 1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long long lineno = 0, written = 0;
+    int status = 0;
+    uint8_t *raw = NULL;
+    size_t raw_cap = 0;
+    while ((n = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+        if (n == 0) continue;
+        int rc;
+        if (o->raw) {
+            if (raw_cap < (size_t)n) {
+                free(raw);
+                raw_cap = (size_t)n;
+                raw = malloc(raw_cap);
+                if (!raw) {
+                    fprintf(stderr, "ferry tfrecord write: out of memory\n");
+                    status = 1;
+                    break;
+                }
+            }
+            long len = parse_raw_line(line, raw);
+            if (len < 0) {
+                fprintf(stderr, "ferry tfrecord write: stdin line %lld: expected {\"record\": \"<base64>\"}\n", lineno);
+                status = 1;
+                break;
+            }
+            rc = ferry_tfrecord_writer_write(w, raw, (size_t)len);
+        } else {
+            ferry_blob *b;
+            rc = ferry_example_from_json(rt, line, (size_t)n, &b);
+            if (rc) {
+                fprintf(stderr, "ferry tfrecord write: stdin line %lld: %s\n", lineno, ferry_last_error());
+                status = 1;
+                break;
+            }
+            rc = ferry_tfrecord_writer_write(w, ferry_blob_data(b), ferry_blob_size(b));
+            ferry_blob_free(b);
+        }
+        if (rc) {
+            fprintf(stderr, "ferry tfrecord write: %s\n", ferry_tfrecord_writer_error(w));
+            status = 1;
+            break;
+        }
+        written++;
+    }
+    free(line);
+    free(raw);
+    if (ferry_tfrecord_writer_close(w)) {
+        fprintf(stderr, "ferry tfrecord write: %s\n", ferry_last_error());
+        status = 1;
+    }
+    if (status == 0) fprintf(stderr, "ferry tfrecord write: %lld records to %s\n", written, out);
+    return status;
+}
+
 int ferry_cli_tfrecord(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "ferry tfrecord: not available in this build\n");
-    return 1;
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    bool is_count = strcmp(cmd, "count") == 0, is_verify = strcmp(cmd, "verify") == 0;
+    bool is_cat = strcmp(cmd, "cat") == 0, is_write = strcmp(cmd, "write") == 0;
+    if (!is_count && !is_verify && !is_cat && !is_write) return usage_error("unknown command '%s'", cmd);
+    cli_opts o;
+    int rc = parse_opts(argc, argv, &o, is_count, is_cat || is_write);
+    if (rc) {
+        free(o.args);
+        return rc;
+    }
+    if (o.nargs == 0) {
+        free(o.args);
+        return usage_error("%s needs at least one file", cmd);
+    }
+    ferry_runtime *rt;
+    if (ferry_runtime_create(NULL, &rt)) {
+        fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+        free(o.args);
+        return 1;
+    }
+    int status = is_count ? cmd_count(rt, &o) : is_verify ? cmd_verify(rt, &o) : is_cat ? cmd_cat(rt, &o) : cmd_write(rt, &o);
+    ferry_runtime_free(rt);
+    free(o.args);
+    return status;
 }
