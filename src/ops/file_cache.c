@@ -1,0 +1,803 @@
+/*
+ * file_cache.c - `cache(path)`: the file cache. The first pass that reads its input through to
+ * the end writes every element to a cache file; iterators made after the file is committed
+ * (later epochs) read the file and never touch the input.
+ *
+ * Objects
+ *   fc_ds   the dataset: input, path. Holds no cache state: the committed file is the state, so
+ *           iterators of several datasets, threads or processes may share one path.
+ *   fc_it   one pass, in one of three modes:
+ *             READ   a valid committed file was found when the iterator was made: elements come
+ *                    from it, each checked against its checksum before it is handed out;
+ *             WRITE  no valid file: the input passes through and every element is also written
+ *                    to a temporary file; at the input's END the file is committed;
+ *             PASS   the input passes through and nothing is written (writing failed or was
+ *                    given up, or the iterator was restored in the middle of a writing pass).
+ *
+ * File format (integers little-endian; crc = CRC-32C)
+ *   header   "FERRYFC\0" | u32 version (1) | u32 header size | u64 fingerprint of the input
+ *            pipeline (ferry__dataset_fingerprint) | u32 ncomp | per component: u32 dtype,
+ *            i32 rank, i64 dims[rank] | u32 crc of the header bytes before it
+ *   frames   per element: u64 len | payload[len] | u32 crc(u64 element index, len, payload).
+ *            The index in the checksum means that a frame moved, lost or repeated fails where it
+ *            stands. payload: u32 ncomp | per component: u8 dtype, u8 rank, u16 0, i64 dims[rank],
+ *            then the values (numeric: entries * dtype size bytes; bytes: u64 offsets[n + 1]
+ *            starting at 0, then the string bytes).
+ *   footer   u64 count | u64 K | u64 nindex | u64 offset of element i*K, for i < nindex |
+ *            trailer: u64 footer offset | u32 crc(footer bytes and footer offset) | u32 0 |
+ *            "FCFOOTER". Written last: a file without a valid trailer is incomplete.
+ *
+ * Commit: the writer writes to "<path>.tmp.<pid>.<random>" in the same directory (created
+ * exclusively), and at the input's END writes the footer, fsyncs, renames over path (atomic) and
+ * fsyncs the directory. A reader only ever opens `path`, so it sees a complete file or none.
+ * Two writers (threads or processes) on one path each write their own temporary file; the last
+ * rename wins and both files are complete and equal. A writer destroyed before END, or that
+ * fails to write (ENOSPC, EIO), removes its temporary file and never commits: a partial pass
+ * leaves nothing. A process killed mid-pass leaves its temporary file behind (never read).
+ *
+ * The fingerprint describes the input pipeline (ops, parameters, file names), not the content of
+ * the files it reads: after changing input files in place, delete the cache file.
+ *
+ * Validation: making a READ iterator checks the header (magic, version, checksum, the input's
+ * fingerprint, the element spec) and the trailer and footer (checksum, counts, index). Each
+ * frame is checked (bounds, checksum with its index, parse, spec) before its element is handed
+ * out. A file that is incomplete, stale (another pipeline's fingerprint, another spec, another
+ * version) or damaged is never read as data: found at make, the iterator writes a new cache
+ * (WRITE); found in the middle of a pass (a bad frame at element i, or an I/O error), the
+ * iterator makes the input from its start, writes its first i positions to a new temporary file
+ * without handing them out, and goes on in WRITE mode from position i. That replay continues
+ * the stream exactly for inputs that repeat themselves pass after pass (the case a cache is
+ * for).
+ *
+ * Errors are not cached: an input error is handed out in its position, and the writer gives up
+ * (removes its temporary file, goes on as PASS): a cache never holds error positions, and the
+ * next pass meets the error in the input again. A cache that cannot be written (directory
+ * missing, disk full, I/O error) leaves the stream intact and is simply not committed; the next
+ * pass tries again. The input's END is seen only when the consumer asks for the element after
+ * the last one: a consumer that stops at the last element (take(n) of exactly n) never commits.
+ *
+ * Save/restore: READ: the element index; restore validates the file again and seeks to the
+ * element with the footer's index (every K-th offset) and a scan of at most K-1 frame headers;
+ * a file gone or damaged by then is rebuilt from the input as above. WRITE/PASS: the index and
+ * the input's state; restore continues the input from its state in PASS mode (the elements
+ * before it are not available to write).
+ *
+ * I/O goes through the small layer below (pread/pwrite loops over short transfers, fsync,
+ * rename) with a process-wide fault hook for tests (ferry__file_cache_set_fault): short reads and
+ * writes, EIO, ENOSPC. The read buffer and the write buffer are counted in the runtime's budget.
+ *
+ * Threads: none. An iterator runs on its consumer's thread; the fault hook is an atomic pair.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/crc32c.h"
+
+#define FC_VERSION 1u
+#define FC_BUF (256u * 1024u)
+#define FC_INDEX_EVERY 1024u
+#define FC_TRAILER 24
+#define FC_MAX_FOOTER ((int64_t)64 << 20)
+#define FC_PATH_MAX 4000
+
+static const char fc_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'F', 'C', 0};
+static const char fc_end_magic[8] = {'F', 'C', 'F', 'O', 'O', 'T', 'E', 'R'};
+
+enum { MODE_READ = 1, MODE_WRITE = 2, MODE_PASS = 3 };
+
+/* ---- I/O layer with a fault hook -------------------------------------------------------- */
+static _Atomic(ferry__file_cache_fault_fn) fc_fault;
+static _Atomic(void *) fc_fault_user;
+
+void ferry__file_cache_set_fault(ferry__file_cache_fault_fn fault, void *user) {
+    atomic_store(&fc_fault_user, user);
+    atomic_store(&fc_fault, fault);
+}
+
+/* The size to transfer, or a negative errno value from the hook. */
+static long fc_hook(int op, int64_t off, size_t n) {
+    ferry__file_cache_fault_fn f = atomic_load(&fc_fault);
+    if (!f) return (long)FERRY__MIN(n, (size_t)1 << 30);
+    long r = f(atomic_load(&fc_fault_user), op, off, n);
+    if (r > (long)n) r = (long)n;
+    return r;
+}
+
+/* Writes n bytes at off. Returns 0 or an errno value. */
+static int fc_pwrite_all(int fd, int64_t off, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n > 0) {
+        long want = fc_hook('w', off, n);
+        if (want < 0) return (int)-want;
+        if (want == 0) want = 1;
+        ssize_t w = pwrite(fd, b, (size_t)want, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (w == 0) return EIO;
+        b += w;
+        off += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads up to n bytes at off; *got < n only at the end of the file. Returns 0 or an errno. */
+static int fc_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got) {
+    uint8_t *b = p;
+    *got = 0;
+    while (*got < n) {
+        long want = fc_hook('r', off, n - *got);
+        if (want < 0) return (int)-want;
+        if (want == 0) want = 1;
+        ssize_t r = pread(fd, b + *got, (size_t)want, (off_t)(off + (int64_t)*got));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        if (r == 0) break;
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
+static int fc_fsync(int fd) {
+    long h = fc_hook('s', 0, 0);
+    if (h < 0) return (int)-h;
+    return fsync(fd) == 0 ? 0 : errno;
+}
+
+static int fc_rename(const char *from, const char *to) {
+    long h = fc_hook('n', 0, 0);
+    if (h < 0) return (int)-h;
+    return rename(from, to) == 0 ? 0 : errno;
+}
+
+static void fc_fsync_dir(const char *path) {
+    char dir[FC_PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) dir[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+/* ---- little-endian helpers ---------------------------------------------------------------- */
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- dataset and iterator --------------------------------------------------------------- */
+typedef struct fc_ds {
+    ferry_dataset base;
+    char *path;
+} fc_ds;
+
+typedef struct fc_it {
+    ferry__iter base;
+    int mode;
+    int64_t index;        /* positions handed out */
+    ferry__iter *input;   /* WRITE / PASS */
+    bool ended;
+    /* writer */
+    int wfd;
+    char *tmp;            /* temporary path while writing */
+    int64_t woff;         /* file offset of wbuf[0] */
+    uint8_t *wbuf;
+    size_t wlen;
+    uint64_t *idx;        /* offsets of elements i*K written so far */
+    size_t nidx, idx_cap;
+    /* reader */
+    int rfd;
+    int64_t roff;         /* offset of the next frame */
+    int64_t data_end;     /* offset of the footer */
+    int64_t count;        /* elements in the file */
+    uint64_t *ridx;       /* the footer's index */
+    size_t nridx;
+    uint8_t *rbuf;
+    size_t rcap;
+    int64_t rbase;        /* file offset of rbuf[0] */
+    size_t rlen;          /* valid bytes in rbuf */
+    size_t header_size;
+    size_t budget_bytes;  /* buffer bytes counted in the budget */
+} fc_it;
+
+static ferry_runtime *it_rt(fc_it *it) { return it->base.ctx.rt; }
+static const char *it_path(fc_it *it) { return ((const fc_ds *)it->base.ds)->path; }
+
+static void count_buffer(fc_it *it, size_t n) {
+    ferry__budget_force(&it_rt(it)->budget, n);
+    it->budget_bytes += n;
+}
+
+/* ---- header ----------------------------------------------------------------------------- */
+/* The header for this dataset's input, in a new buffer. */
+static uint8_t *build_header(fc_it *it, size_t *size) {
+    const ferry_dataset *in = it->base.ds->inputs[0];
+    size_t n = 8 + 4 + 4 + 8 + 4 + 4;
+    for (size_t i = 0; i < in->ncomp; i++) n += 8 + 8 * (size_t)FERRY__MAX(in->specs[i].shape.rank, 0);
+    uint8_t *h = ferry__alloc(it_rt(it), n);
+    if (!h) return NULL;
+    size_t k = 0;
+    memcpy(h, fc_magic, 8), k = 8;
+    put_u32(h + k, FC_VERSION), k += 4;
+    put_u32(h + k, (uint32_t)n), k += 4;
+    put_u64(h + k, ferry__dataset_fingerprint(in)), k += 8;
+    put_u32(h + k, (uint32_t)in->ncomp), k += 4;
+    for (size_t i = 0; i < in->ncomp; i++) {
+        const ferry_tensor_spec *s = &in->specs[i];
+        put_u32(h + k, (uint32_t)s->dtype), k += 4;
+        put_u32(h + k, (uint32_t)(int32_t)s->shape.rank), k += 4;
+        for (int d = 0; d < s->shape.rank; d++) put_u64(h + k, (uint64_t)s->shape.dims[d]), k += 8;
+    }
+    put_u32(h + k, ferry__crc32c(h, k)), k += 4;
+    FERRY_ASSERT(k == n);
+    *size = n;
+    return h;
+}
+
+/* ---- writer ----------------------------------------------------------------------------- */
+static void writer_abandon(fc_it *it) {
+    if (it->wfd >= 0) {
+        close(it->wfd);
+        it->wfd = -1;
+    }
+    if (it->tmp) {
+        unlink(it->tmp);
+        ferry__free(it_rt(it), it->tmp);
+        it->tmp = NULL;
+    }
+    ferry__free(it_rt(it), it->idx);
+    it->idx = NULL;
+    it->nidx = it->idx_cap = 0;
+    if (it->mode == MODE_WRITE) it->mode = MODE_PASS;
+}
+
+static bool w_flush(fc_it *it) {
+    if (it->wfd < 0) return false;
+    if (it->wlen == 0) return true;
+    int e = fc_pwrite_all(it->wfd, it->woff, it->wbuf, it->wlen);
+    if (e) {
+        writer_abandon(it);
+        return false;
+    }
+    it->woff += (int64_t)it->wlen;
+    it->wlen = 0;
+    return true;
+}
+
+static bool w_append(fc_it *it, const void *p, size_t n) {
+    if (it->wfd < 0) return false;
+    if (it->wlen + n > FC_BUF) {
+        if (!w_flush(it)) return false;
+        if (n >= FC_BUF) {
+            int e = fc_pwrite_all(it->wfd, it->woff, p, n);
+            if (e) {
+                writer_abandon(it);
+                return false;
+            }
+            it->woff += (int64_t)n;
+            return true;
+        }
+    }
+    memcpy(it->wbuf + it->wlen, p, n);
+    it->wlen += n;
+    return true;
+}
+
+static bool w_u32(fc_it *it, uint32_t v) {
+    uint8_t b[4];
+    put_u32(b, v);
+    return w_append(it, b, 4);
+}
+
+/* Opens a temporary file next to path and writes the header. On failure the iterator is PASS. */
+static void writer_open(fc_it *it) {
+    ferry_runtime *rt = it_rt(it);
+    const char *path = it_path(it);
+    it->mode = MODE_PASS;
+    if (!it->wbuf) {
+        it->wbuf = ferry__alloc(rt, FC_BUF);
+        if (!it->wbuf) return;
+        count_buffer(it, FC_BUF);
+    }
+    size_t n = strlen(path) + 64;
+    it->tmp = ferry__alloc(rt, n);
+    if (!it->tmp) return;
+    uint64_t r = ferry__mix64((uint64_t)ferry__now_ns(), (uint64_t)(uintptr_t)it);
+    snprintf(it->tmp, n, "%s.tmp.%ld.%016llx", path, (long)getpid(), (unsigned long long)r);
+    it->wfd = open(it->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (it->wfd < 0) {
+        ferry__free(rt, it->tmp);
+        it->tmp = NULL;
+        return;
+    }
+    it->mode = MODE_WRITE;
+    it->woff = 0;
+    it->wlen = 0;
+    size_t hs;
+    uint8_t *h = build_header(it, &hs);
+    if (!h) {
+        writer_abandon(it);
+        return;
+    }
+    w_append(it, h, hs);
+    ferry__free(rt, h);
+}
+
+static int64_t w_offset(const fc_it *it) { return it->woff + (int64_t)it->wlen; }
+
+static size_t tensor_payload(const ferry_tensor *t) {
+    size_t n = 4 + 8 * (size_t)t->rank;
+    if (t->dtype == FERRY_BYTES) {
+        const uint64_t *off = (const uint64_t *)(const void *)t->data;
+        n += 8 * ((size_t)t->n + 1) + (size_t)(off[t->n] - off[0]);
+    } else {
+        n += (size_t)t->n * ferry_dtype_size(t->dtype);
+    }
+    return n;
+}
+
+/* Appends data to the frame (and its checksum). */
+static bool frame_put(fc_it *it, uint32_t *crc, const void *p, size_t n) {
+    *crc = ferry__crc32c_extend(*crc, p, n);
+    return w_append(it, p, n);
+}
+
+/* Writes element e as frame number it->index. On failure the writer is abandoned. */
+static void writer_put(fc_it *it, const ferry_element *e) {
+    if (it->mode != MODE_WRITE) return;
+    int64_t i = it->index;
+    if ((uint64_t)i % FC_INDEX_EVERY == 0) {
+        if (it->nidx == it->idx_cap) {
+            size_t cap = it->idx_cap ? 2 * it->idx_cap : 16;
+            uint64_t *x = ferry__realloc(it_rt(it), it->idx, cap * sizeof *x);
+            if (!x) {
+                writer_abandon(it);
+                return;
+            }
+            it->idx = x;
+            it->idx_cap = cap;
+        }
+        it->idx[it->nidx++] = (uint64_t)w_offset(it);
+    }
+    size_t len = 4;
+    for (uint32_t c = 0; c < e->n; c++) len += tensor_payload(e->t[c]);
+    uint8_t b[8];
+    uint32_t crc = 0;
+    put_u64(b, (uint64_t)i);
+    crc = ferry__crc32c_extend(crc, b, 8);
+    put_u64(b, (uint64_t)len);
+    bool ok = frame_put(it, &crc, b, 8);
+    put_u32(b, e->n);
+    ok = ok && frame_put(it, &crc, b, 4);
+    for (uint32_t c = 0; ok && c < e->n; c++) {
+        const ferry_tensor *t = e->t[c];
+        uint8_t h[4] = {(uint8_t)t->dtype, (uint8_t)t->rank, 0, 0};
+        ok = frame_put(it, &crc, h, 4);
+        for (int d = 0; ok && d < t->rank; d++) {
+            put_u64(b, (uint64_t)t->dims[d]);
+            ok = frame_put(it, &crc, b, 8);
+        }
+        if (!ok) break;
+        if (t->dtype == FERRY_BYTES) {
+            const uint64_t *off = (const uint64_t *)(const void *)t->data;
+            for (int64_t k = 0; ok && k <= t->n; k++) {
+                put_u64(b, off[k] - off[0]);
+                ok = frame_put(it, &crc, b, 8);
+            }
+            if (ok) ok = frame_put(it, &crc, t->blob + off[0], (size_t)(off[t->n] - off[0]));
+        } else {
+            ok = frame_put(it, &crc, t->data, (size_t)t->n * ferry_dtype_size(t->dtype));
+        }
+    }
+    if (ok) ok = w_u32(it, crc);
+    (void)ok; /* a failed append has abandoned the writer */
+}
+
+/* Writes the footer, fsyncs and renames over path. Always leaves the writer closed. */
+static void writer_commit(fc_it *it) {
+    if (it->mode != MODE_WRITE) return;
+    int64_t footer = w_offset(it);
+    uint32_t crc = 0;
+    uint8_t b[8];
+    bool ok = true;
+#define FOOT_U64(v)                                                                                \
+    do {                                                                                           \
+        put_u64(b, (uint64_t)(v));                                                                 \
+        crc = ferry__crc32c_extend(crc, b, 8);                                                     \
+        ok = ok && w_append(it, b, 8);                                                             \
+    } while (0)
+    FOOT_U64(it->index);
+    FOOT_U64(FC_INDEX_EVERY);
+    FOOT_U64(it->nidx);
+    for (size_t i = 0; i < it->nidx; i++) FOOT_U64(it->idx[i]);
+    FOOT_U64(footer);
+#undef FOOT_U64
+    ok = ok && w_u32(it, crc) && w_u32(it, 0) && w_append(it, fc_end_magic, 8) && w_flush(it);
+    if (!ok) return; /* abandoned */
+    int e = fc_fsync(it->wfd);
+    if (close(it->wfd) != 0 && !e) e = errno;
+    it->wfd = -1;
+    if (!e) e = fc_rename(it->tmp, it_path(it));
+    if (e) {
+        writer_abandon(it);
+        return;
+    }
+    fc_fsync_dir(it_path(it));
+    ferry__free(it_rt(it), it->tmp);
+    it->tmp = NULL;
+    ferry__free(it_rt(it), it->idx);
+    it->idx = NULL;
+    it->nidx = it->idx_cap = 0;
+    it->mode = MODE_PASS;
+}
+
+/* ---- reader ----------------------------------------------------------------------------- */
+static void reader_close(fc_it *it) {
+    if (it->rfd >= 0) close(it->rfd);
+    it->rfd = -1;
+    ferry__free(it_rt(it), it->ridx);
+    it->ridx = NULL;
+    it->nridx = 0;
+    it->rlen = 0;
+}
+
+/* Opens path and checks header, footer and index. Returns true when the file is a valid cache
+ * of this input (the iterator then holds it open), false otherwise (nothing held). */
+static bool reader_open(fc_it *it) {
+    ferry_runtime *rt = it_rt(it);
+    it->rfd = open(it_path(it), O_RDONLY | O_CLOEXEC);
+    if (it->rfd < 0) return false;
+    struct stat sb;
+    size_t hs = 0, got;
+    uint8_t *want = NULL, *have = NULL, *foot = NULL;
+    bool ok = fstat(it->rfd, &sb) == 0 && S_ISREG(sb.st_mode);
+    int64_t size = ok ? (int64_t)sb.st_size : 0;
+    if (ok) want = build_header(it, &hs);
+    ok = want && size >= (int64_t)hs + 24 + FC_TRAILER;
+    if (ok) have = ferry__alloc(rt, hs);
+    ok = ok && have && fc_pread_full(it->rfd, 0, have, hs, &got) == 0 && got == hs && memcmp(have, want, hs) == 0;
+    uint8_t tr[FC_TRAILER];
+    ok = ok && fc_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got) == 0 && got == FC_TRAILER &&
+         memcmp(tr + 16, fc_end_magic, 8) == 0 && get_u32(tr + 12) == 0;
+    int64_t foff = ok ? (int64_t)get_u64(tr) : 0;
+    int64_t fsize = size - FC_TRAILER - foff; /* footer bytes before the trailer's offset field */
+    ok = ok && foff >= (int64_t)hs && fsize >= 24 && fsize <= FC_MAX_FOOTER && (fsize - 24) % 8 == 0;
+    if (ok) foot = ferry__alloc(rt, (size_t)fsize + 8);
+    ok = ok && foot && fc_pread_full(it->rfd, foff, foot, (size_t)fsize, &got) == 0 && got == (size_t)fsize;
+    if (ok) {
+        memcpy(foot + fsize, tr, 8); /* the footer offset is covered by the checksum */
+        ok = ferry__crc32c(foot, (size_t)fsize + 8) == get_u32(tr + 8);
+    }
+    if (ok) {
+        uint64_t count = get_u64(foot), every = get_u64(foot + 8), nidx = get_u64(foot + 16);
+        ok = every == FC_INDEX_EVERY && nidx == (uint64_t)(fsize - 24) / 8 && count <= (uint64_t)INT64_MAX &&
+             nidx == (count + every - 1) / every;
+        if (ok && nidx > 0) {
+            it->ridx = ferry__calloc(rt, (size_t)nidx, sizeof *it->ridx);
+            ok = it->ridx != NULL;
+            for (uint64_t i = 0; ok && i < nidx; i++) {
+                it->ridx[i] = get_u64(foot + 24 + 8 * i);
+                uint64_t lo = i == 0 ? hs : it->ridx[i - 1] + 1;
+                ok = (i > 0 || it->ridx[0] == hs) && it->ridx[i] >= lo && it->ridx[i] < (uint64_t)foff;
+            }
+        }
+        if (ok) {
+            it->nridx = (size_t)nidx;
+            it->count = (int64_t)count;
+            it->data_end = foff;
+            it->header_size = hs;
+            it->roff = (int64_t)hs;
+            it->rlen = 0;
+            ok = count > 0 || foff == (int64_t)hs;
+        }
+    }
+    ferry__free(rt, want);
+    ferry__free(rt, have);
+    ferry__free(rt, foot);
+    if (!ok) reader_close(it);
+    return ok;
+}
+
+/* Makes bytes [roff, roff + n) contiguous in rbuf. Returns 0, or -1 for a frame that runs past
+ * the data or a read that fails. */
+static int rd_ensure(fc_it *it, size_t n, const uint8_t **p) {
+    if (it->roff >= it->rbase && (uint64_t)(it->roff - it->rbase) + n <= it->rlen) {
+        *p = it->rbuf + (it->roff - it->rbase);
+        return 0;
+    }
+    if ((int64_t)n > it->data_end - it->roff) return -1;
+    size_t want = FERRY__MAX(n, (size_t)FC_BUF);
+    if ((int64_t)want > it->data_end - it->roff) want = (size_t)(it->data_end - it->roff);
+    if (want > it->rcap) {
+        uint8_t *b = ferry__realloc(it_rt(it), it->rbuf, want);
+        if (!b) return -1;
+        count_buffer(it, want - it->rcap);
+        it->rbuf = b;
+        it->rcap = want;
+    }
+    size_t got;
+    it->rlen = 0;
+    if (fc_pread_full(it->rfd, it->roff, it->rbuf, want, &got) != 0 || got != want) return -1;
+    it->rbase = it->roff;
+    it->rlen = want;
+    *p = it->rbuf;
+    return 0;
+}
+
+/* Parses one element payload. Returns FERRY_OK or -1 (malformed). */
+static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element **out) {
+    const ferry_dataset *ds = it->base.ds;
+    ferry_runtime *rt = it_rt(it);
+    const uint8_t *end = p + len;
+    if (len < 4 || get_u32(p) != ds->ncomp) return -1;
+    p += 4;
+    ferry_element *e = ferry__element_new(rt, ds->ncomp);
+    if (!e) return -1;
+    ferry__status st;
+    for (size_t c = 0; c < ds->ncomp; c++) {
+        if (end - p < 4) goto bad;
+        ferry_dtype dt = (ferry_dtype)p[0];
+        int rank = p[1];
+        p += 4;
+        if ((int)dt <= 0 || dt >= FERRY_DTYPE_COUNT || rank > FERRY_MAX_RANK || end - p < 8 * rank) goto bad;
+        int64_t dims[FERRY_MAX_RANK];
+        for (int d = 0; d < rank; d++) dims[d] = (int64_t)get_u64(p + 8 * d);
+        p += 8 * rank;
+        int64_t n = ferry__num_entries(rank, dims);
+        if (n < 0) goto bad;
+        ferry_tensor *t = NULL;
+        if (dt == FERRY_BYTES) {
+            if ((uint64_t)(end - p) / 8 < (uint64_t)n + 1) goto bad;
+            const uint8_t *offs = p;
+            p += 8 * ((size_t)n + 1);
+            uint64_t blob = get_u64(offs + 8 * (size_t)n);
+            if (get_u64(offs) != 0 || blob > (uint64_t)(end - p)) goto bad;
+            for (int64_t k = 0; k < n; k++)
+                if (get_u64(offs + 8 * k) > get_u64(offs + 8 * (k + 1))) goto bad;
+            if (ferry__tensor_new_bytes(rt, rank, dims, (size_t)blob, &t, &st)) goto bad;
+            uint64_t *o = ferry__tensor_offsets(t);
+            for (int64_t k = 0; k <= n; k++) o[k] = get_u64(offs + 8 * k);
+            memcpy(ferry__tensor_blob_mut(t), p, (size_t)blob);
+            p += blob;
+        } else {
+            size_t sz = ferry_dtype_size(dt);
+            if ((uint64_t)n > (uint64_t)(end - p) / sz) goto bad;
+            if (ferry__tensor_new(rt, dt, rank, dims, &t, &st)) goto bad;
+            memcpy(t->data, p, (size_t)n * sz);
+            p += (size_t)n * sz;
+        }
+        e->t[c] = t;
+        if (ferry__spec_check(&ds->specs[c], t, "cached element", &st)) goto bad;
+    }
+    if (p != end) goto bad;
+    *out = e;
+    return FERRY_OK;
+bad:
+    ferry_element_free(e);
+    return -1;
+}
+
+/* The element at roff (number it->index). Returns FERRY_OK, FERRY_END, or -1 (damaged). */
+static int reader_next(fc_it *it, ferry_element **out) {
+    if (it->index >= it->count) return it->roff == it->data_end ? FERRY_END : -1;
+    const uint8_t *p;
+    if (rd_ensure(it, 8, &p)) return -1;
+    uint64_t len = get_u64(p);
+    if (len > (uint64_t)(it->data_end - it->roff) || (uint64_t)(it->data_end - it->roff) - len < 12) return -1;
+    if (rd_ensure(it, (size_t)len + 12, &p)) return -1;
+    uint8_t b[8];
+    put_u64(b, (uint64_t)it->index);
+    uint32_t crc = ferry__crc32c_extend(0, b, 8);
+    crc = ferry__crc32c_extend(crc, p, (size_t)len + 8);
+    if (crc != get_u32(p + 8 + len)) return -1;
+    if (parse_payload(it, p + 8, (size_t)len, out)) return -1;
+    it->roff += (int64_t)len + 12;
+    return FERRY_OK;
+}
+
+/* Moves the reader to element i (restore). Returns true on success. */
+static bool reader_seek(fc_it *it, int64_t i) {
+    if (i < 0 || i > it->count) return false;
+    if (i == it->count) {
+        it->roff = it->data_end;
+        return true;
+    }
+    size_t slot = (size_t)((uint64_t)i / FC_INDEX_EVERY);
+    it->roff = (int64_t)it->ridx[slot];
+    for (int64_t k = (int64_t)slot * FC_INDEX_EVERY; k < i; k++) {
+        uint8_t b[8];
+        size_t got;
+        if (fc_pread_full(it->rfd, it->roff, b, 8, &got) != 0 || got != 8) return false;
+        uint64_t len = get_u64(b);
+        if (len > (uint64_t)(it->data_end - it->roff) || (uint64_t)(it->data_end - it->roff) - len < 12) return false;
+        it->roff += (int64_t)len + 12;
+    }
+    it->rlen = 0;
+    return true;
+}
+
+/* ---- modes ------------------------------------------------------------------------------ */
+/* The cache cannot be read (from element `skip` on): make the input from its start, write its
+ * first `skip` positions to a new temporary file without handing them out, and go on in WRITE
+ * mode (or PASS when writing is impossible). */
+static int rebuild_from_input(fc_it *it, int64_t skip, ferry__status *st) {
+    reader_close(it);
+    ferry__iter_free(it->input);
+    it->input = NULL;
+    int rc = ferry__iter_make(it->base.ds->inputs[0], &it->base.ctx, NULL, &it->input, st);
+    if (rc) return rc;
+    int64_t saved = it->index;
+    it->index = 0;
+    writer_open(it);
+    if (it->mode == MODE_PASS) {
+        int64_t got = 0;
+        rc = ferry__iter_skip(it->input, skip, &got, st);
+        it->index = saved;
+        return rc;
+    }
+    while (it->index < skip) {
+        ferry_element *e = NULL;
+        ferry__status tmp;
+        rc = ferry__iter_next(it->input, &e, &tmp);
+        if (rc == FERRY_END) break;
+        if (rc == FERRY_ECANCELED && ferry__cancelled(it->base.ctx.cancel)) {
+            it->index = saved;
+            return ferry__fail(st, rc, "%s", tmp.msg);
+        }
+        if (rc == FERRY_OK) writer_put(it, e);
+        else writer_abandon(it); /* an error position: not cacheable */
+        ferry_element_free(e);
+        it->index++;
+    }
+    it->index = saved;
+    return FERRY_OK;
+}
+
+static int fc_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    fc_it *it = (fc_it *)it_;
+    if (it->ended) return FERRY_END;
+    if (it->mode == MODE_READ) {
+        int rc = reader_next(it, out);
+        if (rc == FERRY_OK) {
+            it->index++;
+            return FERRY_OK;
+        }
+        if (rc == FERRY_END) {
+            it->ended = true;
+            return FERRY_END;
+        }
+        /* Damaged or unreadable from here on: never hand out its data; rebuild. */
+        rc = rebuild_from_input(it, it->index, st);
+        if (rc) return rc;
+    }
+    ferry_element *e = NULL;
+    int rc = ferry__iter_next(it->input, &e, st);
+    if (rc == FERRY_END) {
+        writer_commit(it);
+        it->ended = true;
+        return FERRY_END;
+    }
+    if (rc == FERRY_OK) writer_put(it, e);
+    else if (it->mode == MODE_WRITE) writer_abandon(it);
+    it->index++;
+    *out = e;
+    return rc;
+}
+
+static int fc_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
+    fc_it *it = (fc_it *)it_;
+    ferry__w_u8(w, it->mode == MODE_READ ? MODE_READ : MODE_PASS);
+    ferry__w_u8(w, it->ended ? 1 : 0);
+    ferry__w_i64(w, it->index);
+    if (it->mode != MODE_READ) return ferry__iter_save(it->input, w, st);
+    return FERRY_OK;
+}
+
+static void fc_destroy(ferry__iter *it_) {
+    fc_it *it = (fc_it *)it_;
+    ferry_runtime *rt = it_rt(it);
+    writer_abandon(it);
+    reader_close(it);
+    ferry__iter_free(it->input);
+    ferry__free(rt, it->wbuf);
+    ferry__free(rt, it->rbuf);
+    ferry__budget_release(&rt->budget, it->budget_bytes);
+    ferry__iter_release(it_);
+}
+
+static const ferry__iter_vtable fc_iter_vt = {fc_next, fc_save, NULL, fc_destroy};
+
+static int fc_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                   ferry__status *st) {
+    fc_it *it = ferry__iter_alloc(ds, ctx, &fc_iter_vt, sizeof *it, st);
+    if (!it) return st->code;
+    it->wfd = -1;
+    it->rfd = -1;
+    int rc = FERRY_OK;
+    if (!state) {
+        if (reader_open(it)) {
+            it->mode = MODE_READ;
+        } else {
+            rc = ferry__iter_make(ds->inputs[0], ctx, NULL, &it->input, st);
+            if (!rc) writer_open(it);
+        }
+    } else {
+        uint8_t mode, ended;
+        int64_t index;
+        rc = ferry__r_u8(state, &mode, st);
+        if (!rc) rc = ferry__r_u8(state, &ended, st);
+        if (!rc) rc = ferry__r_i64(state, &index, st);
+        if (!rc && ((mode != MODE_READ && mode != MODE_PASS) || ended > 1 || index < 0))
+            rc = ferry__fail(st, FERRY_ECORRUPT, "cache: state corrupt: mode %u, index %lld", mode, (long long)index);
+        if (!rc) {
+            it->index = index;
+            it->ended = ended != 0;
+            if (mode == MODE_PASS) {
+                it->mode = MODE_PASS;
+                rc = ferry__iter_make(ds->inputs[0], ctx, state, &it->input, st);
+            } else if (reader_open(it) && reader_seek(it, index)) {
+                it->mode = MODE_READ;
+            } else {
+                rc = rebuild_from_input(it, index, st);
+            }
+        }
+    }
+    if (rc) {
+        fc_destroy(&it->base);
+        return rc;
+    }
+    *out = &it->base;
+    return FERRY_OK;
+}
+
+static void fc_ds_destroy(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_ds *)ds)->path); }
+
+static const ferry__dataset_vtable fc_vt = {fc_make, fc_ds_destroy};
+
+int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
+    *out = NULL;
+    FERRY__CHECK_ARG(path && path[0], FERRY_EINVAL, "ferry_dataset_cache: argument 'path' is empty");
+    size_t n = strlen(path);
+    FERRY__CHECK_ARG(n <= FC_PATH_MAX, FERRY_EINVAL,
+                     "ferry_dataset_cache: argument 'path' is %zu bytes long; at most %d", n, FC_PATH_MAX);
+    ferry_dataset *ds;
+    int rc = ferry__dataset_new(in->rt, &fc_vt, "cache", sizeof(fc_ds), 1, &in, in->ncomp, in->specs,
+                                in->cardinality, &ds);
+    if (rc) return rc;
+    fc_ds *d = (fc_ds *)ds;
+    d->path = ferry__mem_strdup(&in->rt->alloc, path);
+    if (!d->path) {
+        ferry_dataset_unref(ds);
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_cache: copying the path failed");
+    }
+    ferry__dataset_hash(ds, "file", 4);
+    ferry__dataset_hash(ds, path, n);
+    ferry__dataset_seal(ds);
+    *out = ds;
+    return FERRY_OK;
+}
