@@ -1308,6 +1308,9 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
     d->block = block;
     d->threads = o.num_parallel_calls;
     d->relaxed = o.relaxed_order;
+    /* With relaxed order over threads, the order of this op's output depends on timing: ops
+     * above it (prefetch, parallel map) must snapshot it at every position, never replay it. */
+    if (o.relaxed_order && threads != 0) ds->unordered = true;
     /* The function pointer is not hashed (it differs across processes); the thread count is not
      * either (deterministic output does not depend on it), so states and caches carry over. */
     ferry__dataset_hash_i64(ds, cycle);
