@@ -570,6 +570,125 @@ TEST(batch_resume_everywhere) {
     rt_done(rt);
 }
 
+/* ---- map_and_batch fusion ----------------------------------------------------------------- */
+/* batch right over a parallel map runs fused (the map's workers stack whole batches). The output,
+ * the errors, their positions and the saved state must be those of the unfused pipeline (inline
+ * map): checked for batch sizes that do and do not divide the input, drop_remainder, function
+ * errors at the first, middle and last positions (which shift later batch boundaries), rows that
+ * do not stack, and save/restore at every position, within and across the two modes. */
+typedef struct fuse_case {
+    int64_t errors[6], mismatch[4];
+    int nerrors, nmismatch;
+} fuse_case;
+
+/* Element i of the input (range): (int64 10 i, bytes "s<i>" + a per-element random draw,
+ * float32 vector of 2 values, or 3 at a mismatch position); errors fail with EUSER. */
+static int fuse_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    const fuse_case *fc = user;
+    int64_t i = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    ferry_element_free(in);
+    for (int k = 0; k < fc->nerrors; k++)
+        if (fc->errors[k] == i) return ferry_context_fail(ctx, FERRY_EUSER, "fn failed at %lld", (long long)i);
+    ferry_runtime *rt = ferry_context_runtime(ctx);
+    ferry_tensor *t[3];
+    ASSERT_OK(ferry_tensor_scalar_i64(rt, 10 * i, &t[0]));
+    char buf[64];
+    snprintf(buf, sizeof buf, "s%lld/%llu", (long long)i, (unsigned long long)(ferry_context_random(ctx) % 1000));
+    const char *strs[1] = {buf};
+    t[1] = str_tensor(rt, 0, NULL, strs);
+    int64_t len = 2;
+    for (int k = 0; k < fc->nmismatch; k++)
+        if (fc->mismatch[k] == i) len = 3;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 1, &len, &t[2]));
+    float *f = ferry_tensor_mutable_data(t[2]);
+    for (int64_t j = 0; j < len; j++) f[j] = (float)(i * 100 + j);
+    return ferry_element_create(rt, 3, t, out);
+}
+
+static ferry_dataset *fuse_pipeline(ferry_runtime *rt, int64_t n, fuse_case *fc, int threads, int64_t b, bool drop) {
+    static const ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
+                                               {FERRY_BYTES, {.rank = 0}},
+                                               {FERRY_FLOAT32, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+    ferry_dataset *r, *m, *out;
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 3, .output_specs = specs};
+    ASSERT_OK(ferry_dataset_map(r, fuse_fn, fc, &mo, &m));
+    ASSERT_OK(ferry_dataset_batch(m, b, drop, &out));
+    ferry_dataset_unref(m);
+    ferry_dataset_unref(r);
+    return out;
+}
+
+/* Saves `from` after every position and restores the state into `into` (same graph, other
+ * map thread count): the tail must be the reference's. */
+static void check_cross_restore(ferry_dataset *from, ferry_dataset *into, const stream *ref) {
+    static stream got;
+    for (int p = 0; p <= ref->n; p++) {
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(from, NULL, &it));
+        for (int i = 0; i < p; i++) {
+            ferry_element *e = NULL;
+            ASSERT_EQ(ferry_iterator_next(it, &e), ref->code[i]);
+            ferry_element_free(e);
+        }
+        ferry_blob *b;
+        ASSERT_OK(ferry_iterator_save(it, &b));
+        ferry_iterator_free(it);
+        ferry_iterator *r;
+        if (ferry_iterator_restore(into, ferry_blob_data(b), ferry_blob_size(b), NULL, &r) != FERRY_OK)
+            FAILF("cross restore at %d: %s", p, ferry_last_error());
+        drain(r, &got);
+        assert_tail(ref, p, &got, "cross-restored");
+        ferry_iterator_free(r);
+        ferry_blob_free(b);
+    }
+}
+
+TEST(batch_fused_with_parallel_map_matches_unfused) {
+    ferry_runtime *rt = rt_new();
+    const int64_t n = 41;
+    fuse_case cases[] = {
+        {.nerrors = 0},
+        {.errors = {0}, .nerrors = 1},
+        {.errors = {17}, .nerrors = 1},
+        {.errors = {40}, .nerrors = 1},
+        {.errors = {3, 4, 11, 25, 26, 39}, .nerrors = 6},
+        {.mismatch = {6, 30}, .nmismatch = 2},
+        {.errors = {9, 22}, .nerrors = 2, .mismatch = {14, 15}, .nmismatch = 2},
+    };
+    static const int64_t sizes[] = {1, 3, 5, 8, 41, 64};
+    static stream ref, got;
+    int combos = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            for (int drop = 0; drop <= 1; drop++) {
+                ferry_dataset *unfused = fuse_pipeline(rt, n, &cases[c], 0, sizes[k], drop);
+                ferry_iterator *it;
+                ASSERT_OK(ferry_iterator_create(unfused, NULL, &it));
+                drain(it, &ref);
+                ferry_iterator_free(it);
+                for (int threads = 1; threads <= 4; threads *= 2) {
+                    ferry_dataset *fused = fuse_pipeline(rt, n, &cases[c], threads, sizes[k], drop);
+                    ASSERT_OK(ferry_iterator_create(fused, NULL, &it));
+                    drain(it, &got);
+                    ferry_iterator_free(it);
+                    assert_tail(&ref, 0, &got, "fused");
+                    if (threads == 2 && (sizes[k] == 3 || sizes[k] == 8)) {
+                        check_resume_everywhere(fused, 0);
+                        check_cross_restore(fused, unfused, &ref);
+                        check_cross_restore(unfused, fused, &ref);
+                    }
+                    ferry_dataset_unref(fused);
+                    combos++;
+                }
+                ferry_dataset_unref(unfused);
+            }
+        }
+    }
+    printf("  %d fused pipelines equal to their unfused reference\n", combos);
+    rt_done(rt);
+}
+
 /* ---- padded_batch ------------------------------------------------------------------------- */
 /* Element i: (int64 vector of i % 4 values 10 i + j, bytes vector of i % 3 strings "i.j"). */
 static int make_ragged(ferry_runtime *rt, int64_t i, ferry_element **out) {

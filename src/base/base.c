@@ -4,6 +4,11 @@
  *
  * Allocator: every block carries a 16-byte header holding its payload size, so callers free
  * without remembering sizes while the hook still gets lua_Alloc's (ptr, old_size, new_size).
+ * With the default hook, freed blocks of up to 512 bytes stay in a per-shard free list (linked
+ * through the header's second word) and the next allocation of their size class on a thread of
+ * that shard takes them back: the per-element blocks of a pipeline (elements, scalar tensors)
+ * then cost a lock-free-in-practice pop instead of a malloc, and never cross cores when one
+ * thread both makes and frees them.
  * Budget: `used` is an atomic counter updated lock-free; the mutex and condition variable only
  * serve waiters, and a release takes the lock only when someone waits.
  */
@@ -76,6 +81,22 @@ const char *ferry_last_error(void) { return last_error.msg; }
 /* ---- allocator -------------------------------------------------------------------------- */
 #define HDR 16
 
+#if defined(__SANITIZE_ADDRESS__)
+#define FERRY__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FERRY__ASAN 1
+#endif
+#endif
+#ifdef FERRY__ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_size) {
     (void)user;
     (void)old_size;
@@ -89,9 +110,36 @@ static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_si
 void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user) {
     a->fn = fn ? fn : default_alloc;
     a->user = user;
-    for (int i = 0; i < FERRY__ALLOC_SHARDS; i++) {
-        atomic_init(&a->shard[i].bytes, 0);
-        atomic_init(&a->shard[i].blocks, 0);
+    a->cache = fn == NULL;
+    atomic_init(&a->owned_mask, 0);
+    for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
+        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
+        atomic_init(&s->bytes, 0);
+        atomic_init(&s->blocks, 0);
+        atomic_init(&s->lock, 0);
+        for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
+            s->count[c] = 0;
+            s->head[c] = NULL;
+        }
+    }
+}
+
+/* The link of a cached block lives in the second half of its header. */
+static inline void **link_of(uint8_t *block) { return (void **)(void *)(block + 8); }
+
+void ferry__allocator_fini(ferry__allocator *a) {
+    for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
+        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
+        for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
+            uint8_t *b = s->head[c];
+            while (b) {
+                uint8_t *next = *link_of(b);
+                a->fn(a->user, b, (size_t)(c + 1) * FERRY__CACHE_GRAIN + HDR, 0);
+                b = next;
+            }
+            s->head[c] = NULL;
+            s->count[c] = 0;
+        }
     }
 }
 
@@ -104,24 +152,119 @@ static inline ferry__alloc_shard *my_shard(ferry__allocator *a) {
     return &a->shard[x % FERRY__ALLOC_SHARDS];
 }
 
-static inline void account(ferry__allocator *a, int64_t bytes, int64_t blocks) {
-    ferry__alloc_shard *s = my_shard(a);
-    atomic_fetch_add_explicit(&s->bytes, bytes, memory_order_relaxed);
-    if (blocks) atomic_fetch_add_explicit(&s->blocks, blocks, memory_order_relaxed);
-}
 
 void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks) {
     int64_t b = 0, n = 0;
-    for (int i = 0; i < FERRY__ALLOC_SHARDS; i++) {
-        b += atomic_load_explicit(&a->shard[i].bytes, memory_order_relaxed);
-        n += atomic_load_explicit(&a->shard[i].blocks, memory_order_relaxed);
+    for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
+        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
+        b += atomic_load_explicit(&s->bytes, memory_order_relaxed);
+        n += atomic_load_explicit(&s->blocks, memory_order_relaxed);
     }
     if (bytes) *bytes = b;
     if (blocks) *blocks = n;
 }
 
+/* ---- the small-block cache (default hook only) ---- */
+/* The owned shard of this thread, if it claimed one of `a`. */
+static _Thread_local struct {
+    ferry__allocator *a;
+    int idx;
+} tl_owned;
+
+void ferry__allocator_claim(ferry__allocator *a) {
+    if (!a->cache || tl_owned.a) return;
+    uint32_t m = atomic_load_explicit(&a->owned_mask, memory_order_relaxed);
+    while (m != UINT32_MAX) {
+        int i = __builtin_ctz(~m);
+        /* acquire: the previous owner's free lists and counters are ours now */
+        if (atomic_compare_exchange_weak_explicit(&a->owned_mask, &m, m | (1u << i), memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            tl_owned.a = a;
+            tl_owned.idx = i;
+            return;
+        }
+    }
+}
+
+void ferry__allocator_release(ferry__allocator *a) {
+    if (tl_owned.a != a) return;
+    atomic_fetch_and_explicit(&a->owned_mask, ~(1u << tl_owned.idx), memory_order_release);
+    tl_owned.a = NULL;
+}
+
+/* The shard the calling thread uses for the cache: its owned one (no lock), or a shared one. */
+static inline ferry__alloc_shard *cache_shard(ferry__allocator *a, bool *owned) {
+    if (tl_owned.a == a) {
+        *owned = true;
+        return &a->owned[tl_owned.idx];
+    }
+    *owned = false;
+    return my_shard(a);
+}
+static inline void shard_lock(ferry__alloc_shard *s) {
+    while (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire)) {
+        while (atomic_load_explicit(&s->lock, memory_order_relaxed)) ferry__cpu_relax();
+    }
+}
+
+static inline void shard_unlock(ferry__alloc_shard *s) { atomic_store_explicit(&s->lock, 0, memory_order_release); }
+
+/* Counter updates under the shard lock, or by the shard's owner: every writer of this shard holds
+ * the lock (or is the owner), so a plain load + store is exact (readers only need each value to
+ * be atomic). */
+static inline void account_locked(ferry__alloc_shard *s, int64_t bytes, int64_t blocks) {
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + bytes,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->blocks, atomic_load_explicit(&s->blocks, memory_order_relaxed) + blocks,
+                          memory_order_relaxed);
+}
+
+static inline void account(ferry__allocator *a, int64_t bytes, int64_t blocks) {
+    ferry__alloc_shard *s = my_shard(a);
+    if (a->cache) { /* the cache's writers update the counters under the lock */
+        shard_lock(s);
+        account_locked(s, bytes, blocks);
+        shard_unlock(s);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->bytes, bytes, memory_order_relaxed);
+    if (blocks) atomic_fetch_add_explicit(&s->blocks, blocks, memory_order_relaxed);
+}
+
+/* Capacity the hook is asked for: small payloads are rounded up to their class so that any
+ * cached block of a class fits any request of that class. */
+static inline size_t block_cap(const ferry__allocator *a, size_t size) {
+    if (!a->cache || size > FERRY__CACHE_MAX) return size;
+    return size == 0 ? FERRY__CACHE_GRAIN : (size + FERRY__CACHE_GRAIN - 1) / FERRY__CACHE_GRAIN * FERRY__CACHE_GRAIN;
+}
+
+static inline int class_of(size_t size) { return size == 0 ? 0 : (int)((size - 1) / FERRY__CACHE_GRAIN); }
+
 void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
     if (size > SIZE_MAX - HDR) return NULL;
+    if (a->cache && size <= FERRY__CACHE_MAX) {
+        bool owned;
+        ferry__alloc_shard *s = cache_shard(a, &owned);
+        int c = class_of(size);
+        if (!owned) shard_lock(s);
+        uint8_t *b = s->head[c];
+        if (b) {
+            UNPOISON(b + HDR, block_cap(a, size));
+            s->head[c] = *link_of(b);
+            s->count[c]--;
+        }
+        account_locked(s, (int64_t)size, 1);
+        if (!owned) shard_unlock(s);
+        if (!b) {
+            b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
+            if (!b) {
+                account(a, -(int64_t)size, -1);
+                return NULL;
+            }
+        }
+        memcpy(b, &size, sizeof size);
+        return b + HDR;
+    }
     uint8_t *b = a->fn(a->user, NULL, 0, size + HDR);
     if (!b) return NULL;
     memcpy(b, &size, sizeof size);
@@ -146,7 +289,7 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size) {
     if (!p) return ferry__mem_alloc(a, size);
     if (size > SIZE_MAX - HDR) return NULL;
     size_t old = ferry__mem_size(p);
-    uint8_t *b = a->fn(a->user, (uint8_t *)p - HDR, old + HDR, size + HDR);
+    uint8_t *b = a->fn(a->user, (uint8_t *)p - HDR, block_cap(a, old) + HDR, block_cap(a, size) + HDR);
     if (!b) return NULL;
     memcpy(b, &size, sizeof size);
     account(a, (int64_t)size - (int64_t)old, 0);
@@ -156,8 +299,27 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size) {
 void ferry__mem_free(ferry__allocator *a, void *p) {
     if (!p) return;
     size_t size = ferry__mem_size(p);
+    uint8_t *b = (uint8_t *)p - HDR;
+    if (a->cache && size <= FERRY__CACHE_MAX) {
+        bool owned, keep;
+        ferry__alloc_shard *s = cache_shard(a, &owned);
+        int c = class_of(size);
+        if (!owned) shard_lock(s);
+        keep = s->count[c] < FERRY__CACHE_CLASS_BYTES / ((c + 1) * FERRY__CACHE_GRAIN);
+        if (keep) {
+            *link_of(b) = s->head[c];
+            s->head[c] = b;
+            s->count[c]++;
+            POISON(p, block_cap(a, size));
+        }
+        account_locked(s, -(int64_t)size, -1);
+        if (!owned) shard_unlock(s);
+        if (keep) return;
+        a->fn(a->user, b, block_cap(a, size) + HDR, 0);
+        return;
+    }
     account(a, -(int64_t)size, -1);
-    a->fn(a->user, (uint8_t *)p - HDR, size + HDR, 0);
+    a->fn(a->user, b, size + HDR, 0);
 }
 
 char *ferry__mem_strdup(ferry__allocator *a, const char *s) {

@@ -58,20 +58,49 @@ void ferry__clear_last_error(void);
 
 /* ---- allocator -------------------------------------------------------------------------- */
 /* Counters are sharded by thread (one cache line each) so that a producer allocating and a
- * consumer freeing never bounce one line between cores; readers add the shards up. */
+ * consumer freeing never bounce one line between cores; readers add the shards up.
+ *
+ * With the default hook, each shard also keeps freed small blocks (payload up to
+ * FERRY__CACHE_MAX bytes, in size classes of 32 bytes, at most FERRY__CACHE_CLASS_BYTES per
+ * class: a worker's chunk of a few hundred elements fits) for reuse by the threads that map to it: a block allocated and freed on one thread
+ * (a worker building and consuming its own elements) never goes back to malloc. A shard's cache
+ * is guarded by a spin lock that only threads hashing to the same shard contend for. A custom
+ * hook sees every allocation and free (no cache: tests that fail the k-th allocation and users
+ * that trace memory rely on it). Under AddressSanitizer cached blocks are poisoned. */
 #define FERRY__ALLOC_SHARDS 16
+#define FERRY__CACHE_GRAIN 32
+#define FERRY__CACHE_MAX 512
+#define FERRY__CACHE_CLASSES (FERRY__CACHE_MAX / FERRY__CACHE_GRAIN)
+#define FERRY__CACHE_CLASS_BYTES (64 * 1024)
+
 typedef struct ferry__alloc_shard {
     _Alignas(64) _Atomic int64_t bytes;
     _Atomic int64_t blocks;
+    _Atomic int lock;                        /* cache only */
+    uint16_t count[FERRY__CACHE_CLASSES];    /* cached blocks per class */
+    void *head[FERRY__CACHE_CLASSES];        /* free list per class, linked through headers */
 } ferry__alloc_shard;
+
+/* Shards a thread can own (ferry__allocator_claim): its owner alone touches it, without a lock. */
+#define FERRY__ALLOC_OWNED 32
 
 typedef struct ferry__allocator {
     ferry_alloc_fn fn;
     void *user;
+    bool cache;
+    _Atomic uint32_t owned_mask; /* owned shards in use */
     ferry__alloc_shard shard[FERRY__ALLOC_SHARDS];
+    ferry__alloc_shard owned[FERRY__ALLOC_OWNED];
 } ferry__allocator;
 
 void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user);
+/* The calling thread takes a free owned shard of a (cache only; when all are taken it keeps using
+ * the shared ones) until ferry__allocator_release, which it must call before it exits. For the
+ * runtime's worker threads: their elements then cost no lock at all. */
+void ferry__allocator_claim(ferry__allocator *a);
+void ferry__allocator_release(ferry__allocator *a);
+/* Returns every cached block to the hook (no allocation may be in progress). */
+void ferry__allocator_fini(ferry__allocator *a);
 /* Every library allocation. Returns NULL on failure (the hook said no, or size overflowed). */
 void *ferry__mem_alloc(ferry__allocator *a, size_t size);
 void *ferry__mem_calloc(ferry__allocator *a, size_t n, size_t size);
@@ -80,7 +109,8 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size);
 void ferry__mem_free(ferry__allocator *a, void *p);
 /* Size of a block from ferry__mem_alloc. */
 size_t ferry__mem_size(const void *p);
-/* Live bytes and blocks (sums of the shards; exact when no allocation is in progress). */
+/* Live bytes and blocks (sums of the shards; exact when no allocation is in progress). Cached
+ * free blocks are not live. */
 void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks);
 char *ferry__mem_strdup(ferry__allocator *a, const char *s);
 

@@ -70,7 +70,7 @@ void ferry__context_init(ferry_context *ctx, ferry_runtime *rt, ferry__cancel *c
                          uint64_t op_seed, int64_t index) {
     ctx->rt = rt;
     ctx->index = index;
-    ctx->seed = ferry__mix64(op_seed, (uint64_t)index);
+    ctx->seed = op_seed; /* mixed with the index on first use of the generator */
     ctx->rng_ready = false;
     ctx->cancel = cancel;
     ctx->st = st;
@@ -81,7 +81,7 @@ int64_t ferry_context_index(ferry_context *ctx) { return ctx ? ctx->index : -1; 
 
 static ferry__rng *ctx_rng(ferry_context *ctx) {
     if (!ctx->rng_ready) {
-        ferry__rng_seed(&ctx->rng, ctx->seed);
+        ferry__rng_seed(&ctx->rng, ferry__mix64(ctx->seed, (uint64_t)ctx->index));
         ctx->rng_ready = true;
     }
     return &ctx->rng;

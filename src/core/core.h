@@ -161,7 +161,7 @@ void ferry__cancel_remove_waker(ferry__cancel *c, ferry__waker *w);
 struct ferry_context {
     ferry_runtime *rt;
     int64_t index;
-    uint64_t seed;          /* of the per-element generator, seeded on first use */
+    uint64_t seed;          /* the op's seed; the generator is seeded from it and index on first use */
     bool rng_ready;
     ferry__rng rng;
     ferry__cancel *cancel;
@@ -183,6 +183,8 @@ typedef struct ferry__ictx {
     uint64_t seed;         /* iteration seed: the pipeline seed mixed with enclosing epoch numbers */
     uint64_t pipeline_seed;/* the pipeline seed alone (ferry_iterator_options.seed) */
     bool warm_start;       /* start threads at make instead of at the first next */
+    int64_t fuse_batch;    /* set by batch for a map input only (rows per batch, 0: none); the map
+                              clears it for its own input */
 } ferry__ictx;
 
 typedef struct ferry__dataset_vtable {

@@ -86,6 +86,7 @@ int ferry_runtime_free(ferry_runtime *rt) {
                                      "still allocated (tensors or elements not freed); free them first",
                                      (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
     ferry__budget_fini(&rt->budget);
+    ferry__allocator_fini(&rt->alloc);
     ferry__allocator a;
     ferry__allocator_init(&a, rt->alloc.fn, rt->alloc.user);
     ferry__mem_free(&a, rt->raw);
@@ -108,10 +109,23 @@ int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
     return FERRY_OK;
 }
 
+/* Every runtime thread owns an allocator shard while it runs (see base.h). */
+static void *rt_thread_main(void *p) {
+    ferry__thread *t = p;
+    ferry_runtime *rt = t->owner;
+    ferry__allocator_claim(&rt->alloc);
+    void *r = t->fn(t->arg);
+    ferry__allocator_release(&rt->alloc);
+    return r;
+}
+
 int ferry__rt_thread_start(ferry_runtime *rt, ferry__thread *t, const char *name, void *(*fn)(void *), void *arg,
                            ferry__status *st) {
     atomic_fetch_add(&rt->threads_live, 1);
-    int rc = ferry__thread_start(t, name, fn, arg);
+    t->fn = fn;
+    t->arg = arg;
+    t->owner = rt;
+    int rc = ferry__thread_start(t, name, rt_thread_main, t);
     if (rc != 0) {
         atomic_fetch_sub(&rt->threads_live, 1);
         return ferry__fail(st, FERRY_ENOMEM, "starting thread %s failed: %s", name, strerror(rc));

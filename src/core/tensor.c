@@ -81,7 +81,7 @@ static void init_header(ferry_tensor *t, ferry_runtime *rt, ferry_dtype dtype, i
     t->dtype = dtype;
     t->rank = rank;
     for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
-    for (int i = rank; i < FERRY_MAX_RANK; i++) t->dims[i] = 0;
+    if (rank < FERRY_MAX_RANK) memset(t->dims + rank, 0, (size_t)(FERRY_MAX_RANK - rank) * sizeof t->dims[0]);
     t->n = n;
     t->rt = rt;
     t->base = NULL;

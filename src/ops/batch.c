@@ -58,11 +58,20 @@ typedef struct batch_col {
     int64_t dims[FERRY_MAX_RANK];
 } batch_col;
 
+/* The row stacker (ops.h): the column builders of one batch in progress. */
+struct ferry__stack {
+    ferry_runtime *rt;
+    int64_t n;        /* rows of a full batch */
+    size_t nc;        /* components */
+    batch_col cols[];
+};
+
 typedef struct batch_it {
     ferry__iter base;
     ferry__iter *input;
     bool ended;
-    batch_col *cols;          /* batch */
+    bool fused;               /* the input is a parallel map that stacks whole batches itself */
+    ferry__stack *stk;        /* batch */
     ferry_element **rows;     /* padded_batch: the collected input elements */
     int64_t rows_cap;
 } batch_it;
@@ -116,10 +125,9 @@ static void *grow_ptrs(ferry_runtime *rt, void *old, int64_t *cap, int64_t need,
 }
 
 /* Drops whatever the column builders hold (after an error or a dropped remainder). */
-static void cols_reset(batch_it *it) {
-    size_t nc = it->base.ds->ncomp;
-    for (size_t c = 0; c < nc; c++) {
-        batch_col *col = &it->cols[c];
+void ferry__stack_reset(ferry__stack *s) {
+    for (size_t c = 0; c < s->nc; c++) {
+        batch_col *col = &s->cols[c];
         if (col->out) {
             ferry_tensor_unref(col->out);
             col->out = NULL;
@@ -131,10 +139,9 @@ static void cols_reset(batch_it *it) {
 }
 
 /* Sets up column c from row 0's tensor t. */
-static int col_start(batch_it *it, size_t c, ferry_tensor *t, ferry__status *st) {
-    const batch_ds *ds = (const batch_ds *)it->base.ds;
-    ferry_runtime *rt = it->base.ctx.rt;
-    batch_col *col = &it->cols[c];
+static int col_start(ferry__stack *s, size_t c, ferry_tensor *t, ferry__status *st) {
+    ferry_runtime *rt = s->rt;
+    batch_col *col = &s->cols[c];
     col->out = NULL;
     col->held = 0;
     col->dtype = t->dtype;
@@ -146,7 +153,7 @@ static int col_start(batch_it *it, size_t c, ferry_tensor *t, ferry__status *st)
                            "maximum %d", c, t->rank, t->rank + 1, FERRY_MAX_RANK);
     if (t->dtype == FERRY_BYTES) {
         if (!col->rows) {
-            ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, 1, ds->n, st);
+            ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, 1, s->n, st);
             if (!rows) return st->code;
             col->rows = rows;
         }
@@ -158,7 +165,7 @@ static int col_start(batch_it *it, size_t c, ferry_tensor *t, ferry__status *st)
     }
     col->rowbytes = t->nbytes;
     col->row_n = t->n;
-    int64_t cap = initial_cap(ds->n, col->rowbytes);
+    int64_t cap = initial_cap(s->n, col->rowbytes);
     int64_t dims[FERRY_MAX_RANK];
     dims[0] = cap;
     for (int i = 0; i < t->rank; i++) dims[i + 1] = t->dims[i];
@@ -185,18 +192,17 @@ static int col_check(const batch_col *col, size_t c, int64_t k, const ferry_tens
 }
 
 /* Makes room for row k in column c. */
-static int col_reserve(batch_it *it, batch_col *col, int64_t k, ferry__status *st) {
+static int col_reserve(ferry__stack *s, batch_col *col, int64_t k, ferry__status *st) {
     if (k < col->cap) return FERRY_OK;
-    ferry_runtime *rt = it->base.ctx.rt;
-    const batch_ds *ds = (const batch_ds *)it->base.ds;
+    ferry_runtime *rt = s->rt;
     if (col->dtype == FERRY_BYTES) {
-        ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, k + 1, ds->n, st);
+        ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, k + 1, s->n, st);
         if (!rows) return st->code;
         col->rows = rows;
         col->cap = col->rows_cap;
         return FERRY_OK;
     }
-    int64_t cap = col->cap <= ds->n / 2 ? col->cap * 2 : ds->n;
+    int64_t cap = col->cap <= s->n / 2 ? col->cap * 2 : s->n;
     return grow_numeric(rt, col, cap < k + 1 ? k + 1 : cap, st);
 }
 
@@ -219,12 +225,12 @@ static inline void col_add(batch_col *col, int64_t k, ferry_tensor *t) {
 }
 
 /* Concatenates the k bytes rows of column c into one tensor [k, dims...]. */
-static int col_finish_bytes(batch_it *it, batch_col *col, int64_t k, ferry_tensor **out, ferry__status *st) {
+static int col_finish_bytes(ferry__stack *s, batch_col *col, int64_t k, ferry_tensor **out, ferry__status *st) {
     int64_t dims[FERRY_MAX_RANK];
     dims[0] = k;
     for (int i = 0; i < col->rank; i++) dims[i + 1] = col->dims[i];
     ferry_tensor *t;
-    int rc = ferry__tensor_new_bytes(it->base.ctx.rt, col->rank + 1, dims, col->blob, &t, st);
+    int rc = ferry__tensor_new_bytes(s->rt, col->rank + 1, dims, col->blob, &t, st);
     if (rc) return rc;
     uint64_t *off = ferry__tensor_offsets(t);
     uint8_t *blob = ferry__tensor_blob_mut(t);
@@ -251,13 +257,114 @@ static int arity_check(const ferry_element *e, size_t nc, const char *op, ferry_
                        e->n, nc);
 }
 
+/* ---- the stacker ---------------------------------------------------------------------------- */
+int ferry__stack_new(ferry_runtime *rt, size_t ncomp, int64_t n, ferry__stack **out, ferry__status *st) {
+    ferry__stack *s = ferry__alloc(rt, sizeof *s + ncomp * sizeof(batch_col));
+    if (!s) return ferry__fail(st, FERRY_ENOMEM, "batch: allocating the row builders failed");
+    s->rt = rt;
+    s->n = n;
+    s->nc = ncomp;
+    memset(s->cols, 0, ncomp * sizeof(batch_col));
+    *out = s;
+    return FERRY_OK;
+}
+
+void ferry__stack_free(ferry__stack *s) {
+    if (!s) return;
+    ferry__stack_reset(s);
+    for (size_t c = 0; c < s->nc; c++) ferry__free(s->rt, s->cols[c].rows);
+    ferry__free(s->rt, s);
+}
+
+int ferry__stack_add(ferry__stack *s, int64_t k, const ferry_element *e, ferry__status *st) {
+    const size_t nc = s->nc;
+    batch_col *cols = s->cols;
+    int bad = arity_check(e, nc, "batch", st);
+    if (k == 0) {
+        for (size_t c = 0; !bad && c < nc; c++) bad = col_start(s, c, e->t[c], st);
+    } else {
+        for (size_t c = 0; !bad && c < nc; c++) bad = col_check(&cols[c], c, k, e->t[c], st);
+        for (size_t c = 0; !bad && c < nc; c++) bad = col_reserve(s, &cols[c], k, st);
+        if (!bad)
+            for (size_t c = 0; c < nc; c++) col_add(&cols[c], k, e->t[c]);
+    }
+    if (bad) ferry__stack_reset(s);
+    return bad;
+}
+
+int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__status *st) {
+    const size_t nc = s->nc;
+    int rc = FERRY_OK;
+    ferry_element *b = ferry__element_new(s->rt, nc);
+    if (!b) {
+        ferry__stack_reset(s);
+        return ferry__fail(st, FERRY_ENOMEM, "batch: allocating an element failed");
+    }
+    for (size_t c = 0; c < nc; c++) {
+        batch_col *col = &s->cols[c];
+        if (col->dtype == FERRY_BYTES) {
+            if (!rc) rc = col_finish_bytes(s, col, k, &b->t[c], st);
+            continue;
+        }
+        ferry_tensor *t = col->out;
+        col->out = NULL;
+        /* The tensor was made for cap rows (and may have grown): set the shape to k rows. */
+        t->dims[0] = k;
+        t->n = col->row_n * k;
+        t->nbytes = (size_t)k * col->rowbytes;
+        if (k < col->cap) { /* a short batch: give the spare room back */
+            ferry_tensor *r = ferry__realloc(s->rt, t, sizeof *t + t->nbytes);
+            if (r) {
+                t = r;
+                t->data = (uint8_t *)(t + 1);
+            }
+        }
+        b->t[c] = t;
+    }
+    ferry__stack_reset(s); /* drops the bytes rows' references; numeric outputs were moved out */
+    if (rc) {
+        ferry_element_free(b);
+        return rc;
+    }
+    *out = b;
+    return FERRY_OK;
+}
+
+/* ---- batch -------------------------------------------------------------------------------- */
+/* The fused path: whole batches stacked by the parallel map below. FERRY__NOT_BATCH when the map
+ * cannot hand out a whole batch at this position (an error inside a batch moved the batch
+ * boundaries); the caller then batches row by row. */
+static int batch_next_fused(batch_it *it, ferry_element **out, ferry__status *st) {
+    const batch_ds *ds = (const batch_ds *)it->base.ds;
+    int64_t rows = 0;
+    ferry_element *b = NULL;
+    int rc = ferry__map_next_batch(it->input, &b, &rows, st);
+    if (rc == FERRY_END) {
+        it->ended = true;
+        return FERRY_END;
+    }
+    if (rc != FERRY_OK) return rc;
+    if (rows < ds->n) { /* only the input's end makes a short batch */
+        it->ended = true;
+        if (ds->drop) {
+            ferry_element_free(b);
+            return FERRY_END;
+        }
+    }
+    *out = b;
+    return FERRY_OK;
+}
+
 static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     batch_it *it = (batch_it *)it_;
     const batch_ds *ds = (const batch_ds *)it_->ds;
     if (it->ended) return FERRY_END;
-    const size_t nc = it_->ds->ncomp;
+    if (it->fused) {
+        int rc = batch_next_fused(it, out, st);
+        if (rc != FERRY__NOT_BATCH) return rc;
+    }
     const int64_t n = ds->n;
-    batch_col *cols = it->cols;
+    ferry__stack *s = it->stk;
     ferry_element *e = NULL;
     int rc = ferry__iter_next(it->input, &e, st);
     if (rc == FERRY_END) {
@@ -269,9 +376,7 @@ static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
      * the input's while the batch is read). The columns are released at once; the rest of the
      * batch is still consumed, then bad is returned in its place. */
     ferry__status bst;
-    int bad = arity_check(e, nc, "batch", &bst);
-    for (size_t c = 0; !bad && c < nc; c++) bad = col_start(it, c, e->t[c], &bst);
-    if (bad) cols_reset(it);
+    int bad = ferry__stack_add(s, 0, e, &bst);
     ferry_element_free(e);
     int64_t k = 1;
     for (; k < n; k++) {
@@ -281,63 +386,21 @@ static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
             break;
         }
         if (rc < 0) { /* the input's error replaces this batch; its rows are dropped */
-            cols_reset(it);
+            ferry__stack_reset(s);
             return rc;
         }
-        if (!bad) {
-            bad = arity_check(e, nc, "batch", &bst);
-            for (size_t c = 0; !bad && c < nc; c++) bad = col_check(&cols[c], c, k, e->t[c], &bst);
-            for (size_t c = 0; !bad && c < nc; c++) bad = col_reserve(it, &cols[c], k, &bst);
-            if (bad) {
-                cols_reset(it);
-            } else {
-                for (size_t c = 0; c < nc; c++) col_add(&cols[c], k, e->t[c]);
-            }
-        }
+        if (!bad) bad = ferry__stack_add(s, k, e, &bst);
         ferry_element_free(e);
     }
     if (k < n && ds->drop) { /* tf.data drops a short last batch before looking at its rows */
-        cols_reset(it);
+        ferry__stack_reset(s);
         return FERRY_END;
     }
     if (bad) {
         ferry__status_copy(st, &bst);
         return bad;
     }
-    rc = FERRY_OK;
-    ferry_element *b = ferry__element_new(it_->ctx.rt, nc);
-    if (!b) {
-        cols_reset(it);
-        return ferry__fail(st, FERRY_ENOMEM, "batch: allocating an element failed");
-    }
-    for (size_t c = 0; c < nc; c++) {
-        batch_col *col = &cols[c];
-        if (col->dtype == FERRY_BYTES) {
-            if (!rc) rc = col_finish_bytes(it, col, k, &b->t[c], st);
-            continue;
-        }
-        ferry_tensor *t = col->out;
-        col->out = NULL;
-        /* The tensor was made for cap rows (and may have grown): set the shape to k rows. */
-        t->dims[0] = k;
-        t->n = col->row_n * k;
-        t->nbytes = (size_t)k * col->rowbytes;
-        if (k < col->cap) { /* a short batch: give the spare room back */
-            ferry_tensor *s = ferry__realloc(it_->ctx.rt, t, sizeof *t + t->nbytes);
-            if (s) {
-                t = s;
-                t->data = (uint8_t *)(t + 1);
-            }
-        }
-        b->t[c] = t;
-    }
-    cols_reset(it); /* drops the bytes rows' references; numeric outputs were moved out */
-    if (rc) {
-        ferry_element_free(b);
-        return rc;
-    }
-    *out = b;
-    return FERRY_OK;
+    return ferry__stack_finish(s, k, out, st);
 }
 
 /* ---- padded_batch ------------------------------------------------------------------------- */
@@ -549,13 +612,7 @@ static void batch_destroy(ferry__iter *it_) {
     batch_it *it = (batch_it *)it_;
     ferry_runtime *rt = it_->ctx.rt;
     ferry__iter_free(it->input);
-    if (it->cols) {
-        for (size_t c = 0; c < it_->ds->ncomp; c++) {
-            ferry_tensor_unref(it->cols[c].out);
-            ferry__free(rt, it->cols[c].rows);
-        }
-        ferry__free(rt, it->cols);
-    }
+    ferry__stack_free(it->stk);
     ferry__free(rt, it->rows);
     ferry__iter_release(it_);
 }
@@ -569,10 +626,7 @@ static int batch_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
     batch_it *it = ferry__iter_alloc(ds_, ctx, ds->padded ? &padded_iter_vt : &batch_iter_vt, sizeof *it, st);
     if (!it) return st->code;
     int rc = FERRY_OK;
-    if (!ds->padded && ds_->ncomp) {
-        it->cols = ferry__calloc(ctx->rt, ds_->ncomp, sizeof *it->cols);
-        if (!it->cols) rc = ferry__fail(st, FERRY_ENOMEM, "%s: allocating the iterator failed", ds_->name);
-    }
+    if (!ds->padded) rc = ferry__stack_new(ctx->rt, ds_->ncomp, ds->n, &it->stk, st);
     if (!rc && state) {
         uint8_t ended;
         rc = ferry__r_u8(state, &ended, st);
@@ -581,7 +635,14 @@ static int batch_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
                              ferry__r_offset(state) - 1);
         it->ended = ended == 1;
     }
-    if (!rc) rc = ferry__iter_make(ds_->inputs[0], ctx, state, &it->input, st);
+    if (!rc) {
+        /* map_and_batch fusion: a parallel map right below stacks whole batches on its workers,
+         * so rows never cross threads one by one. Same output, errors and state as unfused. */
+        ferry__ictx ictx = *ctx;
+        if (ferry__batch_fuses(ds_)) ictx.fuse_batch = ds->n;
+        rc = ferry__iter_make(ds_->inputs[0], &ictx, state, &it->input, st);
+        if (!rc && ictx.fuse_batch) it->fused = ferry__map_is_fused(it->input);
+    }
     if (rc) {
         batch_destroy(&it->base);
         return rc;
@@ -599,6 +660,12 @@ static void batch_ds_destroy(ferry_dataset *ds_) {
 }
 
 static const ferry__dataset_vtable batch_vt = {batch_make, batch_ds_destroy};
+
+bool ferry__batch_fuses(const ferry_dataset *ds) {
+    if (ds->vt != &batch_vt) return false;
+    const batch_ds *b = (const batch_ds *)ds;
+    return !b->padded && ferry__map_would_fuse(ds->inputs[0], b->n);
+}
 
 static int64_t batch_cardinality(int64_t in, int64_t n, bool drop) {
     if (in < 0) return in; /* FERRY_INFINITE and FERRY_UNKNOWN propagate */

@@ -109,6 +109,7 @@
 #define MAP_MAX_OFFSET ((int64_t)1 << 62)
 #define MAP_WINDOW_SLOTS 4096        /* slots of the default (adaptive) window */
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
+#define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
 
 typedef struct map_ds {
     ferry_dataset base;
@@ -125,17 +126,22 @@ typedef struct map_range {
 } map_range;
 
 /* A result as a worker builds it and as it sits in a slot (24 bytes: a slot is half a line). */
-enum { RES_ELEM = 0, RES_ERR = 1, RES_DROP = 2 };
+enum { RES_ELEM = 0, RES_ERR = 1, RES_DROP = 2, RES_BATCH = 3 };
 typedef struct map_res {
     void *p;      /* RES_ELEM: the element (before fn: the input); RES_ERR: its ferry__status, or
-                     NULL when allocating it failed */
-    int64_t aux;  /* RES_ELEM: bytes counted in the budget; RES_DROP: input positions covered */
-    int32_t code; /* RES_ERR: the error */
+                     NULL when allocating it failed; RES_BATCH: the stacked batch element */
+    int64_t aux;  /* RES_ELEM, RES_BATCH: bytes counted in the budget; RES_DROP: input positions
+                     covered */
+    int32_t code; /* RES_ERR: the error; RES_BATCH: its rows (input positions covered) */
     int32_t kind;
 } map_res;
 
-static inline size_t res_bytes(const map_res *r) { return r->kind == RES_ELEM ? (size_t)r->aux : 0; }
-static inline int64_t res_span(const map_res *r) { return r->kind == RES_DROP ? r->aux : 1; }
+static inline size_t res_bytes(const map_res *r) {
+    return r->kind == RES_ELEM || r->kind == RES_BATCH ? (size_t)r->aux : 0;
+}
+static inline int64_t res_span(const map_res *r) {
+    return r->kind == RES_DROP ? r->aux : r->kind == RES_BATCH ? r->code : 1;
+}
 
 typedef struct map_slot {
     _Atomic int64_t ready; /* the seq whose result is here; -1 before the first */
@@ -148,6 +154,8 @@ typedef struct map_worker {
     map_it *m;
     int id;
     ferry__thread thread;
+    map_res *items;     /* fused: room for a batch's positions */
+    ferry__stack *stk;  /* fused: stacks the rows */
 } map_worker;
 
 struct map_it {
@@ -163,6 +171,10 @@ struct map_it {
     int64_t base_index;
     map_range *drops; /* ranges not to produce again (from a saved state), ascending */
     size_t ndrops;
+    /* map_and_batch fusion (fuse_n > 0 rows per batch, see ferry__map_next_batch): a worker
+     * pulls fuse_n positions at a time and deposits them as one RES_BATCH at the chunk's first
+     * seq, or, when a position failed or the rows do not stack, as the chunk's single results. */
+    int64_t fuse_n;
 
     /* Input side: under in_mu when parallel. */
     int64_t next_seq;
@@ -213,6 +225,11 @@ struct map_it {
     map_range cur;   /* relaxed: run being handed out */
     map_range gaps[MAP_MAX_GAPS]; /* relaxed: input ranges skipped directly, ascending */
     int ngaps;
+    /* Fused: a result taken from the window and handed out one position at a time (a batch's
+     * rows as row slices, or a single result that ferry__map_next_batch could not return). */
+    bool fcur_on;
+    map_res fcur;
+    int64_t fcur_seq, fcur_i;
 };
 
 /* ---- the call -------------------------------------------------------------------------- */
@@ -278,7 +295,7 @@ static int map_call(map_it *m, ferry__cancel *cancel, ferry_element *in, int64_t
 }
 
 static void map_res_free(ferry_runtime *rt, map_res *r) {
-    if (r->kind == RES_ELEM) ferry_element_free(r->p);
+    if (r->kind == RES_ELEM || r->kind == RES_BATCH) ferry_element_free(r->p);
     else if (r->kind == RES_ERR) ferry__free(rt, r->p);
     r->p = NULL;
 }
@@ -391,7 +408,9 @@ static void map_publish_head(map_it *m) {
     m->since_pub = 0;
     m->pending_bytes = 0;
     if (m->head - m->last_prune >= MAP_ANCHOR_PERIOD) {
-        ferry__anchor_prune(&m->anchor, m->head);
+        /* fused: a save may still come from inside the last batch taken (rows handed out one by
+         * one), so keep the snapshot at or before its start */
+        ferry__anchor_prune(&m->anchor, m->head - m->fuse_n);
         m->last_prune = m->head;
     }
     if (atomic_fetch_add(&m->workers_sleeping, 0) > 0 && m->head >= atomic_load(&m->wake_head)) {
@@ -405,7 +424,7 @@ static void map_publish_head(map_it *m) {
 static void map_account(map_it *m, const map_res *r) {
     m->since_pub++;
     m->pending_bytes += res_bytes(r);
-    if (m->since_pub >= MAP_PUBLISH_EVERY || m->pending_bytes >= (size_t)1 << 16) map_publish_head(m);
+    if (m->since_pub >= MAP_PUBLISH_EVERY || m->fuse_n || m->pending_bytes >= (size_t)1 << 16) map_publish_head(m);
 }
 
 static bool map_slot_ready(map_it *m, int64_t q) {
@@ -461,6 +480,8 @@ static int map_wait_results(map_it *m, ferry__status *st) {
          * (a slow call inside the batch must not hold back the results before it for long). */
         int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
         int64_t batch = !m->relaxed && win >= 256 ? win / 8 : 0;
+        if (batch && m->fuse_n) /* fused: results start on the chunk grid; wait for a chunk start */
+            batch = (m->head / m->fuse_n + FERRY__MAX(1, win / 4 / m->fuse_n)) * m->fuse_n - m->head;
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
@@ -784,14 +805,32 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
     }
 }
 
+/* Fused: stacks the chunk's k results into one batch result *out. false (and the results stay
+ * as they are, to be deposited one by one) when a position failed or the rows do not stack:
+ * batch then decides row by row, exactly as over an unfused map. */
+static bool map_fuse(map_it *m, map_worker *w, map_res *items, int64_t k, map_res *out) {
+    for (int64_t i = 0; i < k; i++)
+        if (items[i].kind != RES_ELEM) return false;
+    ferry__status tmp;
+    for (int64_t i = 0; i < k; i++)
+        if (ferry__stack_add(w->stk, i, items[i].p, &tmp) != FERRY_OK) return false;
+    ferry_element *b;
+    if (ferry__stack_finish(w->stk, k, &b, &tmp) != FERRY_OK) return false;
+    for (int64_t i = 0; i < k; i++) ferry_element_free(items[i].p);
+    *out = (map_res){.p = b, .aux = (int64_t)ferry_element_nbytes(b), .code = (int32_t)k, .kind = RES_BATCH};
+    (void)m;
+    return true;
+}
+
 static void *map_worker_main(void *arg) {
     map_worker *w = arg;
     map_it *m = w->m;
     ferry__status st;
     ferry__status_clear(&st);
     ferry__spinner spin = {0};
-    map_res items[MAP_CHUNK_MAX];
-    int64_t chunk = 1;
+    map_res local[MAP_CHUNK_MAX];
+    map_res *items = m->fuse_n ? w->items : local;
+    int64_t chunk = 1, want = m->fuse_n ? m->fuse_n : 1;
     for (;;) {
         if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && !map_park(m, w->id)) return NULL;
         ferry__mutex_lock(&m->in_mu);
@@ -803,9 +842,9 @@ static void *map_worker_main(void *arg) {
             }
             win = atomic_load_explicit(&m->win, memory_order_relaxed);
             room = atomic_load_explicit(&m->head_pub, memory_order_acquire) + win - m->next_seq;
-            if (room > 0) break;
+            if (room >= want) break;
             /* Sleep until half the window is free: one wake-up per half window. */
-            int64_t need = m->next_seq - win + FERRY__MAX(FERRY__MIN(chunk, win), win / 2);
+            int64_t need = m->next_seq - win + FERRY__MAX(FERRY__MIN(FERRY__MAX(chunk, want), win), win / 2);
             ferry__mutex_unlock(&m->in_mu);
             if (!map_wait_room(m, need, &spin)) return NULL;
             ferry__mutex_lock(&m->in_mu);
@@ -813,7 +852,7 @@ static void *map_worker_main(void *arg) {
         int64_t t0 = ferry__now_ns();
         int64_t s0 = m->next_seq;
         bool ended = false, cancelled = false;
-        int64_t k = map_pull(m, items, FERRY__MIN(chunk, room), &ended, &cancelled, &st);
+        int64_t k = map_pull(m, items, m->fuse_n ? m->fuse_n : FERRY__MIN(chunk, room), &ended, &cancelled, &st);
         ferry__mutex_unlock(&m->in_mu);
         if (cancelled) {
             for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
@@ -837,7 +876,12 @@ static void *map_worker_main(void *arg) {
         int64_t t2 = ferry__now_ns();
         if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
         map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
-        if (k > 0 && !map_deposit(m, s0, items, k)) return NULL;
+        map_res fused;
+        if (m->fuse_n && k > 0 && map_fuse(m, w, items, k, &fused)) {
+            if (!map_deposit(m, s0, &fused, 1)) return NULL;
+        } else if (k > 0 && !map_deposit(m, s0, items, k)) {
+            return NULL;
+        }
         if (ended) map_wake_end(m);
     }
 }
@@ -862,10 +906,60 @@ static int map_start(map_it *m, ferry__status *st) {
     return FERRY_OK;
 }
 
-/* ---- protocol ---------------------------------------------------------------------------- */
-static int map_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+/* ---- fused: handing out whole batches, or rows ---------------------------------------------- */
+static int map_res_error_out(map_it *m, map_res *r, int64_t seq, ferry__status *st) {
+    if (r->p) {
+        ferry__status_copy(st, r->p);
+        ferry__free(m->rt, r->p);
+    } else {
+        ferry__fail(st, r->code, "map: element %lld failed with %s (message lost: out of memory)",
+                    (long long)(m->base_index + seq), ferry_error_name(r->code));
+    }
+    return r->code;
+}
+
+static void map_fcur_set(map_it *m, const map_res *r, int64_t seq) {
+    m->fcur = *r;
+    m->fcur_seq = seq;
+    m->fcur_i = 0;
+    m->fcur_on = true;
+}
+
+/* The next position of fcur: a row of its batch (row slices sharing the batch's bytes), or the
+ * single result itself. */
+static int map_fcur_next(map_it *m, ferry_element **out, ferry__status *st) {
+    map_res *r = &m->fcur;
+    if (r->kind != RES_BATCH) {
+        m->fcur_on = false;
+        if (r->kind == RES_ELEM) {
+            *out = r->p;
+            return FERRY_OK;
+        }
+        return map_res_error_out(m, r, m->fcur_seq, st);
+    }
+    ferry_element *b = r->p;
+    int64_t i = m->fcur_i++;
+    if (m->fcur_i == r->code) m->fcur_on = false;
+    ferry_element *e = ferry__element_new(m->rt, b->n);
+    int rc = e ? FERRY_OK : ferry__fail(st, FERRY_ENOMEM, "map: element %lld: allocating a row failed",
+                                        (long long)(m->base_index + m->fcur_seq + i));
+    for (uint32_t c = 0; !rc && c < b->n; c++) rc = ferry__tensor_row(b->t[c], i, &e->t[c], st);
+    if (!m->fcur_on) ferry_element_free(b); /* the rows hold references to its tensors */
+    if (rc) {
+        ferry_element_free(e);
+        return rc;
+    }
+    *out = e;
+    return FERRY_OK;
+}
+
+bool ferry__map_is_fused(const ferry__iter *it) { return ((const map_it *)it)->fuse_n > 0; }
+
+int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, ferry__status *st) {
     map_it *m = (map_it *)it_;
-    if (m->nthreads == 0) return map_next_inline(m, out, st);
+    *out = NULL;
+    *rows = 0;
+    if (m->fcur_on) return FERRY__NOT_BATCH;
     if (!m->started) {
         int rc = map_start(m, st);
         if (rc) return rc;
@@ -876,18 +970,44 @@ static int map_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
         int rc = map_take(m, &r, &seq, st);
         if (rc) return rc;
         if (r.kind == RES_DROP) continue;
+        if (r.kind == RES_BATCH) {
+            *out = r.p;
+            *rows = r.code;
+            /* batch reads whole batches here, past the counting wrapper: count the rows */
+            it_->l_elems += r.code;
+            it_->l_bytes += r.aux;
+            if ((++it_->calls & 63) == 0) ferry__iter_flush_stats(it_);
+            return FERRY_OK;
+        }
+        map_fcur_set(m, &r, seq);
+        return FERRY__NOT_BATCH;
+    }
+}
+
+/* ---- protocol ---------------------------------------------------------------------------- */
+static int map_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    map_it *m = (map_it *)it_;
+    if (m->nthreads == 0) return map_next_inline(m, out, st);
+    if (!m->started) {
+        int rc = map_start(m, st);
+        if (rc) return rc;
+    }
+    for (;;) {
+        if (m->fcur_on) return map_fcur_next(m, out, st);
+        map_res r;
+        int64_t seq;
+        int rc = map_take(m, &r, &seq, st);
+        if (rc) return rc;
+        if (r.kind == RES_DROP) continue;
+        if (r.kind == RES_BATCH) {
+            map_fcur_set(m, &r, seq);
+            continue;
+        }
         if (r.kind == RES_ELEM) {
             *out = r.p;
             return FERRY_OK;
         }
-        if (r.p) {
-            ferry__status_copy(st, r.p);
-            ferry__free(m->rt, r.p);
-        } else {
-            ferry__fail(st, r.code, "map: element %lld failed with %s (message lost: out of memory)",
-                        (long long)(m->base_index + seq), ferry_error_name(r.code));
-        }
-        return r.code;
+        return map_res_error_out(m, &r, seq, st);
     }
 }
 
@@ -929,6 +1049,18 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
     map_it *m = (map_it *)it_;
     *skipped = 0;
     if (n <= 0) return FERRY_OK;
+    if (m->fuse_n && m->started) { /* rows may be half handed out: go position by position */
+        ferry__status tmp;
+        while (*skipped < n) {
+            ferry_element *e = NULL;
+            int rc = map_next(it_, &e, &tmp);
+            if (rc == FERRY_END) break;
+            if (rc == FERRY_ECANCELED && ferry__cancelled(&m->scope)) return ferry__fail(st, rc, "%s", tmp.msg);
+            ferry_element_free(e);
+            (*skipped)++;
+        }
+        return FERRY_OK;
+    }
     if (m->nthreads == 0 || !m->started) {
         /* Nothing runs ahead: skip on the input, without calling fn. */
         int rc = m->in_end ? FERRY_OK : map_input_skip(m, n, skipped, st);
@@ -981,7 +1113,7 @@ static int map_range_cmp(const void *a, const void *b) {
 
 static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     map_it *m = (map_it *)it_;
-    int64_t low = m->nthreads == 0 ? m->next_seq : m->head;
+    int64_t low = m->nthreads == 0 ? m->next_seq : m->fcur_on ? m->fcur_seq + m->fcur_i : m->head;
     size_t cap = m->ndrops + (size_t)m->ngaps + (m->relaxed ? (size_t)m->window : 0);
     map_range *rs = cap ? ferry__calloc(m->rt, cap, sizeof *rs) : NULL;
     if (cap && !rs) return ferry__fail(st, FERRY_ENOMEM, "map: allocating the saved ranges failed");
@@ -1055,6 +1187,11 @@ static void map_destroy(ferry__iter *it_) {
             map_stat_add(&m->base.stats->buffered_elements, -(count + m->since_pub));
             map_stat_add(&m->base.stats->buffered_bytes, -(int64_t)(bytes + m->pending_bytes));
         }
+    }
+    if (m->fcur_on) map_res_free(m->rt, &m->fcur);
+    for (int i = 0; m->workers && i < m->nthreads; i++) {
+        ferry__free(m->rt, m->workers[i].items);
+        ferry__stack_free(m->workers[i].stk);
     }
     ferry__iter_free(m->input);
     if (m->waker_ok) ferry__cancel_remove_waker(&m->scope, &m->waker);
@@ -1149,6 +1286,12 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
     if (!m->slots || !m->workers || (m->relaxed && (!m->done || !m->taken)))
         return ferry__fail(st, FERRY_ENOMEM, "map: allocating a reorder window of %zu results failed", w);
     for (size_t i = 0; i < w; i++) atomic_init(&m->slots[i].ready, -1);
+    for (int i = 0; m->fuse_n && i < m->nthreads; i++) {
+        m->workers[i].items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
+        if (!m->workers[i].items) return ferry__fail(st, FERRY_ENOMEM, "map: allocating a batch's results failed");
+        int src = ferry__stack_new(m->rt, m->base.ds->ncomp, m->fuse_n, &m->workers[i].stk, st);
+        if (src) return src;
+    }
     return FERRY_OK;
 }
 
@@ -1175,7 +1318,17 @@ static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     atomic_init(&m->wake_head, INT64_MAX);
     int rc = FERRY_OK;
     if (state && (rc = map_read_state(m, state, &m->base_index, st)) != FERRY_OK) goto fail;
+    /* map_and_batch fusion, asked for by a batch right above: input order, the default window
+     * (made to hold at least two batches per thread) and no ranges to drop. */
+    if (ctx->fuse_batch > 0 && ferry__map_would_fuse(ds_, ctx->fuse_batch) && m->nthreads > 0 && !m->relaxed &&
+        m->ndrops == 0) {
+        m->fuse_n = ctx->fuse_batch;
+        m->window = FERRY__MAX(m->window, 2 * m->fuse_n * FERRY__MAX(m->nthreads, 2));
+        m->win_fixed = true;
+        atomic_store(&m->win, m->window);
+    }
     ferry__ictx ictx = *ctx;
+    ictx.fuse_batch = 0;
     if (m->nthreads > 0) {
         if ((rc = map_parallel_init(m, ctx, st)) != FERRY_OK) goto fail;
         ictx.cancel = &m->scope;
@@ -1213,6 +1366,16 @@ fail:
 }
 
 static const ferry__dataset_vtable map_vt = {map_make, NULL};
+
+bool ferry__map_is_parallel(const ferry_dataset *ds) {
+    return ds->vt == &map_vt && ((const map_ds *)ds)->num_parallel_calls != 0;
+}
+
+bool ferry__map_would_fuse(const ferry_dataset *ds, int64_t n) {
+    if (!ferry__map_is_parallel(ds)) return false;
+    const map_ds *m = (const map_ds *)ds;
+    return !m->relaxed && m->reorder_window == 0 && n > 0 && n <= MAP_FUSE_MAX;
+}
 
 static int map_check_spec(const ferry_tensor_spec *s, size_t i) {
     FERRY__CHECK_ARG(s->dtype >= FERRY_DTYPE_INVALID && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,

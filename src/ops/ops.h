@@ -20,6 +20,39 @@
         if (op_rc_) return op_rc_;                                                               \
     } while (0)
 
+/* batch.c: the row stacker behind batch, shared with the parallel map that builds whole batches
+ * for a batch right above it (map_and_batch fusion). One thread at a time. */
+typedef struct ferry__stack ferry__stack;
+/* A stacker for rows of `ncomp` components, batches of up to n rows. */
+int ferry__stack_new(ferry_runtime *rt, size_t ncomp, int64_t n, ferry__stack **out, ferry__status *st);
+void ferry__stack_free(ferry__stack *s);
+/* Adds e (borrowed) as row k (0, 1, ... in order; row 0 starts a batch). On a failure (arity,
+ * dtype or shape unlike row 0's, memory) drops the rows held and returns the error with batch's
+ * message; the caller stops adding to this batch. */
+int ferry__stack_add(ferry__stack *s, int64_t k, const ferry_element *e, ferry__status *st);
+/* The batch of the k rows added: *out a new element. Resets the stacker either way. */
+int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__status *st);
+/* Drops the rows held. */
+void ferry__stack_reset(ferry__stack *s);
+
+/* map.c: map_and_batch fusion. batch_make sets ictx.fuse_batch for its map input when
+ * ferry__batch_fuses; the map's workers then stack whole batches (ferry__map_is_fused). */
+bool ferry__map_is_fused(const ferry__iter *it);
+/* ds is a map with worker threads (num_parallel_calls != 0). */
+bool ferry__map_is_parallel(const ferry_dataset *ds);
+/* ds is a map whose iterators fuse with a batch of n rows above it (unless restored from a
+ * state that carries relaxed-order ranges). */
+bool ferry__map_would_fuse(const ferry_dataset *ds, int64_t n);
+/* batch.c: ds is a batch fused into the parallel map below it. */
+bool ferry__batch_fuses(const ferry_dataset *ds);
+/* Returned by ferry__map_next_batch when no whole batch starts at the map's position. */
+#define FERRY__NOT_BATCH 1000 /* positive, unlike errors, and not FERRY_END */
+/* The next whole batch of a fused map: FERRY_OK with *out and *rows (fewer than the batch size
+ * only at the input's end), FERRY_END, an error (cancellation), or FERRY__NOT_BATCH: an error
+ * inside a batch shifted the batch boundaries, and the caller batches row by row with the map's
+ * ordinary next (which hands out single rows of the stacked batches). */
+int ferry__map_next_batch(ferry__iter *it, ferry_element **out, int64_t *rows, ferry__status *st);
+
 /* interleave.c: interleave published under another op name and API name (flat_map uses it). */
 int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dataset *in, ferry_dataset_fn fn,
                                     void *user, const ferry_interleave_options *opts, ferry_dataset **out);

@@ -526,8 +526,13 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
     pf_it *it = ferry__iter_alloc(ds_, ctx, &pf_iter_vt, sizeof *it, st);
     if (!it) return st->code;
     it->rt = ds_->rt;
-    it->passthrough = ds->buffer_size == 0;
-    it->autotune = ds->buffer_size == FERRY_AUTOTUNE;
+    /* AUTOTUNE over an input that already runs ahead on its own threads and hands out what they
+     * made (a parallel map, or a batch fused into one): the input's window is the buffer, and
+     * a second thread would only add a handoff (~23 us whenever a side sleeps). */
+    const ferry_dataset *in = ds_->inputs[0];
+    bool runs_ahead = ferry__map_is_parallel(in) || ferry__batch_fuses(in);
+    it->passthrough = ds->buffer_size == 0 || (ds->buffer_size == FERRY_AUTOTUNE && runs_ahead);
+    it->autotune = ds->buffer_size == FERRY_AUTOTUNE && !it->passthrough;
     atomic_init(&it->end_pos, INT64_MAX);
     int rc = FERRY_OK;
     if (state) {

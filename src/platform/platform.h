@@ -41,6 +41,9 @@ typedef struct ferry__cond {
 typedef struct ferry__thread {
     pthread_t t;
     bool started;
+    /* For a caller that starts threads through a trampoline of its own (the runtime does). */
+    void *(*fn)(void *);
+    void *arg, *owner;
 } ferry__thread;
 
 int ferry__mutex_init(ferry__mutex *m);
