@@ -90,6 +90,8 @@ struct ferry_tensor {
     void (*release)(void *user, void *data); /* wrapped storage */
     void *release_user, *release_data;
     bool wrapped;
+    void *block;           /* non-NULL: this tensor lives in an element's block
+                              (ferry__element_new_single); its last reference frees the block */
 };
 
 /* A new tensor with uninitialized numeric storage inline. dims borrowed; entries checked for
@@ -123,11 +125,18 @@ int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, cons
 struct ferry_element {
     ferry_runtime *rt;
     uint32_t n;
+    ferry_tensor *own; /* a tensor sharing this element's block, or NULL: the element holds one
+                          extra reference to it, dropped last by ferry_element_free */
     ferry_tensor *t[];
 };
 
 /* A new element with n NULL components. */
 ferry_element *ferry__element_new(ferry_runtime *rt, size_t n);
+/* A new element of one new numeric tensor (storage uninitialized), both in one block: the
+ * sources' per-element path (one allocation instead of two). The tensor is an ordinary tensor
+ * (it may be shared, outlive the element, be replaced in it). Sets st on failure. */
+int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
+                              ferry_element **out, ferry__status *st);
 
 /* ---- cancellation tree ------------------------------------------------------------------ */
 typedef struct ferry__waker {

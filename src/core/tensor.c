@@ -14,6 +14,11 @@
 
 #include <string.h>
 
+/* Added to the reference count of a tensor in an element's block while the element lives: the
+ * element's hold on the block, apart from the ordinary references (so the count of those stays
+ * readable, and the last of either frees the block). */
+#define TENSOR_HOLD (1 << 30)
+
 static const struct {
     const char *name;
     size_t size;
@@ -89,6 +94,7 @@ static void init_header(ferry_tensor *t, ferry_runtime *rt, ferry_dtype dtype, i
     t->release = NULL;
     t->release_user = t->release_data = NULL;
     t->wrapped = false;
+    t->block = NULL;
 }
 
 int ferry__tensor_new(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out,
@@ -235,7 +241,7 @@ void ferry_tensor_unref(ferry_tensor *t) {
         if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
         ferry_tensor *base = t->base;
         if (t->release) t->release(t->release_user, t->release_data);
-        ferry__free(t->rt, t);
+        ferry__free(t->rt, t->block ? t->block : t);
         t = base; /* drop the slice's reference to its owner without recursion */
     }
 }
@@ -258,7 +264,7 @@ const void *ferry_tensor_data(const ferry_tensor *t) { return (t && t->dtype != 
 
 void *ferry_tensor_mutable_data(ferry_tensor *t) {
     if (!t || t->dtype == FERRY_BYTES || t->base || t->wrapped) return NULL;
-    if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1) return NULL;
+    if ((atomic_load_explicit(&t->refs, memory_order_acquire) & ~TENSOR_HOLD) != 1) return NULL;
     return t->data;
 }
 
@@ -347,8 +353,38 @@ ferry_element *ferry__element_new(ferry_runtime *rt, size_t n) {
     if (!e) return NULL;
     e->rt = rt;
     e->n = (uint32_t)n;
+    e->own = NULL;
     for (size_t i = 0; i < n; i++) e->t[i] = NULL;
     return e;
+}
+
+int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
+                              ferry_element **out, ferry__status *st) {
+    *out = NULL;
+    int64_t n = ferry__num_entries(rank, dims);
+    size_t es = ferry_dtype_size(dtype);
+    const size_t head = (sizeof(ferry_element) + sizeof(ferry_tensor *) + 15) & ~(size_t)15;
+    if (n < 0 || es == 0 || (uint64_t)n > (SIZE_MAX - head - sizeof(ferry_tensor) - 16) / es)
+        return ferry__fail(st, FERRY_ETOOLARGE, "tensor of %s with %lld entries is too large", ferry_dtype_name(dtype),
+                           (long long)n);
+    size_t nbytes = (size_t)n * es;
+    uint8_t *block = ferry__alloc(rt, head + sizeof(ferry_tensor) + nbytes);
+    if (!block)
+        return ferry__fail(st, FERRY_ENOMEM, "allocating an element with a %s tensor of %zu bytes failed",
+                           ferry_dtype_name(dtype), nbytes);
+    ferry_element *e = (ferry_element *)(void *)block;
+    ferry_tensor *t = (ferry_tensor *)(void *)(block + head);
+    init_header(t, rt, dtype, rank, dims, n);
+    atomic_init(&t->refs, 1 + TENSOR_HOLD); /* the element's component, and its hold on the block */
+    t->data = (uint8_t *)(t + 1);
+    t->nbytes = nbytes;
+    t->block = block;
+    e->rt = rt;
+    e->n = 1;
+    e->own = t;
+    e->t[0] = t;
+    *out = e;
+    return FERRY_OK;
 }
 
 int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_element **out) {
@@ -376,8 +412,13 @@ int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tenso
 
 void ferry_element_free(ferry_element *e) {
     if (!e) return;
+    ferry_tensor *own = e->own;
     for (uint32_t i = 0; i < e->n; i++) ferry_tensor_unref(e->t[i]);
-    ferry__free(e->rt, e);
+    if (!own) {
+        ferry__free(e->rt, e);
+    } else if (atomic_fetch_sub_explicit(&own->refs, TENSOR_HOLD, memory_order_acq_rel) == TENSOR_HOLD) {
+        ferry__free(own->rt, e); /* nobody else holds the tensor: the block (e included) goes */
+    }
 }
 
 size_t ferry_element_size(const ferry_element *e) { return e ? e->n : 0; }

@@ -288,7 +288,6 @@ int ferry__stack_add(ferry__stack *s, int64_t k, const ferry_element *e, ferry__
         if (!bad)
             for (size_t c = 0; c < nc; c++) col_add(&cols[c], k, e->t[c]);
     }
-    if (bad) ferry__stack_reset(s);
     return bad;
 }
 
@@ -377,6 +376,7 @@ static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
      * batch is still consumed, then bad is returned in its place. */
     ferry__status bst;
     int bad = ferry__stack_add(s, 0, e, &bst);
+    if (bad) ferry__stack_reset(s);
     ferry_element_free(e);
     int64_t k = 1;
     for (; k < n; k++) {
@@ -389,7 +389,7 @@ static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
             ferry__stack_reset(s);
             return rc;
         }
-        if (!bad) bad = ferry__stack_add(s, k, e, &bst);
+        if (!bad && (bad = ferry__stack_add(s, k, e, &bst)) != FERRY_OK) ferry__stack_reset(s);
         ferry_element_free(e);
     }
     if (k < n && ds->drop) { /* tf.data drops a short last batch before looking at its rows */

@@ -126,21 +126,24 @@ typedef struct map_range {
 } map_range;
 
 /* A result as a worker builds it and as it sits in a slot (24 bytes: a slot is half a line). */
-enum { RES_ELEM = 0, RES_ERR = 1, RES_DROP = 2, RES_BATCH = 3 };
+enum { RES_ELEM = 0, RES_ERR = 1, RES_DROP = 2, RES_BATCH = 3, RES_ROWS = 4 };
 typedef struct map_res {
     void *p;      /* RES_ELEM: the element (before fn: the input); RES_ERR: its ferry__status, or
-                     NULL when allocating it failed; RES_BATCH: the stacked batch element */
-    int64_t aux;  /* RES_ELEM, RES_BATCH: bytes counted in the budget; RES_DROP: input positions
-                     covered */
-    int32_t code; /* RES_ERR: the error; RES_BATCH: its rows (input positions covered) */
+                     NULL when allocating it failed; RES_BATCH: a whole batch (stacked rows);
+                     RES_ROWS: stacked rows of a chunk that is not a whole batch (handed out row
+                     by row) */
+    int64_t aux;  /* RES_ELEM, RES_BATCH, RES_ROWS: bytes counted in the budget; RES_DROP: input
+                     positions covered */
+    int32_t code; /* RES_ERR: the error; RES_BATCH, RES_ROWS: rows (input positions covered) */
     int32_t kind;
 } map_res;
 
+static inline bool res_stacked(const map_res *r) { return r->kind == RES_BATCH || r->kind == RES_ROWS; }
 static inline size_t res_bytes(const map_res *r) {
-    return r->kind == RES_ELEM || r->kind == RES_BATCH ? (size_t)r->aux : 0;
+    return r->kind == RES_ELEM || res_stacked(r) ? (size_t)r->aux : 0;
 }
 static inline int64_t res_span(const map_res *r) {
-    return r->kind == RES_DROP ? r->aux : r->kind == RES_BATCH ? r->code : 1;
+    return r->kind == RES_DROP ? r->aux : res_stacked(r) ? r->code : 1;
 }
 
 typedef struct map_slot {
@@ -295,7 +298,7 @@ static int map_call(map_it *m, ferry__cancel *cancel, ferry_element *in, int64_t
 }
 
 static void map_res_free(ferry_runtime *rt, map_res *r) {
-    if (r->kind == RES_ELEM || r->kind == RES_BATCH) ferry_element_free(r->p);
+    if (r->kind == RES_ELEM || res_stacked(r)) ferry_element_free(r->p);
     else if (r->kind == RES_ERR) ferry__free(rt, r->p);
     r->p = NULL;
 }
@@ -481,7 +484,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
         int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
         int64_t batch = !m->relaxed && win >= 256 ? win / 8 : 0;
         if (batch && m->fuse_n) /* fused: results start on the chunk grid; wait for a chunk start */
-            batch = (m->head / m->fuse_n + FERRY__MAX(1, win / 4 / m->fuse_n)) * m->fuse_n - m->head;
+            batch = (m->head / m->fuse_n + FERRY__MAX(1, win / 2 / m->fuse_n)) * m->fuse_n - m->head;
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
@@ -805,21 +808,64 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
     }
 }
 
-/* Fused: stacks the chunk's k results into one batch result *out. false (and the results stay
- * as they are, to be deposited one by one) when a position failed or the rows do not stack:
- * batch then decides row by row, exactly as over an unfused map. */
-static bool map_fuse(map_it *m, map_worker *w, map_res *items, int64_t k, map_res *out) {
-    for (int64_t i = 0; i < k; i++)
-        if (items[i].kind != RES_ELEM) return false;
+/* Fused: runs fn on the chunk's k pulled positions and stacks each output into the worker's
+ * batch as soon as it is made (then frees it at once, while it is still in cache). Rows stack
+ * while every position before them did; from the first failure (an error, or a row that does
+ * not stack) on, positions stay single results, and batch decides on them row by row exactly as
+ * over an unfused map. *head gets the stacked rows, *nstacked their count (0: none): RES_BATCH
+ * when the whole chunk stacked, else RES_ROWS. *bytes: the bytes of everything made. */
+static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items, int64_t k, map_res *head,
+                            int64_t *nstacked, size_t *bytes, ferry__status *st) {
+    int64_t stacked = 0;
     ferry__status tmp;
-    for (int64_t i = 0; i < k; i++)
-        if (ferry__stack_add(w->stk, i, items[i].p, &tmp) != FERRY_OK) return false;
+    for (int64_t i = 0; i < k; i++) {
+        map_res *r = &items[i];
+        if (r->kind != RES_ELEM) continue;
+        ferry_element *o;
+        int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, st);
+        if (rc) {
+            map_res_error(m->rt, r, rc, st);
+            continue;
+        }
+        if (stacked == i && ferry__stack_add(w->stk, i, o, &tmp) == FERRY_OK) {
+            ferry_element_free(o);
+            r->p = NULL;
+            stacked++;
+            continue;
+        }
+        r->p = o;
+        r->aux = (int64_t)ferry_element_nbytes(o);
+        *bytes += (size_t)r->aux;
+    }
+    *nstacked = 0;
+    if (stacked == 0) {
+        ferry__stack_reset(w->stk);
+        return;
+    }
     ferry_element *b;
-    if (ferry__stack_finish(w->stk, k, &b, &tmp) != FERRY_OK) return false;
-    for (int64_t i = 0; i < k; i++) ferry_element_free(items[i].p);
-    *out = (map_res){.p = b, .aux = (int64_t)ferry_element_nbytes(b), .code = (int32_t)k, .kind = RES_BATCH};
-    (void)m;
-    return true;
+    if (ferry__stack_finish(w->stk, stacked, &b, &tmp) != FERRY_OK) {
+        /* The rows are gone: each of their positions reports the failure. */
+        for (int64_t i = 0; i < stacked; i++) {
+            ferry__status e;
+            ferry__fail(&e, tmp.code, "map: element %lld: %s", (long long)(m->base_index + s0 + i), tmp.msg);
+            map_res_error(m->rt, &items[i], tmp.code, &e);
+        }
+        return;
+    }
+    *nstacked = stacked;
+    *head = (map_res){.p = b, .aux = (int64_t)ferry_element_nbytes(b), .code = (int32_t)stacked,
+                      .kind = stacked == k ? RES_BATCH : RES_ROWS};
+    *bytes += (size_t)head->aux;
+}
+
+/* Deposits a fused chunk: the stacked rows (if any) as one result, then the single results.
+ * false when cancelled (what was not deposited is freed). */
+static bool map_deposit_chunk(map_it *m, int64_t s0, map_res *items, int64_t k, map_res *head, int64_t nstacked) {
+    if (nstacked > 0 && !map_deposit(m, s0, head, 1)) {
+        for (int64_t i = nstacked; i < k; i++) map_res_free(m->rt, &items[i]);
+        return false;
+    }
+    return nstacked >= k || map_deposit(m, s0 + nstacked, items + nstacked, k - nstacked);
 }
 
 static void *map_worker_main(void *arg) {
@@ -852,6 +898,9 @@ static void *map_worker_main(void *arg) {
         int64_t t0 = ferry__now_ns();
         int64_t s0 = m->next_seq;
         bool ended = false, cancelled = false;
+        size_t bytes = 0;
+        map_res head;
+        int64_t nstacked = 0;
         int64_t k = map_pull(m, items, m->fuse_n ? m->fuse_n : FERRY__MIN(chunk, room), &ended, &cancelled, &st);
         ferry__mutex_unlock(&m->in_mu);
         if (cancelled) {
@@ -859,8 +908,8 @@ static void *map_worker_main(void *arg) {
             return NULL;
         }
         int64_t t1 = ferry__now_ns();
-        size_t bytes = 0;
-        for (int64_t i = 0; i < k; i++) {
+        if (m->fuse_n) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
+        for (int64_t i = 0; !m->fuse_n && i < k; i++) {
             map_res *r = &items[i];
             if (r->kind != RES_ELEM) continue;
             ferry_element *o;
@@ -876,12 +925,7 @@ static void *map_worker_main(void *arg) {
         int64_t t2 = ferry__now_ns();
         if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
         map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
-        map_res fused;
-        if (m->fuse_n && k > 0 && map_fuse(m, w, items, k, &fused)) {
-            if (!map_deposit(m, s0, &fused, 1)) return NULL;
-        } else if (k > 0 && !map_deposit(m, s0, items, k)) {
-            return NULL;
-        }
+        if (!map_deposit_chunk(m, s0, items, k, &head, nstacked)) return NULL;
         if (ended) map_wake_end(m);
     }
 }
@@ -929,7 +973,7 @@ static void map_fcur_set(map_it *m, const map_res *r, int64_t seq) {
  * single result itself. */
 static int map_fcur_next(map_it *m, ferry_element **out, ferry__status *st) {
     map_res *r = &m->fcur;
-    if (r->kind != RES_BATCH) {
+    if (!res_stacked(r)) {
         m->fcur_on = false;
         if (r->kind == RES_ELEM) {
             *out = r->p;
@@ -999,7 +1043,7 @@ static int map_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
         int rc = map_take(m, &r, &seq, st);
         if (rc) return rc;
         if (r.kind == RES_DROP) continue;
-        if (r.kind == RES_BATCH) {
+        if (res_stacked(&r)) {
             map_fcur_set(m, &r, seq);
             continue;
         }
@@ -1287,9 +1331,10 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
         return ferry__fail(st, FERRY_ENOMEM, "map: allocating a reorder window of %zu results failed", w);
     for (size_t i = 0; i < w; i++) atomic_init(&m->slots[i].ready, -1);
     for (int i = 0; m->fuse_n && i < m->nthreads; i++) {
-        m->workers[i].items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
-        if (!m->workers[i].items) return ferry__fail(st, FERRY_ENOMEM, "map: allocating a batch's results failed");
-        int src = ferry__stack_new(m->rt, m->base.ds->ncomp, m->fuse_n, &m->workers[i].stk, st);
+        map_worker *mw = &m->workers[i];
+        mw->items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
+        if (!mw->items) return ferry__fail(st, FERRY_ENOMEM, "map: allocating a batch's results failed");
+        int src = ferry__stack_new(m->rt, m->base.ds->ncomp, m->fuse_n, &mw->stk, st);
         if (src) return src;
     }
     return FERRY_OK;

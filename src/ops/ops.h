@@ -27,8 +27,8 @@ typedef struct ferry__stack ferry__stack;
 int ferry__stack_new(ferry_runtime *rt, size_t ncomp, int64_t n, ferry__stack **out, ferry__status *st);
 void ferry__stack_free(ferry__stack *s);
 /* Adds e (borrowed) as row k (0, 1, ... in order; row 0 starts a batch). On a failure (arity,
- * dtype or shape unlike row 0's, memory) drops the rows held and returns the error with batch's
- * message; the caller stops adding to this batch. */
+ * dtype or shape unlike row 0's, memory) returns the error with batch's message and adds
+ * nothing; rows 0..k-1 stay (finish them, or reset; a failed row 0 needs a reset). */
 int ferry__stack_add(ferry__stack *s, int64_t k, const ferry_element *e, ferry__status *st);
 /* The batch of the k rows added: *out a new element. Resets the stacker either way. */
 int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__status *st);

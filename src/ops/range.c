@@ -22,17 +22,11 @@ static int range_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
     range_it *it = (range_it *)it_;
     const range_ds *ds = (const range_ds *)it_->ds;
     if (it->next_index >= it->count) return FERRY_END;
-    ferry_tensor *t;
-    int rc = ferry__tensor_new(it_->ctx.rt, FERRY_INT64, 0, NULL, &t, st);
+    ferry_element *e;
+    int rc = ferry__element_new_single(it_->ctx.rt, FERRY_INT64, 0, NULL, &e, st);
     if (rc) return rc;
     int64_t v = ds->start + it->next_index * ds->step;
-    memcpy(t->data, &v, sizeof v);
-    ferry_element *e = ferry__element_new(it_->ctx.rt, 1);
-    if (!e) {
-        ferry_tensor_unref(t);
-        return ferry__fail(st, FERRY_ENOMEM, "range: allocating an element failed");
-    }
-    e->t[0] = t;
+    memcpy(e->t[0]->data, &v, sizeof v);
     it->next_index++;
     *out = e;
     return FERRY_OK;
