@@ -8,8 +8,10 @@
  *      ferry: range -> map(burn, inline) -> batch(32) -> prefetch(AUTOTUNE).
  *   P2 latency: the map sleeps 200 us per element (like a slow read), parallel map, same
  *      consumer. Ideal: the consumer's total (the sleeps overlap).
- *      ferry: range -> map(sleep, 16 threads) -> batch(32) -> prefetch(AUTOTUNE).
- *   P3 overhead: range -> map(identity, parallel) -> batch(256) -> prefetch(AUTOTUNE), elements/s.
+ *      ferry: range -> map(sleep, 16 threads) -> batch(32) -> prefetch(AUTOTUNE); also unfused.
+ *   P3 overhead: range -> map(identity, parallel) -> batch(256) -> prefetch(AUTOTUNE), elements/s;
+ *      references: the map inline, and the parallel map unfused (a fixed reorder window keeps
+ *      batch from fusing into the map, so every element crosses threads on its own).
  *   P4 start: time from ferry_iterator_create to the first batch of the P3 pipeline.
  *
  * Usage: bench_core [--reps N] [--only P1|P2|P3|P4]
@@ -98,12 +100,13 @@ static int map_identity(ferry_context *ctx, ferry_element *in, ferry_element **o
     return FERRY_OK;
 }
 
-/* range(n) -> map(fn, threads) -> batch(b) -> prefetch(AUTOTUNE) */
-static ferry_dataset *make_pipeline(ferry_runtime *rt, int64_t n, ferry_map_fn fn, void *user, int threads,
-                                    int64_t batch, int64_t prefetch) {
+/* range(n) -> map(fn, threads) -> batch(b) -> prefetch(AUTOTUNE). A parallel map followed by
+ * batch runs fused (map_and_batch) unless `unfused`: a fixed reorder window turns fusion off. */
+static ferry_dataset *make_pipeline_opt(ferry_runtime *rt, int64_t n, ferry_map_fn fn, void *user, int threads,
+                                        int64_t batch, int64_t prefetch, bool unfused) {
     ferry_dataset *r, *m, *b, *p;
     CHECK(ferry_dataset_range(rt, 0, n, 1, &r));
-    ferry_map_options mo = {.num_parallel_calls = threads};
+    ferry_map_options mo = {.num_parallel_calls = threads, .reorder_window = unfused ? 4096 : 0};
     CHECK(ferry_dataset_map(r, fn, user, &mo, &m));
     CHECK(ferry_dataset_batch(m, batch, false, &b));
     CHECK(ferry_dataset_prefetch(b, prefetch, &p));
@@ -111,6 +114,11 @@ static ferry_dataset *make_pipeline(ferry_runtime *rt, int64_t n, ferry_map_fn f
     ferry_dataset_unref(m);
     ferry_dataset_unref(b);
     return p;
+}
+
+static ferry_dataset *make_pipeline(ferry_runtime *rt, int64_t n, ferry_map_fn fn, void *user, int threads,
+                                    int64_t batch, int64_t prefetch) {
+    return make_pipeline_opt(rt, n, fn, user, threads, batch, prefetch, false);
 }
 
 /* Iterates all batches, burning consumer_us per batch; returns seconds and element count. */
@@ -206,21 +214,31 @@ static void p2(ferry_runtime *rt, int reps) {
     const int64_t batches = 320, batch = 32;
     double sleep_us = 200.0, consumer = 1600.0;
     double ideal = batches * consumer * 1e-6;
-    double *tf = calloc((size_t)reps, sizeof *tf);
+    double *tf = calloc((size_t)reps, sizeof *tf), *tu = calloc((size_t)reps, sizeof *tu);
     ferry_dataset *ds = make_pipeline(rt, batches * batch, map_sleep, &sleep_us, 16, batch, FERRY_AUTOTUNE);
-    for (int r = 0; r < reps; r++) tf[r] = run_epoch(ds, consumer, NULL);
-    double mf = median(tf, reps);
-    printf("P2 latency    ideal %.1f ms | ferry (16 threads) %.1f ms (ideal/t %.3f, goal >= 0.95)\n", ideal * 1e3,
-           mf * 1e3, ideal / mf);
+    ferry_dataset *un = make_pipeline_opt(rt, batches * batch, map_sleep, &sleep_us, 16, batch, FERRY_AUTOTUNE, true);
+    for (int r = 0; r < reps; r++) {
+        tf[r] = run_epoch(ds, consumer, NULL);
+        tu[r] = run_epoch(un, consumer, NULL);
+    }
+    double mf = median(tf, reps), mu = median(tu, reps);
+    printf("P2 latency    ideal %.1f ms | ferry (16 threads) %.1f ms (ideal/t %.3f, goal >= 0.95) | unfused %.1f ms "
+           "(ideal/t %.3f)\n",
+           ideal * 1e3, mf * 1e3, ideal / mf, mu * 1e3, ideal / mu);
     ferry_dataset_unref(ds);
+    ferry_dataset_unref(un);
     free(tf);
+    free(tu);
 }
 
 static void p3(ferry_runtime *rt, int reps) {
     const int64_t n = 20 * 1000 * 1000;
     double *rate = calloc((size_t)reps, sizeof *rate), *rate1 = calloc((size_t)reps, sizeof *rate1);
+    double *rate2 = calloc((size_t)reps, sizeof *rate2);
     ferry_dataset *ds = make_pipeline(rt, n, map_identity, NULL, FERRY_AUTOTUNE, 256, FERRY_AUTOTUNE);
     ferry_dataset *inl = make_pipeline(rt, n, map_identity, NULL, 0, 256, FERRY_AUTOTUNE);
+    const int64_t n_un = n / 4; /* the unfused reference is slow: a quarter of the elements */
+    ferry_dataset *un = make_pipeline_opt(rt, n_un, map_identity, NULL, FERRY_AUTOTUNE, 256, FERRY_AUTOTUNE, true);
     for (int r = 0; r < reps; r++) {
         int64_t got;
         double t = run_epoch(ds, 0, &got);
@@ -231,14 +249,19 @@ static void p3(ferry_runtime *rt, int reps) {
         rate[r] = (double)n / t;
         t = run_epoch(inl, 0, &got);
         rate1[r] = (double)n / t;
+        t = run_epoch(un, 0, &got);
+        rate2[r] = (double)n_un / t;
     }
-    double m = median(rate, reps), m1 = median(rate1, reps);
-    printf("P3 overhead   ferry parallel map %.1f M elements/s (goal >= 20) | inline map %.1f M elements/s\n", m / 1e6,
-           m1 / 1e6);
+    double m = median(rate, reps), m1 = median(rate1, reps), m2 = median(rate2, reps);
+    printf("P3 overhead   ferry parallel map %.1f M elements/s (goal >= 20) | inline map %.1f M elements/s | "
+           "parallel map unfused %.1f M elements/s\n",
+           m / 1e6, m1 / 1e6, m2 / 1e6);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(inl);
+    ferry_dataset_unref(un);
     free(rate);
     free(rate1);
+    free(rate2);
 }
 
 static void p4(ferry_runtime *rt, int reps) {

@@ -110,6 +110,7 @@
 #define MAP_WINDOW_SLOTS 4096        /* slots of the default (adaptive) window */
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
 #define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
+#define MAP_FUSE_SLOW_NS 250000     /* fused: stack a batch in one worker when its calls take less */
 
 typedef struct map_ds {
     ferry_dataset base;
@@ -876,16 +877,26 @@ static void *map_worker_main(void *arg) {
     ferry__spinner spin = {0};
     map_res local[MAP_CHUNK_MAX];
     map_res *items = m->fuse_n ? w->items : local;
-    int64_t chunk = 1, want = m->fuse_n ? m->fuse_n : 1;
+    int64_t chunk = 1;
     for (;;) {
         if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && !map_park(m, w->id)) return NULL;
         ferry__mutex_lock(&m->in_mu);
-        int64_t room, win;
+        int64_t room, win, want, to_grid = 0;
+        bool stack = false;
         for (;;) {
             if (ferry__cancelled(&m->scope) || m->in_end) {
                 ferry__mutex_unlock(&m->in_mu);
                 return NULL;
             }
+            if (m->fuse_n) {
+                /* Fused: a chunk on the batch grid is stacked whole when fn is known to be cheap
+                 * (a batch's calls under MAP_FUSE_SLOW_NS); otherwise positions go out one by one
+                 * in chunks that stop at the grid, so that stacking can resume aligned. */
+                int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
+                to_grid = m->fuse_n - m->next_seq % m->fuse_n;
+                stack = to_grid == m->fuse_n && e_all > 0 && e_all * m->fuse_n <= MAP_FUSE_SLOW_NS;
+            }
+            want = stack ? m->fuse_n : 1;
             win = atomic_load_explicit(&m->win, memory_order_relaxed);
             room = atomic_load_explicit(&m->head_pub, memory_order_acquire) + win - m->next_seq;
             if (room >= want) break;
@@ -901,15 +912,17 @@ static void *map_worker_main(void *arg) {
         size_t bytes = 0;
         map_res head;
         int64_t nstacked = 0;
-        int64_t k = map_pull(m, items, m->fuse_n ? m->fuse_n : FERRY__MIN(chunk, room), &ended, &cancelled, &st);
+        int64_t n = stack ? m->fuse_n : FERRY__MIN(chunk, room);
+        if (m->fuse_n && !stack) n = FERRY__MIN(n, to_grid);
+        int64_t k = map_pull(m, items, n, &ended, &cancelled, &st);
         ferry__mutex_unlock(&m->in_mu);
         if (cancelled) {
             for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
             return NULL;
         }
         int64_t t1 = ferry__now_ns();
-        if (m->fuse_n) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
-        for (int64_t i = 0; !m->fuse_n && i < k; i++) {
+        if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
+        for (int64_t i = 0; !stack && i < k; i++) {
             map_res *r = &items[i];
             if (r->kind != RES_ELEM) continue;
             ferry_element *o;
