@@ -109,14 +109,18 @@ typedef struct ferry_runtime ferry_runtime;
 typedef void *(*ferry_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_size);
 
 typedef struct ferry_runtime_options {
-    ferry_alloc_fn alloc;  /* NULL: malloc/realloc/free */
+    ferry_alloc_fn alloc;  /* NULL: malloc/realloc/free, with a per-thread cache of small blocks;
+                              a hook sees every allocation and free */
     void *alloc_user;      /* passed to alloc */
     size_t memory_budget;  /* bytes of buffered elements, all stages together; 0: half of RAM */
     int cpu_budget;        /* threads that may be busy at once under AUTOTUNE; 0: online cores */
 } ferry_runtime_options;
 
 typedef struct ferry_runtime_stats {
-    size_t bytes_allocated;     /* bytes live through the allocator hook now */
+    size_t bytes_allocated;     /* bytes live through the allocator hook now (with the default
+                                   allocator, freed blocks of up to 512 bytes are also kept for
+                                   reuse, at most 64 KiB per size class and thread shard; they
+                                   are not counted here and go back at ferry_runtime_free) */
     int64_t blocks_allocated;   /* blocks live through the allocator hook now */
     size_t budget;              /* the byte budget in force */
     size_t budget_used;         /* buffered element bytes counted now */
@@ -360,7 +364,10 @@ FERRY_API int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, 
                                 ferry_dataset **out);
 FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, ferry_dataset **out);
 
-/* Batching. */
+/* Batching. A batch right over a parallel map with the default reorder window and input order
+ * runs fused with it (tf.data's map_and_batch): when the function is cheap, the map's workers
+ * stack whole batches themselves, so rows do not cross threads one by one. The output, the
+ * errors and their positions, and the saved state are exactly those of the unfused pipeline. */
 FERRY_API int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder, ferry_dataset **out);
 typedef struct ferry_padded_batch_options {
     /* Per component (num_components entries) or NULL: pad every dim to the batch's longest.
@@ -402,7 +409,9 @@ FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_da
 /* Drops elements whose production failed; counts them in the stats (errors_dropped). */
 FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out);
 
-/* Running ahead. buffer_size: N elements, 0 = no buffer (pass-through), FERRY_AUTOTUNE. */
+/* Running ahead. buffer_size: N elements, 0 = no buffer (pass-through), FERRY_AUTOTUNE. Under
+ * AUTOTUNE over an input that already runs ahead on its own threads (a parallel map, or a batch
+ * fused into one), prefetch adds no thread: the map's reorder window is the buffer. */
 FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out);
 /* path NULL or "": cache in memory (counted against the budget). Otherwise a file cache. */
 FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out);

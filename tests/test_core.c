@@ -100,6 +100,50 @@ TEST(range_save_restore) {
     rt_done(rt);
 }
 
+/* A source's scalar element and its tensor share one block: the tensor must still behave as an
+ * ordinary refcounted tensor (outlive the element, be replaced in it, be mutable only while
+ * nobody else holds it), and every block must go back when the last holder lets go. */
+TEST(range_element_tensor_outlives_its_element) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *r;
+    ASSERT_OK(ferry_dataset_range(rt, 7, 10, 1, &r));
+    ferry_runtime_stats st;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &st));
+    int64_t baseline = st.blocks_allocated;
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(r, NULL, &it));
+    ferry_element *e;
+    ASSERT_OK(ferry_iterator_next(it, &e));
+    ferry_tensor *t = ferry_element_get(e, 0);
+    ASSERT(ferry_tensor_mutable_data(t) != NULL); /* the element's alone */
+    ferry_tensor_ref(t);
+    ASSERT(ferry_tensor_mutable_data(t) == NULL); /* shared */
+    ferry_element_free(e);
+    ASSERT_EQ(*(const int64_t *)ferry_tensor_data(t), 7); /* outlives the element */
+    int64_t *w = ferry_tensor_mutable_data(t);        /* ours alone again */
+    ASSERT(w != NULL);
+    *w = 70;
+    ferry_tensor_unref(t);
+    /* Replaced in its element: the old tensor goes with the element's block. */
+    ASSERT_OK(ferry_iterator_next(it, &e));
+    ferry_tensor *old = ferry_element_get(e, 0);
+    ferry_tensor_ref(old);
+    ferry_tensor *nt;
+    ASSERT_OK(ferry_tensor_scalar_i64(rt, 80, &nt));
+    ASSERT_OK(ferry_element_set(e, 0, nt));
+    ASSERT_EQ(*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)), 80);
+    ASSERT_EQ(*(const int64_t *)ferry_tensor_data(old), 8);
+    ferry_tensor_unref(old);
+    ferry_element_free(e);
+    ASSERT_OK(ferry_iterator_next(it, &e));
+    ferry_element_free(e); /* plain use */
+    ferry_iterator_free(it);
+    ASSERT_OK(ferry_runtime_stats_get(rt, &st));
+    ASSERT_EQ(st.blocks_allocated, baseline); /* every block of the elements went back */
+    ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
 TEST(tensor_slice_shares_bytes) {
     ferry_runtime *rt = rt_new();
     int64_t dims[2] = {4, 3};

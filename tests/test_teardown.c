@@ -122,17 +122,24 @@ TEST(teardown_thousands_of_cycles) {
     ferry_runtime *rt = rt_new(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
-    ferry_dataset *pipes[4];
+    ferry_dataset *pipes[5];
     for (int i = 0; i < 4; i++) {
         ferry_dataset *m = map_of(r, add_one, NULL, 2 + i % 2, i >= 2, i == 1 ? 4 : 0, NULL);
         pipes[i] = prefetch_of(m, i % 2 ? 3 : FERRY_AUTOTUNE);
+        ferry_dataset_unref(m);
+    }
+    { /* batch fused into a parallel map, prefetch(AUTOTUNE) passing through */
+        ferry_dataset *m = map_of(r, add_one, NULL, 2, false, 0, NULL), *b;
+        ASSERT_OK(ferry_dataset_batch(m, 8, false, &b));
+        pipes[4] = prefetch_of(b, FERRY_AUTOTUNE);
+        ferry_dataset_unref(b);
         ferry_dataset_unref(m);
     }
     double t0 = now_s();
     for (long c = 0; c < cycles; c++) {
         ferry_iterator_options o = {.seed = (uint64_t)c, .warm_start = (c % 3) == 0};
         ferry_iterator *it;
-        ASSERT_OK(ferry_iterator_create(pipes[c % 4], &o, &it));
+        ASSERT_OK(ferry_iterator_create(pipes[c % 5], &o, &it));
         consume(it, (long)(rnd() % 65));
         if (c % 50 == 7) {
             ferry_blob *b;
@@ -143,7 +150,7 @@ TEST(teardown_thousands_of_cycles) {
         assert_idle(rt);
     }
     printf("  %ld cycles in %.2f s\n", cycles, now_s() - t0);
-    for (int i = 0; i < 4; i++) ferry_dataset_unref(pipes[i]);
+    for (int i = 0; i < 5; i++) ferry_dataset_unref(pipes[i]);
     ferry_dataset_unref(r);
     rt_done(rt);
 }

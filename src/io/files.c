@@ -12,7 +12,7 @@
  */
 #include "io.h"
 
-#include <glob.h>
+#include <errno.h>
 #include <string.h>
 
 typedef struct names_ds {
@@ -160,7 +160,16 @@ int ferry__dataset_names(ferry_runtime *rt, const char *op_name, size_t n, const
     return FERRY_OK;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+typedef struct list_files_arg {
+    ferry_runtime *rt;
+    const ferry_list_files_options *opts;
+    ferry_dataset **out;
+} list_files_arg;
+
+static int list_files_make(void *user, size_t n, const char *const *paths) {
+    list_files_arg *a = user;
+    return ferry__dataset_names(a->rt, "list_files", n, paths, a->opts, a->out);
+}
 
 int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry_list_files_options *opts,
                              ferry_dataset **out) {
@@ -170,23 +179,16 @@ int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'rt' is NULL");
     FERRY__CHECK_ARG(pattern != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is NULL");
     FERRY__CHECK_ARG(pattern[0] != '\0', FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is empty");
-    glob_t g;
-    memset(&g, 0, sizeof g);
-    int gr = glob(pattern, 0, NULL, &g);
-    if (gr != 0) {
-        globfree(&g);
-        if (gr == GLOB_NOMATCH)
-            return ferry__set_last_error(FERRY_ENOTFOUND, "ferry_dataset_list_files: no file matches the pattern '%s'",
-                                         pattern);
-        if (gr == GLOB_NOSPACE)
-            return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_list_files: out of memory matching '%s'", pattern);
+    list_files_arg a = {rt, opts, out};
+    int rc = FERRY_OK;
+    int e = ferry__glob(pattern, list_files_make, &a, &rc);
+    if (e == ENOENT)
+        return ferry__set_last_error(FERRY_ENOTFOUND, "ferry_dataset_list_files: no file matches the pattern '%s'",
+                                     pattern);
+    if (e == ENOMEM)
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_list_files: out of memory matching '%s'", pattern);
+    if (e)
         return ferry__set_last_error(FERRY_EIO, "ferry_dataset_list_files: reading a directory failed while matching '%s'",
                                      pattern);
-    }
-    /* glob sorts with the locale's collation; sort again bytewise so the order never depends on
-     * the environment. */
-    qsort(g.gl_pathv, g.gl_pathc, sizeof *g.gl_pathv, cmp_str);
-    int rc = ferry__dataset_names(rt, "list_files", g.gl_pathc, (const char *const *)g.gl_pathv, opts, out);
-    globfree(&g);
     return rc;
 }

@@ -28,10 +28,7 @@
 #include "stream.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #if defined(__has_include)
 #if __has_include(<zlib.h>)
@@ -116,14 +113,10 @@ static int raw_read(ferry__stream *s, uint8_t *dst, size_t want, size_t *got, fe
         if (n) memcpy(dst, s->mem + s->raw_off, n);
         *got = n;
     } else {
-        ssize_t r;
-        do {
-            r = pread(s->fd, dst, ask, (off_t)s->raw_off);
-        } while (r < 0 && errno == EINTR);
-        if (r < 0)
+        int e = ferry__fd_pread(s->fd, dst, ask, s->raw_off, got);
+        if (e)
             return sticky(s, st, FERRY_EIO, "reading '%s' at byte %lld: %s", s->path, (long long)s->raw_off,
-                          strerror(errno));
-        *got = (size_t)r;
+                          strerror(e));
     }
     if (*got == 0) s->raw_eof = true;
     s->raw_off += (int64_t)*got;
@@ -309,30 +302,12 @@ int ferry__stream_open(ferry_runtime *rt, const char *path, const ferry__stream_
     ferry__stream *s = NULL;
     int rc = stream_new(rt, path, opts, &s, st);
     if (rc) return rc;
-    int fd;
-    do {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        int e = errno;
+    int e = ferry__fd_open_read(path, &s->fd, &s->file_size);
+    if (e) {
         ferry__stream_close(s);
+        if (e == EISDIR) return ferry__fail(st, FERRY_ENOTFOUND, "cannot open '%s': it is a directory", path);
         return ferry__fail(st, FERRY_ENOTFOUND, "cannot open '%s': %s", path, strerror(e));
     }
-    s->fd = fd;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        ferry__stream_close(s);
-        return ferry__fail(st, FERRY_EIO, "cannot stat '%s': %s", path, strerror(e));
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        ferry__stream_close(s);
-        return ferry__fail(st, FERRY_ENOTFOUND, "cannot open '%s': it is a directory", path);
-    }
-    s->file_size = S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : -1;
-#if defined(POSIX_FADV_SEQUENTIAL)
-    if (S_ISREG(sb.st_mode)) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-#endif
     *out = s;
     return FERRY_OK;
 }
@@ -353,7 +328,7 @@ int ferry__stream_open_memory(ferry_runtime *rt, const char *name, const void *d
 void ferry__stream_close(ferry__stream *s) {
     if (!s) return;
     ferry_runtime *rt = s->rt;
-    if (s->fd >= 0) close(s->fd);
+    if (s->fd >= 0) (void)ferry__fd_close(s->fd);
 #ifdef FERRY_HAVE_ZLIB
     if (s->z_ready) inflateEnd(&s->z);
     ferry__free(rt, s->zin);
@@ -484,7 +459,7 @@ struct ferry__ostream {
     ferry_compression comp;
     ferry__io_fault_fn fault;
     void *fault_user;
-    uint8_t *buf;               /* bytes waiting for write(2): compressed when compressing */
+    uint8_t *buf;               /* bytes waiting to be written: compressed when compressing */
     size_t cap, len;
     int64_t off;                /* uncompressed bytes accepted */
     int64_t raw_off;            /* bytes written to the file */
@@ -517,15 +492,14 @@ static int raw_write(ferry__ostream *o, const uint8_t *p, size_t n, ferry__statu
                                 strerror(ENOSPC));
             if ((size_t)r < ask) ask = r > 0 ? (size_t)r : 1;
         }
-        ssize_t w = write(o->fd, p, ask);
-        if (w < 0) {
-            if (errno == EINTR) continue;
+        size_t w;
+        int e = ferry__fd_write(o->fd, p, ask, -1, &w);
+        if (e)
             return o_sticky(o, st, FERRY_EIO, "writing '%s' at byte %lld: %s", o->path, (long long)o->raw_off,
-                            strerror(errno));
-        }
+                            strerror(e));
         p += w;
-        n -= (size_t)w;
-        o->raw_off += w;
+        n -= w;
+        o->raw_off += (int64_t)w;
     }
     return FERRY_OK;
 }
@@ -606,12 +580,8 @@ int ferry__ostream_open(ferry_runtime *rt, const char *path, const ferry__ostrea
         w->z_ready = true;
     }
 #endif
-    int fd;
-    do {
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        int e = errno;
+    int fd, e = ferry__fd_create(path, false, &fd);
+    if (e) {
         ferry__ostream_close(w, NULL);
         return ferry__fail(st, e == ENOENT || e == ENOTDIR ? FERRY_ENOTFOUND : FERRY_EIO,
                            "cannot create '%s': %s", path, strerror(e));
@@ -663,10 +633,10 @@ int ferry__ostream_close(ferry__ostream *o, ferry__status *st) {
         if (rc == FERRY_OK && o->z_ready) rc = o_deflate(o, NULL, 0, Z_FINISH, st);
 #endif
         if (rc == FERRY_OK) rc = o_flush_buf(o, st);
-        if (rc == FERRY_OK && fsync(o->fd) != 0 && errno != EINVAL && errno != EROFS && errno != ENOTSUP)
-            rc = o_sticky(o, st, FERRY_EIO, "syncing '%s': %s", o->path, strerror(errno));
-        if (close(o->fd) != 0 && rc == FERRY_OK && errno != EINTR)
-            rc = o_sticky(o, st, FERRY_EIO, "closing '%s': %s", o->path, strerror(errno));
+        int e = rc == FERRY_OK ? ferry__fd_sync(o->fd) : 0;
+        if (e) rc = o_sticky(o, st, FERRY_EIO, "syncing '%s': %s", o->path, strerror(e));
+        e = ferry__fd_close(o->fd);
+        if (e && rc == FERRY_OK) rc = o_sticky(o, st, FERRY_EIO, "closing '%s': %s", o->path, strerror(e));
     }
 #ifdef FERRY_HAVE_ZLIB
     if (o->z_ready) deflateEnd(&o->z);

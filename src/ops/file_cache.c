@@ -71,9 +71,6 @@
 #include "ops.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/crc32c.h"
 
@@ -114,15 +111,12 @@ static int fc_pwrite_all(int fd, int64_t off, const void *p, size_t n) {
         long want = fc_hook('w', off, n);
         if (want < 0) return (int)-want;
         if (want == 0) want = 1;
-        ssize_t w = pwrite(fd, b, (size_t)want, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        if (w == 0) return EIO;
+        size_t w;
+        int e = ferry__fd_write(fd, b, (size_t)want, off, &w);
+        if (e) return e;
         b += w;
-        off += w;
-        n -= (size_t)w;
+        off += (int64_t)w;
+        n -= w;
     }
     return 0;
 }
@@ -135,13 +129,11 @@ static int fc_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got) {
         long want = fc_hook('r', off, n - *got);
         if (want < 0) return (int)-want;
         if (want == 0) want = 1;
-        ssize_t r = pread(fd, b + *got, (size_t)want, (off_t)(off + (int64_t)*got));
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
+        size_t r;
+        int e = ferry__fd_pread(fd, b + *got, (size_t)want, off + (int64_t)*got, &r);
+        if (e) return e;
         if (r == 0) break;
-        *got += (size_t)r;
+        *got += r;
     }
     return 0;
 }
@@ -149,28 +141,15 @@ static int fc_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got) {
 static int fc_fsync(int fd) {
     long h = fc_hook('s', 0, 0);
     if (h < 0) return (int)-h;
-    return fsync(fd) == 0 ? 0 : errno;
+    return ferry__fd_sync(fd);
 }
 
 static int fc_rename(const char *from, const char *to) {
     long h = fc_hook('n', 0, 0);
     if (h < 0) return (int)-h;
-    return rename(from, to) == 0 ? 0 : errno;
+    return ferry__path_rename(from, to);
 }
 
-static void fc_fsync_dir(const char *path) {
-    char dir[FC_PATH_MAX + 8];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-}
 
 /* ---- little-endian helpers ---------------------------------------------------------------- */
 static void put_u32(uint8_t *p, uint32_t v) {
@@ -262,11 +241,11 @@ static uint8_t *build_header(fc_it *it, size_t *size) {
 /* ---- writer ----------------------------------------------------------------------------- */
 static void writer_abandon(fc_it *it) {
     if (it->wfd >= 0) {
-        close(it->wfd);
+        (void)ferry__fd_close(it->wfd);
         it->wfd = -1;
     }
     if (it->tmp) {
-        unlink(it->tmp);
+        (void)ferry__path_unlink(it->tmp);
         ferry__free(it_rt(it), it->tmp);
         it->tmp = NULL;
     }
@@ -328,9 +307,9 @@ static void writer_open(fc_it *it) {
     it->tmp = ferry__alloc(rt, n);
     if (!it->tmp) return;
     uint64_t r = ferry__mix64((uint64_t)ferry__now_ns(), (uint64_t)(uintptr_t)it);
-    snprintf(it->tmp, n, "%s.tmp.%ld.%016llx", path, (long)getpid(), (unsigned long long)r);
-    it->wfd = open(it->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (it->wfd < 0) {
+    snprintf(it->tmp, n, "%s.tmp.%ld.%016llx", path, ferry__process_id(), (unsigned long long)r);
+    if (ferry__fd_create(it->tmp, true, &it->wfd) != 0) {
+        it->wfd = -1;
         ferry__free(rt, it->tmp);
         it->tmp = NULL;
         return;
@@ -440,14 +419,15 @@ static void writer_commit(fc_it *it) {
     ok = ok && w_u32(it, crc) && w_u32(it, 0) && w_append(it, fc_end_magic, 8) && w_flush(it);
     if (!ok) return; /* abandoned */
     int e = fc_fsync(it->wfd);
-    if (close(it->wfd) != 0 && !e) e = errno;
+    int ce = ferry__fd_close(it->wfd);
+    if (ce && !e) e = ce;
     it->wfd = -1;
     if (!e) e = fc_rename(it->tmp, it_path(it));
     if (e) {
         writer_abandon(it);
         return;
     }
-    fc_fsync_dir(it_path(it));
+    ferry__dir_sync(it_path(it));
     ferry__free(it_rt(it), it->tmp);
     it->tmp = NULL;
     ferry__free(it_rt(it), it->idx);
@@ -458,7 +438,7 @@ static void writer_commit(fc_it *it) {
 
 /* ---- reader ----------------------------------------------------------------------------- */
 static void reader_close(fc_it *it) {
-    if (it->rfd >= 0) close(it->rfd);
+    if (it->rfd >= 0) (void)ferry__fd_close(it->rfd);
     it->rfd = -1;
     ferry__free(it_rt(it), it->ridx);
     it->ridx = NULL;
@@ -470,13 +450,15 @@ static void reader_close(fc_it *it) {
  * of this input (the iterator then holds it open), false otherwise (nothing held). */
 static bool reader_open(fc_it *it) {
     ferry_runtime *rt = it_rt(it);
-    it->rfd = open(it_path(it), O_RDONLY | O_CLOEXEC);
-    if (it->rfd < 0) return false;
-    struct stat sb;
+    int64_t size = 0;
+    if (ferry__fd_open_read(it_path(it), &it->rfd, &size) != 0) {
+        it->rfd = -1;
+        return false;
+    }
     size_t hs = 0, got;
     uint8_t *want = NULL, *have = NULL, *foot = NULL;
-    bool ok = fstat(it->rfd, &sb) == 0 && S_ISREG(sb.st_mode);
-    int64_t size = ok ? (int64_t)sb.st_size : 0;
+    bool ok = size >= 0; /* a regular file */
+    if (!ok) size = 0;
     if (ok) want = build_header(it, &hs);
     ok = want && size >= (int64_t)hs + 24 + FC_TRAILER;
     if (ok) have = ferry__alloc(rt, hs);

@@ -3,11 +3,15 @@
  * states). The write goes to "<path>.tmp.<pid>" in the same directory, is fsynced, renamed over
  * path, and the directory is fsynced: a process killed at any point leaves the old file or the
  * new one, never a mix (a leftover temporary may remain; it is never read).
+ * Also the descriptor and path calls the io layer and the file cache use (open, pread, write,
+ * fsync, rename, glob), so that no layer above calls POSIX directly.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -102,4 +106,103 @@ int ferry__file_read_exact(const char *path, void *buf, size_t n) {
     }
     close(fd);
     return rc;
+}
+
+/* ---- files by descriptor and paths (the io layer's and the file cache's only way to the OS) ---- */
+int ferry__fd_open_read(const char *path, int *fd, int64_t *size) {
+    *fd = -1;
+    int f;
+    do {
+        f = open(path, O_RDONLY | O_CLOEXEC);
+    } while (f < 0 && errno == EINTR);
+    if (f < 0) return errno;
+    struct stat sb;
+    if (fstat(f, &sb) != 0) {
+        int e = errno;
+        close(f);
+        return e;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        close(f);
+        return EISDIR;
+    }
+    *size = S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : -1;
+#if defined(POSIX_FADV_SEQUENTIAL)
+    if (S_ISREG(sb.st_mode)) (void)posix_fadvise(f, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    *fd = f;
+    return 0;
+}
+
+int ferry__fd_create(const char *path, bool excl, int *fd) {
+    int f;
+    do {
+        f = open(path, O_WRONLY | O_CREAT | (excl ? O_EXCL : O_TRUNC) | O_CLOEXEC, excl ? 0644 : 0666);
+    } while (f < 0 && errno == EINTR);
+    *fd = f;
+    return f < 0 ? errno : 0;
+}
+
+int ferry__fd_pread(int fd, void *buf, size_t n, int64_t off, size_t *got) {
+    ssize_t r;
+    do {
+        r = pread(fd, buf, n, (off_t)off);
+    } while (r < 0 && errno == EINTR);
+    *got = r > 0 ? (size_t)r : 0;
+    return r < 0 ? errno : 0;
+}
+
+int ferry__fd_write(int fd, const void *buf, size_t n, int64_t off, size_t *put) {
+    ssize_t w;
+    do {
+        w = off < 0 ? write(fd, buf, n) : pwrite(fd, buf, n, (off_t)off);
+    } while (w < 0 && errno == EINTR);
+    *put = w > 0 ? (size_t)w : 0;
+    if (w < 0) return errno;
+    return w == 0 && n > 0 ? EIO : 0;
+}
+
+int ferry__fd_sync(int fd) {
+    if (fsync(fd) == 0 || errno == EINVAL || errno == EROFS || errno == ENOTSUP) return 0;
+    return errno;
+}
+
+int ferry__fd_close(int fd) { return close(fd) == 0 || errno == EINTR ? 0 : errno; }
+
+int ferry__path_rename(const char *from, const char *to) { return rename(from, to) == 0 ? 0 : errno; }
+
+int ferry__path_unlink(const char *path) { return unlink(path) == 0 ? 0 : errno; }
+
+void ferry__dir_sync(const char *path) {
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return;
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) dir[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+long ferry__process_id(void) { return (long)getpid(); }
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int ferry__glob(const char *pattern, int (*fn)(void *user, size_t n, const char *const *paths), void *user, int *rc) {
+    glob_t g;
+    memset(&g, 0, sizeof g);
+    int gr = glob(pattern, 0, NULL, &g);
+    if (gr != 0) {
+        globfree(&g);
+        return gr == GLOB_NOMATCH ? ENOENT : gr == GLOB_NOSPACE ? ENOMEM : EIO;
+    }
+    /* glob sorts with the locale's collation; sort again bytewise so the order never depends on
+     * the environment. */
+    qsort(g.gl_pathv, g.gl_pathc, sizeof *g.gl_pathv, cmp_str);
+    *rc = fn(user, g.gl_pathc, (const char *const *)g.gl_pathv);
+    globfree(&g);
+    return 0;
 }
