@@ -427,7 +427,7 @@ static void writer_commit(fc_it *it) {
         writer_abandon(it);
         return;
     }
-    ferry__dir_sync(it_path(it));
+    (void)ferry__dir_sync(it_path(it)); /* the cache is complete either way; this makes it durable */
     ferry__free(it_rt(it), it->tmp);
     it->tmp = NULL;
     ferry__free(it_rt(it), it->idx);

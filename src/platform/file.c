@@ -62,17 +62,8 @@ int ferry__file_write_atomic(const char *path, const void *data, size_t n, const
         return rc;
     }
     /* Make the rename durable. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) dir[1] = '\0';
-    else if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        if (fsync(dfd) != 0 && errno != EINVAL) rc = errno, *step = "fsync of the directory";
-        close(dfd);
-    }
+    rc = ferry__dir_sync(path);
+    if (rc) *step = "fsync of the directory";
     return rc;
 }
 
@@ -173,18 +164,19 @@ int ferry__path_rename(const char *from, const char *to) { return rename(from, t
 
 int ferry__path_unlink(const char *path) { return unlink(path) == 0 ? 0 : errno; }
 
-void ferry__dir_sync(const char *path) {
+int ferry__dir_sync(const char *path) {
     char dir[4096];
-    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return;
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return ENAMETOOLONG;
     char *slash = strrchr(dir, '/');
     if (slash == dir) dir[1] = '\0';
     else if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0, dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
-        (void)fsync(dfd);
+        if (fsync(dfd) != 0 && errno != EINVAL) rc = errno;
         close(dfd);
     }
+    return rc;
 }
 
 long ferry__process_id(void) { return (long)getpid(); }

@@ -1,6 +1,6 @@
 /*
  * platform.h - the only layer that calls POSIX directly: mutexes, condition variables, threads,
- * clocks and machine facts. Everything above uses these wrappers, so that a port or a fault
+ * clocks, files and machine facts. Everything above uses these wrappers, so that a port or a fault
  * injector has one place to change.
  *
  * Lock errors from pthread on a correctly initialized mutex are broken invariants, so the lock
@@ -22,33 +22,6 @@
 #define ferry__cpu_relax() __asm__ __volatile__("yield")
 #else
 #define ferry__cpu_relax() ((void)0)
-/* Whole small files. Return 0 or an errno value; *step names the step that failed. */
-int ferry__file_write_atomic(const char *path, const void *data, size_t n, const char **step);
-int ferry__file_size(const char *path, size_t *size);
-/* Reads exactly n bytes (EAGAIN if the file is shorter now). */
-int ferry__file_read_exact(const char *path, void *buf, size_t n);
-
-/* Files by descriptor and paths. Each returns 0 or an errno value; EINTR is retried. */
-/* Opens path for reading; *size: its size for a regular file, else -1. EISDIR for a directory. */
-int ferry__fd_open_read(const char *path, int *fd, int64_t *size);
-/* Creates path for writing: truncating it, or with excl failing with EEXIST when it exists. */
-int ferry__fd_create(const char *path, bool excl, int *fd);
-/* Reads up to n bytes at off; *got == 0 only at the end of the file. */
-int ferry__fd_pread(int fd, void *buf, size_t n, int64_t off, size_t *got);
-/* Writes up to n bytes at off (off < 0: at the file offset); *put > 0 bytes written on success. */
-int ferry__fd_write(int fd, const void *buf, size_t n, int64_t off, size_t *put);
-/* fsync; a file that cannot be synced (EINVAL, EROFS, ENOTSUP: a pipe, a read-only mount) is done. */
-int ferry__fd_sync(int fd);
-int ferry__fd_close(int fd);
-int ferry__path_rename(const char *from, const char *to);
-int ferry__path_unlink(const char *path);
-/* fsyncs the directory that holds path (best effort: a rename's durability). */
-void ferry__dir_sync(const char *path);
-long ferry__process_id(void);
-/* Matches a glob pattern and calls fn with the paths sorted bytewise (*rc gets fn's result).
- * Returns 0, ENOENT when nothing matches, ENOMEM, or EIO (a directory could not be read). */
-int ferry__glob(const char *pattern, int (*fn)(void *user, size_t n, const char *const *paths), void *user, int *rc);
-
 #endif
 
 typedef struct ferry__mutex {
@@ -118,8 +91,8 @@ int ferry__fd_sync(int fd);
 int ferry__fd_close(int fd);
 int ferry__path_rename(const char *from, const char *to);
 int ferry__path_unlink(const char *path);
-/* fsyncs the directory that holds path (best effort: a rename's durability). */
-void ferry__dir_sync(const char *path);
+/* fsyncs the directory that holds path; 0 or an errno value (EINVAL: cannot be synced, done). */
+int ferry__dir_sync(const char *path);
 long ferry__process_id(void);
 /* Matches a glob pattern and calls fn with the paths sorted bytewise (*rc gets fn's result).
  * Returns 0, ENOENT when nothing matches, ENOMEM, or EIO (a directory could not be read). */
