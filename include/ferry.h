@@ -529,9 +529,10 @@ typedef struct ferry_tfrecord_options {
                                     N files read at once by a parallel interleave (deterministic
                                     order: one record from each open file in turn) */
     int64_t max_bad_records;     /* 0: every bad record (corrupt, truncated, too large) is an
-                                    error in its position; N > 0: drop up to N bad records in all
-                                    (per file with num_parallel_reads), counted in the stage's
-                                    errors_dropped, then errors again; -1: drop all */
+                                    error in its position; N > 0: drop the first N bad records
+                                    in output order over all files (also with
+                                    num_parallel_reads), counted in the stage's errors_dropped,
+                                    then errors again; -1: drop all */
     bool skip_crc_check;         /* false (default): check both CRCs of every record */
     uint64_t max_record_size;    /* 0: no limit but the file; else longer records are bad
                                     (FERRY_ETOOLARGE) and skipped over */

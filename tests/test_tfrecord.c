@@ -813,6 +813,58 @@ TEST(save_restore_at_every_position) {
     tmp_clean();
 }
 
+/* With num_parallel_reads the limit is one count over all files, applied in output order: the
+ * same positions as reading with no limit, minus the first max_bad error positions. */
+TEST(bad_record_limit_is_global_under_parallel_reads) {
+    tmp_make();
+    size_t lens[] = {20, 30, 40, 50, 60};
+    recset r;
+    recset_init(&r, 5, lens);
+    size_t n;
+    uint8_t *p = damaged_file(&r, &n); /* 2 bad records per file */
+    write_whole(tmp_path("bad.tfrecord"), p, n);
+    ferry_runtime *rt = rt_new();
+    const char *f[3] = {tmp_path("bad.tfrecord"), tmp_path("bad.tfrecord"), tmp_path("bad.tfrecord")};
+    for (int reads = 1; reads <= 3; reads++) {
+        ferry_tfrecord_options o0 = {.num_parallel_reads = reads};
+        ferry_dataset *all = tfr_ds(rt, 3, f, &o0);
+        seq ref = read_ds(all, 60);
+        int bad = 0;
+        for (int i = 0; i < ref.n; i++) bad += ref.it[i].rc != FERRY_OK;
+        ASSERT_EQ(bad, 6);
+        for (int64_t max_bad = -1; max_bad <= 7; max_bad++) {
+            ferry_tfrecord_options o = {.num_parallel_reads = reads, .max_bad_records = max_bad};
+            ferry_dataset *ds = tfr_ds(rt, 3, f, &o);
+            ferry_iterator *it;
+            ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+            seq s = collect(it, -1, 60);
+            int64_t want_drop = max_bad < 0 || max_bad > 6 ? 6 : max_bad;
+            if (max_bad != 0) ASSERT_EQ(dropped_of(it, "tfrecord_bad_records"), want_drop);
+            ASSERT_EQ(s.n, ref.n - (int)want_drop);
+            int j = 0, skipped = 0; /* s is ref without its first want_drop errors */
+            for (int i = 0; i < ref.n; i++) {
+                if (ref.it[i].rc != FERRY_OK && skipped < want_drop) {
+                    skipped++;
+                    continue;
+                }
+                ASSERT_EQ(s.it[j].rc, ref.it[i].rc);
+                ASSERT_EQ(s.it[j].len, ref.it[i].len);
+                j++;
+            }
+            seq_free(&s);
+            ferry_iterator_free(it);
+            if (max_bad == 3) check_restore_everywhere(ds, 60);
+            ferry_dataset_unref(ds);
+        }
+        seq_free(&ref);
+        ferry_dataset_unref(all);
+    }
+    free(p);
+    recset_free(&r);
+    rt_done(rt);
+    tmp_clean();
+}
+
 TEST(restore_validates_state) {
     tmp_make();
     ferry_runtime *rt = rt_new();

@@ -746,6 +746,70 @@ static int open_one(ferry_context *ctx, const ferry_element *in, ferry_dataset *
     return FERRY_OK;
 }
 
+/* ---- parallel reads: one bad-record limit over all files ---------------------------------
+ * Under num_parallel_reads each file's reader reports every bad record as an error in its
+ * position, and this 1:1 op above the interleave drops the first max_bad_records of them (all,
+ * with -1) in output order: one limit for the whole dataset as without parallel reads, and the
+ * same records dropped whatever the threads' timing. State: i64 dropped so far, the input's. */
+typedef struct badlim_ds {
+    ferry_dataset base;
+    int64_t max;
+} badlim_ds;
+
+typedef struct badlim_it {
+    ferry__iter base;
+    ferry__iter *input;
+    int64_t dropped;
+} badlim_it;
+
+static int badlim_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    badlim_it *it = (badlim_it *)it_;
+    int64_t max = ((const badlim_ds *)it_->ds)->max;
+    for (;;) {
+        int rc = ferry__iter_next(it->input, out, st);
+        if (rc >= 0 || !droppable(rc) || (max >= 0 && it->dropped >= max) || ferry__cancelled(it_->ctx.cancel))
+            return rc;
+        it->dropped++;
+        if (it_->stats) atomic_fetch_add_explicit(&it_->stats->dropped, 1, memory_order_relaxed);
+    }
+}
+
+static int badlim_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
+    badlim_it *it = (badlim_it *)it_;
+    ferry__w_i64(w, it->dropped);
+    return ferry__iter_save(it->input, w, st);
+}
+
+static void badlim_destroy(ferry__iter *it_) {
+    ferry__iter_free(((badlim_it *)it_)->input);
+    ferry__iter_release(it_);
+}
+
+static const ferry__iter_vtable badlim_iter_vt = {badlim_next, badlim_save, NULL, badlim_destroy};
+
+static int badlim_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                       ferry__status *st) {
+    badlim_it *it = ferry__iter_alloc(ds_, ctx, &badlim_iter_vt, sizeof *it, st);
+    if (!it) return st->code;
+    int64_t max = ((const badlim_ds *)ds_)->max;
+    int rc = FERRY_OK;
+    if (state) {
+        rc = ferry__r_i64(state, &it->dropped, st);
+        if (!rc && (it->dropped < 0 || (max >= 0 && it->dropped > max)))
+            rc = ferry__fail(st, FERRY_ECORRUPT, "tfrecord: saved state corrupt: %lld bad records dropped, limit %lld",
+                             (long long)it->dropped, (long long)max);
+    }
+    if (!rc) rc = ferry__iter_make(ds_->inputs[0], ctx, state, &it->input, st);
+    if (rc) {
+        badlim_destroy(&it->base);
+        return rc;
+    }
+    *out = &it->base;
+    return FERRY_OK;
+}
+
+static const ferry__dataset_vtable badlim_vt = {badlim_make, NULL};
+
 /* Takes a reference to `names` (a dataset of bytes scalars) and returns the interleave. */
 static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfrecord_options *o, ferry_dataset **out) {
     ferry_dataset *d;
@@ -754,6 +818,7 @@ static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfre
     if (rc) return rc;
     ((names_pass_ds *)d)->o = *o;
     ((names_pass_ds *)d)->o.num_parallel_reads = 0;
+    ((names_pass_ds *)d)->o.max_bad_records = 0; /* every bad record in its position: badlim decides */
     hash_options(d, o);
     ferry__dataset_seal(d);
     ferry_interleave_options io = {0};
@@ -762,9 +827,23 @@ static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfre
     io.num_parallel_calls = o->num_parallel_reads;
     io.num_outputs = 1;
     io.output_specs = &record_spec;
-    rc = ferry_dataset_interleave(d, open_one, d, &io, out);
+    ferry_dataset *il;
+    rc = ferry_dataset_interleave(d, open_one, d, &io, &il);
     ferry_dataset_unref(d);
     if (rc) return ferry__set_last_error(rc, "%s: making the parallel interleave failed: %s", fn, ferry_last_error());
+    if (o->max_bad_records == 0) {
+        *out = il;
+        return FERRY_OK;
+    }
+    int64_t card = il->cardinality == 0 || il->cardinality == FERRY_INFINITE ? il->cardinality : FERRY_UNKNOWN;
+    rc = ferry__dataset_new(names->rt, &badlim_vt, "tfrecord_bad_records", sizeof(badlim_ds), 1, &il, 1, &record_spec,
+                            card, &d);
+    ferry_dataset_unref(il);
+    if (rc) return rc;
+    ((badlim_ds *)d)->max = o->max_bad_records;
+    ferry__dataset_hash_i64(d, o->max_bad_records);
+    ferry__dataset_seal(d);
+    *out = d;
     return FERRY_OK;
 }
 
