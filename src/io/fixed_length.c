@@ -2,9 +2,11 @@
  * fixed_length.c - `fixed_length_records`: files made of a header, records of a fixed size and a
  * footer; one FERRY_BYTES scalar per record, as tf.data's FixedLengthRecordDataset.
  *
- * Objects: fl_ds holds copies of the file names and the sizes; fl_it holds the index of the
- * current file and its open stream (stream.h). Files are read one after another, opened when the
- * iterator reaches them.
+ * Objects: a file-list source (io.h, files_iter.c): fl_ds adds the sizes to the copies of the
+ * file names and the read options, and the iterator holds the index of the current file and its
+ * open stream (stream.h). files_iter.c walks the list (files are read one after another, opened
+ * when the iterator reaches them) and saves the position; this file skips a header once a file
+ * is opened, reads records, skips records and checks a restored offset.
  *
  * Reading one file: skip header_bytes (read and dropped, so compressed files work too), then
  * peek record_bytes + footer_bytes ahead (twice that when the read buffer is smaller than two
@@ -17,17 +19,19 @@
  * size is needed; tf.data rejects a plain file with a partial record before reading it, ferry
  * hands out the whole records first and reports the rest in its position.
  *
- * Errors take one position and end their file: open failures, read errors, damaged compressed
- * streams (messages from stream.h name the file and the offset), the shape errors above.
+ * Errors take one position and end their file (files_iter.c): open failures, read errors,
+ * damaged compressed streams (messages from stream.h name the file and the offset), the shape
+ * errors above.
  *
- * Save/restore: (file index, decompressed offset of the next record); offset 0 means the file is
- * not started (its header not yet skipped). Restore validates: index at most the number of
- * files, offset 0 or header_bytes + k * record_bytes, and within the file (the file is reopened
- * and positioned at once, so a bad state fails the restore rather than the stream).
+ * Save/restore: (file index, decompressed offset of the next record), written and read by
+ * files_iter.c; offset 0 means the file is not started (its header not yet skipped). Restore
+ * (fl_restore) validates: index at most the number of files, offset 0 or header_bytes + k *
+ * record_bytes, and within the file (the file is reopened and positioned at once, so a bad state
+ * fails the restore rather than the stream).
  *
  * Threads: none; the iterator runs on its consumer's thread.
  */
-#include "io/stream.h"
+#include "io/io.h"
 
 #include <string.h>
 
@@ -36,36 +40,12 @@
 #define FL_SKIP_CHUNK ((size_t)64 * 1024)
 
 typedef struct fl_ds {
-    ferry_dataset base;
-    size_t nfiles;
-    char **files;
+    ferry__files_ds f;
     int64_t record, header, footer;
-    ferry_compression compression;
-    size_t buffer_size;
 } fl_ds;
 
-typedef struct fl_it {
-    ferry__iter base;
-    size_t file;
-    ferry__stream *s;
-} fl_it;
-
-static void close_file(fl_it *it) {
-    ferry__stream_close(it->s);
-    it->s = NULL;
-    it->file++;
-}
-
-static int open_file(fl_it *it, ferry__status *st) {
-    const fl_ds *ds = (const fl_ds *)it->base.ds;
-    ferry__stream_options so = {.compression = ds->compression, .buffer_size = ds->buffer_size};
-    int rc = ferry__stream_open(it->base.ctx.rt, ds->files[it->file], &so, &it->s, st);
-    if (rc) ferry__status_prefix(st, "fixed_length_records");
-    return rc;
-}
-
 /* Reads and drops the header of the file just opened. */
-static int skip_header(fl_it *it, ferry__status *st) {
+static int skip_header(ferry__files_it *it, ferry__status *st) {
     const fl_ds *ds = (const fl_ds *)it->base.ds;
     int64_t left = ds->header;
     while (left > 0) {
@@ -79,7 +59,7 @@ static int skip_header(fl_it *it, ferry__status *st) {
             return ferry__fail(st, FERRY_ECORRUPT,
                                "fixed_length_records: '%s' is %lld bytes long, shorter than its header (%lld bytes) "
                                "and footer (%lld bytes)",
-                               ds->files[it->file], (long long)ferry__stream_offset(it->s), (long long)ds->header,
+                               ds->f.files[it->file], (long long)ferry__stream_offset(it->s), (long long)ds->header,
                                (long long)ds->footer);
         ferry__stream_consume(it->s, take);
         left -= (int64_t)take;
@@ -88,14 +68,14 @@ static int skip_header(fl_it *it, ferry__status *st) {
 }
 
 /* The next record of the open file: FERRY_OK, FERRY_END (the file is done), or an error. */
-static int read_record(fl_it *it, ferry_element **out, ferry__status *st) {
+static int read_record(ferry__files_it *it, ferry_element **out, ferry__status *st) {
     const fl_ds *ds = (const fl_ds *)it->base.ds;
     size_t rb = (size_t)ds->record, need = (size_t)(ds->record + ds->footer);
     const uint8_t *p;
     size_t avail;
     /* A read buffer smaller than two records would be refilled for every record: then ask for
      * two (the stream grows its buffer to that once). */
-    size_t buf = ds->buffer_size ? ds->buffer_size : FERRY__STREAM_DEFAULT_BUFFER;
+    size_t buf = ds->f.buffer_size ? ds->f.buffer_size : FERRY__STREAM_DEFAULT_BUFFER;
     size_t want = buf / 2 >= need ? need : 2 * need;
     int rc = ferry__stream_peek(it->s, want, &p, &avail, st);
     /* A stream that fails (damaged compressed data, I/O error) still hands out the bytes it made
@@ -122,7 +102,7 @@ static int read_record(fl_it *it, ferry_element **out, ferry__status *st) {
     int64_t off = ferry__stream_offset(it->s);
     int64_t total = off + (int64_t)avail;
     int64_t body = total - ds->header - ds->footer;
-    const char *path = ds->files[it->file];
+    const char *path = ds->f.files[it->file];
     if (body < 0)
         return ferry__fail(st, FERRY_ECORRUPT,
                            "fixed_length_records: '%s' is %lld bytes long, shorter than its header (%lld bytes) and "
@@ -138,49 +118,9 @@ static int read_record(fl_it *it, ferry_element **out, ferry__status *st) {
                        (long long)off, (long long)((int64_t)avail - ds->footer));
 }
 
-static int fl_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
-    fl_it *it = (fl_it *)it_;
-    const fl_ds *ds = (const fl_ds *)it_->ds;
-    while (it->file < ds->nfiles) {
-        int rc;
-        if (!it->s) {
-            rc = open_file(it, st);
-            if (rc) {
-                it->file++;
-                return rc;
-            }
-            rc = skip_header(it, st);
-        } else {
-            rc = FERRY_OK;
-        }
-        if (rc == FERRY_OK) rc = read_record(it, out, st);
-        if (rc == FERRY_OK) return FERRY_OK;
-        close_file(it);
-        if (rc != FERRY_END) {
-            if (strncmp(st->msg, "fixed_length_records", 20) != 0) ferry__status_prefix(st, "fixed_length_records");
-            return rc;
-        }
-    }
-    return FERRY_END;
-}
-
-static int fl_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
-    FERRY__UNUSED(st);
-    fl_it *it = (fl_it *)it_;
-    ferry__w_u64(w, it->file);
-    ferry__w_i64(w, it->s ? ferry__stream_offset(it->s) : 0);
-    return FERRY_OK;
-}
-
-static void fl_destroy(ferry__iter *it_) {
-    fl_it *it = (fl_it *)it_;
-    ferry__stream_close(it->s);
-    ferry__iter_release(it_);
-}
-
 /* fl_skip: whole records of plain files are skipped by seeking; otherwise next-and-free. */
 static int fl_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
-    fl_it *it = (fl_it *)it_;
+    ferry__files_it *it = (ferry__files_it *)it_;
     const fl_ds *ds = (const fl_ds *)it_->ds;
     *skipped = 0;
     while (*skipped < n) {
@@ -197,7 +137,7 @@ static int fl_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status 
         }
         ferry_element *e = NULL;
         ferry__status tmp;
-        int rc = fl_next(it_, &e, &tmp);
+        int rc = ferry__files_next(it_, &e, &tmp);
         if (rc == FERRY_END) break;
         ferry_element_free(e);
         (*skipped)++;
@@ -205,26 +145,19 @@ static int fl_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status 
     return FERRY_OK;
 }
 
-static const ferry__iter_vtable fl_iter_vt = {fl_next, fl_save, fl_skip, fl_destroy};
-
-static int fl_restore(fl_it *it, ferry__reader *state, ferry__status *st) {
+static int fl_restore(ferry__files_it *it, uint64_t file, int64_t off, ferry__status *st) {
     const fl_ds *ds = (const fl_ds *)it->base.ds;
-    uint64_t file;
-    int64_t off;
-    int rc = ferry__r_u64(state, &file, st);
-    if (!rc) rc = ferry__r_i64(state, &off, st);
-    if (rc) return rc;
-    bool ok = file <= ds->nfiles && off >= 0 && !(file == ds->nfiles && off != 0);
+    bool ok = ferry__files_state_ok(&ds->f, file, off);
     if (ok && off != 0) ok = off >= ds->header && (off - ds->header) % ds->record == 0;
     if (!ok)
         return ferry__fail(st, FERRY_ECORRUPT,
                            "fixed_length_records: state corrupt: file %llu offset %lld (%zu files, header %lld, "
                            "record %lld bytes)",
-                           (unsigned long long)file, (long long)off, ds->nfiles, (long long)ds->header,
+                           (unsigned long long)file, (long long)off, ds->f.nfiles, (long long)ds->header,
                            (long long)ds->record);
     it->file = (size_t)file;
     if (off == 0) return FERRY_OK;
-    rc = open_file(it, st);
+    int rc = ferry__files_open(it, st);
     if (!rc) rc = ferry__stream_seek(it->s, off, st);
     if (rc == FERRY_EOUTOFRANGE) {
         ferry__status_prefix(st, "fixed_length_records: state corrupt");
@@ -233,28 +166,9 @@ static int fl_restore(fl_it *it, ferry__reader *state, ferry__status *st) {
     return rc;
 }
 
-static int fl_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
-                   ferry__status *st) {
-    fl_it *it = ferry__iter_alloc(ds, ctx, &fl_iter_vt, sizeof *it, st);
-    if (!it) return st->code;
-    if (state) {
-        int rc = fl_restore(it, state, st);
-        if (rc) {
-            fl_destroy(&it->base);
-            return rc;
-        }
-    }
-    *out = &it->base;
-    return FERRY_OK;
-}
-
-static void fl_ds_destroy(ferry_dataset *ds_) {
-    fl_ds *ds = (fl_ds *)ds_;
-    for (size_t i = 0; ds->files && i < ds->nfiles; i++) ferry__free(ds_->rt, ds->files[i]);
-    ferry__free(ds_->rt, ds->files);
-}
-
-static const ferry__dataset_vtable fl_vt = {fl_make, fl_ds_destroy};
+static const ferry__iter_vtable fl_iter_vt = {ferry__files_next, ferry__files_save, fl_skip, ferry__files_destroy};
+static const ferry__files_reader fl_reader = {"fixed_length_records", &fl_iter_vt, skip_header, read_record,
+                                               fl_restore};
 
 int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                        const ferry_fixed_length_options *opts, ferry_dataset **out) {
@@ -264,10 +178,8 @@ int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const c
     *out = NULL;
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
     FERRY__CHECK_ARG(opts != NULL, FERRY_EINVAL, "%s: argument 'opts' is NULL; options.record_bytes is required", fn);
-    FERRY__CHECK_ARG(nfiles == 0 || files != NULL, FERRY_EINVAL, "%s: argument 'files' is NULL with nfiles %zu", fn,
-                     nfiles);
-    for (size_t i = 0; i < nfiles; i++)
-        FERRY__CHECK_ARG(files[i] != NULL, FERRY_EINVAL, "%s: files[%zu] is NULL", fn, i);
+    int rc = ferry__files_check_names(fn, nfiles, files);
+    if (rc) return rc;
     ferry_fixed_length_options o = *opts;
     FERRY__CHECK_ARG(o.record_bytes > 0 && o.record_bytes <= FL_MAX_RECORD, FERRY_EINVAL,
                      "%s: options.record_bytes is %lld; it must be 1 to %lld", fn, (long long)o.record_bytes,
@@ -278,40 +190,14 @@ int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const c
     FERRY__CHECK_ARG(o.footer_bytes >= 0 && o.footer_bytes <= FL_MAX_RECORD, FERRY_EINVAL,
                      "%s: options.footer_bytes is %lld; it must be 0 to %lld", fn, (long long)o.footer_bytes,
                      (long long)FL_MAX_RECORD);
-    FERRY__CHECK_ARG(o.compression == FERRY_COMPRESSION_NONE || o.compression == FERRY_COMPRESSION_GZIP ||
-                         o.compression == FERRY_COMPRESSION_ZLIB,
-                     FERRY_EINVAL, "%s: options.compression is %d; use FERRY_COMPRESSION_NONE, _GZIP or _ZLIB", fn,
-                     (int)o.compression);
-    FERRY__CHECK_ARG(o.buffer_size <= ((size_t)1 << 30), FERRY_EINVAL,
-                     "%s: options.buffer_size is %zu; at most 1 GiB (0: 256 KiB)", fn, o.buffer_size);
-    ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(rt, &fl_vt, "fixed_length_records", sizeof(fl_ds), 0, NULL, 1, &spec,
-                                nfiles == 0 ? 0 : FERRY_UNKNOWN, &ds);
+    rc = ferry__files_dataset_new(rt, fn, &fl_reader, sizeof(fl_ds), nfiles, files, o.compression, o.buffer_size,
+                                  &ds);
     if (rc) return rc;
     fl_ds *f = (fl_ds *)ds;
     f->record = o.record_bytes;
     f->header = o.header_bytes;
     f->footer = o.footer_bytes;
-    f->compression = o.compression;
-    f->buffer_size = o.buffer_size;
-    if (nfiles) {
-        f->files = ferry__calloc(rt, nfiles, sizeof *f->files);
-        if (!f->files) {
-            ferry_dataset_unref(ds);
-            return ferry__set_last_error(FERRY_ENOMEM, "%s: copying the file names failed", fn);
-        }
-    }
-    f->nfiles = nfiles;
-    for (size_t i = 0; i < nfiles; i++) {
-        f->files[i] = ferry__mem_strdup(&rt->alloc, files[i]);
-        if (!f->files[i]) {
-            ferry_dataset_unref(ds);
-            return ferry__set_last_error(FERRY_ENOMEM, "%s: copying the file names failed", fn);
-        }
-        ferry__dataset_hash(ds, files[i], strlen(files[i]) + 1);
-    }
-    ferry__dataset_hash_i64(ds, (int64_t)nfiles);
     ferry__dataset_hash_i64(ds, o.record_bytes);
     ferry__dataset_hash_i64(ds, o.header_bytes);
     ferry__dataset_hash_i64(ds, o.footer_bytes);
