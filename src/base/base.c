@@ -88,14 +88,6 @@ const char *ferry_last_error(void) { return last_error.msg; }
 #define FERRY__ASAN 1
 #endif
 #endif
-#ifdef FERRY__ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_size) {
     (void)user;
@@ -110,7 +102,11 @@ static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_si
 void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user) {
     a->fn = fn ? fn : default_alloc;
     a->user = user;
+#ifdef FERRY__ASAN
+    a->cache = false; /* freed blocks go through ASan's quarantine: stale pointers stay detectable */
+#else
     a->cache = fn == NULL;
+#endif
     atomic_init(&a->owned_mask, 0);
     for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
         ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
@@ -201,34 +197,36 @@ static inline ferry__alloc_shard *cache_shard(ferry__allocator *a, bool *owned) 
     *owned = false;
     return my_shard(a);
 }
+/* Held for a few instructions; a holder preempted inside them must not make the others spin a
+ * whole time slice, so a waiter yields its core after a short spin. */
 static inline void shard_lock(ferry__alloc_shard *s) {
     while (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire)) {
-        while (atomic_load_explicit(&s->lock, memory_order_relaxed)) ferry__cpu_relax();
+        for (int i = 0; atomic_load_explicit(&s->lock, memory_order_relaxed); i++) {
+            if (i < 64) ferry__cpu_relax();
+            else ferry__thread_yield();
+        }
     }
 }
 
 static inline void shard_unlock(ferry__alloc_shard *s) { atomic_store_explicit(&s->lock, 0, memory_order_release); }
 
-/* Counter updates under the shard lock, or by the shard's owner: every writer of this shard holds
- * the lock (or is the owner), so a plain load + store is exact (readers only need each value to
- * be atomic). */
-static inline void account_locked(ferry__alloc_shard *s, int64_t bytes, int64_t blocks) {
-    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + bytes,
-                          memory_order_relaxed);
-    atomic_store_explicit(&s->blocks, atomic_load_explicit(&s->blocks, memory_order_relaxed) + blocks,
-                          memory_order_relaxed);
-}
-
-static inline void account(ferry__allocator *a, int64_t bytes, int64_t blocks) {
-    ferry__alloc_shard *s = my_shard(a);
-    if (a->cache) { /* the cache's writers update the counters under the lock */
-        shard_lock(s);
-        account_locked(s, bytes, blocks);
-        shard_unlock(s);
+/* Counter updates. An owned shard has one writer, its owner: a plain load + store is exact
+ * (readers only need each value to be atomic) and costs no locked instruction. A shared shard
+ * takes atomic adds, under the cache's lock or not. */
+static inline void account_shard(ferry__alloc_shard *s, bool owned, int64_t bytes, int64_t blocks) {
+    if (owned) {
+        atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + bytes,
+                              memory_order_relaxed);
+        atomic_store_explicit(&s->blocks, atomic_load_explicit(&s->blocks, memory_order_relaxed) + blocks,
+                              memory_order_relaxed);
         return;
     }
     atomic_fetch_add_explicit(&s->bytes, bytes, memory_order_relaxed);
     if (blocks) atomic_fetch_add_explicit(&s->blocks, blocks, memory_order_relaxed);
+}
+
+static inline void account(ferry__allocator *a, int64_t bytes, int64_t blocks) {
+    account_shard(my_shard(a), false, bytes, blocks);
 }
 
 /* Capacity the hook is asked for: small payloads are rounded up to their class so that any
@@ -249,12 +247,11 @@ void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
         if (!owned) shard_lock(s);
         uint8_t *b = s->head[c];
         if (b) {
-            UNPOISON(b + HDR, block_cap(a, size));
             s->head[c] = *link_of(b);
             s->count[c]--;
         }
-        account_locked(s, (int64_t)size, 1);
         if (!owned) shard_unlock(s);
+        account_shard(s, owned, (int64_t)size, 1);
         if (!b) {
             b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
             if (!b) {
@@ -310,10 +307,9 @@ void ferry__mem_free(ferry__allocator *a, void *p) {
             *link_of(b) = s->head[c];
             s->head[c] = b;
             s->count[c]++;
-            POISON(p, block_cap(a, size));
         }
-        account_locked(s, -(int64_t)size, -1);
         if (!owned) shard_unlock(s);
+        account_shard(s, owned, -(int64_t)size, -1);
         if (keep) return;
         a->fn(a->user, b, block_cap(a, size) + HDR, 0);
         return;

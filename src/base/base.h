@@ -66,7 +66,8 @@ void ferry__clear_last_error(void);
  * (a worker building and consuming its own elements) never goes back to malloc. A shard's cache
  * is guarded by a spin lock that only threads hashing to the same shard contend for. A custom
  * hook sees every allocation and free (no cache: tests that fail the k-th allocation and users
- * that trace memory rely on it). Under AddressSanitizer cached blocks are poisoned. */
+ * that trace memory rely on it). Under AddressSanitizer there is no cache (its quarantine keeps
+ * use-after-free of small blocks detectable). */
 #define FERRY__ALLOC_SHARDS 16
 #define FERRY__CACHE_GRAIN 32
 #define FERRY__CACHE_MAX 512

@@ -354,14 +354,22 @@ static int batch_next_fused(batch_it *it, ferry_element **out, ferry__status *st
     return FERRY_OK;
 }
 
+static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st);
+
 static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     batch_it *it = (batch_it *)it_;
-    const batch_ds *ds = (const batch_ds *)it_->ds;
     if (it->ended) return FERRY_END;
-    if (it->fused) {
-        int rc = batch_next_fused(it, out, st);
-        if (rc != FERRY__NOT_BATCH) return rc;
-    }
+    if (!it->fused) return batch_next_rows(it, out, st);
+    int rc = batch_next_fused(it, out, st);
+    if (rc != FERRY__NOT_BATCH) return rc;
+    rc = batch_next_rows(it, out, st);
+    if (rc != FERRY_END) ferry__map_batch_boundary(it->input);
+    return rc;
+}
+
+/* A batch made row by row from the input's positions. */
+static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st) {
+    const batch_ds *ds = (const batch_ds *)it->base.ds;
     const int64_t n = ds->n;
     ferry__stack *s = it->stk;
     ferry_element *e = NULL;

@@ -89,6 +89,23 @@
  * Running parallel map discards the results already pulled, then skips the rest on the input
  * under in_mu; relaxed order remembers the skipped input range as a "gap" (saved as a range).
  *
+ * map_and_batch fusion (fuse_n > 0; asked for by a batch right above, through ictx.fuse_batch)
+ *   Positions are grouped on a grid of fuse_n seqs starting at `grid` (where batch's batches
+ *   start). When fn is cheap (ewma_all x fuse_n <= MAP_FUSE_SLOW_NS), a worker pulls a whole grid
+ *   chunk, calls fn on each position and stacks each output into its ferry__stack at once (the
+ *   element is freed while in cache), and deposits the chunk as ONE result at its first seq:
+ *   RES_BATCH (every position stacked) or RES_ROWS (the stacked prefix before the first failure)
+ *   followed by the rest as single results. Otherwise (slow or unknown fn, or next_seq off the
+ *   grid) chunks are the usual per-element ones, cut at the next grid start. The consumer side:
+ *   ferry__map_next_batch hands a RES_BATCH to batch whole; anything else goes to `fcur` and
+ *   batch falls back to batching row by row through map_next, which hands out fcur one position
+ *   at a time (rows of a stacked result as zero-copy row slices). After such a batch, batch calls
+ *   ferry__map_batch_boundary and the workers move the grid to its new boundary, so whole batches
+ *   come back after the chunks already pulled. The window adapts as usual but never below
+ *   fuse_floor (a chunk per worker plus one being handed out). Save inside fcur writes the
+ *   position fcur_seq + fcur_i; anchors are pruned at head - fuse_n so that one at or before it
+ *   exists. Output, errors and saved state are exactly those of batch over an unfused map.
+ *
  * Stats (parallel): async; parallelism (threads); buffer_capacity = the effective window;
  * buffered = results deposited and not handed out; self_ns = time in fn (per chunk);
  * wait_input_ns = consumer blocked; wait_consumer_ns = workers blocked on room or budget.
@@ -139,6 +156,12 @@ typedef struct map_res {
     int32_t kind;
 } map_res;
 
+/* The first seq at or below x that is = g (mod n). */
+static inline int64_t grid_floor(int64_t x, int64_t g, int64_t n) {
+    int64_t r = (x - g) % n;
+    return x - (r < 0 ? r + n : r);
+}
+
 static inline bool res_stacked(const map_res *r) { return r->kind == RES_BATCH || r->kind == RES_ROWS; }
 static inline size_t res_bytes(const map_res *r) {
     return r->kind == RES_ELEM || res_stacked(r) ? (size_t)r->aux : 0;
@@ -179,6 +202,10 @@ struct map_it {
      * pulls fuse_n positions at a time and deposits them as one RES_BATCH at the chunk's first
      * seq, or, when a position failed or the rows do not stack, as the chunk's single results. */
     int64_t fuse_n;
+    int64_t fuse_floor;     /* fused: the window never shrinks below this (room for every worker's
+                               chunk and the consumer's) */
+    _Atomic int64_t grid;   /* fused: chunks start at seqs = grid (mod fuse_n): where batch's
+                               batches start (moved by ferry__map_batch_boundary) */
 
     /* Input side: under in_mu when parallel. */
     int64_t next_seq;
@@ -484,8 +511,10 @@ static int map_wait_results(map_it *m, ferry__status *st) {
          * (a slow call inside the batch must not hold back the results before it for long). */
         int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
         int64_t batch = !m->relaxed && win >= 256 ? win / 8 : 0;
-        if (batch && m->fuse_n) /* fused: results start on the chunk grid; wait for a chunk start */
-            batch = (m->head / m->fuse_n + FERRY__MAX(1, win / 2 / m->fuse_n)) * m->fuse_n - m->head;
+        if (batch && m->fuse_n) { /* fused: results start on the chunk grid; wait for a chunk start */
+            int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
+            batch = grid_floor(m->head, g, m->fuse_n) + FERRY__MAX(1, win / 2 / m->fuse_n) * m->fuse_n - m->head;
+        }
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
@@ -778,6 +807,7 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
         int64_t w = e_all > 0 ? FERRY__MAX(t, 2) * MAP_WINDOW_TARGET_NS / e_all : m->window;
         if (avg_bytes > 0) w = FERRY__MIN(w, (int64_t)(limit / 4 / (size_t)avg_bytes));
         w = FERRY__MAX(w, FERRY__MAX(4 * t, 16));
+        w = FERRY__MAX(w, m->fuse_floor);
         w = FERRY__MIN(w, m->window);
         if (w != win) {
             atomic_store_explicit(&m->win, w, memory_order_relaxed);
@@ -893,7 +923,8 @@ static void *map_worker_main(void *arg) {
                  * (a batch's calls under MAP_FUSE_SLOW_NS); otherwise positions go out one by one
                  * in chunks that stop at the grid, so that stacking can resume aligned. */
                 int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
-                to_grid = m->fuse_n - m->next_seq % m->fuse_n;
+                int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
+                to_grid = grid_floor(m->next_seq, g, m->fuse_n) + m->fuse_n - m->next_seq;
                 stack = to_grid == m->fuse_n && e_all > 0 && e_all * m->fuse_n <= MAP_FUSE_SLOW_NS;
             }
             want = stack ? m->fuse_n : 1;
@@ -1012,11 +1043,19 @@ static int map_fcur_next(map_it *m, ferry_element **out, ferry__status *st) {
 
 bool ferry__map_is_fused(const ferry__iter *it) { return ((const map_it *)it)->fuse_n > 0; }
 
+void ferry__map_batch_boundary(ferry__iter *it_) {
+    map_it *m = (map_it *)it_;
+    int64_t pos = m->fcur_on ? m->fcur_seq + m->fcur_i : m->head;
+    int64_t g = pos % m->fuse_n;
+    if (g != atomic_load_explicit(&m->grid, memory_order_relaxed)) atomic_store_explicit(&m->grid, g, memory_order_relaxed);
+}
+
 int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, ferry__status *st) {
     map_it *m = (map_it *)it_;
     *out = NULL;
     *rows = 0;
     if (m->fcur_on) return FERRY__NOT_BATCH;
+    int64_t t0 = ferry__now_ns();
     if (!m->started) {
         int rc = map_start(m, st);
         if (rc) return rc;
@@ -1033,6 +1072,7 @@ int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, 
             /* batch reads whole batches here, past the counting wrapper: count the rows */
             it_->l_elems += r.code;
             it_->l_bytes += r.aux;
+            it_->l_total_ns += ferry__now_ns() - t0;
             if ((++it_->calls & 63) == 0) ferry__iter_flush_stats(it_);
             return FERRY_OK;
         }
@@ -1377,13 +1417,15 @@ static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     int rc = FERRY_OK;
     if (state && (rc = map_read_state(m, state, &m->base_index, st)) != FERRY_OK) goto fail;
     /* map_and_batch fusion, asked for by a batch right above: input order, the default window
-     * (made to hold at least two batches per thread) and no ranges to drop. */
+     * and no ranges to drop. The adaptive window keeps room for a chunk per worker plus the one
+     * being handed out (fuse_floor), and has slots for twice that. */
+    int64_t floor = ctx->fuse_batch * (FERRY__MAX(m->nthreads, 1) + 1);
     if (ctx->fuse_batch > 0 && ferry__map_would_fuse(ds_, ctx->fuse_batch) && m->nthreads > 0 && !m->relaxed &&
-        m->ndrops == 0) {
+        m->ndrops == 0 && 2 * floor <= MAP_MAX_WINDOW) {
         m->fuse_n = ctx->fuse_batch;
-        m->window = FERRY__MAX(m->window, 2 * m->fuse_n * FERRY__MAX(m->nthreads, 2));
-        m->win_fixed = true;
-        atomic_store(&m->win, m->window);
+        m->fuse_floor = floor;
+        m->window = FERRY__MAX(m->window, 2 * floor);
+        atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
     ferry__ictx ictx = *ctx;
     ictx.fuse_batch = 0;

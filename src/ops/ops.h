@@ -52,6 +52,10 @@ bool ferry__batch_fuses(const ferry_dataset *ds);
  * inside a batch shifted the batch boundaries, and the caller batches row by row with the map's
  * ordinary next (which hands out single rows of the stacked batches). */
 int ferry__map_next_batch(ferry__iter *it, ferry_element **out, int64_t *rows, ferry__status *st);
+/* batch tells its fused map that its next batch starts at the map's position (after a batch it
+ * made row by row: an error inside a batch moved the boundaries); the workers then align their
+ * chunks to it, so whole batches come back. */
+void ferry__map_batch_boundary(ferry__iter *it);
 
 /* interleave.c: interleave published under another op name and API name (flat_map uses it). */
 int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dataset *in, ferry_dataset_fn fn,

@@ -6,6 +6,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,8 @@ int64_t ferry__thread_cpu_ns(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+void ferry__thread_yield(void) { (void)sched_yield(); }
 
 void ferry__sleep_ns(int64_t ns) {
     if (ns <= 0) return;

@@ -65,6 +65,8 @@ int64_t ferry__now_ns(void);
 int64_t ferry__thread_cpu_ns(void);
 /* Sleeps ns nanoseconds (no cancellation; see ferry_context_sleep for the cancellable one). */
 void ferry__sleep_ns(int64_t ns);
+/* Gives the core to another runnable thread (a spinning waiter whose partner may be preempted). */
+void ferry__thread_yield(void);
 
 /* Online CPU cores (>= 1). */
 int ferry__num_cores(void);
