@@ -306,6 +306,8 @@ int ferry__stream_open(ferry_runtime *rt, const char *path, const ferry__stream_
     if (e) {
         ferry__stream_close(s);
         if (e == EISDIR) return ferry__fail(st, FERRY_ENOTFOUND, "cannot open '%s': it is a directory", path);
+        if (e == EIO || e == EOVERFLOW) /* opened, but its size could not be read */
+            return ferry__fail(st, FERRY_EIO, "cannot stat '%s': %s", path, strerror(e));
         return ferry__fail(st, FERRY_ENOTFOUND, "cannot open '%s': %s", path, strerror(e));
     }
     *out = s;
