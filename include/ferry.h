@@ -359,6 +359,9 @@ typedef struct ferry_map_options {
     size_t num_outputs;              /* 0: outputs have the input's spec */
     const ferry_tensor_spec *output_specs; /* borrowed, num_outputs entries; outputs are checked */
     uint64_t seed;                   /* mixed into the per-element random generators */
+    void (*user_free)(void *user);   /* NULL, or called with `user` once when the dataset is
+                                        freed (after its last iterator): the dataset then owns
+                                        user. When ferry_dataset_map fails the caller keeps it. */
 } ferry_map_options;
 FERRY_API int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                                 ferry_dataset **out);

@@ -398,6 +398,56 @@ TEST(map_reorder_windows) {
     rt_done(rt);
 }
 
+/* user_free: the dataset owns `user` and frees it once, after its last iterator; a failed
+ * ferry_dataset_map leaves it with the caller. */
+typedef struct owned_user {
+    int64_t add;
+    int frees;
+} owned_user;
+
+static int add_owned(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    const owned_user *u = user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    ferry_element_free(in);
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), v + u->add, &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+static void owned_free(void *user) { ((owned_user *)user)->frees++; }
+
+TEST(map_user_free_runs_once_after_the_last_iterator) {
+    ferry_runtime *rt = rt_new();
+    for (int threads = 0; threads <= 2; threads += 2) {
+        owned_user u = {.add = 100};
+        ferry_dataset *r, *m;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 50, 1, &r));
+        ferry_map_options o = {.num_parallel_calls = threads, .user_free = owned_free};
+        ASSERT_OK(ferry_dataset_map(r, add_owned, &u, &o, &m));
+        ferry_dataset_unref(r);
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(m, NULL, &it));
+        ferry_dataset_unref(m); /* the iterator keeps the graph */
+        ASSERT_EQ(u.frees, 0);
+        ferry_element *e;
+        ASSERT_OK(ferry_iterator_next(it, &e));
+        ASSERT_EQ(*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)), 100);
+        ferry_element_free(e);
+        ASSERT_EQ(u.frees, 0);
+        ferry_iterator_free(it);
+        ASSERT_EQ(u.frees, 1);
+        /* A failing constructor does not take it. */
+        owned_user v = {0};
+        ASSERT_OK(ferry_dataset_range(rt, 0, 5, 1, &r));
+        ferry_map_options bad = {.num_parallel_calls = -7, .user_free = owned_free};
+        ASSERT_EQ(ferry_dataset_map(r, add_owned, &v, &bad, &m), FERRY_EINVAL);
+        ASSERT_EQ(v.frees, 0);
+        ferry_dataset_unref(r);
+    }
+    rt_done(rt);
+}
+
 TEST(map_empty_input) {
     ferry_runtime *rt = rt_new();
     for (size_t t = 0; t < NTC; t++) {

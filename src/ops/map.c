@@ -137,6 +137,7 @@ typedef struct map_ds {
     bool relaxed;
     int reorder_window;
     uint64_t seed;
+    void (*user_free)(void *user); /* owns user when set */
 } map_ds;
 
 typedef struct map_range {
@@ -1465,7 +1466,12 @@ fail:
     return rc;
 }
 
-static const ferry__dataset_vtable map_vt = {map_make, NULL};
+static void map_ds_destroy(ferry_dataset *ds_) {
+    map_ds *ds = (map_ds *)ds_;
+    if (ds->user_free) ds->user_free(ds->user);
+}
+
+static const ferry__dataset_vtable map_vt = {map_make, map_ds_destroy};
 
 bool ferry__map_is_parallel(const ferry_dataset *ds) {
     return ds->vt == &map_vt && ((const map_ds *)ds)->num_parallel_calls != 0;
@@ -1525,6 +1531,7 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     m->relaxed = o.relaxed_order;
     m->reorder_window = o.reorder_window;
     m->seed = o.seed;
+    m->user_free = o.user_free;
     /* Thread count, window and order are performance knobs: they stay out of the hash, so that a
      * state restores under other settings (the state format is the same for all of them). The
      * seed changes the values, and the output spec is in the fingerprint. */
