@@ -250,18 +250,27 @@ static int ensure(ferry__stream *s, size_t want, ferry__status *st) {
 }
 
 /* ---- public (internal) API -------------------------------------------------------------- */
+/* FERRY_OK when this build can `verb` ("read", "write") files compressed with c; else an error
+ * naming path. */
+static int check_compression(const char *path, ferry_compression c, const char *verb, ferry__status *st) {
+    if (c != FERRY_COMPRESSION_NONE && c != FERRY_COMPRESSION_GZIP && c != FERRY_COMPRESSION_ZLIB)
+        return ferry__fail(st, FERRY_EINVAL, "'%s': unknown compression %d", path, (int)c);
+#ifndef FERRY_HAVE_ZLIB
+    if (c != FERRY_COMPRESSION_NONE)
+        return ferry__fail(st, FERRY_EUNSUPPORTED, "'%s': this build of ferry has no zlib, so it cannot %s %s files",
+                           path, verb, comp_name(c));
+#else
+    (void)verb;
+#endif
+    return FERRY_OK;
+}
+
 static int stream_new(ferry_runtime *rt, const char *path, const ferry__stream_options *opts, ferry__stream **out,
                       ferry__status *st) {
     ferry__stream_options o = {0};
     if (opts) o = *opts;
-    if (o.compression != FERRY_COMPRESSION_NONE && o.compression != FERRY_COMPRESSION_GZIP &&
-        o.compression != FERRY_COMPRESSION_ZLIB)
-        return ferry__fail(st, FERRY_EINVAL, "'%s': unknown compression %d", path, (int)o.compression);
-#ifndef FERRY_HAVE_ZLIB
-    if (o.compression != FERRY_COMPRESSION_NONE)
-        return ferry__fail(st, FERRY_EUNSUPPORTED, "'%s': this build of ferry has no zlib, so it cannot read %s files",
-                           path, comp_name(o.compression));
-#endif
+    int rc = check_compression(path, o.compression, "read", st);
+    if (rc) return rc;
     ferry__stream *s = ferry__calloc(rt, 1, sizeof *s);
     if (!s) return ferry__fail(st, FERRY_ENOMEM, "'%s': allocating a stream failed", path);
     s->rt = rt;
@@ -544,16 +553,10 @@ int ferry__ostream_open(ferry_runtime *rt, const char *path, const ferry__ostrea
     *out = NULL;
     ferry__ostream_options o = {0};
     if (opts) o = *opts;
-    if (o.compression != FERRY_COMPRESSION_NONE && o.compression != FERRY_COMPRESSION_GZIP &&
-        o.compression != FERRY_COMPRESSION_ZLIB)
-        return ferry__fail(st, FERRY_EINVAL, "'%s': unknown compression %d", path, (int)o.compression);
+    int rc = check_compression(path, o.compression, "write", st);
+    if (rc) return rc;
     if (o.level < 0 || o.level > 9)
         return ferry__fail(st, FERRY_EINVAL, "'%s': compression level %d is outside 0..9", path, o.level);
-#ifndef FERRY_HAVE_ZLIB
-    if (o.compression != FERRY_COMPRESSION_NONE)
-        return ferry__fail(st, FERRY_EUNSUPPORTED, "'%s': this build of ferry has no zlib, so it cannot write %s files",
-                           path, comp_name(o.compression));
-#endif
     ferry__ostream *w = ferry__calloc(rt, 1, sizeof *w);
     if (!w) return ferry__fail(st, FERRY_ENOMEM, "'%s': allocating a writer failed", path);
     w->rt = rt;
