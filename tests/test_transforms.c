@@ -781,6 +781,66 @@ TEST(ignore_errors_drops_and_counts) {
     rt_done(rt);
 }
 
+/* The tf.data pattern map(parse).ignore_errors().batch(n): batch reuses one element variable
+ * across its row loop, and the op below it must never see the row batch already freed when the
+ * next position is an error (it once freed it a second time). Every kind of error source: a
+ * map inline and on threads, a map behind prefetch, a filter predicate, a generator. */
+static const int64_t bad_values[] = {0, 5, 9, 12};
+
+static bool is_bad(int64_t v) {
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++)
+        if (bad_values[i] == v) return true;
+    return false;
+}
+
+static int fail_bad_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    if (is_bad(v)) {
+        ferry_element_free(in);
+        return ferry_context_fail(ctx, FERRY_EUSER, "bad value %lld", (long long)v);
+    }
+    *out = in;
+    return FERRY_OK;
+}
+
+static int fail_bad_pred(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+    if (is_bad(v)) return ferry_context_fail(ctx, FERRY_EUSER, "bad value %lld", (long long)v);
+    *keep = true;
+    return FERRY_OK;
+}
+
+TEST(ignore_errors_under_batch) {
+    ferry_runtime *rt = rt_new();
+    const char *want = "[1,2,3] [4,6,7] [8,10,11] [13]";
+    for (int source = 0; source < 6; source++) {
+        ferry_dataset *ds;
+        gen_cfg g = {.n = 14, .fail = (1u << 0) | (1u << 5) | (1u << 9) | (1u << 12)};
+        if (source == 5) {
+            ds = gen_dataset(rt, &g, 14);
+        } else {
+            ds = range_ds(rt, 0, 14);
+            ferry_map_options mo = {.num_parallel_calls = source == 1 ? 2 : 0};
+            if (source == 4) CHAIN(ds, ferry_dataset_filter(ds, fail_bad_pred, NULL, OUT));
+            else CHAIN(ds, ferry_dataset_map(ds, fail_bad_map, NULL, &mo, OUT));
+            if (source == 2) CHAIN(ds, ferry_dataset_prefetch(ds, 2, OUT));
+            if (source == 3) CHAIN(ds, ferry_dataset_prefetch(ds, FERRY_AUTOTUNE, OUT));
+        }
+        CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+        CHAIN(ds, ferry_dataset_batch(ds, 3, false, OUT));
+        expect_stream(ds, want);
+        check_stream(ds, 100, 0);
+        /* drop_remainder, and errors at the first and the last position of a batch */
+        CHAIN(ds, ferry_dataset_unbatch(ds, OUT));
+        CHAIN(ds, ferry_dataset_batch(ds, 2, true, OUT));
+        expect_stream(ds, "[1,2] [3,4] [6,7] [8,10] [11,13]");
+        ferry_dataset_unref(ds);
+    }
+    rt_done(rt);
+}
+
 /* ---- pipelines of several ops ------------------------------------------------------------------- */
 TEST(composed_pipeline_restores_everywhere) {
     ferry_runtime *rt = rt_new();

@@ -20,6 +20,9 @@
  *   next   it->vt->next(it, &e, st): FERRY_OK with an element, FERRY_END, or an error with st
  *          filled. After an error the iterator must still work: the next call goes on with the
  *          next position. An error takes a position in the stream like an element does.
+ *          ferry__iter_next sets *out to NULL before the call, and an op writes *out only with
+ *          FERRY_OK: after END or an error *out is NULL, whatever it held before (a caller that
+ *          reuses one variable across calls never sees the element it already freed).
  *   save   it->vt->save(it, w, st): writes the position after the last element returned by next,
  *          such that make(ds, ctx, state) yields exactly the rest of the stream. Called on the
  *          consumer's thread between next calls. An op whose producer threads drive its input
@@ -283,6 +286,7 @@ void ferry__iter_flush_stats(ferry__iter *it);
 /* The hot-path wrapper: counts elements, bytes and errors and times one call in 32. */
 static inline int ferry__iter_next(ferry__iter *it, ferry_element **out, ferry__status *st) {
     int rc;
+    *out = NULL; /* a caller may look at *out after any return: it never holds a stale pointer */
     if (!it->time_all && (++it->calls & 31) != 0) {
         rc = it->vt->next(it, out, st);
     } else {
