@@ -8,6 +8,7 @@
 #define FERRY_TEST_STREAM_CHECK_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #include "runner.h"
 
@@ -247,6 +248,7 @@ typedef struct gen_cfg {
     int64_t bad_at; /* GEN_BAD_*: the position with the wrong output */
     bool fail_init;
     int inits, finis, nexts, bad_index, saw_cancel;
+    _Atomic int running; /* GEN_SLOW: a call is waiting for cancellation */
 } gen_cfg;
 
 typedef struct gen_state {
@@ -278,6 +280,7 @@ static int tgen_next(ferry_context *ctx, void *state, ferry_element **out) {
     ferry_tensor *t[2];
     size_t n = 1;
     if (c->kind == GEN_SLOW) {
+        atomic_store(&c->running, 1);
         while (!ferry_context_cancelled(ctx)) ferry_context_sleep(ctx, 1000000);
         c->saw_cancel++;
         return FERRY_ECANCELED;

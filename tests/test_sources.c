@@ -9,6 +9,9 @@
  */
 #include <stdarg.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include "runner.h"
 
 #include "core/core.h" /* generator cancellation is checked through the internal iterator API */
@@ -451,19 +454,43 @@ TEST(generator_without_init_and_unknown_dims) {
     rt_done(rt);
 }
 
+static void *fire_when_running(void *arg) {
+    void **a = arg;
+    gen_cfg *c = a[0];
+    while (!atomic_load(&c->running)) sched_yield(); /* the generator's call has begun */
+    ferry__cancel_fire(a[1]);
+    return NULL;
+}
+
 TEST(generator_sees_cancellation) {
     ferry_runtime *rt = rt_new();
     gen_cfg c = {.n = -1, .kind = GEN_SLOW};
     ferry_dataset *ds = gen_dataset(rt, &c, FERRY_INFINITE);
     ferry__cancel cancel;
-    ASSERT_OK(ferry__cancel_init(&cancel, NULL));
     ferry__ictx ctx = {.rt = rt, .cancel = &cancel, .seed = 1};
     ferry__status st;
     ferry__iter *it;
+    ferry_element *e = NULL;
+    /* Cancelled before the first next: no user call starts at all (not even init). */
+    ASSERT_OK(ferry__cancel_init(&cancel, NULL));
     ASSERT_OK(ferry__iter_make(ds, &ctx, NULL, &it, &st));
     ferry__cancel_fire(&cancel);
-    ferry_element *e = NULL;
     ASSERT_EQ(ferry__iter_next(it, &e, &st), FERRY_ECANCELED);
+    ASSERT(e == NULL);
+    ASSERT_STR_CONTAINS(st.msg, "no new call starts");
+    ferry__iter_free(it);
+    ASSERT_EQ(c.inits, 0);
+    ASSERT_EQ(c.nexts, 0);
+    ASSERT_EQ(c.finis, 0);
+    ferry__cancel_fini(&cancel);
+    /* Cancelled while next runs: the call sees it, returns, and fini runs once. */
+    ASSERT_OK(ferry__cancel_init(&cancel, NULL));
+    ASSERT_OK(ferry__iter_make(ds, &ctx, NULL, &it, &st));
+    void *arg[2] = {&c, &cancel};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, fire_when_running, arg), 0);
+    ASSERT_EQ(ferry__iter_next(it, &e, &st), FERRY_ECANCELED);
+    ASSERT_EQ(pthread_join(th, NULL), 0);
     ASSERT(e == NULL);
     ASSERT_EQ(c.saw_cancel, 1);
     ferry__iter_free(it);

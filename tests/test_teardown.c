@@ -9,6 +9,7 @@
  */
 #include "runner.h"
 
+#include <stdatomic.h>
 #include <time.h>
 
 static ferry_runtime *rt_new(size_t budget) {
@@ -219,6 +220,94 @@ TEST(teardown_while_map_function_sleeps) {
         ferry_dataset_unref(ds);
     }
     ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+/* Once ferry_iterator_free has begun (its cancellation fired), no new user call may start: free
+ * waits for the calls already running and for nothing else. The callbacks here sleep without
+ * polling cancellation, as most user code does; each notes whether cancellation had already
+ * fired when it began (ferry checks just before every call, so it never has), and no call
+ * begins after free returned. */
+typedef struct late_calls {
+    _Atomic int started, late;
+} late_calls;
+
+static void late_note(ferry_context *ctx, late_calls *c) {
+    atomic_fetch_add(&c->started, 1);
+    if (ferry_context_cancelled(ctx)) atomic_fetch_add(&c->late, 1);
+    sleep_ms(3); /* does not poll cancellation */
+}
+
+static int late_gen_next(ferry_context *ctx, void *state, ferry_element **out) {
+    late_note(ctx, state);
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), ferry_context_index(ctx), &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+static int late_gen_init(ferry_context *ctx, void *user, void **state) {
+    (void)ctx;
+    *state = user;
+    return FERRY_OK;
+}
+
+static int late_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    late_note(ctx, user);
+    *out = in;
+    return FERRY_OK;
+}
+
+static int late_pred(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)e;
+    late_note(ctx, user);
+    *keep = true;
+    return FERRY_OK;
+}
+
+static int late_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
+    late_note(ctx, user);
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+    return ferry_dataset_range(ferry_context_runtime(ctx), v, v + 2, 1, out);
+}
+
+TEST(teardown_starts_no_callback_after_cancel) {
+    ferry_runtime *rt = rt_new(0);
+    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    for (int kind = 0; kind < 5; kind++) {
+        for (int trial = 0; trial < 6; trial++) {
+            late_calls c = {0};
+            ferry_generator_options go = {.init = late_gen_init, .next = late_gen_next, .user = &c,
+                                          .num_components = 1, .specs = &spec, .cardinality = FERRY_UNKNOWN};
+            ferry_dataset *ds, *next;
+            ASSERT_OK(ferry_dataset_generator(rt, &go, &ds));
+            if (kind == 0 || kind == 1) { /* generator -> map (2 threads or inline) -> prefetch */
+                next = map_of(ds, late_map, &c, kind == 0 ? 2 : 0, false, 0, NULL);
+            } else if (kind == 2) { /* generator -> filter -> prefetch */
+                ASSERT_OK(ferry_dataset_filter(ds, late_pred, &c, &next));
+            } else { /* generator -> interleave (2 threads) / flat_map -> prefetch */
+                if (kind == 3) {
+                    ferry_interleave_options io = {.cycle_length = 2, .block_length = 1, .num_parallel_calls = 2,
+                                                   .num_outputs = 1, .output_specs = &spec};
+                    ASSERT_OK(ferry_dataset_interleave(ds, late_inner, &c, &io, &next));
+                } else {
+                    ASSERT_OK(ferry_dataset_flat_map(ds, late_inner, &c, 1, &spec, &next));
+                }
+            }
+            ferry_dataset_unref(ds);
+            ds = prefetch_of(next, 4);
+            ferry_dataset_unref(next);
+            ferry_iterator *it;
+            ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+            consume(it, 1 + trial);
+            ferry_iterator_free(it);
+            int after = atomic_load(&c.started);
+            ASSERT_EQ(atomic_load(&c.late), 0);
+            assert_idle(rt);
+            ASSERT_EQ(atomic_load(&c.started), after); /* nothing runs once free returned */
+            ferry_dataset_unref(ds);
+        }
+    }
     rt_done(rt);
 }
 

@@ -180,6 +180,14 @@ struct ferry_context {
     ferry__status *st;
 };
 
+/* The gate before every user callback (map, filter, generator, dataset functions): FERRY_OK, or,
+ * once `cancel` has fired, FERRY_ECANCELED with a message naming `op`, and the callback must not
+ * be called. Destroying an iterator then waits at most for the calls already running. */
+static inline int ferry__callback_gate(const ferry__cancel *cancel, const char *op, ferry__status *st) {
+    if (!ferry__cancelled(cancel)) return FERRY_OK;
+    return ferry__fail(st, FERRY_ECANCELED, "%s: the iterator is being destroyed; no new call starts", op);
+}
+
 /* Prepares a context for one call: seed = mix(op_seed, index). */
 void ferry__context_init(ferry_context *ctx, ferry_runtime *rt, ferry__cancel *cancel, ferry__status *st,
                          uint64_t op_seed, int64_t index);

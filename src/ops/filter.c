@@ -35,6 +35,10 @@ static int filter_next(ferry__iter *it_, ferry_element **out, ferry__status *st)
         if (rc == FERRY_END) return FERRY_END;
         int64_t pos = it->pos++;
         if (rc != FERRY_OK) return rc;
+        if (ferry__callback_gate(it_->ctx.cancel, "filter", st)) {
+            ferry_element_free(e);
+            return FERRY_ECANCELED;
+        }
         ferry_context ctx;
         ferry__status_clear(st);
         ferry__context_init(&ctx, it_->ctx.rt, it_->ctx.cancel, st, it->op_seed, pos);

@@ -49,6 +49,7 @@ static void gen_finish(gen_it *it) {
 static int gen_call(gen_it *it, ferry_element **out, ferry__status *st) {
     const ferry_dataset *ds_ = it->base.ds;
     const gen_ds *ds = (const gen_ds *)ds_;
+    if (ferry__callback_gate(it->base.ctx.cancel, "generator", st)) return FERRY_ECANCELED;
     ferry_context ctx;
     ferry__status_clear(st);
     ferry__context_init(&ctx, it->base.ctx.rt, it->base.ctx.cancel, st, it->op_seed, it->pos);
@@ -104,6 +105,7 @@ static int gen_call(gen_it *it, ferry_element **out, ferry__status *st) {
 static int gen_start(gen_it *it, ferry__status *st) {
     const gen_ds *ds = (const gen_ds *)it->base.ds;
     if (ds->opts.init) {
+        if (ferry__callback_gate(it->base.ctx.cancel, "generator", st)) return FERRY_ECANCELED;
         ferry_context ctx;
         ferry__status_clear(st);
         ferry__context_init(&ctx, it->base.ctx.rt, it->base.ctx.cancel, st, it->op_seed, -1);
@@ -166,6 +168,7 @@ static int gen_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
         gen_finish(it);
         return FERRY_END;
     }
+    if (rc == FERRY_ECANCELED && ferry__cancelled(it_->ctx.cancel)) return rc; /* no call: no position */
     it->pos++;
     return rc;
 }

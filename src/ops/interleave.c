@@ -268,6 +268,8 @@ static int call_fn(ilv_it *it, int64_t k, const ferry_element *e, ferry_dataset 
     const ilv_ds *ds = (const ilv_ds *)it->base.ds;
     const char *name = it->base.ds->name;
     ferry_runtime *rt = it->base.ctx.rt;
+    *out = NULL;
+    if (ferry__callback_gate(inner_scope(it), name, st)) return FERRY_ECANCELED;
     ferry_context ctx;
     ferry__status_clear(st);
     ferry__context_init(&ctx, rt, inner_scope(it), st, it->op_seed, k);

@@ -279,6 +279,11 @@ static bool map_spec_fits(const ferry_tensor_spec *s, const ferry_tensor *t) {
 static int map_call(map_it *m, ferry__cancel *cancel, ferry_element *in, int64_t index, ferry_element **out,
                     ferry__status *st) {
     const map_ds *ds = m->ds;
+    *out = NULL;
+    if (ferry__callback_gate(cancel, "map", st)) {
+        ferry_element_free(in);
+        return FERRY_ECANCELED;
+    }
     ferry_context ctx;
     ferry__context_init(&ctx, m->rt, cancel, st, m->op_seed, index);
     st->code = 0;
