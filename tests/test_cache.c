@@ -2,7 +2,9 @@
  * test_cache.c - the memory cache: later passes read the cache and not the input (zero copy),
  * a partial first pass leaves no cache, one writer among concurrent iterators, cache under
  * repeat, errors never cached, the byte budget (abandoned caching, release on destroy), and
- * save/restore mid-write and mid-read, into the same pipeline and into a new one (empty cache).
+ * save/restore mid-write and mid-read, into the same pipeline and into a new one (empty cache),
+ * and exact resume of random inputs under cache -> repeat (memory and file caches, restored into
+ * pipelines built anew at every position, with the file kept or gone), whatever the file's path.
  */
 #include <pthread.h>
 
@@ -367,5 +369,137 @@ TEST(cache_shared_by_threads) {
     ferry_dataset_unref(c);
     ferry_dataset_unref(p);
     ferry_dataset_unref(r);
+    rt_done(rt);
+}
+
+/* ---- resume through a cache, into a freshly built pipeline ---------------------------------- */
+/* What a cache holds is its input's first pass, random draws included, and later epochs give
+ * exactly that: a state saved at any position and restored into a pipeline built anew (as a new
+ * process would, with the memory cache empty and the cache file as the save left it, or gone)
+ * goes on with exactly the uninterrupted stream. */
+static int draw(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    ferry_element_free(in);
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), (int64_t)(ferry_context_random(ctx) % 1000), &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+/* range(10) -> map(draw) or shuffle(10) -> cache(path) -> repeat(3) */
+static ferry_dataset *random_cached(ferry_runtime *rt, bool shuffle, const char *path) {
+    ferry_dataset *r, *x, *c, *out;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    if (shuffle) ASSERT_OK(ferry_dataset_shuffle(r, 10, NULL, &x));
+    else ASSERT_OK(ferry_dataset_map(r, draw, NULL, NULL, &x));
+    ASSERT_OK(ferry_dataset_cache(x, path, &c));
+    ASSERT_OK(ferry_dataset_repeat(c, 3, &out));
+    ferry_dataset_unref(r);
+    ferry_dataset_unref(x);
+    ferry_dataset_unref(c);
+    return out;
+}
+
+TEST(cache_resume_into_fresh_pipeline_is_exact) {
+    ferry_runtime *rt = rt_new();
+    char dir[] = "/tmp/ferry-cache-XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[64];
+    snprintf(path, sizeof path, "%s/c", dir);
+    ferry_iterator_options o = {.seed = 7};
+    for (int v = 0; v < 6; v++) {
+        bool shuffle = v & 1, file = v >= 2, remove_file = v >= 4;
+        static stream ref, got;
+        (void)unlink(path);
+        ferry_dataset *ds = random_cached(rt, shuffle, file ? path : NULL);
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+        drain(it, &ref);
+        ferry_iterator_free(it);
+        ferry_dataset_unref(ds);
+        ASSERT_EQ(ref.n, 30);
+        for (int e = 1; e < 3; e++) /* later epochs repeat the first: the cache froze it */
+            for (int i = 0; i < 10; i++) ASSERT_EQ(ref.sig[10 * e + i], ref.sig[i]);
+        for (int p = 0; p <= 30; p++) {
+            (void)unlink(path);
+            ds = random_cached(rt, shuffle, file ? path : NULL);
+            ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+            for (int i = 0; i < p; i++) {
+                ferry_element *e = NULL;
+                ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_OK);
+                ferry_element_free(e);
+            }
+            ferry_blob *b;
+            ASSERT_OK(ferry_iterator_save(it, &b));
+            ferry_iterator_free(it);
+            ferry_dataset_unref(ds);
+            if (remove_file) (void)unlink(path);
+            ds = random_cached(rt, shuffle, file ? path : NULL); /* built anew: an empty memory cache */
+            ferry_iterator *r;
+            if (ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), &o, &r) != FERRY_OK)
+                FAILF("variant %d, restore at %d: %s", v, p, ferry_last_error());
+            ferry_blob_free(b);
+            drain(r, &got);
+            static const char *what[6] = {
+                "map(draw) -> cache -> repeat", "shuffle -> cache -> repeat",
+                "map(draw) -> cache(file) -> repeat", "shuffle -> cache(file) -> repeat",
+                "map(draw) -> cache(file, removed before the restore) -> repeat",
+                "shuffle -> cache(file, removed before the restore) -> repeat"};
+            assert_tail(&ref, p, &got, what[v]);
+            ferry_iterator_free(r);
+            ferry_dataset_unref(ds);
+        }
+    }
+    (void)unlink(path);
+    ASSERT_EQ(rmdir(dir), 0);
+    rt_done(rt);
+}
+
+/* The cache file's place is not part of the pipeline: moving cache(path) to another folder
+ * changes no random draw above it, and a state saved with one path restores with the other. */
+TEST(cache_path_changes_no_draw) {
+    ferry_runtime *rt = rt_new();
+    char dir[] = "/tmp/ferry-cache-XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char pa[64], pb[64];
+    snprintf(pa, sizeof pa, "%s/a", dir);
+    snprintf(pb, sizeof pb, "%s/b", dir);
+    ferry_dataset *ds[2];
+    for (int k = 0; k < 2; k++) {
+        ferry_dataset *r, *c;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, &r));
+        ASSERT_OK(ferry_dataset_cache(r, k ? pb : pa, &c));
+        ASSERT_OK(ferry_dataset_map(c, draw, NULL, NULL, &ds[k]));
+        ferry_dataset_unref(r);
+        ferry_dataset_unref(c);
+    }
+    ASSERT_EQ(ferry_dataset_fingerprint(ds[0]), ferry_dataset_fingerprint(ds[1]));
+    static stream sa, sb, rest;
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds[0], NULL, &it));
+    drain(it, &sa);
+    ferry_iterator_free(it);
+    ASSERT_OK(ferry_iterator_create(ds[1], NULL, &it));
+    drain(it, &sb);
+    ferry_iterator_free(it);
+    assert_tail(&sa, 0, &sb, "cache at another path");
+    ASSERT_OK(ferry_iterator_create(ds[0], NULL, &it));
+    for (int i = 0; i < 7; i++) {
+        ferry_element *e = NULL;
+        ASSERT_OK(ferry_iterator_next(it, &e));
+        ferry_element_free(e);
+    }
+    ferry_blob *b;
+    ASSERT_OK(ferry_iterator_save(it, &b));
+    ferry_iterator_free(it);
+    ASSERT_OK(ferry_iterator_restore(ds[1], ferry_blob_data(b), ferry_blob_size(b), NULL, &it));
+    ferry_blob_free(b);
+    drain(it, &rest);
+    ferry_iterator_free(it);
+    assert_tail(&sa, 7, &rest, "restored with the cache at another path");
+    for (int k = 0; k < 2; k++) ferry_dataset_unref(ds[k]);
+    ASSERT_EQ(unlink(pa), 0);
+    ASSERT_EQ(unlink(pb), 0);
+    ASSERT_EQ(rmdir(dir), 0);
     rt_done(rt);
 }

@@ -36,12 +36,26 @@
  *     node's stats show no cached bytes). The committed bytes stay counted until the dataset is
  *     destroyed.
  *
- * Save/restore
+ * The content seed: what a cache holds is the first pass over its input, and every later pass
+ *   yields exactly that, whether it reads the cache or has to make the input again (the cache is
+ *   not complete yet, was given up for lack of budget, or lives in another process that saved
+ *   the state). So the input is always made with one iteration seed, the dataset's content seed:
+ *   fixed by the first iterator that reaches the cache (its ctx seed, or the seed in the state it
+ *   is restored from) and kept for the dataset's life (guarded by mu). Random ops below a cache
+ *   draw the same values in every epoch, as tf.data's cache freezes them, and a restore
+ *   recomputes them exactly. (A state saved under another dataset's content seed, e.g. from an
+ *   iterator of another pipeline seed, restores its own pass with its own seed and reads no
+ *   cache it did not make.)
+ *
+ * Save/restore: every state holds the content seed.
  *   READ: the index k. Restored where the dataset has its cache (same process, after commit), it
- *         reads from k; in a new process, where the cache is empty, it makes the input and skips
- *         k positions (the cache held no errors, so positions are elements) and passes through.
- *   WRITE / PASS: the number of positions passed and the input's state; restored as PASS (a
- *         partial pass is not cached; later iterators build the cache normally).
+ *         reads from k; otherwise (a new process) it makes the input with the content seed and
+ *         pulls the first k positions again (the cache held no errors, so positions are
+ *         elements): as the writer, staging them, when no other iterator writes, so that the
+ *         cache is complete at the end of this pass; otherwise it skips them and passes through.
+ *   WRITE / PASS: the number of positions passed and the input's state (made with the content
+ *         seed); restored as PASS (a partial pass is not cached; later iterators build the cache
+ *         with the same seed).
  */
 #include "ops.h"
 
@@ -52,6 +66,8 @@ typedef struct cache_ds {
     ferry__mutex mu;
     bool committed;       /* guarded by mu; the fields below are immutable once it is true */
     bool writer;          /* an iterator is writing (guarded by mu) */
+    bool seeded;          /* guarded by mu: seed is fixed */
+    uint64_t seed;        /* the content seed: the iteration seed the input is made with */
     ferry_tensor **cached; /* ncached * ncomp references */
     int64_t ncached;
     size_t cached_bytes;  /* counted in the budget */
@@ -61,6 +77,7 @@ typedef struct cache_ds {
 typedef struct cache_it {
     ferry__iter base;
     int mode;
+    uint64_t seed;                /* the content seed of this pass */
     ferry__iter *input;           /* WRITE / PASS */
     bool ended;                   /* WRITE / PASS: the input returned END */
     int64_t pos;                  /* positions handed out in this pass */
@@ -171,14 +188,10 @@ static int cache_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
 
 static int cache_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     cache_it *it = (cache_it *)it_;
-    if (it->mode == CACHE_READ) {
-        ferry__w_u8(w, 0);
-        ferry__w_i64(w, it->pos);
-        return FERRY_OK;
-    }
-    ferry__w_u8(w, it->ended ? 2 : 1);
+    ferry__w_u8(w, it->mode == CACHE_READ ? 0 : it->ended ? 2 : 1);
     ferry__w_i64(w, it->pos);
-    return ferry__iter_save(it->input, w, st);
+    ferry__w_u64(w, it->seed);
+    return it->mode == CACHE_READ ? FERRY_OK : ferry__iter_save(it->input, w, st);
 }
 
 static void cache_destroy(ferry__iter *it_) {
@@ -190,6 +203,39 @@ static void cache_destroy(ferry__iter *it_) {
 
 static const ferry__iter_vtable cache_iter_vt = {cache_next, cache_save, NULL, cache_destroy};
 
+/* Restored from a READ state without this process's cache: makes the input with the content seed
+ * and pulls the first `pos` positions again, staging them when this pass writes the cache. */
+static int cache_replay(cache_it *it, const ferry__ictx *ctx, int64_t pos, ferry__status *st) {
+    int rc = ferry__iter_make(it->base.ds->inputs[0], ctx, NULL, &it->input, st);
+    if (rc) return rc;
+    int64_t got = 0;
+    if (it->mode == CACHE_PASS) {
+        rc = ferry__iter_skip(it->input, pos, &got, st);
+    } else {
+        while (got < pos) {
+            ferry_element *e;
+            ferry__status ist;
+            rc = ferry__iter_next(it->input, &e, &ist);
+            if (rc == FERRY_END) break;
+            if (rc < 0) { /* an input that is not the same pass after pass: the state cannot hold */
+                return ferry__fail(st, FERRY_ECORRUPT, "cache: restoring: position %lld of the input was an "
+                                   "element when the state was saved and is now an error (%s); an input that "
+                                   "changes between passes cannot be cached exactly",
+                                   (long long)got, ist.msg);
+            }
+            if (it->mode == CACHE_WRITE && !stage(it, e)) stop_writing(it, true);
+            ferry_element_free(e);
+            got++;
+        }
+        rc = FERRY_OK;
+    }
+    if (!rc && got != pos)
+        rc = ferry__fail(st, FERRY_ECORRUPT, "cache: restoring: the input ended after %lld elements, before the "
+                         "saved position %lld", (long long)got, (long long)pos);
+    it->pos = pos;
+    return rc;
+}
+
 static int cache_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
                       ferry__status *st) {
     cache_ds *ds = (cache_ds *)ds_;
@@ -197,30 +243,42 @@ static int cache_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
     if (!it) return st->code;
     uint8_t mode = 0;
     int64_t pos = 0;
+    uint64_t seed = ctx->seed;
     int rc = FERRY_OK;
     if (state) {
         rc = ferry__r_u8(state, &mode, st);
         if (!rc) rc = ferry__r_i64(state, &pos, st);
+        if (!rc) rc = ferry__r_u64(state, &seed, st);
         if (!rc && (mode > 2 || pos < 0))
             rc = ferry__fail(st, FERRY_ECORRUPT, "cache: saved state corrupt before offset %zu: mode %u, position %lld",
                              ferry__r_offset(state), mode, (long long)pos);
     }
-    bool committed = false;
     if (!rc) {
         ferry__mutex_lock(&ds->mu);
-        committed = ds->committed;
-        if (committed) {
+        if (!ds->seeded) {
+            ds->seeded = true;
+            ds->seed = seed;
+        }
+        if (!state) seed = ds->seed;
+        it->seed = seed;
+        bool mine = seed == ds->seed; /* the dataset's cache holds this pass */
+        if (ds->committed && mine) {
             it->cached = ds->cached;
             it->ncached = ds->ncached;
         }
-        if (!state && !committed && !ds->writer) {
+        bool can_write = mine && !ds->committed && !ds->writer;
+        if (ds->committed && mine && (!state || mode == 0)) {
+            it->mode = CACHE_READ;
+        } else if (can_write && (!state || mode == 0)) {
             ds->writer = true;
             it->mode = CACHE_WRITE;
         } else {
-            it->mode = committed && (!state || mode == 0) ? CACHE_READ : CACHE_PASS;
+            it->mode = CACHE_PASS;
         }
         ferry__mutex_unlock(&ds->mu);
     }
+    ferry__ictx ictx = *ctx;
+    ictx.seed = it->seed;
     if (!rc && it->mode == CACHE_READ) {
         it->pos = pos;
         if (pos > it->ncached)
@@ -228,18 +286,11 @@ static int cache_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
                              (long long)pos, (long long)it->ncached);
         publish_stats(it, it->ncached, ds->cached_bytes);
     } else if (!rc && state && mode == 0) {
-        /* Saved while reading a cache this process does not have: replay the input. */
-        it->pos = pos;
-        rc = ferry__iter_make(ds_->inputs[0], ctx, NULL, &it->input, st);
-        int64_t skipped = 0;
-        if (!rc) rc = ferry__iter_skip(it->input, pos, &skipped, st);
-        if (!rc && skipped != pos)
-            rc = ferry__fail(st, FERRY_ECORRUPT, "cache: restoring: the input ended after %lld elements, before the "
-                             "saved position %lld", (long long)skipped, (long long)pos);
+        rc = cache_replay(it, &ictx, pos, st);
     } else if (!rc) {
         it->pos = pos;
         it->ended = mode == 2;
-        rc = ferry__iter_make(ds_->inputs[0], ctx, state, &it->input, st);
+        rc = ferry__iter_make(ds_->inputs[0], &ictx, state, &it->input, st);
     }
     if (rc) {
         cache_destroy(&it->base);

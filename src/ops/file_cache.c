@@ -15,9 +15,10 @@
  *                    given up, or the iterator was restored in the middle of a writing pass).
  *
  * File format (integers little-endian; crc = CRC-32C)
- *   header   "FERRYFC\0" | u32 version (1) | u32 header size | u64 fingerprint of the input
- *            pipeline (ferry__dataset_fingerprint) | u32 ncomp | per component: u32 dtype,
- *            i32 rank, i64 dims[rank] | u32 crc of the header bytes before it
+ *   header   "FERRYFC\0" | u32 version (2) | u32 header size | u64 fingerprint of the input
+ *            pipeline (ferry__dataset_fingerprint) | u64 content seed (the iteration seed the
+ *            input was made with) | u32 ncomp | per component: u32 dtype, i32 rank,
+ *            i64 dims[rank] | u32 crc of the header bytes before it
  *   frames   per element: u64 len | payload[len] | u32 crc(u64 element index, len, payload).
  *            The index in the checksum means that a frame moved, lost or repeated fails where it
  *            stands. payload: u32 ncomp | per component: u8 dtype, u8 rank, u16 0, i64 dims[rank],
@@ -56,11 +57,24 @@
  * pass tries again. The input's END is seen only when the consumer asks for the element after
  * the last one: a consumer that stops at the last element (take(n) of exactly n) never commits.
  *
- * Save/restore: READ: the element index; restore validates the file again and seeks to the
- * element with the footer's index (every K-th offset) and a scan of at most K-1 frame headers;
- * a file gone or damaged by then is rebuilt from the input as above. WRITE/PASS: the index and
- * the input's state; restore continues the input from its state in PASS mode (the elements
- * before it are not available to write).
+ * The content seed (as in the memory cache, ops/cache.c): the file holds the input's first pass,
+ * and every pass yields exactly that, from the file or made again. The input is always made with
+ * one iteration seed: the seed in the file's header when a pass reads the file, else the
+ * dataset's content seed, fixed by the first iterator that reaches the cache (its ctx seed, the
+ * seed of the file it found, or the seed in the state it is restored from; guarded by mu). So
+ * random ops below a file cache draw the same values in every epoch, a pass that rebuilds a lost
+ * or damaged file makes the same elements, and a state saved before the file was complete
+ * restores exactly in a new process (where later epochs write the file with that seed).
+ *
+ * Save/restore: every state holds the pass's content seed. READ: the element index; restore
+ * validates the file again (its seed included) and seeks to the element with the footer's index
+ * (every K-th offset) and a scan of at most K-1 frame headers; a file gone, damaged or made with
+ * another seed by then is rebuilt from the input as above, with the state's seed. WRITE/PASS:
+ * the index and the input's state; restore continues the input from its state in PASS mode (the
+ * elements before it are not available to write).
+ *
+ * The path is not part of the dataset's salt or fingerprint: moving the cache file to another
+ * folder changes no random draw above it, and a state saved with one path restores with another.
  *
  * I/O goes through the small layer below (pread/pwrite loops over short transfers, fsync,
  * rename) with a process-wide fault hook for tests (ferry__file_cache_set_fault): short reads and
@@ -74,7 +88,7 @@
 
 #include "base/crc32c.h"
 
-#define FC_VERSION 1u
+#define FC_VERSION 2u
 #define FC_BUF (256u * 1024u)
 #define FC_INDEX_EVERY 1024u
 #define FC_TRAILER 24
@@ -173,10 +187,14 @@ static uint64_t get_u64(const uint8_t *p) {
 typedef struct fc_ds {
     ferry_dataset base;
     char *path;
+    ferry__mutex mu;
+    bool seeded;   /* guarded by mu: seed is fixed */
+    uint64_t seed; /* the content seed for passes that make the input */
 } fc_ds;
 
 typedef struct fc_it {
     ferry__iter base;
+    ferry__ictx in_ctx;   /* the input's context: base.ctx with the content seed */
     int mode;
     int64_t index;        /* positions handed out */
     ferry__iter *input;   /* WRITE / PASS */
@@ -214,9 +232,9 @@ static void count_buffer(fc_it *it, size_t n) {
 
 /* ---- header ----------------------------------------------------------------------------- */
 /* The header for this dataset's input, in a new buffer. */
-static uint8_t *build_header(fc_it *it, size_t *size) {
+static uint8_t *build_header(fc_it *it, uint64_t seed, size_t *size) {
     const ferry_dataset *in = it->base.ds->inputs[0];
-    size_t n = 8 + 4 + 4 + 8 + 4 + 4;
+    size_t n = 8 + 4 + 4 + 8 + 8 + 4 + 4;
     for (size_t i = 0; i < in->ncomp; i++) n += 8 + 8 * (size_t)FERRY__MAX(in->specs[i].shape.rank, 0);
     uint8_t *h = ferry__alloc(it_rt(it), n);
     if (!h) return NULL;
@@ -225,6 +243,7 @@ static uint8_t *build_header(fc_it *it, size_t *size) {
     put_u32(h + k, FC_VERSION), k += 4;
     put_u32(h + k, (uint32_t)n), k += 4;
     put_u64(h + k, ferry__dataset_fingerprint(in)), k += 8;
+    put_u64(h + k, seed), k += 8;
     put_u32(h + k, (uint32_t)in->ncomp), k += 4;
     for (size_t i = 0; i < in->ncomp; i++) {
         const ferry_tensor_spec *s = &in->specs[i];
@@ -318,7 +337,7 @@ static void writer_open(fc_it *it) {
     it->woff = 0;
     it->wlen = 0;
     size_t hs;
-    uint8_t *h = build_header(it, &hs);
+    uint8_t *h = build_header(it, it->in_ctx.seed, &hs);
     if (!h) {
         writer_abandon(it);
         return;
@@ -447,8 +466,9 @@ static void reader_close(fc_it *it) {
 }
 
 /* Opens path and checks header, footer and index. Returns true when the file is a valid cache
- * of this input (the iterator then holds it open), false otherwise (nothing held). */
-static bool reader_open(fc_it *it) {
+ * of this input (the iterator then holds it open, and *seed is the content seed in its header),
+ * false otherwise (nothing held). */
+static bool reader_open(fc_it *it, uint64_t *seed) {
     ferry_runtime *rt = it_rt(it);
     int64_t size = 0;
     if (ferry__fd_open_read(it_path(it), &it->rfd, &size) != 0) {
@@ -459,10 +479,16 @@ static bool reader_open(fc_it *it) {
     uint8_t *want = NULL, *have = NULL, *foot = NULL;
     bool ok = size >= 0; /* a regular file */
     if (!ok) size = 0;
-    if (ok) want = build_header(it, &hs);
+    if (ok) want = build_header(it, 0, &hs); /* for its size: the file's seed is read below */
     ok = want && size >= (int64_t)hs + 24 + FC_TRAILER;
     if (ok) have = ferry__alloc(rt, hs);
-    ok = ok && have && fc_pread_full(it->rfd, 0, have, hs, &got) == 0 && got == hs && memcmp(have, want, hs) == 0;
+    ok = ok && have && fc_pread_full(it->rfd, 0, have, hs, &got) == 0 && got == hs;
+    if (ok) {
+        *seed = get_u64(have + 24);
+        ferry__free(rt, want);
+        want = build_header(it, *seed, &hs);
+        ok = want && memcmp(have, want, hs) == 0;
+    }
     uint8_t tr[FC_TRAILER];
     ok = ok && fc_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got) == 0 && got == FC_TRAILER &&
          memcmp(tr + 16, fc_end_magic, 8) == 0 && get_u32(tr + 12) == 0;
@@ -631,7 +657,7 @@ static int rebuild_from_input(fc_it *it, int64_t skip, ferry__status *st) {
     reader_close(it);
     ferry__iter_free(it->input);
     it->input = NULL;
-    int rc = ferry__iter_make(it->base.ds->inputs[0], &it->base.ctx, NULL, &it->input, st);
+    int rc = ferry__iter_make(it->base.ds->inputs[0], &it->in_ctx, NULL, &it->input, st);
     if (rc) return rc;
     int64_t saved = it->index;
     it->index = 0;
@@ -696,6 +722,7 @@ static int fc_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     ferry__w_u8(w, it->mode == MODE_READ ? MODE_READ : MODE_PASS);
     ferry__w_u8(w, it->ended ? 1 : 0);
     ferry__w_i64(w, it->index);
+    ferry__w_u64(w, it->in_ctx.seed);
     if (it->mode != MODE_READ) return ferry__iter_save(it->input, w, st);
     return FERRY_OK;
 }
@@ -714,35 +741,57 @@ static void fc_destroy(ferry__iter *it_) {
 
 static const ferry__iter_vtable fc_iter_vt = {fc_next, fc_save, NULL, fc_destroy};
 
+/* The dataset's content seed: fixed by the first caller, then returned to every later one. */
+static uint64_t fc_content_seed(fc_ds *ds, uint64_t seed) {
+    ferry__mutex_lock(&ds->mu);
+    if (!ds->seeded) {
+        ds->seeded = true;
+        ds->seed = seed;
+    }
+    seed = ds->seed;
+    ferry__mutex_unlock(&ds->mu);
+    return seed;
+}
+
 static int fc_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
                    ferry__status *st) {
+    fc_ds *fds = (fc_ds *)ds;
     fc_it *it = ferry__iter_alloc(ds, ctx, &fc_iter_vt, sizeof *it, st);
     if (!it) return st->code;
     it->wfd = -1;
     it->rfd = -1;
+    it->in_ctx = *ctx;
     int rc = FERRY_OK;
+    uint64_t file_seed = 0;
     if (!state) {
-        if (reader_open(it)) {
+        if (reader_open(it, &file_seed)) {
             it->mode = MODE_READ;
+            it->in_ctx.seed = file_seed; /* a damaged file is rebuilt with the seed it was made with */
+            (void)fc_content_seed(fds, file_seed);
         } else {
-            rc = ferry__iter_make(ds->inputs[0], ctx, NULL, &it->input, st);
+            it->in_ctx.seed = fc_content_seed(fds, ctx->seed);
+            rc = ferry__iter_make(ds->inputs[0], &it->in_ctx, NULL, &it->input, st);
             if (!rc) writer_open(it);
         }
     } else {
         uint8_t mode, ended;
         int64_t index;
+        uint64_t seed;
         rc = ferry__r_u8(state, &mode, st);
         if (!rc) rc = ferry__r_u8(state, &ended, st);
         if (!rc) rc = ferry__r_i64(state, &index, st);
+        if (!rc) rc = ferry__r_u64(state, &seed, st);
         if (!rc && ((mode != MODE_READ && mode != MODE_PASS) || ended > 1 || index < 0))
             rc = ferry__fail(st, FERRY_ECORRUPT, "cache: state corrupt: mode %u, index %lld", mode, (long long)index);
         if (!rc) {
             it->index = index;
             it->ended = ended != 0;
+            it->in_ctx.seed = seed;
+            (void)fc_content_seed(fds, seed);
             if (mode == MODE_PASS) {
                 it->mode = MODE_PASS;
-                rc = ferry__iter_make(ds->inputs[0], ctx, state, &it->input, st);
-            } else if (reader_open(it) && reader_seek(it, index)) {
+                rc = ferry__iter_make(ds->inputs[0], &it->in_ctx, state, &it->input, st);
+            } else if (reader_open(it, &file_seed) && file_seed == seed && reader_seek(it, index)) {
                 it->mode = MODE_READ;
             } else {
                 rc = rebuild_from_input(it, index, st);
@@ -757,9 +806,15 @@ static int fc_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *sta
     return FERRY_OK;
 }
 
-static void fc_ds_destroy(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_ds *)ds)->path); }
+static void fc_ds_destroy(ferry_dataset *ds) {
+    ferry__mutex_destroy(&((fc_ds *)ds)->mu);
+    ferry__free(ds->rt, ((fc_ds *)ds)->path);
+}
+
+static void fc_ds_destroy_nolock(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_ds *)ds)->path); }
 
 static const ferry__dataset_vtable fc_vt = {fc_make, fc_ds_destroy};
+static const ferry__dataset_vtable fc_vt_nolock = {fc_make, fc_ds_destroy_nolock}; /* before the lock exists */
 
 int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
     *out = NULL;
@@ -768,7 +823,7 @@ int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset
     FERRY__CHECK_ARG(n <= FC_PATH_MAX, FERRY_EINVAL,
                      "ferry_dataset_cache: argument 'path' is %zu bytes long; at most %d", n, FC_PATH_MAX);
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(in->rt, &fc_vt, "cache", sizeof(fc_ds), 1, &in, in->ncomp, in->specs,
+    int rc = ferry__dataset_new(in->rt, &fc_vt_nolock, "cache", sizeof(fc_ds), 1, &in, in->ncomp, in->specs,
                                 in->cardinality, &ds);
     if (rc) return rc;
     fc_ds *d = (fc_ds *)ds;
@@ -777,8 +832,12 @@ int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset
         ferry_dataset_unref(ds);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_cache: copying the path failed");
     }
-    ferry__dataset_hash(ds, "file", 4);
-    ferry__dataset_hash(ds, path, n);
+    if (ferry__mutex_init(&d->mu)) {
+        ferry_dataset_unref(ds);
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_cache: creating the cache lock failed");
+    }
+    ds->vt = &fc_vt; /* from here on, destroying it destroys the lock */
+    ferry__dataset_hash(ds, "file", 4); /* not the path: see "The path is not part of ..." above */
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;
