@@ -98,6 +98,105 @@ TEST(file_round_trip_and_show) {
     rt_done(rt);
 }
 
+/* Runs `ferry ARGS` through the shell; returns its exit status and its stdout and stderr in out. */
+static int run_cli(const char *dir, const char *args, char *out, size_t cap) {
+    char cmd[1024], outp[160];
+    snprintf(outp, sizeof outp, "%s/cli.txt", dir);
+    snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2>&1", FERRY_CLI_PATH, args, outp);
+    int st = system(cmd);
+    FILE *f = fopen(outp, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(out, 1, cap - 1, f);
+    fclose(f);
+    out[n] = 0;
+    ASSERT(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void write_file(const char *path, const void *a, size_t na, const void *b, size_t nb) {
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(a, 1, na, f), na);
+    if (nb) ASSERT_EQ(fwrite(b, 1, nb, f), nb);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* `ferry state show` finds a state at the end of an application's own file (a training
+ * checkpoint: its model, then the iterator's state), explains the seed, and for any other file
+ * says what it is, with exit status 1 and one line naming the file. */
+TEST(show_tells_what_a_file_is) {
+    ferry_runtime *rt = rt_new();
+    char *dir = tmpdir();
+    ferry_dataset *ds = pipeline(rt, 1000);
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, &(ferry_iterator_options){.seed = 42000}, &it));
+    for (int i = 0; i < 7; i++) {
+        ferry_element *e;
+        ASSERT_OK(ferry_iterator_next(it, &e));
+        ferry_element_free(e);
+    }
+    ferry_blob *b;
+    ASSERT_OK(ferry_iterator_save(it, &b));
+    char path[160], args[400], out[4096];
+    /* An application's checkpoint: its own bytes, then the state up to the end of the file. */
+    static const char model[] = "MYCKPT01 weights weights weights";
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    write_file(path, model, sizeof model, ferry_blob_data(b), ferry_blob_size(b));
+    snprintf(args, sizeof args, "state show '%s'", path);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "position:     7 elements");
+    ASSERT_STR_CONTAINS(out, "seed:         42000, the seed the iterator was made with (ferry_iterator_options.seed)");
+    ASSERT_STR_CONTAINS(out, "begin with \"MYCKPT01\"");
+    ASSERT_STR_CONTAINS(out, "checksum:     ok");
+    /* The same file cut short: the state at its end is damaged, and said so. */
+    write_file(path, model, sizeof model, ferry_blob_data(b), ferry_blob_size(b) - 3);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "a damaged one begins at byte");
+    /* A state file with a flipped checksum byte. */
+    uint8_t *copy = malloc(ferry_blob_size(b));
+    memcpy(copy, ferry_blob_data(b), ferry_blob_size(b));
+    copy[ferry_blob_size(b) - 1] ^= 1;
+    snprintf(path, sizeof path, "%s/state", dir);
+    write_file(path, copy, ferry_blob_size(b), NULL, 0);
+    free(copy);
+    snprintf(args, sizeof args, "state show '%s'", path);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "a damaged ferry iterator state: state corrupt: checksum mismatch");
+    /* Other kinds of files are named, not called corrupt. */
+    snprintf(path, sizeof path, "%s/data.tfrecord", dir);
+    ferry_tfrecord_writer *w;
+    ASSERT_OK(ferry_tfrecord_writer_open(rt, path, NULL, &w));
+    ASSERT_OK(ferry_tfrecord_writer_write(w, "a record", 8));
+    ASSERT_OK(ferry_tfrecord_writer_close(w));
+    snprintf(args, sizeof args, "state show '%s'", path);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "not a ferry iterator state: a TFRecord file");
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    write_file(path, "hello\nworld\n", 12, NULL, 0);
+    snprintf(args, sizeof args, "state show '%s'", path);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "not a ferry iterator state: a text file");
+    /* A directory and a missing file: the operating system's reason, one prefix, one line. */
+    snprintf(args, sizeof args, "state show '%s'", dir);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "ferry state show: ");
+    ASSERT_STR_CONTAINS(out, ": Is a directory\n");
+    ASSERT(strchr(out, '\n') == out + strlen(out) - 1);
+    snprintf(args, sizeof args, "state show '%s/none'", dir);
+    ASSERT_EQ(run_cli(dir, args, out, sizeof out), 1);
+    ASSERT_STR_CONTAINS(out, "/none: No such file or directory\n");
+    /* Usage errors: exit status 2. */
+    ASSERT_EQ(run_cli(dir, "state show", out, sizeof out), 2);
+    ASSERT_EQ(run_cli(dir, "state show a b", out, sizeof out), 2);
+    ASSERT_EQ(run_cli(dir, "state show --help", out, sizeof out), 0);
+    ASSERT_STR_CONTAINS(out, "usage: ferry state show FILE");
+    ferry_blob_free(b);
+    ferry_iterator_free(it);
+    ferry_dataset_unref(ds);
+    rmtree(dir);
+    rt_done(rt);
+}
+
 TEST(file_rejections) {
     ferry_runtime *rt = rt_new();
     char *dir = tmpdir();

@@ -9,50 +9,74 @@
  *
  * -c / --compression gzip|zlib|none|auto (default auto: .gz -> gzip, .zz/.zlib -> zlib, else
  * the gzip magic bytes decide). Uses only the public header, like any program on libferry.
- * Exit status: 0 success, 1 bad data or I/O failure, 2 usage error. Messages go to stderr and
- * already name the file and the byte offset of a bad record.
+ * Exit status: 0 success, 1 bad data or I/O failure, 2 usage error. Messages go to stderr in the
+ * forms of cli.h and name the file and the byte offset of a bad record.
  */
-#include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "ferry.h"
 
-static const char usage_text[] =
-    "usage: ferry tfrecord <command> [options] ...\n"
-    "commands:\n"
-    "  count  [-c C] [--no-crc] FILE...  count the records of each file and in total\n"
-    "  verify [-c C] FILE...             check every CRC; report each file's first bad record\n"
-    "  cat    [-c C] [--raw] FILE...     print each record as one JSON line: its tf.train.Example,\n"
-    "                                    or with --raw {\"record\": \"<base64>\"}\n"
-    "  write  [-c C] [--raw] OUT         write records from JSON lines on stdin (the forms of cat)\n"
+static const struct subcommand {
+    const char *name, *usage, *summary, *what;
+} subcommands[] = {
+    {"count", "[-c C] [--no-crc] FILE...", "count the records of each file and in all",
+     "Counts the records of each file, and in all when there are several; checks every CRC\n"
+     "unless --no-crc. A bad record is reported with its file and byte offset, and counting goes\n"
+     "on after it (the file's line then says \"(errors)\").\n"},
+    {"verify", "[-c C] FILE...", "check every CRC; name each file's first bad record",
+     "Checks the framing and both CRCs of every record; prints OK and the record count of each\n"
+     "good file, and names each bad file's first bad record (byte offset) and the good records\n"
+     "before it.\n"},
+    {"cat", "[-c C] [--raw] FILE...", "print each record as one JSON line",
+     "Prints each record as one JSON line: its tf.train.Example, or with --raw\n"
+     "{\"record\": \"<base64>\"}. A record that is not a tf.train.Example is printed raw and\n"
+     "reported.\n"},
+    {"write", "[-c C] [--raw] OUT", "write records from JSON lines on stdin to OUT",
+     "Writes one record per JSON line read from stdin (the two forms that cat prints) to the\n"
+     "file OUT, and says how many it wrote. Compression by default from OUT's name: .gz gzip,\n"
+     ".zz zlib, else none.\n"},
+};
+#define NSUB (sizeof subcommands / sizeof *subcommands)
+
+static const char options_text[] =
     "options:\n"
-    "  -c, --compression gzip|zlib|none|auto   default auto (.gz/.zz extension or gzip magic)\n"
+    "  -c, --compression gzip|zlib|none|auto   the files' compression; default auto: a .gz\n"
+    "                                          or .zz name, else the gzip magic bytes decide\n"
     "exit status: 0 success, 1 bad data or I/O error, 2 usage error\n";
+
+bool ferry_cli_tfrecord_help(FILE *f, const char *sub) {
+    if (!sub) {
+        fprintf(f, "usage: ferry tfrecord SUBCOMMAND [OPTIONS] FILE...\n\nsubcommands:\n");
+        for (size_t i = 0; i < NSUB; i++)
+            fprintf(f, "  %-6s %-26s %s\n", subcommands[i].name, subcommands[i].usage, subcommands[i].summary);
+        fprintf(f, "\n'ferry tfrecord SUBCOMMAND --help' describes one of them.\n\n%s", options_text);
+        return true;
+    }
+    for (size_t i = 0; i < NSUB; i++)
+        if (strcmp(sub, subcommands[i].name) == 0) {
+            fprintf(f, "usage: ferry tfrecord %s %s\n%s\n%s", subcommands[i].name, subcommands[i].usage, subcommands[i].what,
+                    options_text);
+            return true;
+        }
+    return false;
+}
 
 typedef enum { COMP_AUTO = -1 } comp_auto;
 
 typedef struct cli_opts {
+    const char *cmd; /* "tfrecord count", ... : the prefix of every message */
     int compression; /* ferry_compression or COMP_AUTO */
     bool no_crc;
     bool raw;
     int nargs;
     char **args;
 } cli_opts;
-
-static int usage_error(const char *fmt, ...) FERRY_PRINTF(1, 2);
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "ferry tfrecord: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n%s", usage_text);
-    va_end(ap);
-    return 2;
-}
 
 static int parse_compression(const char *s) {
     if (strcmp(s, "gzip") == 0 || strcmp(s, "GZIP") == 0) return FERRY_COMPRESSION_GZIP;
@@ -62,30 +86,34 @@ static int parse_compression(const char *s) {
     return -2;
 }
 
-/* Returns 0, or 2 after printing a usage error. */
+/* Returns 0, or FERRY_CLI_USAGE after printing a usage error. */
 static int parse_opts(int argc, char **argv, cli_opts *o, bool allow_no_crc, bool allow_raw) {
-    memset(o, 0, sizeof *o);
     o->compression = COMP_AUTO;
     o->args = calloc((size_t)argc + 1, sizeof *o->args);
-    if (!o->args) return usage_error("%s", "out of memory");
+    if (!o->args) {
+        ferry_cli_error(o->cmd, "out of memory");
+        return FERRY_CLI_FAILED;
+    }
     bool only_files = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!only_files && strcmp(a, "--") == 0) {
             only_files = true;
         } else if (!only_files && (strcmp(a, "-c") == 0 || strcmp(a, "--compression") == 0)) {
-            if (i + 1 >= argc) return usage_error("option %s needs a value", a);
+            if (i + 1 >= argc) return ferry_cli_usage_error(o->cmd, "option %s needs a value: gzip, zlib, none or auto", a);
             o->compression = parse_compression(argv[++i]);
-            if (o->compression == -2) return usage_error("unknown compression '%s' (gzip, zlib, none or auto)", argv[i]);
+            if (o->compression == -2)
+                return ferry_cli_usage_error(o->cmd, "unknown compression '%s'; use gzip, zlib, none or auto", argv[i]);
         } else if (!only_files && strncmp(a, "--compression=", 14) == 0) {
             o->compression = parse_compression(a + 14);
-            if (o->compression == -2) return usage_error("unknown compression '%s' (gzip, zlib, none or auto)", a + 14);
+            if (o->compression == -2)
+                return ferry_cli_usage_error(o->cmd, "unknown compression '%s'; use gzip, zlib, none or auto", a + 14);
         } else if (!only_files && allow_no_crc && strcmp(a, "--no-crc") == 0) {
             o->no_crc = true;
         } else if (!only_files && allow_raw && strcmp(a, "--raw") == 0) {
             o->raw = true;
         } else if (!only_files && a[0] == '-' && a[1] != '\0') {
-            return usage_error("unknown option '%s'", a);
+            return ferry_cli_usage_error(o->cmd, "unknown option '%s'", a);
         } else {
             o->args[o->nargs++] = argv[i];
         }
@@ -114,17 +142,24 @@ static ferry_compression compression_for(const cli_opts *o, const char *path) {
     return o->compression == COMP_AUTO ? guess_compression(path) : (ferry_compression)o->compression;
 }
 
+/* An iterator over the records of one file; on failure prints why (a file that cannot be
+ * opened is named with the operating system's reason) and returns nonzero. */
 static int open_reader(ferry_runtime *rt, const cli_opts *o, const char *path, ferry_iterator **it) {
+    int err = ferry_cli_check_readable(path);
+    if (err) {
+        ferry_cli_error(o->cmd, "%s: %s", path, strerror(err));
+        return FERRY_EIO;
+    }
     ferry_tfrecord_options to = {.compression = compression_for(o, path), .skip_crc_check = o->no_crc};
     ferry_dataset *ds;
     int rc = ferry_dataset_tfrecord(rt, 1, &path, &to, &ds);
     if (rc) {
-        fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+        ferry_cli_error(o->cmd, "%s: %s", path, ferry_cli_reason(ferry_last_error()));
         return rc;
     }
     rc = ferry_iterator_create(ds, NULL, it);
     ferry_dataset_unref(ds);
-    if (rc) fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+    if (rc) ferry_cli_error(o->cmd, "%s: %s", path, ferry_cli_reason(ferry_last_error()));
     return rc;
 }
 
@@ -221,7 +256,7 @@ static int cmd_count(ferry_runtime *rt, const cli_opts *o) {
                 n++;
                 ferry_element_free(e);
             } else {
-                fprintf(stderr, "ferry tfrecord count: %s\n", ferry_iterator_error(it));
+                ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_iterator_error(it)));
                 bad = true;
             }
         }
@@ -249,7 +284,7 @@ static int cmd_verify(ferry_runtime *rt, const cli_opts *o) {
             int rc = ferry_iterator_next(it, &e);
             if (rc == FERRY_END) break;
             if (rc != FERRY_OK) {
-                fprintf(stderr, "ferry tfrecord verify: %s: %s\n", ferry_error_name(rc), ferry_iterator_error(it));
+                ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_iterator_error(it)));
                 bad = true;
                 break;
             }
@@ -281,7 +316,7 @@ static int cmd_cat(ferry_runtime *rt, const cli_opts *o) {
             int rc = ferry_iterator_next(it, &e);
             if (rc == FERRY_END) break;
             if (rc != FERRY_OK) {
-                fprintf(stderr, "ferry tfrecord cat: %s\n", ferry_iterator_error(it));
+                ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_iterator_error(it)));
                 status = 1;
                 continue;
             }
@@ -295,8 +330,8 @@ static int cmd_cat(ferry_runtime *rt, const cli_opts *o) {
                 ferry_blob_free(json);
             } else {
                 if (!o->raw) {
-                    fprintf(stderr, "ferry tfrecord cat: %s: record %lld is not a tf.train.Example (%s); printed raw\n",
-                            o->args[i], index, ferry_last_error());
+                    ferry_cli_error(o->cmd, "%s: record %lld is not a tf.train.Example (%s); printed raw", o->args[i],
+                                    index, ferry_cli_reason(ferry_last_error()));
                     status = 1;
                 }
                 fputs("{\"record\": \"", stdout);
@@ -308,14 +343,13 @@ static int cmd_cat(ferry_runtime *rt, const cli_opts *o) {
         ferry_iterator_free(it);
     }
     if (fflush(stdout) != 0) {
-        perror("ferry tfrecord cat: writing the output");
+        ferry_cli_error(o->cmd, "writing the output: %s", strerror(errno));
         status = 1;
     }
     return status;
 }
 
 static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
-    if (o->nargs != 1) return usage_error("%s", "write takes exactly one output file");
     const char *out = o->args[0];
     ferry_tfrecord_writer_options wo = {
         .compression = o->compression == COMP_AUTO ? (ends_with(out, ".gz")   ? FERRY_COMPRESSION_GZIP
@@ -324,9 +358,11 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
                                                    : (ferry_compression)o->compression};
     ferry_tfrecord_writer *w;
     if (ferry_tfrecord_writer_open(rt, out, &wo, &w)) {
-        fprintf(stderr, "ferry tfrecord write: %s\n", ferry_last_error());
-        return 1;
+        ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_last_error()));
+        return FERRY_CLI_FAILED;
     }
+    if (isatty(STDIN_FILENO))
+        fprintf(stderr, "ferry tfrecord write: reading JSON lines from the terminal, one record each; end with Ctrl-D\n");
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -345,14 +381,14 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
                 raw_cap = (size_t)n;
                 raw = malloc(raw_cap);
                 if (!raw) {
-                    fprintf(stderr, "ferry tfrecord write: out of memory\n");
+                    ferry_cli_error(o->cmd, "out of memory");
                     status = 1;
                     break;
                 }
             }
             long len = parse_raw_line(line, raw);
             if (len < 0) {
-                fprintf(stderr, "ferry tfrecord write: stdin line %lld: expected {\"record\": \"<base64>\"}\n", lineno);
+                ferry_cli_error(o->cmd, "stdin line %lld: expected {\"record\": \"<base64>\"}", lineno);
                 status = 1;
                 break;
             }
@@ -361,7 +397,7 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
             ferry_blob *b;
             rc = ferry_example_from_json(rt, line, (size_t)n, &b);
             if (rc) {
-                fprintf(stderr, "ferry tfrecord write: stdin line %lld: %s\n", lineno, ferry_last_error());
+                ferry_cli_error(o->cmd, "stdin line %lld: %s", lineno, ferry_cli_reason(ferry_last_error()));
                 status = 1;
                 break;
             }
@@ -369,7 +405,7 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
             ferry_blob_free(b);
         }
         if (rc) {
-            fprintf(stderr, "ferry tfrecord write: %s\n", ferry_tfrecord_writer_error(w));
+            ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_tfrecord_writer_error(w)));
             status = 1;
             break;
         }
@@ -378,41 +414,49 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
     free(line);
     free(raw);
     if (ferry_tfrecord_writer_close(w)) {
-        fprintf(stderr, "ferry tfrecord write: %s\n", ferry_last_error());
+        ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_last_error()));
         status = 1;
     }
-    if (status == 0) fprintf(stderr, "ferry tfrecord write: %lld records to %s\n", written, out);
+    if (status == 0)
+        fprintf(stderr, "ferry tfrecord write: %lld record%s written to %s\n", written, written == 1 ? "" : "s", out);
     return status;
 }
 
 int ferry_cli_tfrecord(int argc, char **argv) {
-    if (argc < 2) {
-        fputs(usage_text, stderr);
-        return 2;
+    if (argc < 2) return ferry_cli_usage_error("tfrecord", "missing the subcommand: count, verify, cat or write");
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        if (strcmp(sub, "help") == 0 && argc > 2) {
+            if (ferry_cli_tfrecord_help(stdout, argv[2])) return FERRY_CLI_OK;
+            return ferry_cli_usage_error("tfrecord", "unknown subcommand '%s'; the subcommands are count, verify, cat and write", argv[2]);
+        }
+        ferry_cli_tfrecord_help(stdout, NULL);
+        return FERRY_CLI_OK;
     }
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
+    static const char *const prefixes[NSUB] = {"tfrecord count", "tfrecord verify", "tfrecord cat", "tfrecord write"};
+    size_t k = 0;
+    while (k < NSUB && strcmp(sub, subcommands[k].name) != 0) k++;
+    if (k == NSUB) return ferry_cli_usage_error("tfrecord", "unknown subcommand '%s'; the subcommands are count, verify, cat and write", sub);
+    if (ferry_cli_wants_help(argc, argv, 2)) {
+        ferry_cli_tfrecord_help(stdout, sub);
+        return FERRY_CLI_OK;
     }
-    bool is_count = strcmp(cmd, "count") == 0, is_verify = strcmp(cmd, "verify") == 0;
-    bool is_cat = strcmp(cmd, "cat") == 0, is_write = strcmp(cmd, "write") == 0;
-    if (!is_count && !is_verify && !is_cat && !is_write) return usage_error("unknown command '%s'", cmd);
-    cli_opts o;
+    bool is_count = k == 0, is_verify = k == 1, is_cat = k == 2, is_write = k == 3;
+    cli_opts o = {.cmd = prefixes[k]};
     int rc = parse_opts(argc, argv, &o, is_count, is_cat || is_write);
+    if (rc == 0 && is_write && o.nargs != 1)
+        rc = o.nargs == 0 ? ferry_cli_usage_error(o.cmd, "missing the output file")
+                          : ferry_cli_usage_error(o.cmd, "takes one output file, got %d", o.nargs);
+    if (rc == 0 && !is_write && o.nargs == 0) rc = ferry_cli_usage_error(o.cmd, "missing the files to read");
     if (rc) {
         free(o.args);
         return rc;
     }
-    if (o.nargs == 0) {
-        free(o.args);
-        return usage_error("%s needs at least one file", cmd);
-    }
     ferry_runtime *rt;
     if (ferry_runtime_create(NULL, &rt)) {
-        fprintf(stderr, "ferry tfrecord: %s\n", ferry_last_error());
+        ferry_cli_error(o.cmd, "%s", ferry_cli_reason(ferry_last_error()));
         free(o.args);
-        return 1;
+        return FERRY_CLI_FAILED;
     }
     int status = is_count ? cmd_count(rt, &o) : is_verify ? cmd_verify(rt, &o) : is_cat ? cmd_cat(rt, &o) : cmd_write(rt, &o);
     ferry_runtime_free(rt);
