@@ -21,28 +21,34 @@
  * that, prints the epoch times, the speedup and ferry's per-stage stats, and names the stage that
  * holds the pipeline back.
  *
- * Every ferry call is checked: on an error the demo prints the message
- * (ferry_iterator_error / ferry_last_error) and exits with status 1. `--fail-at ID` makes the
- * map call of sample ID fail, to show how an error reaches the training loop: in the position of
- * the batch that holds the sample, with the message of the map function.
+ * Every ferry call is checked. An error in the pipeline arrives in position, as ferry delivers
+ * it: `--fail-at ID` makes the map call of training sample ID fail, and the training loop gets an
+ * error in the position of the batch that holds the sample, with the map function's message
+ * (ferry_iterator_error); it reports it, skips that position and trains on, as the iterator goes
+ * on after an error (--stop-on-error exits with status 1 there instead). Both runs meet the error
+ * in the same position and still end with the same weights. Any other failure prints its message
+ * (ferry_last_error) and exits with status 1; a wrong or contradictory flag exits with status 2.
  *
  * Threads: main() is the only thread of the program; ferry's worker threads call featurize,
  * which only reads its `featurizer` (immutable after setup).
  *
+ * Seeds: --seed N seeds the data, the model and the pipeline; epoch e's ferry iterator is made
+ * with ferry_iterator_options.seed = N * 1000 + e, so each epoch reshuffles and re-draws its
+ * augmentation, the same way on every run (`ferry state show` prints that seed: 42000 for
+ * epoch 0 of --seed 42).
+ *
  * Stopping and resuming: with --checkpoint FILE the parallel run alone is trained and, every
  * --save-every steps, the model, the training progress and the state of the epoch's ferry
  * iterator (ferry_iterator_save: positions and seeds, not data) are written to FILE atomically
- * (temporary file, fsync, rename). --stop-after N stops the program after N steps, as a
+ * (temporary file, fsync, rename). The iterator's state is the last part of the file, so
+ * `ferry state show FILE` describes it. --stop-after N stops the program after N steps, as a
  * preemption would; --resume FILE continues from the checkpoint, the ferry iterator restored with
  * ferry_iterator_restore, and ends with the same weights, bit for bit, as an uninterrupted run
  * (tests/test_demo_resume.sh checks that).
  *
- * usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick] [--cpu-budget N]
- *              [--fail-at ID] [--checkpoint FILE [--save-every N] [--stop-after N]]
- *              [--resume FILE]
- * --cpu-budget sets ferry_runtime_options.cpu_budget, the threads AUTOTUNE may keep busy (0: all
- * cores).
+ * usage: train --help describes every flag (usage() below).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -51,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +78,7 @@ typedef struct config {
     uint64_t seed;
     float learning_rate;
     int cores;              /* the runtime's cpu_budget, for the report */
+    bool stop_on_error;     /* --stop-on-error: exit at the first pipeline error */
 } config;
 
 /* How a pipeline runs ahead. */
@@ -90,6 +98,18 @@ static void die(const char *fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
+}
+
+/* A wrong or contradictory flag: one line naming it, exit status 2. */
+static void usage_error(const char *fmt, ...) FERRY_PRINTF(1, 2);
+static void usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "train: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'train --help')\n");
+    va_end(ap);
+    exit(2);
 }
 
 /* For calls without a handle: the message is in ferry_last_error(). */
@@ -227,24 +247,25 @@ static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const 
     return next;
 }
 
-/* An iterator for one epoch: the seed changes with the epoch, so the shuffle order and the
- * augmentation differ from epoch to epoch but not from run to run. */
+/* The seed of epoch `epoch`'s iterator (epochs are at most 1000): it changes with the epoch, so
+ * the shuffle order and the augmentation differ from epoch to epoch but not from run to run. */
+static uint64_t epoch_seed(const config *cfg, int epoch) { return cfg->seed * 1000u + (uint64_t)epoch; }
+
 static ferry_iterator *open_epoch(ferry_dataset *ds, const config *cfg, int epoch) {
-    ferry_iterator_options io = {.seed = cfg->seed * 1000003u + (uint64_t)epoch};
+    ferry_iterator_options io = {.seed = epoch_seed(cfg, epoch)};
     ferry_iterator *it = NULL;
     check(ferry_iterator_create(ds, &io, &it), "ferry_iterator_create");
     return it;
 }
 
-/* Next batch, or NULL at the end; exits on an error, with the message of the stage that failed. */
-static ferry_element *next_batch(ferry_iterator *it, double *wait_s) {
-    ferry_element *e = NULL;
+/* The next position of the stream: FERRY_OK with a batch in *e, FERRY_END, or an error in this
+ * position (message in ferry_iterator_error; the iterator goes on after it). */
+static int next_batch(ferry_iterator *it, ferry_element **e, double *wait_s) {
+    *e = NULL;
     double t0 = now_s();
-    int rc = ferry_iterator_next(it, &e);
+    int rc = ferry_iterator_next(it, e);
     *wait_s += now_s() - t0;
-    if (rc == FERRY_END) return NULL;
-    if (rc != FERRY_OK) die("pipeline error: %s: %s", ferry_error_name(rc), ferry_iterator_error(it));
-    return e;
+    return rc;
 }
 
 /* ---- the model: FEAT_DIM -> HIDDEN (ReLU) -> NUM_CLASSES, softmax cross-entropy ------------ */
@@ -359,47 +380,79 @@ typedef struct checkpointing {
     int64_t global_step;    /* steps trained so far, over all epochs */
 } checkpointing;
 
-#define CKPT_MAGIC 0x54504b4359525246ULL /* "FERRYCKPT" */
+#define CKPT_MAGIC 0x54504b4359525246ULL /* "FRRYCKPT" */
+#define CKPT_VERSION 2
 
+/* The file: this header, the model, then the ferry iterator's state (ferry_iterator_save) up to
+ * the end of the file, where `ferry state show` finds it. */
 typedef struct ckpt_header {
     uint64_t magic;
     int32_t epoch;
-    int32_t pad;
+    int32_t version;        /* CKPT_VERSION */
     int64_t epoch_steps, global_step;
+    int64_t epoch_errors;   /* error positions met in this epoch so far */
     totals tot;
+    int64_t samples, batch_size; /* the flags the checkpoint was made with: a resume needs the */
+    uint64_t seed;               /* same ones to build the same pipeline */
     uint64_t state_size;    /* bytes of ferry iterator state after the model */
 } ckpt_header;
 
-static void save_checkpoint(const checkpointing *ck, ferry_iterator *it, int epoch, int64_t epoch_steps,
-                            const totals *tot, const model *mdl) {
+static void save_checkpoint(const checkpointing *ck, const config *cfg, ferry_iterator *it, int epoch,
+                            int64_t epoch_steps, int64_t epoch_errors, const totals *tot, const model *mdl) {
     ferry_blob *state = NULL;
     if (ferry_iterator_save(it, &state) != FERRY_OK) die("ferry_iterator_save: %s", ferry_iterator_error(it));
-    ckpt_header h = {.magic = CKPT_MAGIC, .epoch = epoch, .epoch_steps = epoch_steps,
-                     .global_step = ck->global_step, .tot = *tot, .state_size = ferry_blob_size(state)};
+    ckpt_header h = {.magic = CKPT_MAGIC, .epoch = epoch, .version = CKPT_VERSION, .epoch_steps = epoch_steps,
+                     .global_step = ck->global_step, .epoch_errors = epoch_errors, .tot = *tot,
+                     .samples = cfg->samples, .batch_size = cfg->batch_size, .seed = cfg->seed,
+                     .state_size = ferry_blob_size(state)};
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", ck->path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) die("cannot write checkpoint %s", tmp);
+    if (!f) die("cannot write checkpoint %s: %s", tmp, strerror(errno));
     int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(mdl, sizeof *mdl, 1, f) == 1 &&
              fwrite(ferry_blob_data(state), 1, ferry_blob_size(state), f) == ferry_blob_size(state) &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0 || !ok || rename(tmp, ck->path) != 0) die("writing checkpoint %s failed", ck->path);
+    int err = errno;
+    if (fclose(f) != 0 && ok) ok = 0, err = errno;
+    if (ok && rename(tmp, ck->path) != 0) ok = 0, err = errno;
+    if (!ok) die("writing checkpoint %s failed: %s", ck->path, strerror(err));
     ferry_blob_free(state);
 }
 
 /* Loads a checkpoint: the model, the progress, and an iterator over ds continuing the epoch. */
-static ferry_iterator *load_checkpoint(const char *path, ferry_dataset *ds, model *mdl, ckpt_header *h) {
+static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferry_dataset *ds, model *mdl,
+                                       ckpt_header *h) {
     FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open checkpoint %s", path);
-    if (fread(h, sizeof *h, 1, f) != 1 || h->magic != CKPT_MAGIC || h->state_size > (1u << 30))
-        die("%s is not a checkpoint of this demo", path);
+    if (!f) die("cannot open checkpoint %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || S_ISDIR(st.st_mode))
+        die("cannot read checkpoint %s: %s", path, S_ISDIR(st.st_mode) ? "it is a directory" : strerror(errno));
+    size_t got = fread(h, 1, sizeof *h, f);
+    if (got >= 8 && memcmp(h, "FERRYST", 8) == 0)
+        die("%s is a ferry iterator state file, not a checkpoint of this demo (made with --checkpoint)", path);
+    if (got < 8 || h->magic != CKPT_MAGIC)
+        die("%s is not a checkpoint of this demo (it does not begin with \"FRRYCKPT\")", path);
+    if (got < sizeof *h || h->version != CKPT_VERSION)
+        die("%s is a checkpoint of another version of this demo (format %d, this one reads %d)", path,
+            got < sizeof *h ? 0 : h->version, CKPT_VERSION);
+    if (h->samples != cfg->samples || h->batch_size != cfg->batch_size || h->seed != cfg->seed)
+        die("%s was made with --samples %" PRId64 " --batch %" PRId64 " --seed %" PRIu64 ", this run has --samples %" PRId64
+            " --batch %" PRId64 " --seed %" PRIu64 ": resume with the flags of the run that made it",
+            path, h->samples, h->batch_size, h->seed, cfg->samples, cfg->batch_size, cfg->seed);
+    if (h->epoch < 0 || h->epoch >= cfg->epochs)
+        die("%s is in epoch %d, but this run has --epochs %d: give at least --epochs %d", path, h->epoch + 1,
+            cfg->epochs, h->epoch + 1);
+    if ((uint64_t)st.st_size != sizeof *h + sizeof *mdl + h->state_size)
+        die("checkpoint %s is damaged: %lld bytes, its header says %llu", path, (long long)st.st_size,
+            (unsigned long long)(sizeof *h + sizeof *mdl + h->state_size));
     void *state = malloc(h->state_size ? h->state_size : 1);
-    if (!state || fread(mdl, sizeof *mdl, 1, f) != 1 || fread(state, 1, h->state_size, f) != h->state_size)
-        die("checkpoint %s is truncated", path);
+    if (!state) die("allocating %llu bytes for the iterator state failed", (unsigned long long)h->state_size);
+    if (fread(mdl, sizeof *mdl, 1, f) != 1 || fread(state, 1, h->state_size, f) != h->state_size)
+        die("reading checkpoint %s failed: %s", path, ferror(f) ? strerror(errno) : "the file is shorter than it was");
     fclose(f);
     ferry_iterator *it = NULL;
     int rc = ferry_iterator_restore(ds, state, h->state_size, NULL, &it);
-    if (rc != FERRY_OK) die("ferry_iterator_restore(%s): %s (%s)", path, ferry_last_error(), ferry_error_name(rc));
+    if (rc != FERRY_OK) die("restoring the ferry iterator of %s: %s (%s)", path, ferry_last_error(), ferry_error_name(rc));
     free(state);
     return it;
 }
@@ -407,13 +460,16 @@ static ferry_iterator *load_checkpoint(const char *path, ferry_dataset *ds, mode
 typedef struct epoch_result {
     double seconds, wait_seconds, cpu_seconds, loss, accuracy;
     int64_t steps;
+    int64_t errors;         /* error positions met (and skipped) */
     ferry_stage_stats stages[MAX_STAGES];
     size_t nstages;
 } epoch_result;
 
 /* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). With
  * `resumed` (an iterator restored from a checkpoint) the epoch continues where it stopped, from
- * the progress in *start. Returns false when --stop-after stopped the program mid-epoch. */
+ * the progress in *start. An error in a position is reported and skipped: the iterator goes on
+ * after it (or, with --stop-on-error, the program exits). Returns false when --stop-after
+ * stopped the program mid-epoch. */
 static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r,
                         checkpointing *ck, ferry_iterator *resumed, const ckpt_header *start) {
     memset(r, 0, sizeof *r);
@@ -421,12 +477,25 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
     if (start) {
         tot = start->tot;
         r->steps = start->epoch_steps;
+        r->errors = start->epoch_errors;
     }
     double t0 = now_s(), c0 = cpu_s();
     ferry_iterator *it = resumed ? resumed : open_epoch(ds, cfg, epoch);
     ferry_element *batch;
     bool stopped = false;
-    while ((batch = next_batch(it, &r->wait_seconds)) != NULL) {
+    int rc;
+    while ((rc = next_batch(it, &batch, &r->wait_seconds)) != FERRY_END) {
+        if (rc != FERRY_OK) { /* an error in this position; the next call goes on after it */
+            int64_t position = r->steps + r->errors;
+            r->errors++;
+            if (cfg->stop_on_error)
+                die("epoch %d, position %" PRId64 ": %s: %s (--stop-on-error)", epoch + 1, position,
+                    ferry_error_name(rc), ferry_iterator_error(it));
+            printf("  epoch %d, position %" PRId64 " (after %" PRId64 " steps): error %s: %s; skipped, training goes "
+                   "on\n",
+                   epoch + 1, position, r->steps, ferry_error_name(rc), ferry_iterator_error(it));
+            continue;
+        }
         const float *x;
         const int32_t *y;
         int64_t n = batch_rows(batch, &x, &y);
@@ -435,7 +504,7 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
         r->steps++;
         ck->global_step++;
         if (ck->path && (ck->global_step % ck->save_every == 0 || ck->global_step == ck->stop_after))
-            save_checkpoint(ck, it, epoch, r->steps, &tot, mdl);
+            save_checkpoint(ck, cfg, it, epoch, r->steps, r->errors, &tot, mdl);
         if (ck->stop_after > 0 && ck->global_step == ck->stop_after) {
             stopped = true;
             break;
@@ -459,7 +528,9 @@ static double evaluate(ferry_dataset *ds, const config *cfg, const model *mdl) {
     double wait = 0.0;
     int64_t correct = 0, seen = 0;
     float h[HIDDEN], p[NUM_CLASSES];
-    while ((batch = next_batch(it, &wait)) != NULL) {
+    int rc;
+    while ((rc = next_batch(it, &batch, &wait)) != FERRY_END) {
+        if (rc != FERRY_OK) die("evaluation: %s: %s", ferry_error_name(rc), ferry_iterator_error(it));
         const float *x;
         const int32_t *y;
         int64_t n = batch_rows(batch, &x, &y);
@@ -533,6 +604,7 @@ static void print_stats(const epoch_result *r, int cores) {
 typedef struct run_result {
     double seconds, cpu_seconds, loss, accuracy, test_accuracy;
     uint64_t checksum;
+    int64_t errors;         /* error positions met and skipped, over all epochs */
 } run_result;
 
 /* Trains a fresh model (or the one of ck->resume) for cfg->epochs epochs with pipelines running
@@ -552,11 +624,15 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
     ferry_iterator *resumed = NULL;
     ckpt_header start;
     if (ck->resume) {
-        resumed = load_checkpoint(ck->resume, train_ds, &mdl, &start);
+        resumed = load_checkpoint(ck->resume, cfg, train_ds, &mdl, &start);
         first_epoch = start.epoch;
         ck->global_step = start.global_step;
-        printf("  resumed from %s: epoch %d, step %" PRId64 " of the epoch, %" PRId64 " steps in all\n", ck->resume,
-               start.epoch + 1, start.epoch_steps, start.global_step);
+        if (ck->stop_after > 0 && ck->stop_after <= start.global_step)
+            die("--stop-after %" PRId64 ": %s is already at step %" PRId64 "; give a later step", ck->stop_after,
+                ck->resume, start.global_step);
+        printf("  resumed from %s: epoch %d (iterator seed %" PRIu64 "), step %" PRId64 " of the epoch, %" PRId64
+               " steps in all\n",
+               ck->resume, start.epoch + 1, epoch_seed(cfg, start.epoch), start.epoch_steps, start.global_step);
     }
     *stopped = false;
     for (int epoch = first_epoch; epoch < cfg->epochs && !*stopped; epoch++) {
@@ -564,18 +640,26 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
         resumed = NULL;
         res.seconds += er.seconds;
         res.cpu_seconds += er.cpu_seconds;
+        res.errors += er.errors;
         printf("  epoch %d: %6.2f s  %5" PRId64 " steps  loss %.4f  train accuracy %5.1f%%  (waited for data %2.0f%%,"
-               " %.1f cores busy)\n",
+               " %.1f cores busy)",
                epoch + 1, er.seconds, er.steps, er.loss, 100.0 * er.accuracy,
                er.seconds > 0 ? 100.0 * er.wait_seconds / er.seconds : 0.0,
                er.seconds > 0 ? er.cpu_seconds / er.seconds : 0.0);
+        if (er.errors > 0) printf("  %" PRId64 " error position%s skipped", er.errors, er.errors == 1 ? "" : "s");
+        printf("\n");
     }
     if (*stopped) {
-        printf("  stopped after %" PRId64 " steps; checkpoint in %s\n", ck->global_step, ck->path);
+        printf("  stopped after %" PRId64 " steps; checkpoint in %s (resume with --resume %s; its ferry iterator state:"
+               " ferry state show %s)\n",
+               ck->global_step, ck->path, ck->path, ck->path);
         ferry_dataset_unref(eval_ds);
         ferry_dataset_unref(train_ds);
         return res;
     }
+    if (ck->stop_after > 0)
+        printf("  --stop-after %" PRId64 " was not reached: the run ended after %" PRId64 " steps\n", ck->stop_after,
+               ck->global_step);
     res.loss = er.loss;
     res.accuracy = er.accuracy;
     printf("  stats of the last epoch (ferry_iterator_stats):\n");
@@ -592,60 +676,152 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
 /* ---- main ---------------------------------------------------------------------------------- */
 static int64_t parse_int(const char *opt, const char *v, int64_t lo, int64_t hi) {
     char *end = NULL;
+    errno = 0;
     long long x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || *end || x < lo || x > hi) die("%s needs an integer in [%" PRId64 ", %" PRId64 "]", opt, lo, hi);
+    if (!v) usage_error("%s needs a value: an integer from %" PRId64 " to %" PRId64, opt, lo, hi);
+    if (!*v || *end || errno || x < lo || x > hi)
+        usage_error("%s %s: expected an integer from %" PRId64 " to %" PRId64, opt, v, lo, hi);
     return x;
 }
 
+static const char *parse_file(const char *opt, const char *v) {
+    if (!v || !*v) usage_error("%s needs a file name", opt);
+    if (strncmp(v, "--", 2) == 0) usage_error("%s needs a file name, not the flag '%s'", opt, v);
+    return v;
+}
+
+/* --checkpoint FILE: a file (not a directory) in a directory that exists and can be written. */
+static void check_checkpoint_path(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        usage_error("--checkpoint %s: that is a directory; name a file, e.g. %s/ck", path, path);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        usage_error("--checkpoint %s: directory %s does not exist", path, dir);
+    if (access(dir, W_OK) != 0) usage_error("--checkpoint %s: directory %s is not writable: %s", path, dir, strerror(errno));
+}
+
 static void usage(void) {
-    printf("usage: train [--epochs N] [--samples N] [--batch N] [--seed N] [--quick]\n"
-           "             [--cpu-budget N] [--fail-at ID]\n"
-           "             [--checkpoint FILE [--save-every N] [--stop-after N]] [--resume FILE]\n"
-           "Trains a small MLP by SGD on synthetic data fed by a ferry pipeline, once sequentially\n"
-           "and once with parallel map and prefetch, and compares the two.\n");
+    printf(
+        "usage: train [OPTIONS]\n"
+        "Trains a small classifier (an MLP on random Fourier features) by SGD on synthetic data\n"
+        "fed by a ferry pipeline: range -> shuffle -> map(featurize) -> batch -> prefetch. Without\n"
+        "--checkpoint or --resume it trains twice, sequentially and with parallel map and prefetch,\n"
+        "checks that both runs end with the same weights, and shows what running ahead bought\n"
+        "(times, per-stage stats, the stage that holds the pipeline back).\n"
+        "\n"
+        "data and training:\n"
+        "  --epochs N         passes over the training samples (default 3; 1 with --quick), at most 1000\n"
+        "  --samples N        training samples per epoch (default 131072; 16384 with --quick)\n"
+        "  --batch N          samples per SGD step (default 64); an epoch's last partial batch is\n"
+        "                     dropped\n"
+        "  --seed N           seed of the data, the model and the pipeline (default 42); epoch e's\n"
+        "                     ferry iterator gets seed N*1000+e, the seed 'ferry state show' prints\n"
+        "  --quick            a short run: 1 epoch of 16384 samples, 2048 held out; --epochs and\n"
+        "                     --samples given beside it win, in any order\n"
+        "  --cpu-budget N     threads ferry's AUTOTUNE may keep busy (ferry_runtime_options.cpu_budget);\n"
+        "                     default 0: all cores\n"
+        "\n"
+        "errors in position:\n"
+        "  --fail-at ID       make the map call of training sample ID (0 to samples-1) fail: the\n"
+        "                     error arrives in the position of the batch holding it, with the map\n"
+        "                     function's message; the demo reports it, skips that position and\n"
+        "                     trains on (the iterator goes on after an error), in every epoch\n"
+        "  --stop-on-error    exit with status 1 at the first pipeline error instead\n"
+        "\n"
+        "stopping and resuming (the parallel run only):\n"
+        "  --checkpoint FILE  save the model, the training progress and the ferry iterator's state\n"
+        "                     to FILE (atomically) every --save-every steps and at --stop-after;\n"
+        "                     'ferry state show FILE' describes the iterator's state in it\n"
+        "  --save-every N     steps between checkpoints (default 50; needs --checkpoint)\n"
+        "  --stop-after N     stop after N steps in all, as a preemption would (needs --checkpoint)\n"
+        "  --resume FILE      continue from a checkpoint, given the --samples, --batch and --seed\n"
+        "                     it was made with: the run ends with the same weights, bit for bit,\n"
+        "                     as one never stopped; add --checkpoint to keep saving\n"
+        "  -h, --help         this help\n"
+        "\n"
+        "example: train --quick --checkpoint /tmp/ck --stop-after 100; train --quick --resume /tmp/ck\n"
+        "exit status: 0 success, 1 a failure (its message on stderr), 2 a wrong or contradictory flag\n");
 }
 
 int main(int argc, char **argv) {
     config cfg = {.epochs = 3, .samples = 131072, .eval_samples = 8192, .batch_size = 64,
                   .shuffle_buffer = 4096, .seed = 42, .learning_rate = 0.7f};
-    int64_t fail_id = -1;
+    int64_t fail_id = -1, epochs = -1, samples = -1, save_every = -1;
+    bool quick = false;
     ferry_runtime_options ro = {0};
     checkpointing ck = {.save_every = 50};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--quick") == 0) {
-            cfg.epochs = 1;
-            cfg.samples = 16384;
-            cfg.eval_samples = 2048;
-        } else if (strcmp(a, "--epochs") == 0) {
-            cfg.epochs = (int)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 1000);
-        } else if (strcmp(a, "--samples") == 0) {
-            cfg.samples = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_C(1) << 40);
-        } else if (strcmp(a, "--batch") == 0) {
-            cfg.batch_size = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, 1 << 20);
-        } else if (strcmp(a, "--seed") == 0) {
-            cfg.seed = (uint64_t)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, INT64_MAX);
-        } else if (strcmp(a, "--cpu-budget") == 0) {
-            ro.cpu_budget = (int)parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, 4096);
-        } else if (strcmp(a, "--fail-at") == 0) {
-            fail_id = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 0, INT64_MAX);
-        } else if (strcmp(a, "--checkpoint") == 0) {
-            if (i + 1 >= argc) die("--checkpoint needs a file name");
-            ck.path = argv[++i];
-        } else if (strcmp(a, "--save-every") == 0) {
-            ck.save_every = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_MAX);
-        } else if (strcmp(a, "--stop-after") == 0) {
-            ck.stop_after = parse_int(a, i + 1 < argc ? argv[++i] : NULL, 1, INT64_MAX);
-        } else if (strcmp(a, "--resume") == 0) {
-            if (i + 1 >= argc) die("--resume needs a file name");
-            ck.resume = argv[++i];
+            quick = true;
+            continue;
+        } else if (strcmp(a, "--stop-on-error") == 0) {
+            cfg.stop_on_error = true;
+            continue;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             return 0;
+        } else if (strcmp(a, "--epochs") == 0) {
+            epochs = parse_int(a, v, 1, 1000);
+        } else if (strcmp(a, "--samples") == 0) {
+            samples = parse_int(a, v, 1, INT64_C(1) << 40);
+        } else if (strcmp(a, "--batch") == 0) {
+            cfg.batch_size = parse_int(a, v, 1, 1 << 20);
+        } else if (strcmp(a, "--seed") == 0) {
+            cfg.seed = (uint64_t)parse_int(a, v, 0, INT64_MAX);
+        } else if (strcmp(a, "--cpu-budget") == 0) {
+            ro.cpu_budget = (int)parse_int(a, v, 0, 4096);
+        } else if (strcmp(a, "--fail-at") == 0) {
+            fail_id = parse_int(a, v, 0, INT64_MAX);
+        } else if (strcmp(a, "--checkpoint") == 0) {
+            ck.path = parse_file(a, v);
+        } else if (strcmp(a, "--save-every") == 0) {
+            save_every = parse_int(a, v, 1, INT64_MAX);
+        } else if (strcmp(a, "--stop-after") == 0) {
+            ck.stop_after = parse_int(a, v, 1, INT64_MAX);
+        } else if (strcmp(a, "--resume") == 0) {
+            ck.resume = parse_file(a, v);
         } else {
-            usage();
-            die("unknown option '%s'", a);
+            usage_error("unknown option '%s'", a);
         }
+        i++; /* the flag's value */
+    }
+    if (quick) {
+        cfg.epochs = 1;
+        cfg.samples = 16384;
+        cfg.eval_samples = 2048;
+    }
+    if (epochs > 0) cfg.epochs = (int)epochs;
+    if (samples > 0) cfg.samples = samples;
+    if (save_every > 0) ck.save_every = save_every;
+
+    /* Flags that would do nothing, or contradict each other, are errors. */
+    int64_t steps_per_epoch = cfg.samples / cfg.batch_size;
+    if (steps_per_epoch == 0)
+        usage_error("--batch %" PRId64 " is larger than the %" PRId64 " samples of an epoch: no step would train",
+                    cfg.batch_size, cfg.samples);
+    if (fail_id >= cfg.samples)
+        usage_error("--fail-at %" PRId64 ": no training sample has that id; they are 0 to %" PRId64 " (--samples %" PRId64
+                    ")",
+                    fail_id, cfg.samples - 1, cfg.samples);
+    if (ck.stop_after > 0 && !ck.path)
+        usage_error("--stop-after needs --checkpoint FILE: a stopped run continues from its checkpoint");
+    if (save_every > 0 && !ck.path) usage_error("--save-every needs --checkpoint FILE");
+    if (ck.stop_after > (int64_t)cfg.epochs * steps_per_epoch)
+        usage_error("--stop-after %" PRId64 ": the run has only %" PRId64 " steps (%d epoch%s of %" PRId64 ")",
+                    ck.stop_after, (int64_t)cfg.epochs * steps_per_epoch, cfg.epochs, cfg.epochs == 1 ? "" : "s",
+                    steps_per_epoch);
+    if (ck.path) check_checkpoint_path(ck.path);
+    if (ck.resume) {
+        struct stat st;
+        if (stat(ck.resume, &st) != 0) usage_error("--resume %s: %s", ck.resume, strerror(errno));
+        if (S_ISDIR(st.st_mode)) usage_error("--resume %s: that is a directory, not a checkpoint file", ck.resume);
     }
 
     ferry_runtime *rt = NULL;
@@ -662,16 +838,19 @@ int main(int argc, char **argv) {
     printf("ferry %s training demo: MLP %d random Fourier features -> %d hidden -> %d classes, SGD\n",
            ferry_version(), FEAT_DIM, HIDDEN, NUM_CLASSES);
     printf("data: %" PRId64 " synthetic samples per epoch, %d epoch%s, batch %" PRId64 ", shuffle buffer %" PRId64
-           ", seed %" PRIu64 ", %d cores\n",
-           cfg.samples, cfg.epochs, cfg.epochs == 1 ? "" : "s", cfg.batch_size, cfg.shuffle_buffer, cfg.seed,
-           cfg.cores);
+           ", %d cores\n",
+           cfg.samples, cfg.epochs, cfg.epochs == 1 ? "" : "s", cfg.batch_size, cfg.shuffle_buffer, cfg.cores);
+    printf("seed %" PRIu64 ": epoch e's ferry iterator gets seed %" PRIu64 " + e (ferry_iterator_options.seed)\n",
+           cfg.seed, epoch_seed(&cfg, 0));
     printf("pipeline: range -> shuffle -> map(featurize) -> batch -> prefetch\n");
+    if (fail_id >= 0)
+        printf("--fail-at %" PRId64 ": that sample's map call fails; the error arrives in its batch's position%s\n",
+               fail_id, cfg.stop_on_error ? " and stops the program (--stop-on-error)" : ", which training skips");
 
     const mode sequential = {"run 1, sequential", 0, 0};
     const mode parallel = {"run 2, parallel", FERRY_AUTOTUNE, FERRY_AUTOTUNE};
     bool stopped = false;
     if (ck.path || ck.resume) { /* checkpointed training: the parallel run alone */
-        if (ck.stop_after > 0 && !ck.path) die("--stop-after needs --checkpoint");
         run_result c = run(rt, &cfg, &parallel, &train_f, &eval_f, &ck, &stopped);
         check(ferry_runtime_free(rt), "ferry_runtime_free");
         if (!stopped) printf("final weights checksum %016" PRIx64 "\n", c.checksum);
@@ -697,12 +876,15 @@ int main(int argc, char **argv) {
     printf("  final loss %.6f / %.6f, train accuracy %.2f%% / %.2f%%, held-out accuracy %.2f%% / %.2f%%\n", a.loss,
            b.loss, 100.0 * a.accuracy, 100.0 * b.accuracy, 100.0 * a.test_accuracy, 100.0 * b.test_accuracy);
     printf("  peak buffered bytes %zu of a budget of %zu\n", rs.budget_used_peak, rs.budget);
-    if (a.checksum != b.checksum || a.loss != b.loss || a.test_accuracy != b.test_accuracy) {
+    if (a.errors > 0 || b.errors > 0)
+        printf("  error positions skipped: %" PRId64 " / %" PRId64 " (training went on after each)\n", a.errors,
+               b.errors);
+    if (a.checksum != b.checksum || a.loss != b.loss || a.test_accuracy != b.test_accuracy || a.errors != b.errors) {
         printf("  MISMATCH: the two runs saw different data (weights %016" PRIx64 " vs %016" PRIx64 ")\n",
                a.checksum, b.checksum);
         return 1;
     }
-    printf("  identical models (weights checksum %016" PRIx64 "): same seed, same batches, same order\n",
-           a.checksum);
+    printf("  identical models (weights checksum %016" PRIx64 "): same seed, same batches, same order%s\n",
+           a.checksum, a.errors > 0 ? ", same error positions" : "");
     return 0;
 }
