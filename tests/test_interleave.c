@@ -903,3 +903,29 @@ TEST(interleave_allocation_failures) {
         ASSERT(total > 20);
     }
 }
+
+/* A parallel interleave hands on what a worker has read once a read was slow, instead of holding
+ * it until a batch of positions is read (tests/handoff.h: later positions wait for the consumer). */
+#include "handoff.h"
+
+static int handoff_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
+    (void)e;
+    *out = handoff_source(ferry_context_runtime(ctx), user);
+    return FERRY_OK;
+}
+
+TEST(interleave_hands_on_what_is_read) {
+    ferry_runtime *rt = rt_new();
+    for (int threads = 1; threads <= 2; threads++) {
+        handoff h = {.n = 40, .slow_at = 3};
+        ferry_dataset *r, *ds;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, &r));
+        ferry_interleave_options o = {.cycle_length = 1, .num_parallel_calls = threads, .num_outputs = 1,
+                                      .output_specs = &handoff_spec};
+        ASSERT_OK(ferry_dataset_interleave(r, handoff_inner, &h, &o, &ds));
+        handoff_consume(ds, &h);
+        ferry_dataset_unref(ds);
+        ferry_dataset_unref(r);
+    }
+    rt_done(rt);
+}

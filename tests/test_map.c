@@ -771,3 +771,31 @@ TEST(map_relaxed_gaps_survive_restore) {
     }
     rt_done(rt);
 }
+
+/* A parallel map hands on what is ready: a slow input position or a slow call ends the chunk's
+ * hold on the results before it (tests/handoff.h: the next positions wait for the consumer). */
+#include "handoff.h"
+
+TEST(map_hands_on_results_behind_a_slow_position) {
+    ferry_runtime *rt = rt_new();
+    for (int threads = 1; threads <= 2; threads++) {
+        /* the input turns slow at position 300 */
+        handoff h = {.n = 400, .slow_at = 300};
+        ferry_dataset *src = handoff_source(rt, &h);
+        ferry_map_options o = {.num_parallel_calls = threads};
+        ferry_dataset *ds;
+        ASSERT_OK(ferry_dataset_map(src, identity, NULL, &o, &ds));
+        handoff_consume(ds, &h);
+        ferry_dataset_unref(ds);
+        ferry_dataset_unref(src);
+        /* the function turns slow at element 300, in the middle of a chunk */
+        handoff hf = {.n = 400, .slow_at = 300};
+        ferry_dataset *r;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 400, 1, &r));
+        ASSERT_OK(ferry_dataset_map(r, handoff_map, &hf, &o, &ds));
+        handoff_consume(ds, &hf);
+        ferry_dataset_unref(ds);
+        ferry_dataset_unref(r);
+    }
+    rt_done(rt);
+}

@@ -75,6 +75,8 @@
 #define ILV_INNER_PERIOD 32 /* inner positions between anchor snapshots (parallel) */
 #define ILV_OUTER_PERIOD 8  /* input positions between anchor snapshots */
 #define ILV_BATCH 16        /* positions a worker reads per turn on one stream */
+#define ILV_HOLD_NS 50000   /* ... or fewer: a turn ends once it took this long, so that what is read
+                               is handed on instead of waiting behind a slow inner dataset */
 #define ILV_MAX_CYCLE 4096
 #define ILV_MAX_THREADS 256
 
@@ -401,8 +403,8 @@ static bool can_open(const ilv_it *it) {
     return !it->input_busy && !it->input_done && it->nlive < 2 * it->cycle;
 }
 
-/* Reads up to a batch of positions from s into its ring. Called with mu held; returns with it
- * held; drops it while reading. */
+/* Reads up to a batch of positions from s into its ring (fewer when reading takes over
+ * ILV_HOLD_NS). Called with mu held; returns with it held; drops it while reading. */
 static void drive_stream(ilv_it *it, ilv_stream *s) {
     ferry_runtime *rt = it->base.ctx.rt;
     ilv_item local[ILV_BATCH];
@@ -411,8 +413,10 @@ static void drive_stream(ilv_it *it, ilv_stream *s) {
     ferry__mutex_unlock(&it->mu);
     int n = 0;
     bool ended = false;
+    int64_t t0 = ferry__now_ns();
     while (n < room && !ferry__cancelled(&it->scope)) {
         if (n > 0 && !budget_room(rt)) break;
+        if (n > 0 && ferry__now_ns() - t0 > ILV_HOLD_NS) break;
         ilv_item *x = &local[n];
         memset(x, 0, sizeof *x);
         ferry__status st;

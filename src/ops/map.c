@@ -21,8 +21,11 @@
  *   or a "dropped" marker, see below) in slots[seq % window] with a release store of the slot's
  *   `ready` = seq. The chunk size adapts per worker to about 20 us of pull + fn time (1 when fn
  *   is slow, up to 64 when it is fast), bounded by window / (2 x threads) and by the byte budget.
- *   A chunk's results are deposited together, so a call that is suddenly slow also delays the
- *   (at most ~20 us worth of) calls before it in its chunk; the next chunk is then 1 element.
+ *   A chunk's results are deposited together, but no result is held for long when the input or
+ *   fn turns slow: pulling stops once the chunk took MAP_HOLD_NS (50 us), and the results made
+ *   are deposited as soon as the calls took that long (so a sudden slow call delays at most
+ *   ~50 us worth of results before it); the next chunk is then 1 element. A whole batch to stack
+ *   (fusion, below) is the exception: it is pulled and deposited whole.
  *   Workers never pull a seq >= head_pub + window, where head_pub is the consumer's published
  *   head: the window bounds results in flight and finished, independently of the thread count
  *   (tf.data ties both together, so one slow element stalls every thread). The window is the
@@ -116,6 +119,7 @@
 
 #define MAP_CHUNK_MAX 64
 #define MAP_CHUNK_TARGET_NS 20000
+#define MAP_HOLD_NS 50000 /* a worker holds pulled or finished results at most this long */
 #define MAP_ANCHOR_PERIOD 64
 #define MAP_PUBLISH_EVERY 16
 #define MAP_MAX_THREADS 1024
@@ -739,10 +743,14 @@ static void map_snapshot(map_it *m, bool force) {
         m->anchor.next_pos = m->next_seq + m->anchor.period; /* an older snapshot still serves */
 }
 
-/* Pulls up to k input positions (caller holds in_mu). A dropped range ends the chunk. */
-static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool *ended, bool *cancelled, ferry__status *st) {
+/* Pulls up to k input positions (caller holds in_mu). A dropped range ends the chunk, and so does
+ * a pull that made the chunk take longer than MAP_HOLD_NS since t0 (unless `whole`: a batch to
+ * stack): what is pulled is handed on instead of waiting for a slow input. */
+static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool whole, int64_t t0, bool *ended, bool *cancelled,
+                        ferry__status *st) {
     int64_t i = 0;
     while (i < k && !m->in_end) {
+        if (!whole && i > 0 && ferry__now_ns() - t0 > MAP_HOLD_NS) break;
         int64_t seq = m->next_seq;
         const map_range *d = m->ndrops ? map_drop_here(m) : NULL;
         if (d) {
@@ -951,7 +959,7 @@ static void *map_worker_main(void *arg) {
         int64_t nstacked = 0;
         int64_t n = stack ? m->fuse_n : FERRY__MIN(chunk, room);
         if (m->fuse_n && !stack) n = FERRY__MIN(n, to_grid);
-        int64_t k = map_pull(m, items, n, &ended, &cancelled, &st);
+        int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
         ferry__mutex_unlock(&m->in_mu);
         if (cancelled) {
             for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
@@ -959,23 +967,38 @@ static void *map_worker_main(void *arg) {
         }
         int64_t t1 = ferry__now_ns();
         if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
+        /* Unstacked: results go out in order as soon as the calls before them took MAP_HOLD_NS
+         * (a call that is suddenly slow does not hold back the ones already made). */
+        int64_t sent = 0, t_sent = t1;
         for (int64_t i = 0; !stack && i < k; i++) {
             map_res *r = &items[i];
-            if (r->kind != RES_ELEM) continue;
-            ferry_element *o;
-            int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, &st);
-            if (rc) {
-                map_res_error(m->rt, r, rc, &st);
-                continue;
+            if (r->kind == RES_ELEM) {
+                ferry_element *o;
+                int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, &st);
+                if (rc) {
+                    map_res_error(m->rt, r, rc, &st);
+                } else {
+                    r->p = o;
+                    r->aux = (int64_t)ferry_element_nbytes(o);
+                    bytes += (size_t)r->aux;
+                }
             }
-            r->p = o;
-            r->aux = (int64_t)ferry_element_nbytes(o);
-            bytes += (size_t)r->aux;
+            if (i + 1 < k) {
+                int64_t t = ferry__now_ns();
+                if (t - t_sent > MAP_HOLD_NS) {
+                    if (!map_deposit(m, s0 + sent, items + sent, i + 1 - sent)) {
+                        for (int64_t j = i + 1; j < k; j++) map_res_free(m->rt, &items[j]);
+                        return NULL;
+                    }
+                    sent = i + 1;
+                    t_sent = t;
+                }
+            }
         }
         int64_t t2 = ferry__now_ns();
         if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
         map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
-        if (!map_deposit_chunk(m, s0, items, k, &head, nstacked)) return NULL;
+        if (!map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked)) return NULL;
         if (ended) map_wake_end(m);
     }
 }
