@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # test_install.sh - checks that an installed ferry is usable the way README.md says: configures a
 # fresh build of the library in a temporary directory, installs it with `cmake --install` into a
-# prefix other than the configured one (ferry.pc must be relocatable), then compiles a small
-# program against the installed header through pkg-config, links it both against the shared and
-# the static library, runs it and checks what it prints. Also compiles and runs the usage example
-# of README.md against the installed library, and runs the installed `ferry` tool.
+# prefix other than the configured one (ferry.pc and the CMake package must be relocatable), then
+# builds a small program against it both ways a user would:
+#   - pkg-config: against the shared library (with -Wl,-rpath, as README says for a prefix the
+#     loader does not search) and the static one;
+#   - CMake: find_package(ferry) with ferry::ferry and ferry::ferry_static, also after the
+#     installed tree has been moved;
+# and runs every program without LD_LIBRARY_PATH, checking what it prints. Also compiles and runs
+# the usage example of README.md, runs the installed `ferry` tool, and checks that the install
+# step said how programs find libferry.so in this prefix. (A system prefix such as /usr/local
+# is served by the ldconfig the install step runs there: see cmake/ferry_ldconfig.cmake.)
 #
 # usage: test_install.sh SOURCE_DIR [C_COMPILER]
 # Prints "1 passed, 0 failed" on success; exits 77 (skipped) when pkg-config is not installed.
@@ -46,6 +52,10 @@ prefix="$tmp/prefix"
 step "cmake --install --prefix $prefix"
 cmake --install "$tmp/build" --prefix "$prefix" >"$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
+grep -q -- "-Wl,-rpath,$prefix/lib" "$tmp/install.log" ||
+  fail "the install step did not say how programs find libferry.so in $prefix: $(cat "$tmp/install.log")"
+# Every run below is without LD_LIBRARY_PATH: programs find libferry.so as a user's would.
+unset LD_LIBRARY_PATH
 
 [ -f "$prefix/include/ferry.h" ] || fail "ferry.h is not installed in $prefix/include"
 pc=$(find "$prefix" -name ferry.pc -path '*/pkgconfig/*' | head -1)
@@ -55,6 +65,11 @@ libdir=$(dirname "$(dirname "$pc")")
 ls "$libdir"/libferry.so* >/dev/null 2>&1 || fail "libferry.so is not installed in $libdir"
 [ -x "$prefix/bin/ferry" ] || fail "the ferry tool is not installed in $prefix/bin"
 ! grep -q "configured-prefix" "$pc" || fail "ferry.pc names the configure-time prefix: $(cat "$pc")"
+cmake_dir="$libdir/cmake/ferry"
+for f in ferryConfig.cmake ferryConfigVersion.cmake ferryTargets.cmake; do
+  [ -f "$cmake_dir/$f" ] || fail "$f is not installed in $cmake_dir"
+done
+! grep -rq "configured-prefix" "$cmake_dir" || fail "the CMake package names the configure-time prefix"
 
 export PKG_CONFIG_PATH="$(dirname "$pc")"
 cflags=$(pkg-config --cflags ferry) || fail "pkg-config --cflags ferry failed"
@@ -99,15 +114,19 @@ want_version=$(sed -n 's/^#define FERRY_VERSION_STRING "\(.*\)"$/\1/p' "$prefix/
 [ "$version" = "$want_version" ] || fail "pkg-config says version $version, ferry.h says $want_version"
 want="ferry $want_version sum 45"
 
-step "compile against the shared library"
+step "pkg-config: compile against the shared library (-Wl,-rpath,$libdir)"
 # shellcheck disable=SC2086
-"$cc" -std=c11 -Wall -Wextra -Werror $cflags "$tmp/hello.c" -o "$tmp/hello_shared" $libs ||
+"$cc" -std=c11 -Wall -Wextra -Werror $cflags "$tmp/hello.c" -o "$tmp/hello_shared" $libs -Wl,-rpath,"$libdir" ||
   fail "compiling against the installed shared library failed"
-got=$(LD_LIBRARY_PATH="$libdir" "$tmp/hello_shared") || fail "hello_shared failed: $got"
+got=$("$tmp/hello_shared") || fail "hello_shared failed: $got"
 [ "$got" = "$want" ] || fail "hello_shared printed '$got', expected '$want'"
+if command -v ldd >/dev/null 2>&1; then
+  ldd "$tmp/hello_shared" | grep -q "libferry.so.0 => $libdir/libferry.so.0" ||
+    fail "hello_shared does not load $libdir/libferry.so.0: $(ldd "$tmp/hello_shared")"
+fi
 echo "   $got"
 
-step "compile against the static library"
+step "pkg-config: compile against the static library"
 # `pkg-config --static` adds Libs.private; the archive itself is named so that the linker cannot
 # pick the shared library instead.
 static_libs=${static_libs//-lferry/$libdir/libferry.a}
@@ -128,9 +147,9 @@ if [ -f "$readme" ]; then
   awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' "$readme" >"$tmp/readme.c"
   [ -s "$tmp/readme.c" ] || fail "README.md has no \`\`\`c block"
   # shellcheck disable=SC2086
-  "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror $cflags "$tmp/readme.c" -o "$tmp/readme" $libs ||
-    fail "the README.md example does not compile"
-  got=$(LD_LIBRARY_PATH="$libdir" "$tmp/readme" 2>&1) || fail "the README.md example failed: $got"
+  "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror $cflags "$tmp/readme.c" -o "$tmp/readme" $libs \
+    -Wl,-rpath,"$libdir" || fail "the README.md example does not compile"
+  got=$("$tmp/readme" 2>&1) || fail "the README.md example failed: $got"
   lines=$(printf '%s\n' "$got" | wc -l)
   first=$(printf '%s\n' "$got" | head -1)
   last=$(printf '%s\n' "$got" | tail -1)
@@ -140,8 +159,41 @@ if [ -f "$readme" ]; then
 fi
 
 step "run the installed ferry tool"
-got=$(LD_LIBRARY_PATH="$libdir" "$prefix/bin/ferry" version) || fail "ferry version failed"
+got=$("$prefix/bin/ferry" version) || fail "ferry version failed"
 [ "$got" = "ferry $want_version" ] || fail "ferry version printed '$got', expected 'ferry $want_version'"
+echo "   $got"
+
+# CMake: find_package(ferry), both targets; then the same after moving the installed tree.
+mkdir -p "$tmp/app"
+cp "$tmp/hello.c" "$tmp/app/hello.c"
+cat >"$tmp/app/CMakeLists.txt" <<EOF
+cmake_minimum_required(VERSION 3.16)
+project(app C)
+find_package(ferry $want_version REQUIRED)
+add_executable(hello_shared hello.c)
+target_link_libraries(hello_shared PRIVATE ferry::ferry)
+add_executable(hello_static hello.c)
+target_link_libraries(hello_static PRIVATE ferry::ferry_static)
+EOF
+cmake_app() { # prefix build-dir
+  env -u CFLAGS -u LDFLAGS cmake -S "$tmp/app" -B "$2" -DCMAKE_C_COMPILER="$cc" -DCMAKE_PREFIX_PATH="$1" \
+    >"$2.log" 2>&1 || { cat "$2.log" >&2; fail "find_package(ferry) with CMAKE_PREFIX_PATH=$1 failed"; }
+  cmake --build "$2" >>"$2.log" 2>&1 || { cat "$2.log" >&2; fail "building against ferry::ferry failed"; }
+  for exe in hello_shared hello_static; do
+    got=$("$2/$exe") || fail "$exe (CMake) failed: $got"
+    [ "$got" = "$want" ] || fail "$exe (CMake) printed '$got', expected '$want'"
+  done
+  if command -v ldd >/dev/null 2>&1; then
+    ldd "$2/hello_shared" | grep -q "libferry.so.0 => $1/" || fail "hello_shared (CMake) does not load $1's libferry"
+    ! ldd "$2/hello_static" | grep -q libferry || fail "hello_static (CMake) links libferry dynamically"
+  fi
+}
+step "CMake: find_package(ferry), ferry::ferry and ferry::ferry_static"
+cmake_app "$prefix" "$tmp/app-build"
+echo "   $got"
+step "CMake: the same after moving the installed tree"
+mv "$prefix" "$tmp/moved"
+cmake_app "$tmp/moved" "$tmp/app-build-moved"
 echo "   $got"
 
 echo "1 passed, 0 failed"
