@@ -186,3 +186,105 @@ TEST(runtime_free_refuses_live_objects) {
     ferry_dataset_unref(ds);
     rt_done(rt);
 }
+
+/* Every function that writes a pointer through an out-parameter writes NULL there when it fails,
+ * whichever argument was wrong (the header's convention): a caller that frees *out after a
+ * failure never frees garbage. Each call below is wrong in one argument; *out starts as junk. */
+#define JUNK ((void *)(uintptr_t)0x5a5a5a5a)
+static int not_nulled;
+#define EXPECT_NULLED(type, call_with_out)                                                        \
+    do {                                                                                          \
+        type *out_ = JUNK;                                                                        \
+        int rc_ = (call_with_out);                                                                \
+        if (rc_ >= 0) FAILF("%s succeeded", #call_with_out);                                     \
+        if (out_ != NULL) {                                                                       \
+            fprintf(stderr, "%s failed with %s but left *out unchanged\n", #call_with_out,         \
+                    ferry_error_name(rc_));                                                       \
+            not_nulled++;                                                                         \
+        }                                                                                         \
+    } while (0)
+
+static int pass_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)ctx;
+    (void)user;
+    *out = in;
+    return FERRY_OK;
+}
+static int pass_pred(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)ctx;
+    (void)e;
+    (void)user;
+    *keep = true;
+    return FERRY_OK;
+}
+static int pass_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
+    (void)e;
+    (void)user;
+    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, out);
+}
+
+TEST(failing_functions_write_null) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, &ds));
+    int64_t dims[1] = {-3}, two = 2;
+    const char *nofile[1] = {"/nonexistent/ferry-test"};
+    ferry_runtime_options bad_rt = {.cpu_budget = -5};
+    EXPECT_NULLED(ferry_runtime, ferry_runtime_create(&bad_rt, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(rt, FERRY_INT64, 1, dims, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(NULL, FERRY_INT64, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_wrap(rt, FERRY_INT64, 1, &two, NULL, 16, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_create_bytes(rt, 1, dims, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_scalar_i64(NULL, 1, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_scalar_f32(NULL, 1, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_slice(NULL, 0, 1, &out_));
+    EXPECT_NULLED(const uint8_t, ferry_tensor_bytes_get(NULL, 0, &out_, &(size_t){0}));
+    EXPECT_NULLED(ferry_element, ferry_element_create(NULL, 1, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_range(rt, 0, 1, 0, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensor_slices(rt, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensors(NULL, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_generator(rt, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_map(ds, NULL, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(ds, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(NULL, pass_pred, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_batch(ds, 0, false, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_padded_batch(ds, 0, false, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_unbatch(ds, &out_)); /* scalars cannot be unbatched */
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_shuffle(ds, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_repeat(ds, -2, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_take(ds, -2, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_skip(ds, -2, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_shard(ds, 2, 2, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_zip(0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_concatenate(ds, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_enumerate(NULL, 0, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_ignore_errors(NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_prefetch(ds, -5, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_cache(NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_interleave(ds, NULL, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_flat_map(NULL, pass_inner, NULL, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_list_files(rt, "/nonexistent/ferry-*", NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_tfrecord(rt, 1, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_tfrecord_files(ds, NULL, &out_)); /* int64, not names */
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_parse_example(ds, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_text_lines(rt, 1, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_fixed_length_records(rt, 1, nofile, NULL, &out_));
+    EXPECT_NULLED(ferry_tfrecord_writer, ferry_tfrecord_writer_open(rt, nofile[0], NULL, &out_));
+    EXPECT_NULLED(ferry_example_parser, ferry_example_parser_create(rt, NULL, &out_));
+    EXPECT_NULLED(const ferry_tensor_spec, ferry_example_parser_output_specs(NULL, &(size_t){0}, &out_));
+    EXPECT_NULLED(const ferry_tensor_spec, ferry_example_parser_batch_output_specs(NULL, &(size_t){0}, &out_));
+    EXPECT_NULLED(ferry_blob, ferry_example_to_json(rt, "\xff", 1, &out_));
+    EXPECT_NULLED(ferry_blob, ferry_example_from_json(rt, "{", 1, &out_));
+    EXPECT_NULLED(ferry_blob, ferry_state_file_read(rt, nofile[0], &out_));
+    EXPECT_NULLED(ferry_iterator, ferry_iterator_create(NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_iterator, ferry_iterator_restore(ds, "x", 1, NULL, &out_));
+    EXPECT_NULLED(ferry_iterator, ferry_iterator_restore_file(ds, nofile[0], NULL, &out_));
+    EXPECT_NULLED(ferry_blob, ferry_iterator_save(NULL, &out_));
+    EXPECT_NULLED(ferry_element, ferry_iterator_next(NULL, &out_));
+    /* A map with a NULL function or a bad option, on a good input. */
+    ferry_map_options mo = {.num_parallel_calls = -7};
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_map(ds, pass_map, NULL, &mo, &out_));
+    ASSERT_EQ(not_nulled, 0);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}

@@ -341,9 +341,9 @@ int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts,
 }
 
 int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
+    if (out) *out = NULL;
     if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_next: argument 'it' is NULL");
     if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_next: argument 'out' is NULL");
-    *out = NULL;
     int expected = 0;
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
         return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
@@ -445,9 +445,9 @@ static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
 #define STATE_HEADER 48
 
 int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
+    if (out) *out = NULL;
     if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_save: argument 'it' is NULL");
     if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_save: argument 'out' is NULL");
-    *out = NULL;
     ferry__writer w;
     ferry__writer_init(&w, &it->rt->alloc);
     ferry__w_bytes(&w, state_magic, 8);

@@ -269,6 +269,8 @@ void *ferry_tensor_mutable_data(ferry_tensor *t) {
 }
 
 int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **data, size_t *len) {
+    if (data) *data = NULL;
+    if (len) *len = 0;
     FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_bytes_get: argument 't' is NULL");
     FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL,
                      "ferry_tensor_bytes_get: arguments 'data' and 'len' must not be NULL");

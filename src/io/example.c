@@ -1368,6 +1368,8 @@ int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spe
 #undef FN
 
 int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t *n, const ferry_tensor_spec **specs) {
+    if (n) *n = 0;
+    if (specs) *specs = NULL;
     FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
                      "ferry_example_parser_output_specs: argument 'parser' is not a parser");
     FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
@@ -1379,6 +1381,8 @@ int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t
 
 int ferry_example_parser_batch_output_specs(const ferry_example_parser *parser, size_t *n,
                                             const ferry_tensor_spec **specs) {
+    if (n) *n = 0;
+    if (specs) *specs = NULL;
     FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
                      "ferry_example_parser_batch_output_specs: argument 'parser' is not a parser");
     FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
