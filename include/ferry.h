@@ -398,10 +398,15 @@ FERRY_API int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, cons
 
 /* Counting and combining. count -1: forever. */
 FERRY_API int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* count -1: all. */
+/* The input up to its count-th element (count -1: all). As tf.data's take, elements count and
+ * errors do not: an error passes through in its position without using up the count. */
 FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out);
+/* The input without its first count elements (count -1: all). As tf.data's skip, an error met
+ * while skipping is handed out in its position and does not count; O(1) over range and slices. */
 FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* Every num_shards-th element starting at index. */
+/* Every num_shards-th position starting at index. Unlike tf.data (where every shard's iterator
+ * meets every error of the input), an error is a position: it goes to exactly one shard, so the
+ * shards together hand out each element and each error once (docs/differences.md). */
 FERRY_API int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, ferry_dataset **out);
 /* Tuples of the inputs' components, ending with the shortest input. inputs: borrowed array. */
 FERRY_API int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **out);
@@ -416,7 +421,10 @@ FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out
  * AUTOTUNE over an input that already runs ahead on its own threads (a parallel map, or a batch
  * fused into one), prefetch adds no thread: the map's reorder window is the buffer. */
 FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out);
-/* path NULL or "": cache in memory (counted against the budget). Otherwise a file cache. */
+/* path NULL or "": cache in memory (counted against the budget). Otherwise a file cache at path
+ * (not part of the pipeline's fingerprint: the file may move). Every pass gives the elements of
+ * the first pass over the input, random draws included (its seed is kept with the cache and in
+ * saved states), so a restored iterator goes on exactly, in a new process too. */
 FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out);
 
 /* ---------------------------------------------------------------------------------------------

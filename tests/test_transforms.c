@@ -214,8 +214,13 @@ TEST(take_errors_in_position) {
     ASSERT_OK(ferry_dataset_take(in, 10, &ds));
     expect_stream(ds, "E 1 2 3 E 5 6 7 8 E");
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
-    expect_stream(ds, "E 1 2 3 E");
+    ASSERT_OK(ferry_dataset_take(in, 5, &ds)); /* as tf.data: errors pass and do not count */
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
+    expect_stream(ds, "E 1 2 3 E 5 6");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_take(in, 1, &ds)); /* an error before the first element */
+    expect_stream(ds, "E 1");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
@@ -262,9 +267,18 @@ TEST(skip_errors_in_position) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
     ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
-    ASSERT_OK(ferry_dataset_skip(in, 3, &ds)); /* the error at 0 goes with the skipped positions */
-    expect_stream(ds, "3 4 E 6 7 8 E");
+    /* As tf.data: errors met while skipping are handed out and do not count. */
+    ASSERT_OK(ferry_dataset_skip(in, 3, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
+    expect_stream(ds, "E 4 E 6 7 8 E");
     check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_skip(in, 6, &ds)); /* errors at the start and in the middle of the skip */
+    expect_stream(ds, "E E 8 E");
+    check_stream(ds, 100, 0);
+    ferry_dataset_unref(ds);
+    ASSERT_OK(ferry_dataset_skip(in, -1, &ds)); /* all elements: only the errors are left */
+    expect_stream(ds, "E E E");
     ferry_dataset_unref(ds);
     ASSERT_OK(ferry_dataset_skip(in, 0, &ds));
     expect_stream(ds, "E 1 2 3 4 E 6 7 8 E");
@@ -439,8 +453,16 @@ TEST(repeat_errors_and_epochs) {
     gen_cfg e = {.n = 2, .fail = 3};
     ds = gen_dataset(rt, &e, 2);
     CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
-    CHAIN(ds, ferry_dataset_take(ds, 5, OUT));
-    expect_stream(ds, "E E E E E");
+    CHAIN(ds, ferry_dataset_take(ds, 5, OUT)); /* errors do not count: no end, as in tf.data */
+    ferry_iterator *it = iter_new(ds, 0);
+    items s = {0};
+    collect(it, 12, &s);
+    ASSERT(!s.ended);
+    char *got = join(&s);
+    ASSERT(strcmp(got, "E E E E E E E E E E E E") == 0);
+    free(got);
+    items_free(&s);
+    ferry_iterator_free(it);
     ferry_dataset_unref(ds);
     ASSERT_EQ(e.inits, e.finis);
     rt_done(rt);

@@ -229,6 +229,10 @@ struct ferry_dataset {
     int depth;                 /* 0 for sources */
     uint64_t params;           /* hash of the op's parameters (ferry__dataset_hash_*) */
     uint64_t salt;             /* structural: name, depth, params and the inputs' salts */
+    bool no_errors;            /* no position can be an error, save running out of memory: sources
+                                  that cannot fail (range, slices, file-name lists) and ops that
+                                  only pass their inputs' positions on set it, so that skip and
+                                  take may drop positions without looking at them */
     bool unordered;            /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
                                   op that replays this input from an anchor snapshots it at every
@@ -288,6 +292,8 @@ void ferry__iter_free(ferry__iter *it);
 /* Drops n positions (errors count as positions); *skipped gets how many were dropped before
  * END. Uses vt->skip when present. */
 int ferry__iter_skip(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st);
+/* The same by calling it->vt->next n times (for an op whose skip cannot forward). */
+int ferry__iter_skip_by_next(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st);
 
 void ferry__iter_flush_stats(ferry__iter *it);
 

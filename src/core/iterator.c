@@ -93,6 +93,11 @@ int ferry__iter_skip(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status
     *skipped = 0;
     if (n <= 0) return FERRY_OK;
     if (it->vt->skip) return it->vt->skip(it, n, skipped, st);
+    return ferry__iter_skip_by_next(it, n, skipped, st);
+}
+
+int ferry__iter_skip_by_next(ferry__iter *it, int64_t n, int64_t *skipped, ferry__status *st) {
+    *skipped = 0;
     ferry__status tmp;
     while (*skipped < n) {
         ferry_element *e = NULL;

@@ -155,6 +155,7 @@ int ferry__dataset_names(ferry_runtime *rt, const char *op_name, size_t n, const
     uint8_t flags = (uint8_t)((ds->shuffle ? 1 : 0) | (ds->same_order ? 2 : 0));
     ferry__dataset_hash(d, &flags, 1);
     ferry__dataset_hash_i64(d, (int64_t)ds->seed);
+    d->no_errors = true;
     ferry__dataset_seal(d);
     *out = d;
     return FERRY_OK;

@@ -130,6 +130,7 @@ int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset 
                             &ds);
     ferry__free(a->rt, specs);
     if (rc) return rc;
+    ds->no_errors = a->no_errors && b->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -115,6 +115,7 @@ int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **ou
     if (rc) return rc;
     ((enumerate_ds *)ds)->start = start;
     ferry__dataset_hash_i64(ds, start);
+    ds->no_errors = in->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -98,6 +98,7 @@ int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t 
     ferry__dataset_hash_i64(ds, start);
     ferry__dataset_hash_i64(ds, stop);
     ferry__dataset_hash_i64(ds, step);
+    ds->no_errors = true;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

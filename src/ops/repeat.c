@@ -157,6 +157,7 @@ int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out) 
     if (rc) return rc;
     ((repeat_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
+    ds->no_errors = in->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

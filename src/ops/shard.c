@@ -116,6 +116,7 @@ int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, fe
     s->index = index;
     ferry__dataset_hash_i64(ds, num_shards);
     ferry__dataset_hash_i64(ds, index);
+    ds->no_errors = in->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -1,9 +1,13 @@
 /*
- * skip.c - `skip(count)`: the input without its first `count` positions (count -1: all of them).
+ * skip.c - `skip(count)`: the input without its first `count` elements (count -1: all of them).
  *
- * The positions are dropped at the first next (or the first skip), through the input's skip,
- * so a source that can seek (range, slices) skips in O(1). Errors in the dropped positions are
- * dropped with them. State: the positions still to drop plus the input's state.
+ * As tf.data's skip: elements count, errors do not. An error met while skipping is handed out
+ * in its position (it is not dropped and does not use up the count), and the next call goes on
+ * skipping. When the input has no error positions (ferry_dataset.no_errors: range, slices, file
+ * lists and what only passes them on) the elements are dropped through the input's skip, so a
+ * source that can seek skips in O(1); otherwise they are pulled and freed. The cardinality,
+ * counting elements as tf.data's, is the input's less count.
+ * State: the elements still to drop plus the input's state.
  * Runs on the consumer's thread; no threads or locks.
  */
 #include "ops.h"
@@ -16,19 +20,31 @@ typedef struct skip_ds {
 typedef struct skip_it {
     ferry__iter base;
     ferry__iter *input;
-    int64_t pending; /* positions still to drop before the first output */
+    int64_t pending; /* elements still to drop before the first output */
 } skip_it;
 
-/* Drops the pending positions. A failing input skip keeps what it did not drop pending. */
+/* Drops the pending elements. FERRY_OK when none is left to drop (or the input ended), else an
+ * error met on the way (a position of this op's output; pending stays as it is). A failing
+ * input skip keeps what it did not drop pending. */
 static int skip_pending(skip_it *it, ferry__status *st) {
     if (it->pending <= 0) return FERRY_OK;
-    int64_t done = 0;
-    int rc = ferry__iter_skip(it->input, it->pending, &done, st);
-    if (rc) {
-        it->pending -= done;
+    if (it->input->ds->no_errors) {
+        int64_t done = 0;
+        int rc = ferry__iter_skip(it->input, it->pending, &done, st);
+        it->pending = rc ? it->pending - done : 0; /* all dropped, or the input ended first */
         return rc;
     }
-    it->pending = 0; /* all dropped, or the input ended first */
+    for (uint32_t k = 1; it->pending > 0; k++) {
+        ferry_element *e;
+        int rc = ferry__iter_next(it->input, &e, st);
+        if (rc == FERRY_END) break;
+        if (rc < 0) return rc;
+        ferry_element_free(e);
+        it->pending--;
+        if ((k & 1023) == 0 && ferry__cancelled(it->base.ctx.cancel))
+            return ferry__fail(st, FERRY_ECANCELED, "skip: the iterator is being destroyed");
+    }
+    it->pending = 0;
     return FERRY_OK;
 }
 
@@ -42,6 +58,8 @@ static int skip_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
 static int skip_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
     skip_it *it = (skip_it *)it_;
     *skipped = 0;
+    if (it->pending > 0 && !it->input->ds->no_errors) /* errors met while dropping are positions */
+        return ferry__iter_skip_by_next(it_, n, skipped, st);
     int rc = skip_pending(it, st);
     if (rc) return rc;
     return ferry__iter_skip(it->input, n, skipped, st);
@@ -98,6 +116,7 @@ int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     if (rc) return rc;
     ((skip_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
+    ds->no_errors = in->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -150,6 +150,7 @@ static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *
         ferry__dataset_hash_i64(ds, tensors[i]->rank);
         for (int d = 0; d < tensors[i]->rank; d++) ferry__dataset_hash_i64(ds, tensors[i]->dims[d]);
     }
+    ds->no_errors = true;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -1,9 +1,13 @@
 /*
- * take.c - `take(count)`: the first `count` positions of the input (count -1: all of them).
+ * take.c - `take(count)`: the input up to its `count`-th element (count -1: all of it).
  *
- * Errors take positions like elements and pass through in order. Once `count` positions are out
- * the input is not pulled again. State: positions taken plus the input's state; skip forwards
- * to the input's skip (cheap where the input's is), bounded by what is left to take.
+ * As tf.data's take: elements count, errors do not. An error passes through in its position and
+ * does not use up the count, so take(n) hands out n elements (and the errors among them) when the
+ * input has n. Once `count` elements are out the input is not pulled again. The cardinality is
+ * min(count, the input's), counting elements, as tf.data's; an error adds a position to it.
+ * State: elements taken plus the input's state. Skip forwards to the input's skip (cheap where
+ * the input's is), bounded by what is left to take, when the input has no error positions
+ * (ferry_dataset.no_errors); otherwise it pulls, so that errors are not counted.
  * Runs on the consumer's thread; no threads or locks.
  */
 #include "ops.h"
@@ -28,12 +32,13 @@ static int take_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     take_it *it = (take_it *)it_;
     if (take_left(it) <= 0) return FERRY_END;
     int rc = ferry__iter_next(it->input, out, st);
-    if (rc != FERRY_END && it->taken < INT64_MAX) it->taken++;
+    if (rc == FERRY_OK && it->taken < INT64_MAX) it->taken++;
     return rc;
 }
 
 static int take_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status *st) {
     take_it *it = (take_it *)it_;
+    if (!it->input->ds->no_errors) return ferry__iter_skip_by_next(it_, n, skipped, st);
     int64_t left = take_left(it);
     int rc = ferry__iter_skip(it->input, n < left ? n : left, skipped, st);
     if (it->taken <= INT64_MAX - *skipped) it->taken += *skipped;
@@ -90,6 +95,7 @@ int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     if (rc) return rc;
     ((take_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
+    ds->no_errors = in->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -171,6 +171,8 @@ int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **ou
     ferry__free(rt, specs);
     if (rc) return rc;
     ferry__dataset_hash_i64(ds, (int64_t)n);
+    ds->no_errors = true;
+    for (size_t i = 0; i < n; i++) ds->no_errors = ds->no_errors && inputs[i]->no_errors;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;
