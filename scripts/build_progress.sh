@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # build_progress.sh - sourced by install.sh and test.sh (bash): ferry_build runs
 # `cmake --build ARGS...` and shows how far it is. On a terminal one line, rewritten in place,
 # gives the percentage and the file being built; in a log (CI) a line appears at every tenth of
