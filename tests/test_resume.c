@@ -4,11 +4,19 @@
  * from it equal the uninterrupted stream: same values (including the per-element random draws of
  * map functions), same order (shuffle included), same errors in the same positions.
  *
+ * Every state is restored into a pipeline built anew from the same description, as a new process
+ * would (memory caches empty; cache files as the saving iterator left them, or deleted), and
+ * every other one also into the dataset it was saved from. Pipelines cover the memory and the
+ * file cache (saved while the file is being written and while it is read), ignore_errors, and
+ * errors under batch (a map that fails on some values, then batch, with or without
+ * ignore_errors between them).
+ *
  * Pipelines are built from a seeded description so a failure prints a reproducible recipe.
- * FERRY_RESUME_PIPELINES scales the number of pipelines (default gives >= 1,000 save points over
+ * FERRY_RESUME_PIPELINES scales the number of pipelines (default gives >= 4,000 save points over
  * thread counts 0, 1, 2 and 8).
  */
 #include <stdarg.h>
+#include <sys/stat.h>
 
 #include "runner.h"
 
@@ -102,9 +110,19 @@ static ferry_dataset *chain(ferry_dataset *in, ferry_dataset *next) {
     return next;
 }
 
-/* Builds a random pipeline; *batched tells whether elements are batches now. */
+/* The cache files of the pipeline being built (one per file cache op). */
+static char cache_dir[64];
+static char cache_files[8][96];
+static int ncache_files;
+
+static void remove_cache_files(void) {
+    for (int i = 0; i < ncache_files; i++) (void)unlink(cache_files[i]);
+}
+
+/* Builds a random pipeline (the same one for the same rng state). */
 static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
     recipe[0] = 0;
+    ncache_files = 0;
     ferry_dataset *ds, *o;
     int64_t n = rbelow(r, 60);
     CHECK(ferry_dataset_range(rt, 0, n, 1, &ds));
@@ -112,7 +130,7 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
     int depth = 1 + rbelow(r, 5);
     bool batched = false;
     for (int d = 0; d < depth; d++) {
-        int op = rbelow(r, 14);
+        int op = rbelow(r, 17);
         switch (op) {
         case 0:
         case 1: {
@@ -179,6 +197,31 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
             CHECK(ferry_dataset_cache(ds, NULL, &o));
             note(" -> cache");
             break;
+        case 14: {
+            char *path = cache_files[ncache_files++];
+            snprintf(path, sizeof cache_files[0], "%s/c%d", cache_dir, d);
+            CHECK(ferry_dataset_cache(ds, path, &o));
+            note(" -> cache(file)");
+            break;
+        }
+        case 15:
+        case 16: {
+            /* errors under batch: a failing map, then batch, maybe with ignore_errors between */
+            ferry_map_options mo = {.num_parallel_calls = threads};
+            CHECK(ferry_dataset_map(ds, map_fn, (void *)1, &mo, &o));
+            ds = chain(ds, o);
+            bool ignore = op == 16;
+            if (ignore) {
+                CHECK(ferry_dataset_ignore_errors(ds, &o));
+                ds = chain(ds, o);
+            }
+            int64_t b = 1 + rbelow(r, 5);
+            CHECK(ferry_dataset_batch(ds, b, false, &o));
+            batched = true;
+            note(" -> map(threads %d, errors 1)%s -> batch(%lld)", threads, ignore ? " -> ignore_errors" : "",
+                 (long long)b);
+            break;
+        }
         case 11:
             CHECK(ferry_dataset_ignore_errors(ds, &o));
             note(" -> ignore_errors");
@@ -231,14 +274,32 @@ static int drain(ferry_iterator *it, uint64_t *out, int cap) {
     return n;
 }
 
+/* Restores state b into ds and compares the rest with full[k..n). */
+static void check_restore(ferry_dataset *ds, ferry_blob *b, const uint64_t *full, int k, int n, uint64_t *got,
+                          int cap, const char *into) {
+    ferry_iterator *r2;
+    CHECK(ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), NULL, &r2));
+    int m = drain(r2, got, cap);
+    ferry_iterator_free(r2);
+    if (k + m != n)
+        FAILF("save at %d of %d, restored into %s: the stream has %d elements, want %d\nrecipe: %s", k, n, into, m,
+              n - k, recipe);
+    for (int i = 0; i < m; i++)
+        if (got[i] != full[k + i])
+            FAILF("save at %d of %d, restored into %s: element %d differs\nrecipe: %s", k, n, into, k + i, recipe);
+}
+
 static int check_pipelines(int threads, int pipelines, uint64_t seed0) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    enum { CAP = 4096 };
+    snprintf(cache_dir, sizeof cache_dir, "/tmp/ferry-resume-XXXXXX");
+    ASSERT(mkdtemp(cache_dir) != NULL);
+    enum { CAP = 4096, TRIES = 40 };
     uint64_t *full = malloc(CAP * sizeof *full), *got = malloc(CAP * sizeof *got);
     int points = 0;
     for (int p = 0; p < pipelines; p++) {
-        rng r = {seed0 * 1000003u + (uint64_t)p * 7919u + (uint64_t)threads};
+        const rng r0 = {seed0 * 1000003u + (uint64_t)p * 7919u + (uint64_t)threads};
+        rng r = r0;
         ferry_dataset *ds = build(rt, &r, threads);
         ferry_iterator_options io = {.seed = 1 + rnext(&r) % 1000};
         ferry_iterator *it;
@@ -246,10 +307,16 @@ static int check_pipelines(int threads, int pipelines, uint64_t seed0) {
         int n = drain(it, full, CAP);
         ferry_iterator_free(it);
         /* Save points: all of them for short streams, a random sample otherwise. */
-        int tries = n + 1 <= 12 ? n + 1 : 12;
+        int tries = n + 1 <= TRIES ? n + 1 : TRIES;
         for (int t = 0; t < tries; t++) {
-            int k = n + 1 <= 12 ? t : rbelow(&r, n + 1);
-            CHECK(ferry_iterator_create(ds, &io, &it));
+            int k = n + 1 <= TRIES ? t : rbelow(&r, n + 1);
+            /* The saving iterator runs over ds (caches filled) or over a pipeline built anew, with
+             * the cache files present or not (then it is saved while it writes them). */
+            bool fresh_save = rbelow(&r, 2);
+            if (ncache_files && rbelow(&r, 2)) remove_cache_files();
+            rng rb = r0;
+            ferry_dataset *src = fresh_save ? build(rt, &rb, threads) : ferry_dataset_ref(ds);
+            CHECK(ferry_iterator_create(src, &io, &it));
             for (int i = 0; i < k; i++) {
                 ferry_element *e = NULL;
                 int rc = ferry_iterator_next(it, &e);
@@ -260,20 +327,22 @@ static int check_pipelines(int threads, int pipelines, uint64_t seed0) {
             ferry_blob *b;
             CHECK(ferry_iterator_save(it, &b));
             ferry_iterator_free(it);
-            ferry_iterator *r2;
-            CHECK(ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), NULL, &r2));
+            ferry_dataset_unref(src);
+            if (ncache_files && rbelow(&r, 3) == 0) remove_cache_files();
+            rb = r0;
+            ferry_dataset *fresh = build(rt, &rb, threads); /* as a new process would */
+            check_restore(fresh, b, full, k, n, got, CAP, "a pipeline built anew");
+            ferry_dataset_unref(fresh);
+            if (t % 2 == 0) check_restore(ds, b, full, k, n, got, CAP, "the dataset it was saved from");
             ferry_blob_free(b);
-            int m = drain(r2, got, CAP);
-            ferry_iterator_free(r2);
-            if (k + m != n) FAILF("save at %d of %d: restored stream has %d elements, want %d\nrecipe: %s", k, n, m, n - k, recipe);
-            for (int i = 0; i < m; i++)
-                if (got[i] != full[k + i]) FAILF("save at %d of %d: element %d differs after restore\nrecipe: %s", k, n, k + i, recipe);
             points++;
         }
         ferry_dataset_unref(ds);
+        remove_cache_files();
     }
     free(full);
     free(got);
+    ASSERT_EQ(rmdir(cache_dir), 0);
     int rc = ferry_runtime_free(rt);
     if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
     return points;
@@ -284,7 +353,7 @@ static int scale(int dflt) {
     return e && atoi(e) > 0 ? atoi(e) : dflt;
 }
 
-TEST(resume_property_threads_0) { printf("  threads 0: %d save points\n", check_pipelines(0, scale(40), 1)); }
-TEST(resume_property_threads_1) { printf("  threads 1: %d save points\n", check_pipelines(1, scale(30), 2)); }
-TEST(resume_property_threads_2) { printf("  threads 2: %d save points\n", check_pipelines(2, scale(30), 3)); }
-TEST(resume_property_threads_8) { printf("  threads 8: %d save points\n", check_pipelines(8, scale(30), 4)); }
+TEST(resume_property_threads_0) { printf("  threads 0: %d save points\n", check_pipelines(0, scale(100), 1)); }
+TEST(resume_property_threads_1) { printf("  threads 1: %d save points\n", check_pipelines(1, scale(70), 2)); }
+TEST(resume_property_threads_2) { printf("  threads 2: %d save points\n", check_pipelines(2, scale(70), 3)); }
+TEST(resume_property_threads_8) { printf("  threads 8: %d save points\n", check_pipelines(8, scale(60), 4)); }
