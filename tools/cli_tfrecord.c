@@ -419,6 +419,9 @@ static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
     }
     if (status == 0)
         fprintf(stderr, "ferry tfrecord write: %lld record%s written to %s\n", written, written == 1 ? "" : "s", out);
+    else
+        ferry_cli_error(o->cmd, "%s keeps the %lld record%s written before the error", out, written,
+                        written == 1 ? "" : "s");
     return status;
 }
 
