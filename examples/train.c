@@ -425,8 +425,8 @@ static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferr
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open checkpoint %s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || S_ISDIR(st.st_mode))
-        die("cannot read checkpoint %s: %s", path, S_ISDIR(st.st_mode) ? "it is a directory" : strerror(errno));
+    if (fstat(fileno(f), &st) != 0) die("cannot read checkpoint %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) die("cannot read checkpoint %s: it is a directory", path);
     size_t got = fread(h, 1, sizeof *h, f);
     if (got >= 8 && memcmp(h, "FERRYST", 8) == 0)
         die("%s is a ferry iterator state file, not a checkpoint of this demo (made with --checkpoint)", path);
