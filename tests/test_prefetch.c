@@ -124,10 +124,11 @@ static ferry_stage_stats root_stats(ferry_iterator *it) {
     return s[0];
 }
 
-/* Waits (bounded) until the prefetch buffer is full (the producer refills it once a quarter is
- * gone) or holds the `left` entries still to come. */
+/* Waits (a minute at most: a sanitizer build on a loaded machine is slow) until the prefetch
+ * buffer is full (the producer refills it once a quarter is gone) or holds the `left` entries
+ * still to come. */
 static void wait_buffered(ferry_iterator *it, int64_t left) {
-    for (int i = 0; i < 4000; i++) {
+    for (int i = 0; i < 120000; i++) {
         ferry_stage_stats s = root_stats(it);
         int64_t full = s.buffer_capacity - (s.buffer_capacity / 4 > 1 ? s.buffer_capacity / 4 : 1);
         if (s.buffered_elements >= (left < full ? left : full)) return;
@@ -373,7 +374,7 @@ TEST(prefetch_stats_and_warm_start) {
     ASSERT_OK(ferry_iterator_create(ds, &o, &it));
     ASSERT_EQ(live_threads(rt), 1); /* started at creation */
     ferry_stage_stats s;
-    for (int i = 0; i < 4000 && root_stats(it).buffered_elements < 6; i++) sleep_us(500);
+    for (int i = 0; i < 120000 && root_stats(it).buffered_elements < 6; i++) sleep_us(500);
     s = root_stats(it);
     ASSERT_EQ(s.buffer_capacity, 6);
     ASSERT_EQ(s.parallelism, 1);

@@ -5,6 +5,11 @@
  * byte budget, before any next, right after END. After every free no ferry thread may be left
  * (ferry_runtime_stats_get().threads_live == 0) and no budget may stay counted.
  *
+ * No test sleeps for a state: each waits (polling, with a deadline of a minute) until the state it
+ * tests is reached (a callback asleep, a buffer full, the budget used), then acts. Destroy must
+ * return well before the 10 s a sleeping callback would take: the bound, DESTROY_MAX_S, is loose
+ * enough for a sanitizer build on a loaded machine and tight enough to fail if free waited.
+ *
  * FERRY_TEARDOWN_CYCLES sets the cycle count (default 2000, at least 1000), for slow sanitizers.
  */
 #include "runner.h"
@@ -35,6 +40,16 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+#define DESTROY_MAX_S 5.0
+
+/* Polls cond(arg) every millisecond until it holds; fails after a minute. */
+static void wait_until(bool (*cond)(void *), void *arg, const char *what) {
+    for (int i = 0; !cond(arg); i++) {
+        if (i == 60000) FAILF("waited a minute for %s", what);
+        sleep_ms(1);
+    }
+}
+
 static void assert_idle(ferry_runtime *rt) {
     ferry_runtime_stats s;
     ASSERT_OK(ferry_runtime_stats_get(rt, &s));
@@ -61,10 +76,18 @@ static int add_one(ferry_context *ctx, ferry_element *in, ferry_element **out, v
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
 
-/* Sleeps 10 s (cancellable) on the indices >= *user; identity otherwise. */
+/* Sleeps 10 s (cancellable) on the indices >= from; identity otherwise. */
+typedef struct sleepy_cfg {
+    int64_t from;
+    _Atomic int asleep; /* calls in their sleep */
+} sleepy_cfg;
+
 static int sleepy(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
-    if (ferry_context_index(ctx) >= *(const int64_t *)user) {
+    sleepy_cfg *c = user;
+    if (ferry_context_index(ctx) >= c->from) {
+        atomic_fetch_add(&c->asleep, 1);
         int rc = ferry_context_sleep(ctx, 10 * 1000000000LL);
+        atomic_fetch_sub(&c->asleep, 1);
         if (rc) {
             ferry_element_free(in);
             return rc;
@@ -180,11 +203,13 @@ TEST(teardown_nested_async_cycles) {
     rt_done(rt);
 }
 
+static bool sleeping(void *arg) { return atomic_load(&((sleepy_cfg *)arg)->asleep) > 0; }
+
 TEST(teardown_while_map_function_sleeps) {
     ferry_runtime *rt = rt_new(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, &r));
-    int64_t from = 1; /* index 0 is quick; every later call sleeps */
+    sleepy_cfg cfg = {.from = 1}; /* index 0 is quick; every later call sleeps */
     struct {
         int threads;
         int64_t prefetch; /* -2: none */
@@ -196,7 +221,7 @@ TEST(teardown_while_map_function_sleeps) {
         {4, FERRY_AUTOTUNE, "prefetch(AUTOTUNE) over 4-thread map"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        ferry_dataset *ds = map_of(r, sleepy, &from, cases[i].threads, false, 0, NULL);
+        ferry_dataset *ds = map_of(r, sleepy, &cfg, cases[i].threads, false, 0, NULL);
         if (cases[i].prefetch != -2) {
             ferry_dataset *p = prefetch_of(ds, cases[i].prefetch);
             ferry_dataset_unref(ds);
@@ -205,18 +230,22 @@ TEST(teardown_while_map_function_sleeps) {
         ferry_iterator *it;
         ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
         consume(it, 1); /* the producers now sleep in index 1 and up */
-        sleep_ms(30);
+        wait_until(sleeping, &cfg, "a call asleep");
         double t = timed_free(it);
         printf("  %s: destroy took %.1f ms\n", cases[i].what, t * 1e3);
-        ASSERT(t < 1.0);
+        ASSERT(t < DESTROY_MAX_S);
+        ASSERT_EQ(atomic_load(&cfg.asleep), 0);
         assert_idle(rt);
         /* The same with a warm start and no next at all. */
         ferry_iterator_options o = {.warm_start = true};
+        cfg.from = 0;
         ASSERT_OK(ferry_iterator_create(ds, &o, &it));
-        sleep_ms(30);
+        wait_until(sleeping, &cfg, "a call asleep");
         t = timed_free(it);
-        ASSERT(t < 1.0);
+        ASSERT(t < DESTROY_MAX_S);
+        ASSERT_EQ(atomic_load(&cfg.asleep), 0);
         assert_idle(rt);
+        cfg.from = 1;
         ferry_dataset_unref(ds);
     }
     ferry_dataset_unref(r);
@@ -311,6 +340,19 @@ TEST(teardown_starts_no_callback_after_cancel) {
     rt_done(rt);
 }
 
+static ferry_stage_stats root_stats(ferry_iterator *it) {
+    ferry_stage_stats s;
+    size_t n;
+    ASSERT_OK(ferry_iterator_stats(it, &s, 1, &n));
+    return s;
+}
+static bool prefetch_full(void *it) { return root_stats(it).buffered_elements == 2; }
+/* A parallel map holds a full window of results (the workers then wait for room). */
+static bool window_full(void *it) {
+    ferry_stage_stats s = root_stats(it);
+    return s.buffered_elements >= s.buffer_capacity;
+}
+
 TEST(teardown_while_blocked_on_full_buffer_or_window) {
     ferry_runtime *rt = rt_new(0);
     ferry_dataset *r;
@@ -324,18 +366,21 @@ TEST(teardown_while_blocked_on_full_buffer_or_window) {
         ferry_iterator *it;
         ASSERT_OK(ferry_iterator_create(all[i], NULL, &it));
         consume(it, 1);
-        sleep_ms(20); /* producers fill the buffer / window and sleep */
-        ferry_stage_stats s;
-        size_t n;
-        ASSERT_OK(ferry_iterator_stats(it, &s, 1, &n));
-        if (i == 0) ASSERT_EQ(s.buffered_elements, 2); /* full: the producer sleeps */
+        if (i == 0) wait_until(prefetch_full, it, "a full prefetch buffer"); /* the producer sleeps */
+        else wait_until(window_full, it, "a full reorder window");
         double t = timed_free(it);
-        ASSERT(t < 1.0);
+        ASSERT(t < DESTROY_MAX_S);
         assert_idle(rt);
     }
     for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
     ferry_dataset_unref(r);
     rt_done(rt);
+}
+
+static bool budget_nearly_full(void *rt) {
+    ferry_runtime_stats rs;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+    return rs.budget_used >= 3 * 4096;
 }
 
 TEST(teardown_while_blocked_on_budget) {
@@ -353,12 +398,10 @@ TEST(teardown_while_blocked_on_budget) {
         ferry_iterator *it;
         ASSERT_OK(ferry_iterator_create(all[i], NULL, &it));
         consume(it, 2);
-        sleep_ms(20); /* 16 KiB hold 4 elements: the producers wait for budget */
+        wait_until(budget_nearly_full, rt, "the budget to fill"); /* 16 KiB hold 4 elements */
         ferry_runtime_stats rs;
-        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
-        ASSERT(rs.budget_used >= 3 * 4096);
         double t = timed_free(it);
-        ASSERT(t < 1.0);
+        ASSERT(t < DESTROY_MAX_S);
         assert_idle(rt);
         ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
         ASSERT_LE(rs.budget_used_peak, 16 * 1024 + 3 * 4096);
