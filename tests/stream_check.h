@@ -177,6 +177,7 @@ static void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
         /* Cardinality counts positions when none fails; take counts elements (as tf.data), so an
          * error under it adds a position. */
         if (card < oks) FAILF("cardinality %lld, but %lld elements came", (long long)card, (long long)oks);
+        if (card + ((int64_t)full.n - oks) < max) ASSERT(full.ended); /* a finite stream ends */
         if (full.ended && oks == (int64_t)full.n) ASSERT_EQ(card, (int64_t)full.n);
         if (full.ended) ASSERT(card <= (int64_t)full.n);
     } else if (card == FERRY_INFINITE) {

@@ -386,13 +386,23 @@ static int draw(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
 
-/* range(10) -> map(draw) or shuffle(10) -> cache(path) -> repeat(3) */
-static ferry_dataset *random_cached(ferry_runtime *rt, bool shuffle, const char *path) {
+/* range(10) -> map(draw) or shuffle(10) -> cache(path) [-> concatenate(range(3))] -> repeat(3).
+ * With the tail, a state saved in it holds no cache iterator: the content seed must still be
+ * the same in the new process. */
+static ferry_dataset *random_cached(ferry_runtime *rt, bool shuffle, const char *path, bool tail) {
     ferry_dataset *r, *x, *c, *out;
     ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
     if (shuffle) ASSERT_OK(ferry_dataset_shuffle(r, 10, NULL, &x));
     else ASSERT_OK(ferry_dataset_map(r, draw, NULL, NULL, &x));
     ASSERT_OK(ferry_dataset_cache(x, path, &c));
+    if (tail) {
+        ferry_dataset *t, *cc;
+        ASSERT_OK(ferry_dataset_range(rt, 100, 103, 1, &t));
+        ASSERT_OK(ferry_dataset_concatenate(c, t, &cc));
+        ferry_dataset_unref(t);
+        ferry_dataset_unref(c);
+        c = cc;
+    }
     ASSERT_OK(ferry_dataset_repeat(c, 3, &out));
     ferry_dataset_unref(r);
     ferry_dataset_unref(x);
@@ -407,22 +417,27 @@ TEST(cache_resume_into_fresh_pipeline_is_exact) {
     char path[64];
     snprintf(path, sizeof path, "%s/c", dir);
     ferry_iterator_options o = {.seed = 7};
-    for (int v = 0; v < 6; v++) {
-        bool shuffle = v & 1, file = v >= 2, remove_file = v >= 4;
+    for (int v = 0; v < 12; v++) {
+        bool shuffle = v & 1, file = (v >> 1) % 3 >= 1, remove_file = (v >> 1) % 3 == 2, tail = v >= 6;
+        int per = tail ? 13 : 10, total = 3 * per;
         static stream ref, got;
         (void)unlink(path);
-        ferry_dataset *ds = random_cached(rt, shuffle, file ? path : NULL);
+        ferry_dataset *ds = random_cached(rt, shuffle, file ? path : NULL, tail);
         ferry_iterator *it;
         ASSERT_OK(ferry_iterator_create(ds, &o, &it));
         drain(it, &ref);
         ferry_iterator_free(it);
         ferry_dataset_unref(ds);
-        ASSERT_EQ(ref.n, 30);
+        ASSERT_EQ(ref.n, total);
         for (int e = 1; e < 3; e++) /* later epochs repeat the first: the cache froze it */
-            for (int i = 0; i < 10; i++) ASSERT_EQ(ref.sig[10 * e + i], ref.sig[i]);
-        for (int p = 0; p <= 30; p++) {
+            for (int i = 0; i < per; i++) ASSERT_EQ(ref.sig[per * e + i], ref.sig[i]);
+        char what[160];
+        snprintf(what, sizeof what, "%s -> cache%s%s -> repeat", shuffle ? "shuffle" : "map(draw)",
+                 !file ? "" : remove_file ? "(file, removed before the restore)" : "(file)",
+                 tail ? " -> concatenate(range)" : "");
+        for (int p = 0; p <= total; p++) {
             (void)unlink(path);
-            ds = random_cached(rt, shuffle, file ? path : NULL);
+            ds = random_cached(rt, shuffle, file ? path : NULL, tail);
             ASSERT_OK(ferry_iterator_create(ds, &o, &it));
             for (int i = 0; i < p; i++) {
                 ferry_element *e = NULL;
@@ -434,18 +449,13 @@ TEST(cache_resume_into_fresh_pipeline_is_exact) {
             ferry_iterator_free(it);
             ferry_dataset_unref(ds);
             if (remove_file) (void)unlink(path);
-            ds = random_cached(rt, shuffle, file ? path : NULL); /* built anew: an empty memory cache */
+            ds = random_cached(rt, shuffle, file ? path : NULL, tail); /* built anew: an empty memory cache */
             ferry_iterator *r;
             if (ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), &o, &r) != FERRY_OK)
-                FAILF("variant %d, restore at %d: %s", v, p, ferry_last_error());
+                FAILF("%s, restore at %d: %s", what, p, ferry_last_error());
             ferry_blob_free(b);
             drain(r, &got);
-            static const char *what[6] = {
-                "map(draw) -> cache -> repeat", "shuffle -> cache -> repeat",
-                "map(draw) -> cache(file) -> repeat", "shuffle -> cache(file) -> repeat",
-                "map(draw) -> cache(file, removed before the restore) -> repeat",
-                "shuffle -> cache(file, removed before the restore) -> repeat"};
-            assert_tail(&ref, p, &got, what[v]);
+            assert_tail(&ref, p, &got, what);
             ferry_iterator_free(r);
             ferry_dataset_unref(ds);
         }

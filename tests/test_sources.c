@@ -500,3 +500,99 @@ TEST(generator_sees_cancellation) {
     ferry_dataset_unref(ds);
     rt_done(rt);
 }
+
+/* Cancellation that fires while a user call runs (here: inside the generator's next for element
+ * 2) starts no later user call: not the map function, predicate or dataset function on that
+ * element, not the generator's next for element 3. The calls that had begun finish. No race: the
+ * cancellation fires inside a call, and the checks are on which calls ran. */
+typedef struct cancel_probe {
+    ferry__cancel *root;
+    _Atomic int64_t max_gen, max_fn; /* highest index each kind of call saw, -1: none */
+} cancel_probe;
+
+static void probe_note(_Atomic int64_t *max, int64_t i) {
+    int64_t m = atomic_load(max);
+    while (i > m && !atomic_compare_exchange_weak(max, &m, i)) {
+    }
+}
+
+static int probe_next(ferry_context *ctx, void *state, ferry_element **out) {
+    cancel_probe *p = state;
+    int64_t i = ferry_context_index(ctx);
+    probe_note(&p->max_gen, i);
+    if (i == 2) ferry__cancel_fire(p->root);
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), i, &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
+}
+
+static int probe_init(ferry_context *ctx, void *user, void **state) {
+    (void)ctx;
+    *state = user;
+    return FERRY_OK;
+}
+
+static int64_t probe_value(const ferry_element *e) { return *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)); }
+
+static int probe_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)ctx;
+    probe_note(&((cancel_probe *)user)->max_fn, probe_value(in));
+    *out = in;
+    return FERRY_OK;
+}
+
+static int probe_pred(ferry_context *ctx, const ferry_element *e, bool *keep, void *user) {
+    (void)ctx;
+    probe_note(&((cancel_probe *)user)->max_fn, probe_value(e));
+    *keep = true;
+    return FERRY_OK;
+}
+
+static int probe_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
+    probe_note(&((cancel_probe *)user)->max_fn, probe_value(e));
+    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, out);
+}
+
+TEST(no_call_starts_once_cancelled) {
+    ferry_runtime *rt = rt_new();
+    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    for (int kind = 0; kind < 6; kind++) {
+        ferry__cancel root;
+        ASSERT_OK(ferry__cancel_init(&root, NULL));
+        cancel_probe p = {.root = &root};
+        atomic_store(&p.max_gen, -1);
+        atomic_store(&p.max_fn, -1);
+        ferry_generator_options go = {.init = probe_init, .next = probe_next, .user = &p, .num_components = 1,
+                                      .specs = &spec, .cardinality = FERRY_INFINITE};
+        ferry_dataset *g, *ds = NULL;
+        ASSERT_OK(ferry_dataset_generator(rt, &go, &g));
+        ferry_map_options mo = {.num_parallel_calls = kind == 1 ? 2 : 0};
+        ferry_interleave_options io = {.cycle_length = 1, .num_parallel_calls = kind == 4 ? 2 : 0,
+                                       .num_outputs = 1, .output_specs = &spec};
+        if (kind <= 1) ASSERT_OK(ferry_dataset_map(g, probe_map, &p, &mo, &ds)); /* inline, 2 threads */
+        else if (kind == 2) ASSERT_OK(ferry_dataset_filter(g, probe_pred, &p, &ds));
+        else if (kind <= 4) ASSERT_OK(ferry_dataset_interleave(g, probe_inner, &p, &io, &ds));
+        else ds = ferry_dataset_ref(g); /* the generator alone */
+        ferry__ictx ctx = {.rt = rt, .cancel = &root, .seed = 1};
+        ferry__status st;
+        ferry__iter *it;
+        ASSERT_OK(ferry__iter_make(ds, &ctx, NULL, &it, &st));
+        int rc = FERRY_OK;
+        for (int i = 0; i < 100 && rc != FERRY_ECANCELED; i++) {
+            ferry_element *e = NULL;
+            rc = ferry__iter_next(it, &e, &st);
+            ferry_element_free(e);
+        }
+        ASSERT_EQ(rc, FERRY_ECANCELED);
+        ferry__iter_free(it);
+        if (atomic_load(&p.max_gen) != 2 || atomic_load(&p.max_fn) >= 2)
+            FAILF("kind %d: the generator's last call was for element %lld and the function's for %lld; once "
+                  "cancelled in element 2's call, nothing may start (want 2 and below 2)",
+                  kind, (long long)atomic_load(&p.max_gen), (long long)atomic_load(&p.max_fn));
+        ferry__cancel_fini(&root);
+        ferry_dataset_unref(ds);
+        ferry_dataset_unref(g);
+    }
+    rt_done(rt);
+}

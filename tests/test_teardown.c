@@ -255,8 +255,10 @@ TEST(teardown_while_map_function_sleeps) {
 /* Once ferry_iterator_free has begun (its cancellation fired), no new user call may start: free
  * waits for the calls already running and for nothing else. The callbacks here sleep without
  * polling cancellation, as most user code does; each notes whether cancellation had already
- * fired when it began (ferry checks just before every call, so it never has), and no call
- * begins after free returned. */
+ * fired when it began. ferry checks just before every call, so only a call that passed that
+ * check in the instant before free fired may see it (at most one per thread that calls user
+ * code; the exact rule is tested without races in test_sources.c,
+ * no_call_starts_once_cancelled), and no call begins after free returned. */
 typedef struct late_calls {
     _Atomic int started, late;
 } late_calls;
@@ -331,7 +333,7 @@ TEST(teardown_starts_no_callback_after_cancel) {
             consume(it, 1 + trial);
             ferry_iterator_free(it);
             int after = atomic_load(&c.started);
-            ASSERT_EQ(atomic_load(&c.late), 0);
+            ASSERT_LE(atomic_load(&c.late), 3); /* the map's or interleave's 2 workers, the prefetch thread */
             assert_idle(rt);
             ASSERT_EQ(atomic_load(&c.started), after); /* nothing runs once free returned */
             ferry_dataset_unref(ds);

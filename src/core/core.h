@@ -202,6 +202,9 @@ typedef struct ferry__ictx {
     ferry__pipe *pipe;     /* stats records of the root iterator (borrowed) */
     uint64_t seed;         /* iteration seed: the pipeline seed mixed with enclosing epoch numbers */
     uint64_t pipeline_seed;/* the pipeline seed alone (ferry_iterator_options.seed) */
+    uint64_t epoch0_seed;  /* the iteration seed as it is in the first epoch of every enclosing
+                              repeat: what a cache's content is made with, so that it is known in
+                              every epoch and in a new process, whatever a saved state holds */
     bool warm_start;       /* start threads at make instead of at the first next */
     int64_t fuse_batch;    /* set by batch for a map input only (rows per batch, 0: none); the map
                               clears it for its own input */

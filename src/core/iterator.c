@@ -316,7 +316,7 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
         return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cancel scope failed", fn);
     }
     ferry__ictx ctx = {
-        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .pipeline_seed = seed, .warm_start = opts && opts->warm_start};
+        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .pipeline_seed = seed, .epoch0_seed = seed, .warm_start = opts && opts->warm_start};
     rc = ferry__iter_make(ds, &ctx, state, &it->root, &st);
     if (rc == FERRY_OK && state && state->p != state->end) {
         ferry__fail(&st, FERRY_ECORRUPT, "state corrupt: %zu bytes left over after the pipeline's state",
@@ -446,7 +446,7 @@ void ferry_blob_free(ferry_blob *b) {
 }
 
 static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u /* 2: cache states hold their content seed; take and skip count elements */
 #define STATE_HEADER 48
 
 int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
@@ -511,6 +511,10 @@ int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *
     if (version > STATE_VERSION)
         return ferry__fail(st, FERRY_EVERSION, "state format version %u is newer than this library's %u; upgrade ferry",
                            version, STATE_VERSION);
+    if (version == 1)
+        return ferry__fail(st, FERRY_EVERSION, "state format version 1 was written by ferry 0.1 before the cache kept "
+                           "its content seed and take and skip counted elements; this library reads version %u: "
+                           "start the pass again", STATE_VERSION);
     if (version == 0 || flags != 0 || position > (uint64_t)INT64_MAX)
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: bad version, flags or position in the header");
     if (payload_size != size - STATE_HEADER - 8) {

@@ -40,8 +40,11 @@
  *   yields exactly that, whether it reads the cache or has to make the input again (the cache is
  *   not complete yet, was given up for lack of budget, or lives in another process that saved
  *   the state). So the input is always made with one iteration seed, the dataset's content seed:
- *   fixed by the first iterator that reaches the cache (its ctx seed, or the seed in the state it
- *   is restored from) and kept for the dataset's life (guarded by mu). Random ops below a cache
+ *   fixed by the first iterator that reaches the cache (the seed in the state it is restored
+ *   from, or its ctx's epoch0_seed: the iteration seed of the first epoch of every enclosing
+ *   repeat, which every epoch and every process knows) and kept for the dataset's life (guarded
+ *   by mu). With one pipeline seed the content seed is therefore the same in every process,
+ *   whether or not a saved state reached the cache. Random ops below a cache
  *   draw the same values in every epoch, as tf.data's cache freezes them, and a restore
  *   recomputes them exactly. (A state saved under another dataset's content seed, e.g. from an
  *   iterator of another pipeline seed, restores its own pass with its own seed and reads no
@@ -243,7 +246,7 @@ static int cache_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
     if (!it) return st->code;
     uint8_t mode = 0;
     int64_t pos = 0;
-    uint64_t seed = ctx->seed;
+    uint64_t seed = ctx->epoch0_seed;
     int rc = FERRY_OK;
     if (state) {
         rc = ferry__r_u8(state, &mode, st);
@@ -278,7 +281,7 @@ static int cache_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
         ferry__mutex_unlock(&ds->mu);
     }
     ferry__ictx ictx = *ctx;
-    ictx.seed = it->seed;
+    ictx.seed = ictx.epoch0_seed = it->seed;
     if (!rc && it->mode == CACHE_READ) {
         it->pos = pos;
         if (pos > it->ncached)

@@ -60,8 +60,9 @@
  * The content seed (as in the memory cache, ops/cache.c): the file holds the input's first pass,
  * and every pass yields exactly that, from the file or made again. The input is always made with
  * one iteration seed: the seed in the file's header when a pass reads the file, else the
- * dataset's content seed, fixed by the first iterator that reaches the cache (its ctx seed, the
- * seed of the file it found, or the seed in the state it is restored from; guarded by mu). So
+ * dataset's content seed, fixed by the first iterator that reaches the cache (its ctx's
+ * epoch0_seed, the seed of the file it found, or the seed in the state it is restored from;
+ * guarded by mu). So
  * random ops below a file cache draw the same values in every epoch, a pass that rebuilds a lost
  * or damaged file makes the same elements, and a state saved before the file was complete
  * restores exactly in a new process (where later epochs write the file with that seed).
@@ -195,6 +196,8 @@ typedef struct fc_ds {
 typedef struct fc_it {
     ferry__iter base;
     ferry__ictx in_ctx;   /* the input's context: base.ctx with the content seed */
+    bool no_write;        /* restored under another content seed than the dataset's: a rebuild
+                             passes through and writes no file */
     int mode;
     int64_t index;        /* positions handed out */
     ferry__iter *input;   /* WRITE / PASS */
@@ -661,7 +664,8 @@ static int rebuild_from_input(fc_it *it, int64_t skip, ferry__status *st) {
     if (rc) return rc;
     int64_t saved = it->index;
     it->index = 0;
-    writer_open(it);
+    if (it->no_write) it->mode = MODE_PASS;
+    else writer_open(it);
     if (it->mode == MODE_PASS) {
         int64_t got = 0;
         rc = ferry__iter_skip(it->input, skip, &got, st);
@@ -766,10 +770,10 @@ static int fc_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *sta
     if (!state) {
         if (reader_open(it, &file_seed)) {
             it->mode = MODE_READ;
-            it->in_ctx.seed = file_seed; /* a damaged file is rebuilt with the seed it was made with */
+            it->in_ctx.seed = it->in_ctx.epoch0_seed = file_seed; /* a damaged file is rebuilt with its seed */
             (void)fc_content_seed(fds, file_seed);
         } else {
-            it->in_ctx.seed = fc_content_seed(fds, ctx->seed);
+            it->in_ctx.seed = it->in_ctx.epoch0_seed = fc_content_seed(fds, ctx->epoch0_seed);
             rc = ferry__iter_make(ds->inputs[0], &it->in_ctx, NULL, &it->input, st);
             if (!rc) writer_open(it);
         }
@@ -786,8 +790,8 @@ static int fc_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *sta
         if (!rc) {
             it->index = index;
             it->ended = ended != 0;
-            it->in_ctx.seed = seed;
-            (void)fc_content_seed(fds, seed);
+            it->in_ctx.seed = it->in_ctx.epoch0_seed = seed;
+            it->no_write = fc_content_seed(fds, seed) != seed; /* never replace the dataset's file */
             if (mode == MODE_PASS) {
                 it->mode = MODE_PASS;
                 rc = ferry__iter_make(ds->inputs[0], &it->in_ctx, state, &it->input, st);

@@ -969,7 +969,7 @@ static void *map_worker_main(void *arg) {
         if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
         /* Unstacked: results go out in order as soon as the calls before them took MAP_HOLD_NS
          * (a call that is suddenly slow does not hold back the ones already made). */
-        int64_t sent = 0, t_sent = t1;
+        int64_t sent = 0, t_sent = t1, t_dep = 0; /* t_dep: time in early deposits (not work) */
         for (int64_t i = 0; !stack && i < k; i++) {
             map_res *r = &items[i];
             if (r->kind == RES_ELEM) {
@@ -991,11 +991,12 @@ static void *map_worker_main(void *arg) {
                         return NULL;
                     }
                     sent = i + 1;
-                    t_sent = t;
+                    t_sent = ferry__now_ns();
+                    t_dep += t_sent - t;
                 }
             }
         }
-        int64_t t2 = ferry__now_ns();
+        int64_t t2 = ferry__now_ns() - t_dep;
         if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
         map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
         if (!map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked)) return NULL;

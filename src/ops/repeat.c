@@ -3,7 +3,8 @@
  *
  * Every epoch runs a new input iterator, made when the epoch's first position is pulled, with
  * the iteration seed mix(seed, epoch): per-epoch randomness (a reshuffle, a random map) differs
- * between epochs and is the same on every run and after a restore. An epoch that ends without a
+ * between epochs and is the same on every run and after a restore. (The context's epoch0_seed
+ * is mixed with 0 in every epoch: a cache below makes its content with it.) An epoch that ends without a
  * single position (elements and errors both count) ends the repeat, so repeating an empty input
  * forever is an empty stream, not a hang. Errors pass through in their position.
  *
@@ -37,6 +38,7 @@ static int repeat_open(repeat_it *it, ferry__reader *state, ferry__status *st) {
     }
     ferry__ictx ctx = it->base.ctx;
     ctx.seed = ferry__mix64(it->base.ctx.seed, (uint64_t)it->epoch);
+    ctx.epoch0_seed = ferry__mix64(it->base.ctx.epoch0_seed, 0);
     int rc = ferry__iter_make(it->base.ds->inputs[0], &ctx, state, &it->input, st);
     if (rc) return rc;
     if (!state) it->nonempty = false;
