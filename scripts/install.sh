@@ -46,7 +46,7 @@ say() { printf '\n==> %s\n' "$*"; }
 # ---- 1. system packages --------------------------------------------------------------------
 required=(build-essential cmake pkg-config zlib1g-dev)
 
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+is_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == *"ok installed"* ]]; }
 
 say "checking system packages: ${required[*]}"
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

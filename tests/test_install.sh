@@ -121,7 +121,7 @@ step "pkg-config: compile against the shared library (-Wl,-rpath,$libdir)"
 got=$("$tmp/hello_shared") || fail "hello_shared failed: $got"
 [ "$got" = "$want" ] || fail "hello_shared printed '$got', expected '$want'"
 if command -v ldd >/dev/null 2>&1; then
-  ldd "$tmp/hello_shared" | grep -q "libferry.so.0 => $libdir/libferry.so.0" ||
+  grep -q "libferry.so.0 => $libdir/libferry.so.0" <<<"$(ldd "$tmp/hello_shared")" ||
     fail "hello_shared does not load $libdir/libferry.so.0: $(ldd "$tmp/hello_shared")"
 fi
 echo "   $got"
@@ -133,7 +133,7 @@ static_libs=${static_libs//-lferry/$libdir/libferry.a}
 # shellcheck disable=SC2086
 "$cc" -std=c11 -Wall -Wextra -Werror $cflags "$tmp/hello.c" -o "$tmp/hello_static" $static_libs ||
   fail "compiling against the installed static library failed"
-if command -v ldd >/dev/null 2>&1 && ldd "$tmp/hello_static" | grep -q libferry; then
+if command -v ldd >/dev/null 2>&1 && grep -q libferry <<<"$(ldd "$tmp/hello_static" 2>&1)"; then
   fail "hello_static links libferry dynamically"
 fi
 got=$("$tmp/hello_static") || fail "hello_static failed: $got"
@@ -184,8 +184,8 @@ cmake_app() { # prefix build-dir
     [ "$got" = "$want" ] || fail "$exe (CMake) printed '$got', expected '$want'"
   done
   if command -v ldd >/dev/null 2>&1; then
-    ldd "$2/hello_shared" | grep -q "libferry.so.0 => $1/" || fail "hello_shared (CMake) does not load $1's libferry"
-    ! ldd "$2/hello_static" | grep -q libferry || fail "hello_static (CMake) links libferry dynamically"
+    grep -q "libferry.so.0 => $1/" <<<"$(ldd "$2/hello_shared")" || fail "hello_shared (CMake) does not load $1's libferry"
+    ! grep -q libferry <<<"$(ldd "$2/hello_static" 2>&1)" || fail "hello_static (CMake) links libferry dynamically"
   fi
 }
 step "CMake: find_package(ferry), ferry::ferry and ferry::ferry_static"
