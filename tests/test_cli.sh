@@ -23,7 +23,7 @@ run() { # runs ferry ARGS; sets rc, and leaves stdout and stderr in $dir/out and
 
 expect_help() { # args...: exit 0, a usage line on stdout, nothing on stderr
   run "$@"
-  if [ $rc -eq 0 ] && [[ "$(head -1 "$dir/out")" == "usage: ferry"* ]] && [ ! -s "$dir/err" ]; then ok; else
+  if [ $rc -eq 0 ] && head -1 "$dir/out" | grep -q '^usage: ferry' && [ ! -s "$dir/err" ]; then ok; else
     bad "ferry $*: exit $rc, stdout '$(head -1 "$dir/out")', stderr '$(cat "$dir/err")' (expected help, exit 0)"; fi
 }
 for args in "help" "--help" "-h" "help help" "help version" "version --help" "help state" "state --help" \

@@ -51,7 +51,7 @@ if "$train" $args --fail-at 7 --stop-on-error > /dev/null 2> "$dir/err"; then ba
   if grep -q "sample 7 is marked bad" "$dir/err"; then ok; else bad "--stop-on-error: $(cat "$dir/err")"; fi; fi
 
 # Flags: help exits 0; meaningless or contradictory flags exit 2 with one line naming them.
-if grep -q -- "--stop-after N" <<<"$("$train" --help)"; then ok; else bad "--help does not describe --stop-after"; fi
+if "$train" --help | grep -q -- "--stop-after N"; then ok; else bad "--help does not describe --stop-after"; fi
 expect_usage() { # message-fragment args...
   frag=$1
   shift
