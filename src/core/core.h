@@ -49,12 +49,71 @@
 
 #include "base/base.h"
 
+/* ---- executor: the runtime's one pool of threads that run ahead (core/executor.c) -------- */
+typedef struct ferry__exec ferry__exec;
+typedef struct ferry__task ferry__task;
+struct ferry__exec_worker;
+
+/* A client of the executor: one unit of an async stage's parallelism. */
+struct ferry__task {
+    void (*run)(ferry__task *t); /* does work until none is left for now, or a yield is due */
+    void *arg;                   /* the stage's */
+    ferry__exec *x;
+    _Atomic int state;           /* idle, queued, running, notified, closing, closed */
+    ferry__list node;            /* in the ready queue (under the executor's mu) */
+    int64_t slice_start_ns;      /* when this run began (the worker's) */
+    bool open;
+};
+
+struct ferry__exec {
+    ferry_runtime *rt;
+    ferry__mutex mu;
+    ferry__cond cv_work;         /* idle workers */
+    ferry__cond cv_done;         /* closers waiting for a running task to return */
+    ferry__list ready;
+    _Atomic int queued;          /* tasks in ready (read by spinning workers without mu) */
+    _Atomic int spinning;        /* workers spinning for a task */
+    int max_busy;                /* the cpu budget */
+    int clients;                 /* open tasks */
+    int nworkers, starting, idle, busy, blocked;
+    struct ferry__exec_worker *workers;
+};
+
+/* A task that keeps running while others are queued returns after this much (and wakes itself). */
+#define FERRY__TASK_SLICE_NS 2000000
+
+int ferry__exec_init(ferry__exec *x, ferry_runtime *rt, int max_busy);
+/* No task may be open. */
+void ferry__exec_fini(ferry__exec *x);
+/* Opens t (IDLE) with its run function; starts the first worker when there is none. Returns
+ * FERRY_OK or FERRY_ENOMEM (message in st). */
+int ferry__task_open(ferry__exec *x, ferry__task *t, void (*run)(ferry__task *), void *arg, ferry__status *st);
+/* Makes t run (again) soon: a wake while it runs makes it run once more after it returns, so a
+ * stage calls wake after it changes what run looks at, and never loses one. Any thread; cheap
+ * when t is already queued or notified (one atomic load). */
+void ferry__task_wake(ferry__task *t);
+/* In run: true when other tasks wait and this run has used its time slice; the run should then
+ * call ferry__task_wake(t) and return. */
+bool ferry__task_yield_due(ferry__task *t);
+/* After close returns, run is not running and is never called again. Closing the last open task
+ * stops and joins every worker. Not from t's own run. NULL-safe for a task never opened. */
+void ferry__task_close(ferry__task *t);
+/* Around a wait inside a run for something other than the run's own work (the byte budget,
+ * another stage's output, a slow read): a blocked worker does not count against the cpu budget
+ * and another may start. begin returns whether the calling thread is a worker of x (false on
+ * other threads: then both calls do nothing); pass its result to end. */
+bool ferry__exec_block_begin(ferry__exec *x);
+void ferry__exec_block_end(ferry__exec *x, bool blocked);
+/* Workers started, running a task, blocked (for tests and stats). */
+void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
+
 /* ---- runtime ---------------------------------------------------------------------------- */
 struct ferry_runtime {
     ferry__allocator alloc;      /* first: the block is 64-byte aligned for its shards */
     void *raw;                   /* the block as allocated (rt is rounded up inside it) */
     ferry__budget budget;
     int cpu_budget;
+    ferry__exec exec;
     _Atomic int threads_live;
     _Atomic int64_t threads_started;
     _Atomic int64_t objects; /* live datasets and iterators */

@@ -63,6 +63,11 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
     }
     rt->cpu_budget = o.cpu_budget ? o.cpu_budget : ferry__num_cores();
+    if (ferry__exec_init(&rt->exec, rt, rt->cpu_budget) != FERRY_OK) {
+        ferry__budget_fini(&rt->budget);
+        ferry__mem_free(&rt->alloc, raw);
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the executor's locks failed");
+    }
     atomic_init(&rt->threads_live, 0);
     atomic_init(&rt->threads_started, 0);
     atomic_init(&rt->objects, 0);
@@ -85,6 +90,7 @@ int ferry_runtime_free(ferry_runtime *rt) {
                                      "ferry_runtime_free: %lld blocks (%lld bytes) made with this runtime are "
                                      "still allocated (tensors or elements not freed); free them first",
                                      (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
+    ferry__exec_fini(&rt->exec);
     ferry__budget_fini(&rt->budget);
     ferry__allocator_fini(&rt->alloc);
     ferry__allocator a;

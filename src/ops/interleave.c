@@ -20,7 +20,8 @@
  * Modes
  *   inline (num_parallel_calls 0): the consumer thread pulls the input, calls the function and
  *   reads the inner iterators itself. No threads, no locks.
- *   parallel (N > 0 or FERRY_AUTOTUNE = the runtime's cpu_budget): N worker threads
+ *   parallel (N > 0, or FERRY_AUTOTUNE: the rule every AUTOTUNE stage shares,
+ *   ferry__autotune_threads; the default cycle length stays the cpu budget): N worker threads
  *   ("ferry-ilv-<i>") open streams ahead of the consumer (pull the input in order, call the
  *   function, make the inner iterator) into a FIFO of pending streams, and read the open
  *   streams into per-stream ring buffers, several files at once. The consumer runs the state
@@ -1131,7 +1132,7 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     if (!it) return st->code;
     it->cycle = ds->cycle;
     it->block = ds->block;
-    it->nthreads = ds->threads == FERRY_AUTOTUNE ? rt->cpu_budget : ds->threads;
+    it->nthreads = ds->threads == FERRY_AUTOTUNE ? ferry__autotune_threads(rt) : ds->threads;
     if (it->nthreads > ILV_MAX_THREADS) it->nthreads = ILV_MAX_THREADS;
     it->parallel = it->nthreads > 0;
     it->relaxed = it->parallel && ds->relaxed;

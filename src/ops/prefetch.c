@@ -1,15 +1,17 @@
 /*
- * prefetch.c - `prefetch(n)`: one producer thread runs the input ahead of the consumer into a
- * bounded buffer of n entries.
+ * prefetch.c - `prefetch(n)`: one producer task on the runtime's executor runs the input ahead of
+ * the consumer into a bounded buffer of n entries.
  *
  * Objects and threads
  *   pf_it owns: the input iterator, a cancel scope (child of the scope it was made in; the input
- *   lives under it), a waker registered with that scope, one producer thread "ferry-prefetch",
- *   a ring of entries and an anchor list (symbolic state, see core.h). An entry is an element or
- *   an error (code + message): errors travel through the ring in their positions.
- *   The producer thread is the only caller of the input's next/save once it runs; the consumer
- *   (whoever calls next) only reads the ring. The thread starts at the first next, or at make
- *   when the pipeline asks for a warm start.
+ *   lives under it), a waker registered with that scope, one producer task (core/executor.c:
+ *   it runs on one of the runtime's workers while there is room in the ring, and returns when
+ *   the ring is full or the input ended), a ring of entries and an anchor list (symbolic state,
+ *   see core.h). An entry is an element or an error (code + message): errors travel through the
+ *   ring in their positions.
+ *   The producer task is the only caller of the input's next/save once it runs; the consumer
+ *   (whoever calls next) only reads the ring. The task opens and first runs at the first next,
+ *   or at make when the pipeline asks for a warm start.
  *   n == 0 is a pass-through (no ring, no thread, no scope); its state has the same format.
  *
  * The ring (single producer, single consumer, no lock on the hot path)
@@ -20,10 +22,12 @@
  *   starts at 2 and doubles (up to 64, and never so far that capacity x average element bytes
  *   exceeds a quarter of the byte budget) each time the consumer has to sleep on an empty ring: a bigger ring
  *   absorbs bursts, and lets a consumer that outpaces its producer sleep once per batch.
- *   Sleeping follows queue.h: spin (adaptively, a few us), then sleep on cv_cons / cv_prod under
- *   `mu` with the cons_sleeping / prod_sleeping flag set by exchange; the other side exchanges
- *   the flag back to 0 after publishing and signals only when it was set. Both sides batch their
- *   wake-ups (hysteresis): the consumer wakes a sleeping producer once the ring has drained by a
+ *   Waiting follows queue.h: the consumer spins (adaptively, a few us), then sleeps on cv_cons
+ *   under `mu` with cons_sleeping set by exchange; a producer that finds the ring full sets
+ *   prod_sleeping by exchange, re-checks, and returns its worker to the executor. The other side
+ *   exchanges the flag back to 0 after publishing and signals the consumer / wakes the task only
+ *   when it was set. Both sides batch their
+ *   wake-ups (hysteresis): the consumer wakes an idle producer once the ring has drained by a
  *   quarter (the ring stays at least 3/4 full), and a consumer that had to sleep on an empty ring
  *   is woken once a quarter of the ring is filled (cons_target), or the input ended, or the
  *   producer stalls on the budget, or after 1 ms with whatever is there.
@@ -38,8 +42,9 @@
  *
  * Cancellation and destroy
  *   Every wait loops on (condition || cancelled(scope)); the waker locks `mu` and broadcasts
- *   both condition variables. destroy fires the scope (which also cancels everything under it,
- *   so a producer inside a slow map function returns), joins the thread, frees the entries left
+ *   the consumer's condition variable. destroy fires the scope (which also cancels everything
+ *   under it, so a producer inside a slow map function returns), closes the task (waiting for a
+ *   run in progress to return), frees the entries left
  *   in the ring (releasing their budget), then destroys the input. Lock order: a scope's lock may
  *   be held when the waker takes `mu`; nothing here creates or fires a scope while holding `mu`.
  *
@@ -56,8 +61,11 @@
  *
  * Stats: async; parallelism 1; buffer_capacity; buffered elements/bytes (published every 64
  * entries and at waits); wait_input_ns = consumer blocked on an empty ring; wait_consumer_ns =
- * producer blocked on a full ring or on the budget; self_ns = producer bookkeeping, timed on one
- * entry in 64 and scaled. Only blocking waits read the clock otherwise.
+ * producer blocked on the budget (a full ring costs no thread: the task is idle); self_ns =
+ * producer bookkeeping, timed on one entry in 64 and scaled. Only blocking waits read the clock
+ * otherwise. Waits inside a worker (the budget; the consumer side when this prefetch is itself
+ * the input of another stage's task) are marked blocked for the executor, so a nested stage
+ * always finds a worker.
  */
 #include "ops.h"
 
@@ -92,12 +100,12 @@ typedef struct pf_it {
     ferry__cancel scope;
     ferry__waker waker;
     ferry__mutex mu;
-    ferry__cond cv_prod, cv_cons;
+    ferry__cond cv_cons;
     ferry__anchor anchor;
     ferry__status anchor_st; /* why the first snapshot failed (then save fails with it) */
     bool anchor_failed;
-    ferry__thread thread;
-    bool started;
+    ferry__task task;
+    bool started; /* the task is open */
     pf_entry *ring;
     int64_t ring_cap;
     _Atomic int64_t capacity;
@@ -124,24 +132,28 @@ typedef struct pf_it {
     int64_t c_tail; /* last tail seen */
     int64_t pos;    /* positions handed out (pass-through and threaded) */
     /* Producer-private. */
-    ferry__spinner p_spin;
+    int64_t p_self_ns;
 } pf_it;
 
 /* ---- waking ------------------------------------------------------------------------------ */
 static void pf_waker(void *arg) {
     pf_it *it = arg;
     ferry__mutex_lock(&it->mu);
-    ferry__cond_broadcast(&it->cv_prod);
     ferry__cond_broadcast(&it->cv_cons);
     ferry__mutex_unlock(&it->mu);
 }
 
-static void pf_wake(pf_it *it, _Atomic int *flag, ferry__cond *cv) {
-    if (atomic_exchange(flag, 0)) {
+static void pf_wake_consumer(pf_it *it) {
+    if (atomic_exchange(&it->cons_sleeping, 0)) {
         ferry__mutex_lock(&it->mu);
-        ferry__cond_signal(cv);
+        ferry__cond_signal(&it->cv_cons);
         ferry__mutex_unlock(&it->mu);
     }
+}
+
+/* An idle producer (it found the ring full) runs again. */
+static void pf_wake_producer(pf_it *it) {
+    if (atomic_exchange(&it->prod_sleeping, 0)) ferry__task_wake(&it->task);
 }
 
 static void pf_add_stat(_Atomic int64_t *s, int64_t v) {
@@ -162,30 +174,18 @@ static void pf_publish_buffered(pf_it *it) {
 }
 
 /* ---- producer ---------------------------------------------------------------------------- */
-static bool pf_room(void *arg) {
-    pf_it *it = arg;
+/* The ring is full: true when the producer should return its worker (it set prod_sleeping and
+ * the ring is still full: the consumer wakes the task once it has drained a quarter), false when
+ * room appeared meanwhile. */
+static bool pf_idle_on_full(pf_it *it) {
+    pf_publish_buffered(it); /* a full buffer stays visible in the stats */
+    atomic_exchange(&it->prod_sleeping, 1);
     int64_t t = atomic_load_explicit(&it->tail, memory_order_relaxed);
-    return t - atomic_load_explicit(&it->head, memory_order_acquire) <
-               atomic_load_explicit(&it->capacity, memory_order_relaxed) ||
-           ferry__cancelled(&it->scope);
-}
-
-/* Waits for room in the ring; false when cancelled. */
-static bool pf_wait_room(pf_it *it) {
-    int64_t t0 = ferry__now_ns();
-    if (!ferry__spin_adaptive(&it->p_spin, pf_room, it)) {
-        pf_publish_buffered(it); /* a full buffer stays visible in the stats */
-        ferry__mutex_lock(&it->mu);
-        for (;;) {
-            atomic_exchange(&it->prod_sleeping, 1);
-            if (pf_room(it)) break;
-            ferry__cond_wait(&it->cv_prod, &it->mu);
-        }
-        atomic_store(&it->prod_sleeping, 0);
-        ferry__mutex_unlock(&it->mu);
-    }
-    if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
-    return !ferry__cancelled(&it->scope);
+    if (t - atomic_load_explicit(&it->head, memory_order_acquire) >=
+        atomic_load_explicit(&it->capacity, memory_order_relaxed))
+        return true;
+    atomic_store(&it->prod_sleeping, 0);
+    return false;
 }
 
 /* The ring is empty (the consumer took everything, and waits or soon will): the producer may
@@ -209,24 +209,31 @@ static int pf_charge(pf_it *it, size_t bytes) {
     atomic_store(&it->prod_stalled, 1);
     if (atomic_load(&it->cons_sleeping)) ferry__cond_signal(&it->cv_cons);
     ferry__mutex_unlock(&it->mu);
+    bool blocked = ferry__exec_block_begin(&it->rt->exec);
     int rc = ferry__budget_wait_or_force(b, bytes, &it->scope.flag, pf_force_now, it);
+    ferry__exec_block_end(&it->rt->exec, blocked);
     atomic_store(&it->prod_stalled, 0);
     if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
     return rc == FERRY_OK ? 1 : -1;
 }
 
-static void *pf_producer(void *arg) {
-    pf_it *it = arg;
+/* The producer task: fills the ring while there is room, then returns its worker. */
+static void pf_run(ferry__task *task) {
+    pf_it *it = task->arg;
     ferry__status st;
     ferry__status_clear(&st);
     int64_t pos = atomic_load_explicit(&it->tail, memory_order_relaxed);
-    int64_t self_ns = 0;
-    for (;;) {
+    int64_t self_ns = it->p_self_ns;
+    for (int64_t made = 0;; made++) {
         if (ferry__cancelled(&it->scope)) break;
         if (pos - atomic_load_explicit(&it->head, memory_order_acquire) >=
                 atomic_load_explicit(&it->capacity, memory_order_relaxed) &&
-            !pf_wait_room(it))
+            pf_idle_on_full(it))
             break;
+        if ((made & 15) == 15 && ferry__task_yield_due(task)) { /* others wait for a worker */
+            ferry__task_wake(task);
+            break;
+        }
         ferry_element *e = NULL;
         int rc = ferry__iter_next(it->input, &e, &st);
         bool sample = (pos & 63) == 0;
@@ -273,24 +280,24 @@ static void *pf_producer(void *arg) {
         pos++;
         atomic_store_explicit(&it->tail, pos, memory_order_release);
         if (atomic_fetch_add(&it->cons_sleeping, 0) && pos >= atomic_load(&it->cons_target))
-            pf_wake(it, &it->cons_sleeping, &it->cv_cons);
+            pf_wake_consumer(it);
         if (sample) self_ns += 64 * (ferry__now_ns() - t0);
         if (sample && it->base.stats && (pos & 4095) == 1) {
             pf_add_stat(&it->base.stats->self_ns, self_ns);
             self_ns = 0;
         }
     }
-    if (it->base.stats) pf_add_stat(&it->base.stats->self_ns, self_ns);
-    return NULL;
+    it->p_self_ns = self_ns;
 }
 
 static int pf_start(pf_it *it, ferry__status *st) {
-    int rc = ferry__rt_thread_start(it->rt, &it->thread, "ferry-prefetch", pf_producer, it, st);
+    int rc = ferry__task_open(&it->rt->exec, &it->task, pf_run, it, st);
     if (rc) {
         ferry__status_prefix(st, "prefetch");
         return rc;
     }
     it->started = true;
+    ferry__task_wake(&it->task);
     return FERRY_OK;
 }
 
@@ -336,8 +343,9 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
     int64_t t0 = ferry__now_ns();
     pf_publish_buffered(it);
     ferry__budget_poke(&it->rt->budget); /* a producer waiting for budget may force now */
-    pf_wake(it, &it->prod_sleeping, &it->cv_prod);
+    pf_wake_producer(it);
     if (!ferry__spin_adaptive(&it->c_spin, pf_have_input, it)) {
+        bool blocked = ferry__exec_block_begin(&it->rt->exec); /* this consumer may be a worker */
         if (it->autotune) pf_autotune_grow(it);
         /* Sleep until a quarter of the ring is filled, not one entry, so that a producer slower
          * than its consumer pays one wake-up (~25 us) per batch. After 1 ms without a full batch
@@ -358,6 +366,7 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
         }
         atomic_store(&it->cons_sleeping, 0);
         ferry__mutex_unlock(&it->mu);
+        ferry__exec_block_end(&it->rt->exec, blocked);
     }
     if (it->base.stats) pf_add_stat(&it->base.stats->wait_input_ns, ferry__now_ns() - t0);
     it->c_tail = atomic_load_explicit(&it->tail, memory_order_acquire);
@@ -395,7 +404,7 @@ static int pf_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
                               memory_order_relaxed);
     }
     int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
-    if (it->c_tail - (h + 1) <= cap - FERRY__MAX(1, cap / 4)) pf_wake(it, &it->prod_sleeping, &it->cv_prod);
+    if (it->c_tail - (h + 1) <= cap - FERRY__MAX(1, cap / 4)) pf_wake_producer(it);
     if (((h + 1) & (PF_ANCHOR_PERIOD - 1)) == 0) {
         ferry__anchor_prune(&it->anchor, h + 1);
         pf_publish_buffered(it);
@@ -475,7 +484,10 @@ static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
 static void pf_destroy(ferry__iter *it_) {
     pf_it *it = (pf_it *)it_;
     if (it->scope_ok) ferry__cancel_fire(&it->scope);
-    if (it->started) ferry__rt_thread_join(it->rt, &it->thread);
+    if (it->started) {
+        ferry__task_close(&it->task); /* no run after this: p_self_ns is ours */
+        if (it->base.stats) pf_add_stat(&it->base.stats->self_ns, it->p_self_ns);
+    }
     if (it->ring) {
         int64_t t = atomic_load(&it->tail);
         for (int64_t i = it->pos; i < t; i++) {
@@ -495,7 +507,6 @@ static void pf_destroy(ferry__iter *it_) {
     if (it->anchor_ok) ferry__anchor_fini(&it->anchor);
     if (it->sync_ok) {
         ferry__cond_destroy(&it->cv_cons);
-        ferry__cond_destroy(&it->cv_prod);
         ferry__mutex_destroy(&it->mu);
     }
     if (it->scope_ok) ferry__cancel_fini(&it->scope);
@@ -507,12 +518,7 @@ static const ferry__iter_vtable pf_iter_vt = {pf_next, pf_save, pf_skip, pf_dest
 /* ---- make -------------------------------------------------------------------------------- */
 static int pf_sync_init(pf_it *it, ferry__status *st) {
     if (ferry__mutex_init(&it->mu)) return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a lock failed");
-    if (ferry__cond_init(&it->cv_prod)) {
-        ferry__mutex_destroy(&it->mu);
-        return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a condition variable failed");
-    }
     if (ferry__cond_init(&it->cv_cons)) {
-        ferry__cond_destroy(&it->cv_prod);
         ferry__mutex_destroy(&it->mu);
         return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a condition variable failed");
     }

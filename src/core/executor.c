@@ -1,0 +1,305 @@
+/*
+ * executor.c - the runtime's one pool of threads that run ahead (after zstd's POOL and libuv's
+ * threadpool: small, one mutex, a ready queue; with run-to-yield tasks instead of one-shot jobs).
+ *
+ * Objects
+ *   ferry__exec (one per runtime, embedded in it) owns the worker threads, the ready queue and
+ *   the count of open tasks. ferry__task is a client: an async stage (prefetch, parallel map,
+ *   parallel interleave) embeds one task per unit of parallelism and gives it a run function.
+ *
+ * A task's life
+ *   open -> IDLE. wake: IDLE -> QUEUED (pushed on the ready queue, a worker signalled or
+ *   started); a worker pops it: QUEUED -> RUNNING and calls run(task). run does work while there
+ *   is some and returns when there is none for now (its buffer is full, its input is exhausted)
+ *   or when ferry__task_yield_due says that others wait. A wake while it runs sets NOTIFIED, and
+ *   the worker queues it again when run returns: a condition that changes between run's last
+ *   check and its return is never lost (the libdispatch / tokio "notified" bit). close waits for
+ *   a running task to return and removes a queued one: after close, run is never called again.
+ *   The state word is changed with compare-exchange; queue and counters under `mu`.
+ *
+ * Threads
+ *   Workers start on demand: a wake that finds no idle or spinning worker starts one, as long as
+ *   the workers that are not blocked stay within the cpu budget. A worker with nothing to do spins
+ *   for the next task as long as its adaptive spinner (base/queue.h) has measured spinning to pay,
+ *   then sleeps on cv_work. A waker signals only when no worker spins (the spinner re-checks the
+ *   queue under `mu` before it sleeps, so no wake-up is lost). A task that waits on something
+ *   other than its own work (the byte budget, a slow read) marks the wait with
+ *   ferry__exec_block_begin/end: a blocked worker does not count against the cpu budget, and
+ *   another may start meanwhile. When the last task closes, the closer stops and joins every
+ *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
+ *
+ * Lock order: a task's run is called with no executor lock held; ops' own locks are never held
+ * across wake/close (wake may take `mu`; close takes it and waits).
+ */
+#include "core.h"
+
+#include "base/queue.h"
+
+#include <string.h>
+
+enum { TASK_IDLE, TASK_QUEUED, TASK_RUNNING, TASK_NOTIFIED, TASK_CLOSING, TASK_CLOSED };
+
+/* A worker thread; records are linked so that the last close can join the set it stopped. */
+typedef struct ferry__exec_worker {
+    ferry__thread thread;
+    ferry__exec *x;
+    bool stop;    /* under mu */
+    bool entered; /* under mu: it runs its loop (until then it counts in `starting`) */
+    struct ferry__exec_worker *next;
+} exec_worker;
+
+int ferry__exec_init(ferry__exec *x, ferry_runtime *rt, int max_busy) {
+    memset(x, 0, sizeof *x);
+    x->rt = rt;
+    x->max_busy = max_busy > 0 ? max_busy : 1;
+    ferry__list_init(&x->ready);
+    atomic_init(&x->queued, 0);
+    atomic_init(&x->spinning, 0);
+    if (ferry__mutex_init(&x->mu)) return FERRY_ENOMEM;
+    if (ferry__cond_init(&x->cv_work)) {
+        ferry__mutex_destroy(&x->mu);
+        return FERRY_ENOMEM;
+    }
+    if (ferry__cond_init(&x->cv_done)) {
+        ferry__cond_destroy(&x->cv_work);
+        ferry__mutex_destroy(&x->mu);
+        return FERRY_ENOMEM;
+    }
+    return FERRY_OK;
+}
+
+void ferry__exec_fini(ferry__exec *x) {
+    FERRY_ASSERT(x->clients == 0 && x->workers == NULL);
+    ferry__cond_destroy(&x->cv_done);
+    ferry__cond_destroy(&x->cv_work);
+    ferry__mutex_destroy(&x->mu);
+}
+
+/* ---- workers ------------------------------------------------------------------------------ */
+static bool exec_has_work(void *arg) {
+    ferry__exec *x = arg;
+    return atomic_load_explicit(&x->queued, memory_order_acquire) > 0;
+}
+
+/* After run returned: IDLE, queued again (notified), or closed (a closer waits). Under mu. */
+static void exec_after_run(ferry__exec *x, ferry__task *t) {
+    int s = TASK_RUNNING;
+    if (atomic_compare_exchange_strong(&t->state, &s, TASK_IDLE)) return;
+    if (s == TASK_NOTIFIED) {
+        atomic_store(&t->state, TASK_QUEUED);
+        ferry__list_push_back(&x->ready, &t->node);
+        atomic_fetch_add(&x->queued, 1);
+        return;
+    }
+    FERRY_ASSERT(s == TASK_CLOSING);
+    atomic_store(&t->state, TASK_CLOSED);
+    ferry__cond_broadcast(&x->cv_done);
+}
+
+static void exec_dispatch(ferry__exec *x);
+
+/* The executor whose worker the calling thread is (NULL on other threads). */
+static _Thread_local ferry__exec *tl_exec;
+
+static void *exec_worker_main(void *arg) {
+    exec_worker *w = arg;
+    ferry__exec *x = w->x;
+    tl_exec = x;
+    ferry__spinner spin = {0};
+    ferry__mutex_lock(&x->mu);
+    if (!w->stop) x->starting--; /* a stopped one was taken off the count by the closer */
+    w->entered = true;
+    for (;;) {
+        if (w->stop) break;
+        if (ferry__list_empty(&x->ready) || x->busy >= x->max_busy) {
+            if (!ferry__list_empty(&x->ready)) { /* over the cpu budget: wait for a busy one */
+                x->idle++;
+                ferry__cond_wait(&x->cv_work, &x->mu);
+                x->idle--;
+                continue;
+            }
+            /* Spin outside the lock while spinning has paid, then sleep. */
+            atomic_fetch_add(&x->spinning, 1);
+            ferry__mutex_unlock(&x->mu);
+            ferry__spin_adaptive(&spin, exec_has_work, x);
+            ferry__mutex_lock(&x->mu);
+            atomic_fetch_sub(&x->spinning, 1);
+            if (!ferry__list_empty(&x->ready) || w->stop) continue;
+            x->idle++;
+            ferry__cond_wait(&x->cv_work, &x->mu);
+            x->idle--;
+            continue;
+        }
+        ferry__list *n = x->ready.next;
+        ferry__list_remove(n);
+        atomic_fetch_sub(&x->queued, 1);
+        ferry__task *t = FERRY__CONTAINER_OF(n, ferry__task, node);
+        atomic_store(&t->state, TASK_RUNNING);
+        x->busy++;
+        if (!ferry__list_empty(&x->ready)) exec_dispatch(x); /* more queued: pass the word on */
+        ferry__mutex_unlock(&x->mu);
+        t->slice_start_ns = ferry__now_ns();
+        t->run(t);
+        ferry__mutex_lock(&x->mu);
+        x->busy--;
+        exec_after_run(x, t);
+        if (!ferry__list_empty(&x->ready) && x->idle > 0 && atomic_load(&x->spinning) == 0)
+            ferry__cond_signal(&x->cv_work); /* a waiter held back by the cpu budget */
+    }
+    ferry__mutex_unlock(&x->mu);
+    return NULL;
+}
+
+/* Starts one worker. Under mu. */
+static int exec_start_worker(ferry__exec *x, ferry__status *st) {
+    exec_worker *w = ferry__calloc(x->rt, 1, sizeof *w);
+    if (!w) return ferry__fail(st, FERRY_ENOMEM, "executor: allocating a worker failed");
+    w->x = x;
+    int rc = ferry__rt_thread_start(x->rt, &w->thread, "ferry-worker", exec_worker_main, w, st);
+    if (rc) {
+        ferry__free(x->rt, w);
+        return rc;
+    }
+    w->next = x->workers;
+    x->workers = w;
+    x->nworkers++;
+    x->starting++;
+    return FERRY_OK;
+}
+
+/* Makes sure a queued task gets a worker: signal a sleeping one unless one spins, or start one
+ * while the workers that are not blocked stay within the cpu budget. Under mu. */
+static void exec_dispatch(ferry__exec *x) {
+    /* A spinning worker, or one just started, takes the task on its own. */
+    if (atomic_load(&x->spinning) > 0 || x->starting > 0) return;
+    if (x->idle > 0) {
+        ferry__cond_signal(&x->cv_work);
+        return;
+    }
+    if (x->nworkers - x->blocked < x->max_busy) {
+        ferry__status st;
+        (void)exec_start_worker(x, &st); /* the workers there take the task in their turn */
+    }
+}
+
+/* ---- tasks -------------------------------------------------------------------------------- */
+int ferry__task_open(ferry__exec *x, ferry__task *t, void (*run)(ferry__task *), void *arg, ferry__status *st) {
+    memset(t, 0, sizeof *t);
+    t->x = x;
+    t->run = run;
+    t->arg = arg;
+    atomic_init(&t->state, TASK_IDLE);
+    ferry__list_init(&t->node);
+    ferry__mutex_lock(&x->mu);
+    int rc = FERRY_OK;
+    /* A task must always have a worker to run it: the first is started here, where its failure
+     * can be reported, not at a wake. */
+    if (x->nworkers == 0) rc = exec_start_worker(x, st);
+    if (rc == FERRY_OK) {
+        x->clients++;
+        t->open = true;
+    }
+    ferry__mutex_unlock(&x->mu);
+    return rc;
+}
+
+void ferry__task_wake(ferry__task *t) {
+    int s = atomic_load(&t->state);
+    for (;;) {
+        if (s == TASK_RUNNING) {
+            if (!atomic_compare_exchange_weak(&t->state, &s, TASK_NOTIFIED)) continue;
+            return;
+        }
+        if (s != TASK_IDLE) return; /* queued, notified, closing or closed: it runs (or never will) */
+        /* IDLE -> QUEUED and the push happen together under mu, so that close (under mu) sees a
+         * queued task in the queue, never one on its way there. */
+        ferry__exec *x = t->x;
+        ferry__mutex_lock(&x->mu);
+        s = TASK_IDLE;
+        bool queued = atomic_compare_exchange_strong(&t->state, &s, TASK_QUEUED);
+        if (queued) {
+            ferry__list_push_back(&x->ready, &t->node);
+            atomic_fetch_add(&x->queued, 1);
+            exec_dispatch(x);
+        }
+        ferry__mutex_unlock(&x->mu);
+        if (queued || s != TASK_RUNNING) return;
+        /* it started running meanwhile: notify it */
+    }
+}
+
+bool ferry__task_yield_due(ferry__task *t) {
+    if (atomic_load_explicit(&t->x->queued, memory_order_relaxed) == 0) return false;
+    return ferry__now_ns() - t->slice_start_ns > FERRY__TASK_SLICE_NS;
+}
+
+void ferry__task_close(ferry__task *t) {
+    if (!t->open) return;
+    ferry__exec *x = t->x;
+    ferry__mutex_lock(&x->mu);
+    for (;;) {
+        int s = atomic_load(&t->state);
+        if (s == TASK_IDLE) {
+            if (atomic_compare_exchange_strong(&t->state, &s, TASK_CLOSED)) break;
+        } else if (s == TASK_QUEUED) {
+            /* Only workers (under mu) move a queued task on, and we hold mu. */
+            ferry__list_remove(&t->node);
+            atomic_fetch_sub(&x->queued, 1);
+            atomic_store(&t->state, TASK_CLOSED);
+            break;
+        } else if (s == TASK_RUNNING || s == TASK_NOTIFIED) {
+            atomic_compare_exchange_strong(&t->state, &s, TASK_CLOSING);
+        } else if (s == TASK_CLOSING) {
+            ferry__cond_wait(&x->cv_done, &x->mu);
+        } else {
+            break;
+        }
+    }
+    t->open = false;
+    exec_worker *stopped = NULL;
+    if (--x->clients == 0) {
+        /* The last task: stop every worker and join them below, outside the lock (a new task may
+         * open meanwhile and start workers of its own). */
+        stopped = x->workers;
+        for (exec_worker *w = stopped; w; w = w->next) {
+            if (!w->entered) x->starting--;
+            w->stop = true;
+        }
+        x->workers = NULL;
+        x->nworkers = 0;
+        ferry__cond_broadcast(&x->cv_work);
+    }
+    ferry__mutex_unlock(&x->mu);
+    while (stopped) {
+        exec_worker *next = stopped->next;
+        ferry__rt_thread_join(x->rt, &stopped->thread);
+        ferry__free(x->rt, stopped);
+        stopped = next;
+    }
+}
+
+bool ferry__exec_block_begin(ferry__exec *x) {
+    if (tl_exec != x) return false;
+    ferry__mutex_lock(&x->mu);
+    x->blocked++;
+    x->busy--;
+    if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+    ferry__mutex_unlock(&x->mu);
+    return true;
+}
+
+void ferry__exec_block_end(ferry__exec *x, bool blocked) {
+    if (!blocked) return;
+    ferry__mutex_lock(&x->mu);
+    x->blocked--;
+    x->busy++;
+    ferry__mutex_unlock(&x->mu);
+}
+
+void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked) {
+    ferry__mutex_lock(&x->mu);
+    if (workers) *workers = x->nworkers;
+    if (busy) *busy = x->busy;
+    if (blocked) *blocked = x->blocked;
+    ferry__mutex_unlock(&x->mu);
+}

@@ -1,0 +1,403 @@
+/*
+ * test_executor.c - the runtime's pool (core/executor.c) on its own: tasks run until done, busy
+ * workers stay within the cpu budget, a worker blocked on another task does not hold a core, no
+ * wake-up is lost, close waits for a running task and drops a queued one, tasks open and close
+ * while others run (a stage's parallelism changing), and every worker is joined when the last
+ * task closes. Nothing here depends on timing: every test waits for the state it means to check.
+ */
+#include "runner.h"
+
+#include <pthread.h>
+#include <time.h>
+
+#include "core/core.h"
+
+static ferry_runtime *rt_with_budget(int cpu_budget) {
+    ferry_runtime_options o = {.cpu_budget = cpu_budget};
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(&o, &rt));
+    return rt;
+}
+
+static void rt_done(ferry_runtime *rt) {
+    ferry_runtime_stats s;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+    ASSERT_EQ(s.threads_live, 0);
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
+static void sleep_us(long us) {
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Polls cond(arg) until it holds; fails after a minute. */
+static void wait_until(bool (*cond)(void *), void *arg, const char *what) {
+    for (int i = 0; !cond(arg); i++) {
+        if (i == 600000) FAILF("waited a minute for %s", what);
+        sleep_us(100);
+    }
+}
+
+static void open_task(ferry_runtime *rt, ferry__task *t, void (*run)(ferry__task *), void *arg) {
+    ferry__status st;
+    ferry__status_clear(&st);
+    int rc = ferry__task_open(&rt->exec, t, run, arg, &st);
+    if (rc != FERRY_OK) FAILF("ferry__task_open: %s", st.msg);
+}
+
+/* ---- a task that runs a counted amount of work in slices -------------------------------- */
+typedef struct counter_task {
+    ferry__task task;
+    _Atomic int64_t done, runs;
+    int64_t target, per_run;
+} counter_task;
+
+static void counter_run(ferry__task *t) {
+    counter_task *c = t->arg;
+    atomic_fetch_add(&c->runs, 1);
+    for (int64_t i = 0; i < c->per_run && atomic_load(&c->done) < c->target; i++) atomic_fetch_add(&c->done, 1);
+    if (atomic_load(&c->done) < c->target) ferry__task_wake(t); /* more to do: run again */
+}
+
+static bool counters_done(void *arg) {
+    counter_task *c = arg;
+    for (int i = 0; i < 8; i++)
+        if (atomic_load(&c[i].done) < c[i].target) return false;
+    return true;
+}
+
+TEST(tasks_run_until_done_and_workers_are_joined) {
+    for (int budget = 1; budget <= 4; budget *= 2) {
+        ferry_runtime *rt = rt_with_budget(budget);
+        counter_task c[8];
+        for (int i = 0; i < 8; i++) {
+            atomic_init(&c[i].done, 0);
+            atomic_init(&c[i].runs, 0);
+            c[i].target = 10000 + 1000 * i;
+            c[i].per_run = 7 + i;
+            open_task(rt, &c[i].task, counter_run, &c[i]);
+        }
+        for (int i = 0; i < 8; i++) ferry__task_wake(&c[i].task);
+        wait_until(counters_done, c, "every task to finish");
+        int workers;
+        ferry__exec_counts(&rt->exec, &workers, NULL, NULL);
+        ASSERT(workers >= 1 && workers <= budget);
+        for (int i = 0; i < 8; i++) {
+            ferry__task_close(&c[i].task);
+            ASSERT_EQ(atomic_load(&c[i].done), c[i].target);
+            ASSERT(atomic_load(&c[i].runs) >= c[i].target / c[i].per_run);
+        }
+        rt_done(rt); /* threads_live is 0: the last close joined every worker */
+    }
+}
+
+/* ---- busy workers never exceed the cpu budget ------------------------------------------- */
+typedef struct busy_probe {
+    ferry__task task[6];
+    _Atomic int running, max_running, finished;
+    _Atomic int release;
+} busy_probe;
+
+static void busy_run(ferry__task *t) {
+    busy_probe *p = t->arg;
+    int now = atomic_fetch_add(&p->running, 1) + 1;
+    int m = atomic_load(&p->max_running);
+    while (now > m && !atomic_compare_exchange_weak(&p->max_running, &m, now)) {
+    }
+    while (!atomic_load(&p->release)) sleep_us(50);
+    atomic_fetch_sub(&p->running, 1);
+    atomic_fetch_add(&p->finished, 1);
+}
+
+static bool two_running(void *arg) { return atomic_load(&((busy_probe *)arg)->running) == 2; }
+static bool six_finished(void *arg) { return atomic_load(&((busy_probe *)arg)->finished) == 6; }
+
+TEST(busy_workers_stay_within_the_cpu_budget) {
+    ferry_runtime *rt = rt_with_budget(2);
+    busy_probe p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < 6; i++) open_task(rt, &p.task[i], busy_run, &p);
+    for (int i = 0; i < 6; i++) ferry__task_wake(&p.task[i]);
+    wait_until(two_running, &p, "two tasks to run");
+    sleep_us(20000); /* time for a third worker to start, were one allowed to */
+    ASSERT_EQ(atomic_load(&p.max_running), 2);
+    int workers;
+    ferry__exec_counts(&rt->exec, &workers, NULL, NULL);
+    ASSERT_LE(workers, 2);
+    atomic_store(&p.release, 1);
+    wait_until(six_finished, &p, "every task to finish");
+    ASSERT_EQ(atomic_load(&p.max_running), 2);
+    for (int i = 0; i < 6; i++) ferry__task_close(&p.task[i]);
+    rt_done(rt);
+}
+
+/* ---- a worker blocked on another task does not hold the only core ----------------------- */
+typedef struct chain {
+    ferry_runtime *rt;
+    ferry__task waiter, maker;
+    ferry__mutex mu;
+    ferry__cond cv;
+    bool made, waited;
+    _Atomic int max_busy_seen;
+} chain;
+
+static void maker_run(ferry__task *t) {
+    chain *c = t->arg;
+    int busy;
+    ferry__exec_counts(&c->rt->exec, NULL, &busy, NULL);
+    atomic_store(&c->max_busy_seen, busy);
+    ferry__mutex_lock(&c->mu);
+    c->made = true;
+    ferry__cond_broadcast(&c->cv);
+    ferry__mutex_unlock(&c->mu);
+}
+
+static void waiter_run(ferry__task *t) {
+    chain *c = t->arg;
+    ferry__task_wake(&c->maker); /* needs a worker while this one waits */
+    bool blocked = ferry__exec_block_begin(&c->rt->exec);
+    ASSERT(blocked);
+    ferry__mutex_lock(&c->mu);
+    while (!c->made) ferry__cond_wait(&c->cv, &c->mu);
+    c->waited = true;
+    ferry__mutex_unlock(&c->mu);
+    ferry__exec_block_end(&c->rt->exec, blocked);
+}
+
+static bool chain_done(void *arg) {
+    chain *c = arg;
+    ferry__mutex_lock(&c->mu);
+    bool d = c->waited;
+    ferry__mutex_unlock(&c->mu);
+    return d;
+}
+
+TEST(a_blocked_worker_lets_another_run) {
+    ferry_runtime *rt = rt_with_budget(1);
+    chain c;
+    memset(&c, 0, sizeof c);
+    c.rt = rt;
+    ASSERT_EQ(ferry__mutex_init(&c.mu), 0);
+    ASSERT_EQ(ferry__cond_init(&c.cv), 0);
+    open_task(rt, &c.waiter, waiter_run, &c);
+    open_task(rt, &c.maker, maker_run, &c);
+    ferry__task_wake(&c.waiter);
+    wait_until(chain_done, &c, "the waiting task to see the other's work");
+    ASSERT_EQ(atomic_load(&c.max_busy_seen), 1); /* the waiter was not counted busy */
+    ASSERT(!ferry__exec_block_begin(&rt->exec)); /* not a worker: nothing to mark */
+    ferry__task_close(&c.waiter);
+    ferry__task_close(&c.maker);
+    ferry__cond_destroy(&c.cv);
+    ferry__mutex_destroy(&c.mu);
+    rt_done(rt);
+}
+
+/* ---- no lost wake-up: a stream of small pieces of work, each announced by one wake ------- */
+typedef struct stream {
+    ferry__task task;
+    _Atomic int64_t posted, taken;
+} stream;
+
+static void stream_run(ferry__task *t) {
+    stream *s = t->arg;
+    /* Takes what is posted and returns: a post after the load below must cause another run. */
+    int64_t p = atomic_load(&s->posted);
+    if (atomic_load(&s->taken) < p) atomic_store(&s->taken, p);
+}
+
+static bool stream_caught_up(void *arg) {
+    stream *s = arg;
+    return atomic_load(&s->taken) == atomic_load(&s->posted);
+}
+
+TEST(no_wake_up_is_lost) {
+    for (int budget = 1; budget <= 2; budget++) {
+        ferry_runtime *rt = rt_with_budget(budget);
+        stream s;
+        atomic_init(&s.posted, 0);
+        atomic_init(&s.taken, 0);
+        open_task(rt, &s.task, stream_run, &s);
+        for (int i = 0; i < 200000; i++) {
+            atomic_fetch_add(&s.posted, 1);
+            ferry__task_wake(&s.task);
+            if (i % 1000 == 999) wait_until(stream_caught_up, &s, "the task to take every post");
+        }
+        wait_until(stream_caught_up, &s, "the task to take every post");
+        ferry__task_close(&s.task);
+        rt_done(rt);
+    }
+}
+
+/* ---- close waits for a running task; a queued task closed never runs ------------------- */
+typedef struct gate {
+    ferry__task task;
+    _Atomic int entered, release, returned, runs;
+} gate;
+
+static void gate_run(ferry__task *t) {
+    gate *g = t->arg;
+    atomic_fetch_add(&g->runs, 1);
+    atomic_store(&g->entered, 1);
+    while (!atomic_load(&g->release)) sleep_us(100);
+    sleep_us(2000); /* a close that did not wait would return within this */
+    atomic_store(&g->returned, 1);
+}
+
+static bool gate_entered(void *arg) { return atomic_load(&((gate *)arg)->entered) == 1; }
+
+typedef struct closer {
+    ferry__task *task;
+    _Atomic int done;
+} closer;
+
+static void *close_thread(void *arg) {
+    closer *c = arg;
+    ferry__task_close(c->task);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+TEST(close_waits_for_a_running_task_and_drops_a_queued_one) {
+    ferry_runtime *rt = rt_with_budget(1);
+    gate a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    open_task(rt, &a.task, gate_run, &a);
+    open_task(rt, &b.task, gate_run, &b);
+    ferry__task_wake(&a.task);
+    wait_until(gate_entered, &a, "the first task to run");
+    ferry__task_wake(&b.task); /* queued behind a on the only core */
+    ferry__task_wake(&a.task); /* notified while running: would run again after it returns */
+    ferry__task_close(&b.task); /* queued: returns at once, b never runs */
+    ASSERT_EQ(atomic_load(&b.runs), 0);
+    closer c = {.task = &a.task};
+    atomic_init(&c.done, 0);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, close_thread, &c), 0);
+    sleep_us(5000);
+    ASSERT_EQ(atomic_load(&c.done), 0); /* a still runs: close waits */
+    atomic_store(&a.release, 1);
+    pthread_join(th, NULL);
+    ASSERT_EQ(atomic_load(&a.returned), 1);
+    ASSERT_EQ(atomic_load(&a.runs), 1); /* closed while notified: never ran again */
+    ASSERT_EQ(atomic_load(&b.runs), 0);
+    rt_done(rt);
+}
+
+/* ---- tasks open and close while others run (parallelism changing), many cycles ---------- */
+static bool counter_done(void *arg) {
+    counter_task *c = arg;
+    return atomic_load(&c->done) >= c->target;
+}
+
+TEST(tasks_open_and_close_while_others_run) {
+    ferry_runtime *rt = rt_with_budget(2);
+    counter_task steady;
+    atomic_init(&steady.done, 0);
+    atomic_init(&steady.runs, 0);
+    steady.target = INT64_MAX;
+    steady.per_run = 100;
+    open_task(rt, &steady.task, counter_run, &steady);
+    ferry__task_wake(&steady.task);
+    for (int cycle = 0; cycle < 500; cycle++) {
+        counter_task extra[3];
+        int n = 1 + cycle % 3;
+        for (int i = 0; i < n; i++) {
+            atomic_init(&extra[i].done, 0);
+            atomic_init(&extra[i].runs, 0);
+            extra[i].target = cycle % 2 ? 1000 : INT64_MAX; /* finished or still running at close */
+            extra[i].per_run = 10;
+            open_task(rt, &extra[i].task, counter_run, &extra[i]);
+            ferry__task_wake(&extra[i].task);
+        }
+        if (cycle % 2)
+            for (int i = 0; i < n; i++) wait_until(counter_done, &extra[i], "a task to finish");
+        for (int i = 0; i < n; i++) ferry__task_close(&extra[i].task);
+    }
+    int64_t before = atomic_load(&steady.done);
+    /* the steady task still runs after all that */
+    for (int i = 0; atomic_load(&steady.done) == before; i++) {
+        if (i == 600000) FAILF("the steady task stopped running");
+        sleep_us(100);
+    }
+    ferry__task_close(&steady.task);
+    rt_done(rt);
+}
+
+/* ---- the last close joins the workers; a new task afterwards starts them again ---------- */
+TEST(workers_stop_with_the_last_task_and_start_again) {
+    ferry_runtime *rt = rt_with_budget(2);
+    for (int round = 0; round < 200; round++) {
+        counter_task c;
+        atomic_init(&c.done, 0);
+        atomic_init(&c.runs, 0);
+        c.target = 100;
+        c.per_run = 10;
+        open_task(rt, &c.task, counter_run, &c);
+        ferry_runtime_stats s;
+        ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+        ASSERT(s.threads_live >= 1); /* open starts the first worker */
+        ferry__task_wake(&c.task);
+        if (round % 2) wait_until(counter_done, &c, "the task to finish");
+        ferry__task_close(&c.task);
+        ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+        ASSERT_EQ(s.threads_live, 0);
+    }
+    rt_done(rt);
+}
+
+/* ---- a task never runs on two workers at once, whoever wakes it ------------------------- */
+typedef struct solo {
+    ferry__task task;
+    _Atomic int in_run, overlaps;
+    _Atomic int64_t runs;
+} solo;
+
+static void solo_run(ferry__task *t) {
+    solo *s = t->arg;
+    if (atomic_exchange(&s->in_run, 1) != 0) atomic_fetch_add(&s->overlaps, 1);
+    atomic_fetch_add(&s->runs, 1);
+    for (volatile int i = 0; i < 200; i++) {
+    }
+    if (atomic_load(&s->runs) % 3 == 0) ferry__task_wake(t); /* sometimes wake itself */
+    atomic_store(&s->in_run, 0);
+}
+
+typedef struct wakers {
+    solo *tasks;
+    int n;
+    _Atomic int stop;
+} wakers;
+
+static void *wake_thread(void *arg) {
+    wakers *w = arg;
+    for (unsigned i = 0; !atomic_load(&w->stop); i++) ferry__task_wake(&w->tasks[i % (unsigned)w->n].task);
+    return NULL;
+}
+
+TEST(a_task_never_runs_twice_at_once) {
+    ferry_runtime *rt = rt_with_budget(4);
+    solo s[6];
+    memset(s, 0, sizeof s);
+    for (int i = 0; i < 6; i++) open_task(rt, &s[i].task, solo_run, &s[i]);
+    wakers w = {.tasks = s, .n = 6};
+    atomic_init(&w.stop, 0);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) ASSERT_EQ(pthread_create(&th[i], NULL, wake_thread, &w), 0);
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; atomic_load(&s[i].runs) < 2000; k++) {
+            if (k == 600000) FAILF("task %d stopped running", i);
+            sleep_us(100);
+        }
+    /* close every task while the wakers still wake them: a wake after close does nothing */
+    for (int i = 0; i < 6; i++) {
+        ferry__task_close(&s[i].task);
+        ASSERT_EQ(atomic_load(&s[i].in_run), 0);
+        ASSERT_EQ(atomic_load(&s[i].overlaps), 0);
+    }
+    atomic_store(&w.stop, 1);
+    for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+    rt_done(rt);
+}
