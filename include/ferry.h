@@ -759,8 +759,9 @@ typedef struct ferry_interleave_options {
  * ends, the next input element takes its slot. The order is tf.data's and, unless relaxed_order,
  * the same for every num_parallel_calls. With num_parallel_calls > 0 (or FERRY_AUTOTUNE: the
  * runtime's cpu_budget less one core for the consumer, at least 1, as for map; the default
- * cycle_length is then the cpu_budget) worker threads "ferry-ilv-<i>" open the next inputs and read the open
- * datasets ahead, several files at once; their buffers count in the memory budget. Errors (of
+ * cycle_length is then the cpu_budget) worker tasks on the runtime's executor open the next
+ * inputs and read the open datasets ahead, several files at once; their buffers count in the
+ * memory budget. Errors (of
  * the input, of fn, of an inner iterator) take one position each and iteration goes on. With
  * num_outputs 0 the element spec comes from the dataset made for the first input element: this
  * call then iterates the input once to its first element and calls fn once (an empty input

@@ -163,7 +163,7 @@ static void waiter_run(ferry__task *t) {
     while (!c->made) ferry__cond_wait(&c->cv, &c->mu);
     c->waited = true;
     ferry__mutex_unlock(&c->mu);
-    ferry__exec_block_end(&c->rt->exec, blocked);
+    ferry__exec_block_end(&c->rt->exec, blocked, true);
 }
 
 static bool chain_done(void *arg) {
@@ -400,4 +400,77 @@ TEST(a_task_never_runs_twice_at_once) {
     atomic_store(&w.stop, 1);
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
     rt_done(rt);
+}
+
+/* ---- whole pipelines on the executor ------------------------------------------------------ */
+static int add_one(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    ferry_element_free(in); /* the function owns its input */
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), v + 1, &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out); /* takes t */
+}
+
+static int times_three_slowly(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)user;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    ferry_element_free(in); /* the function owns its input */
+    volatile uint64_t x = (uint64_t)v;
+    for (int i = 0; i < 2000; i++) x = x * 6364136223846793005ull + 1;
+    ferry_tensor *t;
+    int rc = ferry_tensor_scalar_i64(ferry_context_runtime(ctx), 3 * v + (int64_t)(x & 0), &t);
+    if (rc) return rc;
+    return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out); /* takes t */
+}
+
+/* range -> map(AUTOTUNE) -> map(AUTOTUNE) -> batch(32) -> prefetch(AUTOTUNE), and with a
+ * prefetch(2) between the maps: every element in order whatever the cpu budget, and the busy
+ * workers never more than the budget (the second map's workers wait on the first map as
+ * blocked, then wait for a core before they go on). */
+TEST(pipelines_stay_within_the_cpu_budget_and_give_the_same_output) {
+    int64_t want_sum = 0;
+    for (int64_t i = 0; i < 3000; i++) want_sum += 3 * (i + 1);
+    int budgets[] = {1, 2, 4, 8, 16};
+    for (int b = 0; b < 5; b++) {
+        for (int mid = 0; mid < 2; mid++) {
+            ferry_runtime *rt = rt_with_budget(budgets[b]);
+            ferry_dataset *r, *m1, *p1 = NULL, *m2, *bt, *pf;
+            ferry_map_options mo = {.num_parallel_calls = FERRY_AUTOTUNE};
+            ASSERT_OK(ferry_dataset_range(rt, 0, 3000, 1, &r));
+            ASSERT_OK(ferry_dataset_map(r, add_one, NULL, &mo, &m1));
+            if (mid) ASSERT_OK(ferry_dataset_prefetch(m1, 2, &p1));
+            ASSERT_OK(ferry_dataset_map(mid ? p1 : m1, times_three_slowly, NULL, &mo, &m2));
+            ASSERT_OK(ferry_dataset_batch(m2, 32, false, &bt));
+            ASSERT_OK(ferry_dataset_prefetch(bt, FERRY_AUTOTUNE, &pf));
+            ferry_iterator *it;
+            ASSERT_OK(ferry_iterator_create(pf, NULL, &it));
+            int64_t sum = 0, n = 0, prev = -1;
+            ferry_element *e;
+            while (ferry_iterator_next(it, &e) == FERRY_OK) {
+                const ferry_tensor *t = ferry_element_get(e, 0);
+                const int64_t *v = ferry_tensor_data(t);
+                for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) {
+                    if (!(v[i] > prev)) FAILF("budget %d mid %d: element %lld is %lld after %lld", budgets[b], mid, (long long)n, (long long)v[i], (long long)prev);
+                    prev = v[i];
+                    sum += v[i];
+                    n++;
+                }
+                ferry_element_free(e);
+            }
+            ASSERT_EQ(n, 3000);
+            ASSERT_EQ(sum, want_sum);
+            int peak;
+            ferry__mutex_lock(&rt->exec.mu);
+            peak = rt->exec.peak_busy;
+            ferry__mutex_unlock(&rt->exec.mu);
+            ASSERT_LE(peak, budgets[b]);
+            ferry_iterator_free(it);
+            ferry_dataset *all[] = {pf, bt, m2, p1, m1, r};
+            for (int i = 0; i < 6; i++)
+                if (all[i]) ferry_dataset_unref(all[i]);
+            rt_done(rt);
+        }
+    }
 }

@@ -91,14 +91,27 @@ uint64_t ferry_context_random(ferry_context *ctx) { return ctx ? ferry__rng_next
 double ferry_context_uniform(ferry_context *ctx) { return ctx ? ferry__rng_uniform(ctx_rng(ctx)) : 0.0; }
 bool ferry_context_cancelled(ferry_context *ctx) { return ctx && ferry__cancelled(ctx->cancel); }
 
+/* A sleeping callback (waiting for I/O, a device, a rate limit) does not hold a core: on an
+ * executor worker the sleep is marked blocked, and another worker may run meanwhile. */
 int ferry_context_sleep(ferry_context *ctx, int64_t ns) {
     int64_t end = ferry__now_ns() + ns;
+    bool blocked = ctx && ctx->rt && ns > 0 && ferry__exec_block_begin(&ctx->rt->exec);
+    int rc;
     for (;;) {
-        if (ctx && ferry__cancelled(ctx->cancel)) return FERRY_ECANCELED;
+        if (ctx && ferry__cancelled(ctx->cancel)) {
+            rc = FERRY_ECANCELED;
+            break;
+        }
         int64_t left = end - ferry__now_ns();
-        if (left <= 0) return FERRY_OK;
+        if (left <= 0) {
+            rc = FERRY_OK;
+            break;
+        }
         ferry__sleep_ns(left < 2000000 ? left : 2000000);
     }
+    /* A callback may hold a lock of its own that other calls wait for: go on at once. */
+    if (ctx && ctx->rt) ferry__exec_block_end(&ctx->rt->exec, blocked, false);
+    return rc;
 }
 
 int ferry_context_fail(ferry_context *ctx, int status, const char *fmt, ...) {

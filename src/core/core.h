@@ -70,12 +70,14 @@ struct ferry__exec {
     ferry__mutex mu;
     ferry__cond cv_work;         /* idle workers */
     ferry__cond cv_done;         /* closers waiting for a running task to return */
+    ferry__cond cv_core;         /* workers back from a blocked wait, waiting for a free core */
     ferry__list ready;
     _Atomic int queued;          /* tasks in ready (read by spinning workers without mu) */
     _Atomic int spinning;        /* workers spinning for a task */
     int max_busy;                /* the cpu budget */
     int clients;                 /* open tasks */
-    int nworkers, starting, idle, busy, blocked;
+    int nworkers, starting, idle, busy, blocked, core_waiters;
+    int peak_busy;               /* the most busy workers seen (for tests and stats) */
     struct ferry__exec_worker *workers;
 };
 
@@ -101,9 +103,10 @@ void ferry__task_close(ferry__task *t);
 /* Around a wait inside a run for something other than the run's own work (the byte budget,
  * another stage's output, a slow read): a blocked worker does not count against the cpu budget
  * and another may start. begin returns whether the calling thread is a worker of x (false on
- * other threads: then both calls do nothing); pass its result to end. */
+ * other threads: then both calls do nothing); pass its result to end. end waits for a free core
+ * when wait_for_core; pass false when the caller holds a lock that running tasks may take. */
 bool ferry__exec_block_begin(ferry__exec *x);
-void ferry__exec_block_end(ferry__exec *x, bool blocked);
+void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core);
 /* Workers started, running a task, blocked (for tests and stats). */
 void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
 

@@ -25,7 +25,9 @@
  *   queue under `mu` before it sleeps, so no wake-up is lost). A task that waits on something
  *   other than its own work (the byte budget, a slow read) marks the wait with
  *   ferry__exec_block_begin/end: a blocked worker does not count against the cpu budget, and
- *   another may start meanwhile. When the last task closes, the closer stops and joins every
+ *   another may start meanwhile; when the wait ends, the worker waits for a free core (cv_core)
+ *   before it goes on, ahead of queued tasks, so busy workers stay within the budget. (A caller
+ *   holding a lock that running tasks may need goes on at once instead, briefly over.) When the last task closes, the closer stops and joins every
  *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
  *
  * Lock order: a task's run is called with no executor lock held; ops' own locks are never held
@@ -65,11 +67,18 @@ int ferry__exec_init(ferry__exec *x, ferry_runtime *rt, int max_busy) {
         ferry__mutex_destroy(&x->mu);
         return FERRY_ENOMEM;
     }
+    if (ferry__cond_init(&x->cv_core)) {
+        ferry__cond_destroy(&x->cv_done);
+        ferry__cond_destroy(&x->cv_work);
+        ferry__mutex_destroy(&x->mu);
+        return FERRY_ENOMEM;
+    }
     return FERRY_OK;
 }
 
 void ferry__exec_fini(ferry__exec *x) {
     FERRY_ASSERT(x->clients == 0 && x->workers == NULL);
+    ferry__cond_destroy(&x->cv_core);
     ferry__cond_destroy(&x->cv_done);
     ferry__cond_destroy(&x->cv_work);
     ferry__mutex_destroy(&x->mu);
@@ -111,7 +120,8 @@ static void *exec_worker_main(void *arg) {
     w->entered = true;
     for (;;) {
         if (w->stop) break;
-        if (ferry__list_empty(&x->ready) || x->busy >= x->max_busy) {
+        /* A worker coming back from a blocked wait gets the next free core first. */
+        if (ferry__list_empty(&x->ready) || x->busy + x->core_waiters >= x->max_busy) {
             if (!ferry__list_empty(&x->ready)) { /* over the cpu budget: wait for a busy one */
                 x->idle++;
                 ferry__cond_wait(&x->cv_work, &x->mu);
@@ -135,13 +145,14 @@ static void *exec_worker_main(void *arg) {
         atomic_fetch_sub(&x->queued, 1);
         ferry__task *t = FERRY__CONTAINER_OF(n, ferry__task, node);
         atomic_store(&t->state, TASK_RUNNING);
-        x->busy++;
+        if (++x->busy > x->peak_busy) x->peak_busy = x->busy;
         if (!ferry__list_empty(&x->ready)) exec_dispatch(x); /* more queued: pass the word on */
         ferry__mutex_unlock(&x->mu);
         t->slice_start_ns = ferry__now_ns();
         t->run(t);
         ferry__mutex_lock(&x->mu);
         x->busy--;
+        if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
         exec_after_run(x, t);
         if (!ferry__list_empty(&x->ready) && x->idle > 0 && atomic_load(&x->spinning) == 0)
             ferry__cond_signal(&x->cv_work); /* a waiter held back by the cpu budget */
@@ -283,16 +294,24 @@ bool ferry__exec_block_begin(ferry__exec *x) {
     ferry__mutex_lock(&x->mu);
     x->blocked++;
     x->busy--;
-    if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+    if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
+    else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
     ferry__mutex_unlock(&x->mu);
     return true;
 }
 
-void ferry__exec_block_end(ferry__exec *x, bool blocked) {
+void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core) {
     if (!blocked) return;
     ferry__mutex_lock(&x->mu);
     x->blocked--;
-    x->busy++;
+    /* Busy workers stay within the cpu budget: wait for a core, unless the caller holds a lock
+     * that the running tasks may need. */
+    while (wait_for_core && x->busy >= x->max_busy) {
+        x->core_waiters++;
+        ferry__cond_wait(&x->cv_core, &x->mu);
+        x->core_waiters--;
+    }
+    if (++x->busy > x->peak_busy) x->peak_busy = x->busy;
     ferry__mutex_unlock(&x->mu);
 }
 

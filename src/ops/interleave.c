@@ -21,9 +21,9 @@
  *   inline (num_parallel_calls 0): the consumer thread pulls the input, calls the function and
  *   reads the inner iterators itself. No threads, no locks.
  *   parallel (N > 0, or FERRY_AUTOTUNE: the rule every AUTOTUNE stage shares,
- *   ferry__autotune_threads; the default cycle length stays the cpu budget): N worker threads
- *   ("ferry-ilv-<i>") open streams ahead of the consumer (pull the input in order, call the
- *   function, make the inner iterator) into a FIFO of pending streams, and read the open
+ *   ferry__autotune_threads; the default cycle length stays the cpu budget): N worker tasks
+ *   on the runtime's executor open streams ahead of the consumer (pull the input in order,
+ *   call the function, make the inner iterator) into a FIFO of pending streams, and read the open
  *   streams into per-stream ring buffers, several files at once. The consumer runs the state
  *   machine above, taking streams from the FIFO and positions from the rings (waiting when the
  *   one it needs is empty). With relaxed_order the consumer instead takes from whichever open
@@ -35,9 +35,13 @@
  * it drives its inner iterator outside the lock (one thread per inner iterator at a time), and
  * `input_busy` while it pulls the input and opens a stream outside the lock. Inner iterators
  * and datasets are made and destroyed outside `mu` (they may create or finish cancel scopes
- * under ours; a scope's lock is taken before `mu`, never after). Workers wait on work_cv, the
- * consumer on cons_cv; the op's cancel scope (a child of ctx->cancel) has a waker that sets
- * `stop` and broadcasts both, so destroy fires the scope, joins and frees, promptly.
+ * under ours; a scope's lock is taken before `mu`, never after). Workers are tasks on the
+ * runtime's executor (core/executor.c): a task with nothing to do marks itself idle and returns
+ * its worker, and poke_workers wakes one idle task when work appears; while the budget is full
+ * a task instead polls on work_cv every millisecond (a wait marked blocked for the executor).
+ * The consumer waits on cons_cv; the op's cancel scope (a child of ctx->cancel) has a waker that
+ * sets `stop` and broadcasts both, so destroy fires the scope, closes the tasks (waiting for runs
+ * in progress) and frees, promptly.
  *
  * Memory: every buffered element is counted in the runtime's budget. A worker reads a stream
  * only while the budget has room, or when the consumer waits on that stream (relaxed: on any
@@ -140,7 +144,7 @@ typedef struct ilv_it {
     ferry__waker waker;
     ferry__mutex mu;
     ferry__cond work_cv, cons_cv;
-    ferry__thread *threads;
+    struct ilv_task *tasks;
     int nstarted;
     ilv_stream *pend_head, *pend_tail;
     int npend, nlive;
@@ -149,12 +153,20 @@ typedef struct ilv_it {
     bool want_any;     /* relaxed: the consumer waits on any stream */
     bool want_stream;  /* the consumer waits for a new stream */
     bool cons_waiting;
-    int idle;
+    int idle;         /* tasks that returned with nothing to do (each has its `idle` set) */
+    int polling;      /* tasks polling on work_cv while the budget is full */
     bool stop;
     size_t ring_cap;
     int64_t nbuffered, bbuffered; /* elements and bytes in all rings (for the stats) */
     _Atomic int ci_hint; /* the consumer's ci, for workers to read the next slots first */
 } ilv_it;
+
+/* One unit of parallelism: a task on the executor. */
+typedef struct ilv_task {
+    ferry__task task;
+    ilv_it *it;
+    bool idle; /* under mu */
+} ilv_task;
 
 /* ---- specs ------------------------------------------------------------------------------ */
 /* Does dataset d's spec fit the op's? *check: its elements must be checked one by one. */
@@ -505,11 +517,16 @@ static void open_next(ilv_it *it) {
     if (it->cons_waiting) ferry__cond_signal(&it->cons_cv);
 }
 
-static void *ilv_worker(void *arg) {
-    ilv_it *it = arg;
+static void ilv_run(ferry__task *task) {
+    ilv_task *t = task->arg;
+    ilv_it *it = t->it;
     ferry_runtime *rt = it->base.ctx.rt;
     ferry__mutex_lock(&it->mu);
     while (!it->stop && !ferry__cancelled(&it->scope)) {
+        if (ferry__task_yield_due(task)) {
+            ferry__task_wake(task);
+            break;
+        }
         bool open_first = it->want_stream && can_open(it);
         ilv_stream *s = open_first ? NULL : pick_stream(it);
         if (s) {
@@ -521,43 +538,66 @@ static void *ilv_worker(void *arg) {
             open_next(it);
             continue;
         }
-        it->idle++;
-        if (!budget_room(rt)) ferry__cond_timedwait(&it->work_cv, &it->mu, 1000000);
-        else ferry__cond_wait(&it->work_cv, &it->mu);
-        it->idle--;
+        if (budget_room(rt)) { /* nothing to do: return the worker until poke_workers */
+            t->idle = true;
+            it->idle++;
+            break;
+        }
+        it->polling++;
+        bool blocked = ferry__exec_block_begin(&rt->exec);
+        ferry__cond_timedwait(&it->work_cv, &it->mu, 1000000);
+        ferry__exec_block_end(&rt->exec, blocked, false); /* mu is held */
+        it->polling--;
     }
     ferry__mutex_unlock(&it->mu);
-    return NULL;
 }
 
 static int start_workers(ilv_it *it, ferry__status *st) {
     ferry_runtime *rt = it->base.ctx.rt;
     it->started = true;
     for (int i = 0; i < it->nthreads; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "ferry-ilv-%d", i % 1000);
-        int rc = ferry__rt_thread_start(rt, &it->threads[i], name, ilv_worker, it, st);
+        it->tasks[i].it = it;
+        int rc = ferry__task_open(&rt->exec, &it->tasks[i].task, ilv_run, &it->tasks[i], st);
         if (rc) {
-            if (it->nstarted > 0) return FERRY_OK; /* go on with fewer */
+            if (it->nstarted > 0) break; /* go on with fewer */
             it->started = false;
             return rc;
         }
         it->nstarted++;
     }
+    for (int i = 0; i < it->nstarted; i++) ferry__task_wake(&it->tasks[i].task);
     if (it->base.stats) atomic_store(&it->base.stats->parallelism, it->nstarted);
     return FERRY_OK;
 }
 
 /* Wakes a worker when one sleeps. Caller holds mu. */
 static void poke_workers(ilv_it *it) {
-    if (it->idle > 0) ferry__cond_signal(&it->work_cv);
+    if (it->polling > 0) {
+        ferry__cond_signal(&it->work_cv);
+        return;
+    }
+    if (it->idle == 0) return;
+    for (int i = 0; i < it->nstarted; i++)
+        if (it->tasks[i].idle) {
+            it->tasks[i].idle = false;
+            it->idle--;
+            ferry__task_wake(&it->tasks[i].task);
+            return;
+        }
 }
 
 static void cons_wait(ilv_it *it) {
     int64_t t0 = ferry__now_ns();
     it->cons_waiting = true;
     poke_workers(it);
+    /* This consumer may be an executor worker (a stage above runs on it): the wait is blocked. */
+    bool blocked = ferry__exec_block_begin(&it->base.ctx.rt->exec);
     ferry__cond_wait(&it->cons_cv, &it->mu);
+    if (blocked) { /* wait for a core without mu: the tasks that hold the cores need it */
+        ferry__mutex_unlock(&it->mu);
+        ferry__exec_block_end(&it->base.ctx.rt->exec, blocked, true);
+        ferry__mutex_lock(&it->mu);
+    }
     it->cons_waiting = false;
     if (it->base.stats)
         atomic_fetch_add_explicit(&it->base.stats->wait_input_ns, ferry__now_ns() - t0, memory_order_relaxed);
@@ -896,7 +936,7 @@ static int ilv_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
 static void ilv_destroy(ferry__iter *it_) {
     ilv_it *it = (ilv_it *)it_;
     if (it->scope_ok) ferry__cancel_fire(&it->scope);
-    for (int i = 0; i < it->nthreads && it->threads; i++) ferry__rt_thread_join(it->base.ctx.rt, &it->threads[i]);
+    for (int i = 0; i < it->nstarted; i++) ferry__task_close(&it->tasks[i].task);
     if (it->sync_ok) note_buffered(it, -it->nbuffered, -it->bbuffered); /* threads joined: no lock needed */
     if (it->waker_on) ferry__cancel_remove_waker(&it->scope, &it->waker);
     for (int i = 0; it->slots && i < it->cycle; i++) stream_free(it, it->slots[i]);
@@ -915,7 +955,7 @@ static void ilv_destroy(ferry__iter *it_) {
     }
     ferry_runtime *rt = it->base.ctx.rt;
     ferry__free(rt, it->slots);
-    ferry__free(rt, it->threads);
+    ferry__free(rt, it->tasks);
     ferry__iter_release(&it->base);
 }
 
@@ -1144,8 +1184,8 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     if (!rc && ferry__anchor_init(&it->outer_anchor, rt, ILV_OUTER_PERIOD, st) == FERRY_OK) it->outer_anchor_ok = true;
     else if (!rc) rc = st->code;
     if (!rc && it->parallel) {
-        it->threads = ferry__calloc(rt, (size_t)it->nthreads, sizeof *it->threads);
-        if (!it->threads) rc = ferry__fail(st, FERRY_ENOMEM, "%s: allocating threads failed", ds_->name);
+        it->tasks = ferry__calloc(rt, (size_t)it->nthreads, sizeof *it->tasks);
+        if (!it->tasks) rc = ferry__fail(st, FERRY_ENOMEM, "%s: allocating its tasks failed", ds_->name);
         if (!rc) {
             if (ferry__mutex_init(&it->mu)) rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a lock failed", ds_->name);
             else if (ferry__cond_init(&it->work_cv)) {

@@ -1,11 +1,13 @@
 /*
- * map.c - `map(fn)`: applies a user function to every element, inline or on worker threads.
+ * map.c - `map(fn)`: applies a user function to every element, inline or on the runtime's
+ * executor.
  *
  * Modes
  *   num_parallel_calls 0: inline. next pulls one input element on the caller's thread, calls fn,
  *   checks the output against the spec and returns it. No thread, no lock, no buffer.
  *   N > 0 (FERRY_AUTOTUNE: the runtime's cpu_budget less one core for the consumer, at least
- *   one): N worker threads "ferry-map-<i>".
+ *   one): N worker tasks on the runtime's executor (core/executor.c), which runs at most
+ *   cpu_budget of all stages' tasks at once.
  *
  * Positions, indices and seeds
  *   A "seq" is a position in this iterator's input stream (0 = the first position pulled by this
@@ -47,15 +49,20 @@
  *   head == end_seq. Input errors and fn errors occupy their seq like elements.
  *
  * Locks and waits (see base/queue.h for the spin-then-sleep and flag protocol)
- *   in_mu: input, next_seq, in_end, drop cursor, anchor snapshots. mu: cv_work, cv_cons, the done
- *   ring's writers, wake_head. Never lock in_mu while holding mu; the cancel waker locks only mu.
+ *   in_mu: input, next_seq, in_end, drop cursor, anchor snapshots (taken through map_in_lock,
+ *   which marks a contended wait blocked for the executor). mu: cv_cons, the done ring's writers,
+ *   wake_head, the workers' room_wait and parked flags. Never lock in_mu while holding mu; the
+ *   cancel waker locks only mu.
  *   Both sides batch their wake-ups. A consumer that has to sleep waits on cv_cons (flag
  *   cons_sleeping) for its head plus, with a large window, a batch of an eighth of it (the seq
  *   cons_wait_seq); only the worker whose run completes that wait signals. A worker blocking on
- *   room or budget (workers_stalled), END and a 1 ms timeout end a batch wait early. Workers wait
- *   for window room on cv_work (counter workers_sleeping, wake_head = the head_pub they need:
- *   half the window, so the consumer wakes them once per half window, not per result). Parked
- *   workers wait on cv_park.
+ *   room or budget (workers_stalled), END and a 1 ms timeout end a batch wait early. A worker
+ *   task without window room spins briefly, then returns its executor worker (room_wait, counter
+ *   workers_sleeping, wake_head = the head_pub it needs: half the window, so the consumer wakes
+ *   the tasks once per half window, not per result). A parked task (id >= active) returns too,
+ *   and map_adapt wakes it when `active` rises. Waits that stay inside a run (the byte budget,
+ *   in_mu, the consumer side when this map is the input of another stage's task) are marked
+ *   blocked for the executor.
  *
  * Budget
  *   A worker counts a chunk's result bytes with one budget try; if they do not fit, it deposits
@@ -68,8 +75,9 @@
  *
  * Cancellation and destroy
  *   Parallel map owns a cancel scope (child of its ctx's scope; the input lives under it) and a
- *   waker that broadcasts cv_work, cv_cons and cv_park. Every wait loops on (condition || cancelled).
- *   destroy fires the scope, joins the workers, frees the results left in slots (releasing their
+ *   waker that broadcasts cv_cons. Every wait loops on (condition || cancelled); idle tasks need
+ *   no waking. destroy fires the scope, closes the tasks (waiting for runs in progress), frees the
+ *   results left in slots (releasing their
  *   budget), destroys the input and frees itself.
  *
  * Saved state (save runs on the consumer's thread between next calls)
@@ -185,7 +193,13 @@ typedef struct map_it map_it;
 typedef struct map_worker {
     map_it *m;
     int id;
-    ferry__thread thread;
+    ferry__task task;   /* runs map_run on the runtime's executor */
+    int64_t chunk;      /* positions per chunk (adapted; kept across runs) */
+    ferry__spinner spin;
+    /* Under mu: the task returned its worker and waits to be woken. */
+    bool room_wait;     /* for window room (head_pub >= wake_head) */
+    bool parked;        /* while id >= active */
+    int64_t idle_ns;    /* when it began to wait for room */
     map_res *items;     /* fused: room for a batch's positions */
     ferry__stack *stk;  /* fused: stacks the rows */
 } map_worker;
@@ -222,7 +236,7 @@ struct map_it {
     ferry__cancel scope;
     ferry__waker waker;
     ferry__mutex in_mu, mu;
-    ferry__cond cv_work, cv_cons, cv_park;
+    ferry__cond cv_cons;
     ferry__anchor anchor;
     ferry__status anchor_st;
     bool anchor_failed;
@@ -248,6 +262,7 @@ struct map_it {
     char pad3[64];
     _Atomic int workers_sleeping;
     _Atomic int64_t wake_head;
+    _Atomic int in_users;        /* threads holding or waiting for in_mu */
     _Atomic int workers_stalled; /* waiting for window room or budget (under mu when it rises) */
     char pad4[64];
 
@@ -423,18 +438,63 @@ static int map_next_inline(map_it *m, ferry_element **out, ferry__status *st) {
 }
 
 /* ---- parallel: consumer side helpers ------------------------------------------------------ */
-static void map_waker(void *arg) {
-    map_it *m = arg;
-    ferry__mutex_lock(&m->mu);
-    ferry__cond_broadcast(&m->cv_work);
-    ferry__cond_broadcast(&m->cv_cons);
-    ferry__cond_broadcast(&m->cv_park);
-    ferry__mutex_unlock(&m->mu);
+/* in_mu, held while pulling the input. A worker that has to wait for it waits for another
+ * worker's pull, which may itself wait for a stage below (a prefetch's task): the wait is
+ * marked blocked for the executor, or the stage below could find no worker. */
+static void map_in_lock(map_it *m) {
+    bool blocked = atomic_fetch_add(&m->in_users, 1) > 0 && ferry__exec_block_begin(&m->rt->exec);
+    ferry__mutex_lock(&m->in_mu);
+    ferry__exec_block_end(&m->rt->exec, blocked, false); /* in_mu is held */
 }
 
+static void map_in_unlock(map_it *m) {
+    ferry__mutex_unlock(&m->in_mu);
+    atomic_fetch_sub(&m->in_users, 1);
+}
+
+/* Cancellation wakes the consumer; a worker task waiting for room or parked is idle (destroy
+ * closes it), and one in a budget wait polls the scope. */
 static void map_stat_add(_Atomic int64_t *s, int64_t v) {
     if (v) atomic_fetch_add_explicit(s, v, memory_order_relaxed);
 }
+
+static void map_waker(void *arg) {
+    map_it *m = arg;
+    ferry__mutex_lock(&m->mu);
+    ferry__cond_broadcast(&m->cv_cons);
+    ferry__mutex_unlock(&m->mu);
+}
+
+/* Wakes the worker tasks that wait for room (every one: wake_head is the least they need).
+ * Under mu. */
+static void map_wake_room_waiters(map_it *m) {
+    atomic_store(&m->wake_head, INT64_MAX);
+    int64_t now = 0;
+    for (int i = 0; i < m->nworkers; i++) {
+        map_worker *w = &m->workers[i];
+        if (!w->room_wait) continue;
+        w->room_wait = false;
+        atomic_fetch_sub(&m->workers_sleeping, 1);
+        atomic_fetch_sub(&m->workers_stalled, 1);
+        if (m->base.stats) {
+            if (!now) now = ferry__now_ns();
+            map_stat_add(&m->base.stats->wait_consumer_ns, now - w->idle_ns);
+        }
+        ferry__task_wake(&w->task);
+    }
+}
+
+/* Wakes the parked worker tasks that may pull again (id < active). Under mu. */
+static void map_unpark(map_it *m) {
+    int active = atomic_load(&m->active);
+    for (int i = 0; i < m->nworkers; i++) {
+        map_worker *w = &m->workers[i];
+        if (!w->parked || w->id >= active) continue;
+        w->parked = false;
+        ferry__task_wake(&w->task);
+    }
+}
+
 
 /* Publishes the consumer's head, releases the bytes of handed-out results and wakes workers
  * waiting for room once they have it. */
@@ -456,8 +516,7 @@ static void map_publish_head(map_it *m) {
     }
     if (atomic_fetch_add(&m->workers_sleeping, 0) > 0 && m->head >= atomic_load(&m->wake_head)) {
         ferry__mutex_lock(&m->mu);
-        atomic_store(&m->wake_head, INT64_MAX);
-        ferry__cond_broadcast(&m->cv_work);
+        map_wake_room_waiters(m);
         ferry__mutex_unlock(&m->mu);
     }
 }
@@ -525,6 +584,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
             int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
             batch = grid_floor(m->head, g, m->fuse_n) + FERRY__MAX(1, win / 2 / m->fuse_n) * m->fuse_n - m->head;
         }
+        bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
@@ -540,6 +600,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
         }
         atomic_store(&m->cons_sleeping, 0);
         ferry__mutex_unlock(&m->mu);
+        ferry__exec_block_end(&m->rt->exec, blocked, true);
     }
     if (m->base.stats) map_stat_add(&m->base.stats->wait_input_ns, ferry__now_ns() - t0);
     if (ferry__cancelled(&m->scope)) return ferry__fail(st, FERRY_ECANCELED, "map: the iterator is being destroyed");
@@ -627,39 +688,37 @@ static bool map_room_ready(void *arg) {
     return atomic_load_explicit(&a->m->head_pub, memory_order_acquire) >= a->seq || ferry__cancelled(&a->m->scope);
 }
 
-/* Waits until head_pub >= need; false when cancelled. */
-static bool map_wait_room(map_it *m, int64_t need, ferry__spinner *spin) {
+/* Room for the next chunk is there (head_pub >= need) after a short adaptive spin: true. Else
+ * the worker's task goes idle until the consumer's head reaches `need` (map_publish_head wakes
+ * it; it counts as stalled meanwhile) and this returns false, as it does once cancelled. */
+static bool map_room_or_idle(map_it *m, map_worker *w, int64_t need) {
     map_head_arg a = {m, need};
-    int64_t t0 = ferry__now_ns();
-    if (!ferry__spin_adaptive(spin, map_room_ready, &a)) {
-        map_stall_begin(m);
-        ferry__mutex_lock(&m->mu);
-        for (;;) {
-            if (ferry__cancelled(&m->scope)) break;
-            if (need < atomic_load(&m->wake_head)) atomic_store(&m->wake_head, need);
-            atomic_fetch_add(&m->workers_sleeping, 1);
-            if (atomic_load(&m->head_pub) >= need) {
-                atomic_fetch_sub(&m->workers_sleeping, 1);
-                break;
-            }
-            ferry__cond_wait(&m->cv_work, &m->mu);
-            atomic_fetch_sub(&m->workers_sleeping, 1);
-        }
+    if (ferry__spin_adaptive(&w->spin, map_room_ready, &a)) return !ferry__cancelled(&m->scope);
+    map_stall_begin(m);
+    ferry__mutex_lock(&m->mu);
+    if (need < atomic_load(&m->wake_head)) atomic_store(&m->wake_head, need);
+    atomic_fetch_add(&m->workers_sleeping, 1);
+    if (atomic_load(&m->head_pub) >= need || ferry__cancelled(&m->scope)) {
+        atomic_fetch_sub(&m->workers_sleeping, 1);
         ferry__mutex_unlock(&m->mu);
         map_stall_end(m);
+        return !ferry__cancelled(&m->scope);
     }
-    if (m->base.stats) map_stat_add(&m->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
-    return !ferry__cancelled(&m->scope);
+    w->room_wait = true;
+    w->idle_ns = ferry__now_ns();
+    ferry__mutex_unlock(&m->mu);
+    return false;
 }
 
-/* Parks worker `id` while it is not needed; false when cancelled. */
-static bool map_park(map_it *m, int id) {
+/* Worker `id` is not needed now (id >= active): its task goes idle until map_adapt raises
+ * `active` (true), unless that happened meanwhile or the input ended (false: go on). */
+static bool map_park(map_it *m, map_worker *w) {
     ferry__mutex_lock(&m->mu);
-    while (id >= atomic_load(&m->active) && !ferry__cancelled(&m->scope) &&
-           atomic_load(&m->end_seq) == INT64_MAX)
-        ferry__cond_wait(&m->cv_park, &m->mu);
+    bool park = w->id >= atomic_load(&m->active) && !ferry__cancelled(&m->scope) &&
+                atomic_load(&m->end_seq) == INT64_MAX;
+    w->parked = park;
     ferry__mutex_unlock(&m->mu);
-    return !ferry__cancelled(&m->scope);
+    return park;
 }
 
 /* Puts n results for seqs s0.. in their slots and tells the consumer. */
@@ -719,7 +778,9 @@ static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k) {
         map_head_arg a = {m, s0 + i};
         int64_t t0 = ferry__now_ns();
         map_stall_begin(m);
+        bool blocked = ferry__exec_block_begin(&m->rt->exec);
         int rc = ferry__budget_wait_or_force(b, res_bytes(&items[i]), &m->scope.flag, map_at_head, &a);
+        ferry__exec_block_end(&m->rt->exec, blocked, true);
         map_stall_end(m);
         if (m->base.stats) map_stat_add(&m->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
         if (rc) {
@@ -798,7 +859,6 @@ static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool whole, int64_
 static void map_wake_end(map_it *m) {
     ferry__mutex_lock(&m->mu);
     ferry__cond_signal(&m->cv_cons);
-    ferry__cond_broadcast(&m->cv_park); /* parked workers leave */
     ferry__mutex_unlock(&m->mu);
 }
 
@@ -846,7 +906,7 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
             atomic_store(&m->active, (int)a);
             if (a > old) {
                 ferry__mutex_lock(&m->mu);
-                ferry__cond_broadcast(&m->cv_park);
+                map_unpark(m);
                 ferry__mutex_unlock(&m->mu);
             }
         }
@@ -913,24 +973,31 @@ static bool map_deposit_chunk(map_it *m, int64_t s0, map_res *items, int64_t k, 
     return nstacked >= k || map_deposit(m, s0 + nstacked, items + nstacked, k - nstacked);
 }
 
-static void *map_worker_main(void *arg) {
-    map_worker *w = arg;
+/* A worker's task: pulls chunks, calls fn and deposits results while there is room in the
+ * window; returns its worker to the executor when it must wait for room, is parked, the input
+ * ended, it was cancelled, or its time slice is up while other tasks wait. Nothing pulled is
+ * kept across runs (only the adapted chunk size). */
+static void map_run(ferry__task *task) {
+    map_worker *w = task->arg;
     map_it *m = w->m;
     ferry__status st;
     ferry__status_clear(&st);
-    ferry__spinner spin = {0};
     map_res local[MAP_CHUNK_MAX];
     map_res *items = m->fuse_n ? w->items : local;
-    int64_t chunk = 1;
-    for (;;) {
-        if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && !map_park(m, w->id)) return NULL;
-        ferry__mutex_lock(&m->in_mu);
+    int64_t chunk = w->chunk;
+    for (;; w->chunk = chunk) {
+        if (ferry__task_yield_due(task)) {
+            ferry__task_wake(task);
+            return;
+        }
+        if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && map_park(m, w)) return;
+        map_in_lock(m);
         int64_t room, win, want, to_grid = 0;
         bool stack = false;
         for (;;) {
             if (ferry__cancelled(&m->scope) || m->in_end) {
-                ferry__mutex_unlock(&m->in_mu);
-                return NULL;
+                map_in_unlock(m);
+                return;
             }
             if (m->fuse_n) {
                 /* Fused: a chunk on the batch grid is stacked whole when fn is known to be cheap
@@ -947,9 +1014,9 @@ static void *map_worker_main(void *arg) {
             if (room >= want) break;
             /* Sleep until half the window is free: one wake-up per half window. */
             int64_t need = m->next_seq - win + FERRY__MAX(FERRY__MIN(FERRY__MAX(chunk, want), win), win / 2);
-            ferry__mutex_unlock(&m->in_mu);
-            if (!map_wait_room(m, need, &spin)) return NULL;
-            ferry__mutex_lock(&m->in_mu);
+            map_in_unlock(m);
+            if (!map_room_or_idle(m, w, need)) return;
+            map_in_lock(m);
         }
         int64_t t0 = ferry__now_ns();
         int64_t s0 = m->next_seq;
@@ -960,10 +1027,10 @@ static void *map_worker_main(void *arg) {
         int64_t n = stack ? m->fuse_n : FERRY__MIN(chunk, room);
         if (m->fuse_n && !stack) n = FERRY__MIN(n, to_grid);
         int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
-        ferry__mutex_unlock(&m->in_mu);
+        map_in_unlock(m);
         if (cancelled) {
             for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
-            return NULL;
+            return;
         }
         int64_t t1 = ferry__now_ns();
         if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
@@ -988,7 +1055,7 @@ static void *map_worker_main(void *arg) {
                 if (t - t_sent > MAP_HOLD_NS) {
                     if (!map_deposit(m, s0 + sent, items + sent, i + 1 - sent)) {
                         for (int64_t j = i + 1; j < k; j++) map_res_free(m->rt, &items[j]);
-                        return NULL;
+                        return;
                     }
                     sent = i + 1;
                     t_sent = ferry__now_ns();
@@ -999,19 +1066,20 @@ static void *map_worker_main(void *arg) {
         int64_t t2 = ferry__now_ns() - t_dep;
         if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
         map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
-        if (!map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked)) return NULL;
+        if (!map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked)) return;
         if (ended) map_wake_end(m);
     }
 }
 
+/* Opens one executor task per thread and wakes them. */
 static int map_start(map_it *m, ferry__status *st) {
     int rc = FERRY_OK;
     for (int i = m->nworkers; i < m->nthreads; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "ferry-map-%d", i % 100000); /* platform keeps 15 characters */
-        m->workers[i].m = m;
-        m->workers[i].id = i;
-        rc = ferry__rt_thread_start(m->rt, &m->workers[i].thread, name, map_worker_main, &m->workers[i], st);
+        map_worker *w = &m->workers[i];
+        w->m = m;
+        w->id = i;
+        w->chunk = 1;
+        rc = ferry__task_open(&m->rt->exec, &w->task, map_run, w, st);
         if (rc) break;
         m->nworkers = i + 1;
     }
@@ -1019,8 +1087,9 @@ static int map_start(map_it *m, ferry__status *st) {
         ferry__status_prefix(st, "map");
         return rc;
     }
-    m->started = true; /* with fewer threads than asked when some failed to start */
+    m->started = true; /* with fewer tasks than asked when some failed to open */
     if (m->nworkers < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), m->nworkers));
+    for (int i = 0; i < m->nworkers; i++) ferry__task_wake(&m->workers[i].task);
     return FERRY_OK;
 }
 
@@ -1201,7 +1270,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
         return rc;
     }
     /* Running: skip on the input what nobody pulled yet, discard what was pulled. */
-    ferry__mutex_lock(&m->in_mu);
+    map_in_lock(m);
     int64_t pulled = m->next_seq;
     int64_t pending = map_outputs_pending(m, pulled);
     int64_t direct = 0;
@@ -1211,7 +1280,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
         map_snapshot(m, true);
     }
     int64_t new_next = m->next_seq;
-    ferry__mutex_unlock(&m->in_mu);
+    map_in_unlock(m);
     if (rc) return rc;
     *skipped = direct;
     if (m->relaxed && new_next > pulled) {
@@ -1295,7 +1364,7 @@ static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
 static void map_destroy(ferry__iter *it_) {
     map_it *m = (map_it *)it_;
     if (m->scope_ok) ferry__cancel_fire(&m->scope);
-    for (int i = 0; i < m->nworkers; i++) ferry__rt_thread_join(m->rt, &m->workers[i].thread);
+    for (int i = 0; i < m->nworkers; i++) ferry__task_close(&m->workers[i].task);
     if (m->slots) {
         /* Results deposited and not handed out: deterministic, seq >= head; relaxed, seq >= low
          * and not marked taken (the marks cover [low, low + window)). */
@@ -1325,8 +1394,6 @@ static void map_destroy(ferry__iter *it_) {
     if (m->anchor_ok) ferry__anchor_fini(&m->anchor);
     if (m->sync_ok) {
         ferry__cond_destroy(&m->cv_cons);
-        ferry__cond_destroy(&m->cv_work);
-        ferry__cond_destroy(&m->cv_park);
         ferry__mutex_destroy(&m->mu);
         ferry__mutex_destroy(&m->in_mu);
     }
@@ -1379,20 +1446,7 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
         ferry__mutex_destroy(&m->in_mu);
         ok = false;
     }
-    if (ok && ferry__cond_init(&m->cv_work)) {
-        ferry__mutex_destroy(&m->mu);
-        ferry__mutex_destroy(&m->in_mu);
-        ok = false;
-    }
     if (ok && ferry__cond_init(&m->cv_cons)) {
-        ferry__cond_destroy(&m->cv_work);
-        ferry__mutex_destroy(&m->mu);
-        ferry__mutex_destroy(&m->in_mu);
-        ok = false;
-    }
-    if (ok && ferry__cond_init(&m->cv_park)) {
-        ferry__cond_destroy(&m->cv_cons);
-        ferry__cond_destroy(&m->cv_work);
         ferry__mutex_destroy(&m->mu);
         ferry__mutex_destroy(&m->in_mu);
         ok = false;

@@ -211,7 +211,7 @@ static int pf_charge(pf_it *it, size_t bytes) {
     ferry__mutex_unlock(&it->mu);
     bool blocked = ferry__exec_block_begin(&it->rt->exec);
     int rc = ferry__budget_wait_or_force(b, bytes, &it->scope.flag, pf_force_now, it);
-    ferry__exec_block_end(&it->rt->exec, blocked);
+    ferry__exec_block_end(&it->rt->exec, blocked, true);
     atomic_store(&it->prod_stalled, 0);
     if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
     return rc == FERRY_OK ? 1 : -1;
@@ -366,7 +366,7 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
         }
         atomic_store(&it->cons_sleeping, 0);
         ferry__mutex_unlock(&it->mu);
-        ferry__exec_block_end(&it->rt->exec, blocked);
+        ferry__exec_block_end(&it->rt->exec, blocked, true);
     }
     if (it->base.stats) pf_add_stat(&it->base.stats->wait_input_ns, ferry__now_ns() - t0);
     it->c_tail = atomic_load_explicit(&it->tail, memory_order_acquire);
