@@ -740,7 +740,7 @@ FERRY_API int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfile
 /* ==== section: interleave and flat_map (src/ops/interleave.c, src/ops/flat_map.c) ==== */
 /* Makes the dataset for one input element: borrows `in` (valid during the call), writes a new
  * reference to *out. Returns FERRY_OK or an error, which reaches the consumer in the position of
- * that input element. Called from worker threads under parallel interleave (thread-safe with
+ * that input element. Called from executor workers under parallel interleave (thread-safe with
  * respect to `user`), and again for the open inputs when an iterator is restored, so it must
  * make the same dataset for the same element. The datasets it returns must have the same element
  * spec for every input (checked: a mismatch is a FERRY_ETYPE error in that input's position). */

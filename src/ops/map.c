@@ -440,11 +440,13 @@ static int map_next_inline(map_it *m, ferry_element **out, ferry__status *st) {
 /* ---- parallel: consumer side helpers ------------------------------------------------------ */
 /* in_mu, held while pulling the input. A worker that has to wait for it waits for another
  * worker's pull, which may itself wait for a stage below (a prefetch's task): the wait is
- * marked blocked for the executor, or the stage below could find no worker. */
+ * marked blocked for the executor, or the stage below could find no worker. Once it holds
+ * in_mu it waits for a free core: the running tasks never need in_mu without being blocked
+ * themselves (they come through here), so they give the cores back. */
 static void map_in_lock(map_it *m) {
     bool blocked = atomic_fetch_add(&m->in_users, 1) > 0 && ferry__exec_block_begin(&m->rt->exec);
     ferry__mutex_lock(&m->in_mu);
-    ferry__exec_block_end(&m->rt->exec, blocked, false); /* in_mu is held */
+    ferry__exec_block_end(&m->rt->exec, blocked, true);
 }
 
 static void map_in_unlock(map_it *m) {
