@@ -4,11 +4,16 @@
  *
  * Allocator: every block carries a 16-byte header holding its payload size, so callers free
  * without remembering sizes while the hook still gets lua_Alloc's (ptr, old_size, new_size).
- * With the default hook, freed blocks of up to 512 bytes stay in a per-shard free list (linked
- * through the header's second word) and the next allocation of their size class on a thread of
- * that shard takes them back: the per-element blocks of a pipeline (elements, scalar tensors)
- * then cost a lock-free-in-practice pop instead of a malloc, and never cross cores when one
- * thread both makes and frees them.
+ * Each thread counts and caches in a shard of its own (see base.h): the runtime's allocator is
+ * registered, and a thread's first allocation claims one of its 64 owned shards, recorded in a
+ * thread-local (allocator, generation, shard) slot; a thread-exit destructor gives the shard back
+ * if that allocator is still registered with that generation, so neither a runtime freed before
+ * the thread nor a new runtime at the same address is touched by mistake. With the default hook,
+ * freed blocks of up to 512 bytes stay in the shard's magazines (chains linked through the
+ * header's second word); full chains move whole between shards through a per-class depot. The
+ * per-element blocks of a pipeline (elements, scalar tensors) then cost a pop from a thread's own
+ * chain with no locked instruction; blocks that one thread makes and another frees add one short
+ * lock per chain of M blocks.
  * Budget: `used` is an atomic counter updated lock-free; the mutex and condition variable only
  * serve waiters, and a release takes the lock only when someone waits.
  */
@@ -99,6 +104,10 @@ static void *default_alloc(void *user, void *ptr, size_t old_size, size_t new_si
     return realloc(ptr, new_size);
 }
 
+static inline ferry__alloc_shard *shard_at(ferry__allocator *a, int i) {
+    return i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
+}
+
 void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user) {
     a->fn = fn ? fn : default_alloc;
     a->user = user;
@@ -107,38 +116,209 @@ void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user) {
 #else
     a->cache = fn == NULL;
 #endif
+    atomic_init(&a->gen, 0);
+    a->reg_next = NULL;
     atomic_init(&a->owned_mask, 0);
+    for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
+        atomic_init(&a->depot[c].lock, 0);
+        atomic_init(&a->depot[c].n, 0);
+        a->depot[c].chains = NULL;
+    }
     for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
-        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
+        ferry__alloc_shard *s = shard_at(a, i);
         atomic_init(&s->bytes, 0);
         atomic_init(&s->blocks, 0);
         atomic_init(&s->lock, 0);
-        for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
-            s->count[c] = 0;
-            s->head[c] = NULL;
-        }
+        memset(s->mag, 0, sizeof s->mag);
     }
 }
 
-/* The link of a cached block lives in the second half of its header. */
-static inline void **link_of(uint8_t *block) { return (void **)(void *)(block + 8); }
-
-void ferry__allocator_fini(ferry__allocator *a) {
+void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks) {
+    int64_t b = 0, n = 0;
     for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
-        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
-        for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
-            uint8_t *b = s->head[c];
-            while (b) {
-                uint8_t *next = *link_of(b);
-                a->fn(a->user, b, (size_t)(c + 1) * FERRY__CACHE_GRAIN + HDR, 0);
-                b = next;
-            }
-            s->head[c] = NULL;
-            s->count[c] = 0;
-        }
+        ferry__alloc_shard *s = shard_at(a, i);
+        b += atomic_load_explicit(&s->bytes, memory_order_relaxed);
+        n += atomic_load_explicit(&s->blocks, memory_order_relaxed);
     }
+    if (bytes) *bytes = b;
+    if (blocks) *blocks = n;
 }
 
+/* ---- owned shards: the registry and each thread's claims ---- */
+/* The registry lists the registered allocators. Its lock is taken when a runtime is made or freed,
+ * once by each thread that claims (to arm its exit destructor), when a thread's claim slots are
+ * full of claims that may be stale, and when a thread exits: never per allocation. A claim is
+ * (allocator, generation, shard); it is live while that allocator is registered with that
+ * generation. A thread checks the generation before using a claim (a runtime freed and another
+ * made at the same address is a new generation), and touches an allocator it does not allocate
+ * from only under the registry lock after finding it registered. */
+#define CLAIM_SLOTS 4    /* allocators a thread holds shards of at once (the one used last first) */
+#define CLAIM_RETRY 4096 /* uses of the shared shards between two tries to claim, after a failure */
+
+typedef struct claim {
+    ferry__allocator *a;
+    uint64_t gen;
+    uint32_t idx;
+} claim;
+
+typedef struct thread_claims {
+    claim slot[CLAIM_SLOTS];
+    ferry__allocator *miss; /* no owned shard was free in `miss` (generation miss_gen) */
+    uint64_t miss_gen;
+    uint32_t miss_left;     /* uses of the shared shards before trying again */
+    bool armed;             /* the exit destructor will run */
+    bool exited;            /* it ran (or cannot): claim nothing more */
+} thread_claims;
+
+static _Thread_local thread_claims tl_claims;
+static ferry__mutex registry_mu = FERRY__MUTEX_INITIALIZER;
+static ferry__allocator *registry;       /* under registry_mu */
+static int exit_key_state;               /* under registry_mu: 0 not made, 1 made, -1 failed */
+static ferry__thread_key exit_key;
+static _Atomic uint64_t next_gen = 1;
+
+void ferry__allocator_register(ferry__allocator *a) {
+    ferry__mutex_lock(&registry_mu);
+    atomic_store_explicit(&a->gen, atomic_fetch_add(&next_gen, 1), memory_order_relaxed);
+    a->reg_next = registry;
+    registry = a;
+    ferry__mutex_unlock(&registry_mu);
+}
+
+void ferry__allocator_unregister(ferry__allocator *a) {
+    ferry__mutex_lock(&registry_mu);
+    for (ferry__allocator **p = &registry; *p; p = &(*p)->reg_next)
+        if (*p == a) {
+            *p = a->reg_next;
+            break;
+        }
+    a->reg_next = NULL;
+    atomic_store_explicit(&a->gen, 0, memory_order_relaxed);
+    ferry__mutex_unlock(&registry_mu);
+}
+
+/* Under registry_mu: whether c is still a claim on a registered allocator. */
+static bool claim_live(const claim *c) {
+    for (ferry__allocator *p = registry; p; p = p->reg_next)
+        if (p == c->a) return atomic_load_explicit(&p->gen, memory_order_relaxed) == c->gen;
+    return false;
+}
+
+static void give_back(const claim *c) {
+    /* release: our shard's chains and counters go to its next owner */
+    atomic_fetch_and_explicit(&c->a->owned_mask, ~((uint64_t)1 << c->idx), memory_order_release);
+}
+
+static void thread_exit(void *arg) {
+    thread_claims *t = arg;
+    t->exited = true;
+    bool any = false;
+    for (int i = 0; i < CLAIM_SLOTS; i++) any |= t->slot[i].a != NULL;
+    if (!any) return; /* a runtime worker released its shard itself */
+    ferry__mutex_lock(&registry_mu);
+    for (int i = 0; i < CLAIM_SLOTS; i++)
+        if (t->slot[i].a && claim_live(&t->slot[i])) give_back(&t->slot[i]);
+    ferry__mutex_unlock(&registry_mu);
+    memset(t->slot, 0, sizeof t->slot);
+}
+
+/* Arranges for thread_exit to run when the calling thread ends. */
+static bool arm_exit(thread_claims *t) {
+    ferry__mutex_lock(&registry_mu);
+    if (exit_key_state == 0) exit_key_state = ferry__thread_key_create(&exit_key, thread_exit) == 0 ? 1 : -1;
+    bool ok = exit_key_state > 0;
+    ferry__mutex_unlock(&registry_mu);
+    if (ok) ok = ferry__thread_key_set(&exit_key, t) == 0;
+    t->armed = ok;
+    t->exited = !ok; /* without the destructor a claim would never be given back */
+    return ok;
+}
+
+/* A slot for a new claim on a: an empty one, or one of an earlier generation of a (that
+ * allocator is gone: nothing to give back). Otherwise drops the stale claims and tries again.
+ * Returns -1 when the thread holds live claims on CLAIM_SLOTS other allocators. */
+static int free_slot(thread_claims *t, ferry__allocator *a) {
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < CLAIM_SLOTS; i++)
+            if (!t->slot[i].a || t->slot[i].a == a) return i;
+        if (pass) break;
+        ferry__mutex_lock(&registry_mu);
+        for (int i = 0; i < CLAIM_SLOTS; i++)
+            if (!claim_live(&t->slot[i])) t->slot[i].a = NULL;
+        ferry__mutex_unlock(&registry_mu);
+    }
+    return -1;
+}
+
+/* Moves slot i to the front (the fast path looks at slot 0 only). */
+static void slot_to_front(thread_claims *t, int i) {
+    claim c = t->slot[i];
+    memmove(&t->slot[1], &t->slot[0], (size_t)i * sizeof(claim));
+    t->slot[0] = c;
+}
+
+/* Claims a free owned shard of a (gen: a's generation, not 0) into slot 0. */
+static ferry__alloc_shard *claim_new(thread_claims *t, ferry__allocator *a, uint64_t gen) {
+    if (t->exited || (!t->armed && !arm_exit(t))) return NULL;
+    int i = free_slot(t, a);
+    if (i < 0) return NULL;
+    uint64_t m = atomic_load_explicit(&a->owned_mask, memory_order_relaxed);
+    while (m != UINT64_MAX) {
+        uint32_t idx = (uint32_t)__builtin_ctzll(~m);
+        /* acquire: the previous owner's chains and counters are ours now */
+        if (atomic_compare_exchange_weak_explicit(&a->owned_mask, &m, m | ((uint64_t)1 << idx),
+                                                  memory_order_acquire, memory_order_relaxed)) {
+            t->slot[i] = (claim){a, gen, idx};
+            slot_to_front(t, i);
+            return &a->owned[idx];
+        }
+    }
+    return NULL;
+}
+
+/* The owned shard of the calling thread in a, claimed now if need be; NULL: use a shared one. */
+static ferry__alloc_shard *owned_shard_slow(ferry__allocator *a) {
+    thread_claims *t = &tl_claims;
+    uint64_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    if (gen == 0) return NULL;
+    for (int i = 1; i < CLAIM_SLOTS; i++)
+        if (t->slot[i].a == a && t->slot[i].gen == gen) {
+            slot_to_front(t, i);
+            return &a->owned[t->slot[0].idx];
+        }
+    if (t->miss == a && t->miss_gen == gen && --t->miss_left > 0) return NULL;
+    ferry__alloc_shard *s = claim_new(t, a, gen);
+    if (s) {
+        if (t->miss == a) t->miss = NULL;
+    } else {
+        t->miss = a;
+        t->miss_gen = gen;
+        t->miss_left = CLAIM_RETRY;
+    }
+    return s;
+}
+
+static inline ferry__alloc_shard *owned_shard(ferry__allocator *a) {
+    const claim *c = &tl_claims.slot[0];
+    if (c->a == a && c->gen == atomic_load_explicit(&a->gen, memory_order_relaxed)) return &a->owned[c->idx];
+    return owned_shard_slow(a);
+}
+
+void ferry__allocator_claim(ferry__allocator *a) { (void)owned_shard(a); }
+
+void ferry__allocator_release(ferry__allocator *a) {
+    thread_claims *t = &tl_claims;
+    uint64_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    for (int i = 0; i < CLAIM_SLOTS; i++)
+        if (gen && t->slot[i].a == a && t->slot[i].gen == gen) {
+            give_back(&t->slot[i]);
+            memmove(&t->slot[i], &t->slot[i + 1], (size_t)(CLAIM_SLOTS - 1 - i) * sizeof(claim));
+            t->slot[CLAIM_SLOTS - 1].a = NULL;
+            return;
+        }
+}
+
+/* ---- shared shards ---- */
 static _Thread_local char shard_anchor;
 
 static inline ferry__alloc_shard *my_shard(ferry__allocator *a) {
@@ -148,85 +328,148 @@ static inline ferry__alloc_shard *my_shard(ferry__allocator *a) {
     return &a->shard[x % FERRY__ALLOC_SHARDS];
 }
 
-
-void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks) {
-    int64_t b = 0, n = 0;
-    for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
-        ferry__alloc_shard *s = i < FERRY__ALLOC_SHARDS ? &a->shard[i] : &a->owned[i - FERRY__ALLOC_SHARDS];
-        b += atomic_load_explicit(&s->bytes, memory_order_relaxed);
-        n += atomic_load_explicit(&s->blocks, memory_order_relaxed);
-    }
-    if (bytes) *bytes = b;
-    if (blocks) *blocks = n;
-}
-
-/* ---- the small-block cache (default hook only) ---- */
-/* The owned shard of this thread, if it claimed one of `a`. */
-static _Thread_local struct {
-    ferry__allocator *a;
-    int idx;
-} tl_owned;
-
-void ferry__allocator_claim(ferry__allocator *a) {
-    if (!a->cache || tl_owned.a) return;
-    uint32_t m = atomic_load_explicit(&a->owned_mask, memory_order_relaxed);
-    while (m != UINT32_MAX) {
-        int i = __builtin_ctz(~m);
-        /* acquire: the previous owner's free lists and counters are ours now */
-        if (atomic_compare_exchange_weak_explicit(&a->owned_mask, &m, m | (1u << i), memory_order_acquire,
-                                                  memory_order_relaxed)) {
-            tl_owned.a = a;
-            tl_owned.idx = i;
-            return;
-        }
-    }
-}
-
-void ferry__allocator_release(ferry__allocator *a) {
-    if (tl_owned.a != a) return;
-    atomic_fetch_and_explicit(&a->owned_mask, ~(1u << tl_owned.idx), memory_order_release);
-    tl_owned.a = NULL;
-}
-
-/* The shard the calling thread uses for the cache: its owned one (no lock), or a shared one. */
-static inline ferry__alloc_shard *cache_shard(ferry__allocator *a, bool *owned) {
-    if (tl_owned.a == a) {
-        *owned = true;
-        return &a->owned[tl_owned.idx];
-    }
-    *owned = false;
-    return my_shard(a);
-}
 /* Held for a few instructions; a holder preempted inside them must not make the others spin a
  * whole time slice, so a waiter yields its core after a short spin. */
-static inline void shard_lock(ferry__alloc_shard *s) {
-    while (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire)) {
-        for (int i = 0; atomic_load_explicit(&s->lock, memory_order_relaxed); i++) {
+static inline void spin_lock(_Atomic int *l) {
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
+        for (int i = 0; atomic_load_explicit(l, memory_order_relaxed); i++) {
             if (i < 64) ferry__cpu_relax();
             else ferry__thread_yield();
         }
     }
 }
 
-static inline void shard_unlock(ferry__alloc_shard *s) { atomic_store_explicit(&s->lock, 0, memory_order_release); }
+static inline void spin_unlock(_Atomic int *l) { atomic_store_explicit(l, 0, memory_order_release); }
 
 /* Counter updates. An owned shard has one writer, its owner: a plain load + store is exact
  * (readers only need each value to be atomic) and costs no locked instruction. A shared shard
- * takes atomic adds, under the cache's lock or not. */
-static inline void account_shard(ferry__alloc_shard *s, bool owned, int64_t bytes, int64_t blocks) {
-    if (owned) {
-        atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + bytes,
-                              memory_order_relaxed);
-        atomic_store_explicit(&s->blocks, atomic_load_explicit(&s->blocks, memory_order_relaxed) + blocks,
-                              memory_order_relaxed);
-        return;
-    }
+ * takes atomic adds. */
+static inline void count_owned(ferry__alloc_shard *s, int64_t bytes, int64_t blocks) {
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + bytes,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->blocks, atomic_load_explicit(&s->blocks, memory_order_relaxed) + blocks,
+                          memory_order_relaxed);
+}
+
+static inline void count_shared(ferry__alloc_shard *s, int64_t bytes, int64_t blocks) {
     atomic_fetch_add_explicit(&s->bytes, bytes, memory_order_relaxed);
     if (blocks) atomic_fetch_add_explicit(&s->blocks, blocks, memory_order_relaxed);
 }
 
-static inline void account(ferry__allocator *a, int64_t bytes, int64_t blocks) {
-    account_shard(my_shard(a), false, bytes, blocks);
+static inline void count(ferry__allocator *a, ferry__alloc_shard *owned, int64_t bytes, int64_t blocks) {
+    if (owned) count_owned(owned, bytes, blocks);
+    else count_shared(my_shard(a), bytes, blocks);
+}
+
+/* ---- the small-block cache (default hook only): magazines and the depot ---- */
+/* The link of a cached block lives in the second half of its header; the link from a chain to the
+ * next one in the depot lives in the first payload word of the chain's head. */
+static inline void **link_of(uint8_t *block) { return (void **)(void *)(block + 8); }
+static inline void **chain_link_of(uint8_t *head) { return (void **)(void *)(head + HDR); }
+
+#define MAG_M(c)                                                                                 \
+    FERRY__MAX(16, FERRY__MIN(256, FERRY__MAG_BYTES / (((c) + 1) * FERRY__CACHE_GRAIN)))
+_Static_assert(FERRY__CACHE_CLASSES == 16, "one magazine size per class below");
+static const uint16_t mag_m[FERRY__CACHE_CLASSES] = {
+    MAG_M(0), MAG_M(1), MAG_M(2),  MAG_M(3),  MAG_M(4),  MAG_M(5),  MAG_M(6),  MAG_M(7),
+    MAG_M(8), MAG_M(9), MAG_M(10), MAG_M(11), MAG_M(12), MAG_M(13), MAG_M(14), MAG_M(15)};
+#define DEPOT_CHAINS(c) (FERRY__DEPOT_BYTES / (MAG_M(c) * ((c) + 1) * FERRY__CACHE_GRAIN))
+static const uint16_t depot_max[FERRY__CACHE_CLASSES] = {
+    DEPOT_CHAINS(0), DEPOT_CHAINS(1), DEPOT_CHAINS(2),  DEPOT_CHAINS(3),  DEPOT_CHAINS(4),  DEPOT_CHAINS(5),
+    DEPOT_CHAINS(6), DEPOT_CHAINS(7), DEPOT_CHAINS(8),  DEPOT_CHAINS(9),  DEPOT_CHAINS(10), DEPOT_CHAINS(11),
+    DEPOT_CHAINS(12), DEPOT_CHAINS(13), DEPOT_CHAINS(14), DEPOT_CHAINS(15)};
+
+static inline size_t class_block_size(int c) { return (size_t)(c + 1) * FERRY__CACHE_GRAIN + HDR; }
+
+static void free_chain(ferry__allocator *a, int c, uint8_t *b) {
+    while (b) {
+        uint8_t *next = *link_of(b);
+        a->fn(a->user, b, class_block_size(c), 0);
+        b = next;
+    }
+}
+
+/* Returns false when the depot of class c is full (the caller frees the chain). */
+static bool depot_put(ferry__allocator *a, int c, uint8_t *chain) {
+    ferry__alloc_depot *d = &a->depot[c];
+    bool ok = false;
+    spin_lock(&d->lock);
+    uint32_t n = atomic_load_explicit(&d->n, memory_order_relaxed);
+    if (n < depot_max[c]) {
+        *chain_link_of(chain) = d->chains;
+        d->chains = chain;
+        atomic_store_explicit(&d->n, n + 1, memory_order_relaxed);
+        ok = true;
+    }
+    spin_unlock(&d->lock);
+    return ok;
+}
+
+static uint8_t *depot_take(ferry__allocator *a, int c) {
+    ferry__alloc_depot *d = &a->depot[c];
+    if (atomic_load_explicit(&d->n, memory_order_relaxed) == 0) return NULL;
+    spin_lock(&d->lock);
+    uint8_t *chain = d->chains;
+    if (chain) {
+        d->chains = *chain_link_of(chain);
+        atomic_store_explicit(&d->n, atomic_load_explicit(&d->n, memory_order_relaxed) - 1, memory_order_relaxed);
+    }
+    spin_unlock(&d->lock);
+    return chain;
+}
+
+/* A cached block of class c, or NULL (the caller asks the hook). */
+static inline uint8_t *mag_pop(ferry__allocator *a, ferry__alloc_mag *m, int c) {
+    uint8_t *b = m->loaded;
+    if (!b) {
+        if (m->prev) {
+            b = m->prev;
+            m->prev = NULL;
+        } else if (!(b = depot_take(a, c))) {
+            return NULL;
+        }
+        m->n = mag_m[c];
+    }
+    m->loaded = *link_of(b);
+    m->n--;
+    return b;
+}
+
+/* Caches b. Returns NULL, or a full chain the depot had no room for: the caller frees it (outside
+ * any shard lock). */
+static inline uint8_t *mag_push(ferry__allocator *a, ferry__alloc_mag *m, int c, uint8_t *b) {
+    uint8_t *spill = NULL;
+    if (m->n == mag_m[c]) {
+        if (m->prev && !depot_put(a, c, m->prev)) spill = m->prev;
+        m->prev = m->loaded;
+        m->loaded = NULL;
+        m->n = 0;
+    }
+    *link_of(b) = m->loaded;
+    m->loaded = b;
+    m->n++;
+    return spill;
+}
+
+void ferry__allocator_fini(ferry__allocator *a) {
+    for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
+        ferry__alloc_shard *s = shard_at(a, i);
+        for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
+            free_chain(a, c, s->mag[c].loaded);
+            free_chain(a, c, s->mag[c].prev);
+        }
+        memset(s->mag, 0, sizeof s->mag);
+    }
+    for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
+        uint8_t *chain = a->depot[c].chains;
+        while (chain) {
+            uint8_t *next = *chain_link_of(chain);
+            free_chain(a, c, chain);
+            chain = next;
+        }
+        a->depot[c].chains = NULL;
+        atomic_store_explicit(&a->depot[c].n, 0, memory_order_relaxed);
+    }
 }
 
 /* Capacity the hook is asked for: small payloads are rounded up to their class so that any
@@ -240,32 +483,25 @@ static inline int class_of(size_t size) { return size == 0 ? 0 : (int)((size - 1
 
 void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
     if (size > SIZE_MAX - HDR) return NULL;
+    ferry__alloc_shard *own = owned_shard(a);
+    uint8_t *b = NULL;
     if (a->cache && size <= FERRY__CACHE_MAX) {
-        bool owned;
-        ferry__alloc_shard *s = cache_shard(a, &owned);
         int c = class_of(size);
-        if (!owned) shard_lock(s);
-        uint8_t *b = s->head[c];
-        if (b) {
-            s->head[c] = *link_of(b);
-            s->count[c]--;
+        if (own) {
+            b = mag_pop(a, &own->mag[c], c);
+        } else {
+            ferry__alloc_shard *s = my_shard(a);
+            spin_lock(&s->lock);
+            b = mag_pop(a, &s->mag[c], c);
+            spin_unlock(&s->lock);
         }
-        if (!owned) shard_unlock(s);
-        account_shard(s, owned, (int64_t)size, 1);
-        if (!b) {
-            b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
-            if (!b) {
-                account(a, -(int64_t)size, -1);
-                return NULL;
-            }
-        }
-        memcpy(b, &size, sizeof size);
-        return b + HDR;
     }
-    uint8_t *b = a->fn(a->user, NULL, 0, size + HDR);
-    if (!b) return NULL;
+    if (!b) {
+        b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
+        if (!b) return NULL;
+    }
+    count(a, own, (int64_t)size, 1);
     memcpy(b, &size, sizeof size);
-    account(a, (int64_t)size, 1);
     return b + HDR;
 }
 
@@ -289,7 +525,7 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size) {
     uint8_t *b = a->fn(a->user, (uint8_t *)p - HDR, block_cap(a, old) + HDR, block_cap(a, size) + HDR);
     if (!b) return NULL;
     memcpy(b, &size, sizeof size);
-    account(a, (int64_t)size - (int64_t)old, 0);
+    count(a, owned_shard(a), (int64_t)size - (int64_t)old, 0);
     return b + HDR;
 }
 
@@ -297,25 +533,23 @@ void ferry__mem_free(ferry__allocator *a, void *p) {
     if (!p) return;
     size_t size = ferry__mem_size(p);
     uint8_t *b = (uint8_t *)p - HDR;
+    ferry__alloc_shard *own = owned_shard(a);
+    count(a, own, -(int64_t)size, -1);
     if (a->cache && size <= FERRY__CACHE_MAX) {
-        bool owned, keep;
-        ferry__alloc_shard *s = cache_shard(a, &owned);
         int c = class_of(size);
-        if (!owned) shard_lock(s);
-        keep = s->count[c] < FERRY__CACHE_CLASS_BYTES / ((c + 1) * FERRY__CACHE_GRAIN);
-        if (keep) {
-            *link_of(b) = s->head[c];
-            s->head[c] = b;
-            s->count[c]++;
+        uint8_t *spill;
+        if (own) {
+            spill = mag_push(a, &own->mag[c], c, b);
+        } else {
+            ferry__alloc_shard *s = my_shard(a);
+            spin_lock(&s->lock);
+            spill = mag_push(a, &s->mag[c], c, b);
+            spin_unlock(&s->lock);
         }
-        if (!owned) shard_unlock(s);
-        account_shard(s, owned, -(int64_t)size, -1);
-        if (keep) return;
-        a->fn(a->user, b, block_cap(a, size) + HDR, 0);
+        free_chain(a, c, spill);
         return;
     }
-    account(a, -(int64_t)size, -1);
-    a->fn(a->user, b, size + HDR, 0);
+    a->fn(a->user, b, block_cap(a, size) + HDR, 0);
 }
 
 char *ferry__mem_strdup(ferry__allocator *a, const char *s) {

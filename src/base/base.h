@@ -6,8 +6,9 @@
  *   - seeded random generators and hashing; intrusive lists; a growable byte writer and a
  *     bounds-checked byte reader (used for saved iterator state).
  *
- * Threads: the allocator and the budget are thread-safe (atomics; the budget has a mutex and a
- * condition variable for waiters). Everything else is used by one thread at a time.
+ * Threads: the allocator and the budget are thread-safe (the allocator: per-thread shards, atomics
+ * and short locks, see below; the budget: atomics, and a mutex and a condition variable for
+ * waiters). Everything else is used by one thread at a time.
  */
 #ifndef FERRY_BASE_H
 #define FERRY_BASE_H
@@ -57,50 +58,82 @@ int ferry__set_last_error(int code, const char *fmt, ...) FERRY_PRINTF(2, 3);
 void ferry__clear_last_error(void);
 
 /* ---- allocator -------------------------------------------------------------------------- */
-/* Counters are sharded by thread (one cache line each) so that a producer allocating and a
- * consumer freeing never bounce one line between cores; readers add the shards up.
+/* Live bytes and blocks are counted per shard (one cache line of counters each), and readers add
+ * the shards up. A registered allocator (the runtime's) has FERRY__ALLOC_OWNED owned shards: the
+ * first allocation or free by a thread claims one (runtime worker threads claim theirs when they
+ * start), and the thread keeps it until it exits or calls ferry__allocator_release. Its owner alone
+ * writes an owned shard, so its counters are a plain load and store and its cache needs no lock.
+ * A thread that finds no free owned shard (more than FERRY__ALLOC_OWNED threads at once), and
+ * every thread of an unregistered allocator, uses one of FERRY__ALLOC_SHARDS shared shards chosen
+ * by hashing the thread: atomic counters and a spin lock around its cache.
  *
- * With the default hook, each shard also keeps freed small blocks (payload up to
- * FERRY__CACHE_MAX bytes, in size classes of 32 bytes, at most FERRY__CACHE_CLASS_BYTES per
- * class: a worker's chunk of a few hundred elements fits) for reuse by the threads that map to it: a block allocated and freed on one thread
- * (a worker building and consuming its own elements) never goes back to malloc. A shard's cache
- * is guarded by a spin lock that only threads hashing to the same shard contend for. A custom
- * hook sees every allocation and free (no cache: tests that fail the k-th allocation and users
- * that trace memory rely on it). Under AddressSanitizer there is no cache (its quarantine keeps
- * use-after-free of small blocks detectable). */
+ * With the default hook, each shard keeps freed small blocks (payload up to FERRY__CACHE_MAX
+ * bytes, in size classes of 32 bytes) in Bonwick's magazines: per class a loaded chain and one
+ * previous full chain of at most M blocks (M: about FERRY__MAG_BYTES of payload, 16 to 256). A
+ * free pushes on the loaded chain; a full loaded chain becomes the previous one, and a previous
+ * full chain goes whole to the allocator's depot (one short lock per M blocks; the depot keeps
+ * at most FERRY__DEPOT_BYTES per class, and frees what does not fit). An allocation pops the
+ * loaded chain, else takes the previous chain, else a full chain from the depot, else calls the
+ * hook. A block made and freed on one thread never leaves it; blocks made by a worker and freed
+ * by the consumer go back to the worker a chain at a time, never through malloc.
+ * A custom hook sees every allocation and free (no cache: tests that fail the k-th allocation
+ * and users that trace memory rely on it). Under AddressSanitizer there is no cache (its
+ * quarantine keeps use-after-free of small blocks detectable). */
 #define FERRY__ALLOC_SHARDS 16
 #define FERRY__CACHE_GRAIN 32
 #define FERRY__CACHE_MAX 512
 #define FERRY__CACHE_CLASSES (FERRY__CACHE_MAX / FERRY__CACHE_GRAIN)
-#define FERRY__CACHE_CLASS_BYTES (64 * 1024)
+#define FERRY__MAG_BYTES 4096
+#define FERRY__DEPOT_BYTES (128 * 1024)
+
+/* One size class of a shard's cache. Chains link blocks through their headers and end in NULL. */
+typedef struct ferry__alloc_mag {
+    void *loaded; /* n blocks (0 to M) */
+    void *prev;   /* NULL or exactly M blocks */
+    uint32_t n;
+} ferry__alloc_mag;
 
 typedef struct ferry__alloc_shard {
     _Alignas(64) _Atomic int64_t bytes;
     _Atomic int64_t blocks;
-    _Atomic int lock;                        /* cache only */
-    uint16_t count[FERRY__CACHE_CLASSES];    /* cached blocks per class */
-    void *head[FERRY__CACHE_CLASSES];        /* free list per class, linked through headers */
+    _Atomic int lock; /* shared shards only */
+    ferry__alloc_mag mag[FERRY__CACHE_CLASSES];
 } ferry__alloc_shard;
 
-/* Shards a thread can own (ferry__allocator_claim): its owner alone touches it, without a lock. */
-#define FERRY__ALLOC_OWNED 32
+/* Full chains of one class, linked through the first payload word of each chain's head block. */
+typedef struct ferry__alloc_depot {
+    _Alignas(64) _Atomic int lock;
+    _Atomic uint32_t n; /* written under the lock; read without it to skip an empty depot */
+    void *chains;
+} ferry__alloc_depot;
+
+#define FERRY__ALLOC_OWNED 64
 
 typedef struct ferry__allocator {
     ferry_alloc_fn fn;
     void *user;
     bool cache;
-    _Atomic uint32_t owned_mask; /* owned shards in use */
+    _Atomic uint64_t gen;             /* 0: not registered; else unique to this registration */
+    struct ferry__allocator *reg_next; /* the registry's list (under its lock) */
+    _Atomic uint64_t owned_mask;       /* owned shards claimed */
+    ferry__alloc_depot depot[FERRY__CACHE_CLASSES];
     ferry__alloc_shard shard[FERRY__ALLOC_SHARDS];
     ferry__alloc_shard owned[FERRY__ALLOC_OWNED];
 } ferry__allocator;
 
 void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user);
-/* The calling thread takes a free owned shard of a (cache only; when all are taken it keeps using
- * the shared ones) until ferry__allocator_release, which it must call before it exits. For the
- * runtime's worker threads: their elements then cost no lock at all. */
+/* Makes a's owned shards claimable (the runtime's allocator; not a short-lived one on the stack).
+ * A thread's claim outlives neither a's registration nor the thread: unregister a before
+ * ferry__allocator_fini, with no allocation in progress; a thread still holding a claim then
+ * forgets it (at its exit or its next claim) without touching a. */
+void ferry__allocator_register(ferry__allocator *a);
+void ferry__allocator_unregister(ferry__allocator *a);
+/* The calling thread claims an owned shard of a registered a now rather than at its first
+ * allocation (a no-op when it holds one, or none is free), and gives it back. A thread that
+ * exits gives its shards back anyway; a runtime worker calls both around its work. */
 void ferry__allocator_claim(ferry__allocator *a);
 void ferry__allocator_release(ferry__allocator *a);
-/* Returns every cached block to the hook (no allocation may be in progress). */
+/* Returns every cached block (shards and depot) to the hook (no allocation may be in progress). */
 void ferry__allocator_fini(ferry__allocator *a);
 /* Every library allocation. Returns NULL on failure (the hook said no, or size overflowed). */
 void *ferry__mem_alloc(ferry__allocator *a, size_t size);

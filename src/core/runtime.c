@@ -71,6 +71,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     atomic_init(&rt->threads_live, 0);
     atomic_init(&rt->threads_started, 0);
     atomic_init(&rt->objects, 0);
+    ferry__allocator_register(&rt->alloc); /* threads claim shards of it from now on (see base.h) */
     *out = rt;
     return FERRY_OK;
 }
@@ -92,6 +93,7 @@ int ferry_runtime_free(ferry_runtime *rt) {
                                      (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
     ferry__exec_fini(&rt->exec);
     ferry__budget_fini(&rt->budget);
+    ferry__allocator_unregister(&rt->alloc);
     ferry__allocator_fini(&rt->alloc);
     ferry__allocator a;
     ferry__allocator_init(&a, rt->alloc.fn, rt->alloc.user);

@@ -71,6 +71,9 @@ void ferry__thread_join(ferry__thread *t) {
     t->started = false;
 }
 
+int ferry__thread_key_create(ferry__thread_key *k, void (*dtor)(void *)) { return pthread_key_create(&k->k, dtor); }
+int ferry__thread_key_set(ferry__thread_key *k, void *value) { return pthread_setspecific(k->k, value); }
+
 int64_t ferry__now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -27,6 +27,8 @@
 typedef struct ferry__mutex {
     pthread_mutex_t m;
 } ferry__mutex;
+/* For a mutex with static storage (needs no ferry__mutex_init and is never destroyed). */
+#define FERRY__MUTEX_INITIALIZER {PTHREAD_MUTEX_INITIALIZER}
 
 typedef struct ferry__cond {
     pthread_cond_t c;
@@ -58,6 +60,17 @@ void ferry__cond_broadcast(ferry__cond *c);
  * value. */
 int ferry__thread_start(ferry__thread *t, const char *name, void *(*fn)(void *), void *arg);
 void ferry__thread_join(ferry__thread *t);
+
+/* A thread-exit destructor: once a thread has set a non-NULL value with ferry__thread_key_set,
+ * dtor(value) runs on that thread when it ends (returns from its start function or exits through
+ * pthread_exit; not for a thread that returns from main or calls exit(), whose process ends).
+ * Keys are few (PTHREAD_KEYS_MAX) and never deleted: create one per purpose, once. Both return 0
+ * or an errno value. */
+typedef struct ferry__thread_key {
+    pthread_key_t k;
+} ferry__thread_key;
+int ferry__thread_key_create(ferry__thread_key *k, void (*dtor)(void *));
+int ferry__thread_key_set(ferry__thread_key *k, void *value);
 
 /* Monotonic wall clock in nanoseconds (vDSO, ~20 ns). */
 int64_t ferry__now_ns(void);
