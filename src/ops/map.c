@@ -1003,12 +1003,16 @@ static void map_run(ferry__task *task) {
             }
             if (m->fuse_n) {
                 /* Fused: a chunk on the batch grid is stacked whole when fn is known to be cheap
-                 * (a batch's calls under MAP_FUSE_SLOW_NS); otherwise positions go out one by one
-                 * in chunks that stop at the grid, so that stacking can resume aligned. */
+                 * (a batch's calls under MAP_FUSE_SLOW_NS) or when one worker pulls anyway (one
+                 * thread, or pulling is the bottleneck): there is no one to share a batch with.
+                 * Otherwise positions go out one by one in chunks that stop at the grid, so
+                 * that stacking can resume aligned. */
                 int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
                 int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
                 to_grid = grid_floor(m->next_seq, g, m->fuse_n) + m->fuse_n - m->next_seq;
-                stack = to_grid == m->fuse_n && e_all > 0 && e_all * m->fuse_n <= MAP_FUSE_SLOW_NS;
+                stack = to_grid == m->fuse_n && e_all > 0 &&
+                        (e_all * m->fuse_n <= MAP_FUSE_SLOW_NS ||
+                         atomic_load_explicit(&m->active, memory_order_relaxed) == 1);
             }
             want = stack ? m->fuse_n : 1;
             win = atomic_load_explicit(&m->win, memory_order_relaxed);
