@@ -474,3 +474,36 @@ TEST(pipelines_stay_within_the_cpu_budget_and_give_the_same_output) {
         }
     }
 }
+
+/* A stage that runs ahead, destroyed from inside another stage's run: repeat frees each epoch's
+ * parallel map from the prefetch's task. The closing worker must not hold the only core while
+ * the map's workers wait for one. */
+TEST(a_stage_destroyed_inside_another_run_does_not_hold_the_core) {
+    int budgets[] = {1, 2};
+    for (int b = 0; b < 2; b++) {
+        ferry_runtime *rt = rt_with_budget(budgets[b]);
+        ferry_dataset *r, *m, *rep, *pf;
+        ferry_map_options mo = {.num_parallel_calls = 3};
+        ASSERT_OK(ferry_dataset_range(rt, 0, 40, 1, &r));
+        ASSERT_OK(ferry_dataset_map(r, add_one, NULL, &mo, &m));
+        ASSERT_OK(ferry_dataset_repeat(m, 25, &rep));
+        ASSERT_OK(ferry_dataset_prefetch(rep, 2, &pf));
+        for (int round = 0; round < 20; round++) {
+            ferry_iterator *it;
+            ASSERT_OK(ferry_iterator_create(pf, NULL, &it));
+            int64_t n = 0, sum = 0;
+            ferry_element *e;
+            while (ferry_iterator_next(it, &e) == FERRY_OK) {
+                sum += *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+                n++;
+                ferry_element_free(e);
+            }
+            ASSERT_EQ(n, 25 * 40);
+            ASSERT_EQ(sum, 25 * (40 * 41 / 2));
+            ferry_iterator_free(it);
+        }
+        ferry_dataset *all[] = {pf, rep, m, r};
+        for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
+        rt_done(rt);
+    }
+}

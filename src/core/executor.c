@@ -30,8 +30,10 @@
  *   holding a lock that running tasks may need goes on at once instead, briefly over.) When the last task closes, the closer stops and joins every
  *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
  *
- * Lock order: a task's run is called with no executor lock held; ops' own locks are never held
- * across wake/close (wake may take `mu`; close takes it and waits).
+ * Lock order: `mu` is the innermost lock. A task's run is called with no executor lock held,
+ * and the executor never calls into an op while holding `mu`; ops may call wake and
+ * block_begin/end while holding their own mutex (op mutex before `mu`, never the reverse), but
+ * never close (it waits).
  */
 #include "core.h"
 
@@ -119,7 +121,12 @@ static void *exec_worker_main(void *arg) {
     if (!w->stop) x->starting--; /* a stopped one was taken off the count by the closer */
     w->entered = true;
     for (;;) {
-        if (w->stop) break;
+        if (w->stop) {
+            /* The counts of idle and spinning workers may have made a waker trust this one with
+             * a task that a new client queued: hand it on before leaving. */
+            if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+            break;
+        }
         /* A worker coming back from a blocked wait gets the next free core first. */
         if (ferry__list_empty(&x->ready) || x->busy + x->core_waiters >= x->max_busy) {
             if (!ferry__list_empty(&x->ready)) { /* over the cpu budget: wait for a busy one */
@@ -261,7 +268,22 @@ void ferry__task_close(ferry__task *t) {
         } else if (s == TASK_RUNNING || s == TASK_NOTIFIED) {
             atomic_compare_exchange_strong(&t->state, &s, TASK_CLOSING);
         } else if (s == TASK_CLOSING) {
+            /* Closed from inside another run (a repeat or an interleave freeing an input that
+             * runs ahead): the running task may itself wait for a core, so this wait must not
+             * hold one. The core is taken back without waiting (the closer holds no lock that
+             * matters here, but it must finish the destroy it is in). */
+            bool in_worker = tl_exec == x;
+            if (in_worker) {
+                x->blocked++;
+                x->busy--;
+                if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
+                else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+            }
             ferry__cond_wait(&x->cv_done, &x->mu);
+            if (in_worker) {
+                x->blocked--;
+                x->busy++;
+            }
         } else {
             break;
         }

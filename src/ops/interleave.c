@@ -546,8 +546,12 @@ static void ilv_run(ferry__task *task) {
         it->polling++;
         bool blocked = ferry__exec_block_begin(&rt->exec);
         ferry__cond_timedwait(&it->work_cv, &it->mu, 1000000);
-        ferry__exec_block_end(&rt->exec, blocked, false); /* mu is held */
         it->polling--;
+        if (blocked) { /* wait for a core without mu: the tasks that hold the cores need it */
+            ferry__mutex_unlock(&it->mu);
+            ferry__exec_block_end(&rt->exec, blocked, true);
+            ferry__mutex_lock(&it->mu);
+        }
     }
     ferry__mutex_unlock(&it->mu);
 }
