@@ -551,3 +551,39 @@ TEST(unregistered_allocator_uses_shared_shards) {
     ASSERT_EQ(atomic_load(&counted.owned_mask), 0);
     counted_fini();
 }
+
+/* The runtime's allocator (shards and depot) lives in the runtime's block, never on the caller's
+ * stack: creating, using and freeing a runtime works on a thread with a 32 KiB stack (less than the allocator itself). */
+static void *small_stack_main(void *arg) {
+    int *ok = arg;
+    ferry_runtime *rt;
+    if (ferry_runtime_create(NULL, &rt) != FERRY_OK) return NULL;
+    ferry_dataset *ds;
+    ferry_iterator *it;
+    int64_t n = 0;
+    if (ferry_dataset_range(rt, 0, 100, 1, &ds) == FERRY_OK) {
+        if (ferry_iterator_create(ds, NULL, &it) == FERRY_OK) {
+            ferry_element *e;
+            while (ferry_iterator_next(it, &e) == FERRY_OK) {
+                ferry_element_free(e);
+                n++;
+            }
+            ferry_iterator_free(it);
+        }
+        ferry_dataset_unref(ds);
+    }
+    *ok = n == 100 && ferry_runtime_free(rt) == FERRY_OK;
+    return NULL;
+}
+
+TEST(runtime_on_a_small_stack) {
+    pthread_attr_t attr;
+    ASSERT_EQ(pthread_attr_init(&attr), 0);
+    ASSERT_EQ(pthread_attr_setstacksize(&attr, 32 * 1024), 0);
+    int ok = 0;
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, &attr, small_stack_main, &ok), 0);
+    pthread_join(t, NULL);
+    pthread_attr_destroy(&attr);
+    ASSERT_EQ(ok, 1);
+}

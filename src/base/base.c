@@ -552,6 +552,20 @@ void ferry__mem_free(ferry__allocator *a, void *p) {
     a->fn(a->user, b, block_cap(a, size) + HDR, 0);
 }
 
+void *ferry__mem_alloc_bootstrap(ferry_alloc_fn fn, void *user, size_t size) {
+    if (size > SIZE_MAX - HDR) return NULL;
+    uint8_t *b = (fn ? fn : default_alloc)(user, NULL, 0, size + HDR);
+    if (!b) return NULL;
+    memcpy(b, &size, sizeof size);
+    return b + HDR;
+}
+
+void ferry__mem_free_bootstrap(ferry_alloc_fn fn, void *user, void *p) {
+    if (!p) return;
+    size_t size = ferry__mem_size(p);
+    (fn ? fn : default_alloc)(user, (uint8_t *)p - HDR, size + HDR, 0);
+}
+
 char *ferry__mem_strdup(ferry__allocator *a, const char *s) {
     size_t n = strlen(s) + 1;
     char *d = ferry__mem_alloc(a, n);

@@ -147,6 +147,11 @@ size_t ferry__mem_size(const void *p);
  * free blocks are not live. */
 void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks);
 char *ferry__mem_strdup(ferry__allocator *a, const char *s);
+/* The runtime's own block, which holds its allocator: size bytes with the header every block
+ * carries, straight from the hook fn (NULL: the default), counted nowhere (the runtime counts it
+ * on its allocator once that exists), so that no allocator has to live on the stack. */
+void *ferry__mem_alloc_bootstrap(ferry_alloc_fn fn, void *user, size_t size);
+void ferry__mem_free_bootstrap(ferry_alloc_fn fn, void *user, void *p);
 
 /* ---- byte budget ------------------------------------------------------------------------ */
 typedef struct ferry__cancel ferry__cancel;

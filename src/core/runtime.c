@@ -45,27 +45,25 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         uint64_t ram = ferry__physical_memory();
         o.memory_budget = ram ? (size_t)(ram / 2) : ((size_t)1 << 30);
     }
-    ferry__allocator a;
-    ferry__allocator_init(&a, o.alloc, o.alloc_user);
-    void *raw = ferry__mem_alloc(&a, sizeof(ferry_runtime) + 64);
+    /* The runtime's block holds its allocator (shards and depot, tens of KB): it comes straight
+     * from the hook and is then counted on that allocator as its first block. */
+    const size_t rt_size = sizeof(ferry_runtime) + 64;
+    void *raw = ferry__mem_alloc_bootstrap(o.alloc, o.alloc_user, rt_size);
     if (!raw) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating the runtime failed");
     ferry_runtime *rt = (ferry_runtime *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     memset(rt, 0, sizeof *rt);
     ferry__allocator_init(&rt->alloc, o.alloc, o.alloc_user);
     rt->raw = raw;
-    /* The runtime's own block was counted on the stack copy; count it on the real one. */
-    int64_t bytes, blocks;
-    ferry__allocator_usage(&a, &bytes, &blocks);
-    atomic_store(&rt->alloc.shard[0].bytes, bytes);
-    atomic_store(&rt->alloc.shard[0].blocks, blocks);
+    atomic_store(&rt->alloc.shard[0].bytes, (int64_t)rt_size);
+    atomic_store(&rt->alloc.shard[0].blocks, 1);
     if (ferry__budget_init(&rt->budget, o.memory_budget) != FERRY_OK) {
-        ferry__mem_free(&rt->alloc, raw);
+        ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
     }
     rt->cpu_budget = o.cpu_budget ? o.cpu_budget : ferry__num_cores();
     if (ferry__exec_init(&rt->exec, rt, rt->cpu_budget) != FERRY_OK) {
         ferry__budget_fini(&rt->budget);
-        ferry__mem_free(&rt->alloc, raw);
+        ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the executor's locks failed");
     }
     atomic_init(&rt->threads_live, 0);
@@ -95,9 +93,9 @@ int ferry_runtime_free(ferry_runtime *rt) {
     ferry__budget_fini(&rt->budget);
     ferry__allocator_unregister(&rt->alloc);
     ferry__allocator_fini(&rt->alloc);
-    ferry__allocator a;
-    ferry__allocator_init(&a, rt->alloc.fn, rt->alloc.user);
-    ferry__mem_free(&a, rt->raw);
+    ferry_alloc_fn fn = rt->alloc.fn;
+    void *user = rt->alloc.user, *raw = rt->raw;
+    ferry__mem_free_bootstrap(fn, user, raw);
     return FERRY_OK;
 }
 
