@@ -265,7 +265,9 @@ FERRY_API double ferry_context_uniform(ferry_context *ctx);
 /* True once the iterator that runs this call is being destroyed: a slow callback should return
  * (any status) soon after. */
 FERRY_API bool ferry_context_cancelled(ferry_context *ctx);
-/* Sleeps up to ns nanoseconds, returning early with FERRY_ECANCELED on cancellation. */
+/* Sleeps up to ns nanoseconds, returning early with FERRY_ECANCELED on cancellation. A callback
+ * that waits (for I/O, a device, a rate limit) should wait here: the sleep does not count
+ * against the runtime's cpu_budget, so other calls run meanwhile. */
 FERRY_API int ferry_context_sleep(ferry_context *ctx, int64_t ns);
 /* Records a message for the failure the callback is about to return; returns `status` so that a
  * callback can `return ferry_context_fail(ctx, FERRY_EUSER, "bad label %d", v);`. */
