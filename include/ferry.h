@@ -437,6 +437,12 @@ typedef struct ferry_iterator ferry_iterator;
 typedef struct ferry_iterator_options {
     uint64_t seed;       /* the pipeline seed; the same seed gives the same stream */
     bool warm_start;     /* start background work at creation instead of at the first next */
+    bool no_rewrites;    /* run the graph as written. By default, when an iterator is made, a
+                            batch right over a parallel map in input order runs as one
+                            map_and_batch stage (workers stack whole batches; the stats show
+                            one "map_and_batch" entry). Output, errors in position and saved
+                            state are the same either way, and a state saved with rewrites
+                            restores without them. */
 } ferry_iterator_options;
 
 /* Makes an iterator. ds: borrowed (a reference is taken). opts: borrowed, may be NULL.

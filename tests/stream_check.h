@@ -14,25 +14,28 @@
 
 #define ITEM_MAX 256
 
+/* Not every test uses every helper. */
+#define SC_FN __attribute__((unused))
+
 typedef struct items {
     char (*v)[ITEM_MAX];
     size_t n, cap;
     bool ended; /* FERRY_END was seen (not the max cut) */
 } items;
 
-static ferry_runtime *rt_new(void) {
+static SC_FN ferry_runtime *rt_new(void) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(NULL, &rt));
     return rt;
 }
 
-static void rt_done(ferry_runtime *rt) {
+static SC_FN void rt_done(ferry_runtime *rt) {
     int rc = ferry_runtime_free(rt);
     if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
 }
 
 static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) FERRY_PRINTF(4, 5);
-static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) {
+static SC_FN size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) {
     if (k >= cap) return k;
     va_list ap;
     va_start(ap, fmt);
@@ -41,7 +44,7 @@ static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) {
     return w < 0 ? k : k + (size_t)w;
 }
 
-static size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_tensor *t) {
+static SC_FN size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_tensor *t) {
     int64_t n = ferry_tensor_num_entries(t);
     bool vec = ferry_tensor_rank(t) > 0;
     if (vec) k = appendf(buf, cap, k, "[");
@@ -65,7 +68,7 @@ static size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_tensor 
     return k;
 }
 
-static void render(char *buf, size_t cap, int rc, const ferry_element *e) {
+static SC_FN void render(char *buf, size_t cap, int rc, const ferry_element *e) {
     size_t k = 0;
     if (rc == FERRY_EUSER) {
         snprintf(buf, cap, "E");
@@ -84,7 +87,7 @@ static void render(char *buf, size_t cap, int rc, const ferry_element *e) {
     if (n != 1) appendf(buf, cap, k, ")");
 }
 
-static void items_push(items *s, const char *item) {
+static SC_FN void items_push(items *s, const char *item) {
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 16;
         s->v = realloc(s->v, s->cap * sizeof *s->v);
@@ -93,13 +96,13 @@ static void items_push(items *s, const char *item) {
     snprintf(s->v[s->n++], ITEM_MAX, "%s", item);
 }
 
-static void items_free(items *s) {
+static SC_FN void items_free(items *s) {
     free(s->v);
     memset(s, 0, sizeof *s);
 }
 
 /* Pulls up to max positions (or to the end) from it into s. */
-static void collect(ferry_iterator *it, int64_t max, items *s) {
+static SC_FN void collect(ferry_iterator *it, int64_t max, items *s) {
     for (int64_t i = 0; i < max; i++) {
         ferry_element *e = NULL;
         int rc = ferry_iterator_next(it, &e);
@@ -120,7 +123,7 @@ static void collect(ferry_iterator *it, int64_t max, items *s) {
     }
 }
 
-static char *join(const items *s) {
+static SC_FN char *join(const items *s) {
     size_t cap = 1 + s->n * ITEM_MAX;
     char *out = malloc(cap);
     ASSERT(out != NULL);
@@ -130,7 +133,7 @@ static char *join(const items *s) {
     return out;
 }
 
-static ferry_iterator *iter_new(ferry_dataset *ds, uint64_t seed) {
+static SC_FN ferry_iterator *iter_new(ferry_dataset *ds, uint64_t seed) {
     ferry_iterator_options o = {.seed = seed};
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, &o, &it));
@@ -138,7 +141,7 @@ static ferry_iterator *iter_new(ferry_dataset *ds, uint64_t seed) {
 }
 
 /* Asserts that the whole stream of ds (seed 0) renders as `want` (items joined by spaces). */
-static void expect_stream(ferry_dataset *ds, const char *want) {
+static SC_FN void expect_stream(ferry_dataset *ds, const char *want) {
     ferry_iterator *it = iter_new(ds, 0);
     items s = {0};
     collect(it, 10000, &s);
@@ -150,7 +153,7 @@ static void expect_stream(ferry_dataset *ds, const char *want) {
     ferry_iterator_free(it);
 }
 
-static void expect_same(const items *full, size_t from, const items *rest, const char *what, size_t k) {
+static SC_FN void expect_same(const items *full, size_t from, const items *rest, const char *what, size_t k) {
     for (size_t i = 0; i < rest->n; i++) {
         ASSERT(from + i < full->n);
         if (strcmp(full->v[from + i], rest->v[i]) != 0)
@@ -165,7 +168,7 @@ static void expect_same(const items *full, size_t from, const items *rest, const
  *     stream of the restored iterator), with the saving iterator freed before the restore;
  *   - the same along a chain that saves and restores after every position;
  *   - the same as skip(k) for every k (which exercises the ops' skip paths). */
-static void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
+static SC_FN void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
     items full = {0};
     ferry_iterator *it = iter_new(ds, seed);
     collect(it, max, &full);
@@ -271,7 +274,7 @@ typedef struct gen_state {
     int64_t i;
 } gen_state;
 
-static int tgen_init(ferry_context *ctx, void *user, void **state) {
+static SC_FN int tgen_init(ferry_context *ctx, void *user, void **state) {
     gen_cfg *c = user;
     if (ferry_context_index(ctx) != -1) c->bad_index++;
     if (c->fail_init) return ferry_context_fail(ctx, FERRY_EIO, "cannot open the test source");
@@ -283,7 +286,7 @@ static int tgen_init(ferry_context *ctx, void *user, void **state) {
     return FERRY_OK;
 }
 
-static int tgen_next(ferry_context *ctx, void *state, ferry_element **out) {
+static SC_FN int tgen_next(ferry_context *ctx, void *state, ferry_element **out) {
     gen_state *s = state;
     gen_cfg *c = s->cfg;
     c->nexts++;
@@ -319,7 +322,7 @@ static int tgen_next(ferry_context *ctx, void *state, ferry_element **out) {
     return ferry_element_create(rt, n, t, out);
 }
 
-static void tgen_fini(void *state, void *user) {
+static SC_FN void tgen_fini(void *state, void *user) {
     gen_state *s = state;
     gen_cfg *c = user;
     ASSERT(s->cfg == c);
@@ -327,7 +330,7 @@ static void tgen_fini(void *state, void *user) {
     free(s);
 }
 
-static ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declared) {
+static SC_FN ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declared) {
     ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_BYTES : FERRY_INT64, .shape = {.rank = 0}};
     ferry_generator_options o = {.init = tgen_init,
                                  .next = tgen_next,
@@ -341,7 +344,7 @@ static ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declare
     return ds;
 }
 
-static ferry_tensor *i64_tensor(ferry_runtime *rt, int rank, const int64_t *dims, int64_t first) {
+static SC_FN ferry_tensor *i64_tensor(ferry_runtime *rt, int rank, const int64_t *dims, int64_t first) {
     ferry_tensor *t;
     ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, rank, dims, &t));
     int64_t *d = ferry_tensor_mutable_data(t);
@@ -349,7 +352,7 @@ static ferry_tensor *i64_tensor(ferry_runtime *rt, int rank, const int64_t *dims
     return t;
 }
 
-static ferry_tensor *bytes_tensor(ferry_runtime *rt, int64_t n, const char *const *strs) {
+static SC_FN ferry_tensor *bytes_tensor(ferry_runtime *rt, int64_t n, const char *const *strs) {
     const void *ptrs[16];
     size_t lens[16];
     ASSERT(n <= 16);

@@ -166,7 +166,7 @@ static int rec_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable rec_vt = {rec_make, NULL};
+static const ferry__dataset_vtable rec_vt = {.make = rec_make};
 
 static ferry_dataset *rec(ferry_runtime *rt, int64_t n, int64_t err_at, int64_t mult) {
     ferry_tensor_spec specs[4] = {{FERRY_INT64, {.rank = 0}},

@@ -114,7 +114,7 @@ static int tseq_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable tseq_vt = {tseq_make, NULL};
+static const ferry__dataset_vtable tseq_vt = {.make = tseq_make};
 
 /* NULL when the allocation fails. */
 static ferry_dataset *tseq_try(ferry_runtime *rt, const tseq_cfg *c) {

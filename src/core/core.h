@@ -257,6 +257,7 @@ void ferry__context_init(ferry_context *ctx, ferry_runtime *rt, ferry__cancel *c
 /* ---- datasets --------------------------------------------------------------------------- */
 typedef struct ferry__iter ferry__iter;
 typedef struct ferry__pipe ferry__pipe;
+typedef struct ferry__plan ferry__plan;
 
 typedef struct ferry__ictx {
     ferry_runtime *rt;
@@ -268,8 +269,7 @@ typedef struct ferry__ictx {
                               repeat: what a cache's content is made with, so that it is known in
                               every epoch and in a new process, whatever a saved state holds */
     bool warm_start;       /* start threads at make instead of at the first next */
-    int64_t fuse_batch;    /* set by batch for a map input only (rows per batch, 0: none); the map
-                              clears it for its own input */
+    const ferry__plan *plan; /* the graph rewrites of this pass (borrowed; NULL: none) */
 } ferry__ictx;
 
 typedef struct ferry__dataset_vtable {
@@ -279,6 +279,11 @@ typedef struct ferry__dataset_vtable {
                 ferry__status *st);
     /* Frees what the op added to the dataset (not the base, not input references). May be NULL. */
     void (*destroy)(ferry_dataset *ds);
+    /* A rewrite rule, offered this node by the pass that plans an iterator (core/rewrite.c).
+     * inputs: what runs in place of ds->inputs (rewritten already). Sets *out to a new dataset
+     * that replaces ds in this pass (output, errors in position and saved state identical), or
+     * leaves it NULL. A failure only means no rewrite. May be NULL. */
+    void (*rewrite)(ferry_dataset *ds, ferry_dataset *const *inputs, ferry_dataset **out);
 } ferry__dataset_vtable;
 
 struct ferry_dataset {
@@ -294,10 +299,15 @@ struct ferry_dataset {
     int depth;                 /* 0 for sources */
     uint64_t params;           /* hash of the op's parameters (ferry__dataset_hash_*) */
     uint64_t salt;             /* structural: name, depth, params and the inputs' salts */
+    uint32_t tag;              /* names the op in saved state: a hash of `name`, or for a node made
+                                  by a rewrite, the tag of the node it replaces */
     bool no_errors;            /* no position can be an error, save running out of memory: sources
                                   that cannot fail (range, slices, file-name lists) and ops that
                                   only pass their inputs' positions on set it, so that skip and
                                   take may drop positions without looking at them */
+    bool runs_ahead;           /* its iterators hand out what workers of their own made ahead of
+                                  the consumer (parallel map, map_and_batch): a prefetch(AUTOTUNE)
+                                  right above would only add a handoff */
     bool unordered;            /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
                                   op that replays this input from an anchor snapshots it at every
@@ -407,11 +417,36 @@ struct ferry__pipe {
     ferry__node_stats *nodes;
 };
 
-int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, ferry__status *st);
+/* Records for every node that runs: the graph from root with the plan's replacements (plan may
+ * be NULL). */
+int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, const ferry__plan *plan,
+                     ferry__status *st);
 void ferry__pipe_fini(ferry__pipe *p);
 /* The record of ds, or NULL for a dataset that is not in the graph (one made while iterating,
  * as by flat_map): iterators with no record count nothing. */
 ferry__node_stats *ferry__pipe_node(ferry__pipe *p, const ferry_dataset *ds);
+
+/* ---- graph rewrites (rewrite.c) ---------------------------------------------------------
+ * When an iterator is made, a pass over its dataset graph offers every node, inputs first, to
+ * its op's rewrite rule (vtable.rewrite) and records the replacements in a plan. Datasets are
+ * immutable and shared, so the graph is not changed: ferry__iter_make runs a node's replacement
+ * in its place, and the stats records follow the plan. A replacement keeps the replaced node's
+ * state tag and writes the same state, so a state restores with and without rewrites. */
+struct ferry__plan {
+    ferry_runtime *rt;
+    bool enabled;               /* false: the graph runs as written (no_rewrites) */
+    size_t n, cap;
+    ferry_dataset **from, **to; /* from: borrowed (the graph holds it); to: references */
+};
+/* Plans the rewrites of the graph at root (none when !enabled). */
+int ferry__plan_build(ferry__plan *p, ferry_runtime *rt, ferry_dataset *root, bool enabled, ferry__status *st);
+void ferry__plan_fini(ferry__plan *p);
+/* What runs in place of ds (ds itself when not replaced). plan may be NULL. */
+ferry_dataset *ferry__plan_node(const ferry__plan *plan, ferry_dataset *ds);
+/* The op tag of ds (saved state names each op by it). */
+uint32_t ferry__op_tag(const char *name);
+/* Reads a saved op tag and checks that it names ds's op. */
+int ferry__state_expect(ferry_dataset *ds, ferry__reader *state, ferry__status *st);
 
 /* ---- anchors: symbolic state for ops that run ahead --------------------------------------
  * An op whose input runs ahead of its consumer (prefetch, parallel map) cannot ask its input for

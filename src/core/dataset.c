@@ -29,6 +29,7 @@ int ferry__dataset_new(ferry_runtime *rt, const ferry__dataset_vtable *vt, const
     atomic_init(&ds->refs, 1);
     ds->rt = rt;
     ds->name = name;
+    ds->tag = ferry__op_tag(name);
     ds->ninputs = ninputs;
     int depth = 0;
     for (size_t i = 0; i < ninputs; i++) {

@@ -55,9 +55,22 @@ void ferry__iter_release(ferry__iter *it) {
     atomic_fetch_sub(&rt->objects, 1);
 }
 
-static uint32_t op_tag(const ferry_dataset *ds) {
-    uint64_t h = ferry__fnv64(FERRY__FNV_INIT, ds->name, strlen(ds->name));
+uint32_t ferry__op_tag(const char *name) {
+    uint64_t h = ferry__fnv64(FERRY__FNV_INIT, name, strlen(name));
     return (uint32_t)(h ^ (h >> 32));
+}
+
+int ferry__state_expect(ferry_dataset *ds, ferry__reader *state, ferry__status *st) {
+    size_t off = ferry__r_offset(state);
+    uint32_t tag;
+    int rc = ferry__r_u32(state, &tag, st);
+    if (rc) return rc;
+    if (tag != ds->tag)
+        return ferry__fail(st, FERRY_EMISMATCH,
+                           "saved state does not match the pipeline: at state offset %zu the pipeline has op "
+                           "'%s' but the state holds another op",
+                           off, ds->name);
+    return FERRY_OK;
 }
 
 int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
@@ -65,21 +78,15 @@ int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
     *out = NULL;
     if (ferry__cancelled(ctx->cancel)) return ferry__fail(st, FERRY_ECANCELED, "%s: iterator is being destroyed", ds->name);
     if (state) {
-        size_t off = ferry__r_offset(state);
-        uint32_t tag;
-        int rc = ferry__r_u32(state, &tag, st);
+        int rc = ferry__state_expect(ds, state, st);
         if (rc) return rc;
-        if (tag != op_tag(ds))
-            return ferry__fail(st, FERRY_EMISMATCH,
-                               "saved state does not match the pipeline: at state offset %zu the pipeline has op "
-                               "'%s' but the state holds another op",
-                               off, ds->name);
     }
+    ds = ferry__plan_node(ctx->plan, ds); /* a rewrite's replacement keeps the tag */
     return ds->vt->make(ds, ctx, state, out, st);
 }
 
 int ferry__iter_save(ferry__iter *it, ferry__writer *w, ferry__status *st) {
-    ferry__w_u32(w, op_tag(it->ds));
+    ferry__w_u32(w, it->ds->tag);
     int rc = it->vt->save(it, w, st);
     if (rc == FERRY_OK && w->failed) return ferry__fail(st, FERRY_ENOMEM, "%s: growing the state buffer failed", it->ds->name);
     return rc;
@@ -111,26 +118,29 @@ int ferry__iter_skip_by_next(ferry__iter *it, int64_t n, int64_t *skipped, ferry
 }
 
 /* ---- stats records ---------------------------------------------------------------------- */
-static size_t count_nodes(const ferry_dataset *ds, const ferry_dataset **seen, size_t n, size_t cap) {
+static size_t count_nodes(const ferry__plan *plan, ferry_dataset *ds, const ferry_dataset **seen, size_t n,
+                          size_t cap) {
+    ds = ferry__plan_node(plan, ds);
     for (size_t i = 0; i < n && i < cap; i++) /* cap 0: count every path (an upper bound) */
         if (seen[i] == ds) return n;
     if (seen && n < cap) seen[n] = ds;
     n++;
-    for (size_t i = 0; i < ds->ninputs; i++) n = count_nodes(ds->inputs[i], seen, n, cap);
+    for (size_t i = 0; i < ds->ninputs; i++) n = count_nodes(plan, ds->inputs[i], seen, n, cap);
     return n;
 }
 
-int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, ferry__status *st) {
+int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, const ferry__plan *plan,
+                     ferry__status *st) {
     p->rt = rt;
     /* Upper bound first (a DAG may repeat nodes), then the exact list. */
     size_t bound = 0;
     {
         const ferry_dataset *stack[1] = {0};
-        bound = count_nodes(root, stack, 0, 0);
+        bound = count_nodes(plan, root, stack, 0, 0);
     }
     const ferry_dataset **seen = ferry__calloc(rt, bound, sizeof *seen);
     if (!seen) return ferry__fail(st, FERRY_ENOMEM, "allocating the stats records failed");
-    size_t n = count_nodes(root, seen, 0, bound);
+    size_t n = count_nodes(plan, root, seen, 0, bound);
     p->nodes = ferry__calloc(rt, n, sizeof *p->nodes);
     if (!p->nodes) {
         ferry__free(rt, seen);
@@ -146,7 +156,7 @@ int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, fer
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < seen[i]->ninputs; k++) {
             for (size_t j = 0; j < n; j++) {
-                if (seen[j] != seen[i]->inputs[k]) continue;
+                if (seen[j] != ferry__plan_node(plan, seen[i]->inputs[k])) continue;
                 if (p->nodes[j].parent < 0) p->nodes[j].parent = (int)i;
                 if (k == 0) p->nodes[i].first_input = (int)j;
             }
@@ -157,6 +167,7 @@ int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, fer
 }
 
 void ferry__pipe_fini(ferry__pipe *p) {
+    if (!p->nodes) return;
     ferry__free(p->rt, p->nodes);
     p->nodes = NULL;
 }
@@ -288,6 +299,7 @@ int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__r
 struct ferry_iterator {
     ferry_runtime *rt;
     ferry_dataset *ds;
+    ferry__plan plan;
     ferry__pipe pipe;
     ferry__cancel cancel;
     ferry__iter *root;
@@ -297,6 +309,17 @@ struct ferry_iterator {
     _Atomic int busy;
 };
 
+static void iterator_close(ferry_iterator *it) {
+    ferry_runtime *rt = it->rt;
+    ferry__cancel_fire(&it->cancel);
+    ferry__iter_free(it->root);
+    ferry__cancel_fini(&it->cancel);
+    ferry__pipe_fini(&it->pipe);
+    ferry__plan_fini(&it->plan);
+    ferry_dataset_unref(it->ds);
+    ferry__free(rt, it);
+}
+
 static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, ferry__reader *state, uint64_t seed,
                          ferry_iterator **out, const char *fn) {
     ferry_runtime *rt = ds->rt;
@@ -304,33 +327,35 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
     if (!it) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the iterator failed", fn);
     it->rt = rt;
     it->seed = seed;
+    it->ds = ferry_dataset_ref(ds);
     ferry__status st;
-    int rc = ferry__pipe_init(&it->pipe, rt, ds, &st);
-    if (rc) {
-        ferry__free(rt, it);
-        return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
-    }
     if (ferry__cancel_init(&it->cancel, NULL)) {
-        ferry__pipe_fini(&it->pipe);
+        ferry_dataset_unref(it->ds);
         ferry__free(rt, it);
         return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cancel scope failed", fn);
     }
-    ferry__ictx ctx = {
-        .rt = rt, .cancel = &it->cancel, .pipe = &it->pipe, .seed = seed, .pipeline_seed = seed, .epoch0_seed = seed, .warm_start = opts && opts->warm_start};
-    rc = ferry__iter_make(ds, &ctx, state, &it->root, &st);
+    int rc = ferry__plan_build(&it->plan, rt, ds, !(opts && opts->no_rewrites), &st);
+    if (!rc) rc = ferry__pipe_init(&it->pipe, rt, ds, &it->plan, &st);
+    if (!rc) {
+        ferry__ictx ctx = {.rt = rt,
+                           .cancel = &it->cancel,
+                           .pipe = &it->pipe,
+                           .seed = seed,
+                           .pipeline_seed = seed,
+                           .epoch0_seed = seed,
+                           .warm_start = opts && opts->warm_start,
+                           .plan = &it->plan};
+        rc = ferry__iter_make(ds, &ctx, state, &it->root, &st);
+    }
     if (rc == FERRY_OK && state && state->p != state->end) {
         ferry__fail(&st, FERRY_ECORRUPT, "state corrupt: %zu bytes left over after the pipeline's state",
                     (size_t)(state->end - state->p));
         rc = FERRY_ECORRUPT;
     }
     if (rc) {
-        ferry__iter_free(it->root);
-        ferry__cancel_fini(&it->cancel);
-        ferry__pipe_fini(&it->pipe);
-        ferry__free(rt, it);
+        iterator_close(it);
         return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
     }
-    it->ds = ferry_dataset_ref(ds);
     atomic_fetch_add(&rt->objects, 1);
     *out = it;
     return FERRY_OK;
@@ -373,12 +398,7 @@ const char *ferry_iterator_error(const ferry_iterator *it) { return it ? it->st.
 void ferry_iterator_free(ferry_iterator *it) {
     if (!it) return;
     ferry_runtime *rt = it->rt;
-    ferry__cancel_fire(&it->cancel);
-    ferry__iter_free(it->root);
-    ferry__cancel_fini(&it->cancel);
-    ferry__pipe_fini(&it->pipe);
-    ferry_dataset_unref(it->ds);
-    ferry__free(rt, it);
+    iterator_close(it);
     atomic_fetch_sub(&rt->objects, 1);
 }
 

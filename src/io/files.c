@@ -120,7 +120,7 @@ static void names_ds_destroy(ferry_dataset *ds_) {
     ferry__free(ds_->rt, ds->len);
 }
 
-static const ferry__dataset_vtable names_vt = {names_make, names_ds_destroy};
+static const ferry__dataset_vtable names_vt = {.make = names_make, .destroy = names_ds_destroy};
 
 int ferry__dataset_names(ferry_runtime *rt, const char *op_name, size_t n, const char *const *strings,
                          const ferry_list_files_options *shuffle, ferry_dataset **out) {

@@ -104,7 +104,7 @@ static void files_ds_destroy(ferry_dataset *ds_) {
     ferry__free(ds_->rt, ds->files);
 }
 
-static const ferry__dataset_vtable files_vt = {files_make, files_ds_destroy};
+static const ferry__dataset_vtable files_vt = {.make = files_make, .destroy = files_ds_destroy};
 
 int ferry__files_check_names(const char *fn, size_t nfiles, const char *const *files) {
     FERRY__CHECK_ARG(nfiles == 0 || files != NULL, FERRY_EINVAL, "%s: argument 'files' is NULL with nfiles %zu", fn,

@@ -604,7 +604,7 @@ static void tfr_ds_destroy(ferry_dataset *ds_) {
     ferry__free(ds_->rt, ds->files);
 }
 
-static const ferry__dataset_vtable tfr_vt = {tfr_make, tfr_ds_destroy};
+static const ferry__dataset_vtable tfr_vt = {.make = tfr_make, .destroy = tfr_ds_destroy};
 
 static const ferry_tensor_spec record_spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
 
@@ -721,7 +721,7 @@ static int pass_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable pass_vt = {pass_make, NULL};
+static const ferry__dataset_vtable pass_vt = {.make = pass_make, .destroy = NULL};
 
 /* The interleave function: a single-file tfrecord dataset for one file name. */
 static int open_one(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user) {
@@ -808,7 +808,7 @@ static int badlim_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable badlim_vt = {badlim_make, NULL};
+static const ferry__dataset_vtable badlim_vt = {.make = badlim_make, .destroy = NULL};
 
 /* Takes a reference to `names` (a dataset of bytes scalars) and returns the interleave. */
 static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfrecord_options *o, ferry_dataset **out) {

@@ -70,7 +70,6 @@ typedef struct batch_it {
     ferry__iter base;
     ferry__iter *input;
     bool ended;
-    bool fused;               /* the input is a parallel map that stacks whole batches itself */
     ferry__stack *stk;        /* batch */
     ferry_element **rows;     /* padded_batch: the collected input elements */
     int64_t rows_cap;
@@ -330,52 +329,12 @@ int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__
 }
 
 /* ---- batch -------------------------------------------------------------------------------- */
-/* The fused path: whole batches stacked by the parallel map below. FERRY__NOT_BATCH when the map
- * cannot hand out a whole batch at this position (an error inside a batch moved the batch
- * boundaries); the caller then batches row by row. */
-static int batch_next_fused(batch_it *it, ferry_element **out, ferry__status *st) {
-    const batch_ds *ds = (const batch_ds *)it->base.ds;
-    int64_t rows = 0;
-    ferry_element *b = NULL;
-    int rc = ferry__map_next_batch(it->input, &b, &rows, st);
-    if (rc == FERRY_END) {
-        it->ended = true;
-        return FERRY_END;
-    }
-    if (rc != FERRY_OK) return rc;
-    if (rows < ds->n) { /* only the input's end makes a short batch */
-        it->ended = true;
-        if (ds->drop) {
-            ferry_element_free(b);
-            return FERRY_END;
-        }
-    }
-    *out = b;
-    return FERRY_OK;
-}
-
-static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st);
-
-static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
-    batch_it *it = (batch_it *)it_;
-    if (it->ended) return FERRY_END;
-    if (!it->fused) return batch_next_rows(it, out, st);
-    int rc = batch_next_fused(it, out, st);
-    if (rc != FERRY__NOT_BATCH) return rc;
-    rc = batch_next_rows(it, out, st);
-    if (rc != FERRY_END) ferry__map_batch_boundary(it->input);
-    return rc;
-}
-
-/* A batch made row by row from the input's positions. */
-static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st) {
-    const batch_ds *ds = (const batch_ds *)it->base.ds;
-    const int64_t n = ds->n;
-    ferry__stack *s = it->stk;
+int ferry__batch_rows(ferry__stack *s, int64_t n, bool drop, ferry__pull_fn pull, void *arg, bool *ended,
+                      ferry_element **out, ferry__status *st) {
     ferry_element *e = NULL;
-    int rc = ferry__iter_next(it->input, &e, st);
+    int rc = pull(arg, &e, st);
     if (rc == FERRY_END) {
-        it->ended = true;
+        *ended = true;
         return FERRY_END;
     }
     if (rc < 0) return rc;
@@ -388,9 +347,9 @@ static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st)
     ferry_element_free(e);
     int64_t k = 1;
     for (; k < n; k++) {
-        rc = ferry__iter_next(it->input, &e, st);
+        rc = pull(arg, &e, st);
         if (rc == FERRY_END) {
-            it->ended = true;
+            *ended = true;
             break;
         }
         if (rc < 0) { /* the input's error replaces this batch; its rows are dropped */
@@ -400,7 +359,7 @@ static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st)
         if (!bad && (bad = ferry__stack_add(s, k, e, &bst)) != FERRY_OK) ferry__stack_reset(s);
         ferry_element_free(e);
     }
-    if (k < n && ds->drop) { /* tf.data drops a short last batch before looking at its rows */
+    if (k < n && drop) { /* tf.data drops a short last batch before looking at its rows */
         ferry__stack_reset(s);
         return FERRY_END;
     }
@@ -409,6 +368,17 @@ static int batch_next_rows(batch_it *it, ferry_element **out, ferry__status *st)
         return bad;
     }
     return ferry__stack_finish(s, k, out, st);
+}
+
+static int batch_pull(void *arg, ferry_element **out, ferry__status *st) {
+    return ferry__iter_next(arg, out, st);
+}
+
+static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
+    batch_it *it = (batch_it *)it_;
+    const batch_ds *ds = (const batch_ds *)it_->ds;
+    if (it->ended) return FERRY_END;
+    return ferry__batch_rows(it->stk, ds->n, ds->drop, batch_pull, it->input, &it->ended, out, st);
 }
 
 /* ---- padded_batch ------------------------------------------------------------------------- */
@@ -643,14 +613,7 @@ static int batch_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
                              ferry__r_offset(state) - 1);
         it->ended = ended == 1;
     }
-    if (!rc) {
-        /* map_and_batch fusion: a parallel map right below stacks whole batches on its workers,
-         * so rows never cross threads one by one. Same output, errors and state as unfused. */
-        ferry__ictx ictx = *ctx;
-        if (ferry__batch_fuses(ds_)) ictx.fuse_batch = ds->n;
-        rc = ferry__iter_make(ds_->inputs[0], &ictx, state, &it->input, st);
-        if (!rc && ictx.fuse_batch) it->fused = ferry__map_is_fused(it->input);
-    }
+    if (!rc) rc = ferry__iter_make(ds_->inputs[0], ctx, state, &it->input, st);
     if (rc) {
         batch_destroy(&it->base);
         return rc;
@@ -667,13 +630,13 @@ static void batch_ds_destroy(ferry_dataset *ds_) {
     ferry__free(ds_->rt, ds->pshapes);
 }
 
-static const ferry__dataset_vtable batch_vt = {batch_make, batch_ds_destroy};
-
-bool ferry__batch_fuses(const ferry_dataset *ds) {
-    if (ds->vt != &batch_vt) return false;
-    const batch_ds *b = (const batch_ds *)ds;
-    return !b->padded && ferry__map_would_fuse(ds->inputs[0], b->n);
+/* Rewrite rule: batch over a parallel map in input order -> map_and_batch. */
+static void batch_rewrite(ferry_dataset *ds_, ferry_dataset *const *inputs, ferry_dataset **out) {
+    const batch_ds *ds = (const batch_ds *)ds_;
+    if (!ds->padded) ferry__map_and_batch_rewrite(ds_, ds->n, ds->drop, inputs, out);
 }
+
+static const ferry__dataset_vtable batch_vt = {.make = batch_make, .destroy = batch_ds_destroy, .rewrite = batch_rewrite};
 
 static int64_t batch_cardinality(int64_t in, int64_t n, bool drop) {
     if (in < 0) return in; /* FERRY_INFINITE and FERRY_UNKNOWN propagate */

@@ -314,8 +314,8 @@ static void cache_ds_destroy(ferry_dataset *ds_) {
     ferry__mutex_destroy(&ds->mu);
 }
 
-static const ferry__dataset_vtable cache_vt = {cache_make, cache_ds_destroy};
-static const ferry__dataset_vtable cache_vt_nolock = {cache_make, NULL}; /* mutex init failed */
+static const ferry__dataset_vtable cache_vt = {.make = cache_make, .destroy = cache_ds_destroy};
+static const ferry__dataset_vtable cache_vt_nolock = {.make = cache_make, .destroy = NULL}; /* mutex init failed */
 
 int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_cache", in, out);

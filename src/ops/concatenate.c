@@ -90,7 +90,7 @@ static int concat_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable concat_vt = {concat_make, NULL};
+static const ferry__dataset_vtable concat_vt = {.make = concat_make, .destroy = NULL};
 
 int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset **out) {
     ferry__clear_last_error();

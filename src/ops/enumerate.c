@@ -92,7 +92,7 @@ static int enumerate_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__read
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable enumerate_vt = {enumerate_make, NULL};
+static const ferry__dataset_vtable enumerate_vt = {.make = enumerate_make, .destroy = NULL};
 
 int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_enumerate", in, out);

@@ -817,8 +817,8 @@ static void fc_ds_destroy(ferry_dataset *ds) {
 
 static void fc_ds_destroy_nolock(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_ds *)ds)->path); }
 
-static const ferry__dataset_vtable fc_vt = {fc_make, fc_ds_destroy};
-static const ferry__dataset_vtable fc_vt_nolock = {fc_make, fc_ds_destroy_nolock}; /* before the lock exists */
+static const ferry__dataset_vtable fc_vt = {.make = fc_make, .destroy = fc_ds_destroy};
+static const ferry__dataset_vtable fc_vt_nolock = {.make = fc_make, .destroy = fc_ds_destroy_nolock}; /* before the lock exists */
 
 int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
     *out = NULL;

@@ -97,7 +97,7 @@ static int filter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable filter_vt = {filter_make, NULL};
+static const ferry__dataset_vtable filter_vt = {.make = filter_make, .destroy = NULL};
 
 int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_filter", in, out);

@@ -213,7 +213,7 @@ static int gen_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable gen_vt = {gen_make, NULL};
+static const ferry__dataset_vtable gen_vt = {.make = gen_make, .destroy = NULL};
 
 static int check_spec(const ferry_tensor_spec *s, size_t i) {
     FERRY__CHECK_ARG((int)s->dtype > 0 && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,

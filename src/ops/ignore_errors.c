@@ -57,7 +57,7 @@ static int ignore_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable ignore_vt = {ignore_make, NULL};
+static const ferry__dataset_vtable ignore_vt = {.make = ignore_make, .destroy = NULL};
 
 int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_ignore_errors", in, out);

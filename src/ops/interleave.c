@@ -121,6 +121,7 @@ typedef struct ilv_stream {
     bool busy;             /* a worker is driving inner */
     bool has_anchor;
     ferry__anchor anchor;
+    ferry__plan plan;      /* the rewrites of ds (planned per stream: ds is new); rt NULL: none */
     struct ilv_stream *next; /* pending FIFO */
 } ilv_stream;
 
@@ -228,6 +229,16 @@ static ferry__ictx inner_ctx(ilv_it *it, int64_t k) {
     return c;
 }
 
+/* Plans the rewrites of stream s's new inner dataset d (as the outer graph's were planned) and
+ * points c at the plan. */
+static int stream_plan(ilv_it *it, ilv_stream *s, ferry_dataset *d, ferry__ictx *c, ferry__status *st) {
+    const ferry__plan *outer = it->base.ctx.plan;
+    ferry__plan_fini(&s->plan);
+    int rc = ferry__plan_build(&s->plan, it->base.ctx.rt, d, outer && outer->enabled, st);
+    if (rc == FERRY_OK) c->plan = &s->plan;
+    return rc;
+}
+
 static ilv_stream *stream_alloc(ilv_it *it) {
     ferry_runtime *rt = it->base.ctx.rt;
     ilv_stream *s = ferry__calloc(rt, 1, sizeof *s);
@@ -258,6 +269,7 @@ static void stream_free(ilv_it *it, ilv_stream *s) {
     for (int i = 0; i < s->count; i++) item_clear(rt, &s->ring[(s->head + i) % s->cap]);
     ferry__free(rt, s->ring);
     ferry__iter_free(s->inner);
+    ferry__plan_fini(&s->plan);
     ferry_dataset_unref(s->ds);
     ferry__free(rt, s->err);
     if (s->has_anchor) ferry__anchor_fini(&s->anchor);
@@ -269,6 +281,7 @@ static void stream_set_error(ilv_it *it, ilv_stream *s, const ferry__status *st)
     ferry_runtime *rt = it->base.ctx.rt;
     ferry__iter_free(s->inner);
     s->inner = NULL;
+    ferry__plan_fini(&s->plan);
     ferry_dataset_unref(s->ds);
     s->ds = NULL;
     if (!s->err) s->err = ferry__alloc(rt, sizeof *s->err);
@@ -342,7 +355,8 @@ static void stream_open(ilv_it *it, ilv_stream *s, int64_t k, int rc_in, ferry_e
     }
     ferry__ictx c = inner_ctx(it, k);
     ferry__iter *inner = NULL;
-    rc = ferry__iter_make(d, &c, NULL, &inner, &st);
+    rc = stream_plan(it, s, d, &c, &st);
+    if (rc == FERRY_OK) rc = ferry__iter_make(d, &c, NULL, &inner, &st);
     if (rc == FERRY_OK && it->parallel) {
         rc = ferry__anchor_init(&s->anchor, it->base.ctx.rt, ILV_INNER_PERIOD, &st);
         if (rc == FERRY_OK) {
@@ -1126,6 +1140,8 @@ static int restore_state(ilv_it *it, ferry__reader *r, ferry__status *st) {
             ferry__r_u64(&p2, &want_replay, st);
         }
         int64_t got = 0;
+        rc = stream_plan(it, s, s->ds, &c, st);
+        if (rc) break;
         rc = ferry__anchor_restore(s->ds, &c, &sv->state, &s->inner, &got, st);
         if (rc) break;
         if (sv->state.p != sv->state.end || (uint64_t)got != want_replay) {
@@ -1239,7 +1255,7 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable ilv_vt = {ilv_make, NULL};
+static const ferry__dataset_vtable ilv_vt = {.make = ilv_make, .destroy = NULL};
 
 /* ---- construction ----------------------------------------------------------------------- */
 /* Finds the element spec from the dataset made for the input's first element. */

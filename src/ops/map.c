@@ -100,7 +100,8 @@
  * Running parallel map discards the results already pulled, then skips the rest on the input
  * under in_mu; relaxed order remembers the skipped input range as a "gap" (saved as a range).
  *
- * map_and_batch fusion (fuse_n > 0; asked for by a batch right above, through ictx.fuse_batch)
+ * Stacking whole batches (fuse_n > 0): the engine of map_and_batch (ops/map_and_batch.c, the
+ * op a graph rewrite puts in place of batch over a parallel map; ferry__map_make_batched)
  *   Positions are grouped on a grid of fuse_n seqs starting at `grid` (where batch's batches
  *   start). When fn is cheap (ewma_all x fuse_n <= MAP_FUSE_SLOW_NS), a worker pulls a whole grid
  *   chunk, calls fn on each position and stacks each output into its ferry__stack at once (the
@@ -108,16 +109,16 @@
  *   RES_BATCH (every position stacked) or RES_ROWS (the stacked prefix before the first failure)
  *   followed by the rest as single results. Otherwise (slow or unknown fn, or next_seq off the
  *   grid) chunks are the usual per-element ones, cut at the next grid start. The consumer side:
- *   ferry__map_next_batch hands a RES_BATCH to batch whole; anything else goes to `fcur` and
- *   batch falls back to batching row by row through map_next, which hands out fcur one position
- *   at a time (rows of a stacked result as zero-copy row slices). After such a batch, batch calls
- *   ferry__map_batch_boundary and the workers move the grid to its new boundary, so whole batches
+ *   ferry__map_next_batch hands a RES_BATCH out whole; anything else goes to `fcur` and
+ *   map_and_batch falls back to batching row by row through map_next, which hands out fcur one
+ *   position at a time (rows of a stacked result as zero-copy row slices). After such a batch,
+ *   map_and_batch calls ferry__map_batch_boundary and the workers move the grid there, so whole batches
  *   come back after the chunks already pulled. The window adapts as usual but never below
  *   fuse_floor (a chunk per worker plus one being handed out). Save inside fcur writes the
  *   position fcur_seq + fcur_i; anchors are pruned at head - fuse_n so that one at or before it
  *   exists. Output, errors and saved state are exactly those of batch over an unfused map.
  *
- * Stats (parallel): async; parallelism (threads); buffer_capacity = the effective window;
+ * Stats (parallel; map_and_batch's record when stacking): async; parallelism (threads); buffer_capacity = the effective window;
  * buffered = results deposited and not handed out; self_ns = time in fn (per chunk);
  * wait_input_ns = consumer blocked; wait_consumer_ns = workers blocked on room or budget.
  */
@@ -1159,8 +1160,7 @@ int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, 
     map_it *m = (map_it *)it_;
     *out = NULL;
     *rows = 0;
-    if (m->fcur_on) return FERRY__NOT_BATCH;
-    int64_t t0 = ferry__now_ns();
+    if (m->fcur_on) return FERRY_OK;
     if (!m->started) {
         int rc = map_start(m, st);
         if (rc) return rc;
@@ -1174,15 +1174,10 @@ int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, 
         if (r.kind == RES_BATCH) {
             *out = r.p;
             *rows = r.code;
-            /* batch reads whole batches here, past the counting wrapper: count the rows */
-            it_->l_elems += r.code;
-            it_->l_bytes += r.aux;
-            it_->l_total_ns += ferry__now_ns() - t0;
-            if ((++it_->calls & 63) == 0) ferry__iter_flush_stats(it_);
             return FERRY_OK;
         }
         map_fcur_set(m, &r, seq);
-        return FERRY__NOT_BATCH;
+        return FERRY_OK;
     }
 }
 
@@ -1460,7 +1455,7 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
     if (!ok) return ferry__fail(st, FERRY_ENOMEM, "map: creating locks failed");
     m->sync_ok = true;
     /* An unordered input cannot be replayed: snapshot it at every position (replay 0). */
-    int rc = ferry__anchor_init(&m->anchor, m->rt, m->base.ds->inputs[0]->unordered ? 1 : MAP_ANCHOR_PERIOD, st);
+    int rc = ferry__anchor_init(&m->anchor, m->rt, m->ds->base.inputs[0]->unordered ? 1 : MAP_ANCHOR_PERIOD, st);
     if (rc) return rc;
     m->anchor_ok = true;
     size_t w = (size_t)m->window;
@@ -1477,17 +1472,20 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
         map_worker *mw = &m->workers[i];
         mw->items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
         if (!mw->items) return ferry__fail(st, FERRY_ENOMEM, "map: allocating a batch's results failed");
-        int src = ferry__stack_new(m->rt, m->base.ds->ncomp, m->fuse_n, &mw->stk, st);
+        int src = ferry__stack_new(m->rt, m->ds->base.ncomp, m->fuse_n, &mw->stk, st);
         if (src) return src;
     }
     return FERRY_OK;
 }
 
-static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
-                    ferry__status *st) {
+/* A map iterator; fuse_batch > 0: for map_and_batch (ferry__map_make_batched), whose node
+ * `stats_node` gets this iterator's records. */
+static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, int64_t fuse_batch,
+                         ferry_dataset *stats_node, ferry__iter **out, ferry__status *st) {
     const map_ds *ds = (const map_ds *)ds_;
     map_it *m = ferry__iter_alloc(ds_, ctx, &map_iter_vt, sizeof *m, st);
     if (!m) return st->code;
+    if (stats_node) m->base.stats = ctx->pipe ? ferry__pipe_node(ctx->pipe, stats_node) : NULL;
     m->rt = ds_->rt;
     m->ds = ds;
     int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? ferry__autotune_threads(m->rt) : ds->num_parallel_calls;
@@ -1506,19 +1504,19 @@ static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     atomic_init(&m->wake_head, INT64_MAX);
     int rc = FERRY_OK;
     if (state && (rc = map_read_state(m, state, &m->base_index, st)) != FERRY_OK) goto fail;
-    /* map_and_batch fusion, asked for by a batch right above: input order, the default window
-     * and no ranges to drop. The adaptive window keeps room for a chunk per worker plus the one
-     * being handed out (fuse_floor), and has slots for twice that. */
-    int64_t floor = ctx->fuse_batch * (FERRY__MAX(m->nthreads, 1) + 1);
-    if (ctx->fuse_batch > 0 && ferry__map_would_fuse(ds_, ctx->fuse_batch) && m->nthreads > 0 && !m->relaxed &&
-        m->ndrops == 0 && 2 * floor <= MAP_MAX_WINDOW) {
-        m->fuse_n = ctx->fuse_batch;
+    /* map_and_batch: whole batches need input order, the default window and no ranges to drop
+     * (a state saved in relaxed order may carry some: then rows go out one by one). The
+     * adaptive window keeps room for a chunk per worker plus the one being handed out
+     * (fuse_floor), and has slots for twice that. */
+    int64_t floor = fuse_batch * (FERRY__MAX(m->nthreads, 1) + 1);
+    if (fuse_batch > 0 && ferry__map_fusable(ds_, fuse_batch) && m->nthreads > 0 && !m->relaxed && m->ndrops == 0 &&
+        2 * floor <= MAP_MAX_WINDOW) {
+        m->fuse_n = fuse_batch;
         m->fuse_floor = floor;
         m->window = FERRY__MAX(m->window, 2 * floor);
         atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
     ferry__ictx ictx = *ctx;
-    ictx.fuse_batch = 0;
     if (m->nthreads > 0) {
         if ((rc = map_parallel_init(m, ctx, st)) != FERRY_OK) goto fail;
         ictx.cancel = &m->scope;
@@ -1555,21 +1553,32 @@ fail:
     return rc;
 }
 
+static int map_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
+                    ferry__status *st) {
+    return map_make_impl(ds_, ctx, state, 0, NULL, out, st);
+}
+
+int ferry__map_make_batched(ferry_dataset *map, ferry_dataset *node, int64_t n, const ferry__ictx *ctx,
+                            ferry__reader *state, ferry__iter **out, ferry__status *st) {
+    *out = NULL;
+    if (state) {
+        int rc = ferry__state_expect(map, state, st);
+        if (rc) return rc;
+    }
+    return map_make_impl(map, ctx, state, n, node, out, st);
+}
+
 static void map_ds_destroy(ferry_dataset *ds_) {
     map_ds *ds = (map_ds *)ds_;
     if (ds->user_free) ds->user_free(ds->user);
 }
 
-static const ferry__dataset_vtable map_vt = {map_make, map_ds_destroy};
+static const ferry__dataset_vtable map_vt = {.make = map_make, .destroy = map_ds_destroy};
 
-bool ferry__map_is_parallel(const ferry_dataset *ds) {
-    return ds->vt == &map_vt && ((const map_ds *)ds)->num_parallel_calls != 0;
-}
-
-bool ferry__map_would_fuse(const ferry_dataset *ds, int64_t n) {
-    if (!ferry__map_is_parallel(ds)) return false;
+bool ferry__map_fusable(const ferry_dataset *ds, int64_t n) {
+    if (ds->vt != &map_vt) return false;
     const map_ds *m = (const map_ds *)ds;
-    return !m->relaxed && m->reorder_window == 0 && n > 0 && n <= MAP_FUSE_MAX;
+    return m->num_parallel_calls != 0 && !m->relaxed && m->reorder_window == 0 && n > 0 && n <= MAP_FUSE_MAX;
 }
 
 static int map_check_spec(const ferry_tensor_spec *s, size_t i) {
@@ -1625,6 +1634,7 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
      * state restores under other settings (the state format is the same for all of them). The
      * seed changes the values, and the output spec is in the fingerprint. */
     ds->unordered = in->unordered || (o.relaxed_order && o.num_parallel_calls != 0);
+    ds->runs_ahead = o.num_parallel_calls != 0;
     ferry__dataset_hash(ds, &o.seed, sizeof o.seed);
     ferry__dataset_hash_i64(ds, (int64_t)o.num_outputs);
     ferry__dataset_seal(ds);

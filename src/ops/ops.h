@@ -20,8 +20,8 @@
         if (op_rc_) return op_rc_;                                                               \
     } while (0)
 
-/* batch.c: the row stacker behind batch, shared with the parallel map that builds whole batches
- * for a batch right above it (map_and_batch fusion). One thread at a time. */
+/* batch.c: the row stacker behind batch, shared with map_and_batch (whose map workers stack whole
+ * batches). One thread at a time. */
 typedef struct ferry__stack ferry__stack;
 /* A stacker for rows of `ncomp` components, batches of up to n rows. */
 int ferry__stack_new(ferry_runtime *rt, size_t ncomp, int64_t n, ferry__stack **out, ferry__status *st);
@@ -35,27 +35,38 @@ int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__
 /* Drops the rows held. */
 void ferry__stack_reset(ferry__stack *s);
 
-/* map.c: map_and_batch fusion. batch_make sets ictx.fuse_batch for its map input when
- * ferry__batch_fuses; the map's workers then stack whole batches (ferry__map_is_fused). */
+/* batch.c: a batch of up to n rows pulled one by one with pull(arg, ...) (a position: an element,
+ * END or an error), exactly as batch makes one: an input error replaces the batch (its rows are
+ * dropped), rows that do not stack make it an ETYPE error once the batch's positions are read,
+ * and a short last batch is dropped when drop. *ended is set when the input ended. */
+typedef int (*ferry__pull_fn)(void *arg, ferry_element **out, ferry__status *st);
+int ferry__batch_rows(ferry__stack *s, int64_t n, bool drop, ferry__pull_fn pull, void *arg, bool *ended,
+                      ferry_element **out, ferry__status *st);
+
+/* map.c: the parallel map engine that stacks whole batches, for map_and_batch. */
+/* ds is a parallel map in input order with the default window: map_and_batch may replace a
+ * batch of n rows over it. */
+bool ferry__map_fusable(const ferry_dataset *ds, int64_t n);
+/* An iterator of the map `map` (state: its saved state, tag first, or NULL) whose workers stack
+ * batches of n rows when that pays; its records go to `node`'s stats. Its next hands out single
+ * positions (rows of stacked batches as row slices). */
+int ferry__map_make_batched(ferry_dataset *map, ferry_dataset *node, int64_t n, const ferry__ictx *ctx,
+                            ferry__reader *state, ferry__iter **out, ferry__status *st);
+/* The iterator stacks whole batches (false when restored from a state with relaxed ranges). */
 bool ferry__map_is_fused(const ferry__iter *it);
-/* ds is a map with worker threads (num_parallel_calls != 0). */
-bool ferry__map_is_parallel(const ferry_dataset *ds);
-/* ds is a map whose iterators fuse with a batch of n rows above it (unless restored from a
- * state that carries relaxed-order ranges). */
-bool ferry__map_would_fuse(const ferry_dataset *ds, int64_t n);
-/* batch.c: ds is a batch fused into the parallel map below it. */
-bool ferry__batch_fuses(const ferry_dataset *ds);
-/* Returned by ferry__map_next_batch when no whole batch starts at the map's position. */
-#define FERRY__NOT_BATCH 1000 /* positive, unlike errors, and not FERRY_END */
-/* The next whole batch of a fused map: FERRY_OK with *out and *rows (fewer than the batch size
- * only at the input's end), FERRY_END, an error (cancellation), or FERRY__NOT_BATCH: an error
- * inside a batch shifted the batch boundaries, and the caller batches row by row with the map's
- * ordinary next (which hands out single rows of the stacked batches). */
+/* The next whole batch: FERRY_OK with *out and *rows (fewer than n only at the input's end), or
+ * FERRY_OK with *out NULL when no whole batch starts at this position (an error inside a batch
+ * moved the boundaries: the caller batches row by row with the iterator's next), FERRY_END, or
+ * an error (cancellation). */
 int ferry__map_next_batch(ferry__iter *it, ferry_element **out, int64_t *rows, ferry__status *st);
-/* batch tells its fused map that its next batch starts at the map's position (after a batch it
- * made row by row: an error inside a batch moved the boundaries); the workers then align their
- * chunks to it, so whole batches come back. */
+/* The caller's next batch starts at the iterator's position (after a batch made row by row); the
+ * workers align their chunks to it, so whole batches come back. */
 void ferry__map_batch_boundary(ferry__iter *it);
+
+/* map_and_batch.c: the rewrite rule of batch (its vtable's rewrite): a batch of n rows over a
+ * fusable map becomes one map_and_batch node. */
+void ferry__map_and_batch_rewrite(ferry_dataset *batch, int64_t n, bool drop, ferry_dataset *const *inputs,
+                                  ferry_dataset **out);
 
 /* interleave.c: interleave published under another op name and API name (flat_map uses it). */
 int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dataset *in, ferry_dataset_fn fn,

@@ -535,8 +535,7 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
     /* AUTOTUNE over an input that already runs ahead on its own threads and hands out what they
      * made (a parallel map, or a batch fused into one): the input's window is the buffer, and
      * a second thread would only add a handoff (~23 us whenever a side sleeps). */
-    const ferry_dataset *in = ds_->inputs[0];
-    bool runs_ahead = ferry__map_is_parallel(in) || ferry__batch_fuses(in);
+    bool runs_ahead = ferry__plan_node(ctx->plan, ds_->inputs[0])->runs_ahead;
     it->passthrough = ds->buffer_size == 0 || (ds->buffer_size == FERRY_AUTOTUNE && runs_ahead);
     it->autotune = ds->buffer_size == FERRY_AUTOTUNE && !it->passthrough;
     atomic_init(&it->end_pos, INT64_MAX);
@@ -602,7 +601,7 @@ fail:
     return rc;
 }
 
-static const ferry__dataset_vtable pf_vt = {pf_make, NULL};
+static const ferry__dataset_vtable pf_vt = {.make = pf_make, .destroy = NULL};
 
 int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_prefetch", in, out);

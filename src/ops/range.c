@@ -72,7 +72,7 @@ static int range_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable range_vt = {range_make, NULL};
+static const ferry__dataset_vtable range_vt = {.make = range_make, .destroy = NULL};
 
 int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, ferry_dataset **out) {
     ferry__clear_last_error();

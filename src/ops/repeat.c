@@ -140,7 +140,7 @@ static int repeat_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable repeat_vt = {repeat_make, NULL};
+static const ferry__dataset_vtable repeat_vt = {.make = repeat_make, .destroy = NULL};
 
 int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_repeat", in, out);

@@ -96,7 +96,7 @@ static int shard_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable shard_vt = {shard_make, NULL};
+static const ferry__dataset_vtable shard_vt = {.make = shard_make, .destroy = NULL};
 
 int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_shard", in, out);

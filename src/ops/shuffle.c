@@ -353,7 +353,7 @@ static int shuffle_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reade
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable shuffle_vt = {shuffle_make, NULL};
+static const ferry__dataset_vtable shuffle_vt = {.make = shuffle_make, .destroy = NULL};
 
 int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_shuffle_options *opts,
                           ferry_dataset **out) {

@@ -101,7 +101,7 @@ static int skip_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable skip_vt = {skip_make, NULL};
+static const ferry__dataset_vtable skip_vt = {.make = skip_make, .destroy = NULL};
 
 int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_skip", in, out);

@@ -91,7 +91,7 @@ static void slices_ds_destroy(ferry_dataset *ds_) {
     ferry__free(ds_->rt, ds->tensors);
 }
 
-static const ferry__dataset_vtable slices_vt = {slices_make, slices_ds_destroy};
+static const ferry__dataset_vtable slices_vt = {.make = slices_make, .destroy = slices_ds_destroy};
 
 /* Shared constructor. `fn` names the public function in messages. */
 static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, bool whole, const char *fn,

@@ -79,7 +79,7 @@ static int take_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable take_vt = {take_make, NULL};
+static const ferry__dataset_vtable take_vt = {.make = take_make, .destroy = NULL};
 
 int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_take", in, out);

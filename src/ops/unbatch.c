@@ -193,7 +193,7 @@ static int unbatch_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable unbatch_vt = {unbatch_make, NULL};
+static const ferry__dataset_vtable unbatch_vt = {.make = unbatch_make, .destroy = NULL};
 
 int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out) {
     FERRY__OP_PROLOGUE("ferry_dataset_unbatch", in, out);

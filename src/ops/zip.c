@@ -134,7 +134,7 @@ static int zip_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
     return FERRY_OK;
 }
 
-static const ferry__dataset_vtable zip_vt = {zip_make, NULL};
+static const ferry__dataset_vtable zip_vt = {.make = zip_make, .destroy = NULL};
 
 int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **out) {
     ferry__clear_last_error();
