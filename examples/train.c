@@ -49,6 +49,7 @@
  * usage: train --help describes every flag (usage() below).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -178,6 +179,22 @@ static void featurizer_init(featurizer *f, uint64_t seed, bool augment) {
     f->scale = sqrtf(2.0f / FEAT_DIM);
 }
 
+/* The features of sample id into phi[FEAT_DIM], its point jittered by noise[RAW_DIM] (uniform in
+ * [-1, 1)) when augmenting; returns its label. The work of featurize, shared with the
+ * hand-written reference. */
+static int featurize_row(const featurizer *f, int64_t id, const float *noise, float *phi) {
+    float x[RAW_DIM];
+    int label = make_sample(f->data_seed, id, x);
+    if (f->augment)
+        for (int i = 0; i < RAW_DIM; i++) x[i] += f->jitter * noise[i];
+    for (int j = 0; j < FEAT_DIM; j++) {
+        float a = f->b[j];
+        for (int i = 0; i < RAW_DIM; i++) a += f->w[j][i] * x[i];
+        phi[j] = f->scale * cosf(a);
+    }
+    return label;
+}
+
 /* The map function: id (int64 scalar) -> (features float32[FEAT_DIM], label int32). */
 static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     const featurizer *f = user;
@@ -192,10 +209,9 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
     if (id == f->fail_id)
         return ferry_context_fail(ctx, FERRY_EUSER, "featurize: sample %" PRId64 " is marked bad (--fail-at)", id);
 
-    float x[RAW_DIM];
-    int label = make_sample(f->data_seed, id, x);
+    float noise[RAW_DIM] = {0};
     if (f->augment)
-        for (int i = 0; i < RAW_DIM; i++) x[i] += f->jitter * (float)(2.0 * ferry_context_uniform(ctx) - 1.0);
+        for (int i = 0; i < RAW_DIM; i++) noise[i] = (float)(2.0 * ferry_context_uniform(ctx) - 1.0);
 
     ferry_runtime *rt = ferry_context_runtime(ctx);
     const int64_t dims[1] = {FEAT_DIM};
@@ -206,12 +222,7 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
         ferry_tensor_unref(t[0]);
         return ferry_context_fail(ctx, rc, "featurize: sample %" PRId64 ": %s", id, ferry_last_error());
     }
-    float *phi = ferry_tensor_mutable_data(t[0]);
-    for (int j = 0; j < FEAT_DIM; j++) {
-        float a = f->b[j];
-        for (int i = 0; i < RAW_DIM; i++) a += f->w[j][i] * x[i];
-        phi[j] = f->scale * cosf(a);
-    }
+    int label = featurize_row(f, id, noise, ferry_tensor_mutable_data(t[0]));
     *(int32_t *)ferry_tensor_mutable_data(t[1]) = label;
     rc = ferry_element_create(rt, 2, t, out); /* takes t[0], t[1] */
     if (rc != FERRY_OK) return ferry_context_fail(ctx, rc, "featurize: %s", ferry_last_error());
@@ -552,7 +563,7 @@ static double evaluate(ferry_dataset *ds, const config *cfg, const model *mdl) {
  * the stage above it), unless even that stage had less work than the training step while the
  * process got well under `cores` cores: then other programs took the CPU. */
 static void print_stats(const epoch_result *r, int cores) {
-    printf("    %-10s %10s %10s %10s %10s %10s %7s %7s\n", "stage", "elements", "self ms", "us/elem",
+    printf("    %-13s %10s %10s %10s %10s %10s %7s %7s\n", "stage", "elements", "self ms", "us/elem",
            "wait in ms", "wait out", "buffer", "threads");
     int worst = -1;
     double worst_cost = 0.0;
@@ -562,7 +573,7 @@ static void print_stats(const epoch_result *r, int cores) {
         double per = s->elements_out > 0 ? (double)s->self_ns * 1e-3 / (double)s->elements_out : 0.0;
         char buf[48];
         snprintf(buf, sizeof buf, "%" PRId64 "/%" PRId64, s->buffered_elements, s->buffer_capacity);
-        printf("    %-10.10s %10" PRId64 " %10.1f %10.2f %10.1f %10.1f %7s %7" PRId64 "\n", s->name, s->elements_out,
+        printf("    %-13.13s %10" PRId64 " %10.1f %10.2f %10.1f %10.1f %7s %7" PRId64 "\n", s->name, s->elements_out,
                (double)s->self_ns * 1e-6, per, (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6,
                buf, s->parallelism);
         double cost = (double)s->self_ns * 1e-9 / (double)(s->parallelism > 1 ? s->parallelism : 1);
@@ -602,7 +613,7 @@ static void print_stats(const epoch_result *r, int cores) {
 }
 
 typedef struct run_result {
-    double seconds, cpu_seconds, loss, accuracy, test_accuracy;
+    double seconds, wait_seconds, cpu_seconds, loss, accuracy, test_accuracy;
     uint64_t checksum;
     int64_t errors;         /* error positions met and skipped, over all epochs */
 } run_result;
@@ -639,6 +650,7 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
         *stopped = !train_epoch(train_ds, cfg, epoch, &mdl, &er, ck, resumed, resumed ? &start : NULL);
         resumed = NULL;
         res.seconds += er.seconds;
+        res.wait_seconds += er.wait_seconds;
         res.cpu_seconds += er.cpu_seconds;
         res.errors += er.errors;
         printf("  epoch %d: %6.2f s  %5" PRId64 " steps  loss %.4f  train accuracy %5.1f%%  (waited for data %2.0f%%,"
@@ -670,6 +682,150 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
            100.0 * res.test_accuracy, cfg->eval_samples, res.checksum);
     ferry_dataset_unref(eval_ds);
     ferry_dataset_unref(train_ds);
+    return res;
+}
+
+
+/* ---- the reference: the same work on a hand-written producer thread --------------------------
+ * What a careful programmer writes without ferry: one producer pthread that shuffles the ids
+ * through a buffer of the same size, featurizes whole batches into preallocated buffers and
+ * hands them over through a bounded queue (depth 3, one mutex, two condition variables); the
+ * training thread takes a batch, runs the same step and gives the buffer back. Same featurize
+ * work, same step, same batch size; the draws differ (a plain splitmix64 instead of ferry's
+ * per-element generator), so its model is not bit-identical to ferry's. It is the yardstick for
+ * the parallel run on this machine: on 2 cores it is the most that overlapping can buy. */
+#define HAND_DEPTH 3
+
+typedef struct hand_batch {
+    float *x;               /* batch_size x FEAT_DIM */
+    int32_t *y;
+    int64_t rows;
+} hand_batch;
+
+typedef struct hand_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t ready, room;
+    hand_batch buf[HAND_DEPTH + 2]; /* in the queue, being filled, being trained on */
+    int order[HAND_DEPTH + 2];      /* ring of filled buffers (indices into buf) */
+    bool free_buf[HAND_DEPTH + 2];
+    int head, count;
+    bool done;
+    const config *cfg;
+    const featurizer *f;
+    uint64_t seed;
+} hand_queue;
+
+static void *hand_producer(void *arg) {
+    hand_queue *q = arg;
+    const config *cfg = q->cfg;
+    int64_t n = cfg->samples, bs = cfg->batch_size, cap = cfg->shuffle_buffer < n ? cfg->shuffle_buffer : n;
+    int64_t *pool = malloc((size_t)cap * sizeof *pool);
+    if (!pool) die("out of memory");
+    uint64_t rng = q->seed;
+    int64_t next_id = 0, held = 0;
+    while (held < cap) pool[held++] = next_id++;
+    for (int64_t b = 0; b < n / bs; b++) { /* drop_remainder, as the pipeline */
+        pthread_mutex_lock(&q->mu);
+        int k = -1;
+        while (k < 0) {
+            for (int i = 0; i < HAND_DEPTH + 2 && k < 0; i++)
+                if (q->free_buf[i] && q->count < HAND_DEPTH) k = i;
+            if (k < 0) pthread_cond_wait(&q->room, &q->mu);
+        }
+        q->free_buf[k] = false;
+        pthread_mutex_unlock(&q->mu);
+        hand_batch *hb = &q->buf[k];
+        for (int64_t r = 0; r < bs; r++) {
+            int64_t pick = (int64_t)(splitmix64(&rng) % (uint64_t)held);
+            int64_t id = pool[pick];
+            if (next_id < n) pool[pick] = next_id++;
+            else pool[pick] = pool[--held];
+            float noise[RAW_DIM];
+            for (int i = 0; i < RAW_DIM; i++) noise[i] = uniform_pm1(&rng);
+            hb->y[r] = featurize_row(q->f, id, noise, hb->x + r * FEAT_DIM);
+        }
+        hb->rows = bs;
+        pthread_mutex_lock(&q->mu);
+        q->order[(q->head + q->count) % (HAND_DEPTH + 2)] = k;
+        q->count++;
+        pthread_cond_signal(&q->ready);
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_lock(&q->mu);
+    q->done = true;
+    pthread_cond_signal(&q->ready);
+    pthread_mutex_unlock(&q->mu);
+    free(pool);
+    return NULL;
+}
+
+/* Trains a fresh model for cfg->epochs epochs fed by the hand-written producer thread. */
+static run_result run_hand(const config *cfg, const featurizer *f) {
+    printf("\nrun 3, reference: hand-written producer pthread + bounded queue (depth %d), same featurize and step\n",
+           HAND_DEPTH);
+    static hand_queue q;
+    static model mdl;
+    model_init(&mdl, cfg->seed);
+    run_result res = {0};
+    for (int i = 0; i < HAND_DEPTH + 2; i++) {
+        q.buf[i].x = malloc((size_t)cfg->batch_size * FEAT_DIM * sizeof(float));
+        q.buf[i].y = malloc((size_t)cfg->batch_size * sizeof(int32_t));
+        if (!q.buf[i].x || !q.buf[i].y) die("out of memory");
+    }
+    totals tot = {0};
+    for (int epoch = 0; epoch < cfg->epochs; epoch++) {
+        pthread_mutex_init(&q.mu, NULL);
+        pthread_cond_init(&q.ready, NULL);
+        pthread_cond_init(&q.room, NULL);
+        for (int i = 0; i < HAND_DEPTH + 2; i++) q.free_buf[i] = true;
+        q.head = q.count = 0;
+        q.done = false;
+        q.cfg = cfg;
+        q.f = f;
+        q.seed = epoch_seed(cfg, epoch) ^ 0x9e3779b97f4a7c15ULL;
+        memset(&tot, 0, sizeof tot);
+        double t0 = now_s(), c0 = cpu_s(), wait = 0.0;
+        int64_t steps = 0;
+        pthread_t th;
+        if (pthread_create(&th, NULL, hand_producer, &q) != 0) die("pthread_create failed");
+        for (;;) {
+            double w0 = now_s();
+            pthread_mutex_lock(&q.mu);
+            while (q.count == 0 && !q.done) pthread_cond_wait(&q.ready, &q.mu);
+            if (q.count == 0) {
+                pthread_mutex_unlock(&q.mu);
+                break;
+            }
+            int k = q.order[q.head];
+            q.head = (q.head + 1) % (HAND_DEPTH + 2);
+            q.count--;
+            pthread_mutex_unlock(&q.mu);
+            wait += now_s() - w0;
+            train_step(&mdl, q.buf[k].x, q.buf[k].y, q.buf[k].rows, cfg->learning_rate, &tot);
+            steps++;
+            pthread_mutex_lock(&q.mu);
+            q.free_buf[k] = true;
+            pthread_cond_signal(&q.room);
+            pthread_mutex_unlock(&q.mu);
+        }
+        pthread_join(th, NULL);
+        pthread_cond_destroy(&q.room);
+        pthread_cond_destroy(&q.ready);
+        pthread_mutex_destroy(&q.mu);
+        double secs = now_s() - t0, cpu = cpu_s() - c0;
+        res.seconds += secs;
+        res.cpu_seconds += cpu;
+        res.loss = tot.seen ? tot.loss / (double)tot.seen : 0.0;
+        res.accuracy = tot.seen ? (double)tot.correct / (double)tot.seen : 0.0;
+        printf("  epoch %d: %6.2f s  %5" PRId64 " steps  loss %.4f  train accuracy %5.1f%%  (waited for data %2.0f%%,"
+               " %.1f cores busy)\n",
+               epoch + 1, secs, steps, res.loss, 100.0 * res.accuracy, secs > 0 ? 100.0 * wait / secs : 0.0,
+               secs > 0 ? cpu / secs : 0.0);
+    }
+    for (int i = 0; i < HAND_DEPTH + 2; i++) {
+        free(q.buf[i].x);
+        free(q.buf[i].y);
+    }
     return res;
 }
 
@@ -860,6 +1016,7 @@ int main(int argc, char **argv) {
     run_result a = run(rt, &cfg, &sequential, &train_f, &eval_f, &none, &stopped);
     none.global_step = 0;
     run_result b = run(rt, &cfg, &parallel, &train_f, &eval_f, &none, &stopped);
+    run_result h = run_hand(&cfg, &train_f);
 
     check(ferry_runtime_stats_get(rt, &rs), "ferry_runtime_stats_get");
     check(ferry_runtime_free(rt), "ferry_runtime_free");
@@ -869,6 +1026,20 @@ int main(int argc, char **argv) {
     double busy_b = b.seconds > 0 ? b.cpu_seconds / b.seconds : 0.0;
     printf("  sequential %.2f s (%.1f cores busy), parallel %.2f s (%.1f cores busy): speedup %.2fx\n", a.seconds,
            busy_a, b.seconds, busy_b, b.seconds > 0 ? a.seconds / b.seconds : 0.0);
+    /* The ceiling: the training thread's own work (the sequential run's time outside next)
+     * cannot shrink, and all the work cannot take less than its CPU time spread over the cores
+     * (ferry's consumer works on the pipeline itself while it would wait for a batch). */
+    double load = a.wait_seconds, step = a.seconds - a.wait_seconds;
+    double spread = (load + step) / cfg.cores;
+    double ceiling = step > spread ? step : spread;
+    printf("  ceiling on %d core%s: %.2f s (speedup %.2fx): the sequential run spent %.2f s training and %.2f s "
+           "loading; no schedule finishes before the training alone or before all the work spread over the "
+           "cores\n",
+           cfg.cores, cfg.cores == 1 ? "" : "s", ceiling, ceiling > 0 ? a.seconds / ceiling : 0.0, step, load);
+    printf("  hand-written producer thread: %.2f s (%.1f cores busy); ferry: %.2f s, %.2f of its speed and %.2f of "
+           "the ceiling's\n",
+           h.seconds, h.seconds > 0 ? h.cpu_seconds / h.seconds : 0.0, b.seconds,
+           b.seconds > 0 ? h.seconds / b.seconds : 0.0, b.seconds > 0 ? ceiling / b.seconds : 0.0);
     if (busy_a < 0.85)
         printf("  note: the sequential run got only %.1f of a core: other programs were using the CPU, so these "
                "times are not a clean measurement\n",

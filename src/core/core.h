@@ -107,6 +107,13 @@ void ferry__task_close(ferry__task *t);
  * when wait_for_core; pass false when the caller holds a lock that running tasks may take. */
 bool ferry__exec_block_begin(ferry__exec *x);
 void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core);
+/* A thread that is not one of x's workers (a consumer that would otherwise wait) borrows a core
+ * to do a stage's work itself. Returns 0 when no core is free under the cpu budget; 1 when it
+ * borrowed one: the thread then counts as busy, and as one of x's workers for block_begin/end,
+ * until ferry__exec_unborrow(x, 1); 2 when the thread holds a core already (a worker of x). Pass
+ * the result to unborrow. */
+int ferry__exec_borrow(ferry__exec *x);
+void ferry__exec_unborrow(ferry__exec *x, int token);
 /* Workers started, running a task, blocked (for tests and stats). */
 void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
 
@@ -471,13 +478,15 @@ typedef struct ferry__anchor {
     int64_t period;             /* take a snapshot every `period` input positions */
     int64_t next_pos;
     int64_t last_ns;            /* when the last snapshot was taken */
+    int64_t save_ns;            /* what writing one costs (smoothed) */
 } ferry__anchor;
 
 int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st);
 void ferry__anchor_fini(ferry__anchor *a);
 /* Called by the thread that drives `input`, when the input is at position `pos` (positions
- * pulled so far). Snapshots when pos is at or past the next period mark, when 2 ms passed since
- * the last snapshot, or when force. */
+ * pulled so far). Snapshots when pos is at or past the next period mark and the last snapshot is
+ * at least 32 times a snapshot's cost ago, when 2 ms passed since the last snapshot, or when
+ * force. */
 int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st);
 /* Called at save time with the consumer's position: writes the snapshot and the replay count;
  * forgets snapshots older than the one used. */

@@ -337,6 +337,32 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core) {
     ferry__mutex_unlock(&x->mu);
 }
 
+int ferry__exec_borrow(ferry__exec *x) {
+    if (tl_exec == x) return 2; /* a worker (or a borrower) holds its core already */
+    ferry__mutex_lock(&x->mu);
+    bool ok = x->busy + x->core_waiters < x->max_busy;
+    if (ok && ++x->busy > x->peak_busy) x->peak_busy = x->busy;
+    ferry__mutex_unlock(&x->mu);
+    if (!ok) return 0;
+    /* Until unborrow the thread counts as one of x's: its waits for other stages are marked
+     * blocked (ferry__exec_block_begin) and give the core back, or a task it waits for could
+     * find none. */
+    tl_exec = x;
+    return 1;
+}
+
+void ferry__exec_unborrow(ferry__exec *x, int token) {
+    if (token != 1) return;
+    tl_exec = NULL;
+    ferry__mutex_lock(&x->mu);
+    x->busy--;
+    if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
+    else if (!ferry__list_empty(&x->ready) && x->idle > 0 && atomic_load(&x->spinning) == 0)
+        ferry__cond_signal(&x->cv_work); /* a task held back by the cpu budget */
+    else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+    ferry__mutex_unlock(&x->mu);
+}
+
 void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked) {
     ferry__mutex_lock(&x->mu);
     if (workers) *workers = x->nworkers;

@@ -207,15 +207,28 @@ static void prune_locked(ferry__anchor *a, int64_t pos) {
 }
 
 int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st) {
-    if (!force && pos < a->next_pos) {
+    int64_t t0 = 0;
+    if (!force) {
         /* Expensive positions (batches of decoded images) make a long replay after restore even
-         * within one period: also snapshot when 2 ms passed. */
-        int64_t now = ferry__now_ns();
-        if (now - a->last_ns < 2000000) return FERRY_OK;
+         * within one period: also snapshot when 2 ms passed. A state that is costly to write (a
+         * large shuffle buffer) is written at most once per 32 times its cost, so that snapshots
+         * take at most ~3 % of the driving thread; a restore then replays at most that long.
+         * (Period 1, an input that cannot be replayed, is snapshotted at every position.) */
+        t0 = ferry__now_ns();
+        int64_t since = t0 - a->last_ns;
+        if (since < 2000000 && pos < a->next_pos) return FERRY_OK;
+        if (since < 2000000 && a->period > 1 && since < 32 * a->save_ns) {
+            a->next_pos = pos + a->period; /* look again a period later, not at every position */
+            return FERRY_OK;
+        }
     }
     ferry__writer w;
     ferry__writer_init(&w, &a->rt->alloc);
     int rc = ferry__iter_save(input, &w, st);
+    if (t0) {
+        int64_t cost = ferry__now_ns() - t0;
+        a->save_ns = a->save_ns ? a->save_ns + (cost - a->save_ns) / 4 : cost;
+    }
     if (rc) {
         ferry__writer_fini(&w);
         return rc;

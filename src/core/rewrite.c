@@ -53,7 +53,7 @@ static int plan_visit(ferry__plan *p, ferry_dataset *ds, const ferry_dataset **s
         if (rc) return rc;
     }
     if (!ds->vt->rewrite) return FERRY_OK;
-    ferry_dataset *local[4], **in = local;
+    ferry_dataset *local[4] = {0}, **in = local;
     if (ds->ninputs > 4) {
         in = ferry__calloc(p->rt, ds->ninputs, sizeof *in);
         if (!in) return ferry__fail(st, FERRY_ENOMEM, "planning graph rewrites: out of memory");

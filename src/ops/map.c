@@ -141,6 +141,9 @@
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
 #define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
 #define MAP_FUSE_SLOW_NS 250000     /* fused: stack a batch in one worker when its calls take less */
+#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take */
+#define MAP_HELP_MIN_NS 50000   /* ... between these (a cheaper batch does not pay for moving the input's
+                                   cache lines between the two threads) */
 
 typedef struct map_ds {
     ferry_dataset base;
@@ -244,6 +247,7 @@ struct map_it {
     map_slot *slots;
     map_worker *workers;
     int nworkers;
+    map_worker helper; /* the consumer's, when it works instead of waiting (map_help) */
     map_range *done; /* relaxed: runs of deposited slots, ring of `window` entries */
     int64_t done_r;  /* consumer-private */
 
@@ -571,12 +575,16 @@ static bool map_rel_ready(void *arg) {
            atomic_load_explicit(&m->end_seq, memory_order_acquire) <= m->head || ferry__cancelled(&m->scope);
 }
 
-/* Blocks until map_det_ready / map_rel_ready; FERRY_ECANCELED when cancelled instead. */
+static bool map_help(map_it *m);
+
+/* Blocks until map_det_ready / map_rel_ready, or works on a chunk itself (map_help) and returns
+ * to look again; FERRY_ECANCELED when cancelled instead. */
 static int map_wait_results(map_it *m, ferry__status *st) {
     map_publish_head(m);
     ferry__budget_poke(&m->rt->budget); /* a worker holding our head may be waiting for budget */
     bool (*ready)(void *) = m->relaxed ? map_rel_ready : map_det_ready;
     int64_t t0 = ferry__now_ns();
+    if (map_help(m)) return FERRY_OK; /* worked on a chunk instead of waiting: look again */
     if (!ferry__spin_adaptive(&m->spin, ready, m)) {
         /* Sleep until a batch is ready (an eighth of a large window), not one result: with fast
          * functions this keeps wake-ups (~25 us each) rare. The batch wait gives up after 1 ms
@@ -587,7 +595,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
             int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
             batch = grid_floor(m->head, g, m->fuse_n) + FERRY__MAX(1, win / 2 / m->fuse_n) * m->fuse_n - m->head;
         }
-        bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
+            bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
@@ -758,13 +766,14 @@ static void map_publish(map_it *m, int64_t s0, const map_res *items, int64_t n) 
     }
 }
 
-/* Counts the chunk's bytes in the budget and deposits it. false when cancelled (the rest of the
- * chunk is freed). */
-static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k) {
+/* Counts the chunk's bytes in the budget (waiting for room, or at once when `force`) and
+ * deposits it. false when cancelled (the rest of the chunk is freed). */
+static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k, bool force) {
     ferry__budget *b = &m->rt->budget;
     size_t total = 0;
     for (int64_t i = 0; i < k; i++) total += res_bytes(&items[i]);
-    if (total == 0 || ferry__budget_try(b, total)) {
+    if (force && total > 0 && !ferry__budget_try(b, total)) ferry__budget_force(b, total);
+    if (total == 0 || force || ferry__budget_try(b, total)) {
         map_publish(m, s0, items, k);
         return true;
     }
@@ -968,12 +977,89 @@ static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items
 
 /* Deposits a fused chunk: the stacked rows (if any) as one result, then the single results.
  * false when cancelled (what was not deposited is freed). */
-static bool map_deposit_chunk(map_it *m, int64_t s0, map_res *items, int64_t k, map_res *head, int64_t nstacked) {
-    if (nstacked > 0 && !map_deposit(m, s0, head, 1)) {
+static bool map_deposit_chunk(map_it *m, int64_t s0, map_res *items, int64_t k, map_res *head, int64_t nstacked,
+                              bool force) {
+    if (nstacked > 0 && !map_deposit(m, s0, head, 1, force)) {
         for (int64_t i = nstacked; i < k; i++) map_res_free(m->rt, &items[i]);
         return false;
     }
-    return nstacked >= k || map_deposit(m, s0 + nstacked, items + nstacked, k - nstacked);
+    return nstacked >= k || map_deposit(m, s0 + nstacked, items + nstacked, k - nstacked, force);
+}
+
+/* Under in_mu: the next chunk. *stack: a whole batch to stack (fused); *n: the positions it may
+ * take, or 0 when the window has no room for it, and then *need is the head_pub at which to try
+ * again (half the window free: one wake-up per half window). */
+static void map_next_chunk(map_it *m, int64_t chunk, bool *stack, int64_t *n, int64_t *need) {
+    int64_t to_grid = 0;
+    *stack = false;
+    if (m->fuse_n) {
+        /* Fused: a chunk on the batch grid is stacked whole when fn is known to be cheap (a
+         * batch's calls under MAP_FUSE_SLOW_NS) or when one worker pulls anyway (one thread, or
+         * pulling is the bottleneck): there is no one to share a batch with. Otherwise
+         * positions go out one by one in chunks that stop at the grid, so that stacking can
+         * resume aligned. */
+        int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
+        int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
+        to_grid = grid_floor(m->next_seq, g, m->fuse_n) + m->fuse_n - m->next_seq;
+        *stack = to_grid == m->fuse_n && e_all > 0 &&
+                 (e_all * m->fuse_n <= MAP_FUSE_SLOW_NS || atomic_load_explicit(&m->active, memory_order_relaxed) == 1);
+    }
+    int64_t want = *stack ? m->fuse_n : 1;
+    int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
+    int64_t room = atomic_load_explicit(&m->head_pub, memory_order_acquire) + win - m->next_seq;
+    if (room < want) {
+        *n = 0;
+        *need = m->next_seq - win + FERRY__MAX(FERRY__MIN(FERRY__MAX(chunk, want), win), win / 2);
+        return;
+    }
+    *n = *stack ? m->fuse_n : FERRY__MIN(chunk, room);
+    if (m->fuse_n && !*stack) *n = FERRY__MIN(*n, to_grid);
+}
+
+/* Calls fn on the k positions pulled at s0 (stacked whole when `stack`), deposits the results
+ * and adapts. t0: when the pull began. force: count the results in the budget whatever it
+ * holds (the consumer helping: it cannot wait for itself). false when cancelled (what was not
+ * deposited is freed). */
+static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64_t k, bool stack, int64_t t0,
+                     bool force, ferry__status *st) {
+    int64_t t1 = ferry__now_ns();
+    size_t bytes = 0;
+    map_res head;
+    int64_t nstacked = 0;
+    if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, st);
+    /* Unstacked: results go out in order as soon as the calls before them took MAP_HOLD_NS (a
+     * call that is suddenly slow does not hold back the ones already made). */
+    int64_t sent = 0, t_sent = t1, t_dep = 0; /* t_dep: time in early deposits (not work) */
+    for (int64_t i = 0; !stack && i < k; i++) {
+        map_res *r = &items[i];
+        if (r->kind == RES_ELEM) {
+            ferry_element *o;
+            int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, st);
+            if (rc) {
+                map_res_error(m->rt, r, rc, st);
+            } else {
+                r->p = o;
+                r->aux = (int64_t)ferry_element_nbytes(o);
+                bytes += (size_t)r->aux;
+            }
+        }
+        if (i + 1 < k) {
+            int64_t t = ferry__now_ns();
+            if (t - t_sent > MAP_HOLD_NS) {
+                if (!map_deposit(m, s0 + sent, items + sent, i + 1 - sent, force)) {
+                    for (int64_t j = i + 1; j < k; j++) map_res_free(m->rt, &items[j]);
+                    return false;
+                }
+                sent = i + 1;
+                t_sent = ferry__now_ns();
+                t_dep += t_sent - t;
+            }
+        }
+    }
+    int64_t t2 = ferry__now_ns() - t_dep;
+    if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
+    map_adapt(m, &w->chunk, k, t1 - t0, t2 - t0, bytes);
+    return map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked, force);
 }
 
 /* A worker's task: pulls chunks, calls fn and deposits results while there is room in the
@@ -987,40 +1073,22 @@ static void map_run(ferry__task *task) {
     ferry__status_clear(&st);
     map_res local[MAP_CHUNK_MAX];
     map_res *items = m->fuse_n ? w->items : local;
-    int64_t chunk = w->chunk;
-    for (;; w->chunk = chunk) {
+    for (;;) {
         if (ferry__task_yield_due(task)) {
             ferry__task_wake(task);
             return;
         }
         if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && map_park(m, w)) return;
         map_in_lock(m);
-        int64_t room, win, want, to_grid = 0;
-        bool stack = false;
+        bool stack;
+        int64_t n, need;
         for (;;) {
             if (ferry__cancelled(&m->scope) || m->in_end) {
                 map_in_unlock(m);
                 return;
             }
-            if (m->fuse_n) {
-                /* Fused: a chunk on the batch grid is stacked whole when fn is known to be cheap
-                 * (a batch's calls under MAP_FUSE_SLOW_NS) or when one worker pulls anyway (one
-                 * thread, or pulling is the bottleneck): there is no one to share a batch with.
-                 * Otherwise positions go out one by one in chunks that stop at the grid, so
-                 * that stacking can resume aligned. */
-                int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
-                int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
-                to_grid = grid_floor(m->next_seq, g, m->fuse_n) + m->fuse_n - m->next_seq;
-                stack = to_grid == m->fuse_n && e_all > 0 &&
-                        (e_all * m->fuse_n <= MAP_FUSE_SLOW_NS ||
-                         atomic_load_explicit(&m->active, memory_order_relaxed) == 1);
-            }
-            want = stack ? m->fuse_n : 1;
-            win = atomic_load_explicit(&m->win, memory_order_relaxed);
-            room = atomic_load_explicit(&m->head_pub, memory_order_acquire) + win - m->next_seq;
-            if (room >= want) break;
-            /* Sleep until half the window is free: one wake-up per half window. */
-            int64_t need = m->next_seq - win + FERRY__MAX(FERRY__MIN(FERRY__MAX(chunk, want), win), win / 2);
+            map_next_chunk(m, w->chunk, &stack, &n, &need);
+            if (n > 0) break;
             map_in_unlock(m);
             if (!map_room_or_idle(m, w, need)) return;
             map_in_lock(m);
@@ -1028,54 +1096,70 @@ static void map_run(ferry__task *task) {
         int64_t t0 = ferry__now_ns();
         int64_t s0 = m->next_seq;
         bool ended = false, cancelled = false;
-        size_t bytes = 0;
-        map_res head;
-        int64_t nstacked = 0;
-        int64_t n = stack ? m->fuse_n : FERRY__MIN(chunk, room);
-        if (m->fuse_n && !stack) n = FERRY__MIN(n, to_grid);
         int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
         map_in_unlock(m);
         if (cancelled) {
             for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
             return;
         }
-        int64_t t1 = ferry__now_ns();
-        if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &st);
-        /* Unstacked: results go out in order as soon as the calls before them took MAP_HOLD_NS
-         * (a call that is suddenly slow does not hold back the ones already made). */
-        int64_t sent = 0, t_sent = t1, t_dep = 0; /* t_dep: time in early deposits (not work) */
-        for (int64_t i = 0; !stack && i < k; i++) {
-            map_res *r = &items[i];
-            if (r->kind == RES_ELEM) {
-                ferry_element *o;
-                int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, &st);
-                if (rc) {
-                    map_res_error(m->rt, r, rc, &st);
-                } else {
-                    r->p = o;
-                    r->aux = (int64_t)ferry_element_nbytes(o);
-                    bytes += (size_t)r->aux;
-                }
-            }
-            if (i + 1 < k) {
-                int64_t t = ferry__now_ns();
-                if (t - t_sent > MAP_HOLD_NS) {
-                    if (!map_deposit(m, s0 + sent, items + sent, i + 1 - sent)) {
-                        for (int64_t j = i + 1; j < k; j++) map_res_free(m->rt, &items[j]);
-                        return;
-                    }
-                    sent = i + 1;
-                    t_sent = ferry__now_ns();
-                    t_dep += t_sent - t;
-                }
-            }
-        }
-        int64_t t2 = ferry__now_ns() - t_dep;
-        if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
-        map_adapt(m, &chunk, k, t1 - t0, t2 - t0, bytes);
-        if (!map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked)) return;
+        if (!map_work(m, w, s0, items, k, stack, t0, false, &st)) return;
         if (ended) map_wake_end(m);
     }
+}
+
+/* map_and_batch's consumer would wait for its head: instead of sleeping it stacks the next whole
+ * batch itself, on its own core that would otherwise idle, when one is free to take at once (no
+ * one holds in_mu, the window has room, the byte budget is under half full, and the cpu budget
+ * has a core free: ferry__exec_borrow) and the function is measured cheap (a batch's calls under
+ * MAP_HELP_MAX_NS, so that the consumer is back within a millisecond; over MAP_HELP_MIN_NS and
+ * twice the serial pull, so that the help pays for the handoff). On a 2-core
+ * machine a training thread that helps while it waits gets the work of both cores, as no fixed
+ * producer thread can. A plain map never does this: its results go out one by one, and a call
+ * of unknown length on the consumer's thread could hold back results that are ready.
+ * Returns true when it did a batch. */
+static bool map_help(map_it *m) {
+    map_worker *w = &m->helper;
+    ferry__budget *b = &m->rt->budget;
+    if (!m->fuse_n || ferry__cancelled(&m->scope) || atomic_load(&b->used) > b->limit / 2) return false;
+    int core;
+    if ((core = ferry__exec_borrow(&m->rt->exec)) == 0) return false;
+    if (!ferry__mutex_trylock(&m->in_mu)) {
+        ferry__exec_unborrow(&m->rt->exec, core);
+        return false;
+    }
+    atomic_fetch_add(&m->in_users, 1);
+    bool stack = false;
+    int64_t n = 0, need;
+    if (!m->in_end && !ferry__cancelled(&m->scope)) map_next_chunk(m, w->chunk, &stack, &n, &need);
+    /* Only a whole batch known to be cheap but not trivial, and only when the calls, not the
+     * serial pulls, are the work (else a second puller only contends for in_mu). */
+    int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
+    int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
+    if (!stack || e_all * m->fuse_n > MAP_HELP_MAX_NS || e_all * m->fuse_n < MAP_HELP_MIN_NS || e_all < 2 * e_pull)
+        n = 0;
+    if (n == 0) {
+        map_in_unlock(m);
+        ferry__exec_unborrow(&m->rt->exec, core);
+        return false;
+    }
+    ferry__status st;
+    ferry__status_clear(&st);
+    map_res local[MAP_CHUNK_MAX];
+    map_res *items = m->fuse_n ? w->items : local;
+    int64_t t0 = ferry__now_ns();
+    int64_t s0 = m->next_seq;
+    bool ended = false, cancelled = false;
+    int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
+    map_in_unlock(m);
+    if (cancelled) {
+        for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
+        ferry__exec_unborrow(&m->rt->exec, core);
+        return false;
+    }
+    map_work(m, w, s0, items, k, stack, t0, true, &st);
+    ferry__exec_unborrow(&m->rt->exec, core);
+    if (ended) map_wake_end(m);
+    return true;
 }
 
 /* Opens one executor task per thread and wakes them. */
@@ -1390,6 +1474,8 @@ static void map_destroy(ferry__iter *it_) {
         ferry__free(m->rt, m->workers[i].items);
         ferry__stack_free(m->workers[i].stk);
     }
+    ferry__free(m->rt, m->helper.items);
+    ferry__stack_free(m->helper.stk);
     ferry__iter_free(m->input);
     if (m->waker_ok) ferry__cancel_remove_waker(&m->scope, &m->waker);
     if (m->anchor_ok) ferry__anchor_fini(&m->anchor);
@@ -1468,8 +1554,9 @@ static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *s
     if (!m->slots || !m->workers || (m->relaxed && (!m->done || !m->taken)))
         return ferry__fail(st, FERRY_ENOMEM, "map: allocating a reorder window of %zu results failed", w);
     for (size_t i = 0; i < w; i++) atomic_init(&m->slots[i].ready, -1);
-    for (int i = 0; m->fuse_n && i < m->nthreads; i++) {
-        map_worker *mw = &m->workers[i];
+    m->helper = (map_worker){.m = m, .id = -1, .chunk = 1};
+    for (int i = -1; m->fuse_n && i < m->nthreads; i++) {
+        map_worker *mw = i < 0 ? &m->helper : &m->workers[i];
         mw->items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
         if (!mw->items) return ferry__fail(st, FERRY_ENOMEM, "map: allocating a batch's results failed");
         int src = ferry__stack_new(m->rt, m->ds->base.ncomp, m->fuse_n, &mw->stk, st);
@@ -1508,7 +1595,7 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
      * (a state saved in relaxed order may carry some: then rows go out one by one). The
      * adaptive window keeps room for a chunk per worker plus the one being handed out
      * (fuse_floor), and has slots for twice that. */
-    int64_t floor = fuse_batch * (FERRY__MAX(m->nthreads, 1) + 1);
+    int64_t floor = fuse_batch * (FERRY__MAX(m->nthreads, 1) + 2); /* + the consumer's (map_help) */
     if (fuse_batch > 0 && ferry__map_fusable(ds_, fuse_batch) && m->nthreads > 0 && !m->relaxed && m->ndrops == 0 &&
         2 * floor <= MAP_MAX_WINDOW) {
         m->fuse_n = fuse_batch;

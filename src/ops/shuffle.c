@@ -26,8 +26,9 @@
  * at most about twice its output index into the input). fill_before_first = true fills the whole
  * buffer before the first output: tf.data's order and its start-up stall.
  *
- * Memory: buffered element bytes are counted in the runtime's budget (ferry__budget_try when an
- * element enters). When the budget refuses an element, the element is counted anyway (forced:
+ * Memory: buffered element bytes are counted in the runtime's budget when an element enters,
+ * reserved 16 KiB ahead and given back in 16 KiB steps (so this stage counts at most 32 KiB more
+ * than it holds, and the budget's shared counter is touched once per 16 KiB, not per element). When the budget refuses an element, the element is counted anyway (forced:
  * it has already been read) and filling stops; while the budget is over its limit the buffer is
  * not refilled, outputs are drawn from what is there. So the budget caps the buffer, nothing
  * ever waits, and this stage takes at most one element beyond the limit. The order then depends
@@ -79,8 +80,13 @@ typedef struct shuffle_it {
     ferry__anchor anchor;
     bool anchor_ready;
     int64_t next_prune;
-    size_t held;        /* budget bytes counted for the buffer */
+    size_t held;        /* budget bytes of the buffered elements */
+    size_t credit;      /* bytes counted in the budget beyond `held` (reserved in chunks) */
 } shuffle_it;
+
+/* The budget is counted in chunks of this many bytes, not per element: two shared atomics per
+ * element would bounce a cache line between the threads that pull and release. */
+#define SHUFFLE_BUDGET_CHUNK ((size_t)16 << 10)
 
 static int grow_buf(shuffle_it *it, int64_t need, ferry__status *st) {
     const shuffle_ds *ds = (const shuffle_ds *)it->base.ds;
@@ -130,8 +136,16 @@ static int pull(shuffle_it *it, ferry_element **e, ferry__status *st) {
 static bool put(shuffle_it *it, ferry_element *e, int64_t pos) {
     ferry_runtime *rt = it->base.ctx.rt;
     size_t bytes = ferry_element_nbytes(e);
-    bool refused = !ferry__budget_try(&rt->budget, bytes);
-    if (refused) ferry__budget_force(&rt->budget, bytes);
+    bool refused = false;
+    if (bytes <= it->credit) {
+        it->credit -= bytes;
+    } else if (ferry__budget_try(&rt->budget, bytes - it->credit + SHUFFLE_BUDGET_CHUNK)) {
+        it->credit = SHUFFLE_BUDGET_CHUNK;
+    } else {
+        refused = !ferry__budget_try(&rt->budget, bytes - it->credit);
+        if (refused) ferry__budget_force(&rt->budget, bytes - it->credit);
+        it->credit = 0;
+    }
     shuffle_slot *s = &it->buf[it->count++];
     s->e = e;
     s->pos = pos;
@@ -176,8 +190,12 @@ static int shuffle_next(ferry__iter *it_, ferry_element **out, ferry__status *st
     int64_t j = (int64_t)ferry__rng_below(&it->rng, (uint64_t)it->count);
     shuffle_slot s = it->buf[j];
     it->buf[j] = it->buf[--it->count];
-    ferry__budget_release(&it_->ctx.rt->budget, s.bytes);
     it->held -= s.bytes;
+    it->credit += s.bytes;
+    if (it->credit > 2 * SHUFFLE_BUDGET_CHUNK) {
+        ferry__budget_release(&it_->ctx.rt->budget, it->credit - SHUFFLE_BUDGET_CHUNK);
+        it->credit = SHUFFLE_BUDGET_CHUNK;
+    }
     publish_stats(it);
     *out = s.e;
     return FERRY_OK;
@@ -198,7 +216,7 @@ static void shuffle_destroy(ferry__iter *it_) {
     ferry_runtime *rt = it_->ctx.rt;
     ferry__iter_free(it->input);
     for (int64_t i = 0; i < it->count; i++) ferry_element_free(it->buf[i].e); /* NULL-safe */
-    ferry__budget_release(&rt->budget, it->held);
+    ferry__budget_release(&rt->budget, it->held + it->credit);
     ferry__free(rt, it->buf);
     if (it->anchor_ready) ferry__anchor_fini(&it->anchor);
     ferry__iter_release(it_);

@@ -24,6 +24,13 @@ static void check(int rc, const char *what) {
 int ferry__mutex_init(ferry__mutex *m) { return pthread_mutex_init(&m->m, NULL); }
 void ferry__mutex_destroy(ferry__mutex *m) { check(pthread_mutex_destroy(&m->m), "pthread_mutex_destroy"); }
 void ferry__mutex_lock(ferry__mutex *m) { check(pthread_mutex_lock(&m->m), "pthread_mutex_lock"); }
+bool ferry__mutex_trylock(ferry__mutex *m) {
+    int rc = pthread_mutex_trylock(&m->m);
+    if (rc == EBUSY) return false;
+    check(rc, "pthread_mutex_trylock");
+    return true;
+}
+
 void ferry__mutex_unlock(ferry__mutex *m) { check(pthread_mutex_unlock(&m->m), "pthread_mutex_unlock"); }
 
 int ferry__cond_init(ferry__cond *c) {

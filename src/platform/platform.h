@@ -45,6 +45,8 @@ typedef struct ferry__thread {
 int ferry__mutex_init(ferry__mutex *m);
 void ferry__mutex_destroy(ferry__mutex *m);
 void ferry__mutex_lock(ferry__mutex *m);
+/* Locks m if no one holds it: true when locked. */
+bool ferry__mutex_trylock(ferry__mutex *m);
 void ferry__mutex_unlock(ferry__mutex *m);
 
 /* Condition variables use CLOCK_MONOTONIC for timed waits. */
