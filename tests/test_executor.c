@@ -2,8 +2,9 @@
  * test_executor.c - the runtime's pool (core/executor.c) on its own: tasks run until done, busy
  * workers stay within the cpu budget, a worker blocked on another task does not hold a core, no
  * wake-up is lost, close waits for a running task and drops a queued one, tasks open and close
- * while others run (a stage's parallelism changing), and every worker is joined when the last
- * task closes. Nothing here depends on timing: every test waits for the state it means to check.
+ * while others run (a stage's parallelism changing), every worker is joined when the last
+ * task closes, and a consumer that borrows a core to help stays within the budget and gives its
+ * core back while it waits for another stage. Nothing here depends on timing: every test waits for the state it means to check.
  */
 #include "runner.h"
 
@@ -506,4 +507,86 @@ TEST(a_stage_destroyed_inside_another_run_does_not_hold_the_core) {
         for (int i = 0; i < 4; i++) ferry_dataset_unref(all[i]);
         rt_done(rt);
     }
+}
+
+/* ---- borrowing a core: a consumer that works instead of waiting ------------------------- */
+typedef struct hold_task {
+    ferry__task task;
+    _Atomic int running, release, ran;
+} hold_task;
+
+/* Holds its core until told to let go. */
+static void hold_run(ferry__task *t) {
+    hold_task *h = t->arg;
+    atomic_store(&h->running, 1);
+    while (!atomic_load(&h->release)) sleep_us(50);
+    atomic_store(&h->running, 0);
+    atomic_fetch_add(&h->ran, 1);
+}
+
+static bool hold_running(void *arg) { return atomic_load(&((hold_task *)arg)->running) != 0; }
+static bool hold_ran(void *arg) { return atomic_load(&((hold_task *)arg)->ran) > 0; }
+
+static int busy_now(ferry_runtime *rt) {
+    int busy = 0;
+    ferry__exec_counts(&rt->exec, NULL, &busy, NULL);
+    return busy;
+}
+
+TEST(a_borrowed_core_counts_against_the_budget) {
+    ferry_runtime *rt = rt_with_budget(1);
+    hold_task h;
+    memset(&h, 0, sizeof h);
+    open_task(rt, &h.task, hold_run, &h);
+    ferry__task_wake(&h.task);
+    wait_until(hold_running, &h, "the task to hold the only core");
+    ASSERT_EQ(ferry__exec_borrow(&rt->exec), 0); /* no core free */
+    atomic_store(&h.release, 1);
+    wait_until(hold_ran, &h, "the task to let go");
+    int token = ferry__exec_borrow(&rt->exec);
+    ASSERT_EQ(token, 1);
+    ASSERT_EQ(busy_now(rt), 1);
+    ASSERT_EQ(ferry__exec_borrow(&rt->exec), 2); /* the borrower holds a core already */
+    /* While the borrower holds the only core, a woken task waits for it... */
+    atomic_store(&h.release, 0);
+    atomic_store(&h.ran, 0);
+    ferry__task_wake(&h.task);
+    for (int i = 0; i < 100; i++) {
+        ASSERT(!hold_running(&h));
+        sleep_us(100);
+    }
+    /* ...and runs once it is given back. */
+    ferry__exec_unborrow(&rt->exec, token);
+    wait_until(hold_running, &h, "the task to get the core back");
+    ASSERT_EQ(busy_now(rt), 1);
+    atomic_store(&h.release, 1);
+    wait_until(hold_ran, &h, "the task to finish");
+    ASSERT_LE(rt->exec.peak_busy, 1);
+    ferry__task_close(&h.task);
+    rt_done(rt);
+}
+
+/* A borrower that waits for another stage marks the wait blocked, which gives the core to the
+ * task it waits for (else, on a 1-core budget, neither could go on). */
+TEST(a_borrower_waiting_for_a_task_gives_its_core) {
+    ferry_runtime *rt = rt_with_budget(1);
+    hold_task h;
+    memset(&h, 0, sizeof h);
+    atomic_store(&h.release, 1); /* runs at once and finishes */
+    open_task(rt, &h.task, hold_run, &h);
+    int token = ferry__exec_borrow(&rt->exec);
+    ASSERT_EQ(token, 1);
+    ferry__task_wake(&h.task);
+    bool blocked = ferry__exec_block_begin(&rt->exec);
+    ASSERT(blocked);
+    ASSERT_EQ(busy_now(rt), 0);
+    wait_until(hold_ran, &h, "the task to run while the borrower waits");
+    ferry__exec_block_end(&rt->exec, blocked, true);
+    ASSERT_EQ(busy_now(rt), 1);
+    ferry__exec_unborrow(&rt->exec, token);
+    ASSERT_EQ(busy_now(rt), 0);
+    ASSERT(!ferry__exec_block_begin(&rt->exec)); /* no longer counted as one of the pool's */
+    ASSERT_LE(rt->exec.peak_busy, 1);
+    ferry__task_close(&h.task);
+    rt_done(rt);
 }
