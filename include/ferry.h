@@ -128,6 +128,10 @@ typedef struct ferry_runtime_stats {
     int threads_live;           /* ferry threads running now */
     int64_t threads_started;    /* ferry threads started since creation */
     int cpu_budget;
+    int threads_busy_peak;      /* the most ferry threads working at once since creation (a thread
+                                   waiting for another stage or for memory is not working, and a
+                                   consumer that works on a stage instead of waiting is): at most
+                                   cpu_budget */
 } ferry_runtime_stats;
 
 /* Creates a runtime. opts: borrowed, may be NULL. Returns FERRY_OK or FERRY_EINVAL/ENOMEM;

@@ -129,6 +129,10 @@ struct ferry_runtime {
     _Atomic int64_t objects; /* live datasets and iterators */
 };
 
+/* Whether a waiting thread may spin before it sleeps: not under a one-core budget, where the
+ * spin would take the one core that the budget gives the pipeline (or the training step's). */
+static inline bool ferry__may_spin(const ferry_runtime *rt) { return rt->cpu_budget > 1; }
+
 static inline void *ferry__alloc(ferry_runtime *rt, size_t n) { return ferry__mem_alloc(&rt->alloc, n); }
 static inline void *ferry__calloc(ferry_runtime *rt, size_t n, size_t size) {
     return ferry__mem_calloc(&rt->alloc, n, size);

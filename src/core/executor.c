@@ -138,7 +138,7 @@ static void *exec_worker_main(void *arg) {
             /* Spin outside the lock while spinning has paid, then sleep. */
             atomic_fetch_add(&x->spinning, 1);
             ferry__mutex_unlock(&x->mu);
-            ferry__spin_adaptive(&spin, exec_has_work, x);
+            if (x->max_busy > 1) ferry__spin_adaptive(&spin, exec_has_work, x);
             ferry__mutex_lock(&x->mu);
             atomic_fetch_sub(&x->spinning, 1);
             if (!ferry__list_empty(&x->ready) || w->stop) continue;

@@ -112,6 +112,9 @@ int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
     out->threads_live = atomic_load(&rt->threads_live);
     out->threads_started = atomic_load(&rt->threads_started);
     out->cpu_budget = rt->cpu_budget;
+    ferry__mutex_lock(&rt->exec.mu);
+    out->threads_busy_peak = rt->exec.peak_busy;
+    ferry__mutex_unlock(&rt->exec.mu);
     return FERRY_OK;
 }
 

@@ -203,6 +203,7 @@ typedef struct map_worker {
     /* Under mu: the task returned its worker and waits to be woken. */
     bool room_wait;     /* for window room (head_pub >= wake_head) */
     bool parked;        /* while id >= active */
+    bool in_wait;       /* for in_mu, held by another worker (map_in_lock_or_idle) */
     int64_t idle_ns;    /* when it began to wait for room */
     map_res *items;     /* fused: room for a batch's positions */
     ferry__stack *stk;  /* fused: stacks the rows */
@@ -268,6 +269,7 @@ struct map_it {
     _Atomic int workers_sleeping;
     _Atomic int64_t wake_head;
     _Atomic int in_users;        /* threads holding or waiting for in_mu */
+    _Atomic int in_idle;         /* worker tasks gone idle until in_mu is free */
     _Atomic int workers_stalled; /* waiting for window room or budget (under mu when it rises) */
     char pad4[64];
 
@@ -457,6 +459,46 @@ static void map_in_lock(map_it *m) {
 static void map_in_unlock(map_it *m) {
     ferry__mutex_unlock(&m->in_mu);
     atomic_fetch_sub(&m->in_users, 1);
+    atomic_thread_fence(memory_order_seq_cst); /* against map_in_lock_or_idle's recheck */
+    if (atomic_load(&m->in_idle) > 0) {
+        /* One worker task that found in_mu taken went idle: it may pull now. */
+        ferry__mutex_lock(&m->mu);
+        for (int i = 0; i < m->nworkers; i++) {
+            map_worker *w = &m->workers[i];
+            if (!w->in_wait) continue;
+            w->in_wait = false;
+            atomic_fetch_sub(&m->in_idle, 1);
+            ferry__task_wake(&w->task);
+            break;
+        }
+        ferry__mutex_unlock(&m->mu);
+    }
+}
+
+/* A worker task takes in_mu if it is free. If another worker holds it (pulling, which may mean
+ * waiting for a stage below), the task goes idle instead of blocking a thread: the next unlock
+ * wakes it. Returns false then. So a map's tasks that contend for its one input cost threads
+ * only while they work, and the pool never starts threads to replace ones that only wait for a
+ * lock. */
+static bool map_in_lock_or_idle(map_it *m, map_worker *w) {
+    if (ferry__mutex_trylock(&m->in_mu)) {
+        atomic_fetch_add(&m->in_users, 1);
+        return true;
+    }
+    ferry__mutex_lock(&m->mu);
+    w->in_wait = true;
+    atomic_fetch_add(&m->in_idle, 1);
+    ferry__mutex_unlock(&m->mu);
+    atomic_thread_fence(memory_order_seq_cst); /* against map_in_unlock's check */
+    if (!ferry__mutex_trylock(&m->in_mu)) return false; /* the holder's unlock wakes this task */
+    ferry__mutex_lock(&m->mu);
+    if (w->in_wait) { /* not woken meanwhile: take the flag back */
+        w->in_wait = false;
+        atomic_fetch_sub(&m->in_idle, 1);
+    }
+    ferry__mutex_unlock(&m->mu);
+    atomic_fetch_add(&m->in_users, 1);
+    return true;
 }
 
 /* Cancellation wakes the consumer; a worker task waiting for room or parked is idle (destroy
@@ -585,7 +627,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
     bool (*ready)(void *) = m->relaxed ? map_rel_ready : map_det_ready;
     int64_t t0 = ferry__now_ns();
     if (map_help(m)) return FERRY_OK; /* worked on a chunk instead of waiting: look again */
-    if (!ferry__spin_adaptive(&m->spin, ready, m)) {
+    if (!(ferry__may_spin(m->rt) && ferry__spin_adaptive(&m->spin, ready, m))) {
         /* Sleep until a batch is ready (an eighth of a large window), not one result: with fast
          * functions this keeps wake-ups (~25 us each) rare. The batch wait gives up after 1 ms
          * (a slow call inside the batch must not hold back the results before it for long). */
@@ -704,7 +746,8 @@ static bool map_room_ready(void *arg) {
  * it; it counts as stalled meanwhile) and this returns false, as it does once cancelled. */
 static bool map_room_or_idle(map_it *m, map_worker *w, int64_t need) {
     map_head_arg a = {m, need};
-    if (ferry__spin_adaptive(&w->spin, map_room_ready, &a)) return !ferry__cancelled(&m->scope);
+    if (ferry__may_spin(m->rt) && ferry__spin_adaptive(&w->spin, map_room_ready, &a))
+        return !ferry__cancelled(&m->scope);
     map_stall_begin(m);
     ferry__mutex_lock(&m->mu);
     if (need < atomic_load(&m->wake_head)) atomic_store(&m->wake_head, need);
@@ -1079,7 +1122,7 @@ static void map_run(ferry__task *task) {
             return;
         }
         if (w->id >= atomic_load_explicit(&m->active, memory_order_relaxed) && map_park(m, w)) return;
-        map_in_lock(m);
+        if (!map_in_lock_or_idle(m, w)) return;
         bool stack;
         int64_t n, need;
         for (;;) {
@@ -1091,7 +1134,7 @@ static void map_run(ferry__task *task) {
             if (n > 0) break;
             map_in_unlock(m);
             if (!map_room_or_idle(m, w, need)) return;
-            map_in_lock(m);
+            if (!map_in_lock_or_idle(m, w)) return;
         }
         int64_t t0 = ferry__now_ns();
         int64_t s0 = m->next_seq;

@@ -344,7 +344,7 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
     pf_publish_buffered(it);
     ferry__budget_poke(&it->rt->budget); /* a producer waiting for budget may force now */
     pf_wake_producer(it);
-    if (!ferry__spin_adaptive(&it->c_spin, pf_have_input, it)) {
+    if (!(ferry__may_spin(it->rt) && ferry__spin_adaptive(&it->c_spin, pf_have_input, it))) {
         bool blocked = ferry__exec_block_begin(&it->rt->exec); /* this consumer may be a worker */
         if (it->autotune) pf_autotune_grow(it);
         /* Sleep until a quarter of the ring is filled, not one entry, so that a producer slower
