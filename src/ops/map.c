@@ -1164,8 +1164,13 @@ static bool map_help(map_it *m) {
     map_worker *w = &m->helper;
     ferry__budget *b = &m->rt->budget;
     if (!m->fuse_n || ferry__cancelled(&m->scope) || atomic_load(&b->used) > b->limit / 2) return false;
-    int core;
-    if ((core = ferry__exec_borrow(&m->rt->exec)) == 0) return false;
+    /* Only the user's own thread helps, on its own core: a stage's task waiting here (a prefetch
+     * over this map) gives its core back instead, as its parallelism was set without it. */
+    int core = ferry__exec_borrow(&m->rt->exec);
+    if (core != 1) {
+        ferry__exec_unborrow(&m->rt->exec, core);
+        return false;
+    }
     if (!ferry__mutex_trylock(&m->in_mu)) {
         ferry__exec_unborrow(&m->rt->exec, core);
         return false;
