@@ -280,7 +280,10 @@ FERRY_API int ferry_context_fail(ferry_context *ctx, int status, const char *fmt
 /* A map function. It owns `in`: on FERRY_OK it writes the result to *out (which may be `in`
  * itself, changed or not); on failure it frees what it owns, `in` included, leaves *out NULL and
  * returns the code, which reaches the consumer in this element's position. Called from worker
- * threads under parallel map: it must be thread-safe with respect to `user`. */
+ * threads under parallel map: it must be thread-safe with respect to `user`. When a batch runs
+ * right over a parallel map (one map_and_batch stage), the thread that calls
+ * ferry_iterator_next may run it too, on whole batches, instead of waiting: it must not wait for
+ * the consumer's progress. */
 typedef int (*ferry_map_fn)(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user);
 
 /* A predicate for filter: borrows e, writes *keep. Returns FERRY_OK or an error code. */
