@@ -269,6 +269,7 @@ void ferry__context_init(ferry_context *ctx, ferry_runtime *rt, ferry__cancel *c
 typedef struct ferry__iter ferry__iter;
 typedef struct ferry__pipe ferry__pipe;
 typedef struct ferry__plan ferry__plan;
+typedef struct ferry__knobs ferry__knobs;
 
 typedef struct ferry__ictx {
     ferry_runtime *rt;
@@ -420,13 +421,43 @@ struct ferry__node_stats {
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
     _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
     bool async;                  /* self time comes from self_ns, not total minus inputs */
+    struct ferry__knobs *knobs;  /* the running stage's, or NULL (under the pipe's knobs_mu) */
 };
 
 struct ferry__pipe {
     ferry_runtime *rt;
     size_t n;
     ferry__node_stats *nodes;
+    ferry__mutex knobs_mu;       /* guards every record's `knobs` and the calls through them */
+    bool mu_ok;
 };
+
+/* ---- knobs: what may be moved while a stage runs ------------------------------------------
+ * A stage that runs ahead registers its knobs in its stats record; an autotuner (or a test)
+ * moves them through ferry__pipe_set_knobs while the stage runs. Tuning changes speed, never
+ * elements or their order. */
+struct ferry__knobs {
+    /* Sets the parallelism (tasks that may work) and the buffer (results the stage may hold
+     * ahead of its consumer), each clamped to [1, its max]; 0 leaves one as it is. A knob set
+     * this way is no longer adapted by the stage itself. Called under the pipe's knobs_mu, from
+     * any thread. */
+    void (*set)(void *stage, int parallelism, int64_t buffer);
+    void *stage;
+    int parallelism_max;
+    int64_t buffer_max;
+};
+/* Registers k as rec's knobs (replacing any: the newest iterator of a node, as a repeat's next
+ * epoch, is the one to tune) and unregisters it. Unregister before the stage is freed: no call
+ * through k starts after it returns. p and rec may be NULL (no stats: nothing to do). */
+void ferry__pipe_knobs_register(ferry__pipe *p, ferry__node_stats *rec, ferry__knobs *k);
+void ferry__pipe_knobs_unregister(ferry__pipe *p, ferry__node_stats *rec, ferry__knobs *k);
+/* Moves the knobs of stats record `node` (see ferry__knobs.set). FERRY_ENOTFOUND when that node
+ * has none now (not a stage that runs ahead, or not running). *par_max and *buf_max (may be
+ * NULL) get the limits. */
+int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t buffer, int *par_max,
+                          int64_t *buf_max);
+/* The stats records of a public iterator (internal: for tests and the autotuner). */
+ferry__pipe *ferry__iterator_pipe(ferry_iterator *it);
 
 /* Records for every node that runs: the graph from root with the plan's replacements (plan may
  * be NULL). */

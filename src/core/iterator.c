@@ -132,6 +132,8 @@ static size_t count_nodes(const ferry__plan *plan, ferry_dataset *ds, const ferr
 int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, const ferry__plan *plan,
                      ferry__status *st) {
     p->rt = rt;
+    if (ferry__mutex_init(&p->knobs_mu)) return ferry__fail(st, FERRY_ENOMEM, "creating the stats lock failed");
+    p->mu_ok = true;
     /* Upper bound first (a DAG may repeat nodes), then the exact list. */
     size_t bound = 0;
     {
@@ -166,7 +168,37 @@ int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, con
     return FERRY_OK;
 }
 
+void ferry__pipe_knobs_register(ferry__pipe *p, ferry__node_stats *rec, ferry__knobs *k) {
+    if (!p || !rec || !p->mu_ok) return;
+    ferry__mutex_lock(&p->knobs_mu);
+    rec->knobs = k;
+    ferry__mutex_unlock(&p->knobs_mu);
+}
+
+void ferry__pipe_knobs_unregister(ferry__pipe *p, ferry__node_stats *rec, ferry__knobs *k) {
+    if (!p || !rec || !p->mu_ok) return;
+    ferry__mutex_lock(&p->knobs_mu);
+    if (rec->knobs == k) rec->knobs = NULL;
+    ferry__mutex_unlock(&p->knobs_mu);
+}
+
+int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t buffer, int *par_max,
+                          int64_t *buf_max) {
+    if (node >= p->n || !p->mu_ok) return FERRY_ENOTFOUND;
+    ferry__mutex_lock(&p->knobs_mu);
+    ferry__knobs *k = p->nodes[node].knobs;
+    if (k) {
+        if (par_max) *par_max = k->parallelism_max;
+        if (buf_max) *buf_max = k->buffer_max;
+        k->set(k->stage, parallelism, buffer);
+    }
+    ferry__mutex_unlock(&p->knobs_mu);
+    return k ? FERRY_OK : FERRY_ENOTFOUND;
+}
+
 void ferry__pipe_fini(ferry__pipe *p) {
+    if (p->mu_ok) ferry__mutex_destroy(&p->knobs_mu);
+    p->mu_ok = false;
     if (!p->nodes) return;
     ferry__free(p->rt, p->nodes);
     p->nodes = NULL;
@@ -407,6 +439,8 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
 }
 
 const char *ferry_iterator_error(const ferry_iterator *it) { return it ? it->st.msg : ""; }
+
+ferry__pipe *ferry__iterator_pipe(ferry_iterator *it) { return &it->pipe; }
 
 void ferry_iterator_free(ferry_iterator *it) {
     if (!it) return;

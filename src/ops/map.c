@@ -218,6 +218,9 @@ struct map_it {
     int nthreads; /* 0: inline */
     int64_t window; /* slots (seq % window); the effective window `win` may be smaller */
     bool win_fixed; /* reorder_window given: win == window */
+    ferry__knobs knobs;     /* registered in the stats record while parallel (map_knobs_set) */
+    bool knobs_on;
+    _Atomic bool par_tuned, win_tuned; /* set through the knobs: map_adapt leaves them alone */
     bool relaxed;
     int64_t base_index;
     map_range *drops; /* ranges not to produce again (from a saved state), ascending */
@@ -932,7 +935,7 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
     atomic_store_explicit(&m->ewma_pull, e_pull, memory_order_relaxed);
     size_t limit = m->rt->budget.limit;
     int64_t win = atomic_load_explicit(&m->win, memory_order_relaxed);
-    if (!m->win_fixed) {
+    if (!m->win_fixed && !atomic_load_explicit(&m->win_tuned, memory_order_relaxed)) {
         int64_t w = e_all > 0 ? FERRY__MAX(t, 2) * MAP_WINDOW_TARGET_NS / e_all : m->window;
         if (avg_bytes > 0) w = FERRY__MIN(w, (int64_t)(limit / 4 / (size_t)avg_bytes));
         w = FERRY__MAX(w, FERRY__MAX(4 * t, 16));
@@ -949,7 +952,7 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
     int64_t want = per > 0 ? MAP_CHUNK_TARGET_NS / per : cap;
     want = FERRY__MAX(1, FERRY__MIN(want, cap));
     *chunk = FERRY__MIN(want, 2 * *chunk);
-    if (t > 1) {
+    if (t > 1 && !atomic_load_explicit(&m->par_tuned, memory_order_relaxed)) {
         /* Pulls are serial: at most (pull + fn) / pull workers can be kept busy. The count
          * moves only when the ratio is 3/4 past the next integer (no flapping). */
         int old = atomic_load_explicit(&m->active, memory_order_relaxed);
@@ -1210,6 +1213,33 @@ static bool map_help(map_it *m) {
     return true;
 }
 
+/* The knobs (ferry__knobs.set): parallelism = the workers that may pull (the others park),
+ * buffer = the effective reorder window. Lowering either takes effect as workers come back for
+ * their next chunk; raising wakes the parked workers or those waiting for room. Output and order
+ * do not change: positions are assigned under in_mu whoever pulls them. */
+static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
+    map_it *m = stage;
+    ferry__node_stats *s = m->base.stats;
+    if (parallelism > 0) {
+        ferry__mutex_lock(&m->mu);
+        int a = FERRY__MIN(parallelism, m->nworkers > 0 ? m->nworkers : m->nthreads);
+        atomic_store(&m->par_tuned, true);
+        atomic_store(&m->active, a);
+        if (s) atomic_store(&s->parallelism, a);
+        map_unpark(m);
+        ferry__mutex_unlock(&m->mu);
+    }
+    if (buffer > 0) {
+        int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1)), m->window);
+        atomic_store(&m->win_tuned, true);
+        atomic_store(&m->win, w);
+        if (s) atomic_store(&s->capacity, w);
+        ferry__mutex_lock(&m->mu);
+        map_wake_room_waiters(m);
+        ferry__mutex_unlock(&m->mu);
+    }
+}
+
 /* Opens one executor task per thread and wakes them. */
 static int map_start(map_it *m, ferry__status *st) {
     int rc = FERRY_OK;
@@ -1220,7 +1250,9 @@ static int map_start(map_it *m, ferry__status *st) {
         w->chunk = 1;
         rc = ferry__task_open(&m->rt->exec, &w->task, map_run, w, st);
         if (rc) break;
+        ferry__mutex_lock(&m->mu); /* the knobs read it from another thread */
         m->nworkers = i + 1;
+        ferry__mutex_unlock(&m->mu);
     }
     if (m->nworkers == 0) {
         ferry__status_prefix(st, "map");
@@ -1496,6 +1528,7 @@ static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
 
 static void map_destroy(ferry__iter *it_) {
     map_it *m = (map_it *)it_;
+    if (m->knobs_on) ferry__pipe_knobs_unregister(m->base.ctx.pipe, m->base.stats, &m->knobs);
     if (m->scope_ok) ferry__cancel_fire(&m->scope);
     for (int i = 0; i < m->nworkers; i++) ferry__task_close(&m->workers[i].task);
     if (m->slots) {
@@ -1679,6 +1712,10 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
             atomic_store(&s->parallelism, m->nthreads);
             atomic_store(&s->capacity, atomic_load(&m->win));
         }
+        m->knobs = (ferry__knobs){.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads,
+                                  .buffer_max = m->window};
+        ferry__pipe_knobs_register(ctx->pipe, m->base.stats, &m->knobs);
+        m->knobs_on = true;
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
     }
     *out = &m->base;

@@ -109,6 +109,9 @@ typedef struct pf_it {
     pf_entry *ring;
     int64_t ring_cap;
     _Atomic int64_t capacity;
+    _Atomic bool tuned;       /* capacity set through the knobs: AUTOTUNE growth stops */
+    ferry__knobs knobs;
+    bool knobs_on;
 
     /* Written by the producer. */
     char pad0[64];
@@ -323,7 +326,7 @@ static bool pf_have_batch(pf_it *it, int64_t batch) {
  * consumer sleep until a batch of entries is there (one wake-up per batch). */
 static void pf_autotune_grow(pf_it *it) {
     int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
-    if (cap >= PF_AUTOTUNE_MAX) return;
+    if (cap >= PF_AUTOTUNE_MAX || atomic_load_explicit(&it->tuned, memory_order_relaxed)) return;
     int64_t n = atomic_load_explicit(&it->tail, memory_order_relaxed);
     int64_t bytes = atomic_load_explicit(&it->bytes_in, memory_order_relaxed);
     int64_t avg = n > 0 ? bytes / n : 0;
@@ -481,8 +484,22 @@ static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     return rc;
 }
 
+/* The knobs (ferry__knobs.set): buffer = the ring's capacity (up to the ring allocated); one
+ * producer task, so parallelism stays 1. Raising it wakes the producer. */
+static void pf_knobs_set(void *stage, int parallelism, int64_t buffer) {
+    pf_it *it = stage;
+    (void)parallelism;
+    if (buffer <= 0) return;
+    int64_t cap = FERRY__MIN(buffer, it->ring_cap);
+    atomic_store(&it->tuned, true);
+    int64_t old = atomic_exchange(&it->capacity, cap);
+    if (it->base.stats) atomic_store(&it->base.stats->capacity, cap);
+    if (cap > old) pf_wake_producer(it);
+}
+
 static void pf_destroy(ferry__iter *it_) {
     pf_it *it = (pf_it *)it_;
+    if (it->knobs_on) ferry__pipe_knobs_unregister(it->base.ctx.pipe, it->base.stats, &it->knobs);
     if (it->scope_ok) ferry__cancel_fire(&it->scope);
     if (it->started) {
         ferry__task_close(&it->task); /* no run after this: p_self_ns is ours */
@@ -592,6 +609,9 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
             atomic_store(&s->parallelism, 1);
             atomic_store(&s->capacity, atomic_load(&it->capacity));
         }
+        it->knobs = (ferry__knobs){.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap};
+        ferry__pipe_knobs_register(ctx->pipe, it->base.stats, &it->knobs);
+        it->knobs_on = true;
         if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
     }
     *out = &it->base;
