@@ -533,6 +533,8 @@ static int busy_now(ferry_runtime *rt) {
     return busy;
 }
 
+static bool pool_idle(void *arg) { return busy_now(arg) == 0; }
+
 TEST(a_borrowed_core_counts_against_the_budget) {
     ferry_runtime *rt = rt_with_budget(1);
     hold_task h;
@@ -543,6 +545,7 @@ TEST(a_borrowed_core_counts_against_the_budget) {
     ASSERT_EQ(ferry__exec_borrow(&rt->exec), 0); /* no core free */
     atomic_store(&h.release, 1);
     wait_until(hold_ran, &h, "the task to let go");
+    wait_until(pool_idle, rt, "the worker to give its core back"); /* it does after the run returns */
     int token = ferry__exec_borrow(&rt->exec);
     ASSERT_EQ(token, 1);
     ASSERT_EQ(busy_now(rt), 1);

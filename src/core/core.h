@@ -77,6 +77,7 @@ struct ferry__exec {
     int max_busy;                /* the cpu budget */
     int clients;                 /* open tasks */
     int nworkers, starting, idle, busy, blocked, core_waiters;
+    int blocked_borrowers;       /* of `blocked`: threads with a borrowed core (not workers) */
     int peak_busy;               /* the most busy workers seen (for tests and stats) */
     struct ferry__exec_worker *workers;
 };
@@ -110,8 +111,8 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core);
 /* A thread that is not one of x's workers (a consumer that would otherwise wait) borrows a core
  * to do a stage's work itself. Returns 0 when no core is free under the cpu budget; 1 when it
  * borrowed one: the thread then counts as busy, and as one of x's workers for block_begin/end,
- * until ferry__exec_unborrow(x, 1); 2 when the thread holds a core already (a worker of x). Pass
- * the result to unborrow. */
+ * until ferry__exec_unborrow(x, 1); 2 when the thread holds a core already (a worker of x). A
+ * worker of another runtime's pool gets 0. Pass the result to unborrow. */
 int ferry__exec_borrow(ferry__exec *x);
 void ferry__exec_unborrow(ferry__exec *x, int token);
 /* Workers started, running a task, blocked (for tests and stats). */
@@ -519,8 +520,8 @@ typedef struct ferry__anchor {
 int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st);
 void ferry__anchor_fini(ferry__anchor *a);
 /* Called by the thread that drives `input`, when the input is at position `pos` (positions
- * pulled so far). Snapshots when pos is at or past the next period mark and the last snapshot is
- * at least 32 times a snapshot's cost ago, when 2 ms passed since the last snapshot, or when
+ * pulled so far). Snapshots when pos is at or past the next period mark or 2 ms passed since the
+ * last snapshot, provided that was at least 32 times a snapshot's cost ago (period > 1), or when
  * force. */
 int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool force, ferry__status *st);
 /* Called at save time with the consumer's position: writes the snapshot and the replay count;

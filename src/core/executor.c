@@ -111,6 +111,7 @@ static void exec_dispatch(ferry__exec *x);
 
 /* The executor whose worker the calling thread is (NULL on other threads). */
 static _Thread_local ferry__exec *tl_exec;
+static _Thread_local bool tl_borrowed; /* tl_exec is borrowed (ferry__exec_borrow), not a worker's */
 
 static void *exec_worker_main(void *arg) {
     exec_worker *w = arg;
@@ -194,7 +195,7 @@ static void exec_dispatch(ferry__exec *x) {
         ferry__cond_signal(&x->cv_work);
         return;
     }
-    if (x->nworkers - x->blocked < x->max_busy) {
+    if (x->nworkers - (x->blocked - x->blocked_borrowers) < x->max_busy) { /* a borrower is no worker */
         ferry__status st;
         (void)exec_start_worker(x, &st); /* the workers there take the task in their turn */
     }
@@ -275,6 +276,7 @@ void ferry__task_close(ferry__task *t) {
             bool in_worker = tl_exec == x;
             if (in_worker) {
                 x->blocked++;
+                if (tl_borrowed) x->blocked_borrowers++;
                 x->busy--;
                 if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
                 else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
@@ -282,6 +284,7 @@ void ferry__task_close(ferry__task *t) {
             ferry__cond_wait(&x->cv_done, &x->mu);
             if (in_worker) {
                 x->blocked--;
+                if (tl_borrowed) x->blocked_borrowers--;
                 x->busy++;
             }
         } else {
@@ -315,6 +318,7 @@ bool ferry__exec_block_begin(ferry__exec *x) {
     if (tl_exec != x) return false;
     ferry__mutex_lock(&x->mu);
     x->blocked++;
+    if (tl_borrowed) x->blocked_borrowers++;
     x->busy--;
     if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
     else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
@@ -326,6 +330,7 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core) {
     if (!blocked) return;
     ferry__mutex_lock(&x->mu);
     x->blocked--;
+    if (tl_borrowed) x->blocked_borrowers--;
     /* Busy workers stay within the cpu budget: wait for a core, unless the caller holds a lock
      * that the running tasks may need. */
     while (wait_for_core && x->busy >= x->max_busy) {
@@ -339,6 +344,7 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core) {
 
 int ferry__exec_borrow(ferry__exec *x) {
     if (tl_exec == x) return 2; /* a worker (or a borrower) holds its core already */
+    if (tl_exec) return 0;      /* a worker of another runtime's pool: keep its marks right */
     ferry__mutex_lock(&x->mu);
     bool ok = x->busy + x->core_waiters < x->max_busy;
     if (ok && ++x->busy > x->peak_busy) x->peak_busy = x->busy;
@@ -348,12 +354,14 @@ int ferry__exec_borrow(ferry__exec *x) {
      * blocked (ferry__exec_block_begin) and give the core back, or a task it waits for could
      * find none. */
     tl_exec = x;
+    tl_borrowed = true;
     return 1;
 }
 
 void ferry__exec_unborrow(ferry__exec *x, int token) {
     if (token != 1) return;
     tl_exec = NULL;
+    tl_borrowed = false;
     ferry__mutex_lock(&x->mu);
     x->busy--;
     if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);

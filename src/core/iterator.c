@@ -242,14 +242,15 @@ int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool f
     int64_t t0 = 0;
     if (!force) {
         /* Expensive positions (batches of decoded images) make a long replay after restore even
-         * within one period: also snapshot when 2 ms passed. A state that is costly to write (a
-         * large shuffle buffer) is written at most once per 32 times its cost, so that snapshots
-         * take at most ~3 % of the driving thread; a restore then replays at most that long.
+         * within one period: also snapshot when 2 ms passed. But a state that is costly to write
+         * (a large shuffle buffer) is written at most once per 32 times its cost, whatever the
+         * period or the clock, so that snapshots take at most ~3 % of the driving thread; a
+         * restore then replays at most that long.
          * (Period 1, an input that cannot be replayed, is snapshotted at every position.) */
         t0 = ferry__now_ns();
         int64_t since = t0 - a->last_ns;
         if (since < 2000000 && pos < a->next_pos) return FERRY_OK;
-        if (since < 2000000 && a->period > 1 && since < 32 * a->save_ns) {
+        if (a->period > 1 && since < 32 * a->save_ns) {
             a->next_pos = pos + a->period; /* look again a period later, not at every position */
             return FERRY_OK;
         }
@@ -379,8 +380,10 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
         ferry__free(rt, it);
         return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cancel scope failed", fn);
     }
-    int rc = ferry__plan_build(&it->plan, rt, ds, !(opts && opts->no_rewrites), &st);
-    if (!rc) rc = ferry__pipe_init(&it->pipe, rt, ds, &it->plan, &st);
+    /* A plan that cannot be made (out of memory) only means no rewrite: the graph runs as written. */
+    if (ferry__plan_build(&it->plan, rt, ds, !(opts && opts->no_rewrites), &st) != FERRY_OK)
+        it->plan = (ferry__plan){.rt = rt};
+    int rc = ferry__pipe_init(&it->pipe, rt, ds, &it->plan, &st);
     if (!rc) {
         ferry__ictx ctx = {.rt = rt,
                            .cancel = &it->cancel,

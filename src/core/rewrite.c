@@ -18,9 +18,15 @@
  */
 #include "core.h"
 
-static bool plan_seen(const ferry_dataset **seen, size_t n, const ferry_dataset *ds) {
-    for (size_t i = 0; i < n; i++)
-        if (seen[i] == ds) return true;
+/* The nodes visited so far (grown as needed: a DAG's shared nodes are visited once). */
+typedef struct plan_seen_set {
+    const ferry_dataset **v;
+    size_t n, cap;
+} plan_seen_set;
+
+static bool plan_seen(const plan_seen_set *seen, const ferry_dataset *ds) {
+    for (size_t i = 0; i < seen->n; i++)
+        if (seen->v[i] == ds) return true;
     return false;
 }
 
@@ -43,13 +49,19 @@ static int plan_add(ferry__plan *p, ferry_dataset *from, ferry_dataset *to, ferr
     return FERRY_OK;
 }
 
-/* Visits ds after its inputs. seen/nseen: nodes visited (room for every node). */
-static int plan_visit(ferry__plan *p, ferry_dataset *ds, const ferry_dataset **seen, size_t *nseen,
-                      ferry__status *st) {
-    if (plan_seen(seen, *nseen, ds)) return FERRY_OK;
-    seen[(*nseen)++] = ds;
+/* Visits ds after its inputs. */
+static int plan_visit(ferry__plan *p, ferry_dataset *ds, plan_seen_set *seen, ferry__status *st) {
+    if (plan_seen(seen, ds)) return FERRY_OK;
+    if (seen->n == seen->cap) {
+        size_t cap = seen->cap ? 2 * seen->cap : 16;
+        const ferry_dataset **v = ferry__realloc(p->rt, seen->v, cap * sizeof *v);
+        if (!v) return ferry__fail(st, FERRY_ENOMEM, "planning graph rewrites: out of memory");
+        seen->v = v;
+        seen->cap = cap;
+    }
+    seen->v[seen->n++] = ds;
     for (size_t i = 0; i < ds->ninputs; i++) {
-        int rc = plan_visit(p, ds->inputs[i], seen, nseen, st);
+        int rc = plan_visit(p, ds->inputs[i], seen, st);
         if (rc) return rc;
     }
     if (!ds->vt->rewrite) return FERRY_OK;
@@ -67,21 +79,12 @@ static int plan_visit(ferry__plan *p, ferry_dataset *ds, const ferry_dataset **s
     return plan_add(p, ds, to, st);
 }
 
-static size_t plan_count(const ferry_dataset *ds) {
-    size_t n = 1;
-    for (size_t i = 0; i < ds->ninputs; i++) n += plan_count(ds->inputs[i]);
-    return n;
-}
-
 int ferry__plan_build(ferry__plan *p, ferry_runtime *rt, ferry_dataset *root, bool enabled, ferry__status *st) {
     *p = (ferry__plan){.rt = rt, .enabled = enabled};
     if (!enabled) return FERRY_OK;
-    size_t bound = plan_count(root); /* every path: an upper bound on the nodes */
-    const ferry_dataset **seen = ferry__calloc(rt, bound, sizeof *seen);
-    if (!seen) return ferry__fail(st, FERRY_ENOMEM, "planning graph rewrites: out of memory");
-    size_t nseen = 0;
-    int rc = plan_visit(p, root, seen, &nseen, st);
-    ferry__free(rt, seen);
+    plan_seen_set seen = {0};
+    int rc = plan_visit(p, root, &seen, st);
+    ferry__free(rt, seen.v);
     if (rc) ferry__plan_fini(p);
     return rc;
 }

@@ -230,13 +230,14 @@ static ferry__ictx inner_ctx(ilv_it *it, int64_t k) {
 }
 
 /* Plans the rewrites of stream s's new inner dataset d (as the outer graph's were planned) and
- * points c at the plan. */
-static int stream_plan(ilv_it *it, ilv_stream *s, ferry_dataset *d, ferry__ictx *c, ferry__status *st) {
+ * points c at the plan. A plan that cannot be made only means no rewrite. */
+static void stream_plan(ilv_it *it, ilv_stream *s, ferry_dataset *d, ferry__ictx *c) {
     const ferry__plan *outer = it->base.ctx.plan;
     ferry__plan_fini(&s->plan);
-    int rc = ferry__plan_build(&s->plan, it->base.ctx.rt, d, outer && outer->enabled, st);
-    if (rc == FERRY_OK) c->plan = &s->plan;
-    return rc;
+    ferry__status ignored;
+    if (ferry__plan_build(&s->plan, it->base.ctx.rt, d, outer && outer->enabled, &ignored) != FERRY_OK)
+        s->plan = (ferry__plan){.rt = it->base.ctx.rt};
+    c->plan = &s->plan;
 }
 
 static ilv_stream *stream_alloc(ilv_it *it) {
@@ -355,8 +356,8 @@ static void stream_open(ilv_it *it, ilv_stream *s, int64_t k, int rc_in, ferry_e
     }
     ferry__ictx c = inner_ctx(it, k);
     ferry__iter *inner = NULL;
-    rc = stream_plan(it, s, d, &c, &st);
-    if (rc == FERRY_OK) rc = ferry__iter_make(d, &c, NULL, &inner, &st);
+    stream_plan(it, s, d, &c);
+    rc = ferry__iter_make(d, &c, NULL, &inner, &st);
     if (rc == FERRY_OK && it->parallel) {
         rc = ferry__anchor_init(&s->anchor, it->base.ctx.rt, ILV_INNER_PERIOD, &st);
         if (rc == FERRY_OK) {
@@ -1140,8 +1141,7 @@ static int restore_state(ilv_it *it, ferry__reader *r, ferry__status *st) {
             ferry__r_u64(&p2, &want_replay, st);
         }
         int64_t got = 0;
-        rc = stream_plan(it, s, s->ds, &c, st);
-        if (rc) break;
+        stream_plan(it, s, s->ds, &c);
         rc = ferry__anchor_restore(s->ds, &c, &sv->state, &s->inner, &got, st);
         if (rc) break;
         if (sv->state.p != sv->state.end || (uint64_t)got != want_replay) {

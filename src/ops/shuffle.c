@@ -168,7 +168,8 @@ static int shuffle_next(ferry__iter *it_, ferry_element **out, ferry__status *st
     ferry__budget *budget = &it_->ctx.rt->budget;
     for (int64_t p = 0; p < pulls && it->count < ds->buffer_size && !it->ended; p++) {
         /* Over the limit (an element was forced in): sample from what is there. */
-        if (it->count > 0 && atomic_load_explicit(&budget->used, memory_order_relaxed) > budget->limit) break;
+        size_t used = atomic_load_explicit(&budget->used, memory_order_relaxed);
+        if (it->count > 0 && used - FERRY__MIN(used, it->credit) > budget->limit) break; /* credit is ours, unused */
         if (it->count == it->cap) {
             int rc = grow_buf(it, it->count + 1, st);
             if (rc) {
@@ -192,8 +193,11 @@ static int shuffle_next(ferry__iter *it_, ferry_element **out, ferry__status *st
     it->buf[j] = it->buf[--it->count];
     it->held -= s.bytes;
     it->credit += s.bytes;
-    if (it->credit > 2 * SHUFFLE_BUDGET_CHUNK) {
-        ferry__budget_release(&it_->ctx.rt->budget, it->credit - SHUFFLE_BUDGET_CHUNK);
+    if (atomic_load_explicit(&budget->used, memory_order_relaxed) > budget->limit) {
+        ferry__budget_release(budget, it->credit); /* over the limit: give back at once */
+        it->credit = 0;
+    } else if (it->credit > 2 * SHUFFLE_BUDGET_CHUNK) {
+        ferry__budget_release(budget, it->credit - SHUFFLE_BUDGET_CHUNK);
         it->credit = SHUFFLE_BUDGET_CHUNK;
     }
     publish_stats(it);
