@@ -19,7 +19,9 @@
  * while the current one trains. Both runs use the same seeds, so the pipeline hands out the same
  * batches in the same order and the two trained models must be bit-for-bit equal: the demo checks
  * that, prints the epoch times, the speedup and ferry's per-stage stats, and names the stage that
- * holds the pipeline back.
+ * holds the pipeline back. Run 3 is the yardstick: the same featurize work and the same step fed
+ * by a hand-written producer pthread (run_hand); the summary prints its time, ferry's ratio to
+ * it, and the ceiling that the machine's cores allow.
  *
  * Every ferry call is checked. An error in the pipeline arrives in position, as ferry delivers
  * it: `--fail-at ID` makes the map call of training sample ID fail, and the training loop gets an
@@ -29,8 +31,9 @@
  * in the same position and still end with the same weights. Any other failure prints its message
  * (ferry_last_error) and exits with status 1; a wrong or contradictory flag exits with status 2.
  *
- * Threads: main() is the only thread of the program; ferry's worker threads call featurize,
- * which only reads its `featurizer` (immutable after setup).
+ * Threads: main() is the only thread of the program besides run 3's producer; ferry's worker
+ * threads (and, under map_and_batch, main() while it would wait) call featurize, which only
+ * reads its `featurizer` (immutable after setup).
  *
  * Seeds: --seed N seeds the data, the model and the pipeline; epoch e's ferry iterator is made
  * with ferry_iterator_options.seed = N * 1000 + e, so each epoch reshuffles and re-draws its
