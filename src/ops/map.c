@@ -640,7 +640,7 @@ static int map_wait_results(map_it *m, ferry__status *st) {
             int64_t g = atomic_load_explicit(&m->grid, memory_order_relaxed);
             batch = grid_floor(m->head, g, m->fuse_n) + FERRY__MAX(1, win / 2 / m->fuse_n) * m->fuse_n - m->head;
         }
-            bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
+        bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
         ferry__mutex_lock(&m->mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
