@@ -25,11 +25,7 @@
 
 #include "ferry.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
 
 static volatile uint64_t sink;
 static double loops_per_us;
@@ -52,16 +48,6 @@ static void calibrate(void) {
         if (t < best) best = t;
     }
     loops_per_us = (double)n / (best * 1e6);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 #define CHECK(call)                                                                              \
@@ -200,7 +186,7 @@ static void p1(ferry_runtime *rt, int reps) {
         th[r] = run_hand(batches, (int)batch, per_elem, consumer);
         tf[r] = run_epoch(ds, consumer, NULL);
     }
-    double mf = median(tf, reps), mh = median(th, reps);
+    double mf = bench_median(tf, reps), mh = bench_median(th, reps);
     printf("P1 overlap    ideal %.1f ms | no prefetch %.1f ms | hand-written thread %.1f ms (ideal/t %.3f) | "
            "ferry %.1f ms (ideal/t %.3f, goal >= 0.98)\n",
            ideal * 1e3, tseq * 1e3, mh * 1e3, ideal / mh, mf * 1e3, ideal / mf);
@@ -221,7 +207,7 @@ static void p2(ferry_runtime *rt, int reps) {
         tf[r] = run_epoch(ds, consumer, NULL);
         tu[r] = run_epoch(un, consumer, NULL);
     }
-    double mf = median(tf, reps), mu = median(tu, reps);
+    double mf = bench_median(tf, reps), mu = bench_median(tu, reps);
     printf("P2 latency    ideal %.1f ms | ferry (16 threads) %.1f ms (ideal/t %.3f, goal >= 0.95) | unfused %.1f ms "
            "(ideal/t %.3f)\n",
            ideal * 1e3, mf * 1e3, ideal / mf, mu * 1e3, ideal / mu);
@@ -252,7 +238,7 @@ static void p3(ferry_runtime *rt, int reps) {
         t = run_epoch(un, 0, &got);
         rate2[r] = (double)n_un / t;
     }
-    double m = median(rate, reps), m1 = median(rate1, reps), m2 = median(rate2, reps);
+    double m = bench_median(rate, reps), m1 = bench_median(rate1, reps), m2 = bench_median(rate2, reps);
     printf("P3 overhead   ferry parallel map %.1f M elements/s (goal >= 20) | inline map %.1f M elements/s | "
            "parallel map unfused %.1f M elements/s\n",
            m / 1e6, m1 / 1e6, m2 / 1e6);
@@ -278,7 +264,7 @@ static void p4(ferry_runtime *rt, int reps) {
         ferry_element_free(e);
         ferry_iterator_free(it);
     }
-    double m = median(t, n);
+    double m = bench_median(t, n);
     printf("P4 start      first batch after %.3f ms (median of %d, goal <= 1 ms)\n", m * 1e3, n);
     ferry_dataset_unref(ds);
     free(t);

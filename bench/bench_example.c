@@ -25,21 +25,7 @@
 
 #include "ferry.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 #define DIE(...)                                                                                 \
     do {                                                                                         \
@@ -245,7 +231,7 @@ int main(int argc, char **argv) {
         snprintf(label[2], sizeof label[2], "map(parse)");
         snprintf(label[3], sizeof label[3], "batch %lld+map(parse)", (long long)B);
         for (int m = 0; m < 4; m++) {
-            double s = median(t[m], runs);
+            double s = bench_median(t[m], runs);
             printf("%-8s %-22s %14.0f %10.1f %12.1f\n", v ? "varlen" : "fixed", label[m], recs / s, mb / s,
                    1e9 * s / recs);
         }

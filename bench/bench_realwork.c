@@ -66,6 +66,8 @@
 
 #include "ferry.h"
 
+#include "bench_util.h"
+
 #define BATCH 64
 #define FEAT 256
 #define IN_DIM 16
@@ -81,27 +83,10 @@
         }                                                                                        \
     } while (0)
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static long context_switches(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_nvcsw + ru.ru_nivcsw;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Median, minimum and maximum of n values (v is sorted in place). */

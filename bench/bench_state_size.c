@@ -13,6 +13,8 @@
 
 #include "ferry.h"
 
+#include "bench_util.h"
+
 #define CHECK(call)                                                                              \
     do {                                                                                         \
         int rc_ = (call);                                                                        \
@@ -21,12 +23,6 @@
             exit(1);                                                                             \
         }                                                                                        \
     } while (0)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* 64 KiB of float32 per element, like a decoded image. */
 static int make_image(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {

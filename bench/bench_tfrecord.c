@@ -21,21 +21,7 @@
 #include "base/crc32c.h"
 #include "ferry.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 static volatile uint32_t sink;
 
@@ -151,13 +137,13 @@ int main(int argc, char **argv) {
     }
     printf("file: %s, %zu records of %zu bytes (%.1f MB), %d runs, one thread, page cache\n", path, nrec, rec,
            (double)fsize / 1e6, runs);
-    printf("  tfrecord read + CRC checks         %6.2f GB/s (median)\n", median(t_tfr, runs));
-    printf("  raw pread 256 KiB blocks           %6.2f GB/s\n", median(t_read, runs));
-    printf("  raw memcpy 100 KB blocks           %6.2f GB/s\n", median(t_cpy, runs));
+    printf("  tfrecord read + CRC checks         %6.2f GB/s (median)\n", bench_median(t_tfr, runs));
+    printf("  raw pread 256 KiB blocks           %6.2f GB/s\n", bench_median(t_read, runs));
+    printf("  raw memcpy 100 KB blocks           %6.2f GB/s\n", bench_median(t_cpy, runs));
     const char *impl = ferry__crc32c_hw_available() ? "sse4.2 x3" : "software ";
-    printf("  raw crc32c %s 100 KB blocks %6.2f GB/s\n", impl, median(t_hw, runs));
-    printf("  raw crc32c %s one hot block %6.2f GB/s\n", impl, median(t_hot, runs));
-    printf("  raw crc32c slicing-by-8            %6.2f GB/s\n", median(t_sw, runs));
+    printf("  raw crc32c %s 100 KB blocks %6.2f GB/s\n", impl, bench_median(t_hw, runs));
+    printf("  raw crc32c %s one hot block %6.2f GB/s\n", impl, bench_median(t_hot, runs));
+    printf("  raw crc32c slicing-by-8            %6.2f GB/s\n", bench_median(t_sw, runs));
     close(fd);
     unlink(path);
     free(file);

@@ -24,6 +24,8 @@
 
 #include "ferry.h"
 
+#include "bench_util.h"
+
 #define CHECK(call)                                                                              \
     do {                                                                                         \
         int rc_ = (call);                                                                        \
@@ -32,22 +34,6 @@
             exit(1);                                                                             \
         }                                                                                        \
     } while (0)
-
-static double clock_of(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* i (int64 scalar) -> float32[16]: `rounds` cosines per output entry, from the element's index. */
 static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
@@ -93,7 +79,7 @@ static result run_budget(int budget, int64_t n, int reps) {
     for (int k = 0; k < reps; k++) {
         ferry_runtime_stats s0, s;
         CHECK(ferry_runtime_stats_get(rt, &s0));
-        double t0 = clock_of(CLOCK_MONOTONIC), c0 = clock_of(CLOCK_PROCESS_CPUTIME_ID);
+        double t0 = now_s(), c0 = cpu_s();
         ferry_iterator *it;
         CHECK(ferry_iterator_create(p, NULL, &it));
         int64_t got = 0;
@@ -110,8 +96,8 @@ static result run_budget(int budget, int64_t n, int reps) {
             }
         }
         ferry_iterator_free(it);
-        wall[k] = clock_of(CLOCK_MONOTONIC) - t0;
-        cpu[k] = clock_of(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        wall[k] = now_s() - t0;
+        cpu[k] = cpu_s() - c0;
         CHECK(ferry_runtime_stats_get(rt, &s));
         res.started += s.threads_started - s0.threads_started;
         res.busy_peak = s.threads_busy_peak;
@@ -122,9 +108,9 @@ static result run_budget(int budget, int64_t n, int reps) {
     }
     double busy[64];
     for (int k = 0; k < reps && k < 64; k++) busy[k] = cpu[k] / wall[k];
-    res.busy = median(busy, reps < 64 ? reps : 64);
-    res.wall = median(wall, reps);
-    res.cpu = median(cpu, reps);
+    res.busy = bench_median(busy, reps < 64 ? reps : 64);
+    res.wall = bench_median(wall, reps);
+    res.cpu = bench_median(cpu, reps);
     res.rate = (double)n / res.wall;
     res.started /= reps;
     free(wall);

@@ -1108,6 +1108,24 @@ static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64
     return map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked, force);
 }
 
+/* Under in_mu: pulls the chunk of n positions (map_next_chunk's), releases in_mu, calls fn on
+ * it and deposits the results (force: see map_work). false when cancelled. */
+static bool map_pull_and_work(map_it *m, map_worker *w, map_res *items, int64_t n, bool stack, bool force,
+                              ferry__status *st) {
+    int64_t t0 = ferry__now_ns();
+    int64_t s0 = m->next_seq;
+    bool ended = false, cancelled = false;
+    int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, st);
+    map_in_unlock(m);
+    if (cancelled) {
+        for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
+        return false;
+    }
+    if (!map_work(m, w, s0, items, k, stack, t0, force, st)) return false;
+    if (ended) map_wake_end(m);
+    return true;
+}
+
 /* A worker's task: pulls chunks, calls fn and deposits results while there is room in the
  * window; returns its worker to the executor when it must wait for room, is parked, the input
  * ended, it was cancelled, or its time slice is up while other tasks wait. Nothing pulled is
@@ -1139,17 +1157,7 @@ static void map_run(ferry__task *task) {
             if (!map_room_or_idle(m, w, need)) return;
             if (!map_in_lock_or_idle(m, w)) return;
         }
-        int64_t t0 = ferry__now_ns();
-        int64_t s0 = m->next_seq;
-        bool ended = false, cancelled = false;
-        int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
-        map_in_unlock(m);
-        if (cancelled) {
-            for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
-            return;
-        }
-        if (!map_work(m, w, s0, items, k, stack, t0, false, &st)) return;
-        if (ended) map_wake_end(m);
+        if (!map_pull_and_work(m, w, items, n, stack, false, &st)) return;
     }
 }
 
@@ -1195,22 +1203,9 @@ static bool map_help(map_it *m) {
     }
     ferry__status st;
     ferry__status_clear(&st);
-    map_res local[MAP_CHUNK_MAX];
-    map_res *items = m->fuse_n ? w->items : local;
-    int64_t t0 = ferry__now_ns();
-    int64_t s0 = m->next_seq;
-    bool ended = false, cancelled = false;
-    int64_t k = map_pull(m, items, n, stack, t0, &ended, &cancelled, &st);
-    map_in_unlock(m);
-    if (cancelled) {
-        for (int64_t i = 0; i < k; i++) map_res_free(m->rt, &items[i]);
-        ferry__exec_unborrow(&m->rt->exec, core);
-        return false;
-    }
-    map_work(m, w, s0, items, k, stack, t0, true, &st);
+    bool done = map_pull_and_work(m, w, w->items, n, stack, true, &st); /* fused: items hold a batch */
     ferry__exec_unborrow(&m->rt->exec, core);
-    if (ended) map_wake_end(m);
-    return true;
+    return done;
 }
 
 /* The knobs (ferry__knobs.set): parallelism = the workers that may pull (the others park),
