@@ -562,24 +562,26 @@ static double evaluate(ferry_dataset *ds, const config *cfg, const model *mdl) {
 /* ---- reporting ----------------------------------------------------------------------------- */
 /* Prints the stages of the last epoch and names what holds the pipeline back. When the training
  * loop hardly waited for data, the training step itself is the limit. Otherwise it is the stage
- * with the most own work per thread (self time / threads; an inline stage runs on the thread of
+ * with the most own work per thread (work and row copying / threads; an inline stage runs on the thread of
  * the stage above it), unless even that stage had less work than the training step while the
  * process got well under `cores` cores: then other programs took the CPU. */
 static void print_stats(const epoch_result *r, int cores) {
-    printf("    %-13s %10s %10s %10s %10s %10s %7s %7s\n", "stage", "elements", "self ms", "us/elem",
-           "wait in ms", "wait out", "buffer", "threads");
+    printf("    %-13s %9s %9s %9s %8s %9s %9s %8s %7s %7s\n", "stage", "elements", "work ms", "rows ms", "us/elem",
+           "wait in", "wait out", "lock ms", "buffer", "threads");
     int worst = -1;
     double worst_cost = 0.0;
     bool any_async = false;
     for (size_t i = 0; i < r->nstages; i++) {
         const ferry_stage_stats *s = &r->stages[i];
-        double per = s->elements_out > 0 ? (double)s->self_ns * 1e-3 / (double)s->elements_out : 0.0;
+        int64_t own = s->work_ns + s->assemble_ns; /* its own work, and copying rows into batches */
+        double per = s->elements_out > 0 ? (double)own * 1e-3 / (double)s->elements_out : 0.0;
         char buf[48];
         snprintf(buf, sizeof buf, "%" PRId64 "/%" PRId64, s->buffered_elements, s->buffer_capacity);
-        printf("    %-13.13s %10" PRId64 " %10.1f %10.2f %10.1f %10.1f %7s %7" PRId64 "\n", s->name, s->elements_out,
-               (double)s->self_ns * 1e-6, per, (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6,
+        printf("    %-13.13s %9" PRId64 " %9.1f %9.1f %8.2f %9.1f %9.1f %8.1f %7s %7" PRId64 "\n", s->name,
+               s->elements_out, (double)s->work_ns * 1e-6, (double)s->assemble_ns * 1e-6, per,
+               (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6, (double)s->lock_wait_ns * 1e-6,
                buf, s->parallelism);
-        double cost = (double)s->self_ns * 1e-9 / (double)(s->parallelism > 1 ? s->parallelism : 1);
+        double cost = (double)own * 1e-9 / (double)(s->parallelism > 1 ? s->parallelism : 1);
         if (worst < 0 || cost > worst_cost) {
             worst = (int)i;
             worst_cost = cost;

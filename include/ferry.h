@@ -477,10 +477,16 @@ typedef struct ferry_stage_stats {
     int64_t bytes_out;
     int64_t errors_out;          /* errors handed to the consumer */
     int64_t errors_dropped;      /* ignore_errors: errors dropped */
-    int64_t self_ns;             /* time spent in this stage's own work (estimated by sampling
-                                    for inline stages; measured for worker threads) */
-    int64_t wait_input_ns;       /* time this stage's consumer side waited for its producers */
-    int64_t wait_consumer_ns;    /* time its producers waited for room (consumer too slow) */
+    /* Where the stage's time went, in nanoseconds summed over its threads. Stages that run
+     * ahead (prefetch, parallel map, map_and_batch, parallel interleave) measure them on their
+     * threads; for an inline stage, its own time is sampled as the time in its next() less its
+     * inputs' and shows as work_ns (as assemble_ns for batch and padded_batch). */
+    int64_t work_ns;             /* its own work: user function calls, parsing, bookkeeping */
+    int64_t assemble_ns;         /* copying rows into batches */
+    int64_t lock_wait_ns;        /* its threads waiting for a lock another of its threads held */
+    int64_t wait_input_ns;       /* its consumer side waiting for what its threads make */
+    int64_t wait_consumer_ns;    /* its threads waiting for room or for the byte budget (the
+                                    consumer takes too little) */
     int64_t buffered_elements;   /* in its buffer now */
     int64_t buffered_bytes;
     int64_t buffer_capacity;     /* elements; 0 for stages without a buffer */

@@ -593,3 +593,136 @@ TEST(a_borrower_waiting_for_a_task_gives_its_core) {
     ferry__task_close(&h.task);
     rt_done(rt);
 }
+
+/* ---- the async-stage base (core/stage.c) ------------------------------------------------- */
+/* A stage whose tasks sleep on the consumer's condition variable until the stage is cancelled:
+ * what a producer waiting for room does. */
+typedef struct sleeper_stage {
+    ferry_dataset ds;
+    ferry__iter it;
+    ferry__stage sg;
+    ferry__task task[2];
+    _Atomic int asleep, returned, hooks;
+    bool hook_held_mu;
+} sleeper_stage;
+
+static void sleeper_run(ferry__task *t) {
+    sleeper_stage *p = t->arg;
+    ferry__mutex_lock(&p->sg.mu);
+    atomic_fetch_add(&p->asleep, 1);
+    while (!ferry__stage_cancelled(&p->sg)) ferry__cond_wait(&p->sg.cv_cons, &p->sg.mu);
+    ferry__mutex_unlock(&p->sg.mu);
+    atomic_fetch_add(&p->returned, 1);
+}
+
+static void sleeper_hook(void *arg) {
+    sleeper_stage *p = arg;
+    /* Called by the waker with mu held: another thread cannot take it now. */
+    p->hook_held_mu = !ferry__mutex_trylock(&p->sg.mu);
+    if (!p->hook_held_mu) ferry__mutex_unlock(&p->sg.mu);
+    atomic_fetch_add(&p->hooks, 1);
+}
+
+static bool two_asleep(void *arg) { return atomic_load(&((sleeper_stage *)arg)->asleep) == 2; }
+static bool two_returned(void *arg) { return atomic_load(&((sleeper_stage *)arg)->returned) == 2; }
+
+static void sleeper_init(sleeper_stage *p, ferry_runtime *rt, ferry__cancel *parent, ferry__node_stats *rec) {
+    memset(p, 0, sizeof *p);
+    p->ds.name = "sleeper";
+    p->it.ds = &p->ds;
+    p->it.ctx.rt = rt;
+    p->it.ctx.cancel = parent;
+    p->it.stats = rec;
+}
+
+/* Sets the stage up as an op's make does and puts both tasks to sleep in it. */
+static void sleeper_start(sleeper_stage *p, int64_t anchor_period, void (*hook)(void *)) {
+    ferry__status st;
+    ferry__ictx ictx;
+    ASSERT_OK(ferry__stage_init(&p->sg, &p->it, anchor_period, &ictx, &st));
+    ASSERT(ictx.cancel == &p->sg.scope); /* the input is made under the stage's scope */
+    ASSERT(ictx.rt == p->it.ctx.rt);
+    ASSERT_EQ(p->sg.anchor_ok, anchor_period > 0);
+    ferry__stage_ready(&p->sg, hook, p, 2, 0, NULL);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(ferry__stage_task_open(&p->sg, &p->task[i], sleeper_run, p, &st));
+        ferry__task_wake(&p->task[i]);
+    }
+    wait_until(two_asleep, p, "both tasks to sleep in the stage");
+}
+
+TEST(a_stage_is_cancelled_woken_and_closed_in_one_call) {
+    ferry_runtime *rt = rt_with_budget(4);
+    ferry__cancel root;
+    ASSERT_OK(ferry__cancel_init(&root, NULL));
+    static sleeper_stage p;
+    sleeper_init(&p, rt, &root, NULL);
+    sleeper_start(&p, 16, sleeper_hook);
+    ferry__stage_stop(&p.sg); /* fires the scope: the waker wakes both; then closes them */
+    ASSERT_EQ(atomic_load(&p.returned), 2);
+    ASSERT_EQ(atomic_load(&p.hooks), 1);
+    ASSERT(p.hook_held_mu);
+    ASSERT(ferry__cancelled(&p.sg.scope));
+    ASSERT(!ferry__cancelled(&root)); /* a child's cancel does not reach its parent */
+    ferry__stage_stop(&p.sg); /* idempotent */
+    ferry__stage_fini(&p.sg);
+    ferry__cancel_fini(&root);
+    rt_done(rt); /* the last task closed: every worker joined */
+}
+
+/* Destroying an enclosing iterator fires a scope above the stage: its tasks wake by themselves. */
+TEST(a_stage_wakes_when_a_scope_above_it_fires) {
+    ferry_runtime *rt = rt_with_budget(2);
+    ferry__cancel root;
+    ASSERT_OK(ferry__cancel_init(&root, NULL));
+    static sleeper_stage p;
+    sleeper_init(&p, rt, &root, NULL);
+    sleeper_start(&p, 0, NULL);
+    ferry__cancel_fire(&root);
+    wait_until(two_returned, &p, "both tasks to return after the parent scope fired");
+    ferry__stage_stop(&p.sg);
+    ferry__stage_fini(&p.sg);
+    ferry__cancel_fini(&root);
+    rt_done(rt);
+}
+
+/* A stage that was never set up (a make that failed before it) unwinds as a no-op, and the
+ * time it measures lands in the columns its record says. */
+TEST(a_stage_unwinds_from_any_point_and_accounts_time) {
+    ferry_runtime *rt = rt_with_budget(2);
+    ferry__stage zero;
+    memset(&zero, 0, sizeof zero);
+    ferry__stage_stop(&zero);
+    ferry__stage_fini(&zero);
+    ferry__stage_time(&zero, FERRY__TIME_WORK, 5); /* no record: nothing to do */
+
+    ferry__node_stats rec;
+    memset(&rec, 0, sizeof rec);
+    atomic_store(&rec.work_ns, -1); /* inline until a stage says it measures */
+    static sleeper_stage p;
+    sleeper_init(&p, rt, NULL, &rec);
+    ferry__status st;
+    ferry__ictx ictx;
+    ASSERT_OK(ferry__stage_init(&p.sg, &p.it, 0, &ictx, &st));
+    ASSERT_EQ(atomic_load(&rec.work_ns), -1);
+    ferry__stage_ready(&p.sg, NULL, NULL, 3, 40, NULL);
+    ASSERT_EQ(atomic_load(&rec.work_ns), 0);
+    ASSERT_EQ(atomic_load(&rec.parallelism), 3);
+    ASSERT_EQ(atomic_load(&rec.capacity), 40);
+    ferry__stage_time(&p.sg, FERRY__TIME_WORK, 100);
+    ferry__stage_time(&p.sg, FERRY__TIME_ASSEMBLE, 20);
+    ferry__stage_time(&p.sg, FERRY__TIME_LOCK, 3);
+    ferry__stage_time(&p.sg, FERRY__TIME_WAIT_INPUT, 7);
+    ferry__stage_time(&p.sg, FERRY__TIME_WAIT_CONSUMER, 11);
+    ferry__stage_time(&p.sg, FERRY__TIME_WORK, -4); /* a clock step back adds nothing */
+    ferry__stage_lock(&p.sg, &p.sg.mu); /* free: no wait counted */
+    ferry__mutex_unlock(&p.sg.mu);
+    ASSERT_EQ(atomic_load(&rec.work_ns), 100);
+    ASSERT_EQ(atomic_load(&rec.assemble_ns), 20);
+    ASSERT_EQ(atomic_load(&rec.lock_wait_ns), 3);
+    ASSERT_EQ(atomic_load(&rec.wait_input_ns), 7);
+    ASSERT_EQ(atomic_load(&rec.wait_consumer_ns), 11);
+    ferry__stage_stop(&p.sg);
+    ferry__stage_fini(&p.sg);
+    rt_done(rt);
+}

@@ -2,7 +2,8 @@
  * test_knobs.c - a running stage's parallelism and buffer moved while it runs (the knobs an
  * autotuner turns, core.h's ferry__knobs): the stream stays exactly the same (values, the
  * per-element random draws, errors and their positions), the stats show the values in force,
- * the knobs are clamped to their limits, and stages that do not run ahead have none.
+ * the knobs are clamped to their limits, and stages that do not run ahead have none. Stages:
+ * parallel map, map_and_batch, prefetch, parallel interleave.
  */
 #include "stream_check.h"
 
@@ -37,6 +38,31 @@ static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, bool batched, int64
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     ferry_dataset_unref(b);
+    return p;
+}
+
+/* i -> range(1000 i, 1000 i + 7 (i % 9)): inner datasets of different lengths, some empty. */
+static int inner_range(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user) {
+    (void)user;
+    int64_t i = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
+    return ferry_dataset_range(ferry_context_runtime(ctx), 1000 * i, 1000 * i + 7 * (i % 9), 1, out);
+}
+
+/* range(n) -> interleave(inner_range, cycle 4, block 3, 3 threads) -> map(draw, 4 threads) ->
+ * prefetch(pf). */
+static ferry_dataset *interleaved(ferry_runtime *rt, int64_t n, int64_t pf) {
+    ferry_dataset *r, *il, *m, *p;
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    const ferry_tensor_spec scalar = {FERRY_INT64, {0, {0}}};
+    ferry_interleave_options io = {.cycle_length = 4, .block_length = 3, .num_parallel_calls = 3, .num_outputs = 1,
+                                   .output_specs = &scalar};
+    ASSERT_OK(ferry_dataset_interleave(r, inner_range, NULL, &io, &il));
+    ferry_map_options mo = {.num_parallel_calls = 4, .num_outputs = 1, .output_specs = &draw_spec};
+    ASSERT_OK(ferry_dataset_map(il, draw, NULL, &mo, &m));
+    ASSERT_OK(ferry_dataset_prefetch(m, pf, &p));
+    ferry_dataset_unref(r);
+    ferry_dataset_unref(il);
+    ferry_dataset_unref(m);
     return p;
 }
 
@@ -81,8 +107,8 @@ static int64_t read_stream(ferry_dataset *ds, bool turn, items *out) {
     for (size_t node = 0; node < pipe->n; node++) {
         const char *name = pipe->nodes[node].ds->name;
         bool has = ferry__pipe_set_knobs(pipe, node, 0, 0, NULL, NULL) == FERRY_OK;
-        bool ahead = strcmp(name, "map") == 0 || strcmp(name, "map_and_batch") == 0 ||
-                     (strcmp(name, "prefetch") == 0 && pipe->nodes[node].async); /* not a pass-through */
+        bool ahead = strcmp(name, "map") == 0 || strcmp(name, "map_and_batch") == 0 || strcmp(name, "interleave") == 0 ||
+                     (strcmp(name, "prefetch") == 0 && atomic_load(&pipe->nodes[node].work_ns) >= 0); /* measured: not a pass-through */
         if (has != ahead) FAILF("node %zu (%s): knobs %s", node, name, has ? "present" : "missing");
     }
     ferry_iterator_free(it);
@@ -108,9 +134,12 @@ TEST(knobs_move_while_running_and_change_nothing_but_speed) {
     check_same_under_turning(b, "range -> map(4) -> batch(8) -> prefetch(4) (map_and_batch)");
     ferry_dataset *c = pipeline(rt, 2000, false, FERRY_AUTOTUNE); /* prefetch adds no stage here */
     check_same_under_turning(c, "range -> map(4) -> prefetch(AUTOTUNE)");
+    ferry_dataset *d = interleaved(rt, 300, 5);
+    check_same_under_turning(d, "range -> interleave(3) -> map(4) -> prefetch(5)");
     ferry_dataset_unref(a);
     ferry_dataset_unref(b);
     ferry_dataset_unref(c);
+    ferry_dataset_unref(d);
     ferry_runtime_stats s;
     ASSERT_OK(ferry_runtime_stats_get(rt, &s));
     ASSERT_LE(s.threads_busy_peak, s.cpu_budget);

@@ -597,7 +597,9 @@ TEST(map_stats) {
     ASSERT_EQ(s[0].parallelism, 3);
     ASSERT_EQ(s[0].buffer_capacity, 40);
     ASSERT_EQ(s[0].elements_out, 500);
-    ASSERT(s[0].self_ns > 500 * 1000); /* the jitter alone is ~15 us per call */
+    ASSERT(s[0].work_ns > 500 * 1000); /* the jitter alone is ~15 us per call */
+    ASSERT_EQ(s[0].assemble_ns, 0);     /* nothing is batched */
+    ASSERT(s[0].lock_wait_ns >= 0);
     ASSERT_EQ(s[0].buffered_elements, 0);
     ASSERT(strcmp(s[1].name, "range") == 0);
     ferry_iterator_free(it);

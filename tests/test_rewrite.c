@@ -213,12 +213,22 @@ TEST(map_and_batch_stats_show_the_graph_that_ran) {
     ASSERT_EQ(n, 2); /* map_and_batch <- range */
     ASSERT_EQ(st[0].elements_out, 5); /* batches, not rows */
     ASSERT_EQ(st[0].parallelism, 2);
+    ASSERT(st[0].work_ns > 0);      /* the function calls, measured on the workers */
+    ASSERT(st[0].assemble_ns >= 0); /* stacking rows, when whole batches were stacked */
     ferry_iterator_free(it);
     items_free(&s);
     it = open_it(ds, false);
     ASSERT(!has_stage(it, "map_and_batch"));
     ASSERT(has_stage(it, "map"));
     ASSERT(has_stage(it, "batch"));
+    collect_msgs(it, 1000, &s);
+    ASSERT_OK(ferry_iterator_stats(it, st, 8, &n));
+    ASSERT_EQ(n, 3); /* batch <- map <- range */
+    ASSERT(strcmp(st[0].name, "batch") == 0);
+    ASSERT_EQ(st[0].work_ns, 0); /* an inline batch's own time is copying rows */
+    ASSERT(st[0].assemble_ns >= 0);
+    ASSERT_EQ(st[1].assemble_ns, 0);
+    items_free(&s);
     ferry_iterator_free(it);
     ferry_dataset_unref(ds);
     rt_done(rt);

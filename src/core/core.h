@@ -63,6 +63,7 @@ struct ferry__task {
     ferry__list node;            /* in the ready queue (under the executor's mu) */
     int64_t slice_start_ns;      /* when this run began (the worker's) */
     bool open;
+    ferry__task *stage_next;     /* the next task of the same stage (ferry__stage_task_open) */
 };
 
 struct ferry__exec {
@@ -321,6 +322,8 @@ struct ferry_dataset {
     bool runs_ahead;           /* its iterators hand out what workers of their own made ahead of
                                   the consumer (parallel map, map_and_batch): a prefetch(AUTOTUNE)
                                   right above would only add a handoff */
+    bool assembles;            /* inline, its own time is copying rows into batches (batch,
+                                  padded_batch): the stats show it as assembling, not work */
     bool unordered;            /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
                                   op that replays this input from an anchor snapshots it at every
@@ -418,10 +421,13 @@ struct ferry__node_stats {
     int first_input;
     _Atomic int64_t elements, bytes, errors, dropped;
     _Atomic int64_t total_ns;    /* time in next() seen by the consumer (sampled) */
-    _Atomic int64_t self_ns;     /* set by async ops: measured own work; -1: derive */
+    /* Where a stage's own time went (ns). A stage that runs ahead measures them on its threads
+     * (ferry__stage_time); work_ns -1 means an inline stage: its own time is derived as its
+     * total less its inputs' and counts as work, or as assembling for an op that sets
+     * ferry_dataset.assembles. */
+    _Atomic int64_t work_ns, assemble_ns, lock_wait_ns;
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
     _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
-    bool async;                  /* self time comes from self_ns, not total minus inputs */
     struct ferry__knobs *knobs;  /* the running stage's, or NULL (under the pipe's knobs_mu) */
 };
 
@@ -533,6 +539,72 @@ void ferry__anchor_prune(ferry__anchor *a, int64_t consumer_pos);
  * saved consumer position; *replayed (may be NULL) gets the positions replayed before END. */
 int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__reader *r, ferry__iter **out,
                           int64_t *replayed, ferry__status *st);
+
+/* ---- the async-stage base (stage.c) ------------------------------------------------------
+ * What every stage that runs ahead of its consumer (prefetch, parallel map and map_and_batch,
+ * parallel interleave; later decode, device copy, MPI receive) is made of, in one place:
+ *   - a cancel scope, child of the scope the stage was made in: its input and its calls live
+ *     under it, and destroy fires it first;
+ *   - `mu` and `cv_cons`: the lock of the stage's shared state and its consumer's sleep, with a
+ *     waker that cancel calls: it runs the stage's on_cancel hook and broadcasts cv_cons under
+ *     mu, so that every wait looping on (condition || cancelled) ends;
+ *   - its executor tasks, opened through the stage and closed by ferry__stage_stop: no op starts
+ *     threads of its own;
+ *   - when asked for, the anchor list of its input (symbolic state for save, see above);
+ *   - its knobs, registered in its stats record while it runs;
+ *   - the accounting of its threads' time: work, assembling rows, lock waits, waits for input
+ *     and waits for its consumer (room or budget), in its stats record.
+ * Life: ferry__stage_init (scope, lock, anchor) -> the op makes its input under the ictx that
+ * init filled -> ferry__stage_ready (waker, stats, knobs) -> tasks opened as needed ->
+ * ferry__stage_stop (knobs off, scope fired, every task closed: no run is in progress or comes
+ * after) -> the op frees what its tasks made -> ferry__stage_fini. Each step records what it
+ * made, so stop and fini unwind a make that failed at any point (a zeroed stage is valid). */
+typedef enum ferry__time_kind {
+    FERRY__TIME_WORK,          /* the stage's own work: calls, decoding, bookkeeping */
+    FERRY__TIME_ASSEMBLE,      /* copying rows into batches */
+    FERRY__TIME_LOCK,          /* waiting for a lock held by another thread of the stage */
+    FERRY__TIME_WAIT_INPUT,    /* its consumer side waiting for what its threads make */
+    FERRY__TIME_WAIT_CONSUMER, /* its threads waiting for room or for the byte budget */
+} ferry__time_kind;
+
+typedef struct ferry__stage {
+    ferry__iter *it;             /* the op's iterator (its ctx, ds and stats record) */
+    ferry_runtime *rt;
+    ferry__cancel scope;
+    ferry__waker waker;
+    ferry__mutex mu;
+    ferry__cond cv_cons;
+    ferry__anchor anchor;
+    ferry__knobs knobs;
+    void (*on_cancel)(void *arg); /* called by the waker under mu (may be NULL) */
+    void *arg;
+    ferry__task *tasks;          /* opened, linked through stage_next */
+    bool scope_ok, sync_ok, anchor_ok, waker_ok, knobs_on;
+} ferry__stage;
+
+/* Makes the scope (a child of it's ctx scope), mu, cv_cons and, when anchor_period > 0, the
+ * anchor list. *ictx gets it's ctx with the stage's scope: the op makes its input with it.
+ * Returns FERRY_OK or FERRY_ENOMEM with a message naming the op. */
+int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, ferry__ictx *ictx,
+                      ferry__status *st);
+/* Once the input is made: registers the waker (on_cancel(arg), may be NULL, runs in it under
+ * mu), marks the stats record as measured here with the stage's parallelism and buffer
+ * capacity, and registers the knobs (borrowed copy; NULL: none). */
+void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg, int parallelism,
+                        int64_t capacity, const ferry__knobs *knobs);
+/* Opens t on the runtime's executor (see ferry__task_open) as one of the stage's tasks. */
+int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg,
+                           ferry__status *st);
+/* Unregisters the knobs, fires the scope and closes every task. Idempotent. Not from a task. */
+void ferry__stage_stop(ferry__stage *s);
+/* Removes the waker and frees the anchor list, the lock and the scope. After stop. */
+void ferry__stage_fini(ferry__stage *s);
+/* Takes mu (or another lock of the stage), counting the time spent waiting for it when another
+ * thread holds it. */
+void ferry__stage_lock(ferry__stage *s, ferry__mutex *mu);
+/* Adds ns of kind to the stage's stats record (nothing without one). Any thread. */
+void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns);
+static inline bool ferry__stage_cancelled(const ferry__stage *s) { return ferry__cancelled(&s->scope); }
 
 /* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then
  * the caller still owns data). */

@@ -153,7 +153,7 @@ int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, con
         p->nodes[i].ds = seen[i];
         p->nodes[i].parent = -1;
         p->nodes[i].first_input = -1;
-        atomic_init(&p->nodes[i].self_ns, -1);
+        atomic_init(&p->nodes[i].work_ns, -1);
     }
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < seen[i]->ninputs; k++) {
@@ -470,14 +470,20 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
         o->bytes_out = atomic_load(&s->bytes);
         o->errors_out = atomic_load(&s->errors);
         o->errors_dropped = atomic_load(&s->dropped);
-        int64_t self = atomic_load(&s->self_ns);
-        if (self < 0) {
-            self = atomic_load(&s->total_ns);
+        int64_t work = atomic_load(&s->work_ns);
+        o->assemble_ns = atomic_load(&s->assemble_ns);
+        if (work < 0) { /* inline: its own time is its time in next() less its inputs' */
+            work = atomic_load(&s->total_ns);
             for (size_t j = 0; j < p->n; j++)
-                if (p->nodes[j].parent == (int)i) self -= atomic_load(&p->nodes[j].total_ns);
-            if (self < 0) self = 0;
+                if (p->nodes[j].parent == (int)i) work -= atomic_load(&p->nodes[j].total_ns);
+            if (work < 0) work = 0;
+            if (s->ds->assembles) {
+                o->assemble_ns += work;
+                work = 0;
+            }
         }
-        o->self_ns = self;
+        o->work_ns = work;
+        o->lock_wait_ns = atomic_load(&s->lock_wait_ns);
         o->wait_input_ns = atomic_load(&s->wait_input_ns);
         o->wait_consumer_ns = atomic_load(&s->wait_consumer_ns);
         o->buffered_elements = atomic_load(&s->buffered_elements);

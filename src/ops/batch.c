@@ -677,6 +677,7 @@ int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remaind
     b->drop = drop_remainder;
     ferry__dataset_hash_i64(ds, batch_size);
     ferry__dataset_hash_i64(ds, drop_remainder);
+    ds->assembles = true;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;
@@ -795,6 +796,7 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_
             ferry__dataset_hash(ds, pv->data, ferry_dtype_size(pv->dtype));
         }
     }
+    ds->assembles = true;
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

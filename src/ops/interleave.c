@@ -39,9 +39,12 @@
  * runtime's executor (core/executor.c): a task with nothing to do marks itself idle and returns
  * its worker, and poke_workers wakes one idle task when work appears; while the budget is full
  * a task instead polls on work_cv every millisecond (a wait marked blocked for the executor).
- * The consumer waits on cons_cv; the op's cancel scope (a child of ctx->cancel) has a waker that
- * sets `stop` and broadcasts both, so destroy fires the scope, closes the tasks (waiting for runs
- * in progress) and frees, promptly.
+ * `mu`, the consumer's condition variable, the cancel scope (a child of ctx->cancel) and the
+ * tasks are the stage's (the async-stage base of core.h); its waker sets `stop` and broadcasts
+ * work_cv and the consumer's, so destroy fires the scope, closes the tasks (waiting for runs in
+ * progress) and frees, promptly. Stats: work_ns = reading the streams and opening them (the
+ * function calls), lock_wait_ns = waits for a contended `mu`, wait_consumer_ns = polling while
+ * the budget is full, wait_input_ns = the consumer's waits.
  *
  * Memory: every buffered element is counted in the runtime's budget. A worker reads a stream
  * only while the budget has room, or when the consumer waits on that stream (relaxed: on any
@@ -140,11 +143,11 @@ typedef struct ilv_it {
     int64_t next_k;
     bool input_end;
     /* parallel */
-    bool started, sync_ok, scope_ok, waker_on;
-    ferry__cancel scope;
-    ferry__waker waker;
-    ferry__mutex mu;
-    ferry__cond work_cv, cons_cv;
+    /* The stage (core.h): the scope the input and the streams live under, `mu`, the consumer's
+     * `cv_cons`, the waker (ilv_cancel) and the tasks. */
+    ferry__stage sg;
+    bool started, work_cv_ok;
+    ferry__cond work_cv;
     struct ilv_task *tasks;
     int nstarted;
     ilv_stream *pend_head, *pend_tail;
@@ -158,6 +161,10 @@ typedef struct ilv_it {
     int polling;      /* tasks polling on work_cv while the budget is full */
     bool stop;
     size_t ring_cap;
+    /* The knobs (ilv_knobs_set), under mu: tasks with an index under `active` work, the others
+     * stay idle; a stream's ring holds at most ring_limit (<= ring_cap) positions. */
+    int active;
+    int ring_limit;
     int64_t nbuffered, bbuffered; /* elements and bytes in all rings (for the stats) */
     _Atomic int ci_hint; /* the consumer's ci, for workers to read the next slots first */
 } ilv_it;
@@ -166,6 +173,7 @@ typedef struct ilv_it {
 typedef struct ilv_task {
     ferry__task task;
     ilv_it *it;
+    int id;
     bool idle; /* under mu */
 } ilv_task;
 
@@ -220,7 +228,7 @@ static int check_element(const ferry_dataset *op, ferry_element *e, ferry__statu
 }
 
 /* ---- streams ---------------------------------------------------------------------------- */
-static ferry__cancel *inner_scope(ilv_it *it) { return it->parallel ? &it->scope : it->base.ctx.cancel; }
+static ferry__cancel *inner_scope(ilv_it *it) { return it->parallel ? &it->sg.scope : it->base.ctx.cancel; }
 
 static ferry__ictx inner_ctx(ilv_it *it, int64_t k) {
     ferry__ictx c = it->base.ctx;
@@ -378,13 +386,11 @@ static void stream_open(ilv_it *it, ilv_stream *s, int64_t k, int rc_in, ferry_e
 }
 
 /* ---- parallel plumbing ------------------------------------------------------------------ */
-static void ilv_wake(void *arg) {
+/* Cancellation (the stage's waker, under mu; it also wakes the consumer). */
+static void ilv_cancel(void *arg) {
     ilv_it *it = arg;
-    ferry__mutex_lock(&it->mu);
     it->stop = true;
     ferry__cond_broadcast(&it->work_cv);
-    ferry__cond_broadcast(&it->cons_cv);
-    ferry__mutex_unlock(&it->mu);
 }
 
 static bool budget_room(ferry_runtime *rt) {
@@ -394,7 +400,7 @@ static bool budget_room(ferry_runtime *rt) {
 /* A worker may read s: it has room, and the budget has room too, or the consumer waits on s (or,
  * relaxed, on any stream and s is empty): then the budget is overdrawn rather than deadlocked. */
 static bool drivable(const ilv_it *it, const ilv_stream *s) {
-    if (!s || !s->inner || s->done || s->busy || s->count >= s->cap) return false;
+    if (!s || !s->inner || s->done || s->busy || s->count >= FERRY__MIN(s->cap, it->ring_limit)) return false;
     return ((s == it->want || it->want_any) && s->count == 0) || budget_room(it->base.ctx.rt);
 }
 
@@ -436,13 +442,13 @@ static bool can_open(const ilv_it *it) {
 static void drive_stream(ilv_it *it, ilv_stream *s) {
     ferry_runtime *rt = it->base.ctx.rt;
     ilv_item local[ILV_BATCH];
-    int room = s->cap - s->count;
+    int room = FERRY__MIN(s->cap, it->ring_limit) - s->count;
     if (room > ILV_BATCH) room = ILV_BATCH;
-    ferry__mutex_unlock(&it->mu);
+    ferry__mutex_unlock(&it->sg.mu);
     int n = 0;
     bool ended = false;
     int64_t t0 = ferry__now_ns();
-    while (n < room && !ferry__cancelled(&it->scope)) {
+    while (n < room && !ferry__cancelled(&it->sg.scope)) {
         if (n > 0 && !budget_room(rt)) break;
         if (n > 0 && ferry__now_ns() - t0 > ILV_HOLD_NS) break;
         ilv_item *x = &local[n];
@@ -480,7 +486,8 @@ static void drive_stream(ilv_it *it, ilv_stream *s) {
             break;
         }
     }
-    ferry__mutex_lock(&it->mu);
+    ferry__stage_time(&it->sg, FERRY__TIME_WORK, ferry__now_ns() - t0);
+    ferry__stage_lock(&it->sg, &it->sg.mu);
     int64_t bytes = 0;
     for (int i = 0; i < n; i++) {
         s->ring[(s->head + s->count++) % s->cap] = local[i];
@@ -489,14 +496,15 @@ static void drive_stream(ilv_it *it, ilv_stream *s) {
     note_buffered(it, ended ? n - 1 : n, bytes);
     if (ended) s->done = true;
     s->busy = false;
-    if (it->cons_waiting && n > 0) ferry__cond_signal(&it->cons_cv);
+    if (it->cons_waiting && n > 0) ferry__cond_signal(&it->sg.cv_cons);
 }
 
 /* Pulls the next input position and opens a stream for it. Called with mu held and input_busy
  * just set; returns with mu held. */
 static void open_next(ilv_it *it) {
     ferry_runtime *rt = it->base.ctx.rt;
-    ferry__mutex_unlock(&it->mu);
+    ferry__mutex_unlock(&it->sg.mu);
+    int64_t t0 = ferry__now_ns();
     ilv_stream *s = stream_alloc(it);
     ferry__status st;
     ferry_element *e = NULL;
@@ -509,18 +517,19 @@ static void open_next(ilv_it *it) {
             stream_open(it, s, k, rc, e, &st);
         }
     }
-    ferry__mutex_lock(&it->mu);
+    ferry__stage_time(&it->sg, FERRY__TIME_WORK, ferry__now_ns() - t0);
+    ferry__stage_lock(&it->sg, &it->sg.mu);
     it->input_busy = false;
     if (!s) {
         /* Out of memory for a small struct: let the consumer or a later turn retry. */
-        ferry__cond_timedwait(&it->work_cv, &it->mu, 1000000);
+        ferry__cond_timedwait(&it->work_cv, &it->sg.mu, 1000000);
         return;
     }
     if (rc == FERRY_END) {
         it->input_done = true;
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
         stream_free(it, s);
-        ferry__mutex_lock(&it->mu);
+        ferry__mutex_lock(&it->sg.mu);
     } else {
         if (it->pend_tail) it->pend_tail->next = s;
         else it->pend_head = s;
@@ -529,17 +538,22 @@ static void open_next(ilv_it *it) {
         it->nlive++;
     }
     (void)rt;
-    if (it->cons_waiting) ferry__cond_signal(&it->cons_cv);
+    if (it->cons_waiting) ferry__cond_signal(&it->sg.cv_cons);
 }
 
 static void ilv_run(ferry__task *task) {
     ilv_task *t = task->arg;
     ilv_it *it = t->it;
     ferry_runtime *rt = it->base.ctx.rt;
-    ferry__mutex_lock(&it->mu);
-    while (!it->stop && !ferry__cancelled(&it->scope)) {
+    ferry__mutex_lock(&it->sg.mu);
+    while (!it->stop && !ferry__cancelled(&it->sg.scope)) {
         if (ferry__task_yield_due(task)) {
             ferry__task_wake(task);
+            break;
+        }
+        if (t->id >= it->active) { /* not needed now (the knobs): idle until raised */
+            t->idle = true;
+            it->idle++;
             break;
         }
         bool open_first = it->want_stream && can_open(it);
@@ -559,24 +573,26 @@ static void ilv_run(ferry__task *task) {
             break;
         }
         it->polling++;
+        int64_t t0 = ferry__now_ns();
         bool blocked = ferry__exec_block_begin(&rt->exec);
-        ferry__cond_timedwait(&it->work_cv, &it->mu, 1000000);
+        ferry__cond_timedwait(&it->work_cv, &it->sg.mu, 1000000);
         it->polling--;
+        ferry__stage_time(&it->sg, FERRY__TIME_WAIT_CONSUMER, ferry__now_ns() - t0);
         if (blocked) { /* wait for a core without mu: the tasks that hold the cores need it */
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             ferry__exec_block_end(&rt->exec, blocked, true);
-            ferry__mutex_lock(&it->mu);
+            ferry__mutex_lock(&it->sg.mu);
         }
     }
-    ferry__mutex_unlock(&it->mu);
+    ferry__mutex_unlock(&it->sg.mu);
 }
 
 static int start_workers(ilv_it *it, ferry__status *st) {
-    ferry_runtime *rt = it->base.ctx.rt;
     it->started = true;
     for (int i = 0; i < it->nthreads; i++) {
         it->tasks[i].it = it;
-        int rc = ferry__task_open(&rt->exec, &it->tasks[i].task, ilv_run, &it->tasks[i], st);
+        it->tasks[i].id = i;
+        int rc = ferry__stage_task_open(&it->sg, &it->tasks[i].task, ilv_run, &it->tasks[i], st);
         if (rc) {
             if (it->nstarted > 0) break; /* go on with fewer */
             it->started = false;
@@ -585,7 +601,7 @@ static int start_workers(ilv_it *it, ferry__status *st) {
         it->nstarted++;
     }
     for (int i = 0; i < it->nstarted; i++) ferry__task_wake(&it->tasks[i].task);
-    if (it->base.stats) atomic_store(&it->base.stats->parallelism, it->nstarted);
+    if (it->base.stats) atomic_store(&it->base.stats->parallelism, FERRY__MIN(it->active, it->nstarted));
     return FERRY_OK;
 }
 
@@ -596,7 +612,7 @@ static void poke_workers(ilv_it *it) {
         return;
     }
     if (it->idle == 0) return;
-    for (int i = 0; i < it->nstarted; i++)
+    for (int i = 0; i < it->nstarted && i < it->active; i++)
         if (it->tasks[i].idle) {
             it->tasks[i].idle = false;
             it->idle--;
@@ -611,15 +627,14 @@ static void cons_wait(ilv_it *it) {
     poke_workers(it);
     /* This consumer may be an executor worker (a stage above runs on it): the wait is blocked. */
     bool blocked = ferry__exec_block_begin(&it->base.ctx.rt->exec);
-    ferry__cond_wait(&it->cons_cv, &it->mu);
+    ferry__cond_wait(&it->sg.cv_cons, &it->sg.mu);
     if (blocked) { /* wait for a core without mu: the tasks that hold the cores need it */
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
         ferry__exec_block_end(&it->base.ctx.rt->exec, blocked, true);
-        ferry__mutex_lock(&it->mu);
+        ferry__mutex_lock(&it->sg.mu);
     }
     it->cons_waiting = false;
-    if (it->base.stats)
-        atomic_fetch_add_explicit(&it->base.stats->wait_input_ns, ferry__now_ns() - t0, memory_order_relaxed);
+    ferry__stage_time(&it->sg, FERRY__TIME_WAIT_INPUT, ferry__now_ns() - t0);
 }
 
 static int cancelled_rc(ilv_it *it, ferry__status *st) {
@@ -633,7 +648,7 @@ static ilv_item ring_pop(ilv_it *it, ilv_stream *s) {
     s->head = (s->head + 1) % s->cap;
     s->count--;
     if (x.rc != FERRY_END) note_buffered(it, -1, -(int64_t)x.bytes);
-    if (s->count <= s->cap / 2) poke_workers(it);
+    if (s->count <= FERRY__MIN(s->cap, it->ring_limit) / 2) poke_workers(it);
     return x;
 }
 
@@ -685,11 +700,11 @@ static int stream_pop(ilv_it *it, ilv_stream *s, ferry_element **out, ferry__sta
         if (rc == FERRY_OK) *out = e;
         return rc;
     }
-    ferry__mutex_lock(&it->mu);
+    ferry__mutex_lock(&it->sg.mu);
     while (s->count == 0) {
-        if (it->stop || ferry__cancelled(&it->scope)) {
+        if (it->stop || ferry__cancelled(&it->sg.scope)) {
             it->want = NULL;
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             return cancelled_rc(it, st);
         }
         it->want = s;
@@ -699,10 +714,10 @@ static int stream_pop(ilv_it *it, ilv_stream *s, ferry_element **out, ferry__sta
     ilv_item x = ring_pop(it, s);
     if (x.rc != FERRY_END) s->consumed++;
     if (s->has_anchor && (s->consumed & (ILV_INNER_PERIOD - 1)) == 0) {
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
         ferry__anchor_prune(&s->anchor, s->consumed);
     } else {
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
     }
     if (x.rc == FERRY_END) return FERRY_END;
     return deliver(it, &x, out, st);
@@ -721,13 +736,13 @@ static int64_t oldest_k(const ilv_it *it) {
 /* Closes the stream in slot i (it has ended for the consumer). */
 static void close_slot(ilv_it *it, int i) {
     ilv_stream *s = it->slots[i];
-    if (it->parallel) ferry__mutex_lock(&it->mu);
+    if (it->parallel) ferry__mutex_lock(&it->sg.mu);
     it->slots[i] = NULL;
     it->nopen--;
     if (it->parallel) {
         it->nlive--;
         poke_workers(it);
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
     }
     stream_free(it, s);
     ferry__anchor_prune(&it->outer_anchor, oldest_k(it));
@@ -756,15 +771,15 @@ static int take_stream(ilv_it *it, ilv_stream **out, ferry__status *st) {
         *out = s;
         return FERRY_OK;
     }
-    ferry__mutex_lock(&it->mu);
+    ferry__mutex_lock(&it->sg.mu);
     while (!it->pend_head) {
         if (it->input_done) {
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             return FERRY_OK;
         }
-        if (it->stop || ferry__cancelled(&it->scope)) {
+        if (it->stop || ferry__cancelled(&it->sg.scope)) {
             it->want_stream = false;
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             return cancelled_rc(it, st);
         }
         it->want_stream = true;
@@ -776,7 +791,7 @@ static int take_stream(ilv_it *it, ilv_stream **out, ferry__status *st) {
     if (!it->pend_head) it->pend_tail = NULL;
     s->next = NULL;
     it->npend--;
-    ferry__mutex_unlock(&it->mu);
+    ferry__mutex_unlock(&it->sg.mu);
     *out = s;
     return FERRY_OK;
 }
@@ -792,7 +807,7 @@ static int next_ordered(ilv_it *it, ferry_element **out, ferry__status *st) {
         ilv_stream *s = it->slots[it->ci];
         if (s) {
             int rc = stream_pop(it, s, out, st);
-            if (rc == FERRY_ECANCELED && it->parallel && ferry__cancelled(&it->scope)) return rc;
+            if (rc == FERRY_ECANCELED && it->parallel && ferry__cancelled(&it->sg.scope)) return rc;
             if (rc != FERRY_END) {
                 if (++it->bi >= it->block) advance(it);
                 return rc;
@@ -806,9 +821,9 @@ static int next_ordered(ilv_it *it, ferry_element **out, ferry__status *st) {
                 it->input_end = true;
                 continue;
             }
-            if (it->parallel) ferry__mutex_lock(&it->mu);
+            if (it->parallel) ferry__mutex_lock(&it->sg.mu);
             it->slots[it->ci] = s;
-            if (it->parallel) ferry__mutex_unlock(&it->mu);
+            if (it->parallel) ferry__mutex_unlock(&it->sg.mu);
             it->nopen++;
             it->next_k++;
         } else {
@@ -820,7 +835,7 @@ static int next_ordered(ilv_it *it, ferry_element **out, ferry__status *st) {
 
 /* relaxed_order: the first open slot (from ci on) with something ready. */
 static int next_relaxed(ilv_it *it, ferry_element **out, ferry__status *st) {
-    ferry__mutex_lock(&it->mu);
+    ferry__mutex_lock(&it->sg.mu);
     for (;;) {
         for (int j = 0; j < it->cycle && it->pend_head; j++) {
             if (it->slots[j]) continue;
@@ -844,7 +859,7 @@ static int next_relaxed(ilv_it *it, ferry_element **out, ferry__status *st) {
             int rc;
             if (!s->inner) {
                 if (!s->err_done) {
-                    ferry__mutex_unlock(&it->mu);
+                    ferry__mutex_unlock(&it->sg.mu);
                     it->ci = (found + 1) % it->cycle;
                     return stream_pop(it, s, out, st);
                 }
@@ -855,7 +870,7 @@ static int next_relaxed(ilv_it *it, ferry_element **out, ferry__status *st) {
                 if (rc != FERRY_END) {
                     s->consumed++;
                     bool prune = (s->consumed & (ILV_INNER_PERIOD - 1)) == 0;
-                    ferry__mutex_unlock(&it->mu);
+                    ferry__mutex_unlock(&it->sg.mu);
                     if (prune) ferry__anchor_prune(&s->anchor, s->consumed);
                     it->ci = (found + 1) % it->cycle;
                     return deliver(it, &x, out, st);
@@ -866,19 +881,19 @@ static int next_relaxed(ilv_it *it, ferry_element **out, ferry__status *st) {
             it->nopen--;
             it->nlive--;
             poke_workers(it);
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             stream_free(it, s);
             ferry__anchor_prune(&it->outer_anchor, oldest_k(it));
-            ferry__mutex_lock(&it->mu);
+            ferry__mutex_lock(&it->sg.mu);
             continue;
         }
         if (it->nopen == 0 && !it->pend_head && it->input_done) {
             it->input_end = true;
-            ferry__mutex_unlock(&it->mu);
+            ferry__mutex_unlock(&it->sg.mu);
             return FERRY_END;
         }
-        if (it->stop || ferry__cancelled(&it->scope)) {
-            ferry__mutex_unlock(&it->mu);
+        if (it->stop || ferry__cancelled(&it->sg.scope)) {
+            ferry__mutex_unlock(&it->sg.mu);
             return cancelled_rc(it, st);
         }
         it->want_any = true;
@@ -951,13 +966,32 @@ static int ilv_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     return FERRY_OK;
 }
 
+/* ---- knobs ------------------------------------------------------------------------------ */
+/* The knobs (ferry__knobs.set): parallelism = the tasks that may work (the others go idle as they
+ * come back; raising wakes them), buffer = the positions buffered over all `cycle` streams (each
+ * stream's ring holds buffer / cycle, at least 1, at most what its ring has room for). Output and
+ * order do not change: the consumer's state machine alone decides them. */
+static void ilv_knobs_set(void *stage, int parallelism, int64_t buffer) {
+    ilv_it *it = stage;
+    ferry__mutex_lock(&it->sg.mu);
+    if (parallelism > 0) {
+        it->active = FERRY__MIN(parallelism, it->nthreads);
+        if (it->base.stats) atomic_store(&it->base.stats->parallelism, it->active);
+    }
+    if (buffer > 0) {
+        int64_t per = FERRY__MAX((int64_t)1, FERRY__MIN(buffer / it->cycle, (int64_t)it->ring_cap));
+        it->ring_limit = (int)per;
+        if (it->base.stats) atomic_store(&it->base.stats->capacity, per * it->cycle);
+    }
+    for (int i = 0; i < it->nstarted && i < it->active; i++) poke_workers(it); /* room or workers came */
+    ferry__mutex_unlock(&it->sg.mu);
+}
+
 /* ---- make / restore --------------------------------------------------------------------- */
 static void ilv_destroy(ferry__iter *it_) {
     ilv_it *it = (ilv_it *)it_;
-    if (it->scope_ok) ferry__cancel_fire(&it->scope);
-    for (int i = 0; i < it->nstarted; i++) ferry__task_close(&it->tasks[i].task);
-    if (it->sync_ok) note_buffered(it, -it->nbuffered, -it->bbuffered); /* threads joined: no lock needed */
-    if (it->waker_on) ferry__cancel_remove_waker(&it->scope, &it->waker);
+    ferry__stage_stop(&it->sg);
+    if (it->sg.sync_ok) note_buffered(it, -it->nbuffered, -it->bbuffered); /* threads joined: no lock needed */
     for (int i = 0; it->slots && i < it->cycle; i++) stream_free(it, it->slots[i]);
     while (it->pend_head) {
         ilv_stream *s = it->pend_head;
@@ -966,12 +1000,8 @@ static void ilv_destroy(ferry__iter *it_) {
     }
     ferry__iter_free(it->outer);
     if (it->outer_anchor_ok) ferry__anchor_fini(&it->outer_anchor);
-    if (it->scope_ok) ferry__cancel_fini(&it->scope);
-    if (it->sync_ok) {
-        ferry__cond_destroy(&it->cons_cv);
-        ferry__cond_destroy(&it->work_cv);
-        ferry__mutex_destroy(&it->mu);
-    }
+    if (it->work_cv_ok) ferry__cond_destroy(&it->work_cv);
+    ferry__stage_fini(&it->sg);
     ferry_runtime *rt = it->base.ctx.rt;
     ferry__free(rt, it->slots);
     ferry__free(rt, it->tasks);
@@ -1206,35 +1236,21 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     if (!rc && it->parallel) {
         it->tasks = ferry__calloc(rt, (size_t)it->nthreads, sizeof *it->tasks);
         if (!it->tasks) rc = ferry__fail(st, FERRY_ENOMEM, "%s: allocating its tasks failed", ds_->name);
+        ferry__ictx sctx; /* what inner_scope gives: the stage's scope */
+        if (!rc) rc = ferry__stage_init(&it->sg, &it->base, 0, &sctx, st);
         if (!rc) {
-            if (ferry__mutex_init(&it->mu)) rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a lock failed", ds_->name);
-            else if (ferry__cond_init(&it->work_cv)) {
-                ferry__mutex_destroy(&it->mu);
+            if (ferry__cond_init(&it->work_cv))
                 rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a condition variable failed", ds_->name);
-            } else if (ferry__cond_init(&it->cons_cv)) {
-                ferry__cond_destroy(&it->work_cv);
-                ferry__mutex_destroy(&it->mu);
-                rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a condition variable failed", ds_->name);
-            } else {
-                it->sync_ok = true;
-            }
-        }
-        if (!rc) {
-            if (ferry__cancel_init(&it->scope, ctx->cancel))
-                rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a cancel scope failed", ds_->name);
             else
-                it->scope_ok = true;
+                it->work_cv_ok = true;
         }
-        if (!rc) {
-            it->waker.fn = ilv_wake;
-            it->waker.arg = it;
-            ferry__cancel_add_waker(&it->scope, &it->waker);
-            it->waker_on = true;
-        }
-        if (!rc && it->base.stats) {
-            atomic_store(&it->base.stats->capacity, (int64_t)it->ring_cap * it->cycle);
-            atomic_store(&it->base.stats->parallelism, it->nthreads);
-        }
+        /* Ready at once: no thread runs before start_workers, and a restore makes streams under
+         * the scope. */
+        it->active = it->nthreads;
+        it->ring_limit = (int)it->ring_cap;
+        ferry__knobs k = {.set = ilv_knobs_set, .stage = it, .parallelism_max = it->nthreads,
+                          .buffer_max = (int64_t)it->ring_cap * it->cycle};
+        if (!rc) ferry__stage_ready(&it->sg, ilv_cancel, it, it->nthreads, k.buffer_max, &k);
     }
     if (!rc) {
         if (state) {

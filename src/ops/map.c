@@ -119,7 +119,9 @@
  *   exists. Output, errors and saved state are exactly those of batch over an unfused map.
  *
  * Stats (parallel; map_and_batch's record when stacking): async; parallelism (threads); buffer_capacity = the effective window;
- * buffered = results deposited and not handed out; self_ns = time in fn (per chunk);
+ * buffered = results deposited and not handed out; work_ns = time in fn (per chunk); assemble_ns =
+ * stacking rows (sampled); lock_wait_ns = waits for in_mu (blocked, or gone idle until it was
+ * free) and for mu;
  * wait_input_ns = consumer blocked; wait_consumer_ns = workers blocked on room or budget.
  */
 #include "ops.h"
@@ -204,6 +206,7 @@ typedef struct map_worker {
     bool room_wait;     /* for window room (head_pub >= wake_head) */
     bool parked;        /* while id >= active */
     bool in_wait;       /* for in_mu, held by another worker (map_in_lock_or_idle) */
+    int64_t in_wait_ns; /* when this task began to wait for in_mu (0: it does not); the task's own */
     int64_t idle_ns;    /* when it began to wait for room */
     map_res *items;     /* fused: room for a batch's positions */
     ferry__stack *stk;  /* fused: stacks the rows */
@@ -218,8 +221,6 @@ struct map_it {
     int nthreads; /* 0: inline */
     int64_t window; /* slots (seq % window); the effective window `win` may be smaller */
     bool win_fixed; /* reorder_window given: win == window */
-    ferry__knobs knobs;     /* registered in the stats record while parallel (map_knobs_set) */
-    bool knobs_on;
     _Atomic bool par_tuned, win_tuned; /* set through the knobs: map_adapt leaves them alone */
     bool relaxed;
     int64_t base_index;
@@ -239,13 +240,12 @@ struct map_it {
     bool in_end;
     size_t drop_i; /* first drop range not passed */
 
-    /* Parallel machinery; flags say what exists, for unwinding a failed make. */
-    bool scope_ok, sync_ok, anchor_ok, waker_ok, started;
-    ferry__cancel scope;
-    ferry__waker waker;
-    ferry__mutex in_mu, mu;
-    ferry__cond cv_cons;
-    ferry__anchor anchor;
+    /* Parallel machinery; flags say what exists, for unwinding a failed make. The stage (core.h)
+     * holds the scope, `mu` (deposits in relaxed order, the workers' wait flags) and `cv_cons`,
+     * the tasks, the input's anchors and the knobs (map_knobs_set). */
+    ferry__stage sg;
+    bool in_mu_ok, started;
+    ferry__mutex in_mu;
     ferry__status anchor_st;
     bool anchor_failed;
     map_slot *slots;
@@ -455,7 +455,7 @@ static int map_next_inline(map_it *m, ferry_element **out, ferry__status *st) {
  * themselves (they come through here), so they give the cores back. */
 static void map_in_lock(map_it *m) {
     bool blocked = atomic_fetch_add(&m->in_users, 1) > 0 && ferry__exec_block_begin(&m->rt->exec);
-    ferry__mutex_lock(&m->in_mu);
+    ferry__stage_lock(&m->sg, &m->in_mu);
     ferry__exec_block_end(&m->rt->exec, blocked, true);
 }
 
@@ -465,7 +465,7 @@ static void map_in_unlock(map_it *m) {
     atomic_thread_fence(memory_order_seq_cst); /* against map_in_lock_or_idle's recheck */
     if (atomic_load(&m->in_idle) > 0) {
         /* One worker task that found in_mu taken went idle: it may pull now. */
-        ferry__mutex_lock(&m->mu);
+        ferry__mutex_lock(&m->sg.mu);
         for (int i = 0; i < m->nworkers; i++) {
             map_worker *w = &m->workers[i];
             if (!w->in_wait) continue;
@@ -474,7 +474,7 @@ static void map_in_unlock(map_it *m) {
             ferry__task_wake(&w->task);
             break;
         }
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
     }
 }
 
@@ -486,21 +486,28 @@ static void map_in_unlock(map_it *m) {
 static bool map_in_lock_or_idle(map_it *m, map_worker *w) {
     if (ferry__mutex_trylock(&m->in_mu)) {
         atomic_fetch_add(&m->in_users, 1);
+        if (w->in_wait_ns) { /* woken by the unlock that ended its wait */
+            ferry__stage_time(&m->sg, FERRY__TIME_LOCK, ferry__now_ns() - w->in_wait_ns);
+            w->in_wait_ns = 0;
+        }
         return true;
     }
-    ferry__mutex_lock(&m->mu);
+    if (!w->in_wait_ns) w->in_wait_ns = ferry__now_ns();
+    ferry__mutex_lock(&m->sg.mu);
     w->in_wait = true;
     atomic_fetch_add(&m->in_idle, 1);
-    ferry__mutex_unlock(&m->mu);
+    ferry__mutex_unlock(&m->sg.mu);
     atomic_thread_fence(memory_order_seq_cst); /* against map_in_unlock's check */
     if (!ferry__mutex_trylock(&m->in_mu)) return false; /* the holder's unlock wakes this task */
-    ferry__mutex_lock(&m->mu);
+    ferry__mutex_lock(&m->sg.mu);
     if (w->in_wait) { /* not woken meanwhile: take the flag back */
         w->in_wait = false;
         atomic_fetch_sub(&m->in_idle, 1);
     }
-    ferry__mutex_unlock(&m->mu);
+    ferry__mutex_unlock(&m->sg.mu);
     atomic_fetch_add(&m->in_users, 1);
+    ferry__stage_time(&m->sg, FERRY__TIME_LOCK, ferry__now_ns() - w->in_wait_ns);
+    w->in_wait_ns = 0;
     return true;
 }
 
@@ -508,13 +515,6 @@ static bool map_in_lock_or_idle(map_it *m, map_worker *w) {
  * closes it), and one in a budget wait polls the scope. */
 static void map_stat_add(_Atomic int64_t *s, int64_t v) {
     if (v) atomic_fetch_add_explicit(s, v, memory_order_relaxed);
-}
-
-static void map_waker(void *arg) {
-    map_it *m = arg;
-    ferry__mutex_lock(&m->mu);
-    ferry__cond_broadcast(&m->cv_cons);
-    ferry__mutex_unlock(&m->mu);
 }
 
 /* Wakes the worker tasks that wait for room (every one: wake_head is the least they need).
@@ -530,7 +530,7 @@ static void map_wake_room_waiters(map_it *m) {
         atomic_fetch_sub(&m->workers_stalled, 1);
         if (m->base.stats) {
             if (!now) now = ferry__now_ns();
-            map_stat_add(&m->base.stats->wait_consumer_ns, now - w->idle_ns);
+            ferry__stage_time(&m->sg, FERRY__TIME_WAIT_CONSUMER, now - w->idle_ns);
         }
         ferry__task_wake(&w->task);
     }
@@ -563,13 +563,13 @@ static void map_publish_head(map_it *m) {
     if (m->head - m->last_prune >= MAP_ANCHOR_PERIOD) {
         /* fused: a save may still come from inside the last batch taken (rows handed out one by
          * one), so keep the snapshot at or before its start */
-        ferry__anchor_prune(&m->anchor, m->head - m->fuse_n);
+        ferry__anchor_prune(&m->sg.anchor, m->head - m->fuse_n);
         m->last_prune = m->head;
     }
     if (atomic_fetch_add(&m->workers_sleeping, 0) > 0 && m->head >= atomic_load(&m->wake_head)) {
-        ferry__mutex_lock(&m->mu);
+        ferry__mutex_lock(&m->sg.mu);
         map_wake_room_waiters(m);
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
     }
 }
 
@@ -587,7 +587,7 @@ static bool map_det_ready(void *arg) {
     map_it *m = arg;
     int64_t h = m->head;
     return map_slot_ready(m, h) || atomic_load_explicit(&m->end_seq, memory_order_acquire) <= h ||
-           ferry__cancelled(&m->scope);
+           ferry__cancelled(&m->sg.scope);
 }
 
 /* Sleeping condition of the deterministic consumer waiting for a batch: its head is ready and so
@@ -598,7 +598,7 @@ static bool map_det_batch_ready(void *arg) {
     map_it *m = arg;
     int64_t h = m->head, t = atomic_load_explicit(&m->cons_wait_seq, memory_order_relaxed);
     int64_t end = atomic_load_explicit(&m->end_seq, memory_order_acquire);
-    if (end <= h || ferry__cancelled(&m->scope)) return true;
+    if (end <= h || ferry__cancelled(&m->sg.scope)) return true;
     return map_slot_ready(m, h) &&
            (end <= t || map_slot_ready(m, t) || atomic_load(&m->workers_stalled) > 0);
 }
@@ -606,10 +606,10 @@ static bool map_det_batch_ready(void *arg) {
 /* A worker is about to block on window room or budget: a consumer sleeping for a batch must
  * take what is there instead. */
 static void map_stall_begin(map_it *m) {
-    ferry__mutex_lock(&m->mu);
+    ferry__mutex_lock(&m->sg.mu);
     atomic_fetch_add(&m->workers_stalled, 1);
-    if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->cv_cons);
-    ferry__mutex_unlock(&m->mu);
+    if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->sg.cv_cons);
+    ferry__mutex_unlock(&m->sg.mu);
 }
 
 static void map_stall_end(map_it *m) { atomic_fetch_sub(&m->workers_stalled, 1); }
@@ -617,7 +617,7 @@ static void map_stall_end(map_it *m) { atomic_fetch_sub(&m->workers_stalled, 1);
 static bool map_rel_ready(void *arg) {
     map_it *m = arg;
     return atomic_load_explicit(&m->done_w, memory_order_acquire) != m->done_r ||
-           atomic_load_explicit(&m->end_seq, memory_order_acquire) <= m->head || ferry__cancelled(&m->scope);
+           atomic_load_explicit(&m->end_seq, memory_order_acquire) <= m->head || ferry__cancelled(&m->sg.scope);
 }
 
 static bool map_help(map_it *m);
@@ -641,25 +641,25 @@ static int map_wait_results(map_it *m, ferry__status *st) {
             batch = grid_floor(m->head, g, m->fuse_n) + FERRY__MAX(1, win / 2 / m->fuse_n) * m->fuse_n - m->head;
         }
         bool blocked = ferry__exec_block_begin(&m->rt->exec); /* this consumer may be a worker */
-        ferry__mutex_lock(&m->mu);
+        ferry__mutex_lock(&m->sg.mu);
         atomic_store(&m->cons_wait_head, m->head);
         atomic_store(&m->cons_wait_seq, m->head + batch);
         for (;;) {
             atomic_exchange(&m->cons_sleeping, 1);
             if (batch ? map_det_batch_ready(m) : ready(m)) break;
             if (!batch) {
-                ferry__cond_wait(&m->cv_cons, &m->mu);
-            } else if (!ferry__cond_timedwait(&m->cv_cons, &m->mu, 1000000)) {
+                ferry__cond_wait(&m->sg.cv_cons, &m->sg.mu);
+            } else if (!ferry__cond_timedwait(&m->sg.cv_cons, &m->sg.mu, 1000000)) {
                 batch = 0;
                 atomic_store(&m->cons_wait_seq, m->head);
             }
         }
         atomic_store(&m->cons_sleeping, 0);
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
         ferry__exec_block_end(&m->rt->exec, blocked, true);
     }
-    if (m->base.stats) map_stat_add(&m->base.stats->wait_input_ns, ferry__now_ns() - t0);
-    if (ferry__cancelled(&m->scope)) return ferry__fail(st, FERRY_ECANCELED, "map: the iterator is being destroyed");
+    ferry__stage_time(&m->sg, FERRY__TIME_WAIT_INPUT, ferry__now_ns() - t0);
+    if (ferry__cancelled(&m->sg.scope)) return ferry__fail(st, FERRY_ECANCELED, "map: the iterator is being destroyed");
     return FERRY_OK;
 }
 
@@ -741,7 +741,7 @@ static bool map_at_head(void *arg) {
 
 static bool map_room_ready(void *arg) {
     map_head_arg *a = arg;
-    return atomic_load_explicit(&a->m->head_pub, memory_order_acquire) >= a->seq || ferry__cancelled(&a->m->scope);
+    return atomic_load_explicit(&a->m->head_pub, memory_order_acquire) >= a->seq || ferry__cancelled(&a->m->sg.scope);
 }
 
 /* Room for the next chunk is there (head_pub >= need) after a short adaptive spin: true. Else
@@ -750,31 +750,31 @@ static bool map_room_ready(void *arg) {
 static bool map_room_or_idle(map_it *m, map_worker *w, int64_t need) {
     map_head_arg a = {m, need};
     if (ferry__may_spin(m->rt) && ferry__spin_adaptive(&w->spin, map_room_ready, &a))
-        return !ferry__cancelled(&m->scope);
+        return !ferry__cancelled(&m->sg.scope);
     map_stall_begin(m);
-    ferry__mutex_lock(&m->mu);
+    ferry__mutex_lock(&m->sg.mu);
     if (need < atomic_load(&m->wake_head)) atomic_store(&m->wake_head, need);
     atomic_fetch_add(&m->workers_sleeping, 1);
-    if (atomic_load(&m->head_pub) >= need || ferry__cancelled(&m->scope)) {
+    if (atomic_load(&m->head_pub) >= need || ferry__cancelled(&m->sg.scope)) {
         atomic_fetch_sub(&m->workers_sleeping, 1);
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
         map_stall_end(m);
-        return !ferry__cancelled(&m->scope);
+        return !ferry__cancelled(&m->sg.scope);
     }
     w->room_wait = true;
     w->idle_ns = ferry__now_ns();
-    ferry__mutex_unlock(&m->mu);
+    ferry__mutex_unlock(&m->sg.mu);
     return false;
 }
 
 /* Worker `id` is not needed now (id >= active): its task goes idle until map_adapt raises
  * `active` (true), unless that happened meanwhile or the input ended (false: go on). */
 static bool map_park(map_it *m, map_worker *w) {
-    ferry__mutex_lock(&m->mu);
-    bool park = w->id >= atomic_load(&m->active) && !ferry__cancelled(&m->scope) &&
+    ferry__mutex_lock(&m->sg.mu);
+    bool park = w->id >= atomic_load(&m->active) && !ferry__cancelled(&m->sg.scope) &&
                 atomic_load(&m->end_seq) == INT64_MAX;
     w->parked = park;
-    ferry__mutex_unlock(&m->mu);
+    ferry__mutex_unlock(&m->sg.mu);
     return park;
 }
 
@@ -793,21 +793,21 @@ static void map_publish(map_it *m, int64_t s0, const map_res *items, int64_t n) 
         map_stat_add(&st->buffered_bytes, bytes);
     }
     if (m->relaxed) {
-        ferry__mutex_lock(&m->mu);
+        ferry__stage_lock(&m->sg, &m->sg.mu);
         int64_t w = atomic_load_explicit(&m->done_w, memory_order_relaxed);
         m->done[w % m->window] = (map_range){s0, n};
         atomic_store_explicit(&m->done_w, w + 1, memory_order_release);
-        if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->cv_cons);
-        ferry__mutex_unlock(&m->mu);
+        if (atomic_load(&m->cons_sleeping)) ferry__cond_signal(&m->sg.cv_cons);
+        ferry__mutex_unlock(&m->sg.mu);
     } else if (atomic_fetch_add(&m->cons_sleeping, 0)) {
         /* Wake the consumer when this run completes what it waits for: the seq ending its wait,
          * or its head once that seq is there (runs land out of order) or a worker stalls. */
         int64_t want = atomic_load(&m->cons_wait_seq), head = atomic_load(&m->cons_wait_head);
         if ((want >= s0 && want < s0 + n) ||
             (head >= s0 && head < s0 + n && (map_slot_ready(m, want) || atomic_load(&m->workers_stalled) > 0))) {
-            ferry__mutex_lock(&m->mu);
-            ferry__cond_signal(&m->cv_cons);
-            ferry__mutex_unlock(&m->mu);
+            ferry__mutex_lock(&m->sg.mu);
+            ferry__cond_signal(&m->sg.cv_cons);
+            ferry__mutex_unlock(&m->sg.mu);
         }
     }
 }
@@ -837,10 +837,10 @@ static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k, bool f
         int64_t t0 = ferry__now_ns();
         map_stall_begin(m);
         bool blocked = ferry__exec_block_begin(&m->rt->exec);
-        int rc = ferry__budget_wait_or_force(b, res_bytes(&items[i]), &m->scope.flag, map_at_head, &a);
+        int rc = ferry__budget_wait_or_force(b, res_bytes(&items[i]), &m->sg.scope.flag, map_at_head, &a);
         ferry__exec_block_end(&m->rt->exec, blocked, true);
         map_stall_end(m);
-        if (m->base.stats) map_stat_add(&m->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+        ferry__stage_time(&m->sg, FERRY__TIME_WAIT_CONSUMER, ferry__now_ns() - t0);
         if (rc) {
             for (; i < k; i++) map_res_free(m->rt, &items[i]);
             return false;
@@ -856,10 +856,10 @@ static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k, bool f
  * consumer reaches always exists (an unordered input must never be replayed). Caller holds in_mu
  * (or no worker runs). */
 static void map_snapshot(map_it *m, bool force) {
-    if (!force && m->next_seq < m->anchor.next_pos) return;
+    if (!force && m->next_seq < m->sg.anchor.next_pos) return;
     ferry__status ast;
-    if (ferry__anchor_take(&m->anchor, m->input, m->next_seq, force, &ast) != FERRY_OK)
-        m->anchor.next_pos = m->next_seq + m->anchor.period; /* an older snapshot still serves */
+    if (ferry__anchor_take(&m->sg.anchor, m->input, m->next_seq, force, &ast) != FERRY_OK)
+        m->sg.anchor.next_pos = m->next_seq + m->sg.anchor.period; /* an older snapshot still serves */
 }
 
 /* Pulls up to k input positions (caller holds in_mu). A dropped range ends the chunk, and so does
@@ -899,7 +899,7 @@ static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool whole, int64_
             ferry_element_free(e);
             e = NULL;
         }
-        if (rc == FERRY_ECANCELED && ferry__cancelled(&m->scope)) {
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&m->sg.scope)) {
             *cancelled = true;
             break;
         }
@@ -915,9 +915,9 @@ static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool whole, int64_
 }
 
 static void map_wake_end(map_it *m) {
-    ferry__mutex_lock(&m->mu);
-    ferry__cond_signal(&m->cv_cons);
-    ferry__mutex_unlock(&m->mu);
+    ferry__mutex_lock(&m->sg.mu);
+    ferry__cond_signal(&m->sg.cv_cons);
+    ferry__mutex_unlock(&m->sg.mu);
 }
 
 /* After a chunk of k positions that took t_pull (under in_mu) and t_all (pull + fn) and made
@@ -963,9 +963,9 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
         if (a != old) {
             atomic_store(&m->active, (int)a);
             if (a > old) {
-                ferry__mutex_lock(&m->mu);
+                ferry__mutex_lock(&m->sg.mu);
                 map_unpark(m);
-                ferry__mutex_unlock(&m->mu);
+                ferry__mutex_unlock(&m->sg.mu);
             }
         }
     }
@@ -978,35 +978,48 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
  * over an unfused map. *head gets the stacked rows, *nstacked their count (0: none): RES_BATCH
  * when the whole chunk stacked, else RES_ROWS. *bytes: the bytes of everything made. */
 static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items, int64_t k, map_res *head,
-                            int64_t *nstacked, size_t *bytes, ferry__status *st) {
+                            int64_t *nstacked, size_t *bytes, int64_t *assemble_ns, ferry__status *st) {
     int64_t stacked = 0;
     ferry__status tmp;
+    /* Stacking a row is timed for one row in 8 and counted for the 8 (rows of a batch cost
+     * alike): two clock reads per row would cost more than a cheap row's copy. */
+    int64_t asm_ns = 0;
     for (int64_t i = 0; i < k; i++) {
         map_res *r = &items[i];
         if (r->kind != RES_ELEM) continue;
         ferry_element *o;
-        int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, st);
+        int rc = map_call(m, &m->sg.scope, r->p, m->base_index + s0 + i, &o, st);
         if (rc) {
             map_res_error(m->rt, r, rc, st);
             continue;
         }
-        if (stacked == i && ferry__stack_add(w->stk, i, o, &tmp) == FERRY_OK) {
-            ferry_element_free(o);
-            r->p = NULL;
-            stacked++;
-            continue;
+        if (stacked == i) {
+            bool timed = (i & 7) == 0;
+            int64_t ta = timed ? ferry__now_ns() : 0;
+            int src = ferry__stack_add(w->stk, i, o, &tmp);
+            if (timed) asm_ns += FERRY__MIN(8, k - i) * (ferry__now_ns() - ta);
+            if (src == FERRY_OK) {
+                ferry_element_free(o);
+                r->p = NULL;
+                stacked++;
+                continue;
+            }
         }
         r->p = o;
         r->aux = (int64_t)ferry_element_nbytes(o);
         *bytes += (size_t)r->aux;
     }
     *nstacked = 0;
+    *assemble_ns = asm_ns;
     if (stacked == 0) {
         ferry__stack_reset(w->stk);
         return;
     }
     ferry_element *b;
-    if (ferry__stack_finish(w->stk, stacked, &b, &tmp) != FERRY_OK) {
+    int64_t tf = ferry__now_ns();
+    int frc = ferry__stack_finish(w->stk, stacked, &b, &tmp);
+    *assemble_ns += ferry__now_ns() - tf;
+    if (frc != FERRY_OK) {
         /* The rows are gone: each of their positions reports the failure. */
         for (int64_t i = 0; i < stacked; i++) {
             ferry__status e;
@@ -1071,8 +1084,8 @@ static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64
     int64_t t1 = ferry__now_ns();
     size_t bytes = 0;
     map_res head;
-    int64_t nstacked = 0;
-    if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, st);
+    int64_t nstacked = 0, asm_ns = 0;
+    if (stack) map_chunk_fused(m, w, s0, items, k, &head, &nstacked, &bytes, &asm_ns, st);
     /* Unstacked: results go out in order as soon as the calls before them took MAP_HOLD_NS (a
      * call that is suddenly slow does not hold back the ones already made). */
     int64_t sent = 0, t_sent = t1, t_dep = 0; /* t_dep: time in early deposits (not work) */
@@ -1080,7 +1093,7 @@ static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64
         map_res *r = &items[i];
         if (r->kind == RES_ELEM) {
             ferry_element *o;
-            int rc = map_call(m, &m->scope, r->p, m->base_index + s0 + i, &o, st);
+            int rc = map_call(m, &m->sg.scope, r->p, m->base_index + s0 + i, &o, st);
             if (rc) {
                 map_res_error(m->rt, r, rc, st);
             } else {
@@ -1103,7 +1116,9 @@ static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64
         }
     }
     int64_t t2 = ferry__now_ns() - t_dep;
-    if (m->base.stats) map_stat_add(&m->base.stats->self_ns, t2 - t1);
+    asm_ns = FERRY__MIN(asm_ns, t2 - t1);
+    ferry__stage_time(&m->sg, FERRY__TIME_WORK, t2 - t1 - asm_ns);
+    ferry__stage_time(&m->sg, FERRY__TIME_ASSEMBLE, asm_ns);
     map_adapt(m, &w->chunk, k, t1 - t0, t2 - t0, bytes);
     return map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked, force);
 }
@@ -1147,7 +1162,7 @@ static void map_run(ferry__task *task) {
         bool stack;
         int64_t n, need;
         for (;;) {
-            if (ferry__cancelled(&m->scope) || m->in_end) {
+            if (ferry__cancelled(&m->sg.scope) || m->in_end) {
                 map_in_unlock(m);
                 return;
             }
@@ -1174,7 +1189,7 @@ static void map_run(ferry__task *task) {
 static bool map_help(map_it *m) {
     map_worker *w = &m->helper;
     ferry__budget *b = &m->rt->budget;
-    if (!m->fuse_n || ferry__cancelled(&m->scope) || atomic_load(&b->used) > b->limit / 2) return false;
+    if (!m->fuse_n || ferry__cancelled(&m->sg.scope) || atomic_load(&b->used) > b->limit / 2) return false;
     /* Only the user's own thread helps, on its own core: a stage's task waiting here (a prefetch
      * over this map) gives its core back instead, as its parallelism was set without it. */
     int core = ferry__exec_borrow(&m->rt->exec);
@@ -1189,7 +1204,7 @@ static bool map_help(map_it *m) {
     atomic_fetch_add(&m->in_users, 1);
     bool stack = false;
     int64_t n = 0, need;
-    if (!m->in_end && !ferry__cancelled(&m->scope)) map_next_chunk(m, w->chunk, &stack, &n, &need);
+    if (!m->in_end && !ferry__cancelled(&m->sg.scope)) map_next_chunk(m, w->chunk, &stack, &n, &need);
     /* Only a whole batch known to be cheap but not trivial, and only when the calls, not the
      * serial pulls, are the work (else a second puller only contends for in_mu). */
     int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
@@ -1216,22 +1231,22 @@ static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
     map_it *m = stage;
     ferry__node_stats *s = m->base.stats;
     if (parallelism > 0) {
-        ferry__mutex_lock(&m->mu);
+        ferry__mutex_lock(&m->sg.mu);
         int a = FERRY__MIN(parallelism, m->nworkers > 0 ? m->nworkers : m->nthreads);
         atomic_store(&m->par_tuned, true);
         atomic_store(&m->active, a);
         if (s) atomic_store(&s->parallelism, a);
         map_unpark(m);
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
     }
     if (buffer > 0) {
         int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1)), m->window);
         atomic_store(&m->win_tuned, true);
         atomic_store(&m->win, w);
         if (s) atomic_store(&s->capacity, w);
-        ferry__mutex_lock(&m->mu);
+        ferry__mutex_lock(&m->sg.mu);
         map_wake_room_waiters(m);
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
     }
 }
 
@@ -1243,16 +1258,13 @@ static int map_start(map_it *m, ferry__status *st) {
         w->m = m;
         w->id = i;
         w->chunk = 1;
-        rc = ferry__task_open(&m->rt->exec, &w->task, map_run, w, st);
+        rc = ferry__stage_task_open(&m->sg, &w->task, map_run, w, st);
         if (rc) break;
-        ferry__mutex_lock(&m->mu); /* the knobs read it from another thread */
+        ferry__mutex_lock(&m->sg.mu); /* the knobs read it from another thread */
         m->nworkers = i + 1;
-        ferry__mutex_unlock(&m->mu);
+        ferry__mutex_unlock(&m->sg.mu);
     }
-    if (m->nworkers == 0) {
-        ferry__status_prefix(st, "map");
-        return rc;
-    }
+    if (m->nworkers == 0) return rc;
     m->started = true; /* with fewer tasks than asked when some failed to open */
     if (m->nworkers < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), m->nworkers));
     for (int i = 0; i < m->nworkers; i++) ferry__task_wake(&m->workers[i].task);
@@ -1411,7 +1423,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
             ferry_element *e = NULL;
             int rc = map_next(it_, &e, &tmp);
             if (rc == FERRY_END) break;
-            if (rc == FERRY_ECANCELED && ferry__cancelled(&m->scope)) return ferry__fail(st, rc, "%s", tmp.msg);
+            if (rc == FERRY_ECANCELED && ferry__cancelled(&m->sg.scope)) return ferry__fail(st, rc, "%s", tmp.msg);
             ferry_element_free(e);
             (*skipped)++;
         }
@@ -1424,7 +1436,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
             m->head = m->next_seq;
             atomic_store(&m->head_pub, m->head);
             map_snapshot(m, true);
-            ferry__anchor_prune(&m->anchor, m->head);
+            ferry__anchor_prune(&m->sg.anchor, m->head);
             m->last_prune = m->head;
         }
         return rc;
@@ -1516,16 +1528,14 @@ static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
         ferry__status_prefix(st, "map: saving the input's state failed");
         return st->code;
     }
-    int rc = ferry__anchor_write(&m->anchor, low, w, st);
+    int rc = ferry__anchor_write(&m->sg.anchor, low, w, st);
     if (rc) ferry__status_prefix(st, "map");
     return rc;
 }
 
 static void map_destroy(ferry__iter *it_) {
     map_it *m = (map_it *)it_;
-    if (m->knobs_on) ferry__pipe_knobs_unregister(m->base.ctx.pipe, m->base.stats, &m->knobs);
-    if (m->scope_ok) ferry__cancel_fire(&m->scope);
-    for (int i = 0; i < m->nworkers; i++) ferry__task_close(&m->workers[i].task);
+    ferry__stage_stop(&m->sg);
     if (m->slots) {
         /* Results deposited and not handed out: deterministic, seq >= head; relaxed, seq >= low
          * and not marked taken (the marks cover [low, low + window)). */
@@ -1553,14 +1563,8 @@ static void map_destroy(ferry__iter *it_) {
     ferry__free(m->rt, m->helper.items);
     ferry__stack_free(m->helper.stk);
     ferry__iter_free(m->input);
-    if (m->waker_ok) ferry__cancel_remove_waker(&m->scope, &m->waker);
-    if (m->anchor_ok) ferry__anchor_fini(&m->anchor);
-    if (m->sync_ok) {
-        ferry__cond_destroy(&m->cv_cons);
-        ferry__mutex_destroy(&m->mu);
-        ferry__mutex_destroy(&m->in_mu);
-    }
-    if (m->scope_ok) ferry__cancel_fini(&m->scope);
+    if (m->in_mu_ok) ferry__mutex_destroy(&m->in_mu);
+    ferry__stage_fini(&m->sg);
     ferry__free(m->rt, m->slots);
     ferry__free(m->rt, m->workers);
     ferry__free(m->rt, m->done);
@@ -1600,26 +1604,13 @@ static int map_read_state(map_it *m, ferry__reader *r, int64_t *low, ferry__stat
     return FERRY_OK;
 }
 
-static int map_parallel_init(map_it *m, const ferry__ictx *ctx, ferry__status *st) {
-    if (ferry__cancel_init(&m->scope, ctx->cancel))
-        return ferry__fail(st, FERRY_ENOMEM, "map: creating the cancel scope failed");
-    m->scope_ok = true;
-    bool ok = ferry__mutex_init(&m->in_mu) == 0;
-    if (ok && ferry__mutex_init(&m->mu)) {
-        ferry__mutex_destroy(&m->in_mu);
-        ok = false;
-    }
-    if (ok && ferry__cond_init(&m->cv_cons)) {
-        ferry__mutex_destroy(&m->mu);
-        ferry__mutex_destroy(&m->in_mu);
-        ok = false;
-    }
-    if (!ok) return ferry__fail(st, FERRY_ENOMEM, "map: creating locks failed");
-    m->sync_ok = true;
+static int map_parallel_init(map_it *m, ferry__ictx *ictx, ferry__status *st) {
     /* An unordered input cannot be replayed: snapshot it at every position (replay 0). */
-    int rc = ferry__anchor_init(&m->anchor, m->rt, m->ds->base.inputs[0]->unordered ? 1 : MAP_ANCHOR_PERIOD, st);
+    int64_t period = m->ds->base.inputs[0]->unordered ? 1 : MAP_ANCHOR_PERIOD;
+    int rc = ferry__stage_init(&m->sg, &m->base, period, ictx, st);
     if (rc) return rc;
-    m->anchor_ok = true;
+    if (ferry__mutex_init(&m->in_mu)) return ferry__fail(st, FERRY_ENOMEM, "map: creating a lock failed");
+    m->in_mu_ok = true;
     size_t w = (size_t)m->window;
     m->slots = ferry__calloc(m->rt, w, sizeof *m->slots);
     m->workers = ferry__calloc(m->rt, (size_t)m->nthreads, sizeof *m->workers);
@@ -1680,10 +1671,7 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
         atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
     ferry__ictx ictx = *ctx;
-    if (m->nthreads > 0) {
-        if ((rc = map_parallel_init(m, ctx, st)) != FERRY_OK) goto fail;
-        ictx.cancel = &m->scope;
-    }
+    if (m->nthreads > 0 && (rc = map_parallel_init(m, &ictx, st)) != FERRY_OK) goto fail;
     if (state)
         rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &m->input, NULL, st);
     else
@@ -1691,26 +1679,12 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
     if (rc) goto fail;
     if (m->nthreads > 0) {
         /* The snapshot every save can fall back on, taken before any worker drives the input. */
-        if (ferry__anchor_take(&m->anchor, m->input, 0, true, &m->anchor_st) != FERRY_OK) {
+        if (ferry__anchor_take(&m->sg.anchor, m->input, 0, true, &m->anchor_st) != FERRY_OK) {
             m->anchor_failed = true;
-            m->anchor.next_pos = INT64_MAX;
+            m->sg.anchor.next_pos = INT64_MAX;
         }
-        m->waker.fn = map_waker;
-        m->waker.arg = m;
-        ferry__cancel_add_waker(&m->scope, &m->waker);
-        m->waker_ok = true;
-        ferry__node_stats *s = m->base.stats;
-        if (s) {
-            if (!s->async) s->async = true;
-            int64_t derive = -1; /* self time is measured here from now on */
-            atomic_compare_exchange_strong(&s->self_ns, &derive, 0);
-            atomic_store(&s->parallelism, m->nthreads);
-            atomic_store(&s->capacity, atomic_load(&m->win));
-        }
-        m->knobs = (ferry__knobs){.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads,
-                                  .buffer_max = m->window};
-        ferry__pipe_knobs_register(ctx->pipe, m->base.stats, &m->knobs);
-        m->knobs_on = true;
+        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads, .buffer_max = m->window};
+        ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
     }
     *out = &m->base;

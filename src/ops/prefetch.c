@@ -3,11 +3,11 @@
  * the consumer into a bounded buffer of n entries.
  *
  * Objects and threads
- *   pf_it owns: the input iterator, a cancel scope (child of the scope it was made in; the input
- *   lives under it), a waker registered with that scope, one producer task (core/executor.c:
- *   it runs on one of the runtime's workers while there is room in the ring, and returns when
- *   the ring is full or the input ended), a ring of entries and an anchor list (symbolic state,
- *   see core.h). An entry is an element or an error (code + message): errors travel through the
+ *   pf_it owns: the input iterator, a ring of entries, and a stage (the async-stage base of
+ *   core.h: its cancel scope, under which the input lives; `mu`, `cv_cons` and the waker; the
+ *   anchor list of the input (symbolic state); the knobs) with one producer task on the
+ *   runtime's executor: it runs while there is room in the ring, and returns when the ring is
+ *   full or the input ended. An entry is an element or an error (code + message): errors travel through the
  *   ring in their positions.
  *   The producer task is the only caller of the input's next/save once it runs; the consumer
  *   (whoever calls next) only reads the ring. The task opens and first runs at the first next,
@@ -59,9 +59,9 @@
  *   replaying it would not give the same elements. Pass-through writes replay 0 and the input's
  *   current state.
  *
- * Stats: async; parallelism 1; buffer_capacity; buffered elements/bytes (published every 64
- * entries and at waits); wait_input_ns = consumer blocked on an empty ring; wait_consumer_ns =
- * producer blocked on the budget (a full ring costs no thread: the task is idle); self_ns =
+ * Stats: measured here; parallelism 1; buffer_capacity; buffered elements/bytes (published every
+ * 64 entries and at waits); wait_input_ns = consumer blocked on an empty ring; wait_consumer_ns =
+ * producer blocked on the budget (a full ring costs no thread: the task is idle); work_ns =
  * producer bookkeeping, timed on one entry in 64 and scaled. Only blocking waits read the clock
  * otherwise. Waits inside a worker (the budget; the consumer side when this prefetch is itself
  * the input of another stage's task) are marked blocked for the executor, so a nested stage
@@ -95,13 +95,9 @@ typedef struct pf_it {
     bool passthrough, autotune;
     int64_t base_pos; /* absolute position of relative position 0 (restored iterators) */
 
-    /* Set up at make; what exists is recorded so that a failed make can unwind. */
-    bool scope_ok, sync_ok, anchor_ok, waker_ok;
-    ferry__cancel scope;
-    ferry__waker waker;
-    ferry__mutex mu;
-    ferry__cond cv_cons;
-    ferry__anchor anchor;
+    /* The stage (core.h): scope, mu and cv_cons, the task, the input's anchors, the knobs. Zero
+     * in pass-through. */
+    ferry__stage sg;
     ferry__status anchor_st; /* why the first snapshot failed (then save fails with it) */
     bool anchor_failed;
     ferry__task task;
@@ -110,8 +106,6 @@ typedef struct pf_it {
     int64_t ring_cap;
     _Atomic int64_t capacity;
     _Atomic bool tuned;       /* capacity set through the knobs: AUTOTUNE growth stops */
-    ferry__knobs knobs;
-    bool knobs_on;
 
     /* Written by the producer. */
     char pad0[64];
@@ -139,28 +133,17 @@ typedef struct pf_it {
 } pf_it;
 
 /* ---- waking ------------------------------------------------------------------------------ */
-static void pf_waker(void *arg) {
-    pf_it *it = arg;
-    ferry__mutex_lock(&it->mu);
-    ferry__cond_broadcast(&it->cv_cons);
-    ferry__mutex_unlock(&it->mu);
-}
-
 static void pf_wake_consumer(pf_it *it) {
     if (atomic_exchange(&it->cons_sleeping, 0)) {
-        ferry__mutex_lock(&it->mu);
-        ferry__cond_signal(&it->cv_cons);
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_lock(&it->sg.mu);
+        ferry__cond_signal(&it->sg.cv_cons);
+        ferry__mutex_unlock(&it->sg.mu);
     }
 }
 
 /* An idle producer (it found the ring full) runs again. */
 static void pf_wake_producer(pf_it *it) {
     if (atomic_exchange(&it->prod_sleeping, 0)) ferry__task_wake(&it->task);
-}
-
-static void pf_add_stat(_Atomic int64_t *s, int64_t v) {
-    if (v) atomic_fetch_add_explicit(s, v, memory_order_relaxed);
 }
 
 static void pf_publish_buffered(pf_it *it) {
@@ -208,15 +191,15 @@ static int pf_charge(pf_it *it, size_t bytes) {
     }
     int64_t t0 = ferry__now_ns();
     /* A consumer sleeping until a batch is complete must take what is there instead. */
-    ferry__mutex_lock(&it->mu);
+    ferry__mutex_lock(&it->sg.mu);
     atomic_store(&it->prod_stalled, 1);
-    if (atomic_load(&it->cons_sleeping)) ferry__cond_signal(&it->cv_cons);
-    ferry__mutex_unlock(&it->mu);
+    if (atomic_load(&it->cons_sleeping)) ferry__cond_signal(&it->sg.cv_cons);
+    ferry__mutex_unlock(&it->sg.mu);
     bool blocked = ferry__exec_block_begin(&it->rt->exec);
-    int rc = ferry__budget_wait_or_force(b, bytes, &it->scope.flag, pf_force_now, it);
+    int rc = ferry__budget_wait_or_force(b, bytes, &it->sg.scope.flag, pf_force_now, it);
     ferry__exec_block_end(&it->rt->exec, blocked, true);
     atomic_store(&it->prod_stalled, 0);
-    if (it->base.stats) pf_add_stat(&it->base.stats->wait_consumer_ns, ferry__now_ns() - t0);
+    ferry__stage_time(&it->sg, FERRY__TIME_WAIT_CONSUMER, ferry__now_ns() - t0);
     return rc == FERRY_OK ? 1 : -1;
 }
 
@@ -228,7 +211,7 @@ static void pf_run(ferry__task *task) {
     int64_t pos = atomic_load_explicit(&it->tail, memory_order_relaxed);
     int64_t self_ns = it->p_self_ns;
     for (int64_t made = 0;; made++) {
-        if (ferry__cancelled(&it->scope)) break;
+        if (ferry__cancelled(&it->sg.scope)) break;
         if (pos - atomic_load_explicit(&it->head, memory_order_acquire) >=
                 atomic_load_explicit(&it->capacity, memory_order_relaxed) &&
             pf_idle_on_full(it))
@@ -244,17 +227,17 @@ static void pf_run(ferry__task *task) {
         if (rc == FERRY_END) {
             atomic_store_explicit(&it->end_pos, pos, memory_order_release);
             pf_publish_buffered(it);
-            ferry__mutex_lock(&it->mu); /* the consumer may wait for this, whatever its flag says */
+            ferry__mutex_lock(&it->sg.mu); /* the consumer may wait for this, whatever its flag says */
             atomic_store(&it->cons_sleeping, 0);
-            ferry__cond_signal(&it->cv_cons);
-            ferry__mutex_unlock(&it->mu);
+            ferry__cond_signal(&it->sg.cv_cons);
+            ferry__mutex_unlock(&it->sg.mu);
             break;
         }
         if (rc < 0 && e) { /* an input broke the protocol; never hand out data with an error */
             ferry_element_free(e);
             e = NULL;
         }
-        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->scope)) break;
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->sg.scope)) break;
         pf_entry en = {.e = e, .err = NULL, .bytes = 0, .code = rc < 0 ? rc : FERRY_OK};
         if (rc < 0) {
             en.err = ferry__alloc(it->rt, sizeof *en.err);
@@ -270,10 +253,10 @@ static void pf_run(ferry__task *task) {
         }
         /* Snapshot before publishing: the consumer can only reach a position whose snapshot,
          * when due, exists (an unordered input must never be replayed). */
-        if (pos + 1 >= it->anchor.next_pos) {
+        if (pos + 1 >= it->sg.anchor.next_pos) {
             ferry__status ast;
-            if (ferry__anchor_take(&it->anchor, it->input, pos + 1, false, &ast) != FERRY_OK)
-                it->anchor.next_pos = pos + 1 + it->anchor.period; /* an older snapshot still serves */
+            if (ferry__anchor_take(&it->sg.anchor, it->input, pos + 1, false, &ast) != FERRY_OK)
+                it->sg.anchor.next_pos = pos + 1 + it->sg.anchor.period; /* an older snapshot still serves */
         }
         it->ring[pos % it->ring_cap] = en;
         if (en.bytes)
@@ -285,8 +268,8 @@ static void pf_run(ferry__task *task) {
         if (atomic_fetch_add(&it->cons_sleeping, 0) && pos >= atomic_load(&it->cons_target))
             pf_wake_consumer(it);
         if (sample) self_ns += 64 * (ferry__now_ns() - t0);
-        if (sample && it->base.stats && (pos & 4095) == 1) {
-            pf_add_stat(&it->base.stats->self_ns, self_ns);
+        if (sample && (pos & 4095) == 1) {
+            ferry__stage_time(&it->sg, FERRY__TIME_WORK, self_ns);
             self_ns = 0;
         }
     }
@@ -294,11 +277,8 @@ static void pf_run(ferry__task *task) {
 }
 
 static int pf_start(pf_it *it, ferry__status *st) {
-    int rc = ferry__task_open(&it->rt->exec, &it->task, pf_run, it, st);
-    if (rc) {
-        ferry__status_prefix(st, "prefetch");
-        return rc;
-    }
+    int rc = ferry__stage_task_open(&it->sg, &it->task, pf_run, it, st);
+    if (rc) return rc;
     it->started = true;
     ferry__task_wake(&it->task);
     return FERRY_OK;
@@ -309,14 +289,14 @@ static bool pf_have_input(void *arg) {
     pf_it *it = arg;
     int64_t h = it->pos;
     return atomic_load_explicit(&it->tail, memory_order_acquire) != h ||
-           atomic_load_explicit(&it->end_pos, memory_order_acquire) == h || ferry__cancelled(&it->scope);
+           atomic_load_explicit(&it->end_pos, memory_order_acquire) == h || ferry__cancelled(&it->sg.scope);
 }
 
 /* Sleeping condition of a consumer waiting for a batch of `batch` entries: they are there, or
  * some are and no more come soon (the input ended or the producer waits for budget). */
 static bool pf_have_batch(pf_it *it, int64_t batch) {
     int64_t h = it->pos, t = atomic_load_explicit(&it->tail, memory_order_acquire);
-    if (t - h >= batch || ferry__cancelled(&it->scope)) return true;
+    if (t - h >= batch || ferry__cancelled(&it->sg.scope)) return true;
     int64_t end = atomic_load_explicit(&it->end_pos, memory_order_acquire);
     return end == h || (t > h && (end != INT64_MAX || atomic_load(&it->prod_stalled)));
 }
@@ -355,23 +335,23 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
          * take what is there: a slow producer must not delay the entries it already made. */
         int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
         int64_t batch = cap >= 8 ? cap / 4 : 1;
-        ferry__mutex_lock(&it->mu);
+        ferry__mutex_lock(&it->sg.mu);
         atomic_store(&it->cons_target, h + batch);
         for (;;) {
             atomic_exchange(&it->cons_sleeping, 1);
             if (pf_have_batch(it, batch)) break;
             if (batch == 1) {
-                ferry__cond_wait(&it->cv_cons, &it->mu);
-            } else if (!ferry__cond_timedwait(&it->cv_cons, &it->mu, 1000000)) {
+                ferry__cond_wait(&it->sg.cv_cons, &it->sg.mu);
+            } else if (!ferry__cond_timedwait(&it->sg.cv_cons, &it->sg.mu, 1000000)) {
                 batch = 1;
                 atomic_store(&it->cons_target, h + 1);
             }
         }
         atomic_store(&it->cons_sleeping, 0);
-        ferry__mutex_unlock(&it->mu);
+        ferry__mutex_unlock(&it->sg.mu);
         ferry__exec_block_end(&it->rt->exec, blocked, true);
     }
-    if (it->base.stats) pf_add_stat(&it->base.stats->wait_input_ns, ferry__now_ns() - t0);
+    ferry__stage_time(&it->sg, FERRY__TIME_WAIT_INPUT, ferry__now_ns() - t0);
     it->c_tail = atomic_load_explicit(&it->tail, memory_order_acquire);
     if (it->c_tail != h) return FERRY_OK;
     if (atomic_load_explicit(&it->end_pos, memory_order_acquire) == h) return FERRY_END;
@@ -409,7 +389,7 @@ static int pf_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     int64_t cap = atomic_load_explicit(&it->capacity, memory_order_relaxed);
     if (it->c_tail - (h + 1) <= cap - FERRY__MAX(1, cap / 4)) pf_wake_producer(it);
     if (((h + 1) & (PF_ANCHOR_PERIOD - 1)) == 0) {
-        ferry__anchor_prune(&it->anchor, h + 1);
+        ferry__anchor_prune(&it->sg.anchor, h + 1);
         pf_publish_buffered(it);
     }
     if (en.code == FERRY_OK) {
@@ -439,8 +419,8 @@ static int pf_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status 
             atomic_store(&it->head, it->pos);
             if (*skipped < n) atomic_store(&it->end_pos, it->pos);
             ferry__status ast;
-            if (ferry__anchor_take(&it->anchor, it->input, it->pos, true, &ast) == FERRY_OK)
-                ferry__anchor_prune(&it->anchor, it->pos);
+            if (ferry__anchor_take(&it->sg.anchor, it->input, it->pos, true, &ast) == FERRY_OK)
+                ferry__anchor_prune(&it->sg.anchor, it->pos);
         }
         return rc;
     }
@@ -449,7 +429,7 @@ static int pf_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status 
         ferry__status tmp;
         int rc = pf_next(it_, &e, &tmp);
         if (rc == FERRY_END) break;
-        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->scope)) return ferry__fail(st, rc, "%s", tmp.msg);
+        if (rc == FERRY_ECANCELED && ferry__cancelled(&it->sg.scope)) return ferry__fail(st, rc, "%s", tmp.msg);
         ferry_element_free(e);
         (*skipped)++;
     }
@@ -479,7 +459,7 @@ static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
         ferry__status_prefix(st, "prefetch: saving the input's state failed");
         return st->code;
     }
-    int rc = ferry__anchor_write(&it->anchor, it->pos, w, st);
+    int rc = ferry__anchor_write(&it->sg.anchor, it->pos, w, st);
     if (rc) ferry__status_prefix(st, "prefetch");
     return rc;
 }
@@ -499,12 +479,8 @@ static void pf_knobs_set(void *stage, int parallelism, int64_t buffer) {
 
 static void pf_destroy(ferry__iter *it_) {
     pf_it *it = (pf_it *)it_;
-    if (it->knobs_on) ferry__pipe_knobs_unregister(it->base.ctx.pipe, it->base.stats, &it->knobs);
-    if (it->scope_ok) ferry__cancel_fire(&it->scope);
-    if (it->started) {
-        ferry__task_close(&it->task); /* no run after this: p_self_ns is ours */
-        if (it->base.stats) pf_add_stat(&it->base.stats->self_ns, it->p_self_ns);
-    }
+    ferry__stage_stop(&it->sg); /* no run after this: p_self_ns is ours */
+    ferry__stage_time(&it->sg, FERRY__TIME_WORK, it->p_self_ns);
     if (it->ring) {
         int64_t t = atomic_load(&it->tail);
         for (int64_t i = it->pos; i < t; i++) {
@@ -520,29 +496,13 @@ static void pf_destroy(ferry__iter *it_) {
         atomic_store(&it->base.stats->buffered_bytes, 0);
     }
     ferry__iter_free(it->input);
-    if (it->waker_ok) ferry__cancel_remove_waker(&it->scope, &it->waker);
-    if (it->anchor_ok) ferry__anchor_fini(&it->anchor);
-    if (it->sync_ok) {
-        ferry__cond_destroy(&it->cv_cons);
-        ferry__mutex_destroy(&it->mu);
-    }
-    if (it->scope_ok) ferry__cancel_fini(&it->scope);
+    ferry__stage_fini(&it->sg);
     ferry__iter_release(&it->base);
 }
 
 static const ferry__iter_vtable pf_iter_vt = {pf_next, pf_save, pf_skip, pf_destroy};
 
 /* ---- make -------------------------------------------------------------------------------- */
-static int pf_sync_init(pf_it *it, ferry__status *st) {
-    if (ferry__mutex_init(&it->mu)) return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a lock failed");
-    if (ferry__cond_init(&it->cv_cons)) {
-        ferry__mutex_destroy(&it->mu);
-        return ferry__fail(st, FERRY_ENOMEM, "prefetch: creating a condition variable failed");
-    }
-    it->sync_ok = true;
-    return FERRY_OK;
-}
-
 static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
                    ferry__status *st) {
     const pf_ds *ds = (const pf_ds *)ds_;
@@ -565,18 +525,10 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
     }
     ferry__ictx ictx = *ctx;
     if (!it->passthrough) {
-        if (ferry__cancel_init(&it->scope, ctx->cancel)) {
-            rc = ferry__fail(st, FERRY_ENOMEM, "prefetch: creating the cancel scope failed");
-            goto fail;
-        }
-        it->scope_ok = true;
-        ictx.cancel = &it->scope;
-        if ((rc = pf_sync_init(it, st)) != FERRY_OK) goto fail;
         /* An unordered input (a relaxed-order op below) cannot be replayed: snapshot it at every
          * position, so that restore replays nothing. */
         int64_t period = ds_->inputs[0]->unordered ? 1 : PF_ANCHOR_PERIOD;
-        if ((rc = ferry__anchor_init(&it->anchor, it->rt, period, st)) != FERRY_OK) goto fail;
-        it->anchor_ok = true;
+        if ((rc = ferry__stage_init(&it->sg, &it->base, period, &ictx, st)) != FERRY_OK) goto fail;
         it->ring_cap = it->autotune ? PF_AUTOTUNE_MAX : ds->buffer_size;
         atomic_init(&it->capacity, it->autotune ? PF_AUTOTUNE_START : ds->buffer_size);
         it->ring = ferry__calloc(it->rt, (size_t)it->ring_cap, sizeof *it->ring);
@@ -593,25 +545,12 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
     if (rc) goto fail;
     if (!it->passthrough) {
         /* The snapshot every save can fall back on, taken before any thread drives the input. */
-        if (ferry__anchor_take(&it->anchor, it->input, 0, true, &it->anchor_st) != FERRY_OK) {
+        if (ferry__anchor_take(&it->sg.anchor, it->input, 0, true, &it->anchor_st) != FERRY_OK) {
             it->anchor_failed = true;
-            it->anchor.next_pos = INT64_MAX; /* do not retry on every element */
+            it->sg.anchor.next_pos = INT64_MAX; /* do not retry on every element */
         }
-        it->waker.fn = pf_waker;
-        it->waker.arg = it;
-        ferry__cancel_add_waker(&it->scope, &it->waker);
-        it->waker_ok = true;
-        ferry__node_stats *s = it->base.stats;
-        if (s) {
-            if (!s->async) s->async = true;
-            int64_t derive = -1; /* self time is measured here from now on */
-            atomic_compare_exchange_strong(&s->self_ns, &derive, 0);
-            atomic_store(&s->parallelism, 1);
-            atomic_store(&s->capacity, atomic_load(&it->capacity));
-        }
-        it->knobs = (ferry__knobs){.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap};
-        ferry__pipe_knobs_register(ctx->pipe, it->base.stats, &it->knobs);
-        it->knobs_on = true;
+        ferry__knobs k = {.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap};
+        ferry__stage_ready(&it->sg, NULL, NULL, 1, atomic_load(&it->capacity), &k);
         if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
     }
     *out = &it->base;
