@@ -119,8 +119,9 @@ typedef struct ferry_runtime_options {
 typedef struct ferry_runtime_stats {
     size_t bytes_allocated;     /* bytes live through the allocator hook now (with the default
                                    allocator, freed blocks of up to 512 bytes are also kept for
-                                   reuse, at most 64 KiB per size class and thread shard; they
-                                   are not counted here and go back at ferry_runtime_free) */
+                                   reuse, about 96 KiB at most per size class and thread shard
+                                   (plus 128 KiB per class shared by all threads); they are not
+                                   counted here and go back at ferry_runtime_free) */
     int64_t blocks_allocated;   /* blocks live through the allocator hook now */
     size_t budget;              /* the byte budget in force */
     size_t budget_used;         /* buffered element bytes counted now */

@@ -147,6 +147,28 @@ static void *cross_consumer(void *arg) {
     return NULL;
 }
 
+/* Cached blocks (the default hook) start on a cache line and fill whole lines, header included:
+ * blocks that move between threads never share a line with another thread's block. */
+TEST(cached_blocks_own_their_cache_lines) {
+    ferry_runtime *rt = rt_new();
+    if (!rt->alloc.cache) {
+        ferry_runtime_free(rt);
+        SKIP("no block cache in this build (AddressSanitizer)");
+    }
+    void *p[64];
+    for (int round = 0; round < 2; round++) { /* fresh from the hook, then from the cache */
+        for (int i = 0; i < 64; i++) {
+            size_t n = (size_t)(i * 8 + 1); /* 1 to 505 bytes: every class */
+            p[i] = ferry__mem_alloc(&rt->alloc, n);
+            ASSERT(p[i] != NULL);
+            ASSERT_EQ(((uintptr_t)p[i] - 16) % FERRY__CACHE_GRAIN, 0);
+            memset(p[i], 0xab, n);
+        }
+        for (int i = 0; i < 64; i++) ferry__mem_free(&rt->alloc, p[i]);
+    }
+    ASSERT_OK(ferry_runtime_free(rt));
+}
+
 TEST(cross_thread_million_blocks) {
     cross *x = calloc(1, sizeof *x);
     ASSERT(x != NULL);
@@ -424,10 +446,12 @@ static void counted_fini(void) {
     ASSERT_EQ(atomic_load(&hook_live), 0);
 }
 
-/* Blocks of the smallest class: M blocks a chain, and the depot's capacity in chains. */
+/* Blocks of the smallest class (one cache line with the header): M blocks a chain, and the
+ * depot's capacity in chains. */
 #define SMALL 32
-#define SMALL_M FERRY__MIN(256, FERRY__MAX(16, FERRY__MAG_BYTES / SMALL))
-#define SMALL_DEPOT (FERRY__DEPOT_BYTES / (SMALL_M * SMALL))
+#define SMALL_BLOCK FERRY__CACHE_GRAIN
+#define SMALL_M FERRY__MIN(256, FERRY__MAX(16, FERRY__MAG_BYTES / SMALL_BLOCK))
+#define SMALL_DEPOT (FERRY__DEPOT_BYTES / (SMALL_M * SMALL_BLOCK))
 #define DEPOT_BLOCKS 20000
 
 typedef struct depot_run {
@@ -473,8 +497,8 @@ static void depot_fill(depot_run *d, pthread_t *f) {
     pthread_mutex_lock(&d->mu);
     while (d->step != 1) pthread_cond_wait(&d->cv, &d->mu);
     pthread_mutex_unlock(&d->mu);
-    /* the freeing thread keeps a loaded chain and a full previous one; full chains before those
-     * went to the depot until it was full */
+    /* the freeing thread keeps a loaded chain and two full ones (previous and spare); full chains
+     * before those went to the depot until it was full */
     ASSERT_EQ(atomic_load(&counted.depot[0].n), SMALL_DEPOT);
 }
 
@@ -494,7 +518,7 @@ TEST(depot_hands_chains_across_threads) {
     depot_run d;
     pthread_t t, f;
     depot_fill(&d, &f);
-    int64_t kept = DEPOT_BLOCKS % SMALL_M + SMALL_M;
+    int64_t kept = DEPOT_BLOCKS % SMALL_M + 2 * SMALL_M;
     ASSERT_EQ(atomic_load(&hook_live), SMALL_DEPOT * SMALL_M + kept);
     /* while the freeing thread still holds its shard, another thread takes the depot's chains */
     int64_t allocs0 = atomic_load(&hook_allocs);

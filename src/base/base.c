@@ -369,17 +369,17 @@ static inline void **chain_link_of(uint8_t *head) { return (void **)(void *)(hea
 
 #define MAG_M(c)                                                                                 \
     FERRY__MAX(16, FERRY__MIN(256, FERRY__MAG_BYTES / (((c) + 1) * FERRY__CACHE_GRAIN)))
-_Static_assert(FERRY__CACHE_CLASSES == 16, "one magazine size per class below");
-static const uint16_t mag_m[FERRY__CACHE_CLASSES] = {
-    MAG_M(0), MAG_M(1), MAG_M(2),  MAG_M(3),  MAG_M(4),  MAG_M(5),  MAG_M(6),  MAG_M(7),
-    MAG_M(8), MAG_M(9), MAG_M(10), MAG_M(11), MAG_M(12), MAG_M(13), MAG_M(14), MAG_M(15)};
+_Static_assert(FERRY__CACHE_CLASSES == 9, "one magazine size per class below");
+_Static_assert(HDR == 16, "FERRY__CACHE_CLASSES counts a 16-byte header");
+static const uint16_t mag_m[FERRY__CACHE_CLASSES] = {MAG_M(0), MAG_M(1), MAG_M(2), MAG_M(3), MAG_M(4),
+                                                     MAG_M(5), MAG_M(6), MAG_M(7), MAG_M(8)};
 #define DEPOT_CHAINS(c) (FERRY__DEPOT_BYTES / (MAG_M(c) * ((c) + 1) * FERRY__CACHE_GRAIN))
 static const uint16_t depot_max[FERRY__CACHE_CLASSES] = {
-    DEPOT_CHAINS(0), DEPOT_CHAINS(1), DEPOT_CHAINS(2),  DEPOT_CHAINS(3),  DEPOT_CHAINS(4),  DEPOT_CHAINS(5),
-    DEPOT_CHAINS(6), DEPOT_CHAINS(7), DEPOT_CHAINS(8),  DEPOT_CHAINS(9),  DEPOT_CHAINS(10), DEPOT_CHAINS(11),
-    DEPOT_CHAINS(12), DEPOT_CHAINS(13), DEPOT_CHAINS(14), DEPOT_CHAINS(15)};
+    DEPOT_CHAINS(0), DEPOT_CHAINS(1), DEPOT_CHAINS(2), DEPOT_CHAINS(3), DEPOT_CHAINS(4),
+    DEPOT_CHAINS(5), DEPOT_CHAINS(6), DEPOT_CHAINS(7), DEPOT_CHAINS(8)};
 
-static inline size_t class_block_size(int c) { return (size_t)(c + 1) * FERRY__CACHE_GRAIN + HDR; }
+/* A cached block of class c: (c + 1) lines, header included. */
+static inline size_t class_block_size(int c) { return (size_t)(c + 1) * FERRY__CACHE_GRAIN; }
 
 static void free_chain(ferry__allocator *a, int c, uint8_t *b) {
     while (b) {
@@ -424,7 +424,8 @@ static inline uint8_t *mag_pop(ferry__allocator *a, ferry__alloc_mag *m, int c) 
     if (!b) {
         if (m->prev) {
             b = m->prev;
-            m->prev = NULL;
+            m->prev = m->spare;
+            m->spare = NULL;
         } else if (!(b = depot_take(a, c))) {
             return NULL;
         }
@@ -440,7 +441,8 @@ static inline uint8_t *mag_pop(ferry__allocator *a, ferry__alloc_mag *m, int c) 
 static inline uint8_t *mag_push(ferry__allocator *a, ferry__alloc_mag *m, int c, uint8_t *b) {
     uint8_t *spill = NULL;
     if (m->n == mag_m[c]) {
-        if (m->prev && !depot_put(a, c, m->prev)) spill = m->prev;
+        if (m->spare && !depot_put(a, c, m->spare)) spill = m->spare;
+        m->spare = m->prev;
         m->prev = m->loaded;
         m->loaded = NULL;
         m->n = 0;
@@ -457,6 +459,7 @@ void ferry__allocator_fini(ferry__allocator *a) {
         for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
             free_chain(a, c, s->mag[c].loaded);
             free_chain(a, c, s->mag[c].prev);
+            free_chain(a, c, s->mag[c].spare);
         }
         memset(s->mag, 0, sizeof s->mag);
     }
@@ -474,12 +477,13 @@ void ferry__allocator_fini(ferry__allocator *a) {
 
 /* Capacity the hook is asked for: small payloads are rounded up to their class so that any
  * cached block of a class fits any request of that class. */
+static inline int class_of(size_t size) { return (int)((size + HDR - 1) / FERRY__CACHE_GRAIN); }
+
+/* The payload a block for `size` bytes has room for (what the hook is asked for, less HDR). */
 static inline size_t block_cap(const ferry__allocator *a, size_t size) {
     if (!a->cache || size > FERRY__CACHE_MAX) return size;
-    return size == 0 ? FERRY__CACHE_GRAIN : (size + FERRY__CACHE_GRAIN - 1) / FERRY__CACHE_GRAIN * FERRY__CACHE_GRAIN;
+    return class_block_size(class_of(size)) - HDR;
 }
-
-static inline int class_of(size_t size) { return size == 0 ? 0 : (int)((size - 1) / FERRY__CACHE_GRAIN); }
 
 void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
     if (size > SIZE_MAX - HDR) return NULL;
@@ -497,7 +501,10 @@ void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
         }
     }
     if (!b) {
-        b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
+        if (a->cache && size <= FERRY__CACHE_MAX && a->fn == default_alloc) /* a line-aligned block */
+            b = aligned_alloc(FERRY__CACHE_GRAIN, class_block_size(class_of(size)));
+        else
+            b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
         if (!b) return NULL;
     }
     count(a, own, (int64_t)size, 1);

@@ -68,28 +68,36 @@ void ferry__clear_last_error(void);
  * by hashing the thread: atomic counters and a spin lock around its cache.
  *
  * With the default hook, each shard keeps freed small blocks (payload up to FERRY__CACHE_MAX
- * bytes, in size classes of 32 bytes) in Bonwick's magazines: per class a loaded chain and one
- * previous full chain of at most M blocks (M: about FERRY__MAG_BYTES of payload, 16 to 256). A
- * free pushes on the loaded chain; a full loaded chain becomes the previous one, and a previous
- * full chain goes whole to the allocator's depot (one short lock per M blocks; the depot keeps
- * at most FERRY__DEPOT_BYTES per class, and frees what does not fit). An allocation pops the
- * loaded chain, else takes the previous chain, else a full chain from the depot, else calls the
- * hook. A block made and freed on one thread never leaves it; blocks made by a worker and freed
- * by the consumer go back to the worker a chain at a time, never through malloc.
+ * bytes) in Bonwick's magazines. A cached block, its 16-byte header included, is a whole number
+ * of 64-byte cache lines and starts on one (size classes of 64 bytes): blocks travel between
+ * threads (made by a worker, freed by the consumer, reused by either), and two blocks that
+ * shared a line would make two threads that each write their own block miss on every element.
+ * Per class per class a loaded chain and two
+ * full chains (previous and spare) of M blocks (M: about FERRY__MAG_BYTES of payload, 16 to
+ * 256). A free pushes on the loaded chain; a full loaded chain becomes the previous one, the
+ * previous one the spare, and a spare goes whole to the allocator's depot (one short lock per M
+ * blocks; the depot keeps at most FERRY__DEPOT_BYTES per class, and frees what does not fit). An
+ * allocation pops the loaded chain, else takes the previous chain, the spare, a full chain from
+ * the depot, else calls the hook. A thread keeps up to 3 M blocks of a class, so a worker that
+ * pulls a batch of up to 2 M rows (256 elements of up to ~170 bytes), then frees them as it
+ * stacks them, never touches the depot: two threads doing that at once would otherwise trade
+ * chains through it and miss the cache on every block. Blocks made by a worker and freed by the
+ * consumer go back to the worker a chain at a time, never through malloc.
  * A custom hook sees every allocation and free (no cache: tests that fail the k-th allocation
  * and users that trace memory rely on it). Under AddressSanitizer there is no cache (its
  * quarantine keeps use-after-free of small blocks detectable). */
 #define FERRY__ALLOC_SHARDS 16
-#define FERRY__CACHE_GRAIN 32
+#define FERRY__CACHE_GRAIN 64 /* block sizes, header included, and their alignment */
 #define FERRY__CACHE_MAX 512
-#define FERRY__CACHE_CLASSES (FERRY__CACHE_MAX / FERRY__CACHE_GRAIN)
-#define FERRY__MAG_BYTES 4096
+#define FERRY__CACHE_CLASSES ((FERRY__CACHE_MAX + 16 + FERRY__CACHE_GRAIN - 1) / FERRY__CACHE_GRAIN)
+#define FERRY__MAG_BYTES 32768
 #define FERRY__DEPOT_BYTES (128 * 1024)
 
 /* One size class of a shard's cache. Chains link blocks through their headers and end in NULL. */
 typedef struct ferry__alloc_mag {
     void *loaded; /* n blocks (0 to M) */
     void *prev;   /* NULL or exactly M blocks */
+    void *spare;  /* NULL or exactly M blocks: a second full chain kept before the depot */
     uint32_t n;
 } ferry__alloc_mag;
 

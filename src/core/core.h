@@ -568,13 +568,15 @@ typedef enum ferry__time_kind {
 } ferry__time_kind;
 
 typedef struct ferry__stage {
+    /* Read on every element by the stage's threads (the scope's flag, the anchor's next mark):
+     * kept off the lines that the consumer's sleeps and wake-ups write. */
     ferry__iter *it;             /* the op's iterator (its ctx, ds and stats record) */
     ferry_runtime *rt;
     ferry__cancel scope;
-    ferry__waker waker;
-    ferry__mutex mu;
-    ferry__cond cv_cons;
     ferry__anchor anchor;
+    _Alignas(64) ferry__mutex mu;
+    ferry__cond cv_cons;
+    _Alignas(64) ferry__waker waker;
     ferry__knobs knobs;
     void (*on_cancel)(void *arg); /* called by the waker under mu (may be NULL) */
     void *arg;

@@ -415,6 +415,14 @@ int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tenso
 void ferry_element_free(ferry_element *e) {
     if (!e) return;
     ferry_tensor *own = e->own;
+    /* A source's element whose one tensor nobody else holds (the common case): no thread can
+     * take a new reference to it without holding one, so a load replaces two atomic
+     * read-modify-writes (the acquire pairs with the release of any reference dropped before). */
+    if (own && e->n == 1 && e->t[0] == own &&
+        atomic_load_explicit(&own->refs, memory_order_acquire) == TENSOR_HOLD + 1) {
+        ferry__free(own->rt, e);
+        return;
+    }
     for (uint32_t i = 0; i < e->n; i++) ferry_tensor_unref(e->t[i]);
     if (!own) {
         ferry__free(e->rt, e);

@@ -143,9 +143,8 @@
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
 #define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
 #define MAP_FUSE_SLOW_NS 250000     /* fused: stack a batch in one worker when its calls take less */
-#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take */
-#define MAP_HELP_MIN_NS 50000   /* ... between these (a cheaper batch does not pay for moving the input's
-                                   cache lines between the two threads) */
+#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take less */
+#define MAP_HELP_LOCK_NS 20000  /* a thread waits at most this long for another's pull (map_spin_for_in_mu) */
 
 typedef struct map_ds {
     ferry_dataset base;
@@ -235,10 +234,13 @@ struct map_it {
     _Atomic int64_t grid;   /* fused: chunks start at seqs = grid (mod fuse_n): where batch's
                                batches start (moved by ferry__map_batch_boundary) */
 
-    /* Input side: under in_mu when parallel. */
+    /* Input side: under in_mu when parallel. On a line of its own: the puller writes next_seq
+     * on every position while the other workers read the fields above on every call. */
+    char pad_in0[64];
     int64_t next_seq;
     bool in_end;
     size_t drop_i; /* first drop range not passed */
+    char pad_in1[64];
 
     /* Parallel machinery; flags say what exists, for unwinding a failed make. The stage (core.h)
      * holds the scope, `mu` (deposits in relaxed order, the workers' wait flags) and `cv_cons`,
@@ -478,13 +480,41 @@ static void map_in_unlock(map_it *m) {
     }
 }
 
-/* A worker task takes in_mu if it is free. If another worker holds it (pulling, which may mean
- * waiting for a stage below), the task goes idle instead of blocking a thread: the next unlock
- * wakes it. Returns false then. So a map's tasks that contend for its one input cost threads
- * only while they work, and the pool never starts threads to replace ones that only wait for a
- * lock. */
+static bool map_slot_ready(map_it *m, int64_t q) {
+    return atomic_load_explicit(&m->slots[q % m->window].ready, memory_order_acquire) == q;
+}
+
+/* in_mu is taken: another thread pulls a chunk (e_pull a position). Waits for it as long as that
+ * pull takes (twice the measured pull of a batch, at most MAP_HELP_LOCK_NS) rather than go to
+ * sleep, since a wake-up costs more (~23 us here); never under a one-core budget. The consumer
+ * (`helper`) gives up as soon as its head is ready. true once it holds in_mu. */
+static bool map_spin_for_in_mu(map_it *m, bool helper) {
+    int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
+    int64_t limit = FERRY__MIN(2 * e_pull * FERRY__MAX(m->fuse_n, 1), (int64_t)MAP_HELP_LOCK_NS);
+    if (!ferry__may_spin(m->rt) || limit <= 0) return false;
+    int64_t t0 = ferry__now_ns();
+    bool got = false;
+    for (int i = 1; !got; i++) {
+        for (int k = 0; k < 16; k++) ferry__cpu_relax();
+        /* Loads only while it is held: a failing trylock writes the lock's line, which the
+         * puller's own fields share. */
+        if (atomic_load_explicit(&m->in_users, memory_order_relaxed) == 0 && (got = ferry__mutex_trylock(&m->in_mu)))
+            break;
+        if ((helper && map_slot_ready(m, m->head)) || ferry__cancelled(&m->sg.scope)) break;
+        if ((i & 15) == 0 && ferry__now_ns() - t0 > limit) break;
+    }
+    ferry__stage_time(&m->sg, FERRY__TIME_LOCK, ferry__now_ns() - t0);
+    return got;
+}
+
+/* A worker task takes in_mu if it is free. If another thread holds it (pulling, which may mean
+ * waiting for a stage below), a map_and_batch task first waits about as long as a batch's pull
+ * (map_spin_for_in_mu: cheaper than a wake-up), then, as any task, goes idle instead of blocking
+ * a thread: the next unlock wakes it. Returns false then. So a map's tasks that contend for its
+ * one input cost threads only while they work, and the pool never starts threads to replace ones
+ * that only wait for a lock. */
 static bool map_in_lock_or_idle(map_it *m, map_worker *w) {
-    if (ferry__mutex_trylock(&m->in_mu)) {
+    if (ferry__mutex_trylock(&m->in_mu) || (m->fuse_n && map_spin_for_in_mu(m, false))) {
         atomic_fetch_add(&m->in_users, 1);
         if (w->in_wait_ns) { /* woken by the unlock that ended its wait */
             ferry__stage_time(&m->sg, FERRY__TIME_LOCK, ferry__now_ns() - w->in_wait_ns);
@@ -577,10 +607,6 @@ static void map_account(map_it *m, const map_res *r) {
     m->since_pub++;
     m->pending_bytes += res_bytes(r);
     if (m->since_pub >= MAP_PUBLISH_EVERY || m->fuse_n || m->pending_bytes >= (size_t)1 << 16) map_publish_head(m);
-}
-
-static bool map_slot_ready(map_it *m, int64_t q) {
-    return atomic_load_explicit(&m->slots[q % m->window].ready, memory_order_acquire) == q;
 }
 
 static bool map_det_ready(void *arg) {
@@ -981,7 +1007,7 @@ static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items
                             int64_t *nstacked, size_t *bytes, int64_t *assemble_ns, ferry__status *st) {
     int64_t stacked = 0;
     ferry__status tmp;
-    /* Stacking a row is timed for one row in 8 and counted for the 8 (rows of a batch cost
+    /* Stacking a row is timed for one row in 64 and counted for the 64 (rows of a batch cost
      * alike): two clock reads per row would cost more than a cheap row's copy. */
     int64_t asm_ns = 0;
     for (int64_t i = 0; i < k; i++) {
@@ -994,10 +1020,10 @@ static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items
             continue;
         }
         if (stacked == i) {
-            bool timed = (i & 7) == 0;
+            bool timed = (i & 63) == 0;
             int64_t ta = timed ? ferry__now_ns() : 0;
             int src = ferry__stack_add(w->stk, i, o, &tmp);
-            if (timed) asm_ns += FERRY__MIN(8, k - i) * (ferry__now_ns() - ta);
+            if (timed) asm_ns += FERRY__MIN(64, k - i) * (ferry__now_ns() - ta);
             if (src == FERRY_OK) {
                 ferry_element_free(o);
                 r->p = NULL;
@@ -1177,11 +1203,12 @@ static void map_run(ferry__task *task) {
 }
 
 /* map_and_batch's consumer would wait for its head: instead of sleeping it stacks the next whole
- * batch itself, on its own core that would otherwise idle, when one is free to take at once (no
- * one holds in_mu, the window has room, the byte budget is under half full, and the cpu budget
- * has a core free: ferry__exec_borrow) and the function is measured cheap (a batch's calls under
- * MAP_HELP_MAX_NS, so that the consumer is back within a millisecond; over MAP_HELP_MIN_NS and
- * twice the serial pull, so that the help pays for the handoff). On a 2-core
+ * batch itself, on its own core that would otherwise idle, when one is free to take (in_mu is
+ * free or a worker's pull ends within about that pull's length, map_spin_for_in_mu; the window
+ * has room; the byte budget is under half full; the cpu budget has a core free:
+ * ferry__exec_borrow) and the function is measured cheap (a batch's calls under MAP_HELP_MAX_NS,
+ * so that the consumer is back within a millisecond, and at least twice the serial pull, so that
+ * two pullers do not just take turns at in_mu). On a 2-core
  * machine a training thread that helps while it waits gets the work of both cores, as no fixed
  * producer thread can. A plain map never does this: its results go out one by one, and a call
  * of unknown length on the consumer's thread could hold back results that are ready.
@@ -1197,9 +1224,10 @@ static bool map_help(map_it *m) {
         ferry__exec_unborrow(&m->rt->exec, core);
         return false;
     }
-    if (!ferry__mutex_trylock(&m->in_mu)) {
+    /* A worker pulling holds in_mu: wait for its pull on this core, which would otherwise idle. */
+    if (!ferry__mutex_trylock(&m->in_mu) && !map_spin_for_in_mu(m, true)) {
         ferry__exec_unborrow(&m->rt->exec, core);
-        return false;
+        return map_slot_ready(m, m->head); /* it came meanwhile: look again */
     }
     atomic_fetch_add(&m->in_users, 1);
     bool stack = false;
@@ -1209,7 +1237,7 @@ static bool map_help(map_it *m) {
      * serial pulls, are the work (else a second puller only contends for in_mu). */
     int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
     int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
-    if (!stack || e_all * m->fuse_n > MAP_HELP_MAX_NS || e_all * m->fuse_n < MAP_HELP_MIN_NS || e_all < 2 * e_pull)
+    if (!stack || e_all * m->fuse_n > MAP_HELP_MAX_NS || e_all < 2 * e_pull)
         n = 0;
     if (n == 0) {
         map_in_unlock(m);
