@@ -574,9 +574,11 @@ typedef struct ferry__stage {
     ferry_runtime *rt;
     ferry__cancel scope;
     ferry__anchor anchor;
-    _Alignas(64) ferry__mutex mu;
+    char pad0[64];               /* (padding, not alignment: blocks are 16-byte aligned) */
+    ferry__mutex mu;
     ferry__cond cv_cons;
-    _Alignas(64) ferry__waker waker;
+    char pad1[64];
+    ferry__waker waker;
     ferry__knobs knobs;
     void (*on_cancel)(void *arg); /* called by the waker under mu (may be NULL) */
     void *arg;
