@@ -537,6 +537,37 @@ TEST(depot_hands_chains_across_threads) {
     counted_fini();
 }
 
+/* Large blocks (batches) go back to a kept list, not to the hook: the next allocation of about
+ * the same size takes the most recent one; the list drops its oldest blocks beyond its byte
+ * limit, never reuses a block much larger than asked for, and fini returns what it keeps. */
+TEST(large_blocks_are_kept_for_reuse) {
+    counted_init(true);
+    counted.large_limit = 1000 * 1000;
+    const size_t K = 300 * 1000;
+    void *p[3];
+    for (int i = 0; i < 3; i++) ASSERT((p[i] = ferry__mem_alloc(&counted, K)) != NULL);
+    ASSERT_EQ(atomic_load(&hook_live), 3);
+    for (int i = 0; i < 3; i++) ferry__mem_free(&counted, p[i]);
+    ASSERT_EQ(atomic_load(&hook_live), 3); /* 900 kB kept, under the limit */
+    int64_t allocs0 = atomic_load(&hook_allocs);
+    void *q = ferry__mem_alloc(&counted, K - 1000); /* fits the most recent one */
+    ASSERT(q == p[2]);
+    ASSERT_EQ(atomic_load(&hook_allocs), allocs0);
+    ASSERT_EQ(ferry__mem_size(q), K - 1000);
+    memset(q, 1, K - 1000);
+    void *small = ferry__mem_alloc(&counted, K / 2); /* 300 kB blocks are too large for it */
+    ASSERT_EQ(atomic_load(&hook_allocs), allocs0 + 1);
+    ferry__mem_free(&counted, small); /* 150 kB + 600 kB kept */
+    ASSERT_EQ(atomic_load(&hook_live), 4);
+    ferry__mem_free(&counted, q); /* 1,050 kB would pass the limit: the oldest (p[0]) goes */
+    ASSERT_EQ(atomic_load(&hook_live), 3);
+    ASSERT_EQ(counted.large.n, 3);
+    void *big = ferry__mem_alloc(&counted, 2 * 1000 * 1000); /* over the limit: never kept */
+    ferry__mem_free(&counted, big);
+    ASSERT_EQ(atomic_load(&hook_live), 3);
+    counted_fini(); /* fini hands the kept blocks back: hook_live is 0 */
+}
+
 /* fini returns the blocks of the depot, of live threads' shards and of exited ones. */
 TEST(fini_with_blocks_in_the_depot) {
     counted_init(true);

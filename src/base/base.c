@@ -118,6 +118,10 @@ void ferry__allocator_init(ferry__allocator *a, ferry_alloc_fn fn, void *user) {
 #endif
     atomic_init(&a->gen, 0);
     a->reg_next = NULL;
+    atomic_init(&a->large.lock, 0);
+    a->large.n = 0;
+    a->large.bytes = 0;
+    a->large_limit = a->cache ? FERRY__LARGE_LIMIT : 0;
     atomic_init(&a->owned_mask, 0);
     for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
         atomic_init(&a->depot[c].lock, 0);
@@ -453,7 +457,74 @@ static inline uint8_t *mag_push(ferry__allocator *a, ferry__alloc_mag *m, int c,
     return spill;
 }
 
+/* ---- large blocks kept for reuse (default hook only) ---- */
+/* A large block's capacity (payload bytes it has room for) lives in the second word of its
+ * header, set wherever such a block is made (ferry__mem_alloc, ferry__mem_realloc). */
+static inline size_t large_cap(const uint8_t *b) {
+    size_t c;
+    memcpy(&c, b + 8, sizeof c);
+    return c;
+}
+static inline void set_large_cap(uint8_t *b, size_t cap) { memcpy(b + 8, &cap, sizeof cap); }
+
+static inline bool large_eligible(const ferry__allocator *a, size_t size) {
+    return a->large_limit > 0 && size > FERRY__CACHE_MAX && size <= FERRY__LARGE_MAX;
+}
+
+/* A kept block with room for size bytes and not a quarter more, most recent first, or NULL. */
+static uint8_t *large_take(ferry__allocator *a, size_t size) {
+    ferry__alloc_large *l = &a->large;
+    uint8_t *b = NULL;
+    spin_lock(&l->lock);
+    for (uint32_t i = l->n; i-- > 0;) {
+        if (l->cap[i] < size || l->cap[i] > size + size / 4) continue;
+        b = l->block[i];
+        l->bytes -= l->cap[i];
+        memmove(&l->block[i], &l->block[i + 1], (l->n - 1 - i) * sizeof l->block[0]);
+        memmove(&l->cap[i], &l->cap[i + 1], (l->n - 1 - i) * sizeof l->cap[0]);
+        l->n--;
+        break;
+    }
+    spin_unlock(&l->lock);
+    return b;
+}
+
+/* Keeps b (capacity cap) as the most recent block, dropping the oldest ones beyond the limits;
+ * what is dropped goes back to the hook outside the lock. */
+static void large_put(ferry__allocator *a, uint8_t *b, size_t cap) {
+    ferry__alloc_large *l = &a->large;
+    uint8_t *drop[FERRY__LARGE_SLOTS + 1];
+    size_t dcap[FERRY__LARGE_SLOTS + 1];
+    int nd = 0;
+    spin_lock(&l->lock);
+    if (cap > a->large_limit) {
+        drop[nd] = b;
+        dcap[nd++] = cap;
+    } else {
+        while (l->n > 0 && (l->n == FERRY__LARGE_SLOTS || l->bytes + cap > a->large_limit)) {
+            drop[nd] = l->block[0];
+            dcap[nd++] = l->cap[0];
+            l->bytes -= l->cap[0];
+            memmove(&l->block[0], &l->block[1], (l->n - 1) * sizeof l->block[0]);
+            memmove(&l->cap[0], &l->cap[1], (l->n - 1) * sizeof l->cap[0]);
+            l->n--;
+        }
+        l->block[l->n] = b;
+        l->cap[l->n++] = cap;
+        l->bytes += cap;
+    }
+    spin_unlock(&l->lock);
+    for (int i = 0; i < nd; i++) a->fn(a->user, drop[i], dcap[i] + HDR, 0);
+}
+
+void ferry__allocator_set_large_limit(ferry__allocator *a, size_t limit) {
+    if (a->large_limit > 0) a->large_limit = FERRY__MIN(limit, FERRY__LARGE_LIMIT);
+}
+
 void ferry__allocator_fini(ferry__allocator *a) {
+    for (uint32_t i = 0; i < a->large.n; i++) a->fn(a->user, a->large.block[i], a->large.cap[i] + HDR, 0);
+    a->large.n = 0;
+    a->large.bytes = 0;
     for (int i = 0; i < FERRY__ALLOC_SHARDS + FERRY__ALLOC_OWNED; i++) {
         ferry__alloc_shard *s = shard_at(a, i);
         for (int c = 0; c < FERRY__CACHE_CLASSES; c++) {
@@ -500,12 +571,15 @@ void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
             spin_unlock(&s->lock);
         }
     }
+    bool large = large_eligible(a, size);
+    if (large) b = large_take(a, size);
     if (!b) {
         if (a->cache && size <= FERRY__CACHE_MAX && a->fn == default_alloc) /* a line-aligned block */
             b = aligned_alloc(FERRY__CACHE_GRAIN, class_block_size(class_of(size)));
         else
             b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
         if (!b) return NULL;
+        if (large) set_large_cap(b, size);
     }
     count(a, own, (int64_t)size, 1);
     memcpy(b, &size, sizeof size);
@@ -532,6 +606,7 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size) {
     uint8_t *b = a->fn(a->user, (uint8_t *)p - HDR, block_cap(a, old) + HDR, block_cap(a, size) + HDR);
     if (!b) return NULL;
     memcpy(b, &size, sizeof size);
+    if (large_eligible(a, size)) set_large_cap(b, size);
     count(a, owned_shard(a), (int64_t)size - (int64_t)old, 0);
     return b + HDR;
 }
@@ -554,6 +629,10 @@ void ferry__mem_free(ferry__allocator *a, void *p) {
             spin_unlock(&s->lock);
         }
         free_chain(a, c, spill);
+        return;
+    }
+    if (large_eligible(a, size)) {
+        large_put(a, b, large_cap(b));
         return;
     }
     a->fn(a->user, b, block_cap(a, size) + HDR, 0);

@@ -117,6 +117,23 @@ typedef struct ferry__alloc_depot {
 
 #define FERRY__ALLOC_OWNED 64
 
+/* Large blocks (over FERRY__CACHE_MAX, up to FERRY__LARGE_MAX bytes: batches, decoded images)
+ * that the default hook would hand back to malloc are kept for reuse, most recent first, up to
+ * large_limit bytes in all: a batch freed by the consumer becomes the next batch a worker fills.
+ * malloc would give it back to the system (a trim, or munmap for big blocks) and the next batch
+ * would fault its pages in again, which cost as much as copying the rows into it. */
+#define FERRY__LARGE_MAX ((size_t)4 << 20)
+#define FERRY__LARGE_LIMIT ((size_t)16 << 20)
+#define FERRY__LARGE_SLOTS 16
+
+typedef struct ferry__alloc_large {
+    _Alignas(64) _Atomic int lock;
+    uint32_t n;                          /* blocks kept, oldest first */
+    size_t bytes;                        /* their capacities, summed */
+    void *block[FERRY__LARGE_SLOTS];
+    size_t cap[FERRY__LARGE_SLOTS];
+} ferry__alloc_large;
+
 typedef struct ferry__allocator {
     ferry_alloc_fn fn;
     void *user;
@@ -125,6 +142,8 @@ typedef struct ferry__allocator {
     struct ferry__allocator *reg_next; /* the registry's list (under its lock) */
     _Atomic uint64_t owned_mask;       /* owned shards claimed */
     ferry__alloc_depot depot[FERRY__CACHE_CLASSES];
+    ferry__alloc_large large;
+    size_t large_limit;                /* bytes of large blocks kept at most (0: none) */
     ferry__alloc_shard shard[FERRY__ALLOC_SHARDS];
     ferry__alloc_shard owned[FERRY__ALLOC_OWNED];
 } ferry__allocator;
@@ -143,6 +162,8 @@ void ferry__allocator_claim(ferry__allocator *a);
 void ferry__allocator_release(ferry__allocator *a);
 /* Returns every cached block (shards and depot) to the hook (no allocation may be in progress). */
 void ferry__allocator_fini(ferry__allocator *a);
+/* Lowers the bytes of large blocks kept for reuse (no effect without the block cache). */
+void ferry__allocator_set_large_limit(ferry__allocator *a, size_t limit);
 /* Every library allocation. Returns NULL on failure (the hook said no, or size overflowed). */
 void *ferry__mem_alloc(ferry__allocator *a, size_t size);
 void *ferry__mem_calloc(ferry__allocator *a, size_t n, size_t size);

@@ -60,6 +60,8 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
     }
+    /* Large blocks kept for reuse stay a small part of what the budget allows buffered. */
+    ferry__allocator_set_large_limit(&rt->alloc, rt->budget.limit / 8);
     rt->cpu_budget = o.cpu_budget ? o.cpu_budget : ferry__num_cores();
     if (ferry__exec_init(&rt->exec, rt, rt->cpu_budget) != FERRY_OK) {
         ferry__budget_fini(&rt->budget);

@@ -143,7 +143,9 @@
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
 #define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
 #define MAP_FUSE_SLOW_NS 250000     /* fused: stack a batch in one worker when its calls take less */
-#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take less */
+#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take */
+#define MAP_HELP_MIN_NS 50000   /* ... between these (a cheaper batch does not pay for moving the input's
+                                   state between two pulling threads: P3 halves when its consumer helps) */
 #define MAP_HELP_LOCK_NS 20000  /* a thread waits at most this long for another's pull (map_spin_for_in_mu) */
 
 typedef struct map_ds {
@@ -1206,9 +1208,10 @@ static void map_run(ferry__task *task) {
  * batch itself, on its own core that would otherwise idle, when one is free to take (in_mu is
  * free or a worker's pull ends within about that pull's length, map_spin_for_in_mu; the window
  * has room; the byte budget is under half full; the cpu budget has a core free:
- * ferry__exec_borrow) and the function is measured cheap (a batch's calls under MAP_HELP_MAX_NS,
- * so that the consumer is back within a millisecond, and at least twice the serial pull, so that
- * two pullers do not just take turns at in_mu). On a 2-core
+ * ferry__exec_borrow) and the function is measured cheap but not trivial (a batch's calls between
+ * MAP_HELP_MIN_NS and MAP_HELP_MAX_NS, so that the consumer is back within a millisecond and the
+ * help pays for moving the input's state between threads, and at least twice the serial pull, so
+ * that two pullers do not just take turns at in_mu). On a 2-core
  * machine a training thread that helps while it waits gets the work of both cores, as no fixed
  * producer thread can. A plain map never does this: its results go out one by one, and a call
  * of unknown length on the consumer's thread could hold back results that are ready.
@@ -1217,6 +1220,12 @@ static bool map_help(map_it *m) {
     map_worker *w = &m->helper;
     ferry__budget *b = &m->rt->budget;
     if (!m->fuse_n || ferry__cancelled(&m->sg.scope) || atomic_load(&b->used) > b->limit / 2) return false;
+    /* Only a whole batch known to be cheap but not trivial, and only when the calls, not the
+     * serial pulls, are the work (else a second puller only takes turns at in_mu): decided before
+     * in_mu is touched, so that a consumer that will not help never waits for it. */
+    int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
+    int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
+    if (e_all * m->fuse_n < MAP_HELP_MIN_NS || e_all * m->fuse_n > MAP_HELP_MAX_NS || e_all < 2 * e_pull) return false;
     /* Only the user's own thread helps, on its own core: a stage's task waiting here (a prefetch
      * over this map) gives its core back instead, as its parallelism was set without it. */
     int core = ferry__exec_borrow(&m->rt->exec);
@@ -1233,12 +1242,7 @@ static bool map_help(map_it *m) {
     bool stack = false;
     int64_t n = 0, need;
     if (!m->in_end && !ferry__cancelled(&m->sg.scope)) map_next_chunk(m, w->chunk, &stack, &n, &need);
-    /* Only a whole batch known to be cheap but not trivial, and only when the calls, not the
-     * serial pulls, are the work (else a second puller only contends for in_mu). */
-    int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
-    int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
-    if (!stack || e_all * m->fuse_n > MAP_HELP_MAX_NS || e_all < 2 * e_pull)
-        n = 0;
+    if (!stack) n = 0; /* only a whole batch */
     if (n == 0) {
         map_in_unlock(m);
         ferry__exec_unborrow(&m->rt->exec, core);
