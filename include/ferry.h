@@ -121,7 +121,7 @@ typedef struct ferry_runtime_stats {
                                    allocator, freed blocks of up to 512 bytes are also kept for
                                    reuse, about 96 KiB at most per size class and thread shard
                                    (plus 128 KiB per class shared by all threads), and freed
-                                   blocks of up to 4 MiB (batches) up to 16 MiB in all, or an
+                                   blocks of 16 KiB to 4 MiB (batches) up to 16 MiB in all, or an
                                    eighth of the memory budget if less; they are not counted here
                                    and go back at ferry_runtime_free) */
     int64_t blocks_allocated;   /* blocks live through the allocator hook now */

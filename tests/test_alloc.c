@@ -565,6 +565,10 @@ TEST(large_blocks_are_kept_for_reuse) {
     void *big = ferry__mem_alloc(&counted, 2 * 1000 * 1000); /* over the limit: never kept */
     ferry__mem_free(&counted, big);
     ASSERT_EQ(atomic_load(&hook_live), 3);
+    void *row = ferry__mem_alloc(&counted, 8 << 10); /* under FERRY__LARGE_MIN: malloc's */
+    ASSERT_EQ(atomic_load(&hook_live), 4);
+    ferry__mem_free(&counted, row);
+    ASSERT_EQ(atomic_load(&hook_live), 3);
     counted_fini(); /* fini hands the kept blocks back: hook_live is 0 */
 }
 

@@ -468,7 +468,7 @@ static inline size_t large_cap(const uint8_t *b) {
 static inline void set_large_cap(uint8_t *b, size_t cap) { memcpy(b + 8, &cap, sizeof cap); }
 
 static inline bool large_eligible(const ferry__allocator *a, size_t size) {
-    return a->large_limit > 0 && size > FERRY__CACHE_MAX && size <= FERRY__LARGE_MAX;
+    return a->large_limit > 0 && size >= FERRY__LARGE_MIN && size <= FERRY__LARGE_MAX;
 }
 
 /* A kept block with room for size bytes and not a quarter more, most recent first, or NULL. */

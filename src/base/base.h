@@ -117,11 +117,13 @@ typedef struct ferry__alloc_depot {
 
 #define FERRY__ALLOC_OWNED 64
 
-/* Large blocks (over FERRY__CACHE_MAX, up to FERRY__LARGE_MAX bytes: batches, decoded images)
- * that the default hook would hand back to malloc are kept for reuse, most recent first, up to
- * large_limit bytes in all: a batch freed by the consumer becomes the next batch a worker fills.
- * malloc would give it back to the system (a trim, or munmap for big blocks) and the next batch
- * would fault its pages in again, which cost as much as copying the rows into it. */
+/* Large blocks (FERRY__LARGE_MIN to FERRY__LARGE_MAX bytes: batches, decoded images) that the
+ * default hook would hand back to malloc are kept for reuse, most recent first, up to large_limit
+ * bytes in all: a batch freed by the consumer becomes the next batch a worker fills. malloc would
+ * give it back to the system (a trim, or munmap for big blocks) and the next batch would fault its
+ * pages in again, which cost as much as copying the rows into it. Smaller blocks (a row of a few
+ * KiB made and freed per element) stay with malloc's per-thread caches, which take no lock. */
+#define FERRY__LARGE_MIN ((size_t)16 << 10)
 #define FERRY__LARGE_MAX ((size_t)4 << 20)
 #define FERRY__LARGE_LIMIT ((size_t)16 << 20)
 #define FERRY__LARGE_SLOTS 16
