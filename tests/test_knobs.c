@@ -189,3 +189,42 @@ TEST(knobs_moved_from_another_thread) {
     ferry_dataset_unref(ds);
     rt_done(rt);
 }
+
+/* Lowering an interleave's parallelism while its tasks poll a full budget: the tasks that must
+ * stop hand their wake-up on to one that may work, so the stream never stalls (a stall here
+ * would hang until ctest's timeout). */
+TEST(interleave_parallelism_lowered_under_a_full_budget) {
+    ferry_runtime_options ro = {.memory_budget = 256}; /* about two elements: tasks poll on it */
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(&ro, &rt));
+    ferry_dataset *ds = interleaved(rt, 200, 0);
+    items ref = {0};
+    read_stream(ds, false, &ref);
+    for (int rep = 0; rep < 5; rep++) {
+        ferry_iterator *it;
+        ferry_iterator_options o = {.seed = 11};
+        ASSERT_OK(ferry_iterator_create(ds, &o, &it));
+        ferry__pipe *pipe = ferry__iterator_pipe(it);
+        items got = {0};
+        for (int64_t pos = 0;; pos++) {
+            if (pos % 5 == 0)
+                for (size_t node = 0; node < pipe->n; node++)
+                    if (strcmp(pipe->nodes[node].ds->name, "interleave") == 0)
+                        ASSERT_OK(ferry__pipe_set_knobs(pipe, node, (pos / 5) % 2 ? 3 : 1, 0, NULL, NULL));
+            ferry_element *e = NULL;
+            int rc = ferry_iterator_next(it, &e);
+            if (rc == FERRY_END) break;
+            char buf[ITEM_MAX];
+            render(buf, sizeof buf, rc, e);
+            items_push(&got, buf);
+            ferry_element_free(e);
+        }
+        ASSERT_EQ(ref.n, got.n);
+        expect_same(&ref, 0, &got, "interleave parallelism moved under a full budget", (size_t)rep);
+        items_free(&got);
+        ferry_iterator_free(it);
+    }
+    items_free(&ref);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}

@@ -69,9 +69,10 @@ void ferry__clear_last_error(void);
  *
  * With the default hook, each shard keeps freed small blocks (payload up to FERRY__CACHE_MAX
  * bytes) in Bonwick's magazines. A cached block, its 16-byte header included, is a whole number
- * of 64-byte cache lines and starts on one (size classes of 64 bytes): blocks travel between
- * threads (made by a worker, freed by the consumer, reused by either), and two blocks that
- * shared a line would make two threads that each write their own block miss on every element.
+ * of 64-byte cache lines (size classes of 64 bytes) and, when the cache made it, starts on one
+ * (one that ferry__mem_realloc resized may not): blocks travel between threads (made by a
+ * worker, freed by the consumer, reused by either), and two blocks that shared a line would make
+ * two threads that each write their own block miss on every element.
  * Per class per class a loaded chain and two
  * full chains (previous and spare) of M blocks (M: about FERRY__MAG_BYTES of payload, 16 to
  * 256). A free pushes on the loaded chain; a full loaded chain becomes the previous one, the

@@ -599,9 +599,11 @@ void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg
 /* Opens t on the runtime's executor (see ferry__task_open) as one of the stage's tasks. */
 int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg,
                            ferry__status *st);
-/* Unregisters the knobs, fires the scope and closes every task. Idempotent. Not from a task. */
+/* Unregisters the knobs, fires the scope, closes every task and removes the waker (so that a
+ * scope above firing later never reaches the op's hook). Idempotent. Not from a task. */
 void ferry__stage_stop(ferry__stage *s);
-/* Removes the waker and frees the anchor list, the lock and the scope. After stop. */
+/* Frees the anchor list, the lock and the scope (and removes the waker if stop did not run).
+ * After stop. */
 void ferry__stage_fini(ferry__stage *s);
 /* Takes mu (or another lock of the stage), counting the time spent waiting for it when another
  * thread holds it. */

@@ -99,6 +99,10 @@ void ferry__stage_stop(ferry__stage *s) {
         s->tasks = t->stage_next;
         ferry__task_close(t);
     }
+    /* A scope above can fire again (an enclosing iterator's destroy) while the op frees what
+     * its tasks made: from now on that must not reach the op's hook or its objects. */
+    if (s->waker_ok) ferry__cancel_remove_waker(&s->scope, &s->waker);
+    s->waker_ok = false;
 }
 
 void ferry__stage_fini(ferry__stage *s) {

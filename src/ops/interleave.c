@@ -541,6 +541,8 @@ static void open_next(ilv_it *it) {
     if (it->cons_waiting) ferry__cond_signal(&it->sg.cv_cons);
 }
 
+static void wake_idle_worker(ilv_it *it);
+
 static void ilv_run(ferry__task *task) {
     ilv_task *t = task->arg;
     ilv_it *it = t->it;
@@ -554,6 +556,7 @@ static void ilv_run(ferry__task *task) {
         if (t->id >= it->active) { /* not needed now (the knobs): idle until raised */
             t->idle = true;
             it->idle++;
+            wake_idle_worker(it); /* a poke meant for the work may have woken this one */
             break;
         }
         bool open_first = it->want_stream && can_open(it);
@@ -598,11 +601,27 @@ static int start_workers(ilv_it *it, ferry__status *st) {
             it->started = false;
             return rc;
         }
+        ferry__mutex_lock(&it->sg.mu); /* the knobs read it from another thread */
         it->nstarted++;
+        ferry__mutex_unlock(&it->sg.mu);
     }
     for (int i = 0; i < it->nstarted; i++) ferry__task_wake(&it->tasks[i].task);
+    ferry__mutex_lock(&it->sg.mu);
     if (it->base.stats) atomic_store(&it->base.stats->parallelism, FERRY__MIN(it->active, it->nstarted));
+    ferry__mutex_unlock(&it->sg.mu);
     return FERRY_OK;
+}
+
+/* Wakes one idle task that may work (index under `active`), if any. Caller holds mu. */
+static void wake_idle_worker(ilv_it *it) {
+    if (it->idle == 0) return;
+    for (int i = 0; i < it->nstarted && i < it->active; i++)
+        if (it->tasks[i].idle) {
+            it->tasks[i].idle = false;
+            it->idle--;
+            ferry__task_wake(&it->tasks[i].task);
+            return;
+        }
 }
 
 /* Wakes a worker when one sleeps. Caller holds mu. */
@@ -1000,8 +1019,8 @@ static void ilv_destroy(ferry__iter *it_) {
     }
     ferry__iter_free(it->outer);
     if (it->outer_anchor_ok) ferry__anchor_fini(&it->outer_anchor);
-    if (it->work_cv_ok) ferry__cond_destroy(&it->work_cv);
     ferry__stage_fini(&it->sg);
+    if (it->work_cv_ok) ferry__cond_destroy(&it->work_cv); /* the waker (ilv_cancel) is gone */
     ferry_runtime *rt = it->base.ctx.rt;
     ferry__free(rt, it->slots);
     ferry__free(rt, it->tasks);

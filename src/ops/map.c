@@ -803,6 +803,10 @@ static bool map_park(map_it *m, map_worker *w) {
                 atomic_load(&m->end_seq) == INT64_MAX;
     w->parked = park;
     ferry__mutex_unlock(&m->sg.mu);
+    if (park && w->in_wait_ns) { /* woken from a wait for in_mu only to park: that wait ended */
+        ferry__stage_time(&m->sg, FERRY__TIME_LOCK, ferry__now_ns() - w->in_wait_ns);
+        w->in_wait_ns = 0;
+    }
     return park;
 }
 
@@ -1215,7 +1219,8 @@ static void map_run(ferry__task *task) {
  * machine a training thread that helps while it waits gets the work of both cores, as no fixed
  * producer thread can. A plain map never does this: its results go out one by one, and a call
  * of unknown length on the consumer's thread could hold back results that are ready.
- * Returns true when it did a batch. */
+ * Returns true when it did a batch, or when its head became ready while it waited for in_mu
+ * (the caller looks again either way). */
 static bool map_help(map_it *m) {
     map_worker *w = &m->helper;
     ferry__budget *b = &m->rt->budget;
