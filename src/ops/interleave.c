@@ -630,14 +630,7 @@ static void poke_workers(ilv_it *it) {
         ferry__cond_signal(&it->work_cv);
         return;
     }
-    if (it->idle == 0) return;
-    for (int i = 0; i < it->nstarted && i < it->active; i++)
-        if (it->tasks[i].idle) {
-            it->tasks[i].idle = false;
-            it->idle--;
-            ferry__task_wake(&it->tasks[i].task);
-            return;
-        }
+    wake_idle_worker(it);
 }
 
 static void cons_wait(ilv_it *it) {
