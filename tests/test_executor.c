@@ -610,7 +610,7 @@ static void sleeper_run(ferry__task *t) {
     sleeper_stage *p = t->arg;
     ferry__mutex_lock(&p->sg.mu);
     atomic_fetch_add(&p->asleep, 1);
-    while (!ferry__stage_cancelled(&p->sg)) ferry__cond_wait(&p->sg.cv_cons, &p->sg.mu);
+    while (!ferry__cancelled(&p->sg.scope)) ferry__cond_wait(&p->sg.cv_cons, &p->sg.mu);
     ferry__mutex_unlock(&p->sg.mu);
     atomic_fetch_add(&p->returned, 1);
 }

@@ -610,7 +610,6 @@ void ferry__stage_fini(ferry__stage *s);
 void ferry__stage_lock(ferry__stage *s, ferry__mutex *mu);
 /* Adds ns of kind to the stage's stats record (nothing without one). Any thread. */
 void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns);
-static inline bool ferry__stage_cancelled(const ferry__stage *s) { return ferry__cancelled(&s->scope); }
 
 /* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then
  * the caller still owns data). */
