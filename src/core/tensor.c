@@ -19,6 +19,16 @@
  * readable, and the last of either frees the block). */
 #define TENSOR_HOLD (1 << 30)
 
+/* Drops `n` from a tensor's count; true when that was all of it. Whoever holds all of the count
+ * is its only holder: no other thread can add to it without holding a reference, so a load
+ * replaces the read-modify-write, whose locked instruction waits for every store before it (a
+ * freshly written row, say) to leave the store buffer. The acquire pairs with the release of any
+ * reference dropped before. */
+static inline bool refs_drop(_Atomic int *refs, int n) {
+    if (atomic_load_explicit(refs, memory_order_acquire) == n) return true;
+    return atomic_fetch_sub_explicit(refs, n, memory_order_acq_rel) == n;
+}
+
 static const struct {
     const char *name;
     size_t size;
@@ -238,7 +248,7 @@ ferry_tensor *ferry_tensor_ref(ferry_tensor *t) {
 
 void ferry_tensor_unref(ferry_tensor *t) {
     while (t) {
-        if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) return;
+        if (!refs_drop(&t->refs, 1)) return;
         ferry_tensor *base = t->base;
         if (t->release) t->release(t->release_user, t->release_data);
         ferry__free(t->rt, t->block ? t->block : t);
@@ -426,7 +436,7 @@ void ferry_element_free(ferry_element *e) {
     for (uint32_t i = 0; i < e->n; i++) ferry_tensor_unref(e->t[i]);
     if (!own) {
         ferry__free(e->rt, e);
-    } else if (atomic_fetch_sub_explicit(&own->refs, TENSOR_HOLD, memory_order_acq_rel) == TENSOR_HOLD) {
+    } else if (refs_drop(&own->refs, TENSOR_HOLD)) {
         ferry__free(own->rt, e); /* nobody else holds the tensor: the block (e included) goes */
     }
 }
@@ -441,7 +451,14 @@ int ferry_element_set(ferry_element *e, size_t i, ferry_tensor *t) {
         if (!t) return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: argument 't' is NULL");
         return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: index %zu is out of range [0, %u)", i, e->n);
     }
-    ferry_tensor_unref(e->t[i]);
+    ferry_tensor *old = e->t[i];
+    /* The element's own tensor that only this component holds (a map function replacing its
+     * input, the common case): the element keeps its hold, so the count becomes the hold alone,
+     * and nobody else can be reading it. */
+    if (old == e->own && atomic_load_explicit(&old->refs, memory_order_acquire) == TENSOR_HOLD + 1)
+        atomic_store_explicit(&old->refs, TENSOR_HOLD, memory_order_release);
+    else
+        ferry_tensor_unref(old);
     e->t[i] = t;
     return FERRY_OK;
 }
