@@ -155,17 +155,50 @@ TEST(cached_blocks_own_their_cache_lines) {
         ferry_runtime_free(rt);
         SKIP("no block cache in this build (AddressSanitizer)");
     }
-    void *p[64];
+    enum { N = 160 };
+    void *p[N];
     for (int round = 0; round < 2; round++) { /* fresh from the hook, then from the cache */
-        for (int i = 0; i < 64; i++) {
-            size_t n = (size_t)(i * 8 + 1); /* 1 to 505 bytes: every class */
+        for (int i = 0; i < N; i++) {
+            size_t n = (size_t)(i * 51 + 1); /* 1 to 8110 bytes: every class */
             p[i] = ferry__mem_alloc(&rt->alloc, n);
             ASSERT(p[i] != NULL);
             ASSERT_EQ(((uintptr_t)p[i] - 16) % FERRY__CACHE_GRAIN, 0);
             memset(p[i], 0xab, n);
         }
-        for (int i = 0; i < 64; i++) ferry__mem_free(&rt->alloc, p[i]);
+        for (int i = 0; i < N; i++) ferry__mem_free(&rt->alloc, p[i]);
     }
+    ASSERT_OK(ferry_runtime_free(rt));
+}
+
+/* The size classes: every payload up to FERRY__CACHE_MAX gets a block of whole lines that holds
+ * it with its header, wasting at most a line or a quarter of it; FERRY__CACHE_CLASSES of them. */
+TEST(size_classes_fit_tightly) {
+    ferry_runtime *rt = rt_new();
+    if (!rt->alloc.cache) {
+        ferry_runtime_free(rt);
+        SKIP("no block cache in this build (AddressSanitizer)");
+    }
+    size_t prev = 0;
+    int classes = 0;
+    for (size_t n = 0; n <= FERRY__CACHE_MAX; n++) {
+        size_t block = ferry__mem_capacity(&rt->alloc, n) + 16;
+        ASSERT_EQ(block % FERRY__CACHE_GRAIN, 0);
+        ASSERT(block >= n + 16);
+        ASSERT(block <= n + 16 + FERRY__MAX((size_t)FERRY__CACHE_GRAIN - 1, (n + 16) / 4));
+        ASSERT(block >= prev);
+        if (block != prev) classes++;
+        prev = block;
+    }
+    ASSERT_EQ(prev, FERRY__CACHE_BLOCK_MAX);
+    ASSERT_EQ(classes, FERRY__CACHE_CLASSES);
+    ASSERT_EQ(ferry__mem_capacity(&rt->alloc, FERRY__CACHE_MAX + 1), FERRY__CACHE_MAX + 1); /* not cached */
+    /* a block freed is the next one of its class handed out, whatever size in the class asks */
+    void *a = ferry__mem_alloc(&rt->alloc, 1000);
+    ASSERT(a != NULL);
+    ferry__mem_free(&rt->alloc, a);
+    void *b = ferry__mem_alloc(&rt->alloc, ferry__mem_capacity(&rt->alloc, 1000));
+    ASSERT(b == a);
+    ferry__mem_free(&rt->alloc, b);
     ASSERT_OK(ferry_runtime_free(rt));
 }
 
@@ -450,7 +483,7 @@ static void counted_fini(void) {
  * depot's capacity in chains. */
 #define SMALL 32
 #define SMALL_BLOCK FERRY__CACHE_GRAIN
-#define SMALL_M FERRY__MIN(256, FERRY__MAX(16, FERRY__MAG_BYTES / SMALL_BLOCK))
+#define SMALL_M FERRY__MAG_M(SMALL_BLOCK)
 #define SMALL_DEPOT (FERRY__DEPOT_BYTES / (SMALL_M * SMALL_BLOCK))
 #define DEPOT_BLOCKS 20000
 

@@ -371,19 +371,21 @@ static inline void count(ferry__allocator *a, ferry__alloc_shard *owned, int64_t
 static inline void **link_of(uint8_t *block) { return (void **)(void *)(block + 8); }
 static inline void **chain_link_of(uint8_t *head) { return (void **)(void *)(head + HDR); }
 
-#define MAG_M(c)                                                                                 \
-    FERRY__MAX(16, FERRY__MIN(256, FERRY__MAG_BYTES / (((c) + 1) * FERRY__CACHE_GRAIN)))
-_Static_assert(FERRY__CACHE_CLASSES == 9, "one magazine size per class below");
-_Static_assert(HDR == 16, "FERRY__CACHE_CLASSES counts a 16-byte header");
-static const uint16_t mag_m[FERRY__CACHE_CLASSES] = {MAG_M(0), MAG_M(1), MAG_M(2), MAG_M(3), MAG_M(4),
-                                                     MAG_M(5), MAG_M(6), MAG_M(7), MAG_M(8)};
-#define DEPOT_CHAINS(c) (FERRY__DEPOT_BYTES / (MAG_M(c) * ((c) + 1) * FERRY__CACHE_GRAIN))
-static const uint16_t depot_max[FERRY__CACHE_CLASSES] = {
-    DEPOT_CHAINS(0), DEPOT_CHAINS(1), DEPOT_CHAINS(2), DEPOT_CHAINS(3), DEPOT_CHAINS(4),
-    DEPOT_CHAINS(5), DEPOT_CHAINS(6), DEPOT_CHAINS(7), DEPOT_CHAINS(8)};
+/* Block sizes of the classes, header included: 64-byte steps to 512, then four per doubling. */
+#define CLASS_BLOCKS(X)                                                                          \
+    X(64) X(128) X(192) X(256) X(320) X(384) X(448) X(512) X(640) X(768) X(896) X(1024) X(1280)  \
+    X(1536) X(1792) X(2048) X(2560) X(3072) X(3584) X(4096) X(5120) X(6144) X(7168) X(8192)
+#define BLOCK_OF(b) b,
+#define MAG_M_OF(b) FERRY__MAG_M(b),
+#define DEPOT_OF(b) FERRY__DEPOT_BYTES / (FERRY__MAG_M(b) * (b)),
+static const uint16_t class_block[FERRY__CACHE_CLASSES] = {CLASS_BLOCKS(BLOCK_OF)};
+static const uint16_t mag_m[FERRY__CACHE_CLASSES] = {CLASS_BLOCKS(MAG_M_OF)};
+static const uint16_t depot_max[FERRY__CACHE_CLASSES] = {CLASS_BLOCKS(DEPOT_OF)};
+_Static_assert(sizeof class_block / sizeof class_block[0] == FERRY__CACHE_CLASSES, "one entry per class");
+_Static_assert(HDR == 16, "FERRY__CACHE_MAX counts a 16-byte header");
 
-/* A cached block of class c: (c + 1) lines, header included. */
-static inline size_t class_block_size(int c) { return (size_t)(c + 1) * FERRY__CACHE_GRAIN; }
+/* A cached block of class c, header included. */
+static inline size_t class_block_size(int c) { return class_block[c]; }
 
 static void free_chain(ferry__allocator *a, int c, uint8_t *b) {
     while (b) {
@@ -548,13 +550,20 @@ void ferry__allocator_fini(ferry__allocator *a) {
 
 /* Capacity the hook is asked for: small payloads are rounded up to their class so that any
  * cached block of a class fits any request of that class. */
-static inline int class_of(size_t size) { return (int)((size + HDR - 1) / FERRY__CACHE_GRAIN); }
+static inline int class_of(size_t size) {
+    unsigned b = (unsigned)(size + HDR - 1); /* size <= FERRY__CACHE_MAX: b < 8192 */
+    if (b < 512) return (int)(b / FERRY__CACHE_GRAIN);
+    int e = 31 - __builtin_clz(b); /* 9 to 12: b in [2^e, 2^(e+1)), cut in four steps of 2^(e-2) */
+    return 8 + (e - 9) * 4 + (int)((b >> (e - 2)) & 3);
+}
 
 /* The payload a block for `size` bytes has room for (what the hook is asked for, less HDR). */
 static inline size_t block_cap(const ferry__allocator *a, size_t size) {
     if (!a->cache || size > FERRY__CACHE_MAX) return size;
     return class_block_size(class_of(size)) - HDR;
 }
+
+size_t ferry__mem_capacity(const ferry__allocator *a, size_t size) { return block_cap(a, size); }
 
 void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
     if (size > SIZE_MAX - HDR) return NULL;

@@ -69,29 +69,34 @@ void ferry__clear_last_error(void);
  *
  * With the default hook, each shard keeps freed small blocks (payload up to FERRY__CACHE_MAX
  * bytes) in Bonwick's magazines. A cached block, its 16-byte header included, is a whole number
- * of 64-byte cache lines (size classes of 64 bytes) and, when the cache made it, starts on one
- * (one that ferry__mem_realloc resized may not): blocks travel between threads (made by a
- * worker, freed by the consumer, reused by either), and two blocks that shared a line would make
- * two threads that each write their own block miss on every element.
- * Per class per class a loaded chain and two
- * full chains (previous and spare) of M blocks (M: about FERRY__MAG_BYTES of payload, 16 to
- * 256). A free pushes on the loaded chain; a full loaded chain becomes the previous one, the
- * previous one the spare, and a spare goes whole to the allocator's depot (one short lock per M
- * blocks; the depot keeps at most FERRY__DEPOT_BYTES per class, and frees what does not fit). An
- * allocation pops the loaded chain, else takes the previous chain, the spare, a full chain from
- * the depot, else calls the hook. A thread keeps up to 3 M blocks of a class, so a worker that
- * pulls a batch of up to 2 M rows (256 elements of up to ~170 bytes), then frees them as it
- * stacks them, never touches the depot: two threads doing that at once would otherwise trade
- * chains through it and miss the cache on every block. Blocks made by a worker and freed by the
- * consumer go back to the worker a chain at a time, never through malloc.
+ * of 64-byte cache lines and, when the cache made it, starts on one (one that ferry__mem_realloc
+ * resized may not): blocks travel between threads (made by a worker, freed by the consumer,
+ * reused by either), and two blocks that shared a line would make two threads that each write
+ * their own block miss on every element. The size classes are 64-byte steps up to 512 bytes,
+ * then four steps per doubling up to 8 KiB (640, 768, 896, 1024, 1280, ...): a row of a few KiB
+ * (a feature vector, a small decoded image) is made and freed per element too, and malloc's
+ * per-thread cache stops at about 1 KiB, above which every free takes its arena's lock.
+ * Per class a shard has a loaded chain and two full chains (previous and spare) of M blocks
+ * (M = FERRY__MAG_M: about FERRY__MAG_BYTES of blocks, 4 to 256). A free pushes on the loaded
+ * chain; a full loaded chain becomes the previous one, the previous one the spare, and a spare
+ * goes whole to the allocator's depot (one short lock per M blocks; the depot keeps at most
+ * FERRY__DEPOT_BYTES per class, and frees what does not fit). An allocation pops the loaded
+ * chain, else takes the previous chain, the spare, a full chain from the depot, else calls the
+ * hook. A thread keeps up to 3 M blocks of a class, so a worker that pulls a batch of up to 2 M
+ * rows (256 elements of up to ~110 bytes, 50 of 1 KiB), then frees them as it stacks them, never
+ * touches the depot: two threads doing that at once would otherwise trade chains through it and
+ * miss the cache on every block. Blocks made by a worker and freed by the consumer go back to
+ * the worker a chain at a time, never through malloc.
  * A custom hook sees every allocation and free (no cache: tests that fail the k-th allocation
  * and users that trace memory rely on it). Under AddressSanitizer there is no cache (its
  * quarantine keeps use-after-free of small blocks detectable). */
 #define FERRY__ALLOC_SHARDS 16
-#define FERRY__CACHE_GRAIN 64 /* block sizes, header included, and their alignment */
-#define FERRY__CACHE_MAX 512
-#define FERRY__CACHE_CLASSES ((FERRY__CACHE_MAX + 16 + FERRY__CACHE_GRAIN - 1) / FERRY__CACHE_GRAIN)
+#define FERRY__CACHE_GRAIN 64 /* block sizes, header included, are multiples of it */
+#define FERRY__CACHE_BLOCK_MAX 8192
+#define FERRY__CACHE_MAX (FERRY__CACHE_BLOCK_MAX - 16)
+#define FERRY__CACHE_CLASSES 24 /* 8 of 64-byte steps to 512, then 4 per doubling to 8192 */
 #define FERRY__MAG_BYTES 32768
+#define FERRY__MAG_M(block) FERRY__MAX(4, FERRY__MIN(256, FERRY__MAG_BYTES / (block)))
 #define FERRY__DEPOT_BYTES (128 * 1024)
 
 /* One size class of a shard's cache. Chains link blocks through their headers and end in NULL. */
@@ -122,8 +127,8 @@ typedef struct ferry__alloc_depot {
  * default hook would hand back to malloc are kept for reuse, most recent first, up to large_limit
  * bytes in all: a batch freed by the consumer becomes the next batch a worker fills. malloc would
  * give it back to the system (a trim, or munmap for big blocks) and the next batch would fault its
- * pages in again, which cost as much as copying the rows into it. Smaller blocks (a row of a few
- * KiB made and freed per element) stay with malloc's per-thread caches, which take no lock. */
+ * pages in again, which cost as much as copying the rows into it. Blocks between the two caches
+ * (8 to 16 KiB) go to malloc. */
 #define FERRY__LARGE_MIN ((size_t)16 << 10)
 #define FERRY__LARGE_MAX ((size_t)4 << 20)
 #define FERRY__LARGE_LIMIT ((size_t)16 << 20)
@@ -175,6 +180,9 @@ void *ferry__mem_realloc(ferry__allocator *a, void *p, size_t size);
 void ferry__mem_free(ferry__allocator *a, void *p);
 /* Size of a block from ferry__mem_alloc. */
 size_t ferry__mem_size(const void *p);
+/* The payload bytes a block made by a for `size` bytes has room for: its size class less the
+ * header with the cache, else size. */
+size_t ferry__mem_capacity(const ferry__allocator *a, size_t size);
 /* Live bytes and blocks (sums of the shards; exact when no allocation is in progress). Cached
  * free blocks are not live. */
 void ferry__allocator_usage(ferry__allocator *a, int64_t *bytes, int64_t *blocks);
