@@ -429,9 +429,10 @@ FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_da
 /* Drops elements whose production failed; counts them in the stats (errors_dropped). */
 FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out);
 
-/* Running ahead. buffer_size: N elements, 0 = no buffer (pass-through), FERRY_AUTOTUNE. Under
- * AUTOTUNE over an input that already runs ahead on its own threads (a parallel map, or a batch
- * fused into one), prefetch adds no thread: the map's reorder window is the buffer. */
+/* Running ahead. buffer_size: N elements, 0 = no buffer (pass-through), FERRY_AUTOTUNE. Over an
+ * input that already runs ahead on its own threads (a parallel map, or a batch fused into one),
+ * prefetch adds no thread: N widens the map's reorder window by N outputs, and AUTOTUNE leaves
+ * the window as the map tunes it. */
 FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out);
 /* path NULL or "": cache in memory (counted against the budget). Otherwise a file cache at path
  * (not part of the pipeline's fingerprint: the file may move). Every pass gives the elements of

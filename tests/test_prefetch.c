@@ -265,7 +265,8 @@ TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
     fail_list f = {{0, 130, -1}};
     ferry_dataset *ds = pipeline(rt, 300, &f, 2, FERRY_AUTOTUNE);
     ferry_dataset *pass = pipeline(rt, 300, &f, 0, 0);
-    ferry_dataset *big = pipeline(rt, 300, &f, 3, 50);
+    ferry_dataset *big = pipeline(rt, 300, &f, 3, 50); /* folded into the map: no ring */
+    ferry_dataset *ring = pipeline(rt, 300, &f, 0, 8);  /* over an inline map: a ring */
     rec want[300];
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(pass, NULL, &it));
@@ -277,7 +278,10 @@ TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
         save_restore_at(rt, ds, pass, want, 300, points[i], 4, false);   /* into pass-through */
         save_restore_at(rt, pass, big, want, 300, points[i], 0, i % 2 == 1); /* from pass-through */
         save_restore_at(rt, big, ds, want, 300, points[i], 50, true);
+        save_restore_at(rt, ring, big, want, 300, points[i], 8, false); /* across the fold */
+        save_restore_at(rt, big, ring, want, 300, points[i], 0, i % 2 == 0);
     }
+    ferry_dataset_unref(ring);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(pass);
     ferry_dataset_unref(big);
@@ -343,9 +347,15 @@ TEST(prefetch_budget_bound) {
             ferry_element *e;
             ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
             ferry_stage_stats s = root_stats(it);
-            if (threads && !b) {
-                /* AUTOTUNE over a parallel map: the map's window is the buffer, no thread here */
+            if (threads) {
+                /* over a parallel map: the map's window is the buffer, no thread here; a buffer of
+                 * 64 widens the window by 64 */
                 ASSERT_EQ(s.buffer_capacity, 0);
+                ferry_stage_stats all[4];
+                size_t n = 0;
+                ASSERT_OK(ferry_iterator_stats(it, all, 4, &n));
+                ASSERT(n >= 2 && strcmp(all[1].name, "map") == 0);
+                if (b) ASSERT(all[1].buffer_capacity >= 64);
             } else {
                 ASSERT(s.buffer_capacity >= 1);
                 ASSERT_LE(s.buffer_capacity, 64);

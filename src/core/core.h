@@ -284,6 +284,10 @@ typedef struct ferry__ictx {
                               every epoch and in a new process, whatever a saved state holds */
     bool warm_start;       /* start threads at make instead of at the first next */
     const ferry__plan *plan; /* the graph rewrites of this pass (borrowed; NULL: none) */
+    int64_t ahead;         /* outputs a prefetch right above, folded into this stage, asks it to
+                              hold ahead of its consumer besides its own window. Only a stage
+                              that runs ahead (plan node's runs_ahead) is given one, and it makes
+                              its own input with 0. */
 } ferry__ictx;
 
 typedef struct ferry__dataset_vtable {

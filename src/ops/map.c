@@ -233,6 +233,8 @@ struct map_it {
     int64_t fuse_n;
     int64_t fuse_floor;     /* fused: the window never shrinks below this (room for every worker's
                                chunk and the consumer's) */
+    int64_t ahead;          /* seqs added to the window for a prefetch folded into this stage
+                               (ferry__ictx.ahead outputs) */
     _Atomic int64_t grid;   /* fused: chunks start at seqs = grid (mod fuse_n): where batch's
                                batches start (moved by ferry__map_batch_boundary) */
 
@@ -972,7 +974,7 @@ static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int6
         if (avg_bytes > 0) w = FERRY__MIN(w, (int64_t)(limit / 4 / (size_t)avg_bytes));
         w = FERRY__MAX(w, FERRY__MAX(4 * t, 16));
         w = FERRY__MAX(w, m->fuse_floor);
-        w = FERRY__MIN(w, m->window);
+        w = FERRY__MIN(w + m->ahead, m->window);
         if (w != win) {
             atomic_store_explicit(&m->win, w, memory_order_relaxed);
             win = w;
@@ -1277,7 +1279,7 @@ static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
         ferry__mutex_unlock(&m->sg.mu);
     }
     if (buffer > 0) {
-        int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1)), m->window);
+        int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1)) + m->ahead, m->window);
         atomic_store(&m->win_tuned, true);
         atomic_store(&m->win, w);
         if (s) atomic_store(&s->capacity, w);
@@ -1707,7 +1709,15 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
         m->window = FERRY__MAX(m->window, 2 * floor);
         atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
+    /* A prefetch(n) right above folded into this stage: room for n more outputs (rows of n
+     * batches when batching) ahead of the consumer, in the window and its slots. */
+    if (ctx->ahead > 0 && m->nthreads > 0) {
+        m->ahead = FERRY__MIN(ctx->ahead * FERRY__MAX(fuse_batch, 1), (int64_t)MAP_MAX_WINDOW);
+        m->window += m->ahead;
+        atomic_store(&m->win, atomic_load(&m->win) + m->ahead);
+    }
     ferry__ictx ictx = *ctx;
+    ictx.ahead = 0;
     if (m->nthreads > 0 && (rc = map_parallel_init(m, &ictx, st)) != FERRY_OK) goto fail;
     if (state)
         rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &m->input, NULL, st);

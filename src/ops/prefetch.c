@@ -12,7 +12,10 @@
  *   The producer task is the only caller of the input's next/save once it runs; the consumer
  *   (whoever calls next) only reads the ring. The task opens and first runs at the first next,
  *   or at make when the pipeline asks for a warm start.
- *   n == 0 is a pass-through (no ring, no thread, no scope); its state has the same format.
+ *   n == 0 is a pass-through (no ring, no thread, no scope); its state has the same format. So is
+ *   a prefetch over an input that runs ahead on tasks of its own (a parallel map, map_and_batch):
+ *   n > 0 is added to that input's window instead (ferry__ictx.ahead), AUTOTUNE keeps the
+ *   input's own, and each output crosses threads once.
  *
  * The ring (single producer, single consumer, no lock on the hot path)
  *   `tail` (entries written) is stored by the producer, `head` (entries handed out) by the
@@ -509,11 +512,13 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
     pf_it *it = ferry__iter_alloc(ds_, ctx, &pf_iter_vt, sizeof *it, st);
     if (!it) return st->code;
     it->rt = ds_->rt;
-    /* AUTOTUNE over an input that already runs ahead on its own threads and hands out what they
-     * made (a parallel map, or a batch fused into one): the input's window is the buffer, and
-     * a second thread would only add a handoff (~23 us whenever a side sleeps). */
+    /* Over an input that already runs ahead on its own tasks and hands out what they made (a
+     * parallel map, or a batch fused into one), this prefetch folds into it: a buffer of n asks
+     * the input for room for n more outputs ahead (ictx.ahead), AUTOTUNE leaves its window as
+     * it is, and no second task runs. A second task would only add a handoff (~23 us whenever
+     * a side sleeps) and keep the consumer from helping the input's workers while it waits. */
     bool runs_ahead = ferry__plan_node(ctx->plan, ds_->inputs[0])->runs_ahead;
-    it->passthrough = ds->buffer_size == 0 || (ds->buffer_size == FERRY_AUTOTUNE && runs_ahead);
+    it->passthrough = ds->buffer_size == 0 || runs_ahead;
     it->autotune = ds->buffer_size == FERRY_AUTOTUNE && !it->passthrough;
     atomic_init(&it->end_pos, INT64_MAX);
     int rc = FERRY_OK;
@@ -524,6 +529,7 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
         if (rc) goto fail;
     }
     ferry__ictx ictx = *ctx;
+    ictx.ahead = it->passthrough && ds->buffer_size > 0 ? ds->buffer_size : 0;
     if (!it->passthrough) {
         /* An unordered input (a relaxed-order op below) cannot be replayed: snapshot it at every
          * position, so that restore replays nothing. */
