@@ -106,6 +106,18 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
+/* Float buffers start on a 64-byte line: the GEMM's speed depends on where its rows start, and
+ * malloc's placement differs from one variant's epoch to the next (run to run, a step took
+ * 150 us or 300 us for the same H), which would be measured as a difference between variants. */
+static float *xalloc_floats(size_t n) {
+    void *p = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
 static uint64_t mix64(uint64_t z) {
     z += 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -161,8 +173,8 @@ typedef struct model {
 
 static void model_init(model *m, int hidden) {
     m->hidden = hidden;
-    m->w = xmalloc(sizeof(float) * FEAT * (size_t)hidden);
-    m->y = xmalloc(sizeof(float) * BATCH * (size_t)hidden);
+    m->w = xalloc_floats((size_t)FEAT * (size_t)hidden);
+    m->y = xalloc_floats((size_t)BATCH * (size_t)hidden);
     for (size_t i = 0; i < (size_t)FEAT * (size_t)hidden; i++) m->w[i] = hash_uniform(0x77ull << 40 | i) * 0.0625f;
     m->loss = 0.0;
     m->check = 0;
@@ -270,7 +282,7 @@ static void meter_stop(const meter *start, const model *m, epoch *out) {
 static void run_sequential(int64_t batches, int hidden, epoch *out) {
     model m;
     model_init(&m, hidden);
-    float *buf = xmalloc(sizeof(float) * BATCH * FEAT);
+    float *buf = xalloc_floats((size_t)BATCH * FEAT);
     double wait = 0.0;
     meter start = meter_now();
     for (int64_t b = 0; b < batches; b++) {
@@ -314,7 +326,7 @@ static void run_hand(int64_t batches, int hidden, epoch *out) {
     model m;
     model_init(&m, hidden);
     hand_queue q = {.total = batches};
-    for (int i = 0; i <= HAND_DEPTH; i++) q.buf[i] = xmalloc(sizeof(float) * BATCH * FEAT);
+    for (int i = 0; i <= HAND_DEPTH; i++) q.buf[i] = xalloc_floats((size_t)BATCH * FEAT);
     pthread_mutex_init(&q.mu, NULL);
     pthread_cond_init(&q.not_empty, NULL);
     pthread_cond_init(&q.not_full, NULL);
@@ -433,7 +445,7 @@ static void *spin_main(void *arg) {
     spinner *s = arg;
     model m;
     model_init(&m, s->hidden);
-    float *buf = xmalloc(sizeof(float) * BATCH * FEAT);
+    float *buf = xalloc_floats((size_t)BATCH * FEAT);
     atomic_store(&s->started, 1);
     for (int64_t b = 0; !atomic_load_explicit(&s->stop, memory_order_relaxed); b++) {
         if (s->side == SIDE_PRODUCER) produce_batch(b, buf);
@@ -462,7 +474,7 @@ static double time_side(int side, bool busy, int64_t batches, int hidden, const 
     }
     model m;
     model_init(&m, hidden);
-    float *buf = xmalloc(sizeof(float) * BATCH * FEAT);
+    float *buf = xalloc_floats((size_t)BATCH * FEAT);
     double t0 = now_s();
     for (int64_t b = 0; b < batches; b++) {
         if (side == SIDE_PRODUCER) produce_batch(b, buf);
@@ -480,7 +492,7 @@ static double time_side(int side, bool busy, int64_t batches, int hidden, const 
 }
 
 /* ---- calibration ---------------------------------------------------------------------------- */
-#define CAL_SAMPLES 31
+#define CAL_SAMPLES 101
 
 static double time_produce(float *buf) {
     double t[CAL_SAMPLES];
@@ -507,8 +519,8 @@ static double time_step(int hidden, const float *batch0) {
 }
 
 static int round_hidden(double h) {
-    int r = (int)(h / 8.0 + 0.5) * 8;
-    return r < 8 ? 8 : r > 8192 ? 8192 : r;
+    int r = (int)(h / 16.0 + 0.5) * 16; /* rows of W and y of whole 64-byte lines */
+    return r < 16 ? 16 : r > 8192 ? 8192 : r;
 }
 
 /* ---- driver --------------------------------------------------------------------------------- */
@@ -589,8 +601,10 @@ int main(int argc, char **argv) {
     CHECK(ferry_runtime_stats_get(rt, &rst));
 
     /* Calibrate H: one step should cost what producing one batch costs. */
-    float *batch0 = xmalloc(sizeof(float) * BATCH * FEAT);
-    produce_batch(0, batch0);
+    float *batch0 = xalloc_floats((size_t)BATCH * FEAT);
+    /* Warm up first: timed right after start, the step ran at half the speed it had a second
+     * later (the host brings the vCPU up to speed), and H came out half of what balances. */
+    for (double t0 = now_s(); now_s() - t0 < 0.5;) produce_batch(0, batch0);
     double t_prod = time_produce(batch0);
     produce_batch(0, batch0);
     int hidden = (int)hidden_opt;
