@@ -26,7 +26,9 @@
  *   ferry-1thread   range -> map(featurize, 1 thread) -> batch(64) -> prefetch(2).
  * and the ceilings: the producer alone (64 x batches elements), the consumer alone (batches
  * steps on one batch made at start), and each of them while a second thread keeps the other
- * core busy with the other side's work. What two threads can do on this machine is then
+ * core busy with the other side's work; and ferry's producer alone (range -> map inline ->
+ * batch iterated on one thread), whose difference from the producer alone is ferry's own cost
+ * per element. What two threads can do on this machine is then
  *   ideal epoch = max(producer with the other core busy, consumer with the other core busy).
  *
  * Reported per variant: the epoch's wall time (median [min-max]; an epoch includes making and
@@ -491,6 +493,28 @@ static double time_side(int side, bool busy, int64_t batches, int hidden, const 
     return t;
 }
 
+/* Seconds for one epoch of range -> map inline -> batch on this thread, no consumer work: the
+ * producer's side of ferry-inline, to set beside the hand-written producer alone. */
+static double time_ferry_producer(ferry_dataset *ds, int64_t batches) {
+    double t0 = now_s();
+    ferry_iterator *it;
+    CHECK(ferry_iterator_create(ds, NULL, &it));
+    int64_t n = 0;
+    ferry_element *e;
+    while (ferry_iterator_next(it, &e) == FERRY_OK) {
+        sink = ((const float *)ferry_tensor_data(ferry_element_get(e, 0)))[0];
+        ferry_element_free(e);
+        n++;
+    }
+    ferry_iterator_free(it);
+    double t = now_s() - t0;
+    if (n != batches) {
+        fprintf(stderr, "ferry's producer gave %lld batches, want %lld\n", (long long)n, (long long)batches);
+        exit(1);
+    }
+    return t;
+}
+
 /* ---- calibration ---------------------------------------------------------------------------- */
 #define CAL_SAMPLES 101
 
@@ -525,6 +549,7 @@ static int round_hidden(double h) {
 
 /* ---- driver --------------------------------------------------------------------------------- */
 enum { V_SEQ, V_HAND, V_INLINE, V_AUTO, V_ONE, V_CEIL, NITEMS };
+#define NCEIL 5
 #define NVARIANTS V_CEIL
 
 static const char *const item_names[NITEMS] = {"sequential",     "hand",          "ferry-inline",
@@ -637,7 +662,9 @@ int main(int argc, char **argv) {
     }
 
     epoch *res = calloc((size_t)(NVARIANTS * reps), sizeof *res);
-    double *ceil_t = calloc((size_t)(4 * reps), sizeof *ceil_t); /* [rep][producer, consumer, p busy, c busy] */
+    /* [rep][producer, consumer, p busy, c busy, ferry's producer alone] */
+    double *ceil_t = calloc((size_t)(NCEIL * reps), sizeof *ceil_t);
+    ferry_dataset *ferry_producer = selected[V_CEIL] ? make_ferry(batches, 0, 0) : NULL;
     if (!res || !ceil_t) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -647,11 +674,12 @@ int main(int argc, char **argv) {
             int v = (int)((j + r) % NITEMS);
             if (!selected[v]) continue;
             if (v == V_CEIL) {
-                double *c = ceil_t + 4 * r;
+                double *c = ceil_t + NCEIL * r;
                 c[0] = time_side(SIDE_PRODUCER, false, batches, hidden, batch0);
                 c[1] = time_side(SIDE_CONSUMER, false, batches, hidden, batch0);
                 c[2] = time_side(SIDE_PRODUCER, true, batches, hidden, batch0);
                 c[3] = time_side(SIDE_CONSUMER, true, batches, hidden, batch0);
+                c[4] = time_ferry_producer(ferry_producer, batches);
             } else {
                 run_variant(v, ds[v], batches, hidden, &res[v * reps + r]);
             }
@@ -676,9 +704,9 @@ int main(int argc, char **argv) {
 
     double ideal = 0.0;
     if (selected[V_CEIL]) {
-        double m4[4], lo[4], hi[4], *col = xmalloc(sizeof(double) * (size_t)reps);
-        for (int k = 0; k < 4; k++) {
-            for (long r = 0; r < reps; r++) col[r] = ceil_t[4 * r + k];
+        double m4[NCEIL], lo[NCEIL], hi[NCEIL], *col = xmalloc(sizeof(double) * (size_t)reps);
+        for (int k = 0; k < NCEIL; k++) {
+            for (long r = 0; r < reps; r++) col[r] = ceil_t[NCEIL * r + k];
             m4[k] = median(col, (int)reps, &lo[k], &hi[k]);
         }
         free(col);
@@ -688,6 +716,10 @@ int main(int argc, char **argv) {
                "ideal epoch %.1f ms\n",
                m4[0] * 1e3, lo[0] * 1e3, hi[0] * 1e3, m4[1] * 1e3, lo[1] * 1e3, hi[1] * 1e3, m4[2] * 1e3, lo[2] * 1e3,
                hi[2] * 1e3, m4[3] * 1e3, lo[3] * 1e3, hi[3] * 1e3, ideal * 1e3);
+        printf("ferry's producer alone (range -> map inline -> batch, on this thread): %.1f ms [%.1f-%.1f], %+.0f ns per "
+               "element over the producer alone\n",
+               m4[4] * 1e3, lo[4] * 1e3, hi[4] * 1e3, (m4[4] - m4[0]) * 1e9 / (double)(batches * BATCH));
+        ferry_dataset_unref(ferry_producer);
     }
 
     /* Medians per variant. */
