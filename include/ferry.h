@@ -118,7 +118,7 @@ typedef struct ferry_runtime_options {
 
 typedef struct ferry_runtime_stats {
     size_t bytes_allocated;     /* bytes live through the allocator hook now (with the default
-                                   allocator, freed blocks of up to 512 bytes are also kept for
+                                   allocator, freed blocks of up to 8 KiB are also kept for
                                    reuse, about 96 KiB at most per size class and thread shard
                                    (plus 128 KiB per class shared by all threads), and freed
                                    blocks of 16 KiB to 4 MiB (batches) up to 16 MiB in all, or an
