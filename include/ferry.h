@@ -444,6 +444,7 @@ FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dat
  * Iterators: one pass over a dataset.
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_iterator ferry_iterator;
+typedef struct ferry_blob ferry_blob; /* bytes made by ferry: a saved state, a JSON report */
 
 typedef struct ferry_iterator_options {
     uint64_t seed;       /* the pipeline seed; the same seed gives the same stream */
@@ -491,6 +492,13 @@ typedef struct ferry_stage_stats {
     int64_t wait_input_ns;       /* its consumer side waiting for what its threads make */
     int64_t wait_consumer_ns;    /* its threads waiting for room or for the byte budget (the
                                     consumer takes too little) */
+    int64_t thread_ns;           /* wall time its own threads ran for it (the inline stages below
+                                    it included, blocked waits included); 0 for inline stages */
+    int64_t cpu_ns;              /* CPU time of those threads in that time (estimated from runs
+                                    sampled at most once a millisecond per thread) */
+    int64_t cpu_wait_ns;         /* of thread_ns, the time they were ready to run but waited for a
+                                    core (other threads or programs had them; Linux only, else 0);
+                                    thread_ns - cpu_ns - cpu_wait_ns is time they were blocked */
     int64_t buffered_elements;   /* in its buffer now */
     int64_t buffered_bytes;
     int64_t buffer_capacity;     /* elements; 0 for stages without a buffer */
@@ -501,10 +509,54 @@ typedef struct ferry_stage_stats {
  * that iterates. */
 FERRY_API int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap, size_t *count);
 
+/* What limits an iterator's throughput (ferry_report.limit). */
+typedef enum ferry_limit {
+    FERRY_LIMIT_UNKNOWN = 0, /* too little measured yet (under 2 elements or 1 ms) */
+    FERRY_LIMIT_CONSUMER,    /* the consumer (the training step): the pipeline keeps up */
+    FERRY_LIMIT_STAGE_CPU,   /* a stage that runs ahead, its threads computing all the time */
+    FERRY_LIMIT_STAGE_WAIT,  /* a stage that runs ahead, its threads mostly waiting (I/O, sleeping
+                                calls): more threads than cores pay */
+    FERRY_LIMIT_INLINE,      /* no stage runs ahead: every stage runs in the consumer's next() */
+    FERRY_LIMIT_MACHINE,     /* the consumer waits, yet no stage's threads were busy half the time:
+                                they did not get the cores */
+} ferry_limit;
+
+/* The verdict on an iterator, from what it measured since its first next (up to FERRY_END). */
+typedef struct ferry_report {
+    ferry_limit limit;
+    int stage;                  /* the stage that limits (an index of ferry_iterator_stats), or -1 */
+    int busiest_inline;         /* of the stages running inline on `stage`'s threads (or on the
+                                   consumer's), the one with the most own time; or -1 */
+    double seconds;             /* wall time since the first next */
+    int64_t elements;           /* handed out */
+    double elements_per_s;
+    double consumer_wait_share; /* share of the wall time the consumer waited in next() */
+    int64_t wait_p50_ns;        /* time in next(): median and 99th percentile (sampled, to about */
+    int64_t wait_p99_ns;        /* 12 %: buckets of a quarter of a power of two) */
+    double headspace_per_s;     /* elements/s the pipeline could deliver with its present threads
+                                   if the consumer took nothing (0: unknown) */
+    double bound_per_s;         /* elements/s with the cpu budget's cores put where they pay
+                                   most, the consumer's own time included (0: unknown) */
+    int threads_suggested;      /* threads for `stage` that would reach bound_per_s, or 0 */
+    char text[1024];            /* the verdict in words: what limits, why, what to change and the
+                                   predicted gain */
+} ferry_report;
+
+/* Fills *out with the verdict on it (see ferry_report). Call from the thread that iterates.
+ * Returns FERRY_OK, FERRY_EINVAL (NULL argument) or FERRY_ENOMEM. */
+FERRY_API int ferry_iterator_report(ferry_iterator *it, ferry_report *out);
+/* The report and every stage's stats as one JSON object (UTF-8, no NUL): keys limit, stage,
+ * stage_name, verdict, elements, seconds, elements_per_s, headspace_per_s, bound_per_s,
+ * threads_suggested, cpu_budget, consumer {wait_share, wait_p50_ns, wait_p99_ns} and stages
+ * [{node, input, parent, name and the ferry_stage_stats fields}]. *out: a new blob (free with
+ * ferry_blob_free). Call from the thread that iterates. FERRY_OK, FERRY_EINVAL or FERRY_ENOMEM. */
+FERRY_API int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out);
+/* "consumer", "stage_cpu", ...: the JSON name of a limit; "invalid" for others. Static string. */
+FERRY_API const char *ferry_limit_name(ferry_limit limit);
+
 /* ---------------------------------------------------------------------------------------------
  * Saving and restoring iterators
  * ------------------------------------------------------------------------------------------- */
-typedef struct ferry_blob ferry_blob;
 FERRY_API const void *ferry_blob_data(const ferry_blob *b);
 FERRY_API size_t ferry_blob_size(const ferry_blob *b);
 FERRY_API void ferry_blob_free(ferry_blob *b);

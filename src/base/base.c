@@ -854,6 +854,47 @@ void ferry__w_str(ferry__writer *w, const char *s) {
     ferry__w_bytes(w, s, n);
 }
 
+void ferry__w_printf(ferry__writer *w, const char *fmt, ...) {
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        w->failed = true;
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        ferry__w_bytes(w, small, (size_t)n);
+        return;
+    }
+    char *big = ferry__mem_alloc(w->a, (size_t)n + 1);
+    if (!big) {
+        w->failed = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    ferry__w_bytes(w, big, (size_t)n);
+    ferry__mem_free(w->a, big);
+}
+
+void ferry__w_json_str(ferry__writer *w, const char *s) {
+    ferry__w_u8(w, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            uint8_t esc[2] = {'\\', *p};
+            ferry__w_bytes(w, esc, 2);
+        } else if (*p < 0x20) {
+            ferry__w_printf(w, "\\u%04x", *p);
+        } else {
+            ferry__w_u8(w, *p);
+        }
+    }
+    ferry__w_u8(w, '"');
+}
+
 void ferry__reader_init(ferry__reader *r, const void *data, size_t size) {
     r->origin = r->p = data;
     r->end = r->p + size;

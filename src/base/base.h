@@ -268,6 +268,11 @@ void ferry__w_u64(ferry__writer *w, uint64_t v);
 static inline void ferry__w_i64(ferry__writer *w, int64_t v) { ferry__w_u64(w, (uint64_t)v); }
 /* A length-prefixed string. */
 void ferry__w_str(ferry__writer *w, const char *s);
+/* Text: printf-formatted, no terminating NUL (text writers: JSON, reports). */
+void ferry__w_printf(ferry__writer *w, const char *fmt, ...) FERRY_PRINTF(2, 3);
+/* s as a JSON string: quoted, with '"', '\\' and control characters escaped (bytes >= 0x80
+ * are copied: s is UTF-8). */
+void ferry__w_json_str(ferry__writer *w, const char *s);
 
 typedef struct ferry__reader {
     const uint8_t *p, *end;

@@ -64,6 +64,7 @@ struct ferry__task {
     int64_t slice_start_ns;      /* when this run began (the worker's) */
     bool open;
     ferry__task *stage_next;     /* the next task of the same stage (ferry__stage_task_open) */
+    struct ferry__node_stats *rec; /* the stage's stats record: runs are timed into it (or NULL) */
 };
 
 struct ferry__exec {
@@ -97,7 +98,8 @@ int ferry__task_open(ferry__exec *x, ferry__task *t, void (*run)(ferry__task *),
  * when t is already queued or notified (one atomic load). */
 void ferry__task_wake(ferry__task *t);
 /* In run: true when other tasks wait and this run has used its time slice; the run should then
- * call ferry__task_wake(t) and return. */
+ * call ferry__task_wake(t) and return. Call it between chunks of work (never per element): it is
+ * also where a long run's share of CPU time is sampled for the stats. */
 bool ferry__task_yield_due(ferry__task *t);
 /* After close returns, run is not running and is never called again. Closing the last open task
  * stops and joins every worker. Not from t's own run. NULL-safe for a task never opened. */
@@ -431,6 +433,13 @@ struct ferry__node_stats {
      * ferry_dataset.assembles. */
     _Atomic int64_t work_ns, assemble_ns, lock_wait_ns;
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
+    /* The executor's view of a stage that runs ahead: wall time of its tasks' runs (inline
+     * stages below included), and the wall and CPU time of the runs it sampled (a run of a
+     * worker that sampled none for a millisecond: reading a thread's scheduler account costs a few
+     * us): CPU time, and time ready to run but waiting for a core. */
+    _Atomic int64_t run_ns, sample_run_ns, sample_cpu_ns, sample_runq_ns;
+    _Atomic int64_t runs_live, runs_live_start; /* runs in progress, and their start times summed:
+                                                   a reader adds live x now - start to run_ns */
     _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
     struct ferry__knobs *knobs;  /* the running stage's, or NULL (under the pipe's knobs_mu) */
 };
@@ -454,8 +463,9 @@ struct ferry__knobs {
      * any thread. */
     void (*set)(void *stage, int parallelism, int64_t buffer);
     void *stage;
-    int parallelism_max;
+    int parallelism_max;     /* what `set` accepts: the tasks this iterator opened */
     int64_t buffer_max;
+    int parallelism_limit;   /* the most the op runs if its user asks (for the report's advice) */
 };
 /* Registers k as rec's knobs (replacing any: the newest iterator of a node, as a repeat's next
  * epoch, is the one to tune) and unregisters it. Unregister before the stage is freed: no call
@@ -467,8 +477,44 @@ void ferry__pipe_knobs_unregister(ferry__pipe *p, ferry__node_stats *rec, ferry_
  * NULL) get the limits. */
 int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t buffer, int *par_max,
                           int64_t *buf_max);
+/* The knobs of stats record `node` (a copy), without moving them. FERRY_ENOTFOUND when that
+ * node has none now. */
+int ferry__pipe_knobs_get(ferry__pipe *p, size_t node, ferry__knobs *out);
 /* The stats records of a public iterator (internal: for tests and the autotuner). */
 ferry__pipe *ferry__iterator_pipe(ferry_iterator *it);
+
+/* ---- the consumer's clock: time in ferry_iterator_next, for the report -------------------
+ * The public next times one call in FERRY__CLOCK_SAMPLE (every call for the 64 calls after
+ * one that took over 20 us: batches of real work, or waits among quick calls), adding the sampled time, weighted, to in_next_ns and to a histogram of log-spaced
+ * buckets (four per power of two from 64 ns; the last holds everything above ~17 s). Written by
+ * the thread that iterates only; read by the report on the same thread. */
+#define FERRY__CLOCK_SAMPLE 16
+#define FERRY__WAIT_BUCKETS 116
+typedef struct ferry__consumer_clock {
+    int64_t first_ns;   /* when the first next began (0: none yet) */
+    int64_t end_ns;     /* when next first returned FERRY_END (0: not yet) */
+    int64_t in_next_ns; /* time in next, sampled and weighted */
+    int64_t hist[FERRY__WAIT_BUCKETS];
+    uint32_t calls;
+    uint32_t time_all;  /* calls left to time all of (set to 64 by a call over 20 us) */
+    bool first_timed;
+} ferry__consumer_clock;
+/* Bucket b holds times in [lower(b), lower(b + 1)): b = 4 (e - 6) + the quarter of [2^e, 2^(e+1))
+ * for e >= 6; times under 64 ns go to bucket 0. */
+static inline int ferry__wait_bucket(int64_t ns) {
+    if (ns < 64) return 0;
+    uint64_t v = (uint64_t)ns;
+    int e = 63 - __builtin_clzll(v);
+    int b = 4 * (e - 6) + (int)((v >> (e - 2)) & 3);
+    return b < FERRY__WAIT_BUCKETS ? b : FERRY__WAIT_BUCKETS - 1;
+}
+static inline int64_t ferry__wait_bucket_lower(int b) {
+    if (b <= 0) return 0;
+    int e = 6 + b / 4;
+    return ((int64_t)(4 + b % 4)) << (e - 2);
+}
+void ferry__consumer_clock_add(ferry__consumer_clock *c, int64_t ns);
+const ferry__consumer_clock *ferry__iterator_clock(const ferry_iterator *it);
 
 /* Records for every node that runs: the graph from root with the plan's replacements (plan may
  * be NULL). */

@@ -30,6 +30,13 @@
  *   holding a lock that running tasks may need goes on at once instead, briefly over.) When the last task closes, the closer stops and joins every
  *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
  *
+ * Accounting: each run of a stage's task is timed into the stage's stats record (run_ns), and
+ * a worker reads its thread's scheduler account (CPU time, time ready but waiting for a core) at
+ * the end of a run once a millisecond has passed since the last read, and when it turns to
+ * another stage's task; what the account says for the window between two reads goes to the
+ * stage whose runs filled it (exec_acct). So the report can tell a stage whose threads compute
+ * from one whose threads are blocked (I/O, sleeping callbacks) or were kept off the cores.
+ *
  * Lock order: `mu` is the innermost lock. A task's run is called with no executor lock held,
  * and the executor never calls into an op while holding `mu`; ops may call wake and
  * block_begin/end while holding their own mutex (op mutex before `mu`, never the reverse), but
@@ -40,6 +47,11 @@
 #include "base/queue.h"
 
 #include <string.h>
+
+/* A worker reads its thread's scheduler account (a system call of a few us) at most once per
+ * this many ns of wall time while it runs one stage's tasks, for the stages' shares of
+ * computing, waiting for a core and being blocked. */
+#define EXEC_CPU_SAMPLE_NS 1000000
 
 enum { TASK_IDLE, TASK_QUEUED, TASK_RUNNING, TASK_NOTIFIED, TASK_CLOSING, TASK_CLOSED };
 
@@ -109,6 +121,46 @@ static void exec_after_run(ferry__exec *x, ferry__task *t) {
 
 static void exec_dispatch(ferry__exec *x);
 
+/* A worker's accounting window: the runs of one stage (rec) since the scheduler account was
+ * last read. Only the current stage's record is ever written: another stage's record may be
+ * gone by the time its window would close, so a switch starts a new window and drops the old. */
+typedef struct exec_acct {
+    ferry__node_stats *rec;           /* NULL: no window (not a worker, or no stats) */
+    int fd;                           /* the worker's scheduler account */
+    bool in_run;                      /* a run of rec is in progress, counted from mark_ns */
+    int64_t read_ns, cpu_ns, runq_ns; /* when the account was read, and what it said */
+    int64_t run_ns, mark_ns;          /* rec's runs in the window (wall time) up to mark_ns */
+} exec_acct;
+
+static void acct_open(exec_acct *a, ferry__node_stats *rec) {
+    a->rec = rec;
+    a->run_ns = 0;
+    a->read_ns = ferry__now_ns();
+    ferry__thread_sched_read(a->fd, &a->cpu_ns, &a->runq_ns);
+}
+
+/* Closes the window at `now` (after a run of a->rec, whose record is valid): the CPU time and
+ * the waits for a core since the last read go to rec's samples (clamped to its runs' time: a
+ * worker that spins between runs uses a little CPU outside them), and a new window opens. */
+static void acct_close(exec_acct *a, int64_t now) {
+    int64_t cpu, runq;
+    ferry__thread_sched_read(a->fd, &cpu, &runq);
+    int64_t dc = FERRY__MIN(cpu - a->cpu_ns, a->run_ns);
+    int64_t dq = FERRY__MIN(runq - a->runq_ns, a->run_ns - FERRY__MAX(dc, (int64_t)0));
+    if (dc >= 0 && dq >= 0) {
+        atomic_fetch_add_explicit(&a->rec->sample_run_ns, a->run_ns, memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->rec->sample_cpu_ns, dc, memory_order_relaxed);
+        atomic_fetch_add_explicit(&a->rec->sample_runq_ns, dq, memory_order_relaxed);
+    }
+    a->read_ns = now;
+    a->cpu_ns = cpu;
+    a->runq_ns = runq;
+    a->run_ns = 0;
+}
+
+/* The calling worker's window (rec NULL on other threads). */
+static _Thread_local exec_acct tl_acct;
+
 /* The executor whose worker the calling thread is (NULL on other threads). */
 static _Thread_local ferry__exec *tl_exec;
 static _Thread_local bool tl_borrowed; /* tl_exec is borrowed (ferry__exec_borrow), not a worker's */
@@ -118,6 +170,7 @@ static void *exec_worker_main(void *arg) {
     ferry__exec *x = w->x;
     tl_exec = x;
     ferry__spinner spin = {0};
+    tl_acct.fd = ferry__thread_sched_open(); /* closed below, before the thread ends */
     ferry__mutex_lock(&x->mu);
     if (!w->stop) x->starting--; /* a stopped one was taken off the count by the closer */
     w->entered = true;
@@ -143,6 +196,7 @@ static void *exec_worker_main(void *arg) {
             ferry__mutex_lock(&x->mu);
             atomic_fetch_sub(&x->spinning, 1);
             if (!ferry__list_empty(&x->ready) || w->stop) continue;
+            tl_acct.rec = NULL; /* the window ends with the work: its stage may go meanwhile */
             x->idle++;
             ferry__cond_wait(&x->cv_work, &x->mu);
             x->idle--;
@@ -156,8 +210,26 @@ static void *exec_worker_main(void *arg) {
         if (++x->busy > x->peak_busy) x->peak_busy = x->busy;
         if (!ferry__list_empty(&x->ready)) exec_dispatch(x); /* more queued: pass the word on */
         ferry__mutex_unlock(&x->mu);
+        ferry__node_stats *rec = t->rec;
+        exec_acct *acct = &tl_acct;
+        if (rec && rec != acct->rec) acct_open(acct, rec); /* another stage's runs */
         t->slice_start_ns = ferry__now_ns();
+        if (rec) {
+            acct->in_run = true;
+            acct->mark_ns = t->slice_start_ns;
+            atomic_fetch_add_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
+            atomic_fetch_add_explicit(&rec->runs_live, 1, memory_order_relaxed);
+        }
         t->run(t);
+        if (rec) { /* t and its record stay valid until exec_after_run: a closer waits for it */
+            int64_t end = ferry__now_ns(), dt = end - t->slice_start_ns;
+            atomic_fetch_add_explicit(&rec->run_ns, dt, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&rec->runs_live, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
+            acct->run_ns += end - acct->mark_ns;
+            acct->in_run = false;
+            if (end - acct->read_ns >= EXEC_CPU_SAMPLE_NS) acct_close(acct, end);
+        }
         ferry__mutex_lock(&x->mu);
         x->busy--;
         if (x->core_waiters > 0) ferry__cond_signal(&x->cv_core);
@@ -166,6 +238,8 @@ static void *exec_worker_main(void *arg) {
             ferry__cond_signal(&x->cv_work); /* a waiter held back by the cpu budget */
     }
     ferry__mutex_unlock(&x->mu);
+    ferry__thread_sched_close(tl_acct.fd);
+    tl_acct.rec = NULL;
     return NULL;
 }
 
@@ -248,6 +322,15 @@ void ferry__task_wake(ferry__task *t) {
 }
 
 bool ferry__task_yield_due(ferry__task *t) {
+    exec_acct *a = &tl_acct;
+    if (a->in_run && a->rec == t->rec) { /* a long run: close the window inside it */
+        int64_t now = ferry__now_ns();
+        if (now - a->read_ns >= EXEC_CPU_SAMPLE_NS) {
+            a->run_ns += now - a->mark_ns;
+            a->mark_ns = now;
+            acct_close(a, now);
+        }
+    }
     if (atomic_load_explicit(&t->x->queued, memory_order_relaxed) == 0) return false;
     return ferry__now_ns() - t->slice_start_ns > FERRY__TASK_SLICE_NS;
 }

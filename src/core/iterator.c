@@ -196,6 +196,15 @@ int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t 
     return k ? FERRY_OK : FERRY_ENOTFOUND;
 }
 
+int ferry__pipe_knobs_get(ferry__pipe *p, size_t node, ferry__knobs *out) {
+    if (node >= p->n || !p->mu_ok) return FERRY_ENOTFOUND;
+    ferry__mutex_lock(&p->knobs_mu);
+    ferry__knobs *k = p->nodes[node].knobs;
+    if (k) *out = *k;
+    ferry__mutex_unlock(&p->knobs_mu);
+    return k ? FERRY_OK : FERRY_ENOTFOUND;
+}
+
 void ferry__pipe_fini(ferry__pipe *p) {
     if (p->mu_ok) ferry__mutex_destroy(&p->knobs_mu);
     p->mu_ok = false;
@@ -353,6 +362,8 @@ struct ferry_iterator {
     uint64_t seed;
     int64_t position; /* positions handed out (elements and errors) since the pass began */
     _Atomic int busy;
+    ferry__consumer_clock clock; /* the consumer's side of next, for the report */
+    int64_t created_ns;
 };
 
 static void iterator_close(ferry_iterator *it) {
@@ -373,6 +384,7 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
     if (!it) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the iterator failed", fn);
     it->rt = rt;
     it->seed = seed;
+    it->created_ns = ferry__now_ns();
     it->ds = ferry_dataset_ref(ds);
     ferry__status st;
     if (ferry__cancel_init(&it->cancel, NULL)) {
@@ -425,7 +437,16 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
     int expected = 0;
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
         return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
+    ferry__consumer_clock *c = &it->clock;
+    int64_t t0 = 0;
+    bool timed = c->time_all || (++c->calls & (FERRY__CLOCK_SAMPLE - 1)) == 0 || c->first_ns == 0;
+    if (timed) {
+        t0 = ferry__now_ns();
+        if (c->first_ns == 0) c->first_ns = t0;
+    }
     int rc = ferry__iter_next(it->root, out, &it->st);
+    if (timed) ferry__consumer_clock_add(c, ferry__now_ns() - t0);
+    if (rc == FERRY_END && c->end_ns == 0) c->end_ns = ferry__now_ns();
     if (rc != FERRY_END) it->position++;
     if (rc >= 0) {
         it->st.code = rc;
@@ -444,6 +465,20 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
 const char *ferry_iterator_error(const ferry_iterator *it) { return it ? it->st.msg : ""; }
 
 ferry__pipe *ferry__iterator_pipe(ferry_iterator *it) { return &it->pipe; }
+const ferry__consumer_clock *ferry__iterator_clock(const ferry_iterator *it) { return &it->clock; }
+
+/* Timed calls count for FERRY__CLOCK_SAMPLE calls each, unless every call is timed: for 64
+ * calls after one over 20 us (batches of real work, where two clock reads are nothing and one
+ * preempted sample must not count for sixteen; or waits among quick calls, which a sample would
+ * miss or count sixteen times). */
+void ferry__consumer_clock_add(ferry__consumer_clock *c, int64_t ns) {
+    int64_t weight = c->time_all || !c->first_timed ? 1 : FERRY__CLOCK_SAMPLE;
+    c->first_timed = true;
+    c->in_next_ns += weight * ns;
+    c->hist[ferry__wait_bucket(ns)] += weight;
+    if (ns > 20000) c->time_all = 64;
+    else if (c->time_all) c->time_all--;
+}
 
 void ferry_iterator_free(ferry_iterator *it) {
     if (!it) return;
@@ -486,6 +521,19 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
         o->lock_wait_ns = atomic_load(&s->lock_wait_ns);
         o->wait_input_ns = atomic_load(&s->wait_input_ns);
         o->wait_consumer_ns = atomic_load(&s->wait_consumer_ns);
+        o->thread_ns = atomic_load(&s->run_ns);
+        int64_t live = atomic_load(&s->runs_live), live_start = atomic_load(&s->runs_live_start);
+        if (live > 0) { /* runs in progress count up to now (the two loads may tear: clamped) */
+            int64_t now = ferry__now_ns(), more = live * now - live_start;
+            if (more > 0 && more <= live * (now - it->created_ns)) o->thread_ns += more;
+        }
+        int64_t srun = atomic_load(&s->sample_run_ns), scpu = atomic_load(&s->sample_cpu_ns);
+        int64_t srunq = atomic_load(&s->sample_runq_ns);
+        o->cpu_ns = srun > 0 ? (int64_t)((double)o->thread_ns * ((double)scpu / (double)srun)) : 0;
+        o->cpu_wait_ns = srun > 0 ? (int64_t)((double)o->thread_ns * ((double)srunq / (double)srun)) : 0;
+        /* the samples' clocks are read a little apart: keep the parts within the whole */
+        o->cpu_ns = FERRY__MAX((int64_t)0, FERRY__MIN(o->cpu_ns, o->thread_ns));
+        o->cpu_wait_ns = FERRY__MAX((int64_t)0, FERRY__MIN(o->cpu_wait_ns, o->thread_ns - o->cpu_ns));
         o->buffered_elements = atomic_load(&s->buffered_elements);
         o->buffered_bytes = atomic_load(&s->buffered_bytes);
         o->buffer_capacity = atomic_load(&s->capacity);

@@ -84,6 +84,7 @@ int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__t
         return rc;
     }
     t->stage_next = s->tasks;
+    t->rec = s->it->stats;
     s->tasks = t;
     return FERRY_OK;
 }

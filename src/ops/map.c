@@ -1730,7 +1730,8 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
             m->anchor_failed = true;
             m->sg.anchor.next_pos = INT64_MAX;
         }
-        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads, .buffer_max = m->window};
+        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads, .buffer_max = m->window,
+                          .parallelism_limit = MAP_MAX_THREADS};
         ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
     }

@@ -555,7 +555,8 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
             it->anchor_failed = true;
             it->sg.anchor.next_pos = INT64_MAX; /* do not retry on every element */
         }
-        ferry__knobs k = {.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap};
+        ferry__knobs k = {.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap,
+                          .parallelism_limit = 1};
         ferry__stage_ready(&it->sg, NULL, NULL, 1, atomic_load(&it->capacity), &k);
         if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
     }

@@ -6,6 +6,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,36 @@ int64_t ferry__thread_cpu_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int ferry__thread_sched_open(void) {
+#ifdef __linux__
+    return open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+#else
+    return -1;
+#endif
+}
+
+void ferry__thread_sched_read(int fd, int64_t *cpu_ns, int64_t *runq_ns) {
+    if (fd >= 0) {
+        char buf[96];
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        long long run, wait;
+        if (n > 0) {
+            buf[n] = '\0';
+            if (sscanf(buf, "%lld %lld", &run, &wait) == 2) {
+                *cpu_ns = run;
+                *runq_ns = wait;
+                return;
+            }
+        }
+    }
+    *cpu_ns = ferry__thread_cpu_ns();
+    *runq_ns = 0;
+}
+
+void ferry__thread_sched_close(int fd) {
+    if (fd >= 0) close(fd);
 }
 
 void ferry__thread_yield(void) { (void)sched_yield(); }

@@ -78,6 +78,14 @@ int ferry__thread_key_set(ferry__thread_key *k, void *value);
 int64_t ferry__now_ns(void);
 /* CPU time of the calling thread in nanoseconds (a system call: use per batch, not per element). */
 int64_t ferry__thread_cpu_ns(void);
+/* The calling thread's scheduler account (Linux: /proc/thread-self/schedstat): CPU time, and
+ * time spent ready to run but waiting for a core. ferry__thread_sched_open returns a descriptor
+ * for the calling thread (-1 where there is none), to read from that thread only and close with
+ * ferry__thread_sched_close before it exits. ferry__thread_sched_read falls back to the CPU
+ * clock (and a wait of 0) on -1 or a failed read. A system call: sample it, never per element. */
+int ferry__thread_sched_open(void);
+void ferry__thread_sched_read(int fd, int64_t *cpu_ns, int64_t *runq_ns);
+void ferry__thread_sched_close(int fd);
 /* Sleeps ns nanoseconds (no cancellation; see ferry_context_sleep for the cancellable one). */
 void ferry__sleep_ns(int64_t ns);
 /* Gives the core to another runnable thread (a spinning waiter whose partner may be preempted). */
