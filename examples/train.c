@@ -477,6 +477,7 @@ typedef struct epoch_result {
     int64_t errors;         /* error positions met (and skipped) */
     ferry_stage_stats stages[MAX_STAGES];
     size_t nstages;
+    ferry_report report;    /* the verdict on the epoch (ferry_iterator_report) */
 } epoch_result;
 
 /* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). With
@@ -527,6 +528,8 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
     if (ferry_iterator_stats(it, r->stages, MAX_STAGES, &r->nstages) != FERRY_OK)
         die("ferry_iterator_stats failed: %s", ferry_iterator_error(it));
     if (r->nstages > MAX_STAGES) r->nstages = MAX_STAGES;
+    if (ferry_iterator_report(it, &r->report) != FERRY_OK)
+        die("ferry_iterator_report failed: %s", ferry_iterator_error(it));
     ferry_iterator_free(it);
     r->seconds = now_s() - t0;
     r->cpu_seconds = cpu_s() - c0;
@@ -560,61 +563,31 @@ static double evaluate(ferry_dataset *ds, const config *cfg, const model *mdl) {
 }
 
 /* ---- reporting ----------------------------------------------------------------------------- */
-/* Prints the stages of the last epoch and names what holds the pipeline back. When the training
- * loop hardly waited for data, the training step itself is the limit. Otherwise it is the stage
- * with the most own work per thread (work and row copying / threads; an inline stage runs on the thread of
- * the stage above it), unless even that stage had less work than the training step while the
- * process got well under `cores` cores: then other programs took the CPU. */
+/* Prints the stages of the last epoch, the training loop's share of the time, and ferry's
+ * verdict on what holds the pipeline back (ferry_iterator_report). */
 static void print_stats(const epoch_result *r, int cores) {
-    printf("    %-13s %9s %9s %9s %8s %9s %9s %8s %7s %7s\n", "stage", "elements", "work ms", "rows ms", "us/elem",
-           "wait in", "wait out", "lock ms", "buffer", "threads");
-    int worst = -1;
-    double worst_cost = 0.0;
-    bool any_async = false;
+    printf("    %-13s %9s %9s %9s %8s %9s %9s %8s %7s %7s %5s\n", "stage", "elements", "work ms", "rows ms", "us/elem",
+           "wait in", "wait out", "lock ms", "buffer", "threads", "cpu%");
     for (size_t i = 0; i < r->nstages; i++) {
         const ferry_stage_stats *s = &r->stages[i];
         int64_t own = s->work_ns + s->assemble_ns; /* its own work, and copying rows into batches */
         double per = s->elements_out > 0 ? (double)own * 1e-3 / (double)s->elements_out : 0.0;
-        char buf[48];
+        char buf[48], cpu[16] = "-";
         snprintf(buf, sizeof buf, "%" PRId64 "/%" PRId64, s->buffered_elements, s->buffer_capacity);
-        printf("    %-13.13s %9" PRId64 " %9.1f %9.1f %8.2f %9.1f %9.1f %8.1f %7s %7" PRId64 "\n", s->name,
+        if (s->thread_ns > 0) snprintf(cpu, sizeof cpu, "%.0f", 100.0 * (double)s->cpu_ns / (double)s->thread_ns);
+        printf("    %-13.13s %9" PRId64 " %9.1f %9.1f %8.2f %9.1f %9.1f %8.1f %7s %7" PRId64 " %5s\n", s->name,
                s->elements_out, (double)s->work_ns * 1e-6, (double)s->assemble_ns * 1e-6, per,
                (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6, (double)s->lock_wait_ns * 1e-6,
-               buf, s->parallelism);
-        double cost = (double)own * 1e-9 / (double)(s->parallelism > 1 ? s->parallelism : 1);
-        if (worst < 0 || cost > worst_cost) {
-            worst = (int)i;
-            worst_cost = cost;
-        }
-        any_async = any_async || s->parallelism > 0;
+               buf, s->parallelism, cpu);
     }
     double waited = r->seconds > 0 ? r->wait_seconds / r->seconds : 0.0;
     double busy = r->seconds > 0 ? r->cpu_seconds / r->seconds : 0.0;
     double train_s = r->seconds - r->wait_seconds;
     printf("    training loop: %.2f s computing, %.2f s (%.0f%%) waiting for batches; %.1f of %d cores busy\n",
            train_s, r->wait_seconds, 100.0 * waited, busy, cores);
-    if (worst < 0 || waited < 0.10) {
-        printf("    bottleneck: the training step; the pipeline keeps up with it\n");
-        return;
-    }
-    const ferry_stage_stats *w = &r->stages[worst];
-    if (any_async && worst_cost < 0.8 * train_s && busy < 0.8 * cores)
-        printf("    bottleneck: the CPU: no stage has as much work as the training step (at most %.2f s per "
-               "thread, '%s'), yet the loop waited while this process got %.1f of %d cores: other programs "
-               "use the rest\n",
-               worst_cost, w->name, busy, cores);
-    else if (!any_async)
-        printf("    bottleneck: stage '%s', %.2f s of work per epoch on the training thread: every stage runs "
-               "there; give map num_parallel_calls and add a prefetch\n",
-               w->name, worst_cost);
-    else if (w->parallelism == 0)
-        printf("    bottleneck: stage '%s', %.2f s of work per epoch, inline on the thread of the stage above "
-               "it: make it cheaper or move it below a parallel stage\n",
-               w->name, worst_cost);
-    else
-        printf("    bottleneck: stage '%s', %.2f s of work per epoch on each of its %" PRId64
-               " thread%s: give it more threads (cpu_budget) or make its work cheaper\n",
-               w->name, worst_cost, w->parallelism, w->parallelism == 1 ? "" : "s");
+    printf("    verdict (%s): %s\n", ferry_limit_name(r->report.limit), r->report.text);
+    printf("    wait in next(): p50 %.1f us, p99 %.1f us\n", (double)r->report.wait_p50_ns * 1e-3,
+           (double)r->report.wait_p99_ns * 1e-3);
 }
 
 typedef struct run_result {

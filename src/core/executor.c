@@ -31,10 +31,10 @@
  *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
  *
  * Accounting: each run of a stage's task is timed into the stage's stats record (run_ns), and
- * a worker reads its thread's scheduler account (CPU time, time ready but waiting for a core) at
- * the end of a run once a millisecond has passed since the last read, and when it turns to
- * another stage's task; what the account says for the window between two reads goes to the
- * stage whose runs filled it (exec_acct). So the report can tell a stage whose threads compute
+ * a worker reads its thread's scheduler account (CPU time, time ready but waiting for a core)
+ * around a run that starts a millisecond or more after its last sample, and every millisecond
+ * inside a long run (ferry__task_yield_due); what the account says of each sampled span goes to
+ * the run's stage (exec_acct). So the report can tell a stage whose threads compute
  * from one whose threads are blocked (I/O, sleeping callbacks) or were kept off the cores.
  *
  * Lock order: `mu` is the innermost lock. A task's run is called with no executor lock held,
@@ -121,41 +121,41 @@ static void exec_after_run(ferry__exec *x, ferry__task *t) {
 
 static void exec_dispatch(ferry__exec *x);
 
-/* A worker's accounting window: the runs of one stage (rec) since the scheduler account was
- * last read. Only the current stage's record is ever written: another stage's record may be
- * gone by the time its window would close, so a switch starts a new window and drops the old. */
+/* A worker's accounting window: one run of a stage's task (or a millisecond of a long one),
+ * between two reads of the thread's scheduler account. Whether a run is sampled is decided when
+ * it starts (a millisecond since the last sample), never by how it ends: keeping only windows
+ * that ended a certain way would bias the shares (say, toward runs that blocked). */
 typedef struct exec_acct {
-    ferry__node_stats *rec;           /* NULL: no window (not a worker, or no stats) */
+    ferry__node_stats *rec;           /* the sampled run's stage; NULL: no window open */
     int fd;                           /* the worker's scheduler account */
-    bool in_run;                      /* a run of rec is in progress, counted from mark_ns */
-    int64_t read_ns, cpu_ns, runq_ns; /* when the account was read, and what it said */
-    int64_t run_ns, mark_ns;          /* rec's runs in the window (wall time) up to mark_ns */
+    int64_t read_ns, cpu_ns, runq_ns; /* when the account was last read, and what it said */
+    int64_t last_ns;                  /* when the last window closed */
 } exec_acct;
 
-static void acct_open(exec_acct *a, ferry__node_stats *rec) {
+static void acct_open(exec_acct *a, ferry__node_stats *rec, int64_t now) {
     a->rec = rec;
-    a->run_ns = 0;
-    a->read_ns = ferry__now_ns();
+    a->read_ns = now;
     ferry__thread_sched_read(a->fd, &a->cpu_ns, &a->runq_ns);
 }
 
-/* Closes the window at `now` (after a run of a->rec, whose record is valid): the CPU time and
- * the waits for a core since the last read go to rec's samples (clamped to its runs' time: a
- * worker that spins between runs uses a little CPU outside them), and a new window opens. */
+/* Closes the window at `now` (inside or at the end of a run of a->rec, whose record is valid):
+ * the wall time since the last read, and what the account says of it, go to rec's samples. The
+ * next window, when the run goes on, starts here. */
 static void acct_close(exec_acct *a, int64_t now) {
     int64_t cpu, runq;
     ferry__thread_sched_read(a->fd, &cpu, &runq);
-    int64_t dc = FERRY__MIN(cpu - a->cpu_ns, a->run_ns);
-    int64_t dq = FERRY__MIN(runq - a->runq_ns, a->run_ns - FERRY__MAX(dc, (int64_t)0));
-    if (dc >= 0 && dq >= 0) {
-        atomic_fetch_add_explicit(&a->rec->sample_run_ns, a->run_ns, memory_order_relaxed);
+    int64_t wall = now - a->read_ns;
+    int64_t dc = FERRY__MIN(cpu - a->cpu_ns, wall); /* the two clocks are read a little apart */
+    int64_t dq = FERRY__MIN(runq - a->runq_ns, wall - FERRY__MAX(dc, (int64_t)0));
+    if (wall > 0 && dc >= 0 && dq >= 0) {
+        atomic_fetch_add_explicit(&a->rec->sample_run_ns, wall, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->rec->sample_cpu_ns, dc, memory_order_relaxed);
         atomic_fetch_add_explicit(&a->rec->sample_runq_ns, dq, memory_order_relaxed);
     }
     a->read_ns = now;
     a->cpu_ns = cpu;
     a->runq_ns = runq;
-    a->run_ns = 0;
+    a->last_ns = now;
 }
 
 /* The calling worker's window (rec NULL on other threads). */
@@ -196,7 +196,6 @@ static void *exec_worker_main(void *arg) {
             ferry__mutex_lock(&x->mu);
             atomic_fetch_sub(&x->spinning, 1);
             if (!ferry__list_empty(&x->ready) || w->stop) continue;
-            tl_acct.rec = NULL; /* the window ends with the work: its stage may go meanwhile */
             x->idle++;
             ferry__cond_wait(&x->cv_work, &x->mu);
             x->idle--;
@@ -212,11 +211,9 @@ static void *exec_worker_main(void *arg) {
         ferry__mutex_unlock(&x->mu);
         ferry__node_stats *rec = t->rec;
         exec_acct *acct = &tl_acct;
-        if (rec && rec != acct->rec) acct_open(acct, rec); /* another stage's runs */
         t->slice_start_ns = ferry__now_ns();
+        if (rec && t->slice_start_ns - acct->last_ns >= EXEC_CPU_SAMPLE_NS) acct_open(acct, rec, t->slice_start_ns);
         if (rec) {
-            acct->in_run = true;
-            acct->mark_ns = t->slice_start_ns;
             atomic_fetch_add_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
             atomic_fetch_add_explicit(&rec->runs_live, 1, memory_order_relaxed);
         }
@@ -226,9 +223,10 @@ static void *exec_worker_main(void *arg) {
             atomic_fetch_add_explicit(&rec->run_ns, dt, memory_order_relaxed);
             atomic_fetch_sub_explicit(&rec->runs_live, 1, memory_order_relaxed);
             atomic_fetch_sub_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
-            acct->run_ns += end - acct->mark_ns;
-            acct->in_run = false;
-            if (end - acct->read_ns >= EXEC_CPU_SAMPLE_NS) acct_close(acct, end);
+            if (acct->rec) {
+                acct_close(acct, end);
+                acct->rec = NULL;
+            }
         }
         ferry__mutex_lock(&x->mu);
         x->busy--;
@@ -323,13 +321,12 @@ void ferry__task_wake(ferry__task *t) {
 
 bool ferry__task_yield_due(ferry__task *t) {
     exec_acct *a = &tl_acct;
-    if (a->in_run && a->rec == t->rec) { /* a long run: close the window inside it */
+    if (t->rec && a->rec == t->rec) { /* a sampled run: a long one is sampled a millisecond at a time */
         int64_t now = ferry__now_ns();
-        if (now - a->read_ns >= EXEC_CPU_SAMPLE_NS) {
-            a->run_ns += now - a->mark_ns;
-            a->mark_ns = now;
-            acct_close(a, now);
-        }
+        if (now - a->read_ns >= EXEC_CPU_SAMPLE_NS) acct_close(a, now);
+    } else if (t->rec && !a->rec && tl_exec && !tl_borrowed) { /* a long unsampled run: from here */
+        int64_t now = ferry__now_ns();
+        if (now - a->last_ns >= EXEC_CPU_SAMPLE_NS) acct_open(a, t->rec, now);
     }
     if (atomic_load_explicit(&t->x->queued, memory_order_relaxed) == 0) return false;
     return ferry__now_ns() - t->slice_start_ns > FERRY__TASK_SLICE_NS;

@@ -103,21 +103,21 @@ int ferry__thread_sched_open(void) {
 }
 
 void ferry__thread_sched_read(int fd, int64_t *cpu_ns, int64_t *runq_ns) {
+    /* The CPU time from the thread's clock: schedstat's first field is brought up to date only
+     * at ticks and switches, so a running thread would read up to a tick (4 ms) behind. Its
+     * second field (time waiting on a run queue) changes only when the thread is switched in,
+     * so it is current whenever the thread itself reads it. */
+    *cpu_ns = ferry__thread_cpu_ns();
+    *runq_ns = 0;
     if (fd >= 0) {
         char buf[96];
         ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
         long long run, wait;
         if (n > 0) {
             buf[n] = '\0';
-            if (sscanf(buf, "%lld %lld", &run, &wait) == 2) {
-                *cpu_ns = run;
-                *runq_ns = wait;
-                return;
-            }
+            if (sscanf(buf, "%lld %lld", &run, &wait) == 2) *runq_ns = wait;
         }
     }
-    *cpu_ns = ferry__thread_cpu_ns();
-    *runq_ns = 0;
 }
 
 void ferry__thread_sched_close(int fd) {

@@ -78,8 +78,8 @@ int ferry__thread_key_set(ferry__thread_key *k, void *value);
 int64_t ferry__now_ns(void);
 /* CPU time of the calling thread in nanoseconds (a system call: use per batch, not per element). */
 int64_t ferry__thread_cpu_ns(void);
-/* The calling thread's scheduler account (Linux: /proc/thread-self/schedstat): CPU time, and
- * time spent ready to run but waiting for a core. ferry__thread_sched_open returns a descriptor
+/* The calling thread's CPU time (its CPU clock), and its time spent ready to run but waiting
+ * for a core (Linux: /proc/thread-self/schedstat). ferry__thread_sched_open returns a descriptor
  * for the calling thread (-1 where there is none), to read from that thread only and close with
  * ferry__thread_sched_close before it exits. ferry__thread_sched_read falls back to the CPU
  * clock (and a wait of 0) on -1 or a failed read. A system call: sample it, never per element. */
