@@ -514,8 +514,10 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
         const float *x;
         const int32_t *y;
         int64_t n = batch_rows(batch, &x, &y);
+        int64_t t_step = ferry_clock_ns();
         train_step(mdl, x, y, n, cfg->learning_rate, &tot);
         ferry_element_free(batch);
+        ferry_trace_step(ferry_dataset_runtime(ds), "train step", t_step); /* with FERRY_TRACE set */
         r->steps++;
         ck->global_step++;
         if (ck->path && (ck->global_step % ck->save_every == 0 || ck->global_step == ck->stop_after))

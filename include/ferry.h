@@ -114,6 +114,11 @@ typedef struct ferry_runtime_options {
     void *alloc_user;      /* passed to alloc */
     size_t memory_budget;  /* bytes of buffered elements, all stages together; 0: half of RAM */
     int cpu_budget;        /* threads that may be busy at once under AUTOTUNE; 0: online cores */
+    size_t trace_bytes;    /* bytes of memory for a trace of what every thread does (spans of 56
+                              bytes; when full, the oldest go), written by
+                              ferry_runtime_trace_write. 0: off, unless the environment variable
+                              FERRY_TRACE names a file: then 64 MiB, and ferry_runtime_free writes
+                              the trace to that file */
 } ferry_runtime_options;
 
 typedef struct ferry_runtime_stats {
@@ -141,10 +146,29 @@ typedef struct ferry_runtime_stats {
  * *out receives a new runtime to free with ferry_runtime_free. Thread-safe. */
 FERRY_API int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out);
 /* Frees a runtime. Every dataset, iterator, tensor and element made with it must be gone first:
- * otherwise returns FERRY_EMISUSE and frees nothing. NULL is a no-op returning FERRY_OK. */
+ * otherwise returns FERRY_EMISUSE and frees nothing. NULL is a no-op returning FERRY_OK. When
+ * FERRY_TRACE named a file at creation, writes the trace there first: FERRY_EIO (the runtime is
+ * freed all the same) when that fails. */
 FERRY_API int ferry_runtime_free(ferry_runtime *rt);
 /* Fills *out with a snapshot of the runtime's counters. Thread-safe. */
 FERRY_API int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out);
+
+/* The trace (ferry_runtime_options.trace_bytes, FERRY_TRACE): every run of a stage's thread, its
+ * work per chunk or batch, its waits (for input, for room or budget, for a lock), the consumer's
+ * calls to ferry_iterator_next that took 2 us or more, and the steps marked here; as Chrome
+ * trace JSON (opens in Perfetto, ui.perfetto.dev, and chrome://tracing). */
+/* A monotonic clock in nanoseconds: the trace's time base. Thread-safe. */
+FERRY_API int64_t ferry_clock_ns(void);
+/* Marks [start_ns, now] on the calling thread as a step named `name` (borrowed; its first 23
+ * bytes are kept), such as a training step: start_ns from ferry_clock_ns. FERRY_OK (also when
+ * tracing is off: nothing is recorded), or FERRY_EINVAL for a NULL argument or a start_ns that
+ * is not a time of ferry_clock_ns before now. Thread-safe. */
+FERRY_API int ferry_trace_step(ferry_runtime *rt, const char *name, int64_t start_ns);
+/* Writes the spans recorded so far to path (replaced whole: written to a temporary file, then
+ * renamed) as Chrome trace JSON. Spans still being written by running threads are left out.
+ * FERRY_OK; FERRY_EINVAL (NULL or empty argument, or tracing off for rt); FERRY_ENOMEM;
+ * FERRY_EIO naming the path and the failed step. Thread-safe. */
+FERRY_API int ferry_runtime_trace_write(ferry_runtime *rt, const char *path);
 
 /* ---------------------------------------------------------------------------------------------
  * Tensors: dtype, shape and a refcounted immutable buffer. Slices and batch rows share bytes.

@@ -121,6 +121,34 @@ void ferry__exec_unborrow(ferry__exec *x, int token);
 /* Workers started, running a task, blocked (for tests and stats). */
 void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
 
+/* ---- the trace (core/trace.c) -----------------------------------------------------------
+ * Spans recorded in a per-runtime ring when tracing is on (rt->trace != NULL), written as
+ * Chrome trace JSON by ferry_runtime_trace_write. Any thread; off, each hook is a load and a
+ * branch. */
+typedef struct ferry__trace ferry__trace;
+#define FERRY__TRACE_ENV_BYTES ((size_t)64 << 20) /* the ring when only FERRY_TRACE asks for one */
+typedef enum ferry__trace_kind { /* keep WORK.. in the order of ferry__time_kind */
+    FERRY__TR_RUN,           /* a run of a stage's task on a worker */
+    FERRY__TR_WORK,          /* the ferry__time_kind values, in that order */
+    FERRY__TR_ASSEMBLE,
+    FERRY__TR_LOCK,
+    FERRY__TR_WAIT_INPUT,
+    FERRY__TR_WAIT_CONSUMER,
+    FERRY__TR_NEXT,          /* a call to ferry_iterator_next */
+    FERRY__TR_STEP,          /* ferry_trace_step */
+} ferry__trace_kind;
+/* Makes rt's ring of about `bytes` (and remembers path, FERRY_TRACE's file, when not NULL),
+ * through the hook fn (not counted as the runtime's blocks). FERRY_OK or FERRY_ENOMEM. */
+int ferry__trace_open(ferry_runtime *rt, size_t bytes, const char *path, ferry_alloc_fn fn, void *user);
+void ferry__trace_close(ferry_runtime *rt);
+/* FERRY_TRACE's file for rt, or NULL. */
+const char *ferry__trace_env_path(const ferry_runtime *rt);
+/* Records [start_ns, end_ns] of `kind` on the calling thread, named `name` (its first 23 bytes;
+ * copied). No-op when tracing is off. */
+void ferry__trace_add(ferry_runtime *rt, ferry__trace_kind kind, const char *name, int64_t start_ns, int64_t end_ns);
+/* A timed call to the public next (kept when it took 2 us or more). */
+void ferry__trace_next(ferry_runtime *rt, int64_t start_ns, int64_t end_ns);
+
 /* ---- runtime ---------------------------------------------------------------------------- */
 struct ferry_runtime {
     ferry__allocator alloc;      /* first: the block is 64-byte aligned for its shards */
@@ -131,6 +159,7 @@ struct ferry_runtime {
     _Atomic int threads_live;
     _Atomic int64_t threads_started;
     _Atomic int64_t objects; /* live datasets and iterators */
+    ferry__trace *trace;     /* NULL: tracing off */
 };
 
 /* Whether a waiting thread may spin before it sleeps: not under a one-core budget, where the
@@ -658,8 +687,13 @@ void ferry__stage_fini(ferry__stage *s);
 /* Takes mu (or another lock of the stage), counting the time spent waiting for it when another
  * thread holds it. */
 void ferry__stage_lock(ferry__stage *s, ferry__mutex *mu);
-/* Adds ns of kind to the stage's stats record (nothing without one). Any thread. */
+/* Adds ns of kind, just ended, to the stage's stats record (nothing without one), and to the
+ * trace as the span [now - ns, now] when tracing is on. Any thread. */
 void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns);
+/* The two halves: only the stats (for sampled or scaled times, which are no span), and only
+ * the trace (a span whose time the stats get otherwise). */
+void ferry__stage_account(const ferry__stage *s, ferry__time_kind kind, int64_t ns);
+void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t start_ns, int64_t end_ns);
 
 /* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then
  * the caller still owns data). */

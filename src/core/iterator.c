@@ -445,7 +445,11 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
         if (c->first_ns == 0) c->first_ns = t0;
     }
     int rc = ferry__iter_next(it->root, out, &it->st);
-    if (timed) ferry__consumer_clock_add(c, ferry__now_ns() - t0);
+    if (timed) {
+        int64_t t1 = ferry__now_ns();
+        ferry__consumer_clock_add(c, t1 - t0);
+        if (it->rt->trace) ferry__trace_next(it->rt, t0, t1);
+    }
     if (rc == FERRY_END && c->end_ns == 0) c->end_ns = ferry__now_ns();
     if (rc != FERRY_END) it->position++;
     if (rc >= 0) {

@@ -71,6 +71,17 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     atomic_init(&rt->threads_live, 0);
     atomic_init(&rt->threads_started, 0);
     atomic_init(&rt->objects, 0);
+    /* Tracing: asked for, or FERRY_TRACE names the file to write at ferry_runtime_free. */
+    const char *env = getenv("FERRY_TRACE");
+    bool env_on = env && env[0] != '\0';
+    size_t trace_bytes = o.trace_bytes ? o.trace_bytes : env_on ? FERRY__TRACE_ENV_BYTES : 0;
+    if (trace_bytes && ferry__trace_open(rt, trace_bytes, env_on ? env : NULL, o.alloc, o.alloc_user) != FERRY_OK) {
+        ferry__exec_fini(&rt->exec);
+        ferry__budget_fini(&rt->budget);
+        ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
+        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating a trace of %zu bytes failed",
+                                     trace_bytes);
+    }
     ferry__allocator_register(&rt->alloc); /* threads claim shards of it from now on (see base.h) */
     *out = rt;
     return FERRY_OK;
@@ -91,6 +102,10 @@ int ferry_runtime_free(ferry_runtime *rt) {
                                      "ferry_runtime_free: %lld blocks (%lld bytes) made with this runtime are "
                                      "still allocated (tensors or elements not freed); free them first",
                                      (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
+    int rc = FERRY_OK;
+    const char *trace_path = ferry__trace_env_path(rt);
+    if (trace_path) rc = ferry_runtime_trace_write(rt, trace_path); /* FERRY_TRACE: the user asked */
+    ferry__trace_close(rt);
     ferry__exec_fini(&rt->exec);
     ferry__budget_fini(&rt->budget);
     ferry__allocator_unregister(&rt->alloc);
@@ -98,7 +113,7 @@ int ferry_runtime_free(ferry_runtime *rt) {
     ferry_alloc_fn fn = rt->alloc.fn;
     void *user = rt->alloc.user, *raw = rt->raw;
     ferry__mem_free_bootstrap(fn, user, raw);
-    return FERRY_OK;
+    return rc;
 }
 
 int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {

@@ -128,6 +128,21 @@ void ferry__stage_lock(ferry__stage *s, ferry__mutex *mu) {
 }
 
 void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns) {
+    if (s->rt && s->rt->trace && ns > 0) {
+        int64_t now = ferry__now_ns();
+        ferry__stage_trace(s, kind, now - ns, now);
+    }
+    ferry__stage_account(s, kind, ns);
+}
+
+void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t start_ns, int64_t end_ns) {
+    if (s->rt && s->rt->trace && s->it) { /* named as its stats record (map_and_batch's, for its map) */
+        const ferry_dataset *ds = s->it->stats ? s->it->stats->ds : s->it->ds;
+        ferry__trace_add(s->rt, (ferry__trace_kind)(FERRY__TR_WORK + (int)kind), ds->name, start_ns, end_ns);
+    }
+}
+
+void ferry__stage_account(const ferry__stage *s, ferry__time_kind kind, int64_t ns) {
     ferry__node_stats *rec = s->it ? s->it->stats : NULL;
     if (!rec || ns <= 0) return;
     _Atomic int64_t *c;

@@ -1151,8 +1151,9 @@ static bool map_work(map_it *m, map_worker *w, int64_t s0, map_res *items, int64
     }
     int64_t t2 = ferry__now_ns() - t_dep;
     asm_ns = FERRY__MIN(asm_ns, t2 - t1);
-    ferry__stage_time(&m->sg, FERRY__TIME_WORK, t2 - t1 - asm_ns);
-    ferry__stage_time(&m->sg, FERRY__TIME_ASSEMBLE, asm_ns);
+    ferry__stage_account(&m->sg, FERRY__TIME_WORK, t2 - t1 - asm_ns);
+    ferry__stage_account(&m->sg, FERRY__TIME_ASSEMBLE, asm_ns); /* sampled: no span of its own */
+    ferry__stage_trace(&m->sg, FERRY__TIME_WORK, t1, t2);
     map_adapt(m, &w->chunk, k, t1 - t0, t2 - t0, bytes);
     return map_deposit_chunk(m, s0 + sent, items + sent, k - sent, &head, nstacked, force);
 }

@@ -272,7 +272,7 @@ static void pf_run(ferry__task *task) {
             pf_wake_consumer(it);
         if (sample) self_ns += 64 * (ferry__now_ns() - t0);
         if (sample && (pos & 4095) == 1) {
-            ferry__stage_time(&it->sg, FERRY__TIME_WORK, self_ns);
+            ferry__stage_account(&it->sg, FERRY__TIME_WORK, self_ns); /* scaled samples: no span */
             self_ns = 0;
         }
     }
@@ -483,7 +483,7 @@ static void pf_knobs_set(void *stage, int parallelism, int64_t buffer) {
 static void pf_destroy(ferry__iter *it_) {
     pf_it *it = (pf_it *)it_;
     ferry__stage_stop(&it->sg); /* no run after this: p_self_ns is ours */
-    ferry__stage_time(&it->sg, FERRY__TIME_WORK, it->p_self_ns);
+    ferry__stage_account(&it->sg, FERRY__TIME_WORK, it->p_self_ns);
     if (it->ring) {
         int64_t t = atomic_load(&it->tail);
         for (int64_t i = it->pos; i < t; i++) {
