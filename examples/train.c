@@ -83,6 +83,7 @@ typedef struct config {
     float learning_rate;
     int cores;              /* the runtime's cpu_budget, for the report */
     bool stop_on_error;     /* --stop-on-error: exit at the first pipeline error */
+    const char *page;       /* --report-page: the report page of the parallel run, or NULL */
 } config;
 
 /* How a pipeline runs ahead. */
@@ -478,6 +479,7 @@ typedef struct epoch_result {
     ferry_stage_stats stages[MAX_STAGES];
     size_t nstages;
     ferry_report report;    /* the verdict on the epoch (ferry_iterator_report) */
+    ferry_blob *report_json; /* and as JSON, with --report-page (owned) */
 } epoch_result;
 
 /* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). With
@@ -532,6 +534,11 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
     if (r->nstages > MAX_STAGES) r->nstages = MAX_STAGES;
     if (ferry_iterator_report(it, &r->report) != FERRY_OK)
         die("ferry_iterator_report failed: %s", ferry_iterator_error(it));
+    if (cfg->page) {
+        ferry_blob_free(r->report_json);
+        if (ferry_iterator_report_json(it, &r->report_json) != FERRY_OK)
+            die("ferry_iterator_report_json failed: %s", ferry_iterator_error(it));
+    }
     ferry_iterator_free(it);
     r->seconds = now_s() - t0;
     r->cpu_seconds = cpu_s() - c0;
@@ -596,6 +603,7 @@ typedef struct run_result {
     double seconds, wait_seconds, cpu_seconds, loss, accuracy, test_accuracy;
     uint64_t checksum;
     int64_t errors;         /* error positions met and skipped, over all epochs */
+    ferry_blob *report_json; /* the last epoch's report as JSON, with --report-page (owned) */
 } run_result;
 
 /* Trains a fresh model (or the one of ck->resume) for cfg->epochs epochs with pipelines running
@@ -653,6 +661,7 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
         printf("  --stop-after %" PRId64 " was not reached: the run ended after %" PRId64 " steps\n", ck->stop_after,
                ck->global_step);
     res.loss = er.loss;
+    res.report_json = er.report_json; /* the caller's now */
     res.accuracy = er.accuracy;
     printf("  stats of the last epoch (ferry_iterator_stats):\n");
     print_stats(&er, cfg->cores);
@@ -879,6 +888,8 @@ static void usage(void) {
         "  --resume FILE      continue from a checkpoint, given the --samples, --batch and --seed\n"
         "                     it was made with: the run ends with the same weights, bit for bit,\n"
         "                     as one never stopped; add --checkpoint to keep saving\n"
+        "  --report-page FILE write the report page (HTML: the parallel run's stages and verdict,\n"
+        "                     the timeline of both runs' threads) to FILE\n"
         "  -h, --help         this help\n"
         "\n"
         "example: train --quick --checkpoint /tmp/ck --stop-after 100; train --quick --resume /tmp/ck\n"
@@ -923,6 +934,9 @@ int main(int argc, char **argv) {
             ck.stop_after = parse_int(a, v, 1, INT64_MAX);
         } else if (strcmp(a, "--resume") == 0) {
             ck.resume = parse_file(a, v);
+        } else if (strcmp(a, "--report-page") == 0) {
+            cfg.page = parse_file(a, v);
+            ro.trace_bytes = (size_t)32 << 20; /* the page's timeline */
         } else {
             usage_error("unknown option '%s'", a);
         }
@@ -988,6 +1002,7 @@ int main(int argc, char **argv) {
     bool stopped = false;
     if (ck.path || ck.resume) { /* checkpointed training: the parallel run alone */
         run_result c = run(rt, &cfg, &parallel, &train_f, &eval_f, &ck, &stopped);
+        ferry_blob_free(c.report_json);
         check(ferry_runtime_free(rt), "ferry_runtime_free");
         if (!stopped) printf("final weights checksum %016" PRIx64 "\n", c.checksum);
         return 0;
@@ -997,6 +1012,17 @@ int main(int argc, char **argv) {
     none.global_step = 0;
     run_result b = run(rt, &cfg, &parallel, &train_f, &eval_f, &none, &stopped);
     run_result h = run_hand(&cfg, &train_f);
+    ferry_blob_free(a.report_json);
+    if (cfg.page) { /* the parallel run's last epoch, and the trace of both runs */
+        ferry_blob *trace = NULL;
+        check(ferry_runtime_trace_json(rt, &trace), "ferry_runtime_trace_json");
+        check(ferry_report_page_write(rt, ferry_blob_data(b.report_json), ferry_blob_size(b.report_json),
+                                      ferry_blob_data(trace), ferry_blob_size(trace), cfg.page),
+              "ferry_report_page_write");
+        ferry_blob_free(trace);
+        printf("\nreport page: %s (the parallel run's verdict and stages; the timeline of both runs)\n", cfg.page);
+    }
+    ferry_blob_free(b.report_json);
 
     check(ferry_runtime_stats_get(rt, &rs), "ferry_runtime_stats_get");
     check(ferry_runtime_free(rt), "ferry_runtime_free");

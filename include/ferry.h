@@ -101,6 +101,7 @@ FERRY_API const char *ferry_last_error(void);
  * Runtime: worker threads, the allocator hook and the byte budget. Nothing in ferry is global.
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_runtime ferry_runtime;
+typedef struct ferry_blob ferry_blob; /* bytes made by ferry: a saved state, a JSON report or trace */
 
 /* The allocator hook, in the shape of lua_Alloc: new_size == 0 frees ptr (returns NULL);
  * ptr == NULL allocates; otherwise reallocates. old_size is the size of ptr's block (0 for NULL).
@@ -169,6 +170,9 @@ FERRY_API int ferry_trace_step(ferry_runtime *rt, const char *name, int64_t star
  * FERRY_OK; FERRY_EINVAL (NULL or empty argument, or tracing off for rt); FERRY_ENOMEM;
  * FERRY_EIO naming the path and the failed step. Thread-safe. */
 FERRY_API int ferry_runtime_trace_write(ferry_runtime *rt, const char *path);
+/* The same JSON in memory: *out a new blob (free with ferry_blob_free). FERRY_OK, FERRY_EINVAL
+ * (NULL argument, or tracing off) or FERRY_ENOMEM. Thread-safe. */
+FERRY_API int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out);
 
 /* ---------------------------------------------------------------------------------------------
  * Tensors: dtype, shape and a refcounted immutable buffer. Slices and batch rows share bytes.
@@ -468,7 +472,6 @@ FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dat
  * Iterators: one pass over a dataset.
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_iterator ferry_iterator;
-typedef struct ferry_blob ferry_blob; /* bytes made by ferry: a saved state, a JSON report */
 
 typedef struct ferry_iterator_options {
     uint64_t seed;       /* the pipeline seed; the same seed gives the same stream */
@@ -577,6 +580,15 @@ FERRY_API int ferry_iterator_report(ferry_iterator *it, ferry_report *out);
 FERRY_API int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out);
 /* "consumer", "stage_cpu", ...: the JSON name of a limit; "invalid" for others. Static string. */
 FERRY_API const char *ferry_limit_name(ferry_limit limit);
+/* Writes the report page to path (replaced whole): one self-contained HTML file (no network, no
+ * external script) with the pipeline as a graph of its stages (rate, threads, buffer, waits, CPU
+ * share), the verdict in words and the trace's timeline, one row per thread. report_json: the
+ * text of ferry_iterator_report_json; trace_json: of ferry_runtime_trace_json (or a file of
+ * ferry_runtime_trace_write), or NULL with trace_len 0 for none. Both borrowed; a text that is
+ * not JSON shows on the page as unreadable. FERRY_OK; FERRY_EINVAL (NULL argument, empty path);
+ * FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Thread-safe. */
+FERRY_API int ferry_report_page_write(ferry_runtime *rt, const char *report_json, size_t report_len,
+                                      const char *trace_json, size_t trace_len, const char *path);
 
 /* ---------------------------------------------------------------------------------------------
  * Saving and restoring iterators

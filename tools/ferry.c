@@ -1,6 +1,6 @@
 /*
  * ferry.c - the `ferry` command-line tool: help, `version`, and dispatch to the commands of
- * cli.h (state, tfrecord). How every command prints help and errors is written in cli.h.
+ * cli.h (state, tfrecord, report). How every command prints help and errors is written in cli.h.
  */
 #include <stdio.h>
 #include <string.h>
@@ -11,13 +11,14 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: ferry COMMAND [ARGS]\n"
-            "Inspects what ferry reads and writes: saved iterator states and TFRecord files.\n"
+            "Inspects what ferry reads and writes: saved iterator states, TFRecord files and reports.\n"
             "\n"
             "commands:\n"
             "  version                            print the version of the ferry library\n"
             "  state show FILE                    describe a saved iterator state (position, seed,\n"
             "                                     pipeline fingerprint), or say what FILE is instead\n"
             "  tfrecord count|verify|cat|write    count, check, print and write TFRecord files\n"
+            "  report page REPORT [TRACE] -o OUT  write the report page (HTML: graph, verdict, timeline)\n"
             "  help [COMMAND [SUBCOMMAND]]        this help, or a command's\n"
             "\n"
             "'ferry COMMAND --help' and 'ferry help COMMAND' describe a command and its options.\n"
@@ -47,8 +48,11 @@ static int help(int argc, char **argv) {
         ok = ferry_cli_state_help(stdout, sub);
     } else if (strcmp(cmd, "tfrecord") == 0) {
         ok = ferry_cli_tfrecord_help(stdout, sub);
+    } else if (strcmp(cmd, "report") == 0) {
+        ok = ferry_cli_report_help(stdout, sub);
     } else {
-        return ferry_cli_usage_error("help", "unknown command '%s'; the commands are version, state and tfrecord", cmd);
+        return ferry_cli_usage_error("help", "unknown command '%s'; the commands are version, state, tfrecord and report",
+                                     cmd);
     }
     if (!ok) return ferry_cli_usage_error(cmd, "unknown subcommand '%s'", sub);
     return FERRY_CLI_OK;
@@ -56,7 +60,7 @@ static int help(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "ferry: missing the command: version, state or tfrecord (see 'ferry help')\n");
+        fprintf(stderr, "ferry: missing the command: version, state, tfrecord or report (see 'ferry help')\n");
         return FERRY_CLI_USAGE;
     }
     const char *cmd = argv[1];
@@ -72,6 +76,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "state") == 0) return ferry_cli_state(argc - 1, argv + 1);
     if (strcmp(cmd, "tfrecord") == 0) return ferry_cli_tfrecord(argc - 1, argv + 1);
-    fprintf(stderr, "ferry: unknown command '%s'; the commands are version, state and tfrecord (see 'ferry help')\n", cmd);
+    if (strcmp(cmd, "report") == 0) return ferry_cli_report(argc - 1, argv + 1);
+    fprintf(stderr, "ferry: unknown command '%s'; the commands are version, state, tfrecord and report (see 'ferry help')\n",
+            cmd);
     return FERRY_CLI_USAGE;
 }

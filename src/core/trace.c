@@ -180,15 +180,9 @@ static void write_event(ferry__writer *w, const trace_rec *e, int64_t t0, bool c
                     (double)(e->ts_ns - t0) * 1e-3, (double)e->dur_ns * 1e-3, e->tid);
 }
 
-int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_runtime_trace_write: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL,
-                     "ferry_runtime_trace_write: argument 'path' is NULL or empty");
+/* The trace as JSON text in *w (check w->failed). FERRY_OK or FERRY_ENOMEM (message: fn). */
+static int trace_json(ferry_runtime *rt, ferry__writer *w, const char *fn) {
     ferry__trace *t = rt->trace;
-    if (!t)
-        return ferry__set_last_error(FERRY_EINVAL,
-                                     "ferry_runtime_trace_write: tracing is off for this runtime; set "
-                                     "ferry_runtime_options.trace_bytes, or FERRY_TRACE in the environment");
     uint64_t end = atomic_load_explicit(&t->next, memory_order_acquire);
     uint64_t begin = end > t->cap ? end - t->cap : 0;
     /* Threads: a name each (a worker ran tasks; any other thread is the consumer's side). */
@@ -202,10 +196,8 @@ int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
     }
     if (t0 == INT64_MAX) t0 = 0;
     uint8_t *role = max_tid ? ferry__calloc(rt, (size_t)max_tid + 1, 1) : NULL;
-    if (max_tid && !role) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_trace_write: out of memory");
-    ferry__writer w;
-    ferry__writer_init(&w, &rt->alloc);
-    ferry__w_printf(&w, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"ferry %s\",\"dropped\":%llu},"
+    if (max_tid && !role) return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory", fn);
+    ferry__w_printf(w, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"ferry %s\",\"dropped\":%llu},"
                         "\"traceEvents\":[\n",
                     ferry_version(), (unsigned long long)begin);
     bool comma = false;
@@ -213,21 +205,60 @@ int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
         trace_rec e;
         if (!read_event(t, i, &e)) continue;
         if (role && e.tid <= max_tid) role[e.tid] |= e.kind == FERRY__TR_RUN ? 1 : 2;
-        write_event(&w, &e, t0, comma);
+        write_event(w, &e, t0, comma);
         comma = true;
     }
     for (uint32_t tid = 1; tid <= max_tid; tid++) {
         if (!role || !role[tid]) continue;
-        ferry__w_printf(&w, "%s{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%u,\"args\":{\"name\":\"%s %u\"}}",
+        ferry__w_printf(w, "%s{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%u,\"args\":{\"name\":\"%s %u\"}}",
                         comma ? ",\n" : "", tid, (role[tid] & 1) ? "ferry worker" : "consumer", tid);
         comma = true;
     }
-    ferry__w_printf(&w, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"ferry\"}}\n]}\n",
+    ferry__w_printf(w, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"ferry\"}}\n]}\n",
                     comma ? ",\n" : "");
     ferry__free(rt, role);
-    if (w.failed) {
+    if (w->failed) return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory for the JSON text", fn);
+    return FERRY_OK;
+}
+
+static int trace_check(ferry_runtime *rt, const char *fn) {
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
+    if (!rt->trace)
+        return ferry__set_last_error(FERRY_EINVAL,
+                                     "%s: tracing is off for this runtime; set ferry_runtime_options.trace_bytes, or "
+                                     "FERRY_TRACE in the environment",
+                                     fn);
+    return FERRY_OK;
+}
+
+int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out) {
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_trace_json: argument 'out' is NULL");
+    *out = NULL;
+    int rc = trace_check(rt, "ferry_runtime_trace_json");
+    if (rc) return rc;
+    ferry__writer w;
+    ferry__writer_init(&w, &rt->alloc);
+    rc = trace_json(rt, &w, "ferry_runtime_trace_json");
+    ferry_blob *b = rc ? NULL : ferry__blob_new(rt, w.data, w.size);
+    if (!b) {
         ferry__writer_fini(&w);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_trace_write: out of memory for the JSON text");
+        return rc ? rc : ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_trace_json: out of memory");
+    }
+    *out = b;
+    return FERRY_OK;
+}
+
+int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
+    int rc = trace_check(rt, "ferry_runtime_trace_write");
+    if (rc) return rc;
+    FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL,
+                     "ferry_runtime_trace_write: argument 'path' is NULL or empty");
+    ferry__writer w;
+    ferry__writer_init(&w, &rt->alloc);
+    rc = trace_json(rt, &w, "ferry_runtime_trace_write");
+    if (rc) {
+        ferry__writer_fini(&w);
+        return rc;
     }
     const char *step = "";
     int err = ferry__file_write_atomic(path, w.data, w.size, &step);
