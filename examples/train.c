@@ -489,6 +489,7 @@ typedef struct epoch_result {
  * stopped the program mid-epoch. */
 static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r,
                         checkpointing *ck, ferry_iterator *resumed, const ckpt_header *start) {
+    ferry_blob_free(r->report_json); /* the previous epoch's */
     memset(r, 0, sizeof *r);
     totals tot = {0};
     if (start) {
@@ -653,6 +654,7 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
         printf("  stopped after %" PRId64 " steps; checkpoint in %s (resume with --resume %s; its ferry iterator state:"
                " ferry state show %s)\n",
                ck->global_step, ck->path, ck->path, ck->path);
+        ferry_blob_free(er.report_json);
         ferry_dataset_unref(eval_ds);
         ferry_dataset_unref(train_ds);
         return res;

@@ -119,7 +119,8 @@ typedef struct ferry_runtime_options {
                               bytes; when full, the oldest go), written by
                               ferry_runtime_trace_write. 0: off, unless the environment variable
                               FERRY_TRACE names a file: then 64 MiB, and ferry_runtime_free writes
-                              the trace to that file */
+                              the trace to that file (the process's first runtime; the next ones
+                              to FILE.2, FILE.3, ...) */
 } ferry_runtime_options;
 
 typedef struct ferry_runtime_stats {

@@ -31,8 +31,9 @@ render() { # page.html -> DOM after the page's script ran, on stdout
 }
 count() { grep -o "$1" "$2" | wc -l | tr -d ' '; }
 
-# 1. The demo's page: the parallel run's stages and verdict, both runs' timeline.
-"$train" --quick --report-page "$dir/demo.html" > "$dir/demo.out"
+# 1. The demo's page: the parallel run's stages and verdict, both runs' timeline (two epochs: a
+# report of each, the last one's on the page).
+"$train" --quick --epochs 2 --report-page "$dir/demo.html" > "$dir/demo.out"
 grep -q "report page: $dir/demo.html" "$dir/demo.out" && ok || bad "the demo did not say it wrote the page"
 # nothing fetched: no external script, style, image or request (the SVG namespace is a name)
 grep -Eq '<script src=|<link |src="http|href="http|url\(|fetch\(|XMLHttpRequest|import\(' "$dir/demo.html" &&
@@ -61,7 +62,7 @@ fi
 
 # 2. `ferry report page` from files; "</script>" inside a name stays data.
 cat > "$dir/report.json" <<'JSON'
-{"limit":"stage_wait","stage":1,"busiest_inline":-1,"stage_name":"interleave","verdict":"stage 1 'interleave' limits throughput: it waits </script><b>x</b>","elements":1000,"seconds":2.5,"elements_per_s":400,"headspace_per_s":420,"bound_per_s":1600,"threads_suggested":8,"cpu_budget":2,"consumer":{"wait_share":0.75,"wait_p50_ns":2000000,"wait_p99_ns":9000000},"stages":[{"node":0,"input":1,"parent":-1,"name":"prefetch","elements_out":1000,"bytes_out":8000,"errors_out":0,"errors_dropped":0,"work_ns":0,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":0,"wait_consumer_ns":0,"thread_ns":0,"cpu_ns":0,"cpu_wait_ns":0,"buffered_elements":0,"buffered_bytes":0,"buffer_capacity":0,"parallelism":0},{"node":1,"input":2,"parent":0,"name":"interleave","elements_out":1000,"bytes_out":8000,"errors_out":0,"errors_dropped":0,"work_ns":2400000000,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":1800000000,"wait_consumer_ns":0,"thread_ns":4800000000,"cpu_ns":96000000,"cpu_wait_ns":0,"buffered_elements":3,"buffered_bytes":24,"buffer_capacity":16,"parallelism":2},{"node":2,"input":-1,"parent":1,"name":"list_files","elements_out":4,"bytes_out":64,"errors_out":0,"errors_dropped":0,"work_ns":100000,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":0,"wait_consumer_ns":0,"thread_ns":0,"cpu_ns":0,"cpu_wait_ns":0,"buffered_elements":0,"buffered_bytes":0,"buffer_capacity":0,"parallelism":0}]}
+{"limit":"stage_wait","stage":1,"busiest_inline":-1,"stage_name":"interleave","verdict":"stage 1 'interleave' limits throughput: it waits </script><b>x</b> <!--<script>","elements":1000,"seconds":2.5,"elements_per_s":400,"headspace_per_s":420,"bound_per_s":1600,"threads_suggested":8,"cpu_budget":2,"consumer":{"wait_share":0.75,"wait_p50_ns":2000000,"wait_p99_ns":9000000},"stages":[{"node":0,"input":1,"parent":-1,"name":"prefetch","elements_out":1000,"bytes_out":8000,"errors_out":0,"errors_dropped":0,"work_ns":0,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":0,"wait_consumer_ns":0,"thread_ns":0,"cpu_ns":0,"cpu_wait_ns":0,"buffered_elements":0,"buffered_bytes":0,"buffer_capacity":0,"parallelism":0},{"node":1,"input":2,"parent":0,"name":"interleave","elements_out":1000,"bytes_out":8000,"errors_out":0,"errors_dropped":0,"work_ns":2400000000,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":1800000000,"wait_consumer_ns":0,"thread_ns":4800000000,"cpu_ns":96000000,"cpu_wait_ns":0,"buffered_elements":3,"buffered_bytes":24,"buffer_capacity":16,"parallelism":2},{"node":2,"input":-1,"parent":1,"name":"list_files","elements_out":4,"bytes_out":64,"errors_out":0,"errors_dropped":0,"work_ns":100000,"assemble_ns":0,"lock_wait_ns":0,"wait_input_ns":0,"wait_consumer_ns":0,"thread_ns":0,"cpu_ns":0,"cpu_wait_ns":0,"buffered_elements":0,"buffered_bytes":0,"buffer_capacity":0,"parallelism":0}]}
 JSON
 cat > "$dir/trace.json" <<'JSON'
 {"displayTimeUnit":"ms","otherData":{"producer":"ferry","dropped":0},"traceEvents":[
@@ -82,6 +83,10 @@ grep -q 'CPU 2 %' "$dir/cli.dom" && ok || bad "CLI page: CPU share not rendered"
 grep -q 'waits &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;' "$dir/cli.dom" && ok || bad "CLI page: markup in the verdict was not kept as text"
 [ "$(count 'class="span"' "$dir/cli.dom")" = 4 ] && ok || bad "CLI page: want 4 spans"
 grep -q '4 spans on 2 threads over 2.0 ms' "$dir/cli.dom" && ok || bad "CLI page: timeline summary"
+# a report that is JSON but not a report (the files swapped): the page says so
+"$ferry" report page "$dir/trace.json" "$dir/report.json" -o "$dir/swap.html" > /dev/null && ok || bad "swapped files failed the command"
+render "$dir/swap.html" > "$dir/swap.dom" || bad "chromium failed on the swapped page"
+grep -q 'The report could not be read' "$dir/swap.dom" && ok || bad "swapped files: not said"
 # a trace that is not JSON: the page says so, the rest renders
 printf 'not json' > "$dir/bad.json"
 "$ferry" report page "$dir/report.json" "$dir/bad.json" -o "$dir/bad.html" > /dev/null && ok || bad "a bad trace file failed the command"

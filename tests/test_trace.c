@@ -160,6 +160,11 @@ TEST(trace_ring_keeps_the_newest) {
     text = write_and_check(rt, "names", &n);
     ASSERT(strstr(text, "\"a \\\"quoted\\\" name that is\"") != NULL);
     free(text);
+    /* the cut falls before a UTF-8 character, not inside it: 22 bytes, then a 2-byte one */
+    ASSERT_OK(ferry_trace_step(rt, "aaaaaaaaaaaaaaaaaaaaaa\xc3\xa9 more", ferry_clock_ns()));
+    text = write_and_check(rt, "utf8", &n);
+    ASSERT(strstr(text, "\"aaaaaaaaaaaaaaaaaaaaaa\"") != NULL);
+    free(text);
     rt_done(rt);
 }
 
@@ -168,10 +173,20 @@ TEST(trace_environment_variable_writes_at_free) {
     temp_path(path, sizeof path, "env");
     unlink(path);
     ASSERT_EQ(setenv("FERRY_TRACE", path, 1), 0); /* this test runs in a process of its own */
-    ferry_runtime *rt = rt_new();
+    ferry_runtime *rt = rt_new(), *second = rt_new(); /* the second writes FILE.2 */
     ASSERT_OK(ferry_trace_step(rt, "from env", ferry_clock_ns()));
+    ASSERT_OK(ferry_trace_step(second, "second runtime", ferry_clock_ns()));
     ASSERT_EQ(access(path, F_OK), -1);
     rt_done(rt);
+    rt_done(second);
+    char path2[300];
+    snprintf(path2, sizeof path2, "%s.2", path);
+    size_t n2;
+    char *text2 = slurp(path2, &n2);
+    unlink(path2);
+    ASSERT(json_check(text2, n2) == NULL);
+    ASSERT(strstr(text2, "\"second runtime\"") != NULL && strstr(text2, "\"from env\"") == NULL);
+    free(text2);
     size_t n;
     char *text = slurp(path, &n);
     unlink(path);

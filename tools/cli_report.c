@@ -36,10 +36,14 @@ static char *read_all(const char *path, size_t *n) {
     }
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
+    bool oom = !buf;
     while (buf) {
         if (len + 1 >= cap) {
             char *b = realloc(buf, cap * 2);
-            if (!b) break;
+            if (!b) {
+                oom = true;
+                break;
+            }
             buf = b;
             cap *= 2;
         }
@@ -49,7 +53,7 @@ static char *read_all(const char *path, size_t *n) {
     }
     bool bad = ferror(f) != 0;
     fclose(f);
-    if (!buf || bad) {
+    if (oom || bad) {
         ferry_cli_error("report", "%s: %s", path, bad ? "read error" : "out of memory");
         free(buf);
         return NULL;
@@ -60,6 +64,9 @@ static char *read_all(const char *path, size_t *n) {
 }
 
 int ferry_cli_report(int argc, char **argv) {
+    /* This command's own runtime traces nothing: FERRY_TRACE left in the environment would
+     * have it write an empty trace over the file the page is made from. */
+    unsetenv("FERRY_TRACE");
     if (ferry_cli_wants_help(argc, argv, 1)) {
         ferry_cli_report_help(stdout, argc > 1 && strcmp(argv[1], "page") == 0 ? "page" : NULL);
         return FERRY_CLI_OK;

@@ -77,6 +77,7 @@ struct ferry__exec {
     _Atomic int queued;          /* tasks in ready (read by spinning workers without mu) */
     _Atomic int spinning;        /* workers spinning for a task */
     int max_busy;                /* the cpu budget */
+    int64_t epoch_ns;            /* when it was made: run start times are kept relative to it */
     int clients;                 /* open tasks */
     int nworkers, starting, idle, busy, blocked, core_waiters;
     int blocked_borrowers;       /* of `blocked`: threads with a borrowed core (not workers) */
@@ -467,8 +468,9 @@ struct ferry__node_stats {
      * worker that sampled none for a millisecond: reading a thread's scheduler account costs a few
      * us): CPU time, and time ready to run but waiting for a core. */
     _Atomic int64_t run_ns, sample_run_ns, sample_cpu_ns, sample_runq_ns;
-    _Atomic int64_t runs_live, runs_live_start; /* runs in progress, and their start times summed:
-                                                   a reader adds live x now - start to run_ns */
+    _Atomic int64_t runs_live, runs_live_start; /* runs in progress, and their start times (from
+                                                   the executor's epoch_ns) summed: a reader adds
+                                                   live x (now - epoch) - start to run_ns */
     _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
     struct ferry__knobs *knobs;  /* the running stage's, or NULL (under the pipe's knobs_mu) */
 };
@@ -515,7 +517,7 @@ ferry__pipe *ferry__iterator_pipe(ferry_iterator *it);
 /* ---- the consumer's clock: time in ferry_iterator_next, for the report -------------------
  * The public next times one call in FERRY__CLOCK_SAMPLE (every call for the 64 calls after
  * one that took over 20 us: batches of real work, or waits among quick calls), adding the sampled time, weighted, to in_next_ns and to a histogram of log-spaced
- * buckets (four per power of two from 64 ns; the last holds everything above ~17 s). Written by
+ * buckets (four per power of two from 64 ns; the last holds everything from ~30 s). Written by
  * the thread that iterates only; read by the report on the same thread. */
 #define FERRY__CLOCK_SAMPLE 16
 #define FERRY__WAIT_BUCKETS 116

@@ -68,6 +68,7 @@ int ferry__exec_init(ferry__exec *x, ferry_runtime *rt, int max_busy) {
     memset(x, 0, sizeof *x);
     x->rt = rt;
     x->max_busy = max_busy > 0 ? max_busy : 1;
+    x->epoch_ns = ferry__now_ns();
     ferry__list_init(&x->ready);
     atomic_init(&x->queued, 0);
     atomic_init(&x->spinning, 0);
@@ -214,7 +215,7 @@ static void *exec_worker_main(void *arg) {
         t->slice_start_ns = ferry__now_ns();
         if (rec && t->slice_start_ns - acct->last_ns >= EXEC_CPU_SAMPLE_NS) acct_open(acct, rec, t->slice_start_ns);
         if (rec) {
-            atomic_fetch_add_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
+            atomic_fetch_add_explicit(&rec->runs_live_start, t->slice_start_ns - x->epoch_ns, memory_order_relaxed);
             atomic_fetch_add_explicit(&rec->runs_live, 1, memory_order_relaxed);
         }
         t->run(t);
@@ -222,7 +223,7 @@ static void *exec_worker_main(void *arg) {
             int64_t end = ferry__now_ns(), dt = end - t->slice_start_ns;
             atomic_fetch_add_explicit(&rec->run_ns, dt, memory_order_relaxed);
             atomic_fetch_sub_explicit(&rec->runs_live, 1, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&rec->runs_live_start, t->slice_start_ns, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&rec->runs_live_start, t->slice_start_ns - x->epoch_ns, memory_order_relaxed);
             if (acct->rec) {
                 acct_close(acct, end);
                 acct->rec = NULL;

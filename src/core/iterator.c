@@ -528,7 +528,7 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
         o->thread_ns = atomic_load(&s->run_ns);
         int64_t live = atomic_load(&s->runs_live), live_start = atomic_load(&s->runs_live_start);
         if (live > 0) { /* runs in progress count up to now (the two loads may tear: clamped) */
-            int64_t now = ferry__now_ns(), more = live * now - live_start;
+            int64_t now = ferry__now_ns(), more = live * (now - it->rt->exec.epoch_ns) - live_start;
             if (more > 0 && more <= live * (now - it->created_ns)) o->thread_ns += more;
         }
         int64_t srun = atomic_load(&s->sample_run_ns), scpu = atomic_load(&s->sample_cpu_ns);

@@ -5,10 +5,11 @@
  * can be seen (ferry_report_page_write).
  *
  * The report JSON (ferry_iterator_report_json) and the trace JSON (ferry_runtime_trace_write)
- * are embedded as they are, in <script type="application/json"> blocks that the browser does
- * not run; "</" becomes "<\/" there (the same JSON: "\/" is an escape of "/", and "</" cannot
- * occur outside a string), so no text of theirs can close the block. The page's own script
- * parses them and draws with the DOM and SVG; a block that does not parse is shown as such.
+ * are embedded in <script type="application/json"> blocks that the browser does not run, with
+ * every '<' written as \u003c (the same JSON: '<' cannot occur outside a string, and in one it
+ * is that escape), so no text of theirs can end the block or open a comment that hides its end.
+ * The page's own script parses them and draws with the DOM and SVG; a block that does not parse,
+ * or is not shaped as expected, is shown as unreadable and the rest of the page still draws.
  */
 #include "core.h"
 
@@ -48,7 +49,7 @@ static const char *const page_script[] = {
     "function num(x){return x>=100?Math.round(x).toLocaleString('en-US'):x.toFixed(2)}\n",
     "const R=data('report'),T=data('trace');\n",
     "if(R&&R.error){document.getElementById('verdict').textContent='The report could not be read: '+R.error}\n",
-    "else if(R){\n",
+    "else if(R){try{\n",
     " const v=document.getElementById('verdict');v.textContent='Verdict ('+R.limit+'): '+R.verdict;"
     "v.className=R.limit;\n",
     " const s=document.getElementById('summary');\n",
@@ -72,13 +73,13 @@ static const char *const page_script[] = {
     " });\n",
     " const c=el('div',{'class':'stage'+(R.limit==='consumer'?' limit':''),'data-node':'consumer'});c.appendChild(el('b',{},'consumer'));"
     "c.appendChild(el('div',{},'waited '+(100*R.consumer.wait_share).toFixed(1)+' %'));g.appendChild(c);\n",
-    "}\n",
+    "}catch(x){document.getElementById('verdict').textContent='The report could not be read: '+x}}\n",
     "const colors={run:'#cfd8e3',work:'#3b7dd8',assemble:'#7b5bd6',lock:'#d88a3b','lock wait':'#d88a3b',"
     "'wait for input':'#e0c050','wait for room':'#aaa',next:'#e04040',step:'#3aa655'};\n",
     "const lg=document.getElementById('legend');for(const k of ['run','work','wait for input','wait for room','lock wait','next','step']){"
     "lg.appendChild(el('span',{style:'background:'+colors[k]}));lg.appendChild(document.createTextNode(k))}\n",
     "if(T&&T.error){document.getElementById('timeinfo').textContent='The trace could not be read: '+T.error}\n",
-    "else if(T&&T.traceEvents){\n",
+    "else if(T&&T.traceEvents){try{\n",
     " const ev=T.traceEvents.filter(e=>e.ph==='X');const names={};\n",
     " for(const e of T.traceEvents)if(e.ph==='M'&&e.name==='thread_name')names[e.tid]=e.args.name;\n",
     " const tids=[...new Set(ev.map(e=>e.tid))].sort((a,b)=>a-b);\n",
@@ -96,19 +97,20 @@ static const char *const page_script[] = {
     "r.appendChild(ti);sv.appendChild(r)}\n",
     " document.getElementById('timeinfo').textContent=ev.length+' spans on '+tids.length+' threads over '+(t1/1e3).toFixed(1)+' ms'"
     "+(T.otherData&&T.otherData.dropped?' ('+T.otherData.dropped+' older spans dropped)':'');\n",
-    "}else{document.getElementById('timeinfo').textContent='No trace: run with FERRY_TRACE=file or ferry_runtime_options.trace_bytes.'}\n",
+    "}catch(x){document.getElementById('timeinfo').textContent='The trace could not be read: '+x}}\n",
+    "else{document.getElementById('timeinfo').textContent='No trace: run with FERRY_TRACE=file or ferry_runtime_options.trace_bytes.'}\n",
     "</script>\n</body></html>\n",
     NULL,
 };
 
-/* Writes json into a script block, "</" as "<\/". */
+/* Writes json into a script block, every '<' as \u003c. */
 static void w_block(ferry__writer *w, const char *id, const char *json, size_t n) {
     ferry__w_printf(w, "<script type=\"application/json\" id=\"%s\">", id);
     size_t from = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (json[i] == '<' && json[i + 1] == '/') {
-            ferry__w_bytes(w, json + from, i + 1 - from);
-            ferry__w_bytes(w, "\\", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (json[i] == '<') {
+            ferry__w_bytes(w, json + from, i - from);
+            ferry__w_bytes(w, "\\u003c", 6);
             from = i + 1;
         }
     }

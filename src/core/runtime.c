@@ -75,7 +75,14 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     const char *env = getenv("FERRY_TRACE");
     bool env_on = env && env[0] != '\0';
     size_t trace_bytes = o.trace_bytes ? o.trace_bytes : env_on ? FERRY__TRACE_ENV_BYTES : 0;
-    if (trace_bytes && ferry__trace_open(rt, trace_bytes, env_on ? env : NULL, o.alloc, o.alloc_user) != FERRY_OK) {
+    char path[4096];
+    if (env_on) { /* the process's first runtime writes FILE, the next ones FILE.2, FILE.3, ... */
+        static _Atomic long traced;
+        long k = atomic_fetch_add(&traced, 1) + 1;
+        if (k == 1) snprintf(path, sizeof path, "%s", env);
+        else snprintf(path, sizeof path, "%s.%ld", env, k);
+    }
+    if (trace_bytes && ferry__trace_open(rt, trace_bytes, env_on ? path : NULL, o.alloc, o.alloc_user) != FERRY_OK) {
         ferry__exec_fini(&rt->exec);
         ferry__budget_fini(&rt->budget);
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);

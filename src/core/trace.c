@@ -120,7 +120,11 @@ void ferry__trace_add(ferry_runtime *rt, ferry__trace_kind kind, const char *nam
     atomic_store_explicit(&e->meta, (uint64_t)my_tid() << 8 | (uint64_t)kind, memory_order_relaxed);
     char buf[3 * 8] = {0};
     size_t n = name ? strlen(name) : 0;
-    memcpy(buf, name ? name : "", n > TRACE_NAME ? TRACE_NAME : n);
+    if (n > TRACE_NAME) { /* cut before a UTF-8 character, not inside one */
+        n = TRACE_NAME;
+        while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
+    }
+    memcpy(buf, name ? name : "", n);
     for (int k = 0; k < 3; k++) {
         uint64_t word;
         memcpy(&word, buf + 8 * k, 8);
