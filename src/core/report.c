@@ -65,8 +65,8 @@ typedef struct group {
 static const char *const limit_names[] = {"unknown", "consumer", "stage_cpu", "stage_wait", "inline", "machine"};
 
 /* The nearest ancestor of node i that runs ahead, or -1. */
-static int owner_of(const ferry_stage_stats *s, const int *parent, int i) {
-    for (int p = parent[i]; p >= 0; p = parent[p])
+static int owner_of(const ferry_stage_stats *s, const ferry__pipe *pipe, int i) {
+    for (int p = pipe->nodes[i].parent; p >= 0; p = pipe->nodes[p].parent)
         if (s[p].thread_ns > 0 || s[p].parallelism > 0) return p;
     return -1;
 }
@@ -113,7 +113,7 @@ static int64_t percentile(const ferry__consumer_clock *c, double q) {
     return 0;
 }
 
-/* The stages' stats, the parents, and the report; *stats_out (may be NULL) gets the stats
+/* The stages' stats and the report; *stats_out (may be NULL) gets the stats
  * array (freed by the caller). */
 static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats **stats_out, size_t *n_out,
                         ferry__status *st) {
@@ -121,20 +121,16 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
     r->stage = -1;
     r->busiest_inline = -1;
     ferry_runtime *rt = ferry__iterator_runtime(it);
-    size_t n = 0;
-    if (ferry_iterator_stats(it, NULL, 0, &n) != FERRY_OK) return ferry__fail(st, FERRY_EINVAL, "reading the stats failed");
+    ferry__pipe *pipe = ferry__iterator_pipe(it);
+    size_t n = pipe->n;
     ferry_stage_stats *s = n ? ferry__calloc(rt, n, sizeof *s) : NULL;
-    int *parent = n ? ferry__calloc(rt, n, sizeof *parent) : NULL;
     group *g = ferry__calloc(rt, n + 1, sizeof *g);
-    if ((n && (!s || !parent)) || !g) {
+    if ((n && !s) || !g) {
         ferry__free(rt, s);
-        ferry__free(rt, parent);
         ferry__free(rt, g);
         return ferry__fail(st, FERRY_ENOMEM, "allocating the report's tables failed");
     }
     ferry_iterator_stats(it, s, n, &n);
-    ferry__pipe *pipe = ferry__iterator_pipe(it);
-    for (size_t i = 0; i < n; i++) parent[i] = pipe->nodes[i].parent;
 
     const ferry__consumer_clock *clk = ferry__iterator_clock(it);
     int64_t until = clk->end_ns ? clk->end_ns : ferry__now_ns(); /* an ended pass: up to its end */
@@ -182,7 +178,7 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
     }
     for (size_t i = 0; i < n; i++) {
         if (g[1 + i].owner >= 0) continue; /* a stage that runs ahead: its own group */
-        int o = owner_of(s, parent, (int)i);
+        int o = owner_of(s, pipe, (int)i);
         group *go = o < 0 ? &g[0] : &g[1 + o];
         int64_t own = own_ns(&s[i]);
         if (o < 0) inline_top += (double)own * 1e-9;
@@ -329,7 +325,6 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
             }
         }
     }
-    ferry__free(rt, parent);
     ferry__free(rt, g);
     if (stats_out) {
         *stats_out = s;
