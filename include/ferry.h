@@ -523,7 +523,7 @@ typedef struct ferry_stage_stats {
     int64_t thread_ns;           /* wall time its own threads ran for it (the inline stages below
                                     it included, blocked waits included); 0 for inline stages */
     int64_t cpu_ns;              /* CPU time of those threads in that time (estimated from runs
-                                    sampled at most once a millisecond per thread) */
+                                    sampled about once per 10 ms per thread) */
     int64_t cpu_wait_ns;         /* of thread_ns, the time they were ready to run but waited for a
                                     core (other threads or programs had them; Linux only, else 0);
                                     thread_ns - cpu_ns - cpu_wait_ns is time they were blocked */

@@ -32,8 +32,8 @@
  *
  * Accounting: each run of a stage's task is timed into the stage's stats record (run_ns), and
  * a worker reads its thread's scheduler account (CPU time, time ready but waiting for a core)
- * around a run that starts a millisecond or more after its last sample, and every millisecond
- * inside a long run (ferry__task_yield_due); what the account says of each sampled span goes to
+ * around a run that starts 10 ms or more after its last sample, and every 10 ms inside a long
+ * run (ferry__task_yield_due); what the account says of each sampled span goes to
  * the run's stage (exec_acct). So the report can tell a stage whose threads compute
  * from one whose threads are blocked (I/O, sleeping callbacks) or were kept off the cores.
  *
@@ -48,10 +48,11 @@
 
 #include <string.h>
 
-/* A worker reads its thread's scheduler account (a system call of a few us) at most once per
- * this many ns of wall time while it runs one stage's tasks, for the stages' shares of
- * computing, waiting for a core and being blocked. */
-#define EXEC_CPU_SAMPLE_NS 1000000
+/* A worker reads its thread's scheduler account (two system calls, ~3 us here) about once per
+ * this many ns of wall time, for the stages' shares of computing, waiting for a core and being
+ * blocked. At 1 ms the reads cost a producer thread ~0.5 %, measurable in P1r's inline pipeline;
+ * at 10 ms a pass of 100 ms still gets ten samples. */
+#define EXEC_CPU_SAMPLE_NS 10000000
 
 enum { TASK_IDLE, TASK_QUEUED, TASK_RUNNING, TASK_NOTIFIED, TASK_CLOSING, TASK_CLOSED };
 
@@ -122,9 +123,9 @@ static void exec_after_run(ferry__exec *x, ferry__task *t) {
 
 static void exec_dispatch(ferry__exec *x);
 
-/* A worker's accounting window: one run of a stage's task (or a millisecond of a long one),
+/* A worker's accounting window: one run of a stage's task (or 10 ms of a long one),
  * between two reads of the thread's scheduler account. Whether a run is sampled is decided when
- * it starts (a millisecond since the last sample), never by how it ends: keeping only windows
+ * it starts (EXEC_CPU_SAMPLE_NS since the last sample), never by how it ends: keeping only windows
  * that ended a certain way would bias the shares (say, toward runs that blocked). */
 typedef struct exec_acct {
     ferry__node_stats *rec;           /* the sampled run's stage; NULL: no window open */
@@ -323,7 +324,7 @@ void ferry__task_wake(ferry__task *t) {
 
 bool ferry__task_yield_due(ferry__task *t) {
     exec_acct *a = &tl_acct;
-    if (t->rec && a->rec == t->rec) { /* a sampled run: a long one is sampled a millisecond at a time */
+    if (t->rec && a->rec == t->rec) { /* a sampled run: a long one is sampled 10 ms at a time */
         int64_t now = ferry__now_ns();
         if (now - a->read_ns >= EXEC_CPU_SAMPLE_NS) acct_close(a, now);
     } else if (t->rec && !a->rec && tl_exec && !tl_borrowed) { /* a long unsampled run: from here */
