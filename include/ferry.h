@@ -114,7 +114,10 @@ typedef struct ferry_runtime_options {
                               a hook sees every allocation and free */
     void *alloc_user;      /* passed to alloc */
     size_t memory_budget;  /* bytes of buffered elements, all stages together; 0: half of RAM */
-    int cpu_budget;        /* threads that may be busy at once under AUTOTUNE; 0: online cores */
+    int cpu_budget;        /* cores ferry may keep busy: CPU seconds per wall second of the
+                              process (its threads and the consumer's) under AUTOTUNE; threads
+                              blocked in calls ferry cannot see (sleeping, I/O) may be more;
+                              0: online cores */
     size_t trace_bytes;    /* bytes of memory for a trace of what every thread does (spans of 56
                               bytes; when full, the oldest go), written by
                               ferry_runtime_trace_write. 0: off, unless the environment variable
@@ -326,6 +329,8 @@ typedef int (*ferry_predicate_fn)(ferry_context *ctx, const ferry_element *e, bo
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_dataset ferry_dataset;
 
+/* A knob (threads, buffer) set from what the pipeline measures, changed while it runs and kept
+ * only where throughput rose (ferry_iterator_tuning). */
 #define FERRY_AUTOTUNE (-1)
 #define FERRY_INFINITE (-1)         /* cardinality of an endless dataset */
 #define FERRY_UNKNOWN (-2)          /* cardinality that cannot be known before iterating */
@@ -518,8 +523,11 @@ typedef struct ferry_stage_stats {
     int64_t assemble_ns;         /* copying rows into batches */
     int64_t lock_wait_ns;        /* its threads waiting for a lock another of its threads held */
     int64_t wait_input_ns;       /* its consumer side waiting for what its threads make */
-    int64_t wait_consumer_ns;    /* its threads waiting for room or for the byte budget (the
-                                    consumer takes too little) */
+    int64_t wait_consumer_ns;    /* its threads waiting, while they hold them, for room or for the
+                                    byte budget (the consumer takes too little) */
+    int64_t idle_full_ns;        /* its tasks sat idle, holding no thread, because its buffer was
+                                    full (summed over tasks; the consumer takes less than they
+                                    make); not part of thread_ns */
     int64_t thread_ns;           /* wall time its own threads ran for it (the inline stages below
                                     it included, blocked waits included); 0 for inline stages */
     int64_t cpu_ns;              /* CPU time of those threads in that time (estimated from runs
@@ -575,12 +583,44 @@ typedef struct ferry_report {
 FERRY_API int ferry_iterator_report(ferry_iterator *it, ferry_report *out);
 /* The report and every stage's stats as one JSON object (UTF-8, no NUL): keys limit, stage,
  * stage_name, verdict, elements, seconds, elements_per_s, headspace_per_s, bound_per_s,
- * threads_suggested, cpu_budget, consumer {wait_share, wait_p50_ns, wait_p99_ns} and stages
- * [{node, input, parent, name and the ferry_stage_stats fields}]. *out: a new blob (free with
+ * threads_suggested, cpu_budget, consumer {wait_share, wait_p50_ns, wait_p99_ns}, autotune [the
+ * decisions of ferry_iterator_tuning, each with the ferry_tune_decision fields, outcome as its
+ * name] and stages [{node, input, parent, name and the ferry_stage_stats fields}]. *out: a new blob (free with
  * ferry_blob_free). Call from the thread that iterates. FERRY_OK, FERRY_EINVAL or FERRY_ENOMEM. */
 FERRY_API int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out);
 /* "consumer", "stage_cpu", ...: the JSON name of a limit; "invalid" for others. Static string. */
 FERRY_API const char *ferry_limit_name(ferry_limit limit);
+/* What became of one autotuner decision (ferry_tune_decision.outcome). */
+typedef enum ferry_tune_outcome {
+    FERRY_TUNE_KEPT = 0,   /* applied, and throughput rose: kept */
+    FERRY_TUNE_BACKED_OUT, /* applied, and throughput did not rise (or the CPU used passed the
+                              cpu budget): undone, not tried again until something changes */
+    FERRY_TUNE_SETTLED,    /* nothing left to change: the consumer limits, or no change pays */
+    FERRY_TUNE_DRIFT,      /* the rate drifted from the settled one: everything re-evaluated */
+} ferry_tune_outcome;
+
+/* One decision of the closed-loop autotuner. Stages given FERRY_AUTOTUNE get threads and buffer
+ * from what the pipeline measures; each change is applied, measured, and kept only if the
+ * elements handed out per second rose (see docs/design.md). Tuning changes speed, never the
+ * elements or their order. */
+typedef struct ferry_tune_decision {
+    double at_s;                    /* seconds since the first next */
+    int stage;                      /* index of ferry_iterator_stats, or -1 */
+    ferry_tune_outcome outcome;
+    int parallelism_before, parallelism_after; /* threads (equal when the buffer moved) */
+    int64_t buffer_before, buffer_after;       /* elements */
+    double rate_before, rate_after; /* elements/s handed out, measured before and with it */
+    char why[160];                  /* in words */
+} ferry_tune_decision;
+
+/* Copies the autotuner's last decisions (up to 32, oldest first) into out (up to cap) and their
+ * number into *count; 0 when no stage asked for FERRY_AUTOTUNE. The values chosen show in
+ * ferry_iterator_stats (parallelism, buffer_capacity). Call from the thread that iterates.
+ * FERRY_OK or FERRY_EINVAL (NULL it or count, or NULL out with cap > 0). */
+FERRY_API int ferry_iterator_tuning(ferry_iterator *it, ferry_tune_decision *out, size_t cap, size_t *count);
+/* "kept", "backed_out", "settled", "drift"; "invalid" for others. Static string. */
+FERRY_API const char *ferry_tune_outcome_name(ferry_tune_outcome outcome);
+
 /* Writes the report page to path (replaced whole): one self-contained HTML file (no network, no
  * external script) with the pipeline as a graph of its stages (rate, threads, buffer, waits, CPU
  * share), the verdict in words and the trace's timeline, one row per thread. report_json: the

@@ -77,6 +77,7 @@ struct ferry__exec {
     _Atomic int queued;          /* tasks in ready (read by spinning workers without mu) */
     _Atomic int spinning;        /* workers spinning for a task */
     int max_busy;                /* the cpu budget */
+    int extra;                   /* running workers granted over it (ferry__exec_grant) */
     int64_t epoch_ns;            /* when it was made: run start times are kept relative to it */
     int clients;                 /* open tasks */
     int nworkers, starting, idle, busy, blocked, core_waiters;
@@ -119,6 +120,12 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core);
  * worker of another runtime's pool gets 0. Pass the result to unborrow. */
 int ferry__exec_borrow(ferry__exec *x);
 void ferry__exec_unborrow(ferry__exec *x, int token);
+/* Adds delta (may be negative) to the workers that may run over the cpu budget: the autotuner
+ * grants them to stages whose threads are blocked most of the time (their calls sleep or wait on
+ * I/O where the executor cannot see it), so that such a stage may hold more threads than cores
+ * while the CPU they use stays within the budget. Grants are summed over their givers; each
+ * giver takes back what it granted. Any thread. */
+void ferry__exec_grant(ferry__exec *x, int delta);
 /* Workers started, running a task, blocked (for tests and stats). */
 void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
 
@@ -183,6 +190,12 @@ void ferry__rt_thread_join(ferry_runtime *rt, ferry__thread *t);
  * training step), at least 1, so busy threads never outnumber the cores. */
 static inline int ferry__autotune_threads(const ferry_runtime *rt) {
     return rt->cpu_budget > 1 ? rt->cpu_budget - 1 : 1;
+}
+/* The most threads the autotuner gives an AUTOTUNE stage that can grow (parallel map): eight
+ * per core of the budget, at least 16. Only a stage whose threads it measured to be blocked
+ * most of the time (sleeping or I/O-bound calls) gets more than the budget. */
+static inline int ferry__autotune_max_threads(const ferry_runtime *rt) {
+    return rt->cpu_budget * 8 > 16 ? rt->cpu_budget * 8 : 16;
 }
 
 /* ---- tensors and elements --------------------------------------------------------------- */
@@ -463,6 +476,7 @@ struct ferry__node_stats {
      * ferry_dataset.assembles. */
     _Atomic int64_t work_ns, assemble_ns, lock_wait_ns;
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
+    _Atomic int64_t idle_full_ns; /* its tasks idle, holding no thread, for want of room */
     /* The executor's view of a stage that runs ahead: wall time of its tasks' runs (inline
      * stages below included), and the wall and CPU time of the runs it sampled (a run of a
      * worker that sampled none for 10 ms: reading a thread's scheduler account costs ~3 us): CPU
@@ -497,6 +511,8 @@ struct ferry__knobs {
     int parallelism_max;     /* what `set` accepts: the tasks this iterator opened */
     int64_t buffer_max;
     int parallelism_limit;   /* the most the op runs if its user asks (for the report's advice) */
+    bool tune_parallelism;   /* the user asked FERRY_AUTOTUNE: the autotuner may move them */
+    bool tune_buffer;
 };
 /* Registers k as rec's knobs (replacing any: the newest iterator of a node, as a repeat's next
  * epoch, is the one to tune) and unregisters it. Unregister before the stage is freed: no call
@@ -513,6 +529,102 @@ int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t 
 int ferry__pipe_knobs_get(ferry__pipe *p, size_t node, ferry__knobs *out);
 /* The stats records of a public iterator (internal: for tests and the autotuner). */
 ferry__pipe *ferry__iterator_pipe(ferry_iterator *it);
+
+/* ---- the model (report.c): what each group of threads costs per element -------------------
+ * Built from stats (cumulative, for the report; or the difference of two snapshots, for the
+ * autotuner's window) and the consumer's time in next; see report.c's design note. */
+typedef struct ferry__mgroup {
+    int owner;          /* the stage that runs ahead, or -1 for the consumer's thread; -2: none */
+    int busiest_inline; /* the inline stage of the group with the most own time, or -1 */
+    int64_t inline_ns;  /* that stage's own time */
+    double t, c;        /* thread and CPU seconds per element handed out */
+    double k, kmax;     /* threads now, and the most its op runs if asked */
+    double busy;        /* share of its threads' wall time spent running */
+    double cpu_share;   /* CPU / running time */
+    double runq_share;  /* waiting for a core / running time */
+} ferry__mgroup;
+/* Its threads were blocked (neither computing nor waiting for a core) most of their time. */
+static inline bool ferry__mgroup_waits(const ferry__mgroup *g) { return g->cpu_share + g->runq_share < 0.5; }
+typedef struct ferry__model {
+    ferry__mgroup *g;   /* n + 1: g[0] the consumer's thread, g[1 + i] stage i (owner -2: inline) */
+    size_t n;
+    int64_t elems;      /* handed out by the root */
+    double wall, inline_top, consumer_own, waited, wait_share;
+    double cpu_per_elem;/* CPU seconds per element, every group and the consumer */
+    double bound, head; /* elements/s: the linear program's bound and the headspace (may be inf) */
+    int worst;          /* the stage whose group delivers least with its present threads, or -1 */
+    bool any_ahead;
+} ferry__model;
+/* Fills m from stats s[0..n) (of pipe's nodes) over `wall` seconds in which the consumer spent
+ * in_next in next(); g: room for n + 1 groups. */
+void ferry__model_build(ferry__model *m, ferry__mgroup *g, const ferry_stage_stats *s, size_t n, ferry__pipe *pipe,
+                        double wall, double in_next, int cpu_budget);
+
+/* ---- closed-loop AUTOTUNE (autotune.c) ----------------------------------------------------- */
+#define FERRY__TUNE_LOG 32
+/* A stage as the tuner sees it over a window. */
+typedef struct ferry__tune_stage {
+    char name[24];
+    bool has_knobs, tune_par, tune_buf;
+    bool measured;           /* its threads' CPU was sampled in the window */
+    double running;          /* its tasks running at once, on average over the window */
+    int par, par_max;        /* threads now, and the most its knobs take */
+    int64_t buf, buf_max;    /* buffer (elements) now, and the most */
+    double bytes_per_elem;
+    double wait_in_share;    /* its consumer side waited on it: share of the window */
+    double room_share;       /* its threads waited for room or budget: share of their time */
+} ferry__tune_stage;
+typedef struct ferry__tune_in {
+    const ferry__model *m;        /* over the window */
+    const ferry__tune_stage *st;  /* m->n */
+    double rate;                  /* elements handed out per second */
+    double cpu_per_s;             /* CPU seconds per second of the whole process (ferry's threads
+                                     and the consumer's: what the cpu budget bounds) */
+    double at_s;                  /* since the first next */
+} ferry__tune_in;
+/* A change: stage's parallelism and buffer (0: leave), and the executor grant it holds after. */
+typedef struct ferry__tune_move {
+    int stage, par;
+    int64_t buf;
+    int from_par;
+    int64_t from_buf;
+    bool undo;
+    char why[96];
+} ferry__tune_move;
+typedef struct ferry__tuner {
+    ferry_runtime *rt;
+    size_t n;
+    int cpu_budget;
+    size_t byte_budget;
+    int phase, settle, trial_windows, steady_n, drift;
+    int64_t windows;
+    double base_rate, trial_elems, trial_wall, trial_cpu, steady_sum, steady_rate;
+    ferry__tune_move trial;
+    uint8_t *tried;               /* per stage: 1 more threads, 2 a bigger buffer, backed out */
+    bool said_consumer, said_steady;
+    ferry_tune_decision log[FERRY__TUNE_LOG];
+    size_t nlog;                  /* decisions made (the ring holds the last FERRY__TUNE_LOG) */
+} ferry__tuner;
+int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budget, size_t byte_budget);
+void ferry__tuner_fini(ferry__tuner *t);
+/* Feeds the tuner one window's measurements; true when *mv is to be applied to the knobs. */
+bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv);
+/* The last decisions, oldest first (t may be NULL: none). */
+int ferry__tuner_log(const ferry__tuner *t, ferry_tune_decision *out, size_t cap, size_t *count);
+const char *ferry__tune_outcome_name(ferry_tune_outcome o);
+/* The executor workers to grant over the cpu budget (ferry__exec_grant) after a window: more
+ * while a stage has tasks that wait for a worker (its parallelism over its tasks running) and
+ * the process used under cpu_budget - 0.5 cores; half as many when it used over the budget.
+ * `granted` is what is granted now; st: n stages. */
+int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget);
+/* An iterator's tuner: NULL in *out when no stage asked for FERRY_AUTOTUNE. Ticked on the
+ * thread that iterates with the time of a call to next. */
+typedef struct ferry__autotune ferry__autotune;
+int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out);
+void ferry__autotune_free(ferry__autotune *a);
+void ferry__autotune_tick(ferry__autotune *a, int64_t now);
+const ferry__tuner *ferry__autotune_tuner(const ferry__autotune *a);
+const ferry__autotune *ferry__iterator_autotune(const ferry_iterator *it);
 
 /* ---- the consumer's clock: time in ferry_iterator_next, for the report -------------------
  * The public next times one call in FERRY__CLOCK_SAMPLE (every call for the 64 calls after
@@ -695,6 +807,8 @@ void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns)
 /* The two halves: only the stats (for sampled or scaled times, which are no span), and only
  * the trace (a span whose time the stats get otherwise). */
 void ferry__stage_account(const ferry__stage *s, ferry__time_kind kind, int64_t ns);
+/* Its tasks sat idle (returned their workers) for ns because its buffer was full. */
+void ferry__stage_idle_full(const ferry__stage *s, int64_t ns);
 void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t start_ns, int64_t end_ns);
 
 /* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then

@@ -26,7 +26,10 @@
  *   other than its own work (the byte budget, a slow read) marks the wait with
  *   ferry__exec_block_begin/end: a blocked worker does not count against the cpu budget, and
  *   another may start meanwhile; when the wait ends, the worker waits for a free core (cv_core)
- *   before it goes on, ahead of queued tasks, so busy workers stay within the budget. (A caller
+ *   before it goes on, ahead of queued tasks, so busy workers stay within the budget. The
+ *   autotuner may grant more (ferry__exec_grant) for stages whose threads it measured to be
+ *   blocked most of the time (sleeping or I/O-bound calls the executor cannot see): their threads
+ *   count as busy here, but they use a fraction of a core each. (A caller
  *   holding a lock that running tasks may need goes on at once instead, briefly over.) When the last task closes, the closer stops and joins every
  *   worker: no thread outlives the iterators that used it (threads_live returns to 0).
  *
@@ -184,7 +187,7 @@ static void *exec_worker_main(void *arg) {
             break;
         }
         /* A worker coming back from a blocked wait gets the next free core first. */
-        if (ferry__list_empty(&x->ready) || x->busy + x->core_waiters >= x->max_busy) {
+        if (ferry__list_empty(&x->ready) || x->busy + x->core_waiters >= x->max_busy + x->extra) {
             if (!ferry__list_empty(&x->ready)) { /* over the cpu budget: wait for a busy one */
                 x->idle++;
                 ferry__cond_wait(&x->cv_work, &x->mu);
@@ -270,7 +273,7 @@ static void exec_dispatch(ferry__exec *x) {
         ferry__cond_signal(&x->cv_work);
         return;
     }
-    if (x->nworkers - (x->blocked - x->blocked_borrowers) < x->max_busy) { /* a borrower is no worker */
+    if (x->nworkers - (x->blocked - x->blocked_borrowers) < x->max_busy + x->extra) { /* a borrower is no worker */
         ferry__status st;
         (void)exec_start_worker(x, &st); /* the workers there take the task in their turn */
     }
@@ -416,7 +419,7 @@ void ferry__exec_block_end(ferry__exec *x, bool blocked, bool wait_for_core) {
     if (tl_borrowed) x->blocked_borrowers--;
     /* Busy workers stay within the cpu budget: wait for a core, unless the caller holds a lock
      * that the running tasks may need. */
-    while (wait_for_core && x->busy >= x->max_busy) {
+    while (wait_for_core && x->busy >= x->max_busy + x->extra) {
         x->core_waiters++;
         ferry__cond_wait(&x->cv_core, &x->mu);
         x->core_waiters--;
@@ -429,7 +432,7 @@ int ferry__exec_borrow(ferry__exec *x) {
     if (tl_exec == x) return 2; /* a worker (or a borrower) holds its core already */
     if (tl_exec) return 0;      /* a worker of another runtime's pool: keep its marks right */
     ferry__mutex_lock(&x->mu);
-    bool ok = x->busy + x->core_waiters < x->max_busy;
+    bool ok = x->busy + x->core_waiters < x->max_busy + x->extra;
     if (ok && ++x->busy > x->peak_busy) x->peak_busy = x->busy;
     ferry__mutex_unlock(&x->mu);
     if (!ok) return 0;
@@ -451,6 +454,22 @@ void ferry__exec_unborrow(ferry__exec *x, int token) {
     else if (!ferry__list_empty(&x->ready) && x->idle > 0 && atomic_load(&x->spinning) == 0)
         ferry__cond_signal(&x->cv_work); /* a task held back by the cpu budget */
     else if (!ferry__list_empty(&x->ready)) exec_dispatch(x);
+    ferry__mutex_unlock(&x->mu);
+}
+
+void ferry__exec_grant(ferry__exec *x, int delta) {
+    if (delta == 0) return;
+    ferry__mutex_lock(&x->mu);
+    x->extra += delta;
+    FERRY_ASSERT(x->extra >= 0);
+    if (delta > 0) {
+        /* Workers held back by the old limit may go on, and a queued task may need a new one. */
+        if (x->core_waiters > 0) ferry__cond_broadcast(&x->cv_core);
+        if (!ferry__list_empty(&x->ready)) {
+            if (x->idle > 0) ferry__cond_broadcast(&x->cv_work);
+            exec_dispatch(x);
+        }
+    }
     ferry__mutex_unlock(&x->mu);
 }
 

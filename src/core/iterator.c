@@ -364,12 +364,15 @@ struct ferry_iterator {
     _Atomic int busy;
     ferry__consumer_clock clock; /* the consumer's side of next, for the report */
     int64_t created_ns;
+    ferry__autotune *tune;       /* the closed-loop autotuner, or NULL (no stage asked) */
+    int tune_looks;              /* windows left in which to look for stages to tune */
 };
 
 static void iterator_close(ferry_iterator *it) {
     ferry_runtime *rt = it->rt;
     ferry__cancel_fire(&it->cancel);
     ferry__iter_free(it->root);
+    ferry__autotune_free(it->tune);
     ferry__cancel_fini(&it->cancel);
     ferry__pipe_fini(&it->pipe);
     ferry__plan_fini(&it->plan);
@@ -416,6 +419,11 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
         iterator_close(it);
         return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
     }
+    /* The autotuner, if a stage asked for FERRY_AUTOTUNE (stages that register their knobs
+     * only once they run are looked for in the first windows too). Without memory for it the
+     * pipeline runs untuned. */
+    (void)ferry__autotune_new(it, &it->tune);
+    it->tune_looks = it->tune ? 0 : 8;
     atomic_fetch_add(&rt->objects, 1);
     *out = it;
     return FERRY_OK;
@@ -449,6 +457,12 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
         int64_t t1 = ferry__now_ns();
         ferry__consumer_clock_add(c, t1 - t0);
         if (it->rt->trace) ferry__trace_next(it->rt, t0, t1);
+        if (it->tune) {
+            ferry__autotune_tick(it->tune, t1);
+        } else if (it->tune_looks > 0 && t1 - c->first_ns >= (int64_t)(9 - it->tune_looks) * 100000000) {
+            it->tune_looks--;
+            (void)ferry__autotune_new(it, &it->tune);
+        }
     }
     if (rc == FERRY_END && c->end_ns == 0) c->end_ns = ferry__now_ns();
     if (rc != FERRY_END) it->position++;
@@ -470,6 +484,17 @@ const char *ferry_iterator_error(const ferry_iterator *it) { return it ? it->st.
 
 ferry__pipe *ferry__iterator_pipe(ferry_iterator *it) { return &it->pipe; }
 const ferry__consumer_clock *ferry__iterator_clock(const ferry_iterator *it) { return &it->clock; }
+const ferry__autotune *ferry__iterator_autotune(const ferry_iterator *it) { return it->tune; }
+
+int ferry_iterator_tuning(ferry_iterator *it, ferry_tune_decision *out, size_t cap, size_t *count) {
+    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_tuning: argument 'it' is NULL");
+    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'count' is NULL");
+    if (cap > 0 && !out)
+        return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'out' is NULL with cap %zu", cap);
+    return ferry__tuner_log(ferry__autotune_tuner(it->tune), out, cap, count);
+}
+
+const char *ferry_tune_outcome_name(ferry_tune_outcome outcome) { return ferry__tune_outcome_name(outcome); }
 
 /* Timed calls count for FERRY__CLOCK_SAMPLE calls each, unless every call is timed: for 64
  * calls after one over 20 us (batches of real work, where two clock reads are nothing and one
@@ -525,6 +550,7 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
         o->lock_wait_ns = atomic_load(&s->lock_wait_ns);
         o->wait_input_ns = atomic_load(&s->wait_input_ns);
         o->wait_consumer_ns = atomic_load(&s->wait_consumer_ns);
+        o->idle_full_ns = atomic_load(&s->idle_full_ns);
         o->thread_ns = atomic_load(&s->run_ns);
         int64_t live = atomic_load(&s->runs_live), live_start = atomic_load(&s->runs_live_start);
         if (live > 0) { /* runs in progress count up to now (the two loads may tear: clamped) */

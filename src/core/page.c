@@ -66,7 +66,7 @@ static const char *const page_script[] = {
     "  const rate=R.seconds>0?x.elements_out/R.seconds:0;\n",
     "  const lines=[num(rate)+' elements/s ('+x.elements_out+')',x.parallelism>0?x.parallelism+' thread'+(x.parallelism>1?'s':''):'inline',"
     "'buffer '+x.buffered_elements+' / '+x.buffer_capacity,'work '+ms(x.work_ns)+', rows '+ms(x.assemble_ns),"
-    "'wait for input '+ms(x.wait_input_ns)+', for room '+ms(x.wait_consumer_ns)];\n",
+    "'wait for input '+ms(x.wait_input_ns)+', for room '+ms(x.wait_consumer_ns)+(x.idle_full_ns>0?' (idle full '+ms(x.idle_full_ns)+')':'')];\n",
     "  if(x.thread_ns>0)lines.push('threads ran '+ms(x.thread_ns)+', CPU '+(100*x.cpu_ns/x.thread_ns).toFixed(0)+' %');\n",
     "  for(const l of lines)d.appendChild(el('div',{},l));\n",
     "  g.appendChild(d);g.appendChild(el('span',{'class':'arrow'},'\\u2192'));\n",

@@ -48,19 +48,7 @@
 #define REPORT_MIN_NS 1000000 /* less than 1 ms of iteration: too little to say anything */
 #define REPORT_WAIT_SHARE 0.10
 #define REPORT_BUSY 0.5
-#define REPORT_RUN_SHARE 0.5
 #define REPORT_WAIT_GROWTH 4.0
-
-typedef struct group {
-    int owner;          /* the stage that runs ahead, or -1 for the consumer's thread */
-    int busiest_inline; /* the inline stage of the group with the most own time, or -1 */
-    int64_t inline_ns;  /* that stage's own time */
-    double t, c;        /* thread and CPU seconds per element handed out */
-    double k, kmax;     /* threads now, and the most it may have */
-    double busy;        /* share of its threads' wall time spent running */
-    double cpu_share;   /* CPU / running time */
-    double runq_share;  /* waiting for a core / running time */
-} group;
 
 static const char *const limit_names[] = {"unknown", "consumer", "stage_cpu", "stage_wait", "inline", "machine"};
 
@@ -113,49 +101,27 @@ static int64_t percentile(const ferry__consumer_clock *c, double q) {
     return 0;
 }
 
-/* The stages' stats and the report; *stats_out (may be NULL) gets the stats
- * array (freed by the caller). */
-static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats **stats_out, size_t *n_out,
-                        ferry__status *st) {
-    memset(r, 0, sizeof *r);
-    r->stage = -1;
-    r->busiest_inline = -1;
-    ferry_runtime *rt = ferry__iterator_runtime(it);
-    ferry__pipe *pipe = ferry__iterator_pipe(it);
-    size_t n = pipe->n;
-    ferry_stage_stats *s = n ? ferry__calloc(rt, n, sizeof *s) : NULL;
-    group *g = ferry__calloc(rt, n + 1, sizeof *g);
-    if ((n && !s) || !g) {
-        ferry__free(rt, s);
-        ferry__free(rt, g);
-        return ferry__fail(st, FERRY_ENOMEM, "allocating the report's tables failed");
-    }
-    ferry_iterator_stats(it, s, n, &n);
-
-    const ferry__consumer_clock *clk = ferry__iterator_clock(it);
-    int64_t until = clk->end_ns ? clk->end_ns : ferry__now_ns(); /* an ended pass: up to its end */
-    double wall = clk->first_ns ? (double)(until - clk->first_ns) * 1e-9 : 0.0;
-    double in_next = (double)clk->in_next_ns * 1e-9;
+/* The groups, the bound and the headspace (core.h, ferry__model). */
+void ferry__model_build(ferry__model *m, ferry__mgroup *g, const ferry_stage_stats *s, size_t n, ferry__pipe *pipe,
+                        double wall, double in_next, int cpu_budget_) {
+    memset(m, 0, sizeof *m);
+    m->g = g;
+    m->n = n;
+    m->worst = -1;
+    memset(g, 0, (n + 1) * sizeof *g);
     if (in_next > wall) in_next = wall;
     int64_t elems = n ? s[0].elements_out : 0;
-    r->seconds = wall;
-    r->elements = elems;
-    r->elements_per_s = wall > 0 ? (double)elems / wall : 0.0;
-    r->wait_p50_ns = percentile(clk, 0.50);
-    r->wait_p99_ns = percentile(clk, 0.99);
-
     /* Groups: g[0] the consumer's thread, g[1 + i] the stage i if it runs ahead. */
     g[0].owner = -1;
     g[0].busiest_inline = -1;
     g[0].k = g[0].kmax = 1;
     double inline_top = 0.0; /* own time of the inline stages on the consumer's thread */
-    bool any_ahead = false;
     for (size_t i = 0; i < n; i++) {
-        group *gi = &g[1 + i];
+        ferry__mgroup *gi = &g[1 + i];
         gi->owner = -2; /* not a group */
         gi->busiest_inline = -1;
         if (s[i].thread_ns > 0 || s[i].parallelism > 0) {
-            any_ahead = true;
+            m->any_ahead = true;
             gi->owner = (int)i;
             gi->k = s[i].parallelism > 0 ? (double)s[i].parallelism : 1.0;
             /* the most threads its op runs if asked (1 for prefetch), from its knobs while it
@@ -179,7 +145,7 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
     for (size_t i = 0; i < n; i++) {
         if (g[1 + i].owner >= 0) continue; /* a stage that runs ahead: its own group */
         int o = owner_of(s, pipe, (int)i);
-        group *go = o < 0 ? &g[0] : &g[1 + o];
+        ferry__mgroup *go = o < 0 ? &g[0] : &g[1 + o];
         int64_t own = own_ns(&s[i]);
         if (o < 0) inline_top += (double)own * 1e-9;
         if (own > go->inline_ns) {
@@ -191,29 +157,80 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
     if (consumer_own < 0) consumer_own = 0;
     double waited = in_next - inline_top;
     if (waited < 0) waited = 0;
-    r->consumer_wait_share = wall > 0 ? waited / wall : 0.0;
+    m->elems = elems;
+    m->wall = wall;
+    m->inline_top = inline_top;
+    m->consumer_own = consumer_own;
+    m->waited = waited;
+    m->wait_share = wall > 0 ? waited / wall : 0.0;
     if (elems > 0) {
         g[0].t = (consumer_own + inline_top) / (double)elems;
         g[0].c = g[0].t;
     }
 
     /* The bound and the headspace. */
-    double cpu_budget = rt->cpu_budget > 0 ? (double)rt->cpu_budget : 1.0;
+    double cpu_budget = cpu_budget_ > 0 ? (double)cpu_budget_ : 1.0;
     double bound = g[0].t > 0 ? 1.0 / g[0].t : INFINITY;
     double cpu_sum = g[0].c, cpu_producers = inline_top / (elems > 0 ? (double)elems : 1.0);
     double head = inline_top > 0 && elems > 0 ? (double)elems / inline_top : INFINITY;
+    double worst_rate = INFINITY;
     for (size_t i = 0; i < n; i++) {
-        const group *gi = &g[1 + i];
+        const ferry__mgroup *gi = &g[1 + i];
         if (gi->owner < 0 || gi->t <= 0) continue;
         cpu_sum += gi->c;
         cpu_producers += gi->c;
         bound = fmin(bound, gi->kmax / gi->t);
         head = fmin(head, gi->k / gi->t);
+        if (gi->k / gi->t < worst_rate) {
+            worst_rate = gi->k / gi->t;
+            m->worst = (int)i;
+        }
     }
     if (cpu_sum > 0) bound = fmin(bound, cpu_budget / cpu_sum);
     if (cpu_producers > 0) head = fmin(head, cpu_budget / cpu_producers);
-    r->bound_per_s = isfinite(bound) ? bound : 0.0;
-    r->headspace_per_s = isfinite(head) ? head : 0.0;
+    m->cpu_per_elem = cpu_sum;
+    m->bound = bound;
+    m->head = head;
+}
+
+/* The stages' stats and the report; *stats_out (may be NULL) gets the stats
+ * array (freed by the caller). */
+static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats **stats_out, size_t *n_out,
+                        ferry__status *st) {
+    memset(r, 0, sizeof *r);
+    r->stage = -1;
+    r->busiest_inline = -1;
+    ferry_runtime *rt = ferry__iterator_runtime(it);
+    ferry__pipe *pipe = ferry__iterator_pipe(it);
+    size_t n = pipe->n;
+    ferry_stage_stats *s = n ? ferry__calloc(rt, n, sizeof *s) : NULL;
+    ferry__mgroup *g = ferry__calloc(rt, n + 1, sizeof *g);
+    if ((n && !s) || !g) {
+        ferry__free(rt, s);
+        ferry__free(rt, g);
+        return ferry__fail(st, FERRY_ENOMEM, "allocating the report's tables failed");
+    }
+    ferry_iterator_stats(it, s, n, &n);
+
+    const ferry__consumer_clock *clk = ferry__iterator_clock(it);
+    int64_t until = clk->end_ns ? clk->end_ns : ferry__now_ns(); /* an ended pass: up to its end */
+    double wall = clk->first_ns ? (double)(until - clk->first_ns) * 1e-9 : 0.0;
+    double in_next = (double)clk->in_next_ns * 1e-9;
+    int64_t elems = n ? s[0].elements_out : 0;
+    r->seconds = wall;
+    r->elements = elems;
+    r->elements_per_s = wall > 0 ? (double)elems / wall : 0.0;
+    r->wait_p50_ns = percentile(clk, 0.50);
+    r->wait_p99_ns = percentile(clk, 0.99);
+
+    ferry__model m;
+    ferry__model_build(&m, g, s, n, pipe, wall, in_next, rt->cpu_budget);
+    double inline_top = m.inline_top, consumer_own = m.consumer_own, waited = m.waited;
+    bool any_ahead = m.any_ahead;
+    double cpu_budget = rt->cpu_budget > 0 ? (double)rt->cpu_budget : 1.0;
+    r->consumer_wait_share = m.wait_share;
+    r->bound_per_s = isfinite(m.bound) ? m.bound : 0.0;
+    r->headspace_per_s = isfinite(m.head) ? m.head : 0.0;
 
     /* The verdict. */
     char a[32], b[32], c[32];
@@ -257,18 +274,8 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
                      r->headspace_per_s, b);
         }
     } else {
-        int worst = -1;
-        double worst_rate = INFINITY;
-        for (size_t i = 0; i < n; i++) {
-            const group *gi = &g[1 + i];
-            if (gi->owner < 0 || gi->t <= 0) continue;
-            double rate = gi->k / gi->t;
-            if (rate < worst_rate) {
-                worst_rate = rate;
-                worst = (int)i;
-            }
-        }
-        const group *gw = worst >= 0 ? &g[1 + worst] : NULL;
+        int worst = m.worst;
+        const ferry__mgroup *gw = worst >= 0 ? &g[1 + worst] : NULL;
         if (!gw || gw->busy < REPORT_BUSY) {
             r->limit = FERRY_LIMIT_MACHINE;
             snprintf(r->text, sizeof r->text,
@@ -282,13 +289,14 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
             r->stage = worst;
             r->busiest_inline = gw->busiest_inline;
             /* blocked (neither computing nor waiting for a core) most of the time */
-            bool waits = gw->cpu_share + gw->runq_share < REPORT_RUN_SHARE;
+            bool waits = ferry__mgroup_waits(gw);
             r->limit = waits ? FERRY_LIMIT_STAGE_WAIT : FERRY_LIMIT_STAGE_CPU;
             /* Threads for the bound; a stage that waits gets at most REPORT_WAIT_GROWTH times its
              * threads per verdict (what more would give is not measured: a disk or a server may
              * saturate first). The predicted rate is what those threads give within the bound. */
             double need = ceil(r->bound_per_s * gw->t - 1e-9);
             if (waits) need = fmin(need, REPORT_WAIT_GROWTH * gw->k);
+            else need = fmin(need, fmax(cpu_budget, gw->k)); /* computing threads beyond the cores only queue */
             need = fmax(fmin(need, gw->kmax), gw->k);
             r->threads_suggested = (int)need;
             double predicted = fmin(r->bound_per_s, need / gw->t);
@@ -386,8 +394,26 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
     ferry__w_printf(&w, "\"threads_suggested\":%d,\"cpu_budget\":%d,", r.threads_suggested, rt->cpu_budget);
     ferry__w_printf(&w, "\"consumer\":{");
     json_num(&w, "wait_share", r.consumer_wait_share, true);
-    ferry__w_printf(&w, "\"wait_p50_ns\":%lld,\"wait_p99_ns\":%lld},\"stages\":[", (long long)r.wait_p50_ns,
+    ferry__w_printf(&w, "\"wait_p50_ns\":%lld,\"wait_p99_ns\":%lld},\"autotune\":[", (long long)r.wait_p50_ns,
                     (long long)r.wait_p99_ns);
+    ferry_tune_decision log[FERRY__TUNE_LOG];
+    size_t nlog = 0;
+    ferry__tuner_log(ferry__autotune_tuner(ferry__iterator_autotune(it)), log, FERRY__TUNE_LOG, &nlog);
+    for (size_t i = 0; i < nlog && i < FERRY__TUNE_LOG; i++) {
+        const ferry_tune_decision *d = &log[i];
+        ferry__w_printf(&w, "%s{", i ? "," : "");
+        json_num(&w, "at_s", d->at_s, true);
+        ferry__w_printf(&w, "\"stage\":%d,\"outcome\":\"%s\",\"parallelism_before\":%d,\"parallelism_after\":%d,"
+                            "\"buffer_before\":%lld,\"buffer_after\":%lld,",
+                        d->stage, ferry_tune_outcome_name(d->outcome), d->parallelism_before, d->parallelism_after,
+                        (long long)d->buffer_before, (long long)d->buffer_after);
+        json_num(&w, "rate_before", d->rate_before, true);
+        json_num(&w, "rate_after", d->rate_after, true);
+        ferry__w_printf(&w, "\"why\":");
+        ferry__w_json_str(&w, d->why);
+        ferry__w_printf(&w, "}");
+    }
+    ferry__w_printf(&w, "],\"stages\":[");
     for (size_t i = 0; i < n; i++) {
         const ferry_stage_stats *x = &s[i];
         ferry__w_printf(&w, "%s{\"node\":%d,\"input\":%d,\"parent\":%d,\"name\":", i ? "," : "", x->node, x->input,
@@ -396,13 +422,13 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
         ferry__w_printf(&w,
                         ",\"elements_out\":%lld,\"bytes_out\":%lld,\"errors_out\":%lld,\"errors_dropped\":%lld,"
                         "\"work_ns\":%lld,\"assemble_ns\":%lld,\"lock_wait_ns\":%lld,\"wait_input_ns\":%lld,"
-                        "\"wait_consumer_ns\":%lld,\"thread_ns\":%lld,\"cpu_ns\":%lld,\"cpu_wait_ns\":%lld,"
+                        "\"wait_consumer_ns\":%lld,\"idle_full_ns\":%lld,\"thread_ns\":%lld,\"cpu_ns\":%lld,\"cpu_wait_ns\":%lld,"
                         "\"buffered_elements\":%lld,"
                         "\"buffered_bytes\":%lld,\"buffer_capacity\":%lld,\"parallelism\":%lld}",
                         (long long)x->elements_out, (long long)x->bytes_out, (long long)x->errors_out,
                         (long long)x->errors_dropped, (long long)x->work_ns, (long long)x->assemble_ns,
                         (long long)x->lock_wait_ns, (long long)x->wait_input_ns, (long long)x->wait_consumer_ns,
-                        (long long)x->thread_ns, (long long)x->cpu_ns, (long long)x->cpu_wait_ns,
+                        (long long)x->idle_full_ns, (long long)x->thread_ns, (long long)x->cpu_ns, (long long)x->cpu_wait_ns,
                         (long long)x->buffered_elements,
                         (long long)x->buffered_bytes, (long long)x->buffer_capacity, (long long)x->parallelism);
     }

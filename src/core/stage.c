@@ -142,6 +142,11 @@ void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t st
     }
 }
 
+void ferry__stage_idle_full(const ferry__stage *s, int64_t ns) {
+    ferry__node_stats *rec = s->it ? s->it->stats : NULL;
+    if (rec && ns > 0) atomic_fetch_add_explicit(&rec->idle_full_ns, ns, memory_order_relaxed);
+}
+
 void ferry__stage_account(const ferry__stage *s, ferry__time_kind kind, int64_t ns) {
     ferry__node_stats *rec = s->it ? s->it->stats : NULL;
     if (!rec || ns <= 0) return;

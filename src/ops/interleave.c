@@ -1262,7 +1262,9 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
         it->ring_limit = (int)it->ring_cap;
         ferry__knobs k = {.set = ilv_knobs_set, .stage = it, .parallelism_max = it->nthreads,
                           .parallelism_limit = ILV_MAX_THREADS,
-                          .buffer_max = (int64_t)it->ring_cap * it->cycle};
+                          .buffer_max = (int64_t)it->ring_cap * it->cycle,
+                          .tune_parallelism = ds->threads == FERRY_AUTOTUNE,
+                          .tune_buffer = ds->threads == FERRY_AUTOTUNE};
         if (!rc) ferry__stage_ready(&it->sg, ilv_cancel, it, it->nthreads, k.buffer_max, &k);
     }
     if (!rc) {

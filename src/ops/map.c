@@ -219,7 +219,9 @@ struct map_it {
     const map_ds *ds;
     ferry__iter *input;
     uint64_t op_seed;
-    int nthreads; /* 0: inline */
+    int nthreads; /* 0: inline; the tasks opened at the start */
+    int tcap;     /* worker records allocated: the most tasks it may open (> nthreads under
+                     FERRY_AUTOTUNE: the autotuner may give it more threads, map_grow) */
     int64_t window; /* slots (seq % window); the effective window `win` may be smaller */
     bool win_fixed; /* reorder_window given: win == window */
     _Atomic bool par_tuned, win_tuned; /* set through the knobs: map_adapt leaves them alone */
@@ -564,7 +566,7 @@ static void map_wake_room_waiters(map_it *m) {
         atomic_fetch_sub(&m->workers_stalled, 1);
         if (m->base.stats) {
             if (!now) now = ferry__now_ns();
-            ferry__stage_time(&m->sg, FERRY__TIME_WAIT_CONSUMER, now - w->idle_ns);
+            ferry__stage_idle_full(&m->sg, now - w->idle_ns);
         }
         ferry__task_wake(&w->task);
     }
@@ -959,7 +961,7 @@ static void map_wake_end(map_it *m) {
  * active workers. The shared estimates are smoothed; concurrent updates may lose one sample. */
 static void map_adapt(map_it *m, int64_t *chunk, int64_t k, int64_t t_pull, int64_t t_all, size_t bytes) {
     if (k <= 0) return;
-    int64_t t = m->nthreads;
+    int64_t t = FERRY__MAX(m->nthreads, atomic_load_explicit(&m->active, memory_order_relaxed));
     int64_t per = t_all / k, avg_bytes = (int64_t)(bytes / (size_t)k);
     int64_t e_all = atomic_load_explicit(&m->ewma_all, memory_order_relaxed);
     int64_t e_pull = atomic_load_explicit(&m->ewma_pull, memory_order_relaxed);
@@ -1267,20 +1269,58 @@ static bool map_help(map_it *m) {
  * buffer = the effective reorder window. Lowering either takes effect as workers come back for
  * their next chunk; raising wakes the parked workers or those waiting for room. Output and order
  * do not change: positions are assigned under in_mu whoever pulls them. */
+static int map_open_workers(map_it *m, int upto, ferry__status *st);
+
+/* Opens worker tasks up to n (at most tcap) in a map that has started, and wakes them; each new
+ * worker of a fused map gets its batch's room first. What fails to open or allocate stops the
+ * growth there: the map runs on with the tasks it has. Under mu. */
+static void map_grow(map_it *m, int n) {
+    n = FERRY__MIN(n, m->tcap);
+    if (m->nworkers == 0 || n <= m->nworkers || ferry__cancelled(&m->sg.scope)) return;
+    int from = m->nworkers;
+    ferry__status st;
+    ferry__status_clear(&st);
+    for (int i = from; m->fuse_n && i < n; i++) {
+        map_worker *mw = &m->workers[i];
+        if (!mw->items) mw->items = ferry__calloc(m->rt, (size_t)m->fuse_n, sizeof(map_res));
+        if (!mw->items || (!mw->stk && ferry__stack_new(m->rt, m->ds->base.ncomp, m->fuse_n, &mw->stk, &st))) {
+            n = i;
+            break;
+        }
+    }
+    (void)map_open_workers(m, n, &st);
+    for (int i = from; i < m->nworkers; i++) ferry__task_wake(&m->workers[i].task);
+}
+
 static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
     map_it *m = stage;
     ferry__node_stats *s = m->base.stats;
     if (parallelism > 0) {
         ferry__mutex_lock(&m->sg.mu);
+        if (parallelism > m->nworkers) map_grow(m, parallelism);
         int a = FERRY__MIN(parallelism, m->nworkers > 0 ? m->nworkers : m->nthreads);
+        int old = atomic_load(&m->active);
         atomic_store(&m->par_tuned, true);
         atomic_store(&m->active, a);
         if (s) atomic_store(&s->parallelism, a);
+        /* More workers than the default window has room for would wait for room: unless the
+         * window is the user's or set through the knobs, give each of them room. */
+        if (a > old && !m->win_fixed && !atomic_load(&m->win_tuned) && buffer <= 0) {
+            int64_t need = (m->fuse_n ? m->fuse_n * ((int64_t)a + 2) : 4 * (int64_t)a) + m->ahead;
+            int64_t w = atomic_load(&m->win);
+            if (need > w) {
+                w = FERRY__MIN(need, m->window);
+                atomic_store(&m->win, w);
+                if (s) atomic_store(&s->capacity, w);
+                map_wake_room_waiters(m);
+            }
+        }
         map_unpark(m);
         ferry__mutex_unlock(&m->sg.mu);
     }
     if (buffer > 0) {
-        int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1)) + m->ahead, m->window);
+        /* the effective window, as the stats show it (a folded prefetch's room included) */
+        int64_t w = FERRY__MIN(FERRY__MAX(buffer, FERRY__MAX(m->fuse_floor, 1) + m->ahead), m->window);
         atomic_store(&m->win_tuned, true);
         atomic_store(&m->win, w);
         if (s) atomic_store(&s->capacity, w);
@@ -1290,20 +1330,27 @@ static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
     }
 }
 
-/* Opens one executor task per thread and wakes them. */
-static int map_start(map_it *m, ferry__status *st) {
+/* Opens worker tasks nworkers .. upto - 1 (not woken). Under mu (the knobs open more from
+ * another thread: map_grow). */
+static int map_open_workers(map_it *m, int upto, ferry__status *st) {
     int rc = FERRY_OK;
-    for (int i = m->nworkers; i < m->nthreads; i++) {
+    for (int i = m->nworkers; i < upto; i++) {
         map_worker *w = &m->workers[i];
         w->m = m;
         w->id = i;
         w->chunk = 1;
         rc = ferry__stage_task_open(&m->sg, &w->task, map_run, w, st);
         if (rc) break;
-        ferry__mutex_lock(&m->sg.mu); /* the knobs read it from another thread */
         m->nworkers = i + 1;
-        ferry__mutex_unlock(&m->sg.mu);
     }
+    return rc;
+}
+
+/* Opens one executor task per thread and wakes them. */
+static int map_start(map_it *m, ferry__status *st) {
+    ferry__mutex_lock(&m->sg.mu);
+    int rc = map_open_workers(m, m->nthreads, st);
+    ferry__mutex_unlock(&m->sg.mu);
     if (m->nworkers == 0) return rc;
     m->started = true; /* with fewer tasks than asked when some failed to open */
     if (m->nworkers < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), m->nworkers));
@@ -1596,7 +1643,7 @@ static void map_destroy(ferry__iter *it_) {
         }
     }
     if (m->fcur_on) map_res_free(m->rt, &m->fcur);
-    for (int i = 0; m->workers && i < m->nthreads; i++) {
+    for (int i = 0; m->workers && i < m->tcap; i++) {
         ferry__free(m->rt, m->workers[i].items);
         ferry__stack_free(m->workers[i].stk);
     }
@@ -1653,7 +1700,7 @@ static int map_parallel_init(map_it *m, ferry__ictx *ictx, ferry__status *st) {
     m->in_mu_ok = true;
     size_t w = (size_t)m->window;
     m->slots = ferry__calloc(m->rt, w, sizeof *m->slots);
-    m->workers = ferry__calloc(m->rt, (size_t)m->nthreads, sizeof *m->workers);
+    m->workers = ferry__calloc(m->rt, (size_t)m->tcap, sizeof *m->workers);
     if (m->relaxed) {
         m->done = ferry__calloc(m->rt, w, sizeof *m->done);
         m->taken = ferry__calloc(m->rt, w, sizeof *m->taken);
@@ -1684,12 +1731,15 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
     m->ds = ds;
     int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? ferry__autotune_threads(m->rt) : ds->num_parallel_calls;
     m->nthreads = FERRY__MIN(t, MAP_MAX_THREADS);
+    bool tune = ds->num_parallel_calls == FERRY_AUTOTUNE;
+    m->tcap = tune ? FERRY__MIN(FERRY__MAX(m->nthreads, ferry__autotune_max_threads(m->rt)), MAP_MAX_THREADS)
+                   : m->nthreads;
     /* Over an input whose order already depends on timing, positions do not identify elements
      * after a restore, so the handed-out set of relaxed order could not be saved: such a map
      * hands results out in input order (which is timing-dependent anyway). */
     m->relaxed = ds->relaxed && m->nthreads > 0 && !ds_->inputs[0]->unordered;
     m->win_fixed = ds->reorder_window > 0;
-    m->window = m->win_fixed ? ds->reorder_window : FERRY__MAX(4 * (int64_t)m->nthreads, MAP_WINDOW_SLOTS);
+    m->window = m->win_fixed ? ds->reorder_window : FERRY__MAX(4 * (int64_t)m->tcap, MAP_WINDOW_SLOTS);
     /* Default window: start small (fn's cost is unknown), adapt after the first chunks. */
     atomic_init(&m->win, m->win_fixed ? m->window : FERRY__MIN(m->window, FERRY__MAX(8 * (int64_t)m->nthreads, 64)));
     atomic_init(&m->active, m->nthreads);
@@ -1708,6 +1758,8 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
         m->fuse_n = fuse_batch;
         m->fuse_floor = floor;
         m->window = FERRY__MAX(m->window, 2 * floor);
+        /* room for a batch per thread the autotuner may add */
+        if (m->tcap > m->nthreads) m->window = FERRY__MAX(m->window, FERRY__MIN(fuse_batch * ((int64_t)m->tcap + 2), MAP_MAX_WINDOW / 2));
         atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
     /* A prefetch(n) right above folded into this stage: room for n more outputs (rows of n
@@ -1731,8 +1783,9 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
             m->anchor_failed = true;
             m->sg.anchor.next_pos = INT64_MAX;
         }
-        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->nthreads, .buffer_max = m->window,
-                          .parallelism_limit = MAP_MAX_THREADS};
+        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->tcap, .buffer_max = m->window,
+                          .parallelism_limit = MAP_MAX_THREADS, .tune_parallelism = tune,
+                          .tune_buffer = !m->win_fixed};
         ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
     }

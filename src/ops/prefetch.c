@@ -109,6 +109,7 @@ typedef struct pf_it {
     int64_t ring_cap;
     _Atomic int64_t capacity;
     _Atomic bool tuned;       /* capacity set through the knobs: AUTOTUNE growth stops */
+    _Atomic int64_t full_since; /* when the producer went idle on a full ring (for the stats) */
 
     /* Written by the producer. */
     char pad0[64];
@@ -146,7 +147,10 @@ static void pf_wake_consumer(pf_it *it) {
 
 /* An idle producer (it found the ring full) runs again. */
 static void pf_wake_producer(pf_it *it) {
-    if (atomic_exchange(&it->prod_sleeping, 0)) ferry__task_wake(&it->task);
+    if (atomic_exchange(&it->prod_sleeping, 0)) {
+        if (it->base.stats) ferry__stage_idle_full(&it->sg, ferry__now_ns() - atomic_load(&it->full_since));
+        ferry__task_wake(&it->task);
+    }
 }
 
 static void pf_publish_buffered(pf_it *it) {
@@ -168,6 +172,7 @@ static void pf_publish_buffered(pf_it *it) {
  * room appeared meanwhile. */
 static bool pf_idle_on_full(pf_it *it) {
     pf_publish_buffered(it); /* a full buffer stays visible in the stats */
+    if (it->base.stats) atomic_store(&it->full_since, ferry__now_ns()); /* before the flag: the waker reads it */
     atomic_exchange(&it->prod_sleeping, 1);
     int64_t t = atomic_load_explicit(&it->tail, memory_order_relaxed);
     if (t - atomic_load_explicit(&it->head, memory_order_acquire) >=
@@ -556,7 +561,7 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
             it->sg.anchor.next_pos = INT64_MAX; /* do not retry on every element */
         }
         ferry__knobs k = {.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap,
-                          .parallelism_limit = 1};
+                          .parallelism_limit = 1, .tune_buffer = it->autotune};
         ferry__stage_ready(&it->sg, NULL, NULL, 1, atomic_load(&it->capacity), &k);
         if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
     }

@@ -94,6 +94,12 @@ int64_t ferry__thread_cpu_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t ferry__process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int ferry__thread_sched_open(void) {
 #ifdef __linux__
     return open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);

@@ -78,6 +78,8 @@ int ferry__thread_key_set(ferry__thread_key *k, void *value);
 int64_t ferry__now_ns(void);
 /* CPU time of the calling thread in nanoseconds (a system call: use per batch, not per element). */
 int64_t ferry__thread_cpu_ns(void);
+/* CPU time of the whole process (every thread) in nanoseconds (a system call). */
+int64_t ferry__process_cpu_ns(void);
 /* The calling thread's CPU time (its CPU clock), and its time spent ready to run but waiting
  * for a core (Linux: /proc/thread-self/schedstat). ferry__thread_sched_open returns a descriptor
  * for the calling thread (-1 where there is none), to read from that thread only and close with

@@ -1,0 +1,519 @@
+/*
+ * autotune.c - closed-loop AUTOTUNE: the stages a user gave FERRY_AUTOTUNE get threads and
+ * buffers from what the pipeline measures, and a change stays only if throughput rose.
+ *
+ * Where it runs: on the consumer's thread, inside ferry_iterator_next, at a call that reads the
+ * clock anyway (core.h's consumer clock) once a measuring window is over (100 ms and at least
+ * 8 elements, or 1 s). No thread of its own; nothing when no stage runs ahead.
+ *
+ * The executor's workers: a stage's tasks beyond the cpu budget wait for a worker; when some
+ * wait while the whole process used under cpu_budget - 0.5 cores (CPU seconds per wall second,
+ * the consumer's included), their threads are blocked in calls the executor cannot see
+ * (sleeping, I/O), and the executor is granted that many workers more (ferry__exec_grant); when
+ * the process used over the budget, half the grant goes. So the threads a user asked for (or the
+ * tuner chose) run, and the CPU stays within the budget, whatever the stages' CPU samples say.
+ *
+ * Each window: the stats of every stage are read and the snapshot of the window's start taken
+ * off (CPU shares from the samples taken inside the window), and report.c's model is built over
+ * the window: per group of threads (a stage that runs ahead with the inline stages below it, and
+ * the consumer's thread) the thread and CPU seconds per element handed out, its busy share, its
+ * share computing, and the linear program's bound (Plumber, MLSys'22).
+ *
+ * The decision (ferry__tuner_window, on the model alone so that tests can feed it stages of
+ * known cost):
+ *   BASE   measure the rate at the present setting, then propose.
+ *   propose
+ *          the consumer waited under a tenth of the window: it limits; nothing to change
+ *          (STEADY). Else the group that delivers least with its threads (the model's worst):
+ *          if its threads were busy and the user gave it AUTOTUNE, the threads the bound asks
+ *          for (ceil(bound x t)): a CPU-bound stage one thread a step, never past the cpu budget,
+ *          and one more when the bound asks for none but the process leaves a core unused (the
+ *          model may be wrong: the trial finds out); a stage whose threads are blocked most of the time
+ *          (sleeping or I/O-bound calls: so say the samples of its threads' CPU, or it ran more
+ *          threads at once than the cores the process used) up to twice its threads a step, up
+ *          to ferry__autotune_max_threads. Else
+ *          a buffer: twice the elements, only where the stage's consumer waited on it and its
+ *          threads waited for room (a burst the buffer could absorb), and only while the
+ *          buffers' estimated bytes stay under half the byte budget (the budget itself is hard:
+ *          ferry never passes it whatever the setting). Nothing to try: STEADY.
+ *   TRIAL  the change is applied; one window settles, two are measured. Kept when the rate rose
+ *          by 3 % and the CPU measured stayed within the budget; else backed out (logged, and
+ *          not tried again until something changes).
+ *   STEADY the rate is watched; three windows in a row 25 % away from the settled rate mean the
+ *          work changed (rates drifted): everything is re-evaluated from BASE.
+ * Tuning changes speed, never elements or their order (the knobs' contract, core.h). Each
+ * decision goes to a ring of the last 32 (ferry_iterator_tuning); the values chosen show in the
+ * stats (parallelism, buffer_capacity). A stage made again (a repeat's next epoch) gets the
+ * values chosen for its node again.
+ */
+#include "core.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define TUNE_WINDOW_NS 100000000    /* a measuring window: at least this long ... */
+#define TUNE_WINDOW_MIN_ELEMS 8     /* ... and this many elements, */
+#define TUNE_WINDOW_MAX_NS 1000000000 /* unless it has lasted this long (and has 2) */
+#define TUNE_TRIAL_WINDOWS 2
+#define TUNE_KEEP_GAIN 0.03         /* a change stays when the rate rose this much */
+#define TUNE_CPU_SLACK 0.05         /* of a core: the CPU measured may pass the budget by this */
+#define TUNE_CONSUMER_SHARE 0.10    /* the consumer waited less: it limits */
+#define TUNE_BUSY 0.5               /* a group whose threads ran less is not short of threads */
+#define TUNE_WAIT_SHARE 0.05        /* a buffer grows where its consumer waited this share ... */
+#define TUNE_ROOM_SHARE 0.05        /* ... and its threads waited for room this share */
+#define TUNE_DRIFT 0.25
+#define TUNE_DRIFT_WINDOWS 3
+
+enum { TUNE_BASE, TUNE_TRIAL, TUNE_STEADY };
+
+/* ---- the decision ---------------------------------------------------------------------------- */
+static void set_why(char *dst, size_t cap, const char *fmt, ...) FERRY_PRINTF(3, 4);
+static void set_why(char *dst, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+}
+
+static void tune_log(ferry__tuner *t, const ferry__tune_in *in, int stage, ferry_tune_outcome o, int p0, int p1,
+                     int64_t b0, int64_t b1, double r0, double r1, const char *fmt, ...) FERRY_PRINTF(11, 12);
+static void tune_log(ferry__tuner *t, const ferry__tune_in *in, int stage, ferry_tune_outcome o, int p0, int p1,
+                     int64_t b0, int64_t b1, double r0, double r1, const char *fmt, ...) {
+    ferry_tune_decision *d = &t->log[t->nlog % FERRY__TUNE_LOG];
+    t->nlog++;
+    memset(d, 0, sizeof *d);
+    d->at_s = in->at_s;
+    d->stage = stage;
+    d->outcome = o;
+    d->parallelism_before = p0;
+    d->parallelism_after = p1;
+    d->buffer_before = b0;
+    d->buffer_after = b1;
+    d->rate_before = r0;
+    d->rate_after = r1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->why, sizeof d->why, fmt, ap);
+    va_end(ap);
+}
+
+int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budget, size_t byte_budget) {
+    memset(t, 0, sizeof *t);
+    t->rt = rt;
+    t->n = n;
+    t->cpu_budget = cpu_budget > 0 ? cpu_budget : 1;
+    t->byte_budget = byte_budget;
+    t->phase = TUNE_BASE;
+    t->tried = n ? ferry__calloc(rt, n, sizeof *t->tried) : NULL;
+    return n && !t->tried ? FERRY_ENOMEM : FERRY_OK;
+}
+
+void ferry__tuner_fini(ferry__tuner *t) {
+    ferry__free(t->rt, t->tried);
+    t->tried = NULL;
+}
+
+int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget) {
+    if (cpu_per_s > (double)cpu_budget + TUNE_CPU_SLACK) return granted / 2;
+    if (cpu_per_s >= (double)cpu_budget - 0.5) return granted;
+    double starved = 0, most = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!st[i].has_knobs || st[i].par <= 1) continue;
+        most += st[i].par;
+        if (st[i].running < (double)st[i].par - 0.5) starved += (double)st[i].par - st[i].running;
+    }
+    if (starved < 1.0) return granted;
+    int want = granted + (int)floor(starved);
+    return want < (int)most ? want : (int)most;
+}
+
+/* The change to try for the window's model, or false (nothing pays: STEADY). */
+static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
+    const ferry__model *m = in->m;
+    if (m->wait_share < TUNE_CONSUMER_SHARE) {
+        if (!t->said_consumer)
+            tune_log(t, in, -1, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate,
+                     "the consumer limits (it waited %.0f%% of the time): nothing to change", 100.0 * m->wait_share);
+        t->said_consumer = true;
+        return false;
+    }
+    t->said_consumer = false;
+    double budget = (double)t->cpu_budget;
+    int w = m->worst;
+    if (w >= 0 && (size_t)w < t->n) {
+        const ferry__mgroup *g = &m->g[1 + w];
+        const ferry__tune_stage *s = &in->st[w];
+        int k = s->par;
+        if (s->tune_par && !(t->tried[w] & 1) && k < s->par_max && g->t > 0 && g->busy >= TUNE_BUSY) {
+            /* Blocked most of the time: so say the samples of its threads' CPU, or its threads ran
+             * at once more than the cores the whole process used. */
+            bool waits = (s->measured && ferry__mgroup_waits(g)) || s->running > 1.5 * in->cpu_per_s + 0.5;
+            double need = isfinite(m->bound) ? ceil(m->bound * g->t - 1e-9) : (double)k + 1;
+            int target;
+            if (waits) {
+                target = (int)fmin(fmax(need, k + 1.0), 2.0 * k);
+            } else {
+                /* One thread a step toward the bound (a climb that stops where a step no longer
+                 * pays), never past the cpu budget; and one more when the bound asks for none but
+                 * the process leaves a core unused (the model may be wrong: the trial finds out). */
+                double per_thread = g->k > 0 ? g->c * in->rate / g->k : 1.0;
+                bool room = in->cpu_per_s + fmin(per_thread, 1.0) <= budget + TUNE_CPU_SLACK;
+                target = (need > k || room) && k < t->cpu_budget ? k + 1 : k;
+            }
+            target = FERRY__MIN(target, s->par_max);
+            if (target > k) {
+                *mv = (ferry__tune_move){.stage = w,
+                                         .par = target,
+                                         .from_par = k,
+                                         .from_buf = s->buf};
+                set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (%s, %.0f%% busy)", s->name, k, target,
+                        waits ? "blocked most of the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
+                return true;
+            }
+        }
+    }
+    /* A buffer where its consumer waits and its threads waited for room. */
+    double bytes = 0;
+    for (size_t i = 0; i < t->n; i++)
+        if (in->st[i].has_knobs) bytes += (double)in->st[i].buf * in->st[i].bytes_per_elem;
+    int best = -1;
+    for (size_t i = 0; i < t->n; i++) {
+        const ferry__tune_stage *s = &in->st[i];
+        if (!s->tune_buf || (t->tried[i] & 2) || s->buf <= 0 || s->buf >= s->buf_max) continue;
+        if (s->wait_in_share < TUNE_WAIT_SHARE || s->room_share < TUNE_ROOM_SHARE) continue;
+        double more = (double)(FERRY__MIN(2 * s->buf, s->buf_max) - s->buf) * s->bytes_per_elem;
+        if (t->byte_budget && bytes + more > 0.5 * (double)t->byte_budget) continue;
+        if (best < 0 || s->wait_in_share > in->st[best].wait_in_share) best = (int)i;
+    }
+    if (best >= 0) {
+        const ferry__tune_stage *s = &in->st[best];
+        *mv = (ferry__tune_move){.stage = best,
+                                 .buf = FERRY__MIN(2 * s->buf, s->buf_max),
+                                 .from_par = s->par,
+                                 .from_buf = s->buf};
+        set_why(mv->why, sizeof mv->why,
+                 "%.20s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)", s->name,
+                 (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share, 100.0 * s->room_share);
+        return true;
+    }
+    if (!t->said_steady) {
+        const char *why = "no stage that the user gave FERRY_AUTOTUNE is short of threads or buffer";
+        if (w >= 0 && (size_t)w < t->n && m->g[1 + w].busy < TUNE_BUSY) why = "the slowest stage's threads are not busy";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && in->st[w].par >= in->st[w].par_max)
+            why = "the slowest stage has the most threads it may have";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par) why = "more threads were tried or the cpu budget is spent";
+        tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "settled: %s", why);
+    }
+    t->said_steady = true;
+    return false;
+}
+
+static bool tune_start_trial(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
+    if (!tune_propose(t, in, mv)) {
+        t->phase = TUNE_STEADY;
+        t->steady_n = 0;
+        t->steady_sum = 0;
+        t->drift = 0;
+        return false;
+    }
+    t->said_steady = false;
+    t->trial = *mv;
+    t->phase = TUNE_TRIAL;
+    t->settle = 1;
+    t->trial_windows = 0;
+    t->trial_elems = 0;
+    t->trial_wall = 0;
+    t->trial_cpu = 0;
+    return true;
+}
+
+bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
+    const ferry__model *m = in->m;
+    t->windows++;
+    if (t->settle > 0) {
+        t->settle--;
+        return false;
+    }
+    if (m->elems < 2 || m->wall <= 0) return false;
+    switch (t->phase) {
+    case TUNE_BASE:
+        t->base_rate = in->rate;
+        return tune_start_trial(t, in, mv);
+    case TUNE_TRIAL: {
+        t->trial_elems += (double)m->elems;
+        t->trial_wall += m->wall;
+        t->trial_cpu += in->cpu_per_s * m->wall;
+        if (++t->trial_windows < TUNE_TRIAL_WINDOWS) return false;
+        double r1 = t->trial_elems / t->trial_wall, cpu = t->trial_cpu / t->trial_wall;
+        const ferry__tune_move *tr = &t->trial;
+        int p1 = tr->par ? tr->par : tr->from_par;
+        int64_t b1 = tr->buf ? tr->buf : tr->from_buf;
+        bool cpu_ok = cpu <= (double)t->cpu_budget + TUNE_CPU_SLACK || tr->par == 0 || tr->par < tr->from_par;
+        if (r1 >= t->base_rate * (1.0 + TUNE_KEEP_GAIN) && cpu_ok) {
+            tune_log(t, in, tr->stage, FERRY_TUNE_KEPT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1, "%s",
+                     tr->why);
+            memset(t->tried, 0, t->n * sizeof *t->tried);
+            t->base_rate = r1;
+            return tune_start_trial(t, in, mv);
+        }
+        if (cpu_ok)
+            tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
+                     "%s; throughput did not rise", tr->why);
+        else
+            tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
+                     "%s; it used %.2f cores, over the cpu budget", tr->why, cpu);
+        t->tried[tr->stage] |= tr->par ? 1 : 2;
+        *mv = (ferry__tune_move){.stage = tr->stage,
+                                 .par = tr->par ? tr->from_par : 0,
+                                 .buf = tr->buf ? tr->from_buf : 0,
+                                 .from_par = p1,
+                                 .from_buf = b1,
+                                 .undo = true};
+        t->phase = TUNE_BASE;
+        t->settle = 1;
+        return true;
+    }
+    default: /* TUNE_STEADY */
+        if (t->steady_n < TUNE_DRIFT_WINDOWS) {
+            t->steady_sum += in->rate;
+            if (++t->steady_n == TUNE_DRIFT_WINDOWS) t->steady_rate = t->steady_sum / TUNE_DRIFT_WINDOWS;
+            return false;
+        }
+        if (fabs(in->rate / t->steady_rate - 1.0) > TUNE_DRIFT) t->drift++;
+        else t->drift = 0;
+        if (t->drift < TUNE_DRIFT_WINDOWS) return false;
+        tune_log(t, in, -1, FERRY_TUNE_DRIFT, 0, 0, 0, 0, t->steady_rate, in->rate,
+                 "the rate drifted from %.0f to %.0f elements/s: re-evaluating", t->steady_rate, in->rate);
+        memset(t->tried, 0, t->n * sizeof *t->tried);
+        t->said_steady = t->said_consumer = false;
+        t->base_rate = in->rate;
+        return tune_start_trial(t, in, mv);
+    }
+}
+
+/* ---- on an iterator ------------------------------------------------------------------------ */
+/* What an iterator's tuner keeps between windows. */
+typedef struct node_snap {
+    int64_t elements, bytes, wait_in, wait_cons, idle_full, thread, srun, scpu, srunq, work, assemble, lock;
+} node_snap;
+
+struct ferry__autotune {
+    ferry_iterator *it;
+    ferry_runtime *rt;
+    ferry__tuner tuner;
+    size_t n;
+    ferry_stage_stats *now;    /* this window's stats (then the difference) */
+    node_snap *snap;           /* at the window's start */
+    ferry__mgroup *groups;
+    ferry__tune_stage *st;
+    const void **stage_seen;   /* the knobs' stage each node had when last set */
+    int *chosen_par;           /* what the tuner set per node (0: nothing) */
+    int64_t *chosen_buf;
+    int granted;               /* executor workers granted over the cpu budget, in all */
+    int64_t win_start_ns, in_next0, first_ns, proc_cpu0;
+    bool started;
+};
+
+static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pipe *p) {
+    for (size_t i = 0; i < a->n; i++) {
+        const ferry__node_stats *r = &p->nodes[i];
+        a->snap[i] = (node_snap){.elements = s[i].elements_out,
+                                 .bytes = s[i].bytes_out,
+                                 .wait_in = s[i].wait_input_ns,
+                                 .wait_cons = s[i].wait_consumer_ns,
+                                 .idle_full = s[i].idle_full_ns,
+                                 .thread = s[i].thread_ns,
+                                 .srun = atomic_load(&r->sample_run_ns),
+                                 .scpu = atomic_load(&r->sample_cpu_ns),
+                                 .srunq = atomic_load(&r->sample_runq_ns),
+                                 .work = s[i].work_ns,
+                                 .assemble = s[i].assemble_ns,
+                                 .lock = s[i].lock_wait_ns};
+    }
+}
+
+int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out) {
+    *out = NULL;
+    ferry__pipe *p = ferry__iterator_pipe(it);
+    ferry_runtime *rt = ferry__iterator_runtime(it);
+    bool any = false;
+    for (size_t i = 0; i < p->n && !any; i++) {
+        ferry__knobs k;
+        any = ferry__pipe_knobs_get(p, i, &k) == FERRY_OK;
+    }
+    if (!any) return FERRY_OK;
+    ferry__autotune *a = ferry__calloc(rt, 1, sizeof *a);
+    if (!a) return FERRY_ENOMEM;
+    a->it = it;
+    a->rt = rt;
+    a->n = p->n;
+    size_t n = p->n;
+    a->now = ferry__calloc(rt, n, sizeof *a->now);
+    a->snap = ferry__calloc(rt, n, sizeof *a->snap);
+    a->groups = ferry__calloc(rt, n + 1, sizeof *a->groups);
+    a->st = ferry__calloc(rt, n, sizeof *a->st);
+    a->stage_seen = ferry__calloc(rt, n, sizeof *a->stage_seen);
+    a->chosen_par = ferry__calloc(rt, n, sizeof *a->chosen_par);
+    a->chosen_buf = ferry__calloc(rt, n, sizeof *a->chosen_buf);
+    if (!a->now || !a->snap || !a->groups || !a->st || !a->stage_seen || !a->chosen_par || !a->chosen_buf ||
+        ferry__tuner_init(&a->tuner, rt, n, rt->cpu_budget, rt->budget.limit) != FERRY_OK) {
+        ferry__autotune_free(a);
+        return FERRY_ENOMEM;
+    }
+    *out = a;
+    return FERRY_OK;
+}
+
+void ferry__autotune_free(ferry__autotune *a) {
+    if (!a) return;
+    if (a->granted) ferry__exec_grant(&a->rt->exec, -a->granted);
+    ferry__tuner_fini(&a->tuner);
+    ferry_runtime *rt = a->rt;
+    ferry__free(rt, a->now);
+    ferry__free(rt, a->snap);
+    ferry__free(rt, a->groups);
+    ferry__free(rt, a->st);
+    ferry__free(rt, a->stage_seen);
+    ferry__free(rt, a->chosen_par);
+    ferry__free(rt, a->chosen_buf);
+    ferry__free(rt, a);
+}
+
+/* Sets node i's knobs (0: leave) and moves the executor's grant by what the stage's changes. */
+static void tune_apply(ferry__autotune *a, ferry__pipe *p, const ferry__tune_move *mv) {
+    size_t i = (size_t)mv->stage;
+    if (ferry__pipe_set_knobs(p, i, mv->par, mv->buf, NULL, NULL) != FERRY_OK) return; /* gone meanwhile */
+    if (mv->par) a->chosen_par[i] = mv->par;
+    if (mv->buf) a->chosen_buf[i] = mv->buf;
+    ferry__knobs k;
+    if (ferry__pipe_knobs_get(p, i, &k) == FERRY_OK) a->stage_seen[i] = k.stage;
+}
+
+void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
+    ferry_iterator *it = a->it;
+    const ferry__consumer_clock *clk = ferry__iterator_clock(it);
+    ferry__pipe *p = ferry__iterator_pipe(it);
+    if (!a->started) {
+        size_t cnt;
+        ferry_iterator_stats(it, a->now, a->n, &cnt);
+        snap_take(a, a->now, p);
+        a->win_start_ns = now;
+        a->in_next0 = clk->in_next_ns;
+        a->proc_cpu0 = ferry__process_cpu_ns();
+        a->first_ns = clk->first_ns ? clk->first_ns : now;
+        a->started = true;
+        return;
+    }
+    int64_t dt = now - a->win_start_ns;
+    if (dt < TUNE_WINDOW_NS || a->n == 0) return;
+    size_t cnt;
+    ferry_iterator_stats(it, a->now, a->n, &cnt);
+    int64_t elems = a->now[0].elements_out - a->snap[0].elements;
+    if ((elems < TUNE_WINDOW_MIN_ELEMS && dt < TUNE_WINDOW_MAX_NS) || elems < 2) return;
+    /* The window's stats: counters less the snapshot; CPU shares from the window's samples. */
+    ferry_stage_stats *s = a->now;
+    double wall = (double)dt * 1e-9;
+    for (size_t i = 0; i < a->n; i++) {
+        const ferry__node_stats *r = &p->nodes[i];
+        node_snap *o = &a->snap[i], cur = {.srun = atomic_load(&r->sample_run_ns),
+                                           .scpu = atomic_load(&r->sample_cpu_ns),
+                                           .srunq = atomic_load(&r->sample_runq_ns)};
+        node_snap nx = {.elements = s[i].elements_out,
+                        .bytes = s[i].bytes_out,
+                        .wait_in = s[i].wait_input_ns,
+                        .wait_cons = s[i].wait_consumer_ns,
+                        .idle_full = s[i].idle_full_ns,
+                        .thread = s[i].thread_ns,
+                        .srun = cur.srun,
+                        .scpu = cur.scpu,
+                        .srunq = cur.srunq,
+                        .work = s[i].work_ns,
+                        .assemble = s[i].assemble_ns,
+                        .lock = s[i].lock_wait_ns};
+        int64_t thread = nx.thread - o->thread, srun = nx.srun - o->srun;
+        double cpu_r = 0, runq_r = 0;
+        if (srun > 0) {
+            cpu_r = (double)(nx.scpu - o->scpu) / (double)srun;
+            runq_r = (double)(nx.srunq - o->srunq) / (double)srun;
+        } else if (s[i].thread_ns > 0) { /* no sample inside the window: the pass's shares */
+            cpu_r = (double)s[i].cpu_ns / (double)s[i].thread_ns;
+            runq_r = (double)s[i].cpu_wait_ns / (double)s[i].thread_ns;
+        }
+        ferry__tune_stage *ts = &a->st[i];
+        ts->bytes_per_elem = nx.elements > 0 ? (double)nx.bytes / (double)nx.elements : 0.0;
+        s[i].elements_out = nx.elements - o->elements;
+        s[i].bytes_out = nx.bytes - o->bytes;
+        s[i].wait_input_ns = nx.wait_in - o->wait_in;
+        s[i].wait_consumer_ns = nx.wait_cons - o->wait_cons;
+        s[i].idle_full_ns = nx.idle_full - o->idle_full;
+        s[i].thread_ns = thread;
+        s[i].work_ns = nx.work - o->work;
+        s[i].assemble_ns = nx.assemble - o->assemble;
+        s[i].lock_wait_ns = nx.lock - o->lock;
+        s[i].cpu_ns = (int64_t)((double)thread * fmin(fmax(cpu_r, 0.0), 1.0));
+        s[i].cpu_wait_ns = (int64_t)((double)thread * fmin(fmax(runq_r, 0.0), 1.0));
+        *o = nx;
+        /* The knobs now; a stage made again (a repeat's next epoch) gets the chosen values. */
+        ferry__knobs k;
+        ts->has_knobs = ferry__pipe_knobs_get(p, i, &k) == FERRY_OK;
+        if (ts->has_knobs && k.stage != a->stage_seen[i] && (a->chosen_par[i] || a->chosen_buf[i])) {
+            ferry__pipe_set_knobs(p, i, a->chosen_par[i], a->chosen_buf[i], NULL, NULL);
+            a->stage_seen[i] = k.stage;
+        }
+        ts->tune_par = ts->has_knobs && k.tune_parallelism;
+        ts->tune_buf = ts->has_knobs && k.tune_buffer;
+        ts->par = (int)atomic_load(&r->parallelism);
+        if (ts->par <= 0 && ts->has_knobs) ts->par = 1;
+        ts->par_max = ts->has_knobs ? k.parallelism_max : ts->par;
+        ts->buf = atomic_load(&r->capacity);
+        ts->buf_max = ts->has_knobs ? k.buffer_max : ts->buf;
+        ts->measured = srun > 0;
+        ts->running = (double)thread * 1e-9 / wall;
+        ts->wait_in_share = (double)s[i].wait_input_ns * 1e-9 / wall;
+        /* its tasks' time waiting for room, holding a thread or not, per task and wall second */
+        ts->room_share = (double)(s[i].wait_consumer_ns + s[i].idle_full_ns) * 1e-9 / (wall * FERRY__MAX(ts->par, 1));
+        snprintf(ts->name, sizeof ts->name, "%s", s[i].name);
+    }
+    double in_next = (double)(clk->in_next_ns - a->in_next0) * 1e-9;
+    a->in_next0 = clk->in_next_ns;
+    a->win_start_ns = now;
+    int64_t proc_cpu = ferry__process_cpu_ns();
+    double cpu_per_s = (double)(proc_cpu - a->proc_cpu0) * 1e-9 / wall;
+    a->proc_cpu0 = proc_cpu;
+    ferry__model m;
+    ferry__model_build(&m, a->groups, s, a->n, p, wall, in_next, a->rt->cpu_budget);
+    ferry__tune_in in = {.m = &m,
+                         .st = a->st,
+                         .rate = (double)elems / wall,
+                         .cpu_per_s = cpu_per_s,
+                         .at_s = (double)(now - a->first_ns) * 1e-9};
+    /* Tasks waiting for a worker while the process leaves cores unused: their threads are
+     * blocked in calls the executor cannot see (sleeping, I/O), so the executor may run more
+     * of them (ferry__tune_grant): the threads every stage's user, or the tuner, gave it. */
+    bool tunable = false;
+    for (size_t i = 0; i < a->n; i++) tunable |= a->st[i].tune_par || a->st[i].tune_buf;
+    int grant = ferry__tune_grant(a->st, a->n, a->granted, cpu_per_s, a->rt->cpu_budget);
+    if (grant != a->granted) {
+        ferry__exec_grant(&a->rt->exec, grant - a->granted);
+        a->granted = grant;
+    }
+    ferry__tune_move mv;
+    if (tunable && ferry__tuner_window(&a->tuner, &in, &mv)) tune_apply(a, p, &mv);
+}
+
+const ferry__tuner *ferry__autotune_tuner(const ferry__autotune *a) { return a ? &a->tuner : NULL; }
+
+int ferry__tuner_log(const ferry__tuner *t, ferry_tune_decision *out, size_t cap, size_t *count) {
+    size_t have = t ? (t->nlog < FERRY__TUNE_LOG ? t->nlog : FERRY__TUNE_LOG) : 0;
+    *count = have;
+    for (size_t i = 0; i < have && i < cap; i++) out[i] = t->log[(t->nlog - have + i) % FERRY__TUNE_LOG];
+    return FERRY_OK;
+}
+
+static const char *const outcome_names[] = {"kept", "backed_out", "settled", "drift"};
+
+const char *ferry__tune_outcome_name(ferry_tune_outcome o) {
+    return (int)o >= 0 && (size_t)o < sizeof outcome_names / sizeof outcome_names[0] ? outcome_names[o] : "invalid";
+}
