@@ -480,6 +480,8 @@ typedef struct epoch_result {
     size_t nstages;
     ferry_report report;    /* the verdict on the epoch (ferry_iterator_report) */
     ferry_blob *report_json; /* and as JSON, with --report-page (owned) */
+    ferry_tune_decision tuning[8]; /* AUTOTUNE's last decisions (ferry_iterator_tuning) */
+    size_t ntuning;
 } epoch_result;
 
 /* Trains on every batch of one epoch; fills r (stats are read before the iterator goes). With
@@ -535,6 +537,17 @@ static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *
     if (r->nstages > MAX_STAGES) r->nstages = MAX_STAGES;
     if (ferry_iterator_report(it, &r->report) != FERRY_OK)
         die("ferry_iterator_report failed: %s", ferry_iterator_error(it));
+    if (ferry_iterator_tuning(it, r->tuning, 8, &r->ntuning) != FERRY_OK)
+        die("ferry_iterator_tuning failed: %s", ferry_iterator_error(it));
+    if (r->ntuning > 8) { /* the last 8 */
+        ferry_tune_decision all[32];
+        size_t n;
+        if (ferry_iterator_tuning(it, all, 32, &n) != FERRY_OK)
+            die("ferry_iterator_tuning failed: %s", ferry_iterator_error(it));
+        if (n > 32) n = 32;
+        memcpy(r->tuning, all + (n - 8), sizeof r->tuning);
+        r->ntuning = 8;
+    }
     if (cfg->page) {
         ferry_blob_free(r->report_json);
         if (ferry_iterator_report_json(it, &r->report_json) != FERRY_OK)
@@ -598,6 +611,9 @@ static void print_stats(const epoch_result *r, int cores) {
     printf("    verdict (%s): %s\n", ferry_limit_name(r->report.limit), r->report.text);
     printf("    wait in next(): p50 %.1f us, p99 %.1f us\n", (double)r->report.wait_p50_ns * 1e-3,
            (double)r->report.wait_p99_ns * 1e-3);
+    for (size_t i = 0; i < r->ntuning; i++)
+        printf("    AUTOTUNE at %.2f s, %s: %s\n", r->tuning[i].at_s, ferry_tune_outcome_name(r->tuning[i].outcome),
+               r->tuning[i].why);
 }
 
 typedef struct run_result {

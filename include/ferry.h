@@ -144,7 +144,11 @@ typedef struct ferry_runtime_stats {
     int threads_busy_peak;      /* the most ferry threads working at once since creation (a thread
                                    waiting for another stage or for memory is not working, and a
                                    consumer that works on a stage instead of waiting is): at most
-                                   cpu_budget */
+                                   cpu_budget + threads_granted_peak */
+    int threads_granted_peak;   /* the most threads the autotuner let work beyond cpu_budget at
+                                   once, because they were blocked in calls ferry cannot see
+                                   (sleeping, I/O) while the process used under cpu_budget - 0.5
+                                   cores; 0 when no thread ever waited so */
 } ferry_runtime_stats;
 
 /* Creates a runtime. opts: borrowed, may be NULL. Returns FERRY_OK or FERRY_EINVAL/ENOMEM;

@@ -72,6 +72,7 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
                                     .tune_buf = s->tune_buf,
                                     .measured = true,
                                     .running = rate * s->t,
+                                    .queued = 0,
                                     .par = s->par,
                                     .par_max = s->par_max,
                                     .buf = s->buf,
@@ -210,17 +211,21 @@ TEST(consumer_bound_pipeline_is_left_alone) {
 }
 
 TEST(grant_follows_the_process_cpu) {
-    ferry__tune_stage st[2] = {{.par = 0}, {.has_knobs = true, .par = 16, .running = 2}};
+    ferry__tune_stage st[2] = {{.par = 0}, {.has_knobs = true, .par = 16, .running = 2, .queued = 13.6}};
     /* tasks wait for workers, the process uses 0.1 cores: grant them */
     ASSERT_EQ(ferry__tune_grant(st, 2, 0, 0.1, 2), 14);
     /* all running: nothing more */
     st[1].running = 16;
+    st[1].queued = 0.1;
     ASSERT_EQ(ferry__tune_grant(st, 2, 14, 0.3, 2), 14);
     /* the process used more than the budget: half goes */
     ASSERT_EQ(ferry__tune_grant(st, 2, 14, 2.3, 2), 7);
-    /* near the budget: held */
+    /* tasks wait, but the process is near the budget: held */
     st[1].running = 2;
+    st[1].queued = 10;
     ASSERT_EQ(ferry__tune_grant(st, 2, 7, 1.8, 2), 7);
+    /* never more than the stages' threads */
+    ASSERT_EQ(ferry__tune_grant(st, 2, 15, 0.1, 2), 16);
 }
 
 /* ---- real pipelines ------------------------------------------------------------------------- */

@@ -51,6 +51,7 @@ grep -q '>train step: ' "$dir/demo.dom" && ok || bad "no training step in the ti
 grep -q 'class="thread">ferry worker ' "$dir/demo.dom" && ok || bad "no ferry worker row in the timeline"
 grep -q 'class="thread">consumer ' "$dir/demo.dom" && ok || bad "no consumer row in the timeline"
 grep -q 'spans on [0-9]* threads over' "$dir/demo.dom" && ok || bad "no timeline summary"
+grep -q '<ol id="tuning"><li' "$dir/demo.dom" && ok || bad "no AUTOTUNE decisions listed"
 timeout 120 "$browser" --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir="$dir/profile" \
   --virtual-time-budget=5000 --window-size=1300,1100 --screenshot="$out/report-page.png" "file://$dir/demo.html" \
   2> "$dir/browser.err" || true
@@ -83,6 +84,7 @@ grep -q 'CPU 2 %' "$dir/cli.dom" && ok || bad "CLI page: CPU share not rendered"
 grep -q 'waits &lt;/script&gt;&lt;b&gt;x&lt;/b&gt;' "$dir/cli.dom" && ok || bad "CLI page: markup in the verdict was not kept as text"
 [ "$(count 'class="span"' "$dir/cli.dom")" = 4 ] && ok || bad "CLI page: want 4 spans"
 grep -q '4 spans on 2 threads over 2.0 ms' "$dir/cli.dom" && ok || bad "CLI page: timeline summary"
+grep -q 'no stage was given FERRY_AUTOTUNE' "$dir/cli.dom" && ok || bad "CLI page: a report without decisions"
 # a report that is JSON but not a report (the files swapped): the page says so
 "$ferry" report page "$dir/trace.json" "$dir/report.json" -o "$dir/swap.html" > /dev/null && ok || bad "swapped files failed the command"
 render "$dir/swap.html" > "$dir/swap.dom" || bad "chromium failed on the swapped page"

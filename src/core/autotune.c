@@ -7,7 +7,8 @@
  * 8 elements, or 1 s). No thread of its own; nothing when no stage runs ahead.
  *
  * The executor's workers: a stage's tasks beyond the cpu budget wait for a worker; when some
- * wait while the whole process used under cpu_budget - 0.5 cores (CPU seconds per wall second,
+ * wait while the whole process used under cpu_budget - 0.5 cores (or the machine's cores - 0.5,
+ * when fewer: a budget over them is never reached; CPU seconds per wall second,
  * the consumer's included), their threads are blocked in calls the executor cannot see
  * (sleeping, I/O), and the executor is granted that many workers more (ferry__exec_grant); when
  * the process used over the budget, half the grant goes. So the threads a user asked for (or the
@@ -32,10 +33,12 @@
  *          (sleeping or I/O-bound calls: so say the samples of its threads' CPU, or it ran more
  *          threads at once than the cores the process used) up to twice its threads a step, up
  *          to ferry__autotune_max_threads. Else
- *          a buffer: twice the elements, only where the stage's consumer waited on it and its
- *          threads waited for room (a burst the buffer could absorb), and only while the
+ *          a buffer: twice the elements, only where the stage's consumer waited on it (first where
+ *          its tasks also waited for room: a burst the buffer could absorb), and only while the
  *          buffers' estimated bytes stay under half the byte budget (the budget itself is hard:
- *          ferry never passes it whatever the setting). Nothing to try: STEADY.
+ *          ferry never passes it whatever the setting). Else one more thread for another
+ *          AUTOTUNE stage, slowest group first (stages feed each other in bursts that the model,
+ *          one group at a time, does not see; the trial decides). Nothing left: STEADY.
  *   TRIAL  the change is applied; one window settles, two are measured. Kept when the rate rose
  *          by 3 % and the CPU measured stayed within the budget; else backed out (logged, and
  *          not tried again until something changes).
@@ -111,21 +114,21 @@ int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budg
 }
 
 void ferry__tuner_fini(ferry__tuner *t) {
-    ferry__free(t->rt, t->tried);
+    if (t->rt) ferry__free(t->rt, t->tried);
     t->tried = NULL;
 }
 
 int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget) {
     if (cpu_per_s > (double)cpu_budget + TUNE_CPU_SLACK) return granted / 2;
     if (cpu_per_s >= (double)cpu_budget - 0.5) return granted;
-    double starved = 0, most = 0;
+    double waiting = 0, most = 0;
     for (size_t i = 0; i < n; i++) {
         if (!st[i].has_knobs || st[i].par <= 1) continue;
         most += st[i].par;
-        if (st[i].running < (double)st[i].par - 0.5) starved += (double)st[i].par - st[i].running;
+        waiting += st[i].queued;
     }
-    if (starved < 1.0) return granted;
-    int want = granted + (int)floor(starved);
+    if (waiting < 0.5) return granted;
+    int want = granted + (int)ceil(waiting);
     return want < (int)most ? want : (int)most;
 }
 
@@ -174,7 +177,8 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             }
         }
     }
-    /* A buffer where its consumer waits and its threads waited for room. */
+    /* A buffer where its consumer waits (first where its tasks also waited for room: a burst
+     * the buffer would absorb). */
     double bytes = 0;
     for (size_t i = 0; i < t->n; i++)
         if (in->st[i].has_knobs) bytes += (double)in->st[i].buf * in->st[i].bytes_per_elem;
@@ -182,10 +186,12 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     for (size_t i = 0; i < t->n; i++) {
         const ferry__tune_stage *s = &in->st[i];
         if (!s->tune_buf || (t->tried[i] & 2) || s->buf <= 0 || s->buf >= s->buf_max) continue;
-        if (s->wait_in_share < TUNE_WAIT_SHARE || s->room_share < TUNE_ROOM_SHARE) continue;
+        if (s->wait_in_share < TUNE_WAIT_SHARE) continue;
         double more = (double)(FERRY__MIN(2 * s->buf, s->buf_max) - s->buf) * s->bytes_per_elem;
         if (t->byte_budget && bytes + more > 0.5 * (double)t->byte_budget) continue;
-        if (best < 0 || s->wait_in_share > in->st[best].wait_in_share) best = (int)i;
+        double score = s->wait_in_share * (s->room_share >= TUNE_ROOM_SHARE ? 2.0 : 1.0);
+        const ferry__tune_stage *b = best >= 0 ? &in->st[best] : NULL;
+        if (!b || score > b->wait_in_share * (b->room_share >= TUNE_ROOM_SHARE ? 2.0 : 1.0)) best = (int)i;
     }
     if (best >= 0) {
         const ferry__tune_stage *s = &in->st[best];
@@ -196,6 +202,29 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         set_why(mv->why, sizeof mv->why,
                  "%.20s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)", s->name,
                  (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share, 100.0 * s->room_share);
+        return true;
+    }
+    /* Another AUTOTUNE stage's threads, slowest group first: stages feed each other in bursts,
+     * and the model sees one group at a time (the trial decides). */
+    int other = -1;
+    double other_rate = INFINITY;
+    for (size_t i = 0; i < t->n; i++) {
+        const ferry__tune_stage *s = &in->st[i];
+        const ferry__mgroup *g = &m->g[1 + i];
+        if ((int)i == w || !s->tune_par || (t->tried[i] & 1) || s->par >= s->par_max || g->owner < 0 || g->t <= 0)
+            continue;
+        bool waits = (s->measured && ferry__mgroup_waits(g)) || s->running > 1.5 * in->cpu_per_s + 0.5;
+        if (!waits && s->par >= t->cpu_budget) continue;
+        if (g->k / g->t < other_rate) {
+            other_rate = g->k / g->t;
+            other = (int)i;
+        }
+    }
+    if (other >= 0) {
+        const ferry__tune_stage *s = &in->st[other];
+        *mv = (ferry__tune_move){.stage = other, .par = s->par + 1, .from_par = s->par, .from_buf = s->buf};
+        set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (to try: it feeds or takes from the slowest stage)",
+                s->name, s->par, s->par + 1);
         return true;
     }
     if (!t->said_steady) {
@@ -296,7 +325,7 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
 /* ---- on an iterator ------------------------------------------------------------------------ */
 /* What an iterator's tuner keeps between windows. */
 typedef struct node_snap {
-    int64_t elements, bytes, wait_in, wait_cons, idle_full, thread, srun, scpu, srunq, work, assemble, lock;
+    int64_t elements, bytes, wait_in, wait_cons, idle_full, thread, srun, scpu, srunq, work, assemble, lock, queued;
 } node_snap;
 
 struct ferry__autotune {
@@ -312,6 +341,7 @@ struct ferry__autotune {
     int *chosen_par;           /* what the tuner set per node (0: nothing) */
     int64_t *chosen_buf;
     int granted;               /* executor workers granted over the cpu budget, in all */
+    int cores;                 /* online cores */
     int64_t win_start_ns, in_next0, first_ns, proc_cpu0;
     bool started;
 };
@@ -328,6 +358,7 @@ static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pip
                                  .srun = atomic_load(&r->sample_run_ns),
                                  .scpu = atomic_load(&r->sample_cpu_ns),
                                  .srunq = atomic_load(&r->sample_runq_ns),
+                                 .queued = atomic_load(&r->queued_ns),
                                  .work = s[i].work_ns,
                                  .assemble = s[i].assemble_ns,
                                  .lock = s[i].lock_wait_ns};
@@ -348,6 +379,7 @@ int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out) {
     if (!a) return FERRY_ENOMEM;
     a->it = it;
     a->rt = rt;
+    a->cores = ferry__num_cores();
     a->n = p->n;
     size_t n = p->n;
     a->now = ferry__calloc(rt, n, sizeof *a->now);
@@ -429,6 +461,7 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
                         .srun = cur.srun,
                         .scpu = cur.scpu,
                         .srunq = cur.srunq,
+                        .queued = atomic_load(&r->queued_ns),
                         .work = s[i].work_ns,
                         .assemble = s[i].assemble_ns,
                         .lock = s[i].lock_wait_ns};
@@ -454,6 +487,7 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
         s[i].lock_wait_ns = nx.lock - o->lock;
         s[i].cpu_ns = (int64_t)((double)thread * fmin(fmax(cpu_r, 0.0), 1.0));
         s[i].cpu_wait_ns = (int64_t)((double)thread * fmin(fmax(runq_r, 0.0), 1.0));
+        ts->queued = (double)(nx.queued - o->queued) * 1e-9 / wall;
         *o = nx;
         /* The knobs now; a stage made again (a repeat's next epoch) gets the chosen values. */
         ferry__knobs k;
@@ -494,7 +528,9 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
      * of them (ferry__tune_grant): the threads every stage's user, or the tuner, gave it. */
     bool tunable = false;
     for (size_t i = 0; i < a->n; i++) tunable |= a->st[i].tune_par || a->st[i].tune_buf;
-    int grant = ferry__tune_grant(a->st, a->n, a->granted, cpu_per_s, a->rt->cpu_budget);
+    /* the cores the process can use: a budget over the machine's cores is never reached */
+    int cores = FERRY__MIN(a->rt->cpu_budget, FERRY__MAX(a->cores, 1));
+    int grant = ferry__tune_grant(a->st, a->n, a->granted, cpu_per_s, cores);
     if (grant != a->granted) {
         ferry__exec_grant(&a->rt->exec, grant - a->granted);
         a->granted = grant;

@@ -62,6 +62,7 @@ struct ferry__task {
     _Atomic int state;           /* idle, queued, running, notified, closing, closed */
     ferry__list node;            /* in the ready queue (under the executor's mu) */
     int64_t slice_start_ns;      /* when this run began (the worker's) */
+    int64_t queued_ns;           /* when it was last queued (under the executor's mu) */
     bool open;
     ferry__task *stage_next;     /* the next task of the same stage (ferry__stage_task_open) */
     struct ferry__node_stats *rec; /* the stage's stats record: runs are timed into it (or NULL) */
@@ -83,6 +84,7 @@ struct ferry__exec {
     int nworkers, starting, idle, busy, blocked, core_waiters;
     int blocked_borrowers;       /* of `blocked`: threads with a borrowed core (not workers) */
     int peak_busy;               /* the most busy workers seen (for tests and stats) */
+    int peak_extra;              /* the most workers granted over the budget at once */
     struct ferry__exec_worker *workers;
 };
 
@@ -477,6 +479,7 @@ struct ferry__node_stats {
     _Atomic int64_t work_ns, assemble_ns, lock_wait_ns;
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
     _Atomic int64_t idle_full_ns; /* its tasks idle, holding no thread, for want of room */
+    _Atomic int64_t queued_ns;   /* its tasks queued, waiting for a worker (summed over tasks) */
     /* The executor's view of a stage that runs ahead: wall time of its tasks' runs (inline
      * stages below included), and the wall and CPU time of the runs it sampled (a run of a
      * worker that sampled none for 10 ms: reading a thread's scheduler account costs ~3 us): CPU
@@ -568,6 +571,7 @@ typedef struct ferry__tune_stage {
     bool has_knobs, tune_par, tune_buf;
     bool measured;           /* its threads' CPU was sampled in the window */
     double running;          /* its tasks running at once, on average over the window */
+    double queued;           /* its tasks waiting for a worker at once, on average */
     int par, par_max;        /* threads now, and the most its knobs take */
     int64_t buf, buf_max;    /* buffer (elements) now, and the most */
     double bytes_per_elem;
@@ -613,7 +617,7 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
 int ferry__tuner_log(const ferry__tuner *t, ferry_tune_decision *out, size_t cap, size_t *count);
 const char *ferry__tune_outcome_name(ferry_tune_outcome o);
 /* The executor workers to grant over the cpu budget (ferry__exec_grant) after a window: more
- * while a stage has tasks that wait for a worker (its parallelism over its tasks running) and
+ * while tasks wait for a worker (queued, on average half a task or more over the window) and
  * the process used under cpu_budget - 0.5 cores; half as many when it used over the budget.
  * `granted` is what is granted now; st: n stages. */
 int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget);

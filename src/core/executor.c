@@ -115,6 +115,7 @@ static void exec_after_run(ferry__exec *x, ferry__task *t) {
     if (atomic_compare_exchange_strong(&t->state, &s, TASK_IDLE)) return;
     if (s == TASK_NOTIFIED) {
         atomic_store(&t->state, TASK_QUEUED);
+        t->queued_ns = ferry__now_ns();
         ferry__list_push_back(&x->ready, &t->node);
         atomic_fetch_add(&x->queued, 1);
         return;
@@ -218,6 +219,7 @@ static void *exec_worker_main(void *arg) {
         exec_acct *acct = &tl_acct;
         t->slice_start_ns = ferry__now_ns();
         if (rec && t->slice_start_ns - acct->last_ns >= EXEC_CPU_SAMPLE_NS) acct_open(acct, rec, t->slice_start_ns);
+        if (rec) atomic_fetch_add_explicit(&rec->queued_ns, t->slice_start_ns - t->queued_ns, memory_order_relaxed);
         if (rec) {
             atomic_fetch_add_explicit(&rec->runs_live_start, t->slice_start_ns - x->epoch_ns, memory_order_relaxed);
             atomic_fetch_add_explicit(&rec->runs_live, 1, memory_order_relaxed);
@@ -315,6 +317,7 @@ void ferry__task_wake(ferry__task *t) {
         s = TASK_IDLE;
         bool queued = atomic_compare_exchange_strong(&t->state, &s, TASK_QUEUED);
         if (queued) {
+            t->queued_ns = ferry__now_ns();
             ferry__list_push_back(&x->ready, &t->node);
             atomic_fetch_add(&x->queued, 1);
             exec_dispatch(x);
@@ -462,6 +465,7 @@ void ferry__exec_grant(ferry__exec *x, int delta) {
     ferry__mutex_lock(&x->mu);
     x->extra += delta;
     FERRY_ASSERT(x->extra >= 0);
+    if (x->extra > x->peak_extra) x->peak_extra = x->extra;
     if (delta > 0) {
         /* Workers held back by the old limit may go on, and a queued task may need a new one. */
         if (x->core_waiters > 0) ferry__cond_broadcast(&x->cv_core);

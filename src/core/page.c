@@ -28,9 +28,11 @@ static const char *const page_head[] = {
     ".stage b{font-size:15px}.stage div{font-size:12px;color:#444}.arrow{display:inline-block;margin:0 2px;"
     "font-size:22px;vertical-align:middle;color:#777}\n",
     "#timeline{background:#fff;border:1px solid #ccc}.legend span{display:inline-block;width:12px;height:12px;"
-    "margin:0 4px 0 12px;vertical-align:middle}\n</style></head>\n<body>\n<h1>ferry report</h1>\n",
+    "margin:0 4px 0 12px;vertical-align:middle}\n#tuning li.kept{color:#262}#tuning li.backed_out{color:#a33}\n"
+    "</style></head>\n<body>\n<h1>ferry report</h1>\n",
     "<p id=\"verdict\">(no report)</p>\n<table id=\"summary\"></table>\n",
     "<h2>Pipeline (data flows left to right, into the consumer)</h2>\n<div id=\"graph\"></div>\n",
+    "<h2>AUTOTUNE decisions</h2>\n<ol id=\"tuning\"></ol>\n",
     "<h2>Timeline</h2>\n<div class=\"legend\" id=\"legend\"></div>\n<div id=\"timeinfo\"></div>\n",
     "<svg id=\"timeline\" width=\"1200\" height=\"60\"></svg>\n",
     NULL,
@@ -73,6 +75,10 @@ static const char *const page_script[] = {
     " });\n",
     " const c=el('div',{'class':'stage'+(R.limit==='consumer'?' limit':''),'data-node':'consumer'});c.appendChild(el('b',{},'consumer'));"
     "c.appendChild(el('div',{},'waited '+(100*R.consumer.wait_share).toFixed(1)+' %'));g.appendChild(c);\n",
+    " const tl=document.getElementById('tuning');\n",
+    " if(R.autotune&&R.autotune.length){for(const d of R.autotune){const li=el('li',{'class':d.outcome},"
+    "d.at_s.toFixed(2)+' s, '+d.outcome.replace('_',' ')+': '+d.why+' ('+num(d.rate_before)+' \\u2192 '+num(d.rate_after)+' elements/s)');"
+    "tl.appendChild(li)}}else{tl.appendChild(el('li',{},'no stage was given FERRY_AUTOTUNE'))}\n",
     "}catch(x){document.getElementById('verdict').textContent='The report could not be read: '+x}}\n",
     "const colors={run:'#cfd8e3',work:'#3b7dd8',assemble:'#7b5bd6',lock:'#d88a3b','lock wait':'#d88a3b',"
     "'wait for input':'#e0c050','wait for room':'#aaa',next:'#e04040',step:'#3aa655'};\n",

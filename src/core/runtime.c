@@ -138,6 +138,7 @@ int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
     out->cpu_budget = rt->cpu_budget;
     ferry__mutex_lock(&rt->exec.mu);
     out->threads_busy_peak = rt->exec.peak_busy;
+    out->threads_granted_peak = rt->exec.peak_extra;
     ferry__mutex_unlock(&rt->exec.mu);
     return FERRY_OK;
 }

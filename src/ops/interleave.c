@@ -1234,8 +1234,12 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
     if (!it) return st->code;
     it->cycle = ds->cycle;
     it->block = ds->block;
-    it->nthreads = ds->threads == FERRY_AUTOTUNE ? ferry__autotune_threads(rt) : ds->threads;
+    /* AUTOTUNE: a task per stream of the cycle, of which the default works at first (the
+     * autotuner may set more to work) */
+    int start = ds->threads == FERRY_AUTOTUNE ? ferry__autotune_threads(rt) : ds->threads;
+    it->nthreads = ds->threads == FERRY_AUTOTUNE ? FERRY__MAX(start, it->cycle) : ds->threads;
     if (it->nthreads > ILV_MAX_THREADS) it->nthreads = ILV_MAX_THREADS;
+    if (start > it->nthreads) start = it->nthreads;
     it->parallel = it->nthreads > 0;
     it->relaxed = it->parallel && ds->relaxed;
     it->op_seed = ferry__mix64(ctx->seed, ds_->salt);
@@ -1258,14 +1262,14 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
         }
         /* Ready at once: no thread runs before start_workers, and a restore makes streams under
          * the scope. */
-        it->active = it->nthreads;
+        it->active = start;
         it->ring_limit = (int)it->ring_cap;
         ferry__knobs k = {.set = ilv_knobs_set, .stage = it, .parallelism_max = it->nthreads,
                           .parallelism_limit = ILV_MAX_THREADS,
                           .buffer_max = (int64_t)it->ring_cap * it->cycle,
                           .tune_parallelism = ds->threads == FERRY_AUTOTUNE,
                           .tune_buffer = ds->threads == FERRY_AUTOTUNE};
-        if (!rc) ferry__stage_ready(&it->sg, ilv_cancel, it, it->nthreads, k.buffer_max, &k);
+        if (!rc) ferry__stage_ready(&it->sg, ilv_cancel, it, start, k.buffer_max, &k);
     }
     if (!rc) {
         if (state) {
