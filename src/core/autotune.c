@@ -22,7 +22,7 @@
  *
  * The decision (ferry__tuner_window, on the model alone so that tests can feed it stages of
  * known cost):
- *   BASE   measure the rate at the present setting, then propose.
+ *   BASE   measure the rate at the present setting (two windows), then propose.
  *   propose
  *          the consumer waited under a tenth of the window: it limits; nothing to change
  *          (STEADY). Else the group that delivers least with its threads (the model's worst):
@@ -267,8 +267,11 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     }
     if (m->elems < 2 || m->wall <= 0) return false;
     switch (t->phase) {
-    case TUNE_BASE:
-        t->base_rate = in->rate;
+    case TUNE_BASE: /* two windows, as the trial's */
+        t->trial_elems += (double)m->elems;
+        t->trial_wall += m->wall;
+        if (++t->trial_windows < TUNE_TRIAL_WINDOWS) return false;
+        t->base_rate = t->trial_elems / t->trial_wall;
         return tune_start_trial(t, in, mv);
     case TUNE_TRIAL: {
         t->trial_elems += (double)m->elems;
@@ -302,6 +305,8 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
                                  .undo = true};
         t->phase = TUNE_BASE;
         t->settle = 1;
+        t->trial_windows = 0;
+        t->trial_elems = t->trial_wall = 0;
         return true;
     }
     default: /* TUNE_STEADY */
@@ -337,7 +342,7 @@ struct ferry__autotune {
     node_snap *snap;           /* at the window's start */
     ferry__mgroup *groups;
     ferry__tune_stage *st;
-    const void **stage_seen;   /* the knobs' stage each node had when last set */
+    uint64_t *stage_seen;      /* the knobs' serial each node had when last set */
     int *chosen_par;           /* what the tuner set per node (0: nothing) */
     int64_t *chosen_buf;
     int granted;               /* executor workers granted over the cpu budget, in all */
@@ -420,7 +425,7 @@ static void tune_apply(ferry__autotune *a, ferry__pipe *p, const ferry__tune_mov
     if (mv->par) a->chosen_par[i] = mv->par;
     if (mv->buf) a->chosen_buf[i] = mv->buf;
     ferry__knobs k;
-    if (ferry__pipe_knobs_get(p, i, &k) == FERRY_OK) a->stage_seen[i] = k.stage;
+    if (ferry__pipe_knobs_get(p, i, &k) == FERRY_OK) a->stage_seen[i] = k.serial;
 }
 
 void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
@@ -492,9 +497,9 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
         /* The knobs now; a stage made again (a repeat's next epoch) gets the chosen values. */
         ferry__knobs k;
         ts->has_knobs = ferry__pipe_knobs_get(p, i, &k) == FERRY_OK;
-        if (ts->has_knobs && k.stage != a->stage_seen[i] && (a->chosen_par[i] || a->chosen_buf[i])) {
+        if (ts->has_knobs && k.serial != a->stage_seen[i] && (a->chosen_par[i] || a->chosen_buf[i])) {
             ferry__pipe_set_knobs(p, i, a->chosen_par[i], a->chosen_buf[i], NULL, NULL);
-            a->stage_seen[i] = k.stage;
+            a->stage_seen[i] = k.serial;
         }
         ts->tune_par = ts->has_knobs && k.tune_parallelism;
         ts->tune_buf = ts->has_knobs && k.tune_buffer;

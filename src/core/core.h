@@ -497,6 +497,7 @@ struct ferry__pipe {
     size_t n;
     ferry__node_stats *nodes;
     ferry__mutex knobs_mu;       /* guards every record's `knobs` and the calls through them */
+    uint64_t knobs_serial;       /* registrations so far (under knobs_mu) */
     bool mu_ok;
 };
 
@@ -516,6 +517,9 @@ struct ferry__knobs {
     int parallelism_limit;   /* the most the op runs if its user asks (for the report's advice) */
     bool tune_parallelism;   /* the user asked FERRY_AUTOTUNE: the autotuner may move them */
     bool tune_buffer;
+    uint64_t serial;         /* set at registration: which stage of the node this is (a stage
+                                made again, as by a repeat, gets a new one; its address may be
+                                the old one's) */
 };
 /* Registers k as rec's knobs (replacing any: the newest iterator of a node, as a repeat's next
  * epoch, is the one to tune) and unregisters it. Unregister before the stage is freed: no call

@@ -171,6 +171,7 @@ int ferry__pipe_init(ferry__pipe *p, ferry_runtime *rt, ferry_dataset *root, con
 void ferry__pipe_knobs_register(ferry__pipe *p, ferry__node_stats *rec, ferry__knobs *k) {
     if (!p || !rec || !p->mu_ok) return;
     ferry__mutex_lock(&p->knobs_mu);
+    k->serial = ++p->knobs_serial;
     rec->knobs = k;
     ferry__mutex_unlock(&p->knobs_mu);
 }
