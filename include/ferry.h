@@ -529,9 +529,6 @@ typedef struct ferry_stage_stats {
     int64_t wait_input_ns;       /* its consumer side waiting for what its threads make */
     int64_t wait_consumer_ns;    /* its threads waiting, while they hold them, for room or for the
                                     byte budget (the consumer takes too little) */
-    int64_t idle_full_ns;        /* its tasks sat idle, holding no thread, because its buffer was
-                                    full (summed over tasks; the consumer takes less than they
-                                    make); not part of thread_ns */
     int64_t thread_ns;           /* wall time its own threads ran for it (the inline stages below
                                     it included, blocked waits included); 0 for inline stages */
     int64_t cpu_ns;              /* CPU time of those threads in that time (estimated from runs
@@ -543,6 +540,9 @@ typedef struct ferry_stage_stats {
     int64_t buffered_bytes;
     int64_t buffer_capacity;     /* elements; 0 for stages without a buffer */
     int64_t parallelism;         /* threads working for it; 0 = inline */
+    int64_t idle_full_ns;        /* its tasks sat idle, holding no thread, because its buffer was
+                                    full (summed over tasks; the consumer takes less than they
+                                    make); not part of thread_ns */
 } ferry_stage_stats;
 
 /* Copies up to cap entries into out and the number of stages into *count. Call from the thread

@@ -226,6 +226,14 @@ TEST(grant_follows_the_process_cpu) {
     ASSERT_EQ(ferry__tune_grant(st, 2, 7, 1.8, 2), 7);
     /* never more than the stages' threads */
     ASSERT_EQ(ferry__tune_grant(st, 2, 15, 0.1, 2), 16);
+    /* the blocked stage calmed down: 3 threads at work, none waits: 1 over the budget is enough */
+    st[1].running = 3;
+    st[1].queued = 0;
+    ASSERT_EQ(ferry__tune_grant(st, 2, 14, 0.1, 2), 1);
+    /* no runtime: refused */
+    ferry__tuner tu;
+    ASSERT_EQ(ferry__tuner_init(&tu, NULL, 2, 2, 0), FERRY_EINVAL);
+    ferry__tuner_fini(&tu);
 }
 
 /* ---- real pipelines ------------------------------------------------------------------------- */

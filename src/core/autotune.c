@@ -11,7 +11,8 @@
  * when fewer: a budget over them is never reached; CPU seconds per wall second,
  * the consumer's included), their threads are blocked in calls the executor cannot see
  * (sleeping, I/O), and the executor is granted that many workers more (ferry__exec_grant); when
- * the process used over the budget, half the grant goes. So the threads a user asked for (or the
+ * none waits, the grant shrinks to what the threads at work need beyond the budget; when the
+ * process used over the budget, half the grant goes. So the threads a user asked for (or the
  * tuner chose) run, and the CPU stays within the budget, whatever the stages' CPU samples say.
  *
  * Each window: the stats of every stage are read and the snapshot of the window's start taken
@@ -40,7 +41,7 @@
  *          AUTOTUNE stage, slowest group first (stages feed each other in bursts that the model,
  *          one group at a time, does not see; the trial decides). Nothing left: STEADY.
  *   TRIAL  the change is applied; one window settles, two are measured. Kept when the rate rose
- *          by 3 % and the CPU measured stayed within the budget; else backed out (logged, and
+ *          by 3 % and, for more threads, the process's CPU stayed within the budget; else backed out (logged, and
  *          not tried again until something changes).
  *   STEADY the rate is watched; three windows in a row 25 % away from the settled rate mean the
  *          work changed (rates drifted): everything is re-evaluated from BASE.
@@ -104,31 +105,44 @@ static void tune_log(ferry__tuner *t, const ferry__tune_in *in, int stage, ferry
 
 int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budget, size_t byte_budget) {
     memset(t, 0, sizeof *t);
+    if (!rt) return FERRY_EINVAL;
     t->rt = rt;
     t->n = n;
     t->cpu_budget = cpu_budget > 0 ? cpu_budget : 1;
     t->byte_budget = byte_budget;
     t->phase = TUNE_BASE;
     t->tried = n ? ferry__calloc(rt, n, sizeof *t->tried) : NULL;
-    return n && !t->tried ? FERRY_ENOMEM : FERRY_OK;
+    t->set = n ? ferry__calloc(rt, n, sizeof *t->set) : NULL;
+    return n && (!t->tried || !t->set) ? FERRY_ENOMEM : FERRY_OK;
 }
 
 void ferry__tuner_fini(ferry__tuner *t) {
-    if (t->rt) ferry__free(t->rt, t->tried);
+    if (t->rt) {
+        ferry__free(t->rt, t->tried);
+        ferry__free(t->rt, t->set);
+    }
     t->tried = NULL;
+    t->set = NULL;
 }
 
 int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget) {
-    if (cpu_per_s > (double)cpu_budget + TUNE_CPU_SLACK) return granted / 2;
-    if (cpu_per_s >= (double)cpu_budget - 0.5) return granted;
-    double waiting = 0, most = 0;
+    double waiting = 0, most = 0, working = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!st[i].has_knobs || st[i].par <= 1) continue;
+        if (!st[i].has_knobs) continue;
         most += st[i].par;
         waiting += st[i].queued;
+        working += st[i].running;
     }
-    if (waiting < 0.5) return granted;
-    int want = granted + (int)ceil(waiting);
+    int want = granted;
+    if (waiting >= 0.5 && cpu_per_s < (double)cpu_budget - 0.5) {
+        want = granted + (int)ceil(waiting);
+    } else if (waiting < 0.5) {
+        /* no task waits: keep what the threads at work need beyond the cores, no more (a
+         * blocked stage that ended or was backed out gives its workers back) */
+        int need = (int)ceil(working - 1e-9) - cpu_budget;
+        if (need < want) want = need > 0 ? need : 0;
+    }
+    if (cpu_per_s > (double)cpu_budget + TUNE_CPU_SLACK) want = granted / 2;
     return want < (int)most ? want : (int)most;
 }
 
@@ -258,6 +272,13 @@ static bool tune_start_trial(ferry__tuner *t, const ferry__tune_in *in, ferry__t
     return true;
 }
 
+void ferry__tuner_unapplied(ferry__tuner *t) {
+    t->phase = TUNE_BASE;
+    t->settle = 1;
+    t->trial_windows = 0;
+    t->trial_elems = t->trial_wall = 0;
+}
+
 bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
     const ferry__model *m = in->m;
     t->windows++;
@@ -287,6 +308,7 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             tune_log(t, in, tr->stage, FERRY_TUNE_KEPT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1, "%s",
                      tr->why);
             memset(t->tried, 0, t->n * sizeof *t->tried);
+            t->set[tr->stage] |= tr->par ? 1 : 2;
             t->base_rate = r1;
             return tune_start_trial(t, in, mv);
         }
@@ -297,12 +319,16 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
                      "%s; it used %.2f cores, over the cpu budget", tr->why, cpu);
         t->tried[tr->stage] |= tr->par ? 1 : 2;
+        /* the values before, and a knob the tuner had not set goes back to the stage's own
+         * adaptation (tune_apply) */
         *mv = (ferry__tune_move){.stage = tr->stage,
                                  .par = tr->par ? tr->from_par : 0,
                                  .buf = tr->buf ? tr->from_buf : 0,
                                  .from_par = p1,
                                  .from_buf = b1,
-                                 .undo = true};
+                                 .undo = true,
+                                 .hand_back_par = tr->par && !(t->set[tr->stage] & 1),
+                                 .hand_back_buf = tr->buf && !(t->set[tr->stage] & 2)};
         t->phase = TUNE_BASE;
         t->settle = 1;
         t->trial_windows = 0;
@@ -418,14 +444,19 @@ void ferry__autotune_free(ferry__autotune *a) {
     ferry__free(rt, a);
 }
 
-/* Sets node i's knobs (0: leave) and moves the executor's grant by what the stage's changes. */
-static void tune_apply(ferry__autotune *a, ferry__pipe *p, const ferry__tune_move *mv) {
+/* Sets node i's knobs as mv says (an undo hands a knob the tuner had not set back to the
+ * stage) and records the values for the node's next stage (a repeat's next epoch). False when
+ * the node has no stage now (between epochs): nothing was set. */
+static bool tune_apply(ferry__autotune *a, ferry__pipe *p, const ferry__tune_move *mv) {
     size_t i = (size_t)mv->stage;
-    if (ferry__pipe_set_knobs(p, i, mv->par, mv->buf, NULL, NULL) != FERRY_OK) return; /* gone meanwhile */
-    if (mv->par) a->chosen_par[i] = mv->par;
-    if (mv->buf) a->chosen_buf[i] = mv->buf;
+    if (mv->par) a->chosen_par[i] = mv->hand_back_par ? 0 : mv->par;
+    if (mv->buf) a->chosen_buf[i] = mv->hand_back_buf ? 0 : mv->buf;
+    if (ferry__pipe_set_knobs(p, i, mv->par, mv->buf, NULL, NULL) != FERRY_OK) return false;
+    if (mv->hand_back_par || mv->hand_back_buf)
+        (void)ferry__pipe_set_knobs(p, i, mv->hand_back_par ? -1 : 0, mv->hand_back_buf ? -1 : 0, NULL, NULL);
     ferry__knobs k;
     if (ferry__pipe_knobs_get(p, i, &k) == FERRY_OK) a->stage_seen[i] = k.serial;
+    return true;
 }
 
 void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
@@ -541,7 +572,8 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
         a->granted = grant;
     }
     ferry__tune_move mv;
-    if (tunable && ferry__tuner_window(&a->tuner, &in, &mv)) tune_apply(a, p, &mv);
+    if (tunable && ferry__tuner_window(&a->tuner, &in, &mv) && !tune_apply(a, p, &mv) && !mv.undo)
+        ferry__tuner_unapplied(&a->tuner); /* the trial would measure nothing */
 }
 
 const ferry__tuner *ferry__autotune_tuner(const ferry__autotune *a) { return a ? &a->tuner : NULL; }

@@ -508,8 +508,9 @@ struct ferry__pipe {
 struct ferry__knobs {
     /* Sets the parallelism (tasks that may work) and the buffer (results the stage may hold
      * ahead of its consumer), each clamped to [1, its max]; 0 leaves one as it is. A knob set
-     * this way is no longer adapted by the stage itself. Called under the pipe's knobs_mu, from
-     * any thread. */
+     * this way is no longer adapted by the stage itself; -1 hands it back to the stage's own
+     * adaptation (where it has one) from the value it has. Called under the pipe's knobs_mu,
+     * from any thread. */
     void (*set)(void *stage, int parallelism, int64_t buffer);
     void *stage;
     int parallelism_max;     /* what `set` accepts: the tasks this iterator opened */
@@ -590,14 +591,16 @@ typedef struct ferry__tune_in {
                                      and the consumer's: what the cpu budget bounds) */
     double at_s;                  /* since the first next */
 } ferry__tune_in;
-/* A change: stage's parallelism and buffer (0: leave), and the executor grant it holds after. */
+/* A change: stage's parallelism and buffer (0: leave; -1: back to the stage's own adaptation,
+ * as before the tuner set it). */
 typedef struct ferry__tune_move {
     int stage, par;
     int64_t buf;
     int from_par;
     int64_t from_buf;
     bool undo;
-    char why[96];
+    bool hand_back_par, hand_back_buf; /* an undo: back to the stage's own adaptation after */
+    char why[160];
 } ferry__tune_move;
 typedef struct ferry__tuner {
     ferry_runtime *rt;
@@ -609,6 +612,7 @@ typedef struct ferry__tuner {
     double base_rate, trial_elems, trial_wall, trial_cpu, steady_sum, steady_rate;
     ferry__tune_move trial;
     uint8_t *tried;               /* per stage: 1 more threads, 2 a bigger buffer, backed out */
+    uint8_t *set;                 /* per stage: 1 threads, 2 buffer set by the tuner (kept) */
     bool said_consumer, said_steady;
     ferry_tune_decision log[FERRY__TUNE_LOG];
     size_t nlog;                  /* decisions made (the ring holds the last FERRY__TUNE_LOG) */
@@ -617,13 +621,16 @@ int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budg
 void ferry__tuner_fini(ferry__tuner *t);
 /* Feeds the tuner one window's measurements; true when *mv is to be applied to the knobs. */
 bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv);
+/* The move just returned could not be applied (its stage was gone): measure again from BASE. */
+void ferry__tuner_unapplied(ferry__tuner *t);
 /* The last decisions, oldest first (t may be NULL: none). */
 int ferry__tuner_log(const ferry__tuner *t, ferry_tune_decision *out, size_t cap, size_t *count);
 const char *ferry__tune_outcome_name(ferry_tune_outcome o);
 /* The executor workers to grant over the cpu budget (ferry__exec_grant) after a window: more
  * while tasks wait for a worker (queued, on average half a task or more over the window) and
- * the process used under cpu_budget - 0.5 cores; half as many when it used over the budget.
- * `granted` is what is granted now; st: n stages. */
+ * the process used under cpu_budget - 0.5 cores; when none waits, no more than the threads at
+ * work need beyond the budget; half as many when the process used over the budget; never more
+ * than the stages' threads. `granted` is what is granted now; st: n stages. */
 int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double cpu_per_s, int cpu_budget);
 /* An iterator's tuner: NULL in *out when no stage asked for FERRY_AUTOTUNE. Ticked on the
  * thread that iterates with the time of a call to next. */

@@ -420,9 +420,10 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
         iterator_close(it);
         return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
     }
-    /* The autotuner, if a stage asked for FERRY_AUTOTUNE (stages that register their knobs
-     * only once they run are looked for in the first windows too). Without memory for it the
-     * pipeline runs untuned. */
+    /* The autotuner, if a stage runs ahead (it moves the knobs of stages given FERRY_AUTOTUNE,
+     * and grants the executor workers for any stage's blocked threads; stages that register
+     * their knobs only once they run are looked for in the first windows too). Without memory
+     * for it the pipeline runs untuned. */
     (void)ferry__autotune_new(it, &it->tune);
     it->tune_looks = it->tune ? 0 : 8;
     atomic_fetch_add(&rt->objects, 1);

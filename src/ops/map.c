@@ -1295,6 +1295,8 @@ static void map_grow(map_it *m, int n) {
 static void map_knobs_set(void *stage, int parallelism, int64_t buffer) {
     map_it *m = stage;
     ferry__node_stats *s = m->base.stats;
+    if (parallelism < 0) atomic_store(&m->par_tuned, false); /* map_adapt's again */
+    if (buffer < 0) atomic_store(&m->win_tuned, false);
     if (parallelism > 0) {
         ferry__mutex_lock(&m->sg.mu);
         if (parallelism > m->nworkers) map_grow(m, parallelism);
@@ -1350,11 +1352,12 @@ static int map_open_workers(map_it *m, int upto, ferry__status *st) {
 static int map_start(map_it *m, ferry__status *st) {
     ferry__mutex_lock(&m->sg.mu);
     int rc = map_open_workers(m, m->nthreads, st);
+    int opened = m->nworkers; /* the knobs may open more from another thread: they wake theirs */
+    if (opened > 0 && opened < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), opened));
     ferry__mutex_unlock(&m->sg.mu);
-    if (m->nworkers == 0) return rc;
+    if (opened == 0) return rc;
     m->started = true; /* with fewer tasks than asked when some failed to open */
-    if (m->nworkers < m->nthreads) atomic_store(&m->active, FERRY__MIN(atomic_load(&m->active), m->nworkers));
-    for (int i = 0; i < m->nworkers; i++) ferry__task_wake(&m->workers[i].task);
+    for (int i = 0; i < opened; i++) ferry__task_wake(&m->workers[i].task);
     return FERRY_OK;
 }
 
@@ -1785,7 +1788,7 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
         }
         ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->tcap, .buffer_max = m->window,
                           .parallelism_limit = MAP_MAX_THREADS, .tune_parallelism = tune,
-                          .tune_buffer = !m->win_fixed};
+                          .tune_buffer = tune && !m->win_fixed};
         ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
     }

@@ -477,6 +477,7 @@ static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
 static void pf_knobs_set(void *stage, int parallelism, int64_t buffer) {
     pf_it *it = stage;
     (void)parallelism;
+    if (buffer < 0) atomic_store(&it->tuned, false); /* its own AUTOTUNE growth again */
     if (buffer <= 0) return;
     int64_t cap = FERRY__MIN(buffer, it->ring_cap);
     atomic_store(&it->tuned, true);
