@@ -40,8 +40,10 @@
  *          ferry never passes it whatever the setting). Else one more thread for another
  *          AUTOTUNE stage, slowest group first (stages feed each other in bursts that the model,
  *          one group at a time, does not see; the trial decides). Nothing left: STEADY.
- *   TRIAL  the change is applied; one window settles, two are measured. Kept when the rate rose
- *          by 3 % and, for more threads, the process's CPU stayed within the budget; else backed out (logged, and
+ *   TRIAL  the change is applied; one window settles, two are measured. More threads are kept
+ *          when the rate rose by 3 % and the process's CPU stayed within the budget; a bigger
+ *          buffer (memory only, within half the byte budget, where the consumer waits) unless
+ *          the rate fell by 1 % (windows move by a few per cent on a busy machine); else backed out (logged, and
  *          not tried again until something changes).
  *   STEADY the rate is watched; three windows in a row 25 % away from the settled rate mean the
  *          work changed (rates drifted): everything is re-evaluated from BASE.
@@ -61,7 +63,8 @@
 #define TUNE_WINDOW_MIN_ELEMS 8     /* ... and this many elements, */
 #define TUNE_WINDOW_MAX_NS 1000000000 /* unless it has lasted this long (and has 2) */
 #define TUNE_TRIAL_WINDOWS 2
-#define TUNE_KEEP_GAIN 0.03         /* a change stays when the rate rose this much */
+#define TUNE_KEEP_GAIN 0.03         /* more threads stay when the rate rose this much */
+#define TUNE_BUF_LOSS 0.01          /* a bigger buffer stays unless the rate fell this much */
 #define TUNE_CPU_SLACK 0.05         /* of a core: the CPU measured may pass the budget by this */
 #define TUNE_CONSUMER_SHARE 0.10    /* the consumer waited less: it limits */
 #define TUNE_BUSY 0.5               /* a group whose threads ran less is not short of threads */
@@ -304,7 +307,11 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         int p1 = tr->par ? tr->par : tr->from_par;
         int64_t b1 = tr->buf ? tr->buf : tr->from_buf;
         bool cpu_ok = cpu <= (double)t->cpu_budget + TUNE_CPU_SLACK || tr->par == 0 || tr->par < tr->from_par;
-        if (r1 >= t->base_rate * (1.0 + TUNE_KEEP_GAIN) && cpu_ok) {
+        /* More threads must pay 3 %; a bigger buffer (memory only, within half the byte budget,
+         * and only where the consumer waits) stays unless it cost 1 %: the windows move by a few
+         * per cent on a busy machine, and small real gains would be backed out by chance. */
+        double need = tr->par ? 1.0 + TUNE_KEEP_GAIN : 1.0 - TUNE_BUF_LOSS;
+        if (r1 >= t->base_rate * need && cpu_ok) {
             tune_log(t, in, tr->stage, FERRY_TUNE_KEPT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1, "%s",
                      tr->why);
             memset(t->tried, 0, t->n * sizeof *t->tried);
@@ -314,7 +321,7 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         }
         if (cpu_ok)
             tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
-                     "%s; throughput did not rise", tr->why);
+                     "%s; %s", tr->why, tr->par ? "throughput did not rise" : "throughput fell");
         else
             tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
                      "%s; it used %.2f cores, over the cpu budget", tr->why, cpu);
