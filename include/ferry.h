@@ -55,9 +55,15 @@ extern "C" {
 #define FERRY_VERSION_NUMBER (FERRY_VERSION_MAJOR * 10000 + FERRY_VERSION_MINOR * 100 + FERRY_VERSION_PATCH)
 #define FERRY_VERSION_STRING "0.1.0"
 
-/* Returns the library's version string ("MAJOR.MINOR.PATCH"), static storage. Thread-safe. */
+/* ferry_version: the version of the library actually linked, "MAJOR.MINOR.PATCH".
+ * Returns: the version string; never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_version(void);
-/* Returns FERRY_VERSION_NUMBER of the library actually linked. Thread-safe. */
+/* ferry_version_number: FERRY_VERSION_NUMBER of the library actually linked.
+ * Returns: MAJOR * 10000 + MINOR * 100 + PATCH.
+ * Ownership: no pointers.
+ * Threads: thread-safe. */
 FERRY_API int ferry_version_number(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -89,12 +95,21 @@ typedef enum ferry_status {
 #undef FERRY__STATUS_ENUM
 } ferry_status;
 
-/* Returns a static description of a status code ("out of memory"); never NULL. */
+/* ferry_strerror: a description of a status code ("out of memory").
+ * Returns: the description; "unknown status code" for a value that is no ferry_status; never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_strerror(int status);
-/* Returns the static name of a status code ("FERRY_ENOMEM"); never NULL. */
+/* ferry_error_name: the name of a status code ("FERRY_ENOMEM").
+ * Returns: the name; "FERRY_UNKNOWN" for a value that is no ferry_status; never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_error_name(int status);
-/* Returns the message of the last failure on this thread of a function that has no handle to
- * carry it (constructors, tensor functions). Valid until the next ferry call on this thread. */
+/* ferry_last_error: the message of the last failure on this thread of a function that has no handle
+ * to carry it (constructors, tensor functions, functions given a NULL handle).
+ * Returns: the message; "" when there is none. Never NULL.
+ * Ownership: valid until the next ferry call on this thread.
+ * Threads: thread-safe; every thread has its own message. */
 FERRY_API const char *ferry_last_error(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -151,36 +166,57 @@ typedef struct ferry_runtime_stats {
                                    cores; 0 when no thread ever waited so */
 } ferry_runtime_stats;
 
-/* Creates a runtime. opts: borrowed, may be NULL. Returns FERRY_OK or FERRY_EINVAL/ENOMEM;
- * *out receives a new runtime to free with ferry_runtime_free. Thread-safe. */
+/* ferry_runtime_create: creates a runtime with the options in opts (NULL: all defaults).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL out or an opts->cpu_budget outside 0..4096; FERRY_ENOMEM
+ *   when the runtime, its locks or its trace cannot be allocated. Message in ferry_last_error.
+ * Ownership: borrows opts; *out gets a new runtime to free with ferry_runtime_free (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out);
-/* Frees a runtime. Every dataset, iterator, tensor and element made with it must be gone first:
- * otherwise returns FERRY_EMISUSE and frees nothing. NULL is a no-op returning FERRY_OK. When
- * FERRY_TRACE named a file at creation, writes the trace there first: FERRY_EIO (the runtime is
- * freed all the same) when that fails. */
+/* ferry_runtime_free: frees a runtime. Everything made with it (datasets, iterators, tensors, elements,
+ * blobs, example parsers) must be gone first. When FERRY_TRACE named a file at creation, the trace is
+ * written there first.
+ * Returns: FERRY_OK (also for NULL, a no-op); FERRY_EMISUSE when objects made with rt are still alive:
+ *   then nothing is freed; FERRY_EIO or FERRY_ENOMEM when writing the FERRY_TRACE file fails (the
+ *   runtime is freed all the same). Message in ferry_last_error.
+ * Ownership: takes rt, except on FERRY_EMISUSE.
+ * Threads: no other thread may use rt during or after the call. */
 FERRY_API int ferry_runtime_free(ferry_runtime *rt);
-/* Fills *out with a snapshot of the runtime's counters. Thread-safe. */
+/* ferry_runtime_stats_get: fills *out with a snapshot of the runtime's counters.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument.
+ * Ownership: borrows rt; writes *out.
+ * Threads: thread-safe. */
 FERRY_API int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out);
 
 /* The trace (ferry_runtime_options.trace_bytes, FERRY_TRACE): every run of a stage's thread, its
  * work per chunk or batch, its waits (for input, for room or budget, for a lock), the consumer's
  * calls to ferry_iterator_next that took 2 us or more, and the steps marked here; as Chrome
  * trace JSON (opens in Perfetto, ui.perfetto.dev, and chrome://tracing). */
-/* A monotonic clock in nanoseconds: the trace's time base. Thread-safe. */
+/* ferry_clock_ns: a monotonic clock in nanoseconds, the trace's time base.
+ * Returns: the time now.
+ * Ownership: no pointers.
+ * Threads: thread-safe. */
 FERRY_API int64_t ferry_clock_ns(void);
-/* Marks [start_ns, now] on the calling thread as a step named `name` (borrowed; its first 23
- * bytes are kept), such as a training step: start_ns from ferry_clock_ns. FERRY_OK (also when
- * tracing is off: nothing is recorded), or FERRY_EINVAL for a NULL argument or a start_ns that
- * is not a time of ferry_clock_ns before now. Thread-safe. */
+/* ferry_trace_step: marks [start_ns, now] on the calling thread as a step named `name`, such as a
+ * training step; start_ns comes from ferry_clock_ns. Nothing is recorded when tracing is off.
+ * Returns: FERRY_OK (also when tracing is off); FERRY_EINVAL for a NULL argument or a start_ns that is
+ *   not a time of ferry_clock_ns before now.
+ * Ownership: borrows rt and name (its first 23 bytes are kept).
+ * Threads: thread-safe. */
 FERRY_API int ferry_trace_step(ferry_runtime *rt, const char *name, int64_t start_ns);
-/* Writes the spans recorded so far to path (replaced whole: written to a temporary file, then
- * renamed) as Chrome trace JSON. Spans still being written by running threads are left out.
- * FERRY_OK; FERRY_EINVAL (NULL or empty argument, or tracing off for rt); FERRY_ENOMEM;
- * FERRY_EIO naming the path and the failed step. Thread-safe. */
+/* ferry_runtime_trace_write: writes the spans recorded so far to path as Chrome trace JSON. path is
+ * replaced whole (a temporary file is renamed over it). Spans still being written by running threads
+ * are left out.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument, an empty path or tracing off for rt;
+ *   FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Message in ferry_last_error.
+ * Ownership: borrows rt and path.
+ * Threads: thread-safe. */
 FERRY_API int ferry_runtime_trace_write(ferry_runtime *rt, const char *path);
-/* The same JSON in memory: *out a new blob (free with ferry_blob_free). FERRY_OK, FERRY_EINVAL
- * (NULL argument, or tracing off) or FERRY_ENOMEM. Thread-safe. */
+/* ferry_runtime_trace_json: the same JSON as ferry_runtime_trace_write, in memory.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument or tracing off for rt; FERRY_ENOMEM.
+ * Ownership: borrows rt; *out gets a new blob to free with ferry_blob_free (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out);
+
 
 /* ---------------------------------------------------------------------------------------------
  * Tensors: dtype, shape and a refcounted immutable buffer. Slices and batch rows share bytes.
@@ -207,9 +243,15 @@ typedef enum ferry_dtype {
     FERRY_DTYPE_COUNT
 } ferry_dtype;
 
-/* Bytes per entry of a numeric dtype (1 for bool); 0 for FERRY_BYTES and invalid dtypes. */
+/* ferry_dtype_size: bytes per entry of a numeric dtype (1 for bool).
+ * Returns: the size; 0 for FERRY_BYTES and invalid dtypes.
+ * Ownership: no pointers.
+ * Threads: thread-safe. */
 FERRY_API size_t ferry_dtype_size(ferry_dtype dtype);
-/* Static name of a dtype ("int64", "bytes"); "invalid" for values out of range. */
+/* ferry_dtype_name: the name of a dtype ("int64", "bytes").
+ * Returns: the name; "invalid" for values out of range. Never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_dtype_name(ferry_dtype dtype);
 
 /* A shape: rank -1 means unknown rank; a dim of FERRY_UNKNOWN_DIM means unknown size. */
@@ -226,49 +268,110 @@ typedef struct ferry_tensor_spec {
 
 typedef struct ferry_tensor ferry_tensor;
 
-/* Creates a zero-filled tensor of a numeric dtype. dims: borrowed, `rank` entries, each >= 0.
- * *out: a new reference, writable through ferry_tensor_mutable_data until it is shared. */
+/* ferry_tensor_create: creates a zero-filled tensor of a numeric dtype with `rank` dims, each >= 0. It
+ * is writable through ferry_tensor_mutable_data until it is shared.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, a rank outside 0..FERRY_MAX_RANK, NULL dims
+ *   with rank > 0, a negative dim, or FERRY_BYTES or an invalid dtype; FERRY_ETOOLARGE when the size
+ *   overflows; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt and dims (`rank` entries); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_create(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
                                   ferry_tensor **out);
-/* Wraps caller memory without copying. Takes `data`: release(release_user, data) is called when
- * the last reference goes (release may be NULL for memory that outlives the tensor). nbytes must
- * equal the product of dims times ferry_dtype_size(dtype). Returns a new reference, immutable. */
+/* ferry_tensor_wrap: wraps caller memory as an immutable tensor, without copying. nbytes must equal
+ * the product of dims times ferry_dtype_size(dtype).
+ * Returns: FERRY_OK; FERRY_EINVAL for a bad rt, out, rank, dims or dtype (as ferry_tensor_create), an
+ *   nbytes that does not match, or NULL data with nbytes > 0; FERRY_ETOOLARGE; FERRY_ENOMEM.
+ * Ownership: takes `data`, also on failure: release(release_user, data) is called when the last
+ *   reference goes (release may be NULL for memory that outlives the tensor); borrows rt and dims;
+ *   *out gets a new reference (NULL on failure).
+ * Threads: thread-safe; release runs on the thread that drops the last reference. */
 FERRY_API int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
                                 void *data, size_t nbytes, void (*release)(void *user, void *data),
                                 void *release_user, ferry_tensor **out);
-/* Creates a FERRY_BYTES tensor by copying n = product(dims) strings. ptrs/lens: borrowed arrays
- * of n entries (ptrs[i] may be NULL when lens[i] == 0). Returns a new reference. */
+/* ferry_tensor_create_bytes: creates a FERRY_BYTES tensor by copying n = product(dims) strings
+ * (ptrs[i] may be NULL when lens[i] == 0).
+ * Returns: FERRY_OK; FERRY_EINVAL for a bad rt, out, rank or dims (as ferry_tensor_create), NULL ptrs
+ *   or lens with n > 0, or a NULL ptrs[i] with lens[i] > 0; FERRY_ETOOLARGE; FERRY_ENOMEM.
+ * Ownership: borrows rt, dims and the arrays ptrs and lens (n entries each); *out gets a new
+ *   reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims,
                                         const void *const *ptrs, const size_t *lens, ferry_tensor **out);
-/* Convenience scalars. Return a new reference. */
+/* ferry_tensor_scalar_i64: a convenience int64 scalar holding value.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out; FERRY_ENOMEM.
+ * Ownership: borrows rt; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_scalar_i64(ferry_runtime *rt, int64_t value, ferry_tensor **out);
+/* ferry_tensor_scalar_f32: a convenience float32 scalar holding value.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out; FERRY_ENOMEM.
+ * Ownership: borrows rt; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_scalar_f32(ferry_runtime *rt, float value, ferry_tensor **out);
-/* Adds a reference; returns t. NULL-safe. Thread-safe. */
+/* ferry_tensor_ref: adds a reference to t.
+ * Returns: t (NULL for NULL).
+ * Ownership: the caller owns the new reference and drops it with ferry_tensor_unref.
+ * Threads: thread-safe. */
 FERRY_API ferry_tensor *ferry_tensor_ref(ferry_tensor *t);
-/* Drops a reference; frees on the last one. NULL-safe. Thread-safe. */
+/* ferry_tensor_unref: drops a reference to t; the last one frees it. NULL is a no-op.
+ * Returns: nothing.
+ * Ownership: takes the caller's reference.
+ * Threads: thread-safe. */
 FERRY_API void ferry_tensor_unref(ferry_tensor *t);
 
+/* ferry_tensor_dtype: the dtype of t.
+ * Returns: the dtype; FERRY_DTYPE_INVALID for NULL.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API ferry_dtype ferry_tensor_dtype(const ferry_tensor *t);
+/* ferry_tensor_rank: the number of dims of t (0 for a scalar).
+ * Returns: the rank; -1 for NULL.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_rank(const ferry_tensor *t);
-/* Size of dimension i, or -1 when i is out of range. */
+/* ferry_tensor_dim: the size of dimension i of t.
+ * Returns: the size; -1 when t is NULL or i is out of range.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API int64_t ferry_tensor_dim(const ferry_tensor *t, int i);
+/* ferry_tensor_shape: the shape of t (dims past its rank are 0).
+ * Returns: the shape, by value; rank -1 for NULL.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API ferry_shape ferry_tensor_shape(const ferry_tensor *t);
-/* Number of entries (product of dims; 1 for a scalar). */
+/* ferry_tensor_num_entries: the number of entries of t (product of dims; 1 for a scalar).
+ * Returns: the count; 0 for NULL.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API int64_t ferry_tensor_num_entries(const ferry_tensor *t);
-/* Bytes the tensor's values take: entries * dtype size, or for FERRY_BYTES the string bytes plus
- * 8 bytes of offset per entry. This is what the memory budget counts. */
+/* ferry_tensor_nbytes: bytes t's values take: entries * dtype size, or for FERRY_BYTES the string
+ * bytes plus 8 bytes of offset per entry. This is what the memory budget counts.
+ * Returns: the size; 0 for NULL.
+ * Ownership: borrows t.
+ * Threads: thread-safe. */
 FERRY_API size_t ferry_tensor_nbytes(const ferry_tensor *t);
-/* Pointer to the values of a numeric tensor, row-major; NULL for FERRY_BYTES. Valid while the
- * caller holds a reference. */
+/* ferry_tensor_data: the values of a numeric tensor, row-major.
+ * Returns: a read-only pointer; NULL for FERRY_BYTES or a NULL t.
+ * Ownership: borrows t; the pointer is valid while the caller holds a reference.
+ * Threads: thread-safe. */
 FERRY_API const void *ferry_tensor_data(const ferry_tensor *t);
-/* Writable pointer, or NULL when the tensor is shared (more than one reference to it or to its
- * buffer), wrapped, or FERRY_BYTES. */
+/* ferry_tensor_mutable_data: a writable pointer to t's values, to fill a tensor made by
+ * ferry_tensor_create before it is shared.
+ * Returns: the pointer; NULL when t is NULL, shared (more than one reference to it or to its buffer),
+ *   wrapped, or FERRY_BYTES.
+ * Ownership: borrows t; the pointer is valid while the caller holds its only reference.
+ * Threads: thread-safe; only the holder of the only reference may write. */
 FERRY_API void *ferry_tensor_mutable_data(ferry_tensor *t);
-/* Entry i (row-major over all dims) of a FERRY_BYTES tensor. *data valid while the caller holds a
- * reference. Returns FERRY_EINVAL for another dtype or i out of range. */
+/* ferry_tensor_bytes_get: entry i (row-major over all dims) of a FERRY_BYTES tensor.
+ * Returns: FERRY_OK with *data and *len set; FERRY_EINVAL for a NULL argument, another dtype or i out of
+ *   range (then *data is NULL and *len 0).
+ * Ownership: borrows t; *data is valid while the caller holds a reference to t.
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **data, size_t *len);
-/* Rows [start, start+count) along dim 0, sharing bytes with t. t: borrowed. Returns a new
- * reference. Requires rank >= 1. */
+/* ferry_tensor_slice: rows [start, start+count) of t along dim 0, sharing bytes with t. Requires
+ * rank >= 1.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument, a scalar t or rows out of range; FERRY_ENOMEM.
+ * Ownership: borrows t; *out gets a new reference (NULL on failure), which keeps t's bytes alive.
+ * Threads: thread-safe. */
 FERRY_API int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tensor **out);
 
 /* ---------------------------------------------------------------------------------------------
@@ -276,44 +379,86 @@ FERRY_API int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, 
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_element ferry_element;
 
-/* Creates an element of n tensors. Takes the n references in tensors[] (also on failure).
- * *out must be freed with ferry_element_free. */
+/* ferry_element_create: creates an element of n tensors (at most 4096).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL tensors with n > 0, n over 4096 or a NULL
+ *   tensors[i]; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: takes the n references in tensors[] (also on failure, except when n is over 4096);
+ *   borrows rt; *out must be freed with ferry_element_free (NULL on failure).
+ * Threads: thread-safe; the element then has one owner. */
 FERRY_API int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_element **out);
-/* Frees an element and drops its tensor references. NULL-safe. */
+/* ferry_element_free: frees an element and drops its tensor references. NULL is a no-op.
+ * Returns: nothing.
+ * Ownership: takes e.
+ * Threads: one thread at a time per element (its owner's). */
 FERRY_API void ferry_element_free(ferry_element *e);
-/* Number of components. */
+/* ferry_element_size: the number of components of e.
+ * Returns: the count; 0 for NULL.
+ * Ownership: borrows e.
+ * Threads: one thread at a time per element. */
 FERRY_API size_t ferry_element_size(const ferry_element *e);
-/* Component i, borrowed: valid until the element is freed or component i is replaced. NULL when
- * i is out of range. */
+/* ferry_element_get: component i of e.
+ * Returns: the tensor; NULL when e is NULL or i is out of range.
+ * Ownership: the tensor is borrowed: valid until the element is freed or component i is replaced
+ *   (ferry_tensor_ref keeps it longer).
+ * Threads: one thread at a time per element. */
 FERRY_API ferry_tensor *ferry_element_get(const ferry_element *e, size_t i);
-/* Replaces component i. Takes t; drops the reference to the old tensor. */
+/* ferry_element_set: replaces component i of e with t and drops the reference to the old tensor.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL e or t, or i out of range.
+ * Ownership: takes t (also on failure); borrows e.
+ * Threads: one thread at a time per element. */
 FERRY_API int ferry_element_set(ferry_element *e, size_t i, ferry_tensor *t);
-/* Sum of ferry_tensor_nbytes over the components. */
+/* ferry_element_nbytes: the sum of ferry_tensor_nbytes over e's components.
+ * Returns: the size; 0 for NULL.
+ * Ownership: borrows e.
+ * Threads: one thread at a time per element. */
 FERRY_API size_t ferry_element_nbytes(const ferry_element *e);
+
 
 /* ---------------------------------------------------------------------------------------------
  * Callback context: what a map function, predicate or generator can ask of ferry.
  * ------------------------------------------------------------------------------------------- */
 typedef struct ferry_context ferry_context;
 
-/* The runtime, to allocate output tensors with. */
+/* ferry_context_runtime: the runtime, to allocate output tensors with.
+ * Returns: the runtime; NULL for a NULL ctx.
+ * Ownership: borrows ctx (valid only during the callback it was given to); the runtime is borrowed.
+ * Threads: from the callback that was given ctx. */
 FERRY_API ferry_runtime *ferry_context_runtime(ferry_context *ctx);
-/* Position of the current element in this op's input stream for this iteration (0-based). */
+/* ferry_context_index: the position of the current element in this op's input stream for this
+ * iteration (0-based; -1 in a generator's init).
+ * Returns: the position; -1 for a NULL ctx.
+ * Ownership: borrows ctx.
+ * Threads: from the callback that was given ctx. */
 FERRY_API int64_t ferry_context_index(ferry_context *ctx);
-/* Next 64 random bits of a generator seeded from the pipeline seed, the op and the element's
- * index: the same for the same element whichever thread runs the call. */
+/* ferry_context_random: the next 64 random bits of a generator seeded from the pipeline seed, the op
+ * and the element's index: the same for the same element whichever thread runs the call.
+ * Returns: the bits; 0 for a NULL ctx.
+ * Ownership: borrows ctx.
+ * Threads: from the callback that was given ctx. */
 FERRY_API uint64_t ferry_context_random(ferry_context *ctx);
-/* A uniform double in [0, 1) from the same generator. */
+/* ferry_context_uniform: a uniform double in [0, 1) from the generator of ferry_context_random.
+ * Returns: the value; 0.0 for a NULL ctx.
+ * Ownership: borrows ctx.
+ * Threads: from the callback that was given ctx. */
 FERRY_API double ferry_context_uniform(ferry_context *ctx);
-/* True once the iterator that runs this call is being destroyed: a slow callback should return
- * (any status) soon after. */
+/* ferry_context_cancelled: whether the iterator that runs this call is being destroyed: a slow
+ * callback should return (any status) soon after this turns true.
+ * Returns: true once cancelled; false for a NULL ctx.
+ * Ownership: borrows ctx.
+ * Threads: from the callback that was given ctx. */
 FERRY_API bool ferry_context_cancelled(ferry_context *ctx);
-/* Sleeps up to ns nanoseconds, returning early with FERRY_ECANCELED on cancellation. A callback
- * that waits (for I/O, a device, a rate limit) should wait here: the sleep does not count
- * against the runtime's cpu_budget, so other calls run meanwhile. */
+/* ferry_context_sleep: sleeps up to ns nanoseconds, returning early on cancellation. A callback that
+ * waits (for I/O, a device, a rate limit) should wait here: the sleep does not count against the
+ * runtime's cpu_budget, so other calls run meanwhile.
+ * Returns: FERRY_OK after the full time (at once for ns <= 0); FERRY_ECANCELED on cancellation.
+ * Ownership: borrows ctx (NULL: a plain sleep).
+ * Threads: from the callback that was given ctx. */
 FERRY_API int ferry_context_sleep(ferry_context *ctx, int64_t ns);
-/* Records a message for the failure the callback is about to return; returns `status` so that a
- * callback can `return ferry_context_fail(ctx, FERRY_EUSER, "bad label %d", v);`. */
+/* ferry_context_fail: records a message for the failure the callback is about to return, so that a
+ * callback can `return ferry_context_fail(ctx, FERRY_EUSER, "bad label %d", v);`.
+ * Returns: status; FERRY_EUSER when status is not negative.
+ * Ownership: borrows ctx and fmt; nothing is recorded when either is NULL.
+ * Threads: from the callback that was given ctx. */
 FERRY_API int ferry_context_fail(ferry_context *ctx, int status, const char *fmt, ...) FERRY_PRINTF(3, 4);
 
 /* A map function. It owns `in`: on FERRY_OK it writes the result to *out (which may be `in`
@@ -339,31 +484,70 @@ typedef struct ferry_dataset ferry_dataset;
 #define FERRY_INFINITE (-1)         /* cardinality of an endless dataset */
 #define FERRY_UNKNOWN (-2)          /* cardinality that cannot be known before iterating */
 
-/* Adds a reference; returns ds. NULL-safe. Thread-safe. */
+/* ferry_dataset_ref: adds a reference to ds.
+ * Returns: ds (NULL for NULL).
+ * Ownership: the caller owns the new reference and drops it with ferry_dataset_unref.
+ * Threads: thread-safe. */
 FERRY_API ferry_dataset *ferry_dataset_ref(ferry_dataset *ds);
-/* Drops a reference. NULL-safe. Thread-safe. */
+/* ferry_dataset_unref: drops a reference to ds; the last one frees it and drops its inputs.
+ * Iterators hold their own reference, so a dataset may be dropped while they run. NULL is a no-op.
+ * Returns: nothing.
+ * Ownership: takes the caller's reference.
+ * Threads: thread-safe. */
 FERRY_API void ferry_dataset_unref(ferry_dataset *ds);
-/* Static name of the op ("range", "map", ...). */
+/* ferry_dataset_name: the name of ds's op ("range", "map", ...).
+ * Returns: the name; "" for NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_dataset_name(const ferry_dataset *ds);
-/* Number of components in each element. */
+/* ferry_dataset_num_components: the number of components in each element of ds.
+ * Returns: the count; 0 for NULL.
+ * Ownership: borrows ds.
+ * Threads: thread-safe. */
 FERRY_API size_t ferry_dataset_num_components(const ferry_dataset *ds);
-/* The spec of component i, or FERRY_EINVAL when i is out of range. */
+/* ferry_dataset_component_spec: the spec (dtype and shape) that ds declares for component i.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument or i out of range; FERRY_EMISUSE for a dataset
+ *   already freed.
+ * Ownership: borrows ds; writes *out.
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_component_spec(const ferry_dataset *ds, size_t i, ferry_tensor_spec *out);
-/* Number of elements, FERRY_INFINITE or FERRY_UNKNOWN. */
+/* ferry_dataset_cardinality: the number of elements of ds.
+ * Returns: the count, FERRY_INFINITE, or FERRY_UNKNOWN (also for NULL).
+ * Ownership: borrows ds.
+ * Threads: thread-safe. */
 FERRY_API int64_t ferry_dataset_cardinality(const ferry_dataset *ds);
-/* The runtime the dataset belongs to (borrowed). */
+/* ferry_dataset_runtime: the runtime ds belongs to.
+ * Returns: the runtime; NULL for NULL.
+ * Ownership: borrows ds; the runtime is borrowed.
+ * Threads: thread-safe. */
 FERRY_API ferry_runtime *ferry_dataset_runtime(const ferry_dataset *ds);
 
-/* Every transformation below borrows its input dataset(s) and returns a new reference. */
+/* Every transformation below borrows its input dataset(s) and returns a new reference; on failure
+ * *out is NULL and the message is in ferry_last_error. A dataset already freed, passed as input, is
+ * FERRY_EMISUSE where it can be detected. */
 
 /* Sources. */
-/* Scalars int64 start, start+step, ... up to stop (exclusive). step != 0. */
+/* ferry_dataset_range: the int64 scalars start, start+step, ... up to stop (exclusive); step may be
+ * negative.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out or a step of 0; FERRY_ENOMEM.
+ * Ownership: borrows rt; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, ferry_dataset **out);
-/* Slices n tensors along dim 0; all must have the same dim 0. tensors: borrowed (references are
- * taken). Elements share the tensors' bytes. */
+/* ferry_dataset_from_tensor_slices: one element per row of n tensors (1 to 4096) sliced along dim 0;
+ * all must have the same dim 0. Elements share the tensors' bytes.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, tensors or out, n out of range, a NULL tensor, one of
+ *   another runtime, a scalar, or dims 0 that differ; FERRY_ENOMEM.
+ * Ownership: borrows tensors (the dataset takes its own references); *out gets a new reference (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
                                                ferry_dataset **out);
-/* One element made of the n tensors (borrowed; references taken). */
+/* ferry_dataset_from_tensors: one element made of the n tensors (1 to 4096).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, tensors or out, n out of range, a NULL tensor or one of
+ *   another runtime; FERRY_ENOMEM.
+ * Ownership: borrows tensors (the dataset takes its own references); *out gets a new reference (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
                                          ferry_dataset **out);
 
@@ -396,10 +580,16 @@ typedef struct ferry_generator_options {
     const ferry_tensor_spec *specs;   /* borrowed, num_components entries; required */
     int64_t cardinality;              /* 0 means FERRY_UNKNOWN; use FERRY_INFINITE if endless */
 } ferry_generator_options;
-/* Makes a generator dataset. opts: borrowed (specs copied), required: next, num_components
- * (1 to 4096) and specs; FERRY_EINVAL names a missing or invalid field. Returns a new reference.
- * Thread-safe. */
+/* ferry_dataset_generator: makes a generator dataset (callbacks as described above). Required in opts:
+ * next, num_components (1 to 4096) and specs.
+ * Returns: FERRY_OK; FERRY_EINVAL naming a missing or invalid field (also for a NULL rt, opts or out, a
+ *   spec with an invalid dtype, rank or dim, or a cardinality below 0 other than FERRY_INFINITE and
+ *   FERRY_UNKNOWN); FERRY_ENOMEM.
+ * Ownership: borrows rt and opts (specs copied); user is kept, not owned: it must stay valid while the
+ *   dataset lives; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *opts, ferry_dataset **out);
+
 
 /* map. */
 typedef struct ferry_map_options {
@@ -413,14 +603,40 @@ typedef struct ferry_map_options {
                                         freed (after its last iterator): the dataset then owns
                                         user. When ferry_dataset_map fails the caller keeps it. */
 } ferry_map_options;
+/* ferry_dataset_map: applies fn to every element of in, inline on the thread that pulls the iterator
+ * (num_parallel_calls 0) or on the runtime's executor (N threads, or FERRY_AUTOTUNE). Results come in
+ * input order unless relaxed_order. fn's errors reach the consumer in their element's position; so
+ * does an output that does not match the output specs (FERRY_ETYPE) and FERRY_OK without an output or
+ * a positive return code (FERRY_EUSER).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in, fn or out, num_parallel_calls other than FERRY_AUTOTUNE
+ *   or 0 to 1024, reorder_window above 2^20, num_outputs above 4096, NULL output_specs with
+ *   num_outputs > 0, or an invalid output spec; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in and opts (output_specs copied); user is kept until the dataset's last reference
+ *   goes (then opts->user_free(user) is called, when set); when this call fails the caller keeps user;
+ *   *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                                 ferry_dataset **out);
+/* ferry_dataset_filter: the elements of in for which fn writes *keep = true. fn runs on the thread that
+ * pulls the iterator. Input errors pass through in their position; a failing fn is an error in its
+ * element's position (the element is dropped; a positive code becomes FERRY_EUSER).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in, fn or out; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; user is kept, not owned: it must stay valid while the dataset lives; *out gets
+ *   a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, ferry_dataset **out);
 
-/* Batching. A batch right over a parallel map with the default reorder window and input order
- * runs fused with it (tf.data's map_and_batch): when the function is cheap, the map's workers
- * stack whole batches themselves, so rows do not cross threads one by one. The output, the
- * errors and their positions, and the saved state are exactly those of the unfused pipeline. */
+/* Batching. */
+/* ferry_dataset_batch: stacks batch_size consecutive elements of in into one, along a new dim 0; the
+ * last, shorter batch is dropped when drop_remainder. A row whose dtype or shape differs from the
+ * batch's first row is a FERRY_ETYPE error in the batch's position. A batch right over a parallel map
+ * with the default reorder window and input order runs fused with it (tf.data's map_and_batch; one
+ * "map_and_batch" stage in the stats): the output, the errors and their positions, and the saved state
+ * are exactly those of the unfused pipeline.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a batch_size below 1, or a component of rank
+ *   FERRY_MAX_RANK; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder, ferry_dataset **out);
 typedef struct ferry_padded_batch_options {
     /* Per component (num_components entries) or NULL: pad every dim to the batch's longest.
@@ -431,9 +647,25 @@ typedef struct ferry_padded_batch_options {
      * (empty string for bytes). Borrowed. */
     ferry_tensor *const *padding_values;
 } ferry_padded_batch_options;
+/* ferry_dataset_padded_batch: batch that pads each component's dims as opts says (NULL: to the
+ * batch's longest) with its padding value. A row longer than a fixed padded dim, or of another dtype or
+ * rank than the batch's first row, is a FERRY_ETYPE error in the batch's position.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a batch_size below 1, a padded shape of bad rank
+ *   or dims or smaller than the component's known shape, a component of rank FERRY_MAX_RANK, or a
+ *   padding value that is not a scalar of the component's dtype; FERRY_EMISUSE for a freed in;
+ *   FERRY_ENOMEM.
+ * Ownership: borrows in and opts (shapes copied; the dataset takes its own references to the padding
+ *   values); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder,
                                          const ferry_padded_batch_options *opts, ferry_dataset **out);
-/* Splits every component along dim 0 into rows (all components must agree on dim 0). */
+/* ferry_dataset_unbatch: splits every component along dim 0 into rows. All components must agree on
+ * dim 0: an element where they do not, or with a scalar component, is a FERRY_ETYPE error in its
+ * position.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a component declared scalar, or declared dims 0
+ *   that differ; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out);
 
 /* shuffle. */
@@ -443,40 +675,94 @@ typedef struct ferry_shuffle_options {
     bool fill_before_first;          /* false (default): fill the buffer progressively so an
                                         epoch starts without a stall; true: tf.data's full fill */
 } ferry_shuffle_options;
+/* ferry_dataset_shuffle: the elements of in in random order, drawn from a buffer of buffer_size
+ * elements, as tf.data's shuffle (opts: when the order changes and how the buffer fills).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a buffer_size below 1; FERRY_EMISUSE for a
+ *   freed in; FERRY_ENOMEM.
+ * Ownership: borrows in and opts (may be NULL: defaults); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_shuffle_options *opts,
                                     ferry_dataset **out);
 
-/* Counting and combining. count -1: forever. */
+/* Counting and combining. */
+/* ferry_dataset_repeat: the elements of in, count times over (count -1: forever).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
+ *   in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* The input up to its count-th element (count -1: all). As tf.data's take, elements count and
- * errors do not: an error passes through in its position without using up the count. */
+/* ferry_dataset_take: the input up to its count-th element (count -1: all). As tf.data's take,
+ * elements count and errors do not: an error passes through in its position without using up the
+ * count.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
+ *   in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* The input without its first count elements (count -1: all). As tf.data's skip, an error met
- * while skipping is handed out in its position and does not count; O(1) over range and slices. */
+/* ferry_dataset_skip: the input without its first count elements (count -1: all). As tf.data's skip,
+ * an error met while skipping is handed out in its position and does not count. Skipping over range
+ * and slices costs O(1).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
+ *   in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* Every num_shards-th position starting at index. Unlike tf.data (where every shard's iterator
- * meets every error of the input), an error is a position: it goes to exactly one shard, so the
- * shards together hand out each element and each error once (docs/differences.md). */
+/* ferry_dataset_shard: every num_shards-th position of in, starting at index. Unlike tf.data (where
+ * every shard's iterator meets every error of the input), an error is a position: it goes to exactly
+ * one shard, so the shards together hand out each element and each error once (docs/differences.md).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, num_shards below 1, or index outside
+ *   [0, num_shards); FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, ferry_dataset **out);
-/* Tuples of the inputs' components, ending with the shortest input. inputs: borrowed array. */
+/* ferry_dataset_zip: tuples of the components of n inputs (1 to 4096), in input order, ending with the
+ * shortest input.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL inputs or out, n out of range, a NULL input, or inputs of
+ *   different runtimes; FERRY_EMISUSE for a freed input; FERRY_ENOMEM.
+ * Ownership: borrows the array inputs and its datasets; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **out);
-/* a's elements, then b's; specs must be compatible. */
+/* ferry_dataset_concatenate: a's elements, then b's. Their specs must be compatible: the same number
+ * of components, of the same dtypes (where shapes differ, the output's dims are unknown).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument or datasets of different runtimes; FERRY_ETYPE
+ *   when the numbers of components or their dtypes differ; FERRY_EMISUSE for a freed input;
+ *   FERRY_ENOMEM.
+ * Ownership: borrows a and b; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset **out);
-/* Prepends an int64 scalar counter starting at start: (i, components...). */
+/* ferry_dataset_enumerate: prepends an int64 scalar counter starting at start: (i, components...).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or an input of 4096 or more components;
+ *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **out);
-/* Drops elements whose production failed; counts them in the stats (errors_dropped). */
+/* ferry_dataset_ignore_errors: drops the positions of in whose production failed; counts them in the
+ * stats (errors_dropped).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out);
 
-/* Running ahead. buffer_size: N elements, 0 = no buffer (pass-through), FERRY_AUTOTUNE. Over an
- * input that already runs ahead on its own threads (a parallel map, or a batch fused into one),
- * prefetch adds no thread: N widens the map's reorder window by N outputs, and AUTOTUNE leaves
- * the window as the map tunes it. */
+/* Running ahead. */
+/* ferry_dataset_prefetch: runs in ahead in the background, keeping up to buffer_size elements ready:
+ * N elements, 0 = no buffer (pass-through), or FERRY_AUTOTUNE. Over an input that already runs ahead
+ * on its own threads (a parallel map, or a batch fused into one), prefetch adds no thread: N widens
+ * the map's reorder window by N outputs, and AUTOTUNE leaves the window as the map tunes it.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a buffer_size other than FERRY_AUTOTUNE or
+ *   0 to 2^20; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out);
-/* path NULL or "": cache in memory (counted against the budget). Otherwise a file cache at path
- * (not part of the pipeline's fingerprint: the file may move). Every pass gives the elements of
- * the first pass over the input, random draws included (its seed is kept with the cache and in
- * saved states), so a restored iterator goes on exactly, in a new process too. */
+/* ferry_dataset_cache: path NULL or "": caches in memory (counted against the budget). Otherwise a
+ * file cache at path (not part of the pipeline's fingerprint: the file may move). Every pass gives the
+ * elements of the first pass over the input, random draws included (its seed is kept with the cache
+ * and in saved states), so a restored iterator goes on exactly, in a new process too.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a path longer than 4000 bytes; FERRY_EMISUSE
+ *   for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in and path (copied); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out);
+
 
 /* ---------------------------------------------------------------------------------------------
  * Iterators: one pass over a dataset.
@@ -494,20 +780,35 @@ typedef struct ferry_iterator_options {
                             restores without them. */
 } ferry_iterator_options;
 
-/* Makes an iterator. ds: borrowed (a reference is taken). opts: borrowed, may be NULL.
- * *out: free with ferry_iterator_free. Thread-safe with respect to ds. */
+/* ferry_iterator_create: makes an iterator, one pass over ds; opts->seed is the pipeline seed.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL ds or out; FERRY_EMISUSE for a freed ds; FERRY_ENOMEM
+ *   (also when a thread cannot be started). Message in ferry_last_error.
+ * Ownership: borrows ds (the iterator takes its own reference) and opts (may be NULL); *out is freed
+ *   with ferry_iterator_free (NULL on failure).
+ * Threads: thread-safe with respect to ds. */
 FERRY_API int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts, ferry_iterator **out);
-/* Produces the next element: FERRY_OK with *out owned by the caller, FERRY_END (then again
- * FERRY_END), or an error code for the element in this position, with ferry_iterator_error
- * telling which stage failed and why. After an error the iterator can be called again and goes
- * on with the next element. */
+/* ferry_iterator_next: produces the next element. After an error the iterator can be called again
+ * and goes on with the next element; after FERRY_END, every call returns FERRY_END.
+ * Returns: FERRY_OK with *out set; FERRY_END at the end of the sequence; or the error code of the
+ *   element in this position (whatever the stage that failed returned: FERRY_EIO, FERRY_ECORRUPT,
+ *   FERRY_ETYPE, FERRY_EUSER, FERRY_ENOMEM, ...), with ferry_iterator_error telling which stage failed
+ *   and why; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed, or when
+ *   another thread is inside ferry_iterator_next on the same iterator.
+ * Ownership: borrows it; *out is owned by the caller (free with ferry_element_free); NULL unless
+ *   FERRY_OK.
+ * Threads: one thread at a time per iterator. */
 FERRY_API int ferry_iterator_next(ferry_iterator *it, ferry_element **out);
-/* The message of the last failure of this iterator; "" when none. Valid until the next call on
- * the iterator. */
+/* ferry_iterator_error: the message of the last failure of this iterator.
+ * Returns: the message; "" when none or for NULL.
+ * Ownership: borrows it; valid until the next call on the iterator.
+ * Threads: one thread at a time per iterator. */
 FERRY_API const char *ferry_iterator_error(const ferry_iterator *it);
-/* Cancels all background work, wakes every blocked thread, joins them and frees everything.
- * Returns promptly even while a producer sits in a slow callback that polls
- * ferry_context_cancelled. NULL-safe. */
+/* ferry_iterator_free: cancels all background work, waits for it to stop and frees the iterator.
+ * Returns promptly even while a producer sits in a slow callback that polls ferry_context_cancelled.
+ * NULL is a no-op.
+ * Returns: nothing.
+ * Ownership: takes it (and drops its reference to the dataset).
+ * Threads: one thread at a time per iterator; no other call on it may be in progress. */
 FERRY_API void ferry_iterator_free(ferry_iterator *it);
 
 /* Per-stage counters, one entry per dataset node of the pipeline (depth-first, root first). */
@@ -545,8 +846,11 @@ typedef struct ferry_stage_stats {
                                     make); not part of thread_ns */
 } ferry_stage_stats;
 
-/* Copies up to cap entries into out and the number of stages into *count. Call from the thread
- * that iterates. */
+/* ferry_iterator_stats: copies up to cap stage entries into out and the number of stages into *count.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL it or count, or a NULL out with cap > 0; FERRY_EMISUSE for
+ *   an iterator already freed. Message on the iterator (ferry_last_error for a NULL or freed it).
+ * Ownership: borrows it; writes out[0..cap) and *count.
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap, size_t *count);
 
 /* What limits an iterator's throughput (ferry_report.limit). */
@@ -582,17 +886,27 @@ typedef struct ferry_report {
                                    predicted gain */
 } ferry_report;
 
-/* Fills *out with the verdict on it (see ferry_report). Call from the thread that iterates.
- * Returns FERRY_OK, FERRY_EINVAL (NULL argument) or FERRY_ENOMEM. */
+/* ferry_iterator_report: fills *out with the verdict on it (see ferry_report).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed;
+ *   FERRY_ENOMEM. Message on the iterator (ferry_last_error for a NULL or freed it).
+ * Ownership: borrows it; writes *out.
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_report(ferry_iterator *it, ferry_report *out);
-/* The report and every stage's stats as one JSON object (UTF-8, no NUL): keys limit, stage,
- * stage_name, verdict, elements, seconds, elements_per_s, headspace_per_s, bound_per_s,
- * threads_suggested, cpu_budget, consumer {wait_share, wait_p50_ns, wait_p99_ns}, autotune [the
- * decisions of ferry_iterator_tuning, each with the ferry_tune_decision fields, outcome as its
- * name] and stages [{node, input, parent, name and the ferry_stage_stats fields}]. *out: a new blob (free with
- * ferry_blob_free). Call from the thread that iterates. FERRY_OK, FERRY_EINVAL or FERRY_ENOMEM. */
+/* ferry_iterator_report_json: the report and every stage's stats as one JSON object (UTF-8, no NUL):
+ * keys limit, stage, busiest_inline, stage_name, verdict, elements, seconds, elements_per_s,
+ * headspace_per_s, bound_per_s, threads_suggested, cpu_budget, consumer {wait_share, wait_p50_ns,
+ * wait_p99_ns}, autotune [the decisions of ferry_iterator_tuning, each with the ferry_tune_decision
+ * fields, outcome as its name] and stages [{node, input, parent, name and the ferry_stage_stats
+ * fields}].
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed;
+ *   FERRY_ENOMEM. Message on the iterator (ferry_last_error for a NULL or freed it).
+ * Ownership: borrows it; *out gets a new blob to free with ferry_blob_free (NULL on failure).
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out);
-/* "consumer", "stage_cpu", ...: the JSON name of a limit; "invalid" for others. Static string. */
+/* ferry_limit_name: the JSON name of a limit ("consumer", "stage_cpu", ...).
+ * Returns: the name; "invalid" for other values. Never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_limit_name(ferry_limit limit);
 /* What became of one autotuner decision (ferry_tune_decision.outcome). */
 typedef enum ferry_tune_outcome {
@@ -617,39 +931,73 @@ typedef struct ferry_tune_decision {
     char why[160];                  /* in words */
 } ferry_tune_decision;
 
-/* Copies the autotuner's last decisions (up to 32, oldest first) into out (up to cap) and their
- * number into *count; 0 when no stage asked for FERRY_AUTOTUNE. The values chosen show in
- * ferry_iterator_stats (parallelism, buffer_capacity). Call from the thread that iterates.
- * FERRY_OK or FERRY_EINVAL (NULL it or count, or NULL out with cap > 0). */
+/* ferry_iterator_tuning: copies the autotuner's last decisions (up to 32, oldest first) into out (up
+ * to cap) and their number into *count; 0 when no stage asked for FERRY_AUTOTUNE. The values chosen
+ * show in ferry_iterator_stats (parallelism, buffer_capacity).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL it or count, or a NULL out with cap > 0; FERRY_EMISUSE for
+ *   an iterator already freed. Message on the iterator (ferry_last_error for a NULL or freed it).
+ * Ownership: borrows it; writes out[0..cap) and *count.
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_tuning(ferry_iterator *it, ferry_tune_decision *out, size_t cap, size_t *count);
-/* "kept", "backed_out", "settled", "drift"; "invalid" for others. Static string. */
+/* ferry_tune_outcome_name: the name of an outcome: "kept", "backed_out", "settled", "drift".
+ * Returns: the name; "invalid" for other values. Never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_tune_outcome_name(ferry_tune_outcome outcome);
 
-/* Writes the report page to path (replaced whole): one self-contained HTML file (no network, no
- * external script) with the pipeline as a graph of its stages (rate, threads, buffer, waits, CPU
- * share), the verdict in words and the trace's timeline, one row per thread. report_json: the
- * text of ferry_iterator_report_json; trace_json: of ferry_runtime_trace_json (or a file of
- * ferry_runtime_trace_write), or NULL with trace_len 0 for none. Both borrowed; a text that is
- * not JSON shows on the page as unreadable. FERRY_OK; FERRY_EINVAL (NULL argument, empty path);
- * FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Thread-safe. */
+/* ferry_report_page_write: writes the report page to path (replaced whole): one self-contained HTML
+ * file (no network, no external script) with the pipeline as a graph of its stages (rate, threads,
+ * buffer, waits, CPU share), the verdict in words and the trace's timeline, one row per thread.
+ * report_json is the text of ferry_iterator_report_json; trace_json that of ferry_runtime_trace_json
+ * (or a file of ferry_runtime_trace_write), or NULL with trace_len 0 for none. A text that is not JSON
+ * shows on the page as unreadable.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or report_json, a NULL trace_json with trace_len > 0,
+ *   or a NULL or empty path; FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Message in
+ *   ferry_last_error.
+ * Ownership: borrows rt, report_json (report_len bytes), trace_json (trace_len bytes) and path.
+ * Threads: thread-safe. */
 FERRY_API int ferry_report_page_write(ferry_runtime *rt, const char *report_json, size_t report_len,
                                       const char *trace_json, size_t trace_len, const char *path);
 
 /* ---------------------------------------------------------------------------------------------
  * Saving and restoring iterators
  * ------------------------------------------------------------------------------------------- */
+/* ferry_blob_data: the bytes of a blob (a saved state, a JSON report or trace, ...).
+ * Returns: a pointer to ferry_blob_size(b) bytes; NULL for NULL.
+ * Ownership: borrows b; the bytes are valid until the blob is freed.
+ * Threads: thread-safe. */
 FERRY_API const void *ferry_blob_data(const ferry_blob *b);
+/* ferry_blob_size: the number of bytes of a blob.
+ * Returns: the size; 0 for NULL.
+ * Ownership: borrows b.
+ * Threads: thread-safe. */
 FERRY_API size_t ferry_blob_size(const ferry_blob *b);
+/* ferry_blob_free: frees a blob. NULL is a no-op.
+ * Returns: nothing.
+ * Ownership: takes b.
+ * Threads: thread-safe; once per blob. */
 FERRY_API void ferry_blob_free(ferry_blob *b);
 
-/* Writes the state of `it` (the position after the last element handed out) to a new blob.
- * Elements computed ahead are not stored: they are recomputed after restore. */
+/* ferry_iterator_save: writes the state of `it` (the position after the last element handed out) to
+ * a new blob. Elements computed ahead are not stored: they are recomputed after restore.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed;
+ *   FERRY_ENOMEM. Message on the iterator (ferry_last_error for a NULL or freed it).
+ * Ownership: borrows it; *out gets a new blob to free with ferry_blob_free (NULL on failure).
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_save(ferry_iterator *it, ferry_blob **out);
-/* Makes an iterator over ds that continues from a saved state (borrowed bytes). Fails with
- * FERRY_EMISMATCH for a state of another pipeline, FERRY_ECORRUPT / FERRY_ETRUNCATED for a
- * damaged one, FERRY_EVERSION for a newer format. */
+/* ferry_iterator_restore: makes an iterator over ds that continues from a saved state, with the
+ * state's pipeline seed (opts->seed must be 0 or that seed).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL ds, state or out; FERRY_EMISUSE for a freed ds;
+ *   FERRY_EMISMATCH for a state of another pipeline or another seed; FERRY_ECORRUPT / FERRY_ETRUNCATED
+ *   for a damaged state; FERRY_EVERSION for a format this library does not read (newer, or the old
+ *   version 1); FERRY_ENOMEM; or the error of a stage that cannot resume (such as a file that cannot be
+ *   opened again). Message in ferry_last_error.
+ * Ownership: borrows ds (the iterator takes its own reference), state (size bytes) and opts (may be
+ *   NULL); *out is freed with ferry_iterator_free (NULL on failure).
+ * Threads: thread-safe with respect to ds. */
 FERRY_API int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size,
                                      const ferry_iterator_options *opts, ferry_iterator **out);
+
 
 /* ---------------------------------------------------------------------------------------------
  * Files and compression (shared by the file formats below)
@@ -660,7 +1008,7 @@ typedef enum ferry_compression {
     FERRY_COMPRESSION_ZLIB,  /* RFC 1950, the whole stream (tf.data "ZLIB") */
 } ferry_compression;
 
-/* ==== section: tfrecord (src/io/tfrecord.c, src/io/files.c) ==== */
+/* ==== section: tfrecord ==== */
 /* File lists. */
 typedef struct ferry_list_files_options {
     bool shuffle;                    /* false (default): file names in sorted (strcmp) order */
@@ -669,9 +1017,13 @@ typedef struct ferry_list_files_options {
                                         iteration (each epoch under repeat), as tf.data; true keeps
                                         the order that `seed` alone gives */
 } ferry_list_files_options;
-/* The files matching a glob(3) pattern, matched once, now: a dataset of FERRY_BYTES scalars (the
- * paths). pattern: borrowed. opts: borrowed, may be NULL. Returns FERRY_ENOTFOUND (naming the
- * pattern) when nothing matches. *out: a new reference. Thread-safe. */
+/* ferry_dataset_list_files: the files matching a glob(3) pattern, matched once, now: a dataset of
+ * FERRY_BYTES scalars (the paths). A state saved while other files matched does not restore
+ * (FERRY_EMISMATCH).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, pattern or out, or an empty pattern; FERRY_ENOTFOUND
+ *   (naming the pattern) when nothing matches; FERRY_EIO when a directory cannot be read; FERRY_ENOMEM.
+ * Ownership: borrows rt, pattern and opts (may be NULL); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry_list_files_options *opts,
                                        ferry_dataset **out);
 
@@ -707,13 +1059,25 @@ typedef struct ferry_tfrecord_options {
                                     (FERRY_ETOOLARGE) and skipped over */
 } ferry_tfrecord_options;
 
-/* Reads the records of nfiles files in order. files: borrowed (copied). opts: borrowed, may be
- * NULL. Files are opened when the iterator reaches them. *out: a new reference. Thread-safe. */
+/* ferry_dataset_tfrecord: the records of nfiles files, in order (as above). Files are opened when the
+ * iterator reaches them.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL files with nfiles > 0, a NULL or empty file
+ *   name, or an invalid option (compression; num_parallel_reads other than FERRY_AUTOTUNE or 0 to 256;
+ *   max_bad_records below -1; buffer_size other than 0 or 16 bytes to 1 GiB); FERRY_ENOMEM.
+ * Ownership: borrows rt, files (copied) and opts (may be NULL); *out gets a new reference (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                      const ferry_tfrecord_options *opts, ferry_dataset **out);
-/* Reads the records of each file named by `filenames`, a dataset of FERRY_BYTES scalars (e.g.
- * ferry_dataset_list_files); an element of another type is a FERRY_ETYPE error in its position.
- * filenames: borrowed (a reference is taken). *out: a new reference. Thread-safe. */
+/* ferry_dataset_tfrecord_files: the records of each file named by `filenames`, a dataset of
+ * FERRY_BYTES scalars (e.g. ferry_dataset_list_files); an element of another type is a FERRY_ETYPE
+ * error in its position.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL filenames or out, or an invalid option (as
+ *   ferry_dataset_tfrecord); FERRY_ETYPE when filenames does not declare one FERRY_BYTES component of
+ *   rank 0 (or of unknown rank); FERRY_EMISUSE for a freed filenames; FERRY_ENOMEM.
+ * Ownership: borrows filenames (the dataset takes its own reference) and opts (may be NULL); *out gets
+ *   a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_options *opts,
                                            ferry_dataset **out);
 
@@ -725,26 +1089,43 @@ typedef struct ferry_tfrecord_writer_options {
     ferry_compression compression;
     int compression_level;       /* 1..9; 0: zlib's default */
 } ferry_tfrecord_writer_options;
-/* Creates or truncates path. path, opts: borrowed (opts may be NULL). *out: close it with
- * ferry_tfrecord_writer_close. Errors: FERRY_ENOTFOUND (no such directory), FERRY_EIO. */
+/* ferry_tfrecord_writer_open: creates or truncates path, to write TFRecord records to.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, a NULL or empty path, or an invalid compression
+ *   or compression_level; FERRY_EUNSUPPORTED for GZIP or ZLIB in a build of ferry without zlib;
+ *   FERRY_ENOTFOUND (no such directory); FERRY_EIO; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt, path and opts (may be NULL); *out is closed with ferry_tfrecord_writer_close
+ *   (NULL on failure).
+ * Threads: thread-safe; the writer is then used by one thread at a time. */
 FERRY_API int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path,
                                          const ferry_tfrecord_writer_options *opts, ferry_tfrecord_writer **out);
-/* Appends one record. data: borrowed (len bytes; may be NULL when len is 0). After a failure
- * every later call returns the first error again. */
+/* ferry_tfrecord_writer_write: appends one record of len bytes. After an I/O error every later call
+ * returns that first error again.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL w, or NULL data with len > 0; FERRY_EIO. Message in
+ *   ferry_tfrecord_writer_error (ferry_last_error for a NULL w).
+ * Ownership: borrows w and data (len bytes; may be NULL when len is 0).
+ * Threads: one thread at a time per writer. */
 FERRY_API int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size_t len);
-/* The message of the writer's first failure; "" when none. Valid until the writer is closed. */
+/* ferry_tfrecord_writer_error: the message of the writer's latest failure (once an I/O error
+ * happened, that error's).
+ * Returns: the message; "" when none or for NULL.
+ * Ownership: borrows w; the message is valid until the writer is closed.
+ * Threads: one thread at a time per writer. */
 FERRY_API const char *ferry_tfrecord_writer_error(const ferry_tfrecord_writer *w);
-/* Flushes, fsyncs, closes and frees the writer (always, also on failure). Returns the first error
- * of the writer's life (message in ferry_last_error). NULL-safe (FERRY_OK). */
+/* ferry_tfrecord_writer_close: flushes, fsyncs, closes and frees the writer (always, also on failure).
+ * Returns: FERRY_OK (also for NULL); otherwise the first I/O error of the writer's life (FERRY_EIO),
+ *   met by an earlier write or by this call. Message in ferry_last_error.
+ * Ownership: takes w.
+ * Threads: one thread at a time per writer. */
 FERRY_API int ferry_tfrecord_writer_close(ferry_tfrecord_writer *w);
 /* ==== end section: tfrecord ==== */
 
-/* ==== section: example (src/io/example.c) ==== */
+
+/* ==== section: example ==== */
 /* tf.train.Example and tf.train.SequenceExample parsing, as map functions.
  *
  * A parser is made once from a spec (the features to extract) and is then immutable: any number
- * of threads may call ferry_example_parse with it at once. It reads the protobuf wire format by
- * hand (as tf.data's fast parser): packed and unpacked repeated numbers (mixed too), unknown
+ * of threads may call ferry_example_parse with it at once. It reads the protobuf wire format as
+ * tf.data's fast parser does: packed and unpacked repeated numbers (mixed too), unknown
  * fields and unknown keys skipped, a key given twice: the last entry wins (except that, as in
  * tf.data, a Feature with no kind set does not replace an earlier value of a FIXED feature).
  *
@@ -806,56 +1187,97 @@ typedef struct ferry_example_spec {
 
 typedef struct ferry_example_parser ferry_example_parser;
 
-/* Makes a parser for `spec` (borrowed; keys copied, default tensors referenced). Keys must be
- * unique within features and within feature_lists. Returns FERRY_OK, FERRY_EINVAL naming the
- * field at fault (ferry_last_error) or FERRY_ENOMEM; *out: free with ferry_example_parser_free.
- * The parser counts as a live object of rt until freed. Thread-safe. */
+/* ferry_example_parser_create: makes a parser for `spec`. Keys must be unique within features and
+ * within feature_lists; only a SequenceExample spec has feature lists. The parser counts as a live
+ * object of rt until freed.
+ * Returns: FERRY_OK; FERRY_EINVAL naming the field at fault (a NULL rt, spec or out; a NULL key, a bad
+ *   dtype, kind, shape or default_value; a key given twice; more than 4096 features, feature lists or
+ *   outputs); FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows spec (keys copied; the parser takes its own references to the default tensors);
+ *   *out is freed with ferry_example_parser_free (NULL on failure).
+ * Threads: thread-safe; the parser is then immutable and may be used by any threads at once. */
 FERRY_API int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spec,
                                           ferry_example_parser **out);
-/* Frees a parser. Every dataset using it must be gone first. NULL-safe. */
+/* ferry_example_parser_free: frees a parser. Every dataset using it must be gone first. NULL is a
+ * no-op.
+ * Returns: nothing.
+ * Ownership: takes parser.
+ * Threads: once no other thread uses the parser. */
 FERRY_API void ferry_example_parser_free(ferry_example_parser *parser);
 
-/* A ferry_map_fn (user = the parser). Takes `in`, whose component 0 is a FERRY_BYTES scalar (one
- * serialized record) or 1-D tensor (a batch of records; see "Batch fast path"); other components
- * are dropped. *out: a new element with the outputs described above. On failure returns the code
- * with the message set through ferry_context_fail; ctx may be NULL when called directly, the
- * message then goes to ferry_last_error(). Thread-safe. */
+/* ferry_example_parse: a ferry_map_fn (user = the parser). Parses component 0 of `in`, a FERRY_BYTES
+ * scalar (one serialized record) or 1-D tensor (a batch of records; see "Batch fast path"); other
+ * components are dropped. The outputs are described above.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL out or an input whose component 0 is missing or not a
+ *   bytes scalar or vector; FERRY_EMISUSE when `parser` is not a parser; FERRY_ENOTFOUND, FERRY_ETYPE
+ *   or FERRY_ECORRUPT for a record in error (see "Missing values" and "Errors" above); FERRY_ETOOLARGE
+ *   for an output or a batch too large; FERRY_ENOMEM. The message is set through ferry_context_fail,
+ *   or, when ctx is NULL (a direct call), goes to ferry_last_error().
+ * Ownership: takes `in` (also on failure); borrows ctx and parser; *out gets a new element (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_example_parse(ferry_context *ctx, ferry_element *in, ferry_element **out, void *parser);
 
-/* The specs of the outputs for one record per call (scalar input): *n outputs, *specs valid
- * until the parser is freed. The batch variant gives those of 1-D input (leading dim unknown). */
+/* ferry_example_parser_output_specs: the specs of the outputs for one record per call (scalar input).
+ * Returns: FERRY_OK with *n outputs in *specs; FERRY_EINVAL for a NULL n or specs, or a parser that is
+ *   not one (then *n is 0 and *specs NULL).
+ * Ownership: borrows parser; *specs is valid until the parser is freed.
+ * Threads: thread-safe. */
 FERRY_API int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t *n,
                                                 const ferry_tensor_spec **specs);
+/* ferry_example_parser_batch_output_specs: the specs of the outputs for 1-D input (a batch of
+ * records): those of ferry_example_parser_output_specs with a leading dim of unknown size.
+ * Returns: FERRY_OK with *n outputs in *specs; FERRY_EINVAL for a NULL n or specs, or a parser that is
+ *   not one (then *n is 0 and *specs NULL).
+ * Ownership: borrows parser; *specs is valid until the parser is freed.
+ * Threads: thread-safe. */
 FERRY_API int ferry_example_parser_batch_output_specs(const ferry_example_parser *parser, size_t *n,
                                                       const ferry_tensor_spec **specs);
-/* The name of output i: the key, or "key:lengths" / "key:row_lengths" for the extra outputs.
- * Valid until the parser is freed; NULL when i is out of range. */
+/* ferry_example_parser_output_name: the name of output i: the key, or "key:lengths" /
+ * "key:row_lengths" for the extra outputs.
+ * Returns: the name; NULL when parser is NULL or i is out of range.
+ * Ownership: borrows parser; the name is valid until the parser is freed.
+ * Threads: thread-safe. */
 FERRY_API const char *ferry_example_parser_output_name(const ferry_example_parser *parser, size_t i);
 
-/* map(ferry_example_parse) over `in` (borrowed) with the parser's output specs: the per-record
- * specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D. opts: borrowed,
- * may be NULL; its num_outputs / output_specs are replaced. Borrows `parser`, which must outlive
- * the dataset and every iterator made from it. Returns a new reference. */
+/* ferry_dataset_parse_example: map(ferry_example_parse) over `in` with the parser's output specs: the
+ * per-record specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D. The other
+ * options are opts's (its num_outputs / output_specs are replaced; its user_free, when set, is called
+ * with the parser when the dataset goes).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a parser that is not one or belongs to another
+ *   runtime, or an `in` whose component 0 is not declared a bytes scalar or vector; FERRY_EMISUSE for a
+ *   freed in; otherwise as ferry_dataset_map.
+ * Ownership: borrows in, opts (may be NULL) and `parser`, which must outlive the dataset and every
+ *   iterator made from it; *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
                                           const ferry_map_options *opts, ferry_dataset **out);
 
-/* JSON form of one tf.train.Example, one line without a newline:
+/* ferry_example_to_json: the JSON form of one serialized tf.train.Example, one line without a newline:
  *   {"features": {"key": {"int64": [1, -2]}, "f": {"float": [0.5, "NaN"]},
  *                 "b": {"bytes": ["text", {"base64": "AAE="}]}, "empty": {}}}
  * Keys in wire order (a repeated key: its last entry, at its last place); bytes values as
  * strings when valid UTF-8, else {"base64": ...}; floats with 9 significant digits (exact round
  * trip), "NaN" / "Infinity" / "-Infinity" for non-finite ones. Unknown fields are left out.
- * data: borrowed. *out: a new blob (free with ferry_blob_free). FERRY_ECORRUPT (message with the
- * byte offset in ferry_last_error) for malformed input. Thread-safe. */
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, or NULL data with len > 0; FERRY_ECORRUPT
+ *   (message with the byte offset) for malformed input; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt and data (len bytes); *out gets a new blob to free with ferry_blob_free (NULL
+ *   on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_example_to_json(ferry_runtime *rt, const void *data, size_t len, ferry_blob **out);
-/* The reverse: serializes the JSON of one Example (as above; numbers may also be given as
- * strings, "int64" values as integers only) into a new blob holding the Example's wire bytes,
- * packed encoding. Unknown members are an error. FERRY_EINVAL with the offset in
- * ferry_last_error() for bad JSON. Thread-safe. */
+/* ferry_example_from_json: the reverse of ferry_example_to_json: serializes the JSON of one Example
+ * (as above; numbers may also be given as strings, "int64" values as integers only) into the
+ * Example's wire bytes, packed encoding. Unknown members are an error.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL json with len > 0, or bad JSON (message
+ *   with the byte offset); FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt and json (len bytes); *out gets a new blob holding the bytes, to free with
+ *   ferry_blob_free (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_t len, ferry_blob **out);
 /* ==== end section: example ==== */
 
-/* ==== section: text and fixed-length records (src/io/text.c, src/io/fixed_length.c) ==== */
+
+/* ==== section: text and fixed-length records ==== */
 /* Text files: every line is one element, a FERRY_BYTES scalar without its line ending ("\n" or
  * "\r\n"), as tf.data's TextLineDataset: empty lines are kept, a last line without a newline is
  * included, an empty file gives no elements (and, as TensorFlow's reader, a "\r" alone at the
@@ -864,12 +1286,17 @@ FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_
  * end their file (the next call goes on with the next file): FERRY_ENOTFOUND (cannot open),
  * FERRY_EIO, FERRY_ECORRUPT / FERRY_ETRUNCATED (damaged compressed stream); messages name the
  * file and the byte offset. Saved state: the file index and the decompressed offset of the next
- * line (compressed files are inflated up to it on restore).
- * files: borrowed (copied). opts: borrowed, may be NULL. *out: a new reference. Thread-safe. */
+ * line (compressed files are inflated up to it on restore). */
 typedef struct ferry_text_line_options {
     ferry_compression compression;
     size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
 } ferry_text_line_options;
+/* ferry_dataset_text_lines: the lines of nfiles text files, in order, as described above.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL files with nfiles > 0, a NULL file name,
+ *   an invalid compression, or a buffer_size above 1 GiB; FERRY_ENOMEM.
+ * Ownership: borrows rt, files (copied) and opts (may be NULL); *out gets a new reference (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                        const ferry_text_line_options *opts, ferry_dataset **out);
 
@@ -881,9 +1308,7 @@ FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const c
  * its whole records and then one FERRY_ECORRUPT error naming the file, the body length and the
  * offset of the partial record (tf.data refuses such a file); a file shorter than its header
  * and footer is one FERRY_ECORRUPT error. Other errors as text lines. Saved state: the file
- * index and the decompressed offset of the next record.
- * files: borrowed (copied). opts: borrowed, required (record_bytes). *out: a new reference.
- * Thread-safe. */
+ * index and the decompressed offset of the next record. */
 typedef struct ferry_fixed_length_options {
     int64_t record_bytes;        /* required: 1 to 2^30 */
     int64_t header_bytes;        /* skipped at the start of every file; 0 to 2^40 */
@@ -891,11 +1316,18 @@ typedef struct ferry_fixed_length_options {
     ferry_compression compression;
     size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
 } ferry_fixed_length_options;
+/* ferry_dataset_fixed_length_records: the records of nfiles files, in order, as described above.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, opts or out, NULL files with nfiles > 0, a NULL file
+ *   name, record_bytes outside 1 to 2^30, header_bytes outside 0 to 2^40, footer_bytes outside 0 to
+ *   2^30, an invalid compression, or a buffer_size above 1 GiB; FERRY_ENOMEM.
+ * Ownership: borrows rt, files (copied) and opts (required: record_bytes); *out gets a new reference
+ *   (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                                  const ferry_fixed_length_options *opts, ferry_dataset **out);
 /* ==== end section: text and fixed-length records ==== */
 
-/* ==== section: interleave and flat_map (src/ops/interleave.c, src/ops/flat_map.c) ==== */
+/* ==== section: interleave and flat_map ==== */
 /* Makes the dataset for one input element: borrows `in` (valid during the call), writes a new
  * reference to *out. Returns FERRY_OK or an error, which reaches the consumer in the position of
  * that input element. Called from executor workers under parallel interleave (thread-safe with
@@ -912,33 +1344,40 @@ typedef struct ferry_interleave_options {
     size_t num_outputs;         /* 0: taken from the first dataset made (checked for the rest) */
     const ferry_tensor_spec *output_specs; /* borrowed */
 } ferry_interleave_options;
-/* tf.data's interleave: cycle_length input elements are open at once (each turned into a dataset
- * by fn), block_length consecutive elements are taken from each in turn, round-robin; when one
- * ends, the next input element takes its slot. The order is tf.data's and, unless relaxed_order,
- * the same for every num_parallel_calls. With num_parallel_calls > 0 (or FERRY_AUTOTUNE: the
- * runtime's cpu_budget less one core for the consumer, at least 1, as for map; the default
- * cycle_length is then the cpu_budget) worker tasks on the runtime's executor open the next
- * inputs and read the open datasets ahead, several files at once; their buffers count in the
- * memory budget. Errors (of
- * the input, of fn, of an inner iterator) take one position each and iteration goes on. With
- * num_outputs 0 the element spec comes from the dataset made for the first input element: this
- * call then iterates the input once to its first element and calls fn once (an empty input
- * gives a dataset of 0 components and no elements; a failure there fails this call). Saved state
- * holds positions only (the input's and each open dataset's); restore pulls the open input
- * elements again and calls fn for them. Cardinality: FERRY_UNKNOWN (0 for an empty input).
- * in: borrowed. fn and user are kept: user must stay valid while the dataset lives. opts:
- * borrowed (NULL: cycle 1, block 1, inline, spec from the first dataset). *out: a new reference.
- * Thread-safe. */
+/* ferry_dataset_interleave: tf.data's interleave: cycle_length input elements are open at once (each
+ * turned into a dataset by fn), block_length consecutive elements are taken from each in turn,
+ * round-robin; when one ends, the next input element takes its slot. The order is tf.data's and,
+ * unless relaxed_order, the same for every num_parallel_calls. With num_parallel_calls > 0 (or
+ * FERRY_AUTOTUNE: the runtime's cpu_budget less one core for the consumer, at least 1, as for map; the
+ * default cycle_length is then the cpu_budget) the next inputs are opened and the open datasets read
+ * ahead on the runtime's executor, several files at once; their buffers count in the memory budget.
+ * Errors (of the input, of fn, of an inner iterator) take one position each and iteration goes on.
+ * With num_outputs 0 the element spec comes from the dataset made for the first input element: this
+ * call then iterates the input once to its first element and calls fn once (an empty input gives a
+ * dataset of 0 components and no elements). A saved state holds positions only: restore pulls the
+ * open input elements again and calls fn for them. Cardinality: FERRY_UNKNOWN (0 for an empty input).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in, fn or out, or an option out of range
+ *   (num_parallel_calls other than FERRY_AUTOTUNE or 0 to 256, cycle_length above 4096, block_length
+ *   above 2^20, num_outputs above 4096, NULL or invalid output_specs); FERRY_EMISUSE for a freed in;
+ *   FERRY_ENOMEM; with num_outputs 0, the error of the input's first element or of fn for it (FERRY_EUSER
+ *   when fn returns a positive code or no dataset, FERRY_EINVAL for a dataset of another runtime).
+ * Ownership: borrows in and opts (NULL: cycle 1, block 1, inline, spec from the first dataset); fn and
+ *   user are kept: user must stay valid while the dataset lives; *out gets a new reference (NULL on
+ *   failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user,
                                        const ferry_interleave_options *opts, ferry_dataset **out);
-/* interleave with cycle_length 1, block_length 1 and no threads: every dataset in order, input
- * after input (tf.data's flat_map). Same arguments, errors and state as interleave; the op is
- * named "flat_map" in stats. */
+/* ferry_dataset_flat_map: interleave with cycle_length 1, block_length 1 and no threads: every
+ * dataset in order, input after input (tf.data's flat_map). Same errors and state as interleave; the
+ * op is named "flat_map" in stats.
+ * Returns: as ferry_dataset_interleave (num_outputs and output_specs as its options).
+ * Ownership: as ferry_dataset_interleave; output_specs (num_outputs entries) is borrowed and copied.
+ * Threads: thread-safe. */
 FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, size_t num_outputs,
                                      const ferry_tensor_spec *output_specs, ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
 
-/* ==== section: state files (src/core/statefile.c) ==== */
+/* ==== section: state files ==== */
 /* What a saved state says of itself (ferry_state_info_get; `ferry state show`). */
 typedef struct ferry_state_info {
     uint32_t version;        /* state format version */
@@ -949,23 +1388,51 @@ typedef struct ferry_state_info {
     size_t payload_size;     /* bytes of per-op state */
 } ferry_state_info;
 
-/* Checks a saved state's framing and checksum and fills *out. state: borrowed. Returns FERRY_OK,
- * FERRY_ECORRUPT, FERRY_ETRUNCATED or FERRY_EVERSION (message in ferry_last_error). */
+/* ferry_state_info_get: checks a saved state's framing and checksum and fills *out with what it says
+ * of itself.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL out, or NULL state with size > 0; FERRY_ECORRUPT,
+ *   FERRY_ETRUNCATED or FERRY_EVERSION for a state that fails the checks. Message in ferry_last_error.
+ * Ownership: borrows state (size bytes); writes *out.
+ * Threads: thread-safe. */
 FERRY_API int ferry_state_info_get(const void *state, size_t size, ferry_state_info *out);
-/* A fingerprint of the dataset graph (ops, parameters, specs): equal in every process that
- * builds the same pipeline. Callback functions are not part of it (only their options). */
+/* ferry_dataset_fingerprint: a fingerprint of the dataset graph (ops, parameters, specs): equal in
+ * every process that builds the same pipeline. Callback functions are not part of it (only their
+ * options).
+ * Returns: the fingerprint; 0 for NULL.
+ * Ownership: borrows ds.
+ * Threads: thread-safe. */
 FERRY_API uint64_t ferry_dataset_fingerprint(const ferry_dataset *ds);
-/* Saves the state of `it` to `path` crash-safely: written to a temporary file in the same
- * directory, fsynced, renamed over path, and the directory fsynced. A process killed at any
- * moment leaves either the old file or the new one. Errors name the path (message on it). */
+/* ferry_iterator_save_file: saves the state of `it` to `path` crash-safely: a process killed at any
+ * moment leaves either the old file or the new one (the state is written to a temporary file in the
+ * same directory, which is then renamed over path).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL it or a NULL or empty path; FERRY_EMISUSE for an iterator
+ *   already freed; FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Message on the iterator
+ *   (ferry_last_error for a NULL or freed it).
+
+ * Ownership: borrows it and path.
+ * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_save_file(ferry_iterator *it, const char *path);
-/* ferry_iterator_restore from a file written by ferry_iterator_save_file. Errors name the path
- * (ferry_last_error). */
+/* ferry_iterator_restore_file: ferry_iterator_restore from a file written by ferry_iterator_save_file.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL ds or out, or a NULL or empty path; FERRY_EMISUSE for a
+ *   freed ds; FERRY_ENOTFOUND when path does not exist; FERRY_EIO when it cannot be read;
+ *   FERRY_ETOOLARGE for a file over 4 GiB; FERRY_ENOMEM; the errors of ferry_iterator_restore for the
+ *   state it holds (FERRY_EMISMATCH, FERRY_ECORRUPT, FERRY_ETRUNCATED, FERRY_EVERSION, or the error of a
+ *   stage that cannot resume). Errors name the path (ferry_last_error).
+
+ * Ownership: as ferry_iterator_restore; borrows path.
+ * Threads: thread-safe with respect to ds. */
 FERRY_API int ferry_iterator_restore_file(ferry_dataset *ds, const char *path, const ferry_iterator_options *opts,
                                           ferry_iterator **out);
-/* Reads a whole state file into a new blob (for inspection with ferry_state_info_get). rt gives
- * the allocator. */
+/* ferry_state_file_read: reads a whole state file into a new blob (for inspection with
+ * ferry_state_info_get).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, or a NULL or empty path; FERRY_ENOTFOUND when
+ *   path does not exist; FERRY_EIO when it cannot be read (or changes while being read);
+ *   FERRY_ETOOLARGE for a file over 4 GiB; FERRY_ENOMEM. Message, naming the path, in ferry_last_error.
+ * Ownership: borrows rt (the blob is allocated with it) and path; *out gets a new blob to free with
+ *   ferry_blob_free (NULL on failure).
+ * Threads: thread-safe. */
 FERRY_API int ferry_state_file_read(ferry_runtime *rt, const char *path, ferry_blob **out);
+
 /* ==== end section: state files ==== */
 
 #ifdef __cplusplus

@@ -187,6 +187,36 @@ TEST(runtime_free_refuses_live_objects) {
     rt_done(rt);
 }
 
+/* A handle that is not a live dataset (here: zeroed memory of a dataset's size, as a foreign or
+ * stale pointer may be) is refused with FERRY_EMISUSE by its live-object mark, not used. */
+TEST(foreign_dataset_handle_is_refused) {
+    ferry_runtime *rt = rt_new();
+    _Alignas(16) unsigned char fake[512] = {0};
+    ferry_iterator *it = (ferry_iterator *)&fake; /* anything non-NULL: must stay untouched */
+    ASSERT_EQ(ferry_iterator_create((ferry_dataset *)fake, NULL, &it), FERRY_EMISUSE);
+    ASSERT_EQ(it == NULL, true);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "not a live dataset");
+    ferry_dataset *m;
+    ASSERT_EQ(ferry_dataset_take((ferry_dataset *)fake, 1, &m), FERRY_EMISUSE);
+    rt_done(rt);
+}
+
+TEST(foreign_iterator_handle_is_refused) {
+    _Alignas(16) unsigned char fake[1024] = {0};
+    ferry_element *e = (ferry_element *)&fake;
+    ASSERT_EQ(ferry_iterator_next((ferry_iterator *)fake, &e), FERRY_EMISUSE);
+    ASSERT_EQ(e == NULL, true);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "not a live iterator");
+    size_t n;
+    ASSERT_EQ(ferry_iterator_stats((ferry_iterator *)fake, NULL, 0, &n), FERRY_EMISUSE);
+    ferry_report r;
+    ASSERT_EQ(ferry_iterator_report((ferry_iterator *)fake, &r), FERRY_EMISUSE);
+    ferry_blob *b;
+    ASSERT_EQ(ferry_iterator_save((ferry_iterator *)fake, &b), FERRY_EMISUSE);
+    ferry_iterator_free((ferry_iterator *)fake); /* not an iterator: left alone */
+    for (size_t i = 0; i < sizeof fake; i++) ASSERT_EQ(fake[i], 0);
+}
+
 /* Every function that writes a pointer through an out-parameter writes NULL there when it fails,
  * whichever argument was wrong (the header's convention): a caller that frees *out after a
  * failure never frees garbage. Each call below is wrong in one argument; *out starts as junk. */

@@ -838,13 +838,13 @@ void ferry__w_u8(ferry__writer *w, uint8_t v) { ferry__w_bytes(w, &v, 1); }
 
 void ferry__w_u32(ferry__writer *w, uint32_t v) {
     uint8_t b[4];
-    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+    ferry__store_le32(b, v);
     ferry__w_bytes(w, b, 4);
 }
 
 void ferry__w_u64(ferry__writer *w, uint64_t v) {
     uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+    ferry__store_le64(b, v);
     ferry__w_bytes(w, b, 8);
 }
 
@@ -916,7 +916,7 @@ int ferry__r_u32(ferry__reader *r, uint32_t *v, ferry__status *st) {
     uint8_t b[4] = {0};
     int rc = ferry__r_bytes(r, b, 4, st);
     if (rc) return rc;
-    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    *v = ferry__load_le32(b);
     return FERRY_OK;
 }
 
@@ -924,9 +924,7 @@ int ferry__r_u64(ferry__reader *r, uint64_t *v, ferry__status *st) {
     uint8_t b[8] = {0};
     int rc = ferry__r_bytes(r, b, 8, st);
     if (rc) return rc;
-    uint64_t x = 0;
-    for (int i = 7; i >= 0; i--) x = (x << 8) | b[i];
-    *v = x;
+    *v = ferry__load_le64(b);
     return FERRY_OK;
 }
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 
 #include "ferry.h"
+#include "base/endian.h"
 #include "platform/platform.h"
 
 /* Internal invariants: never compiled out (tests and CI must see them). */

@@ -15,6 +15,8 @@
  */
 #include "crc32c.h"
 
+#include "base/endian.h"
+
 #include <stdatomic.h>
 #include <string.h>
 
@@ -126,14 +128,6 @@ bool ferry__crc32c_hw_available(void) {
     return have_hw;
 }
 
-static inline uint64_t load64le(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
 
 /* ---- software: slicing-by-8 ------------------------------------------------------------- */
 uint32_t ferry__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
@@ -145,7 +139,7 @@ uint32_t ferry__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
         n--;
     }
     while (n >= 8) {
-        uint64_t w = load64le(p) ^ c;
+        uint64_t w = ferry__load_le64(p) ^ c;
         c = slice[7][w & 0xff] ^ slice[6][(w >> 8) & 0xff] ^ slice[5][(w >> 16) & 0xff] ^
             slice[4][(w >> 24) & 0xff] ^ slice[3][(w >> 32) & 0xff] ^ slice[2][(w >> 40) & 0xff] ^
             slice[1][(w >> 48) & 0xff] ^ slice[0][w >> 56];
@@ -170,12 +164,12 @@ __attribute__((target("sse4.2"))) uint32_t ferry__crc32c_hw(uint32_t crc, const 
         uint64_t c1 = 0, c2 = 0;
         const uint8_t *end = p + LONG_BLOCK;
         do {
-            c0 = _mm_crc32_u64(c0, load64le(p));
-            c1 = _mm_crc32_u64(c1, load64le(p + LONG_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64le(p + 2 * LONG_BLOCK));
-            c0 = _mm_crc32_u64(c0, load64le(p + 8));
-            c1 = _mm_crc32_u64(c1, load64le(p + 8 + LONG_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64le(p + 8 + 2 * LONG_BLOCK));
+            c0 = _mm_crc32_u64(c0, ferry__load_le64(p));
+            c1 = _mm_crc32_u64(c1, ferry__load_le64(p + LONG_BLOCK));
+            c2 = _mm_crc32_u64(c2, ferry__load_le64(p + 2 * LONG_BLOCK));
+            c0 = _mm_crc32_u64(c0, ferry__load_le64(p + 8));
+            c1 = _mm_crc32_u64(c1, ferry__load_le64(p + 8 + LONG_BLOCK));
+            c2 = _mm_crc32_u64(c2, ferry__load_le64(p + 8 + 2 * LONG_BLOCK));
             p += 16;
         } while (p < end);
         c0 = zeros_apply(zeros_long, (uint32_t)c0) ^ (uint32_t)c1;
@@ -187,9 +181,9 @@ __attribute__((target("sse4.2"))) uint32_t ferry__crc32c_hw(uint32_t crc, const 
         uint64_t c1 = 0, c2 = 0;
         const uint8_t *end = p + SHORT_BLOCK;
         do {
-            c0 = _mm_crc32_u64(c0, load64le(p));
-            c1 = _mm_crc32_u64(c1, load64le(p + SHORT_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64le(p + 2 * SHORT_BLOCK));
+            c0 = _mm_crc32_u64(c0, ferry__load_le64(p));
+            c1 = _mm_crc32_u64(c1, ferry__load_le64(p + SHORT_BLOCK));
+            c2 = _mm_crc32_u64(c2, ferry__load_le64(p + 2 * SHORT_BLOCK));
             p += 8;
         } while (p < end);
         c0 = zeros_apply(zeros_short, (uint32_t)c0) ^ (uint32_t)c1;
@@ -198,7 +192,7 @@ __attribute__((target("sse4.2"))) uint32_t ferry__crc32c_hw(uint32_t crc, const 
         n -= 3 * SHORT_BLOCK;
     }
     while (n >= 8) {
-        c0 = _mm_crc32_u64(c0, load64le(p));
+        c0 = _mm_crc32_u64(c0, ferry__load_le64(p));
         p += 8;
         n -= 8;
     }

@@ -250,7 +250,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && in->st[w].par >= in->st[w].par_max)
             why = "the slowest stage has the most threads it may have";
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par) why = "more threads were tried or the cpu budget is spent";
-        tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "settled: %s", why);
+        tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "%s", why);
     }
     t->said_steady = true;
     return false;

@@ -246,6 +246,10 @@ const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap);
 /* FERRY_OK if t fits spec (dtype equal, rank equal unless unknown, known dims equal); else
  * FERRY_ETYPE with a message naming `what` (e.g. "map output 1"). */
 int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st);
+/* Checks a spec a user gave (field[i] of fn's options): a valid dtype (FERRY_DTYPE_INVALID is
+ * not one), rank -1 (unknown) to FERRY_MAX_RANK, dims >= 0 or FERRY_UNKNOWN_DIM. FERRY_OK, or
+ * FERRY_EINVAL with the last error naming fn, the field and the value. */
+int ferry__spec_validate(const ferry_tensor_spec *s, const char *fn, const char *field, size_t i);
 
 struct ferry_element {
     ferry_runtime *rt;
@@ -351,8 +355,17 @@ typedef struct ferry__dataset_vtable {
     void (*rewrite)(ferry_dataset *ds, ferry_dataset *const *inputs, ferry_dataset **out);
 } ferry__dataset_vtable;
 
+/* Live-object marks: set when a public object is made, overwritten just before it is freed, so
+ * that a call given a freed (or foreign) handle fails with FERRY_EMISUSE instead of acting on
+ * it (freed blocks stay mapped in ferry's allocator cache; this is a misuse check, not a
+ * guarantee). */
+#define FERRY__MAGIC_DATASET 0x46445331u  /* "FDS1" */
+#define FERRY__MAGIC_ITERATOR 0x46495431u /* "FIT1" */
+#define FERRY__MAGIC_DEAD 0xdeadf00du
+
 struct ferry_dataset {
     const ferry__dataset_vtable *vt;
+    _Atomic uint32_t magic;    /* FERRY__MAGIC_DATASET while it lives */
     _Atomic long refs;
     ferry_runtime *rt;
     const char *name;          /* static */
@@ -396,6 +409,9 @@ uint64_t ferry__dataset_fingerprint(const ferry_dataset *ds);
 /* Checks a public dataset argument: returns FERRY_OK or sets the last error (EMISUSE/EINVAL) naming
  * `arg` of function `fn`. */
 int ferry__check_dataset(const ferry_dataset *ds, const char *fn, const char *arg);
+/* FERRY_OK, or FERRY_EINVAL (NULL) / FERRY_EMISUSE (not a live iterator) with the last error set
+ * naming fn. */
+int ferry__check_iterator(const ferry_iterator *it, const char *fn);
 
 /* ---- iterators -------------------------------------------------------------------------- */
 typedef struct ferry__node_stats ferry__node_stats;

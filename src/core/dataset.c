@@ -26,6 +26,7 @@ int ferry__dataset_new(ferry_runtime *rt, const ferry__dataset_vtable *vt, const
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_%s: allocating the dataset failed", name);
     }
     ds->vt = vt;
+    atomic_init(&ds->magic, FERRY__MAGIC_DATASET);
     atomic_init(&ds->refs, 1);
     ds->rt = rt;
     ds->name = name;
@@ -51,7 +52,7 @@ void ferry__dataset_hash(ferry_dataset *ds, const void *p, size_t n) { ds->param
 
 void ferry__dataset_hash_i64(ferry_dataset *ds, int64_t v) {
     uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    ferry__store_le64(b, (uint64_t)v);
     ferry__dataset_hash(ds, b, 8);
 }
 
@@ -61,7 +62,7 @@ static uint64_t hash_specs(uint64_t h, const ferry_dataset *ds) {
         for (int d = 0; d < FERRY_MAX_RANK && d < ds->specs[i].shape.rank; d++) v[2 + d] = ds->specs[i].shape.dims[d];
         for (size_t k = 0; k < 2 + FERRY_MAX_RANK; k++) {
             uint8_t b[8];
-            for (int j = 0; j < 8; j++) b[j] = (uint8_t)((uint64_t)v[k] >> (8 * j));
+            ferry__store_le64(b, (uint64_t)v[k]);
             h = ferry__fnv64(h, b, 8);
         }
     }
@@ -84,8 +85,12 @@ uint64_t ferry__dataset_fingerprint(const ferry_dataset *ds) {
 
 int ferry__check_dataset(const ferry_dataset *ds, const char *fn, const char *arg) {
     if (!ds) return ferry__set_last_error(FERRY_EINVAL, "%s: argument '%s' is NULL", fn, arg);
-    if (atomic_load(&((ferry_dataset *)ds)->refs) <= 0)
-        return ferry__set_last_error(FERRY_EMISUSE, "%s: argument '%s' is a dataset that was already freed", fn, arg);
+    if (atomic_load(&((ferry_dataset *)ds)->magic) != FERRY__MAGIC_DATASET ||
+        atomic_load(&((ferry_dataset *)ds)->refs) <= 0)
+        return ferry__set_last_error(FERRY_EMISUSE,
+                                     "%s: argument '%s' is not a live dataset (it was freed, or it is not a "
+                                     "ferry_dataset)",
+                                     fn, arg);
     return FERRY_OK;
 }
 
@@ -102,6 +107,7 @@ void ferry_dataset_unref(ferry_dataset *ds) {
     for (size_t i = 0; i < ds->ninputs; i++) ferry_dataset_unref(ds->inputs[i]);
     ferry__free(rt, ds->inputs);
     ferry__free(rt, ds->specs);
+    atomic_store(&ds->magic, FERRY__MAGIC_DEAD);
     ferry__free(rt, ds);
     atomic_fetch_sub(&rt->objects, 1);
 }

@@ -353,6 +353,7 @@ int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__r
 
 /* ---- public iterator -------------------------------------------------------------------- */
 struct ferry_iterator {
+    _Atomic uint32_t magic; /* FERRY__MAGIC_ITERATOR while it lives */
     ferry_runtime *rt;
     ferry_dataset *ds;
     ferry__plan plan;
@@ -378,6 +379,7 @@ static void iterator_close(ferry_iterator *it) {
     ferry__pipe_fini(&it->pipe);
     ferry__plan_fini(&it->plan);
     ferry_dataset_unref(it->ds);
+    atomic_store(&it->magic, FERRY__MAGIC_DEAD);
     ferry__free(rt, it);
 }
 
@@ -386,6 +388,7 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
     ferry_runtime *rt = ds->rt;
     ferry_iterator *it = ferry__calloc(rt, 1, sizeof *it);
     if (!it) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the iterator failed", fn);
+    atomic_init(&it->magic, FERRY__MAGIC_ITERATOR);
     it->rt = rt;
     it->seed = seed;
     it->created_ns = ferry__now_ns();
@@ -442,7 +445,8 @@ int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts,
 
 int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
     if (out) *out = NULL;
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_next: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_next");
+    if (crc) return crc;
     if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_next: argument 'out' is NULL");
     int expected = 0;
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
@@ -489,7 +493,8 @@ const ferry__consumer_clock *ferry__iterator_clock(const ferry_iterator *it) { r
 const ferry__autotune *ferry__iterator_autotune(const ferry_iterator *it) { return it->tune; }
 
 int ferry_iterator_tuning(ferry_iterator *it, ferry_tune_decision *out, size_t cap, size_t *count) {
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_tuning: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_tuning");
+    if (crc) return crc;
     if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'count' is NULL");
     if (cap > 0 && !out)
         return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'out' is NULL with cap %zu", cap);
@@ -511,15 +516,26 @@ void ferry__consumer_clock_add(ferry__consumer_clock *c, int64_t ns) {
     else if (c->time_all) c->time_all--;
 }
 
+int ferry__check_iterator(const ferry_iterator *it, const char *fn) {
+    if (!it) return ferry__set_last_error(FERRY_EINVAL, "%s: argument 'it' is NULL", fn);
+    if (atomic_load(&((ferry_iterator *)it)->magic) != FERRY__MAGIC_ITERATOR)
+        return ferry__set_last_error(FERRY_EMISUSE,
+                                     "%s: argument 'it' is not a live iterator (it was freed, or it is not a "
+                                     "ferry_iterator)",
+                                     fn);
+    return FERRY_OK;
+}
+
 void ferry_iterator_free(ferry_iterator *it) {
-    if (!it) return;
+    if (!it || atomic_load(&it->magic) != FERRY__MAGIC_ITERATOR) return; /* freed twice: nothing to do */
     ferry_runtime *rt = it->rt;
     iterator_close(it);
     atomic_fetch_sub(&rt->objects, 1);
 }
 
 int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap, size_t *count) {
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_stats: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_stats");
+    if (crc) return crc;
     if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'count' is NULL");
     if (cap > 0 && !out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'out' is NULL with cap %zu", cap);
     ferry__iter_flush_stats(it->root);
@@ -607,7 +623,8 @@ static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
 
 int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     if (out) *out = NULL;
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_save: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_save");
+    if (crc) return crc;
     if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_save: argument 'out' is NULL");
     ferry__writer w;
     ferry__writer_init(&w, &it->rt->alloc);
@@ -623,7 +640,7 @@ int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     if (rc == FERRY_OK && w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
     if (rc == FERRY_OK) {
         uint64_t payload = w.size - STATE_HEADER;
-        for (int i = 0; i < 8; i++) w.data[STATE_HEADER - 8 + i] = (uint8_t)(payload >> (8 * i));
+        ferry__store_le64(w.data + STATE_HEADER - 8, payload);
         ferry__w_u64(&w, ferry__fnv64(FERRY__FNV_INIT, w.data, w.size));
         if (w.failed) rc = ferry__fail(&st, FERRY_ENOMEM, "growing the state buffer failed");
     }
@@ -680,8 +697,7 @@ int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: payload of %llu bytes but %zu follow the header",
                            (unsigned long long)payload_size, size - STATE_HEADER - 8);
     }
-    uint64_t sum = 0;
-    for (int i = 7; i >= 0; i--) sum = (sum << 8) | p[size - 8 + (size_t)i];
+    uint64_t sum = ferry__load_le64(p + size - 8);
     if (sum != ferry__fnv64(FERRY__FNV_INIT, p, size - 8))
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: checksum mismatch over %zu bytes", size - 8);
     if (info) {

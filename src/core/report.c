@@ -344,7 +344,8 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
 }
 
 int ferry_iterator_report(ferry_iterator *it, ferry_report *out) {
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_report: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_report");
+    if (crc) return crc;
     ferry__status *st = ferry__iterator_status(it);
     if (!out) return ferry__fail(st, FERRY_EINVAL, "ferry_iterator_report: argument 'out' is NULL");
     int rc = report_build(it, out, NULL, NULL, st);
@@ -366,7 +367,8 @@ static void json_num(ferry__writer *w, const char *key, double v, bool comma) {
 
 int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
     if (out) *out = NULL;
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_report_json: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_report_json");
+    if (crc) return crc;
     ferry__status *st = ferry__iterator_status(it);
     if (!out) return ferry__fail(st, FERRY_EINVAL, "ferry_iterator_report_json: argument 'out' is NULL");
     ferry_runtime *rt = ferry__iterator_runtime(it);

@@ -9,7 +9,8 @@
 #include "core.h"
 
 int ferry_iterator_save_file(ferry_iterator *it, const char *path) {
-    if (!it) return ferry__set_last_error(FERRY_EINVAL, "ferry_iterator_save_file: argument 'it' is NULL");
+    int crc = ferry__check_iterator(it, "ferry_iterator_save_file");
+    if (crc) return crc;
     ferry__status *st = ferry__iterator_status(it);
     if (!path || !*path) return ferry__fail(st, FERRY_EINVAL, "ferry_iterator_save_file: argument 'path' is empty");
     ferry_blob *b;

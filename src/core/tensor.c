@@ -343,6 +343,19 @@ int ferry__tensor_row(ferry_tensor *t, int64_t i, ferry_tensor **out, ferry__sta
     return FERRY_OK;
 }
 
+int ferry__spec_validate(const ferry_tensor_spec *s, const char *fn, const char *field, size_t i) {
+    FERRY__CHECK_ARG((int)s->dtype > (int)FERRY_DTYPE_INVALID && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
+                     "%s: %s[%zu].dtype is %d, not a ferry_dtype", fn, field, i, (int)s->dtype);
+    FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
+                     "%s: %s[%zu].shape.rank is %d; it must be -1 (unknown) to %d", fn, field, i, s->shape.rank,
+                     FERRY_MAX_RANK);
+    for (int d = 0; d < s->shape.rank; d++)
+        FERRY__CHECK_ARG(s->shape.dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
+                         "%s: %s[%zu].shape.dims[%d] is %lld; it must be >= 0 or FERRY_UNKNOWN_DIM", fn, field, i, d,
+                         (long long)s->shape.dims[d]);
+    return FERRY_OK;
+}
+
 int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st) {
     char a[96], b[96];
     if (spec->dtype != FERRY_DTYPE_INVALID && t->dtype != spec->dtype)

@@ -344,7 +344,7 @@ static int list_i64(const rd *r, const uint8_t *p, const uint8_t *end, int64_t *
 }
 
 static inline float f32_le(const uint8_t *p) {
-    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    uint32_t u = ferry__load_le32(p);
     float f;
     memcpy(&f, &u, 4);
     return f;

@@ -49,20 +49,6 @@
 #define COMPRESSED_CHUNK ((size_t)1 << 20)
 #define HARD_MAX_LEN ((uint64_t)1 << 62)
 
-static inline uint64_t le64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-static inline uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline void put_le64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void put_le32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 static inline uint32_t masked_crc(const void *p, size_t n) { return ferry__crc32c_mask(ferry__crc32c(p, n)); }
 
 /* ---- dataset and iterator ------------------------------------------------------------- */
@@ -326,10 +312,10 @@ static int resync(tfr_it *it, ferry__status *st) {
         int64_t left = ferry__stream_bytes_left(s);
         size_t last = avail - HEADER;
         for (size_t i = 0; i <= last; i++) {
-            if (le32(p + i + 8) != masked_crc(p + i, 8)) continue;
+            if (ferry__load_le32(p + i + 8) != masked_crc(p + i, 8)) continue;
             if (left >= 0) {
                 uint64_t after = (uint64_t)left - i - HEADER;
-                if ((uint64_t)left < i + HEADER + FOOTER || le64(p + i) > after - FOOTER) continue;
+                if ((uint64_t)left < i + HEADER + FOOTER || ferry__load_le64(p + i) > after - FOOTER) continue;
             }
             ferry__stream_consume(s, i);
             return FERRY_OK;
@@ -362,9 +348,9 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
         return truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its "
                                  "12-byte header",
                          cur_name(it), (long long)off, avail);
-    uint64_t len = le64(p);
+    uint64_t len = ferry__load_le64(p);
     if (check) {
-        uint32_t stored = le32(p + 8), computed = masked_crc(p, 8);
+        uint32_t stored = ferry__load_le32(p + 8), computed = masked_crc(p, 8);
         if (stored != computed) {
             ferry__stream_consume(s, 1);
             it->resync = true;
@@ -406,7 +392,7 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
     if (avail >= HEADER + FOOTER && n <= avail - HEADER - FOOTER) {
         /* The whole record is buffered: check it in place, copy it once. */
         const uint8_t *d = p + HEADER;
-        stored = le32(d + n);
+        stored = ferry__load_le32(d + n);
         if (check) {
             uint32_t computed = masked_crc(d, n);
             if (stored != computed) {
@@ -436,7 +422,7 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
             ferry_tensor_unref(t);
             return rc;
         }
-        stored = le32(p);
+        stored = ferry__load_le32(p);
         ferry__stream_consume(s, FOOTER);
         if (check) {
             uint32_t computed = masked_crc(ferry__tensor_blob_mut(t), n);
@@ -970,9 +956,9 @@ int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size
         return ferry__fail(&w->st, FERRY_EINVAL, "ferry_tfrecord_writer_write: argument 'data' is NULL with len %zu",
                            len);
     uint8_t h[HEADER], f[FOOTER];
-    put_le64(h, (uint64_t)len);
-    put_le32(h + 8, masked_crc(h, 8));
-    put_le32(f, masked_crc(data, len));
+    ferry__store_le64(h, (uint64_t)len);
+    ferry__store_le32(h + 8, masked_crc(h, 8));
+    ferry__store_le32(f, masked_crc(data, len));
     ferry__status st;
     int rc = ferry__ostream_write(w->o, h, HEADER, &st);
     if (!rc && len) rc = ferry__ostream_write(w->o, data, len, &st);

@@ -166,23 +166,6 @@ static int fc_rename(const char *from, const char *to) {
 }
 
 
-/* ---- little-endian helpers ---------------------------------------------------------------- */
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
 
 /* ---- dataset and iterator --------------------------------------------------------------- */
 typedef struct fc_ds {
@@ -243,18 +226,18 @@ static uint8_t *build_header(fc_it *it, uint64_t seed, size_t *size) {
     if (!h) return NULL;
     size_t k = 0;
     memcpy(h, fc_magic, 8), k = 8;
-    put_u32(h + k, FC_VERSION), k += 4;
-    put_u32(h + k, (uint32_t)n), k += 4;
-    put_u64(h + k, ferry__dataset_fingerprint(in)), k += 8;
-    put_u64(h + k, seed), k += 8;
-    put_u32(h + k, (uint32_t)in->ncomp), k += 4;
+    ferry__store_le32(h + k, FC_VERSION), k += 4;
+    ferry__store_le32(h + k, (uint32_t)n), k += 4;
+    ferry__store_le64(h + k, ferry__dataset_fingerprint(in)), k += 8;
+    ferry__store_le64(h + k, seed), k += 8;
+    ferry__store_le32(h + k, (uint32_t)in->ncomp), k += 4;
     for (size_t i = 0; i < in->ncomp; i++) {
         const ferry_tensor_spec *s = &in->specs[i];
-        put_u32(h + k, (uint32_t)s->dtype), k += 4;
-        put_u32(h + k, (uint32_t)(int32_t)s->shape.rank), k += 4;
-        for (int d = 0; d < s->shape.rank; d++) put_u64(h + k, (uint64_t)s->shape.dims[d]), k += 8;
+        ferry__store_le32(h + k, (uint32_t)s->dtype), k += 4;
+        ferry__store_le32(h + k, (uint32_t)(int32_t)s->shape.rank), k += 4;
+        for (int d = 0; d < s->shape.rank; d++) ferry__store_le64(h + k, (uint64_t)s->shape.dims[d]), k += 8;
     }
-    put_u32(h + k, ferry__crc32c(h, k)), k += 4;
+    ferry__store_le32(h + k, ferry__crc32c(h, k)), k += 4;
     FERRY_ASSERT(k == n);
     *size = n;
     return h;
@@ -311,7 +294,7 @@ static bool w_append(fc_it *it, const void *p, size_t n) {
 
 static bool w_u32(fc_it *it, uint32_t v) {
     uint8_t b[4];
-    put_u32(b, v);
+    ferry__store_le32(b, v);
     return w_append(it, b, 4);
 }
 
@@ -389,25 +372,25 @@ static void writer_put(fc_it *it, const ferry_element *e) {
     for (uint32_t c = 0; c < e->n; c++) len += tensor_payload(e->t[c]);
     uint8_t b[8];
     uint32_t crc = 0;
-    put_u64(b, (uint64_t)i);
+    ferry__store_le64(b, (uint64_t)i);
     crc = ferry__crc32c_extend(crc, b, 8);
-    put_u64(b, (uint64_t)len);
+    ferry__store_le64(b, (uint64_t)len);
     bool ok = frame_put(it, &crc, b, 8);
-    put_u32(b, e->n);
+    ferry__store_le32(b, e->n);
     ok = ok && frame_put(it, &crc, b, 4);
     for (uint32_t c = 0; ok && c < e->n; c++) {
         const ferry_tensor *t = e->t[c];
         uint8_t h[4] = {(uint8_t)t->dtype, (uint8_t)t->rank, 0, 0};
         ok = frame_put(it, &crc, h, 4);
         for (int d = 0; ok && d < t->rank; d++) {
-            put_u64(b, (uint64_t)t->dims[d]);
+            ferry__store_le64(b, (uint64_t)t->dims[d]);
             ok = frame_put(it, &crc, b, 8);
         }
         if (!ok) break;
         if (t->dtype == FERRY_BYTES) {
             const uint64_t *off = (const uint64_t *)(const void *)t->data;
             for (int64_t k = 0; ok && k <= t->n; k++) {
-                put_u64(b, off[k] - off[0]);
+                ferry__store_le64(b, off[k] - off[0]);
                 ok = frame_put(it, &crc, b, 8);
             }
             if (ok) ok = frame_put(it, &crc, t->blob + off[0], (size_t)(off[t->n] - off[0]));
@@ -428,7 +411,7 @@ static void writer_commit(fc_it *it) {
     bool ok = true;
 #define FOOT_U64(v)                                                                                \
     do {                                                                                           \
-        put_u64(b, (uint64_t)(v));                                                                 \
+        ferry__store_le64(b, (uint64_t)(v));                                                                 \
         crc = ferry__crc32c_extend(crc, b, 8);                                                     \
         ok = ok && w_append(it, b, 8);                                                             \
     } while (0)
@@ -487,32 +470,32 @@ static bool reader_open(fc_it *it, uint64_t *seed) {
     if (ok) have = ferry__alloc(rt, hs);
     ok = ok && have && fc_pread_full(it->rfd, 0, have, hs, &got) == 0 && got == hs;
     if (ok) {
-        *seed = get_u64(have + 24);
+        *seed = ferry__load_le64(have + 24);
         ferry__free(rt, want);
         want = build_header(it, *seed, &hs);
         ok = want && memcmp(have, want, hs) == 0;
     }
     uint8_t tr[FC_TRAILER];
     ok = ok && fc_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got) == 0 && got == FC_TRAILER &&
-         memcmp(tr + 16, fc_end_magic, 8) == 0 && get_u32(tr + 12) == 0;
-    int64_t foff = ok ? (int64_t)get_u64(tr) : 0;
+         memcmp(tr + 16, fc_end_magic, 8) == 0 && ferry__load_le32(tr + 12) == 0;
+    int64_t foff = ok ? (int64_t)ferry__load_le64(tr) : 0;
     int64_t fsize = size - FC_TRAILER - foff; /* footer bytes before the trailer's offset field */
     ok = ok && foff >= (int64_t)hs && fsize >= 24 && fsize <= FC_MAX_FOOTER && (fsize - 24) % 8 == 0;
     if (ok) foot = ferry__alloc(rt, (size_t)fsize + 8);
     ok = ok && foot && fc_pread_full(it->rfd, foff, foot, (size_t)fsize, &got) == 0 && got == (size_t)fsize;
     if (ok) {
         memcpy(foot + fsize, tr, 8); /* the footer offset is covered by the checksum */
-        ok = ferry__crc32c(foot, (size_t)fsize + 8) == get_u32(tr + 8);
+        ok = ferry__crc32c(foot, (size_t)fsize + 8) == ferry__load_le32(tr + 8);
     }
     if (ok) {
-        uint64_t count = get_u64(foot), every = get_u64(foot + 8), nidx = get_u64(foot + 16);
+        uint64_t count = ferry__load_le64(foot), every = ferry__load_le64(foot + 8), nidx = ferry__load_le64(foot + 16);
         ok = every == FC_INDEX_EVERY && nidx == (uint64_t)(fsize - 24) / 8 && count <= (uint64_t)INT64_MAX &&
              nidx == (count + every - 1) / every;
         if (ok && nidx > 0) {
             it->ridx = ferry__calloc(rt, (size_t)nidx, sizeof *it->ridx);
             ok = it->ridx != NULL;
             for (uint64_t i = 0; ok && i < nidx; i++) {
-                it->ridx[i] = get_u64(foot + 24 + 8 * i);
+                it->ridx[i] = ferry__load_le64(foot + 24 + 8 * i);
                 uint64_t lo = i == 0 ? hs : it->ridx[i - 1] + 1;
                 ok = (i > 0 || it->ridx[0] == hs) && it->ridx[i] >= lo && it->ridx[i] < (uint64_t)foff;
             }
@@ -565,7 +548,7 @@ static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element 
     const ferry_dataset *ds = it->base.ds;
     ferry_runtime *rt = it_rt(it);
     const uint8_t *end = p + len;
-    if (len < 4 || get_u32(p) != ds->ncomp) return -1;
+    if (len < 4 || ferry__load_le32(p) != ds->ncomp) return -1;
     p += 4;
     ferry_element *e = ferry__element_new(rt, ds->ncomp);
     if (!e) return -1;
@@ -577,7 +560,7 @@ static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element 
         p += 4;
         if ((int)dt <= 0 || dt >= FERRY_DTYPE_COUNT || rank > FERRY_MAX_RANK || end - p < 8 * rank) goto bad;
         int64_t dims[FERRY_MAX_RANK];
-        for (int d = 0; d < rank; d++) dims[d] = (int64_t)get_u64(p + 8 * d);
+        for (int d = 0; d < rank; d++) dims[d] = (int64_t)ferry__load_le64(p + 8 * d);
         p += 8 * rank;
         int64_t n = ferry__num_entries(rank, dims);
         if (n < 0) goto bad;
@@ -586,13 +569,13 @@ static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element 
             if ((uint64_t)(end - p) / 8 < (uint64_t)n + 1) goto bad;
             const uint8_t *offs = p;
             p += 8 * ((size_t)n + 1);
-            uint64_t blob = get_u64(offs + 8 * (size_t)n);
-            if (get_u64(offs) != 0 || blob > (uint64_t)(end - p)) goto bad;
+            uint64_t blob = ferry__load_le64(offs + 8 * (size_t)n);
+            if (ferry__load_le64(offs) != 0 || blob > (uint64_t)(end - p)) goto bad;
             for (int64_t k = 0; k < n; k++)
-                if (get_u64(offs + 8 * k) > get_u64(offs + 8 * (k + 1))) goto bad;
+                if (ferry__load_le64(offs + 8 * k) > ferry__load_le64(offs + 8 * (k + 1))) goto bad;
             if (ferry__tensor_new_bytes(rt, rank, dims, (size_t)blob, &t, &st)) goto bad;
             uint64_t *o = ferry__tensor_offsets(t);
-            for (int64_t k = 0; k <= n; k++) o[k] = get_u64(offs + 8 * k);
+            for (int64_t k = 0; k <= n; k++) o[k] = ferry__load_le64(offs + 8 * k);
             memcpy(ferry__tensor_blob_mut(t), p, (size_t)blob);
             p += blob;
         } else {
@@ -618,14 +601,14 @@ static int reader_next(fc_it *it, ferry_element **out) {
     if (it->index >= it->count) return it->roff == it->data_end ? FERRY_END : -1;
     const uint8_t *p;
     if (rd_ensure(it, 8, &p)) return -1;
-    uint64_t len = get_u64(p);
+    uint64_t len = ferry__load_le64(p);
     if (len > (uint64_t)(it->data_end - it->roff) || (uint64_t)(it->data_end - it->roff) - len < 12) return -1;
     if (rd_ensure(it, (size_t)len + 12, &p)) return -1;
     uint8_t b[8];
-    put_u64(b, (uint64_t)it->index);
+    ferry__store_le64(b, (uint64_t)it->index);
     uint32_t crc = ferry__crc32c_extend(0, b, 8);
     crc = ferry__crc32c_extend(crc, p, (size_t)len + 8);
-    if (crc != get_u32(p + 8 + len)) return -1;
+    if (crc != ferry__load_le32(p + 8 + len)) return -1;
     if (parse_payload(it, p + 8, (size_t)len, out)) return -1;
     it->roff += (int64_t)len + 12;
     return FERRY_OK;
@@ -644,7 +627,7 @@ static bool reader_seek(fc_it *it, int64_t i) {
         uint8_t b[8];
         size_t got;
         if (fc_pread_full(it->rfd, it->roff, b, 8, &got) != 0 || got != 8) return false;
-        uint64_t len = get_u64(b);
+        uint64_t len = ferry__load_le64(b);
         if (len > (uint64_t)(it->data_end - it->roff) || (uint64_t)(it->data_end - it->roff) - len < 12) return false;
         it->roff += (int64_t)len + 12;
     }

@@ -215,19 +215,6 @@ static int gen_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
 
 static const ferry__dataset_vtable gen_vt = {.make = gen_make, .destroy = NULL};
 
-static int check_spec(const ferry_tensor_spec *s, size_t i) {
-    FERRY__CHECK_ARG((int)s->dtype > 0 && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
-                     "ferry_dataset_generator: options.specs[%zu].dtype is %d, not a valid dtype", i, (int)s->dtype);
-    FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
-                     "ferry_dataset_generator: options.specs[%zu].shape.rank is %d; it must be -1 (unknown) to %d", i,
-                     s->shape.rank, FERRY_MAX_RANK);
-    for (int d = 0; d < s->shape.rank; d++)
-        FERRY__CHECK_ARG(s->shape.dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
-                         "ferry_dataset_generator: options.specs[%zu].shape.dims[%d] is %lld; it must be >= 0 or "
-                         "FERRY_UNKNOWN_DIM",
-                         i, d, (long long)s->shape.dims[d]);
-    return FERRY_OK;
-}
 
 int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
@@ -250,7 +237,7 @@ int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *op
                      "FERRY_INFINITE or FERRY_UNKNOWN",
                      (long long)opts->cardinality);
     for (size_t i = 0; i < opts->num_components; i++) {
-        int rc = check_spec(&opts->specs[i], i);
+        int rc = ferry__spec_validate(&opts->specs[i], "ferry_dataset_generator", "options.specs", i);
         if (rc) return rc;
     }
     int64_t card = opts->cardinality == 0 ? FERRY_UNKNOWN : opts->cardinality;

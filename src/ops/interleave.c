@@ -1344,17 +1344,8 @@ static int probe_spec(const char *api, ferry_dataset *in, ferry_dataset_fn fn, v
 
 static int check_specs(const char *api, size_t n, const ferry_tensor_spec *specs) {
     for (size_t i = 0; i < n; i++) {
-        const ferry_tensor_spec *s = &specs[i];
-        FERRY__CHECK_ARG((int)s->dtype > 0 && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
-                         "%s: options.output_specs[%zu].dtype is %d, not a valid dtype", api, i, (int)s->dtype);
-        FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
-                         "%s: options.output_specs[%zu].shape.rank is %d; it must be -1 (unknown) to %d", api, i,
-                         s->shape.rank, FERRY_MAX_RANK);
-        for (int d = 0; d < s->shape.rank; d++)
-            FERRY__CHECK_ARG(s->shape.dims[d] >= -1, FERRY_EINVAL,
-                             "%s: options.output_specs[%zu].shape.dims[%d] is %lld; it must be >= 0 or "
-                             "FERRY_UNKNOWN_DIM",
-                             api, i, d, (long long)s->shape.dims[d]);
+        int rc = ferry__spec_validate(&specs[i], api, "options.output_specs", i);
+        if (rc) return rc;
     }
     return FERRY_OK;
 }

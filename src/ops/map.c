@@ -303,7 +303,7 @@ struct map_it {
 
 /* ---- the call -------------------------------------------------------------------------- */
 static bool map_spec_fits(const ferry_tensor_spec *s, const ferry_tensor *t) {
-    if (s->dtype != FERRY_DTYPE_INVALID && s->dtype != t->dtype) return false;
+    if (s->dtype != t->dtype) return false;
     if (s->shape.rank < 0) return true;
     if (s->shape.rank != t->rank) return false;
     for (int i = 0; i < t->rank; i++)
@@ -1827,19 +1827,6 @@ bool ferry__map_fusable(const ferry_dataset *ds, int64_t n) {
     return m->num_parallel_calls != 0 && !m->relaxed && m->reorder_window == 0 && n > 0 && n <= MAP_FUSE_MAX;
 }
 
-static int map_check_spec(const ferry_tensor_spec *s, size_t i) {
-    FERRY__CHECK_ARG(s->dtype >= FERRY_DTYPE_INVALID && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
-                     "ferry_dataset_map: options.output_specs[%zu].dtype is %d, not a ferry_dtype", i, (int)s->dtype);
-    FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
-                     "ferry_dataset_map: options.output_specs[%zu].shape.rank is %d; it must be -1 (unknown) to %d", i,
-                     s->shape.rank, FERRY_MAX_RANK);
-    for (int d = 0; d < s->shape.rank; d++)
-        FERRY__CHECK_ARG(s->shape.dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
-                         "ferry_dataset_map: options.output_specs[%zu].shape.dims[%d] is %lld; it must be >= 0 or "
-                         "FERRY_UNKNOWN_DIM",
-                         i, d, (long long)s->shape.dims[d]);
-    return FERRY_OK;
-}
 
 int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                       ferry_dataset **out) {
@@ -1860,7 +1847,7 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     FERRY__CHECK_ARG(o.num_outputs == 0 || o.output_specs != NULL, FERRY_EINVAL,
                      "ferry_dataset_map: options.output_specs is NULL with num_outputs %zu", o.num_outputs);
     for (size_t i = 0; i < o.num_outputs; i++) {
-        int rc = map_check_spec(&o.output_specs[i], i);
+        int rc = ferry__spec_validate(&o.output_specs[i], "ferry_dataset_map", "options.output_specs", i);
         if (rc) return rc;
     }
     size_t ncomp = o.num_outputs ? o.num_outputs : in->ncomp;
