@@ -287,7 +287,8 @@ struct ferry__cancel {
 int ferry__cancel_init(ferry__cancel *c, ferry__cancel *parent);
 /* Detaches from the parent and frees locks. No waker may remain registered. */
 void ferry__cancel_fini(ferry__cancel *c);
-/* Sets the flag on c and all scopes below it and calls every waker. Idempotent; thread-safe. */
+/* Sets the flag on c and all scopes below it and calls their wakers (again on every fire: a
+ * waker only wakes, so this is harmless). The flags never clear; thread-safe. */
 void ferry__cancel_fire(ferry__cancel *c);
 static inline bool ferry__cancelled(const ferry__cancel *c) {
     return c && atomic_load_explicit(&c->flag, memory_order_acquire);
