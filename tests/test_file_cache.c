@@ -583,10 +583,10 @@ TEST(file_cache_io_faults) {
     static fault_cfg f;
     /* Short writes: the file is still complete. */
     f = (fault_cfg){.op = 'w', .limit = 7};
-    ferry__file_cache_set_fault(fault_fn, &f);
+    ferry__runtime_set_file_fault(rt, fault_fn, &f);
     ASSERT_EQ(full_pass(ds, n, -1, 1), n + 1);
     ASSERT(atomic_load(&f.hits) > 10);
-    ferry__file_cache_set_fault(NULL, NULL);
+    ferry__runtime_set_file_fault(rt, NULL, NULL);
     ASSERT_EQ(full_pass(ds, n, -1, 1), 0);
     long size = file_size(cpath);
     /* ENOSPC and EIO while writing: stream intact, nothing committed, no temporary left. */
@@ -596,9 +596,9 @@ TEST(file_cache_io_faults) {
         for (int a = 0; a < 3; a++) {
             unlink(cpath);
             f = (fault_cfg){.op = 'w', .err = errs[e], .at = ats[a]};
-            ferry__file_cache_set_fault(fault_fn, &f);
+            ferry__runtime_set_file_fault(rt, fault_fn, &f);
             ASSERT_EQ(full_pass(ds, n, -1, 1), n + 1);
-            ferry__file_cache_set_fault(NULL, NULL);
+            ferry__runtime_set_file_fault(rt, NULL, NULL);
             ASSERT(!file_exists(cpath));
             ASSERT_EQ(count_others(), 0);
         }
@@ -607,22 +607,22 @@ TEST(file_cache_io_faults) {
     int ops[] = {'s', 'n'};
     for (int k = 0; k < 2; k++) {
         f = (fault_cfg){.op = ops[k], .err = EIO, .at = -1};
-        ferry__file_cache_set_fault(fault_fn, &f);
+        ferry__runtime_set_file_fault(rt, fault_fn, &f);
         ASSERT_EQ(full_pass(ds, n, -1, 1), n + 1);
-        ferry__file_cache_set_fault(NULL, NULL);
+        ferry__runtime_set_file_fault(rt, NULL, NULL);
         ASSERT(!file_exists(cpath));
         ASSERT_EQ(count_others(), 0);
     }
     ASSERT_EQ(full_pass(ds, n, -1, 1), n + 1);
     /* Short reads: still read from the file. */
     f = (fault_cfg){.op = 'r', .limit = 5};
-    ferry__file_cache_set_fault(fault_fn, &f);
+    ferry__runtime_set_file_fault(rt, fault_fn, &f);
     ASSERT_EQ(full_pass(ds, n, -1, 1), 0);
     /* EIO while reading in the middle of the file: the rest comes from the input, exactly. */
     f = (fault_cfg){.op = 'r', .err = EIO, .at = size / 2};
-    ferry__file_cache_set_fault(fault_fn, &f);
+    ferry__runtime_set_file_fault(rt, fault_fn, &f);
     ASSERT(full_pass(ds, n, -1, 1) > 0);
-    ferry__file_cache_set_fault(NULL, NULL);
+    ferry__runtime_set_file_fault(rt, NULL, NULL);
     ASSERT_EQ(full_pass(ds, n, -1, 1), 0);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);

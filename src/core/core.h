@@ -170,7 +170,14 @@ struct ferry_runtime {
     _Atomic int64_t threads_started;
     _Atomic int64_t objects; /* live datasets and iterators */
     ferry__trace *trace;     /* NULL: tracing off */
+    ferry__fault file_fault; /* the file cache's I/O fault hook (tests; set while no iterator of
+                                this runtime runs: ferry__runtime_set_file_fault) */
 };
+/* Sets the runtime's file I/O fault hook (platform.h, ferry__fault; fn NULL: none). Tests only;
+ * call while no iterator of rt runs. */
+static inline void ferry__runtime_set_file_fault(ferry_runtime *rt, ferry__fault_fn fn, void *user) {
+    rt->file_fault = (ferry__fault){fn, user};
+}
 
 /* Whether a waiting thread may spin before it sleeps: not under a one-core budget, where the
  * spin would take the one core that the budget gives the pipeline (or the training step's). */

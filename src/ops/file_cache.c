@@ -77,11 +77,12 @@
  * The path is not part of the dataset's salt or fingerprint: moving the cache file to another
  * folder changes no random draw above it, and a state saved with one path restores with another.
  *
- * I/O goes through the small layer below (pread/pwrite loops over short transfers, fsync,
- * rename) with a process-wide fault hook for tests (ferry__file_cache_set_fault): short reads and
- * writes, EIO, ENOSPC. The read buffer and the write buffer are counted in the runtime's budget.
+ * I/O goes through platform/'s whole transfers (pread/pwrite loops over short transfers, fsync,
+ * rename) with the runtime's fault hook for tests (ferry__runtime_set_file_fault): short reads
+ * and writes, EIO, ENOSPC. The read buffer and the write buffer are counted in the runtime's
+ * budget.
  *
- * Threads: none. An iterator runs on its consumer's thread; the fault hook is an atomic pair.
+ * Threads: none. An iterator runs on its consumer's thread.
  */
 #include "ops.h"
 
@@ -101,69 +102,6 @@ static const char fc_end_magic[8] = {'F', 'C', 'F', 'O', 'O', 'T', 'E', 'R'};
 
 enum { MODE_READ = 1, MODE_WRITE = 2, MODE_PASS = 3 };
 
-/* ---- I/O layer with a fault hook -------------------------------------------------------- */
-static _Atomic(ferry__file_cache_fault_fn) fc_fault;
-static _Atomic(void *) fc_fault_user;
-
-void ferry__file_cache_set_fault(ferry__file_cache_fault_fn fault, void *user) {
-    atomic_store(&fc_fault_user, user);
-    atomic_store(&fc_fault, fault);
-}
-
-/* The size to transfer, or a negative errno value from the hook. */
-static long fc_hook(int op, int64_t off, size_t n) {
-    ferry__file_cache_fault_fn f = atomic_load(&fc_fault);
-    if (!f) return (long)FERRY__MIN(n, (size_t)1 << 30);
-    long r = f(atomic_load(&fc_fault_user), op, off, n);
-    if (r > (long)n) r = (long)n;
-    return r;
-}
-
-/* Writes n bytes at off. Returns 0 or an errno value. */
-static int fc_pwrite_all(int fd, int64_t off, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        long want = fc_hook('w', off, n);
-        if (want < 0) return (int)-want;
-        if (want == 0) want = 1;
-        size_t w;
-        int e = ferry__fd_write(fd, b, (size_t)want, off, &w);
-        if (e) return e;
-        b += w;
-        off += (int64_t)w;
-        n -= w;
-    }
-    return 0;
-}
-
-/* Reads up to n bytes at off; *got < n only at the end of the file. Returns 0 or an errno. */
-static int fc_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got) {
-    uint8_t *b = p;
-    *got = 0;
-    while (*got < n) {
-        long want = fc_hook('r', off, n - *got);
-        if (want < 0) return (int)-want;
-        if (want == 0) want = 1;
-        size_t r;
-        int e = ferry__fd_pread(fd, b + *got, (size_t)want, off + (int64_t)*got, &r);
-        if (e) return e;
-        if (r == 0) break;
-        *got += r;
-    }
-    return 0;
-}
-
-static int fc_fsync(int fd) {
-    long h = fc_hook('s', 0, 0);
-    if (h < 0) return (int)-h;
-    return ferry__fd_sync(fd);
-}
-
-static int fc_rename(const char *from, const char *to) {
-    long h = fc_hook('n', 0, 0);
-    if (h < 0) return (int)-h;
-    return ferry__path_rename(from, to);
-}
 
 
 
@@ -263,7 +201,7 @@ static void writer_abandon(fc_it *it) {
 static bool w_flush(fc_it *it) {
     if (it->wfd < 0) return false;
     if (it->wlen == 0) return true;
-    int e = fc_pwrite_all(it->wfd, it->woff, it->wbuf, it->wlen);
+    int e = ferry__fd_pwrite_all(it->wfd, it->woff, it->wbuf, it->wlen, &it_rt(it)->file_fault);
     if (e) {
         writer_abandon(it);
         return false;
@@ -278,7 +216,7 @@ static bool w_append(fc_it *it, const void *p, size_t n) {
     if (it->wlen + n > FC_BUF) {
         if (!w_flush(it)) return false;
         if (n >= FC_BUF) {
-            int e = fc_pwrite_all(it->wfd, it->woff, p, n);
+            int e = ferry__fd_pwrite_all(it->wfd, it->woff, p, n, &it_rt(it)->file_fault);
             if (e) {
                 writer_abandon(it);
                 return false;
@@ -423,11 +361,11 @@ static void writer_commit(fc_it *it) {
 #undef FOOT_U64
     ok = ok && w_u32(it, crc) && w_u32(it, 0) && w_append(it, fc_end_magic, 8) && w_flush(it);
     if (!ok) return; /* abandoned */
-    int e = fc_fsync(it->wfd);
+    int e = ferry__fd_sync_hooked(it->wfd, &it_rt(it)->file_fault);
     int ce = ferry__fd_close(it->wfd);
     if (ce && !e) e = ce;
     it->wfd = -1;
-    if (!e) e = fc_rename(it->tmp, it_path(it));
+    if (!e) e = ferry__path_rename_hooked(it->tmp, it_path(it), &it_rt(it)->file_fault);
     if (e) {
         writer_abandon(it);
         return;
@@ -468,7 +406,7 @@ static bool reader_open(fc_it *it, uint64_t *seed) {
     if (ok) want = build_header(it, 0, &hs); /* for its size: the file's seed is read below */
     ok = want && size >= (int64_t)hs + 24 + FC_TRAILER;
     if (ok) have = ferry__alloc(rt, hs);
-    ok = ok && have && fc_pread_full(it->rfd, 0, have, hs, &got) == 0 && got == hs;
+    ok = ok && have && ferry__fd_pread_full(it->rfd, 0, have, hs, &got, &it_rt(it)->file_fault) == 0 && got == hs;
     if (ok) {
         *seed = ferry__load_le64(have + 24);
         ferry__free(rt, want);
@@ -476,13 +414,13 @@ static bool reader_open(fc_it *it, uint64_t *seed) {
         ok = want && memcmp(have, want, hs) == 0;
     }
     uint8_t tr[FC_TRAILER];
-    ok = ok && fc_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got) == 0 && got == FC_TRAILER &&
+    ok = ok && ferry__fd_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got, &it_rt(it)->file_fault) == 0 && got == FC_TRAILER &&
          memcmp(tr + 16, fc_end_magic, 8) == 0 && ferry__load_le32(tr + 12) == 0;
     int64_t foff = ok ? (int64_t)ferry__load_le64(tr) : 0;
     int64_t fsize = size - FC_TRAILER - foff; /* footer bytes before the trailer's offset field */
     ok = ok && foff >= (int64_t)hs && fsize >= 24 && fsize <= FC_MAX_FOOTER && (fsize - 24) % 8 == 0;
     if (ok) foot = ferry__alloc(rt, (size_t)fsize + 8);
-    ok = ok && foot && fc_pread_full(it->rfd, foff, foot, (size_t)fsize, &got) == 0 && got == (size_t)fsize;
+    ok = ok && foot && ferry__fd_pread_full(it->rfd, foff, foot, (size_t)fsize, &got, &it_rt(it)->file_fault) == 0 && got == (size_t)fsize;
     if (ok) {
         memcpy(foot + fsize, tr, 8); /* the footer offset is covered by the checksum */
         ok = ferry__crc32c(foot, (size_t)fsize + 8) == ferry__load_le32(tr + 8);
@@ -536,7 +474,7 @@ static int rd_ensure(fc_it *it, size_t n, const uint8_t **p) {
     }
     size_t got;
     it->rlen = 0;
-    if (fc_pread_full(it->rfd, it->roff, it->rbuf, want, &got) != 0 || got != want) return -1;
+    if (ferry__fd_pread_full(it->rfd, it->roff, it->rbuf, want, &got, &it_rt(it)->file_fault) != 0 || got != want) return -1;
     it->rbase = it->roff;
     it->rlen = want;
     *p = it->rbuf;
@@ -626,7 +564,7 @@ static bool reader_seek(fc_it *it, int64_t i) {
     for (int64_t k = (int64_t)slot * FC_INDEX_EVERY; k < i; k++) {
         uint8_t b[8];
         size_t got;
-        if (fc_pread_full(it->rfd, it->roff, b, 8, &got) != 0 || got != 8) return false;
+        if (ferry__fd_pread_full(it->rfd, it->roff, b, 8, &got, &it_rt(it)->file_fault) != 0 || got != 8) return false;
         uint64_t len = ferry__load_le64(b);
         if (len > (uint64_t)(it->data_end - it->roff) || (uint64_t)(it->data_end - it->roff) - len < 12) return false;
         it->roff += (int64_t)len + 12;

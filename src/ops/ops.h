@@ -76,11 +76,5 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
  * `path`; *out: a new reference. Sets the last error on failure. */
 int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out);
 
-/* file_cache.c: test hook for the cache file I/O. Before each operation `fault(user, op, offset,
- * size)` returns the size to use (smaller: a short read or write), or a negative errno value to
- * fail it (-EIO, -ENOSPC). op: 'r' read, 'w' write, 's' fsync, 'n' rename. NULL removes the hook.
- * Process-wide; tests only. */
-typedef long (*ferry__file_cache_fault_fn)(void *user, int op, int64_t offset, size_t size);
-void ferry__file_cache_set_fault(ferry__file_cache_fault_fn fault, void *user);
 
 #endif

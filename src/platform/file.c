@@ -198,3 +198,56 @@ int ferry__glob(const char *pattern, int (*fn)(void *user, size_t n, const char 
     globfree(&g);
     return 0;
 }
+
+/* ---- whole transfers with a fault hook ------------------------------------------------------ */
+/* The size to transfer, or a negative errno value from the hook. */
+static long fault_size(const ferry__fault *hook, int op, int64_t off, size_t n) {
+    size_t most = n < ((size_t)1 << 30) ? n : (size_t)1 << 30;
+    if (!hook || !hook->fn) return (long)most;
+    long r = hook->fn(hook->user, op, off, n);
+    return r > (long)most ? (long)most : r;
+}
+
+int ferry__fd_pwrite_all(int fd, int64_t off, const void *p, size_t n, const ferry__fault *hook) {
+    const unsigned char *b = p;
+    while (n > 0) {
+        long want = fault_size(hook, 'w', off, n);
+        if (want < 0) return (int)-want;
+        if (want == 0) want = 1;
+        size_t w;
+        int e = ferry__fd_write(fd, b, (size_t)want, off, &w);
+        if (e) return e;
+        b += w;
+        off += (int64_t)w;
+        n -= w;
+    }
+    return 0;
+}
+
+int ferry__fd_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got, const ferry__fault *hook) {
+    unsigned char *b = p;
+    *got = 0;
+    while (*got < n) {
+        long want = fault_size(hook, 'r', off + (int64_t)*got, n - *got);
+        if (want < 0) return (int)-want;
+        if (want == 0) want = 1;
+        size_t r;
+        int e = ferry__fd_pread(fd, b + *got, (size_t)want, off + (int64_t)*got, &r);
+        if (e) return e;
+        if (r == 0) break;
+        *got += r;
+    }
+    return 0;
+}
+
+int ferry__fd_sync_hooked(int fd, const ferry__fault *hook) {
+    long h = fault_size(hook, 's', 0, 0);
+    if (h < 0) return (int)-h;
+    return ferry__fd_sync(fd);
+}
+
+int ferry__path_rename_hooked(const char *from, const char *to, const ferry__fault *hook) {
+    long h = fault_size(hook, 'n', 0, 0);
+    if (h < 0) return (int)-h;
+    return ferry__path_rename(from, to);
+}

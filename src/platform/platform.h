@@ -120,6 +120,23 @@ int ferry__path_rename(const char *from, const char *to);
 int ferry__path_unlink(const char *path);
 /* fsyncs the directory that holds path; 0 or an errno value (EINVAL: cannot be synced, done). */
 int ferry__dir_sync(const char *path);
+
+/* Whole transfers with a fault hook (for tests of what a writer or reader does when the disk
+ * fails). Before each operation hook->fn(user, op, offset, size) returns the size to use
+ * (smaller: a short read or write) or a negative errno value to fail it (-EIO, -ENOSPC); op: 'r'
+ * read, 'w' write, 's' fsync, 'n' rename. A NULL hook or fn: no faults. The hook belongs to an
+ * object (a runtime), never to the process. */
+typedef long (*ferry__fault_fn)(void *user, int op, int64_t offset, size_t size);
+typedef struct ferry__fault {
+    ferry__fault_fn fn;
+    void *user;
+} ferry__fault;
+/* Writes all n bytes at off, over short writes. 0 or an errno value. */
+int ferry__fd_pwrite_all(int fd, int64_t off, const void *p, size_t n, const ferry__fault *hook);
+/* Reads up to n bytes at off; *got < n only at the end of the file. 0 or an errno value. */
+int ferry__fd_pread_full(int fd, int64_t off, void *p, size_t n, size_t *got, const ferry__fault *hook);
+int ferry__fd_sync_hooked(int fd, const ferry__fault *hook);
+int ferry__path_rename_hooked(const char *from, const char *to, const ferry__fault *hook);
 long ferry__process_id(void);
 /* Matches a glob pattern and calls fn with the paths sorted bytewise (*rc gets fn's result).
  * Returns 0, ENOENT when nothing matches, ENOMEM, or EIO (a directory could not be read). */
