@@ -6,8 +6,7 @@
  * the element (dtypes, shapes, values, bytes entries), so that a resumed stream is compared with
  * the uninterrupted one position by position (check_resume_everywhere saves at every position).
  * Include after runner.h; everything here is static, and the few helpers that not every test
- * uses are marked unused. It defines rt_new and rt_done as stream_check.h does: a test includes
- * one or the other.
+ * uses are marked unused (runtimes: rt_new and rt_done of runner.h).
  */
 #ifndef FERRY_TEST_ELEMENT_STREAM_H
 #define FERRY_TEST_ELEMENT_STREAM_H
@@ -18,17 +17,6 @@
 #define ELEMENT_STREAM_OPTIONAL __attribute__((unused))
 
 /* ---- runtime and a generator source ------------------------------------------------------- */
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 /* A generator source: element i = make(rt, i); positions listed in errors fail with EUSER. */
 typedef struct src {
     int64_t n; /* elements; -1: endless */

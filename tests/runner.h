@@ -115,6 +115,24 @@ static int ferry_test_run_one(const struct ferry_test_entry *t, int timeout) {
     return 1;
 }
 
+/* ---- runtimes: every test makes and checks its runtimes the same way ------------------------ */
+/* A runtime with the default options, or with a byte budget (0: the default). */
+__attribute__((unused)) static ferry_runtime *rt_new_budget(size_t budget) {
+    ferry_runtime_options o = {.memory_budget = budget};
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(budget ? &o : NULL, &rt));
+    return rt;
+}
+__attribute__((unused)) static ferry_runtime *rt_new(void) { return rt_new_budget(0); }
+/* Frees rt, failing the test unless no thread of it runs and no object of it is alive. */
+__attribute__((unused)) static void rt_done(ferry_runtime *rt) {
+    ferry_runtime_stats s;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &s));
+    ASSERT_EQ(s.threads_live, 0);
+    int rc = ferry_runtime_free(rt);
+    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
+}
+
 int main(int argc, char **argv) {
     int timeout = 120;
     const char *env = getenv("FERRY_TEST_TIMEOUT");

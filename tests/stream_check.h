@@ -23,17 +23,6 @@ typedef struct items {
     bool ended; /* FERRY_END was seen (not the max cut) */
 } items;
 
-static SC_FN ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static SC_FN void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) FERRY_PRINTF(4, 5);
 static SC_FN size_t appendf(char *buf, size_t cap, size_t k, const char *fmt, ...) {
     if (k >= cap) return k;

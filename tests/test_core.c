@@ -3,17 +3,6 @@
  */
 #include "runner.h"
 
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 TEST(version) {
     ASSERT_EQ(ferry_version_number(), FERRY_VERSION_NUMBER);
     ASSERT(strcmp(ferry_version(), FERRY_VERSION_STRING) == 0);

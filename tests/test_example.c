@@ -129,17 +129,6 @@ static pb example_of(const pb *features) {
 }
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static ferry_tensor *bytes_scalar(ferry_runtime *rt, const void *p, size_t n) {
     ferry_tensor *t;
     const void *ptrs[1] = {p};

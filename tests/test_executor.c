@@ -20,14 +20,6 @@ static ferry_runtime *rt_with_budget(int cpu_budget) {
     return rt;
 }
 
-static void rt_done(ferry_runtime *rt) {
-    ferry_runtime_stats s;
-    ASSERT_OK(ferry_runtime_stats_get(rt, &s));
-    ASSERT_EQ(s.threads_live, 0);
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);

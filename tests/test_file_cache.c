@@ -21,17 +21,6 @@
 #include "core/core.h"
 #include "ops/ops.h"
 
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 /* ---- temporary directory ---------------------------------------------------------------- */
 static char tdir[256];
 static char cpath[300];

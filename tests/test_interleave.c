@@ -14,19 +14,6 @@
 
 #include "core/core.h"
 
-static ferry_runtime *rt_new_budget(size_t budget) {
-    ferry_runtime_options o = {.memory_budget = budget};
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(budget ? &o : NULL, &rt));
-    return rt;
-}
-static ferry_runtime *rt_new(void) { return rt_new_budget(0); }
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 /* ---- tseq: a test source ---------------------------------------------------------------- */
 #define TSEQ_MAX_ERR 4
 typedef struct tseq_cfg {

@@ -14,17 +14,6 @@ typedef struct rec {
     int64_t a, b; /* components 0 and 1 (b = 0 for one-component elements) */
 } rec;
 
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static int live_threads(ferry_runtime *rt) {
     ferry_runtime_stats s;
     ASSERT_OK(ferry_runtime_stats_get(rt, &s));

@@ -15,18 +15,6 @@ typedef struct rec {
     int64_t value; /* component 0 of the element */
 } rec;
 
-static ferry_runtime *rt_new(size_t budget) {
-    ferry_runtime_options o = {.memory_budget = budget};
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(&o, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static void sleep_us(long us) {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
@@ -140,7 +128,7 @@ static void wait_buffered(ferry_iterator *it, int64_t left) {
 static const int64_t buffers[] = {0, 1, 3, FERRY_AUTOTUNE};
 
 TEST(prefetch_order_and_values) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     rec *want = calloc(1000, sizeof *want), *got = calloc(1000, sizeof *got);
     for (int threads = 0; threads <= 2; threads += 2) {
         for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++) {
@@ -167,7 +155,7 @@ TEST(prefetch_order_and_values) {
 }
 
 TEST(prefetch_plain_range_and_empty) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++) {
         for (int64_t n = 0; n <= 5; n += 5) {
             ferry_dataset *r, *p;
@@ -187,7 +175,7 @@ TEST(prefetch_plain_range_and_empty) {
 }
 
 TEST(prefetch_errors_in_position) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     fail_list f = {{0, 25, 49, -1}};
     for (int threads = 0; threads <= 2; threads += 2) {
         for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++) {
@@ -245,7 +233,7 @@ static void save_restore_at(ferry_runtime *rt, ferry_dataset *ds, ferry_dataset 
 }
 
 TEST(prefetch_save_restore_every_position) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     fail_list f = {{3, 77, 199, -1}};
     ferry_dataset *ds = pipeline(rt, 200, &f, 0, 8);
     rec want[200];
@@ -261,7 +249,7 @@ TEST(prefetch_save_restore_every_position) {
 }
 
 TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     fail_list f = {{0, 130, -1}};
     ferry_dataset *ds = pipeline(rt, 300, &f, 2, FERRY_AUTOTUNE);
     ferry_dataset *pass = pipeline(rt, 300, &f, 0, 0);
@@ -291,7 +279,7 @@ TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
 
 TEST(prefetch_nested_save_restore) {
     /* prefetch(prefetch(map(range))): the outer restore replays the inner one through skip. */
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *inner = pipeline(rt, 400, NULL, 2, 16);
     ferry_dataset *outer;
     ASSERT_OK(ferry_dataset_prefetch(inner, 5, &outer));
@@ -327,7 +315,7 @@ TEST(prefetch_budget_bound) {
     const size_t budget = 64 * 1024, elem = 4096;
     for (int threads = 0; threads <= 2; threads += 2) {
         for (int b = 0; b < 2; b++) {
-            ferry_runtime *rt = rt_new(budget);
+            ferry_runtime *rt = rt_new_budget(budget);
             ferry_dataset *r, *m, *p;
             ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, &r));
             ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
@@ -377,7 +365,7 @@ TEST(prefetch_budget_bound) {
 }
 
 TEST(prefetch_stats_and_warm_start) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *ds = pipeline(rt, 100, NULL, 0, 6);
     ferry_iterator_options o = {.warm_start = true};
     ferry_iterator *it;
@@ -407,7 +395,7 @@ TEST(prefetch_stats_and_warm_start) {
 }
 
 TEST(prefetch_autotune_grows_within_cap) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r, *p;
     ASSERT_OK(ferry_dataset_range(rt, 0, 5000, 1, &r));
     ASSERT_OK(ferry_dataset_prefetch(r, FERRY_AUTOTUNE, &p));
@@ -431,7 +419,7 @@ TEST(prefetch_autotune_grows_within_cap) {
 }
 
 TEST(prefetch_bad_arguments_and_corrupt_state) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r, *p = NULL;
     ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
     ASSERT_EQ(ferry_dataset_prefetch(r, -2, &p), FERRY_EINVAL);

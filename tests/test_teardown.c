@@ -17,18 +17,6 @@
 #include <stdatomic.h>
 #include <time.h>
 
-static ferry_runtime *rt_new(size_t budget) {
-    ferry_runtime_options o = {.memory_budget = budget};
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(&o, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -143,7 +131,7 @@ TEST(teardown_thousands_of_cycles) {
     long cycles = 2000;
     const char *env = getenv("FERRY_TEARDOWN_CYCLES");
     if (env && atol(env) > 0) cycles = atol(env) < 1000 ? 1000 : atol(env);
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
     ferry_dataset *pipes[5];
@@ -180,7 +168,7 @@ TEST(teardown_thousands_of_cycles) {
 }
 
 TEST(teardown_nested_async_cycles) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
     ferry_dataset *m1 = map_of(r, add_one, NULL, 2, false, 0, NULL);
@@ -206,7 +194,7 @@ TEST(teardown_nested_async_cycles) {
 static bool sleeping(void *arg) { return atomic_load(&((sleepy_cfg *)arg)->asleep) > 0; }
 
 TEST(teardown_while_map_function_sleeps) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, &r));
     sleepy_cfg cfg = {.from = 1}; /* index 0 is quick; every later call sleeps */
@@ -303,7 +291,7 @@ static int late_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset 
 }
 
 TEST(teardown_starts_no_callback_after_cancel) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
     for (int kind = 0; kind < 5; kind++) {
         for (int trial = 0; trial < 6; trial++) {
@@ -356,7 +344,7 @@ static bool window_full(void *it) {
 }
 
 TEST(teardown_while_blocked_on_full_buffer_or_window) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
     ferry_dataset *p = prefetch_of(r, 2);
@@ -386,7 +374,7 @@ static bool budget_nearly_full(void *rt) {
 }
 
 TEST(teardown_while_blocked_on_budget) {
-    ferry_runtime *rt = rt_new(16 * 1024);
+    ferry_runtime *rt = rt_new_budget(16 * 1024);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, &r));
     ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
@@ -415,7 +403,7 @@ TEST(teardown_while_blocked_on_budget) {
 }
 
 TEST(teardown_before_first_next_and_after_end) {
-    ferry_runtime *rt = rt_new(0);
+    ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
     ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, &r));
     ferry_dataset *m = map_of(r, add_one, NULL, 2, false, 0, NULL);

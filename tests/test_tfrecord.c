@@ -50,17 +50,6 @@ static const char *tmp_path(const char *name) {
     return buf[k];
 }
 
-static ferry_runtime *rt_new(void) {
-    ferry_runtime *rt;
-    ASSERT_OK(ferry_runtime_create(NULL, &rt));
-    return rt;
-}
-
-static void rt_done(ferry_runtime *rt) {
-    int rc = ferry_runtime_free(rt);
-    if (rc != FERRY_OK) FAILF("runtime not empty: %s", ferry_last_error());
-}
-
 /* Record i of a test set: deterministic bytes of length lens[i]. */
 static uint8_t *make_record(int i, size_t len) {
     uint8_t *p = malloc(len ? len : 1);
