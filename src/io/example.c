@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "io/wire.h"
 
 #define EX_MAGIC 0x45584d50u /* "EXMP" */
 
@@ -82,117 +83,8 @@ struct ferry_example_parser {
 };
 
 /* ---- wire-format reading ---------------------------------------------------------------- */
-typedef struct rd {
-    const uint8_t *base; /* start of the record, for offsets in messages */
-    ferry__status *st;
-} rd;
-
-static int bad(const rd *r, const uint8_t *at, const char *what, const char *fmt, ...) FERRY_PRINTF(4, 5);
-static int bad(const rd *r, const uint8_t *at, const char *what, const char *fmt, ...) {
-    char why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    return ferry__fail(r->st, FERRY_ECORRUPT, "corrupt record at byte %zu, reading %s: %s", (size_t)(at - r->base),
-                       what, why);
-}
-
-/* Decodes a varint of up to 10 bytes; NULL when it is truncated or longer. */
-static const uint8_t *varint_slow(const uint8_t *p, const uint8_t *end, uint64_t *v) {
-    uint64_t x = 0;
-    *v = 0;
-    for (unsigned s = 0; s < 70 && p < end; s += 7) {
-        uint8_t b = *p++;
-        x |= (uint64_t)(b & 0x7f) << s;
-        if (b < 0x80) {
-            *v = x;
-            return p;
-        }
-    }
-    return NULL;
-}
-
-static int bad_varint(const rd *r, const uint8_t *p, const uint8_t *end, const char *what) {
-    size_t left = (size_t)(end - p);
-    if (left < 10) {
-        size_t i = 0;
-        while (i < left && p[i] >= 0x80) i++;
-        if (i == left) return bad(r, p, what, "varint truncated (%zu bytes left)", left);
-    }
-    return bad(r, p, what, "varint longer than 10 bytes");
-}
-
-static inline int rd_varint(const rd *r, const uint8_t **pp, const uint8_t *end, uint64_t *v, const char *what) {
-    const uint8_t *p = *pp;
-    if (p < end && *p < 0x80) {
-        *v = *p;
-        *pp = p + 1;
-        return FERRY_OK;
-    }
-    const uint8_t *q = varint_slow(p, end, v);
-    if (!q) return bad_varint(r, p, end, what);
-    *pp = q;
-    return FERRY_OK;
-}
-
-static inline int rd_tag(const rd *r, const uint8_t **pp, const uint8_t *end, uint32_t *field, uint32_t *wt,
-                         const char *what) {
-    const uint8_t *at = *pp;
-    uint64_t tag;
-    *field = *wt = 0;
-    int rc = rd_varint(r, pp, end, &tag, what);
-    if (rc) return rc;
-    if (tag >> 32 || (tag >> 3) == 0) return bad(r, at, what, "invalid field tag %llu", (unsigned long long)tag);
-    *field = (uint32_t)(tag >> 3);
-    *wt = (uint32_t)(tag & 7);
-    return FERRY_OK;
-}
-
-/* Reads a length and checks that many bytes are left. */
-static inline int rd_len(const rd *r, const uint8_t **pp, const uint8_t *end, size_t *len, const char *what) {
-    const uint8_t *at = *pp;
-    uint64_t n;
-    *len = 0;
-    int rc = rd_varint(r, pp, end, &n, what);
-    if (rc) return rc;
-    if (n > (uint64_t)(end - *pp))
-        return bad(r, at, what, "length %llu runs past the end (%zu bytes left)", (unsigned long long)n,
-                   (size_t)(end - *pp));
-    *len = (size_t)n;
-    return FERRY_OK;
-}
-
-/* Skips the value of an unknown field. */
-static int rd_skip(const rd *r, const uint8_t **pp, const uint8_t *end, uint32_t field, uint32_t wt,
-                   const char *what) {
-    const uint8_t *at = *pp;
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case 0:
-        return rd_varint(r, pp, end, &v, what);
-    case 1:
-    case 5:
-        n = wt == 1 ? 8 : 4;
-        if ((size_t)(end - at) < n)
-            return bad(r, at, what, "fixed%zu value of field %u truncated (%zu bytes left)", n * 8, field,
-                       (size_t)(end - at));
-        *pp = at + n;
-        return FERRY_OK;
-    case 2: {
-        int rc = rd_len(r, pp, end, &n, what);
-        if (rc) return rc;
-        *pp += n;
-        return FERRY_OK;
-    }
-    default:
-        return bad(r, at, what, "field %u has unsupported wire type %u", field, wt);
-    }
-}
-
-static int wrong_wt(const rd *r, const uint8_t *at, const char *what, uint32_t field, uint32_t wt, const char *want) {
-    return bad(r, at, what, "field %u has wire type %u, expected %s", field, wt, want);
+static int wrong_wt(const ferry__wire *r, const uint8_t *at, const char *what, uint32_t field, uint32_t wt, const char *want) {
+    return ferry__wire_bad(r, at, what, "field %u has wire type %u, expected %s", field, wt, want);
 }
 
 /* A Feature's location in a record: body [p, p + len), winning kind and where its run starts;
@@ -211,7 +103,7 @@ typedef struct ex_slot {
 /* ---- Feature values --------------------------------------------------------------------- */
 /* Sets s->kind (the winning kind of the Feature body), s->from (the offset of the first field
  * of its final run) and s->lb / s->llen. */
-static int feature_kind(const rd *r, ex_slot *s) {
+static int feature_kind(const ferry__wire *r, ex_slot *s) {
     const uint8_t *p = s->p, *start = s->p, *end = s->p + s->len;
     s->kind = KIND_NONE;
     s->from = 0;
@@ -224,7 +116,7 @@ static int feature_kind(const rd *r, ex_slot *s) {
         if (*q < 0x80) {
             n = *q++;
         } else {
-            q = varint_slow(q, end, &n);
+            q = ferry__wire_decode(q, end, &n);
         }
         if (q && n == (uint64_t)(end - q)) {
             s->kind = (uint8_t)(p[0] >> 3);
@@ -236,7 +128,7 @@ static int feature_kind(const rd *r, ex_slot *s) {
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = rd_tag(r, &p, end, &field, &wt, "Feature");
+        int rc = ferry__wire_tag(r, &p, end, &field, &wt, "Feature");
         if (rc) return rc;
         if (field >= 1 && field <= 3) {
             if (wt != 2) return wrong_wt(r, at, "Feature", field, wt, "2 (length-delimited)");
@@ -245,7 +137,7 @@ static int feature_kind(const rd *r, ex_slot *s) {
                 s->from = (size_t)(at - start);
             }
         }
-        rc = rd_skip(r, &p, end, field, wt, "Feature");
+        rc = ferry__wire_skip(r, &p, end, field, wt, "Feature");
         if (rc) return rc;
     }
     return FERRY_OK;
@@ -253,31 +145,31 @@ static int feature_kind(const rd *r, ex_slot *s) {
 
 /* Finds the next list field of `kind` from *pp; returns 1 with [*lb, *le), 0 at the end, or an
  * error. */
-static int next_list(const rd *r, const uint8_t **pp, const uint8_t *end, uint32_t kind, const uint8_t **lb,
+static int next_list(const ferry__wire *r, const uint8_t **pp, const uint8_t *end, uint32_t kind, const uint8_t **lb,
                      const uint8_t **le) {
     while (*pp < end) {
         const uint8_t *at = *pp;
         uint32_t field, wt;
-        int rc = rd_tag(r, pp, end, &field, &wt, "Feature");
+        int rc = ferry__wire_tag(r, pp, end, &field, &wt, "Feature");
         if (rc) return rc;
         if (field == kind) {
             size_t n;
             if (wt != 2) return wrong_wt(r, at, "Feature", field, wt, "2 (length-delimited)");
-            rc = rd_len(r, pp, end, &n, kind_name[kind]);
+            rc = ferry__wire_len(r, pp, end, &n, kind_name[kind]);
             if (rc) return rc;
             *lb = *pp;
             *le = *pp + n;
             *pp += n;
             return 1;
         }
-        rc = rd_skip(r, pp, end, field, wt, "Feature");
+        rc = ferry__wire_skip(r, pp, end, field, wt, "Feature");
         if (rc) return rc;
     }
     return 0;
 }
 
 /* Int64List: values go to out[k] while k < cap; *k counts all. out NULL: count only. */
-static int list_i64(const rd *r, const uint8_t *p, const uint8_t *end, int64_t *out, size_t cap, size_t *k) {
+static int list_i64(const ferry__wire *r, const uint8_t *p, const uint8_t *end, int64_t *out, size_t cap, size_t *k) {
     size_t n = *k;
     /* Fast path: one packed field spanning the list, with a one-byte length (the usual case). */
     if (out && end - p >= 2 && p[0] == 0x0a && p[1] < 0x80 && p[1] == end - p - 2) {
@@ -287,8 +179,8 @@ static int list_i64(const rd *r, const uint8_t *p, const uint8_t *end, int64_t *
             if (*q < 0x80) {
                 v = *q++;
             } else {
-                const uint8_t *q2 = varint_slow(q, end, &v);
-                if (!q2) return bad_varint(r, q, end, "packed int64 values");
+                const uint8_t *q2 = ferry__wire_decode(q, end, &v);
+                if (!q2) return ferry__wire_bad_varint(r, q, end, "packed int64 values");
                 q = q2;
             }
             if (n < cap) out[n] = (int64_t)v;
@@ -300,22 +192,22 @@ static int list_i64(const rd *r, const uint8_t *p, const uint8_t *end, int64_t *
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = rd_tag(r, &p, end, &field, &wt, "int64_list");
+        int rc = ferry__wire_tag(r, &p, end, &field, &wt, "int64_list");
         if (rc) return rc;
         if (field != 1) {
-            rc = rd_skip(r, &p, end, field, wt, "int64_list");
+            rc = ferry__wire_skip(r, &p, end, field, wt, "int64_list");
             if (rc) return rc;
             continue;
         }
         if (wt == 0) {
             uint64_t v;
-            rc = rd_varint(r, &p, end, &v, "int64 value");
+            rc = ferry__wire_varint(r, &p, end, &v, "int64 value");
             if (rc) return rc;
             if (n < cap) out[n] = (int64_t)v;
             n++;
         } else if (wt == 2) {
             size_t len;
-            rc = rd_len(r, &p, end, &len, "packed int64 values");
+            rc = ferry__wire_len(r, &p, end, &len, "packed int64 values");
             if (rc) return rc;
             const uint8_t *q = p, *qe = p + len;
             p = qe;
@@ -328,8 +220,8 @@ static int list_i64(const rd *r, const uint8_t *p, const uint8_t *end, int64_t *
                 if (*q < 0x80) {
                     v = *q++;
                 } else {
-                    const uint8_t *q2 = varint_slow(q, qe, &v);
-                    if (!q2) return bad_varint(r, q, qe, "packed int64 values");
+                    const uint8_t *q2 = ferry__wire_decode(q, qe, &v);
+                    if (!q2) return ferry__wire_bad_varint(r, q, qe, "packed int64 values");
                     q = q2;
                 }
                 if (n < cap) out[n] = (int64_t)v;
@@ -351,7 +243,7 @@ static inline float f32_le(const uint8_t *p) {
 }
 
 /* FloatList: as list_i64. */
-static int list_f32(const rd *r, const uint8_t *p, const uint8_t *end, float *out, size_t cap, size_t *k) {
+static int list_f32(const ferry__wire *r, const uint8_t *p, const uint8_t *end, float *out, size_t cap, size_t *k) {
     size_t n = *k;
     /* Fast path: one packed field spanning the list, with a one-byte length. */
     if (end - p >= 2 && p[0] == 0x0a && p[1] < 0x80 && p[1] == end - p - 2 && p[1] % 4 == 0) {
@@ -366,24 +258,24 @@ static int list_f32(const rd *r, const uint8_t *p, const uint8_t *end, float *ou
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = rd_tag(r, &p, end, &field, &wt, "float_list");
+        int rc = ferry__wire_tag(r, &p, end, &field, &wt, "float_list");
         if (rc) return rc;
         if (field != 1) {
-            rc = rd_skip(r, &p, end, field, wt, "float_list");
+            rc = ferry__wire_skip(r, &p, end, field, wt, "float_list");
             if (rc) return rc;
             continue;
         }
         if (wt == 5) {
-            if (end - p < 4) return bad(r, p, "float value", "truncated (%zu bytes left)", (size_t)(end - p));
+            if (end - p < 4) return ferry__wire_bad(r, p, "float value", "truncated (%zu bytes left)", (size_t)(end - p));
             if (n < cap) out[n] = f32_le(p);
             n++;
             p += 4;
         } else if (wt == 2) {
             size_t len;
             const uint8_t *lat = p;
-            rc = rd_len(r, &p, end, &len, "packed float values");
+            rc = ferry__wire_len(r, &p, end, &len, "packed float values");
             if (rc) return rc;
-            if (len % 4) return bad(r, lat, "packed float values", "length %zu is not a multiple of 4", len);
+            if (len % 4) return ferry__wire_bad(r, lat, "packed float values", "length %zu is not a multiple of 4", len);
             size_t m = len / 4;
             if (out && n < cap) {
                 size_t w = FERRY__MIN(m, cap - n);
@@ -417,22 +309,22 @@ static inline void bo_put(bytes_out *bo, const uint8_t *p, size_t n) {
 }
 
 /* BytesList: bo NULL counts values (*k) and bytes (*bytes); otherwise writes while k < cap. */
-static int list_bytes(const rd *r, const uint8_t *p, const uint8_t *end, bytes_out *bo, size_t cap, size_t *k,
+static int list_bytes(const ferry__wire *r, const uint8_t *p, const uint8_t *end, bytes_out *bo, size_t cap, size_t *k,
                       size_t *bytes) {
     size_t n = *k;
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = rd_tag(r, &p, end, &field, &wt, "bytes_list");
+        int rc = ferry__wire_tag(r, &p, end, &field, &wt, "bytes_list");
         if (rc) return rc;
         if (field != 1) {
-            rc = rd_skip(r, &p, end, field, wt, "bytes_list");
+            rc = ferry__wire_skip(r, &p, end, field, wt, "bytes_list");
             if (rc) return rc;
             continue;
         }
         if (wt != 2) return wrong_wt(r, at, "bytes_list", field, wt, "2 (length-delimited)");
         size_t len;
-        rc = rd_len(r, &p, end, &len, "bytes value");
+        rc = ferry__wire_len(r, &p, end, &len, "bytes value");
         if (rc) return rc;
         if (bo) {
             if (n < cap) bo_put(bo, p, len);
@@ -447,7 +339,7 @@ static int list_bytes(const rd *r, const uint8_t *p, const uint8_t *end, bytes_o
 }
 
 /* Counts a Feature's values (and string bytes). */
-static int feat_count(const rd *r, const ex_slot *s, size_t *n, size_t *bytes) {
+static int feat_count(const ferry__wire *r, const ex_slot *s, size_t *n, size_t *bytes) {
     *n = 0;
     *bytes = 0;
     if (s->kind == KIND_NONE) return FERRY_OK;
@@ -469,7 +361,7 @@ static int feat_count(const rd *r, const ex_slot *s, size_t *n, size_t *bytes) {
 
 /* Decodes a Feature's values into out (numeric: `cap` entries of the kind's type; bytes: bo);
  * *n gets the number of values, which may exceed cap (nothing past cap is written). */
-static int feat_decode(const rd *r, const ex_slot *s, void *out, bytes_out *bo, size_t cap, size_t *n) {
+static int feat_decode(const ferry__wire *r, const ex_slot *s, void *out, bytes_out *bo, size_t cap, size_t *n) {
     *n = 0;
     if (s->kind == KIND_NONE) return FERRY_OK;
     const uint8_t *p = s->p + s->from, *end = s->p + s->len, *lb, *le;
@@ -490,16 +382,16 @@ static int feat_decode(const rd *r, const ex_slot *s, void *out, bytes_out *bo, 
 }
 
 /* Next step (a Feature) of a FeatureList body: 1 with the step in *s, 0 at the end. */
-static int next_step(const rd *r, const uint8_t **pp, const uint8_t *end, ex_slot *s) {
+static int next_step(const ferry__wire *r, const uint8_t **pp, const uint8_t *end, ex_slot *s) {
     while (*pp < end) {
         const uint8_t *at = *pp;
         uint32_t field, wt;
-        int rc = rd_tag(r, pp, end, &field, &wt, "FeatureList");
+        int rc = ferry__wire_tag(r, pp, end, &field, &wt, "FeatureList");
         if (rc) return rc;
         if (field == 1) {
             size_t n;
             if (wt != 2) return wrong_wt(r, at, "FeatureList", field, wt, "2 (length-delimited)");
-            rc = rd_len(r, pp, end, &n, "Feature");
+            rc = ferry__wire_len(r, pp, end, &n, "Feature");
             if (rc) return rc;
             s->p = *pp;
             s->len = n;
@@ -508,7 +400,7 @@ static int next_step(const rd *r, const uint8_t **pp, const uint8_t *end, ex_slo
             rc = feature_kind(r, s);
             return rc ? rc : 1;
         }
-        rc = rd_skip(r, pp, end, field, wt, "FeatureList");
+        rc = ferry__wire_skip(r, pp, end, field, wt, "FeatureList");
         if (rc) return rc;
     }
     return 0;
@@ -556,7 +448,7 @@ static inline int table_find(const ferry_example_parser *ps, const ex_table *t, 
 /* ---- scanning a record ------------------------------------------------------------------ */
 /* Walks a Features (lists false) or FeatureLists (lists true) body and fills the slots of known
  * keys. slots: the record's row, indexed by feature. */
-static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *p, const uint8_t *end, bool lists,
+static int scan_map(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, const uint8_t *end, bool lists,
                     ex_slot *slots) {
     const ex_table *tab = lists ? &ps->fl_tab : &ps->ctx_tab;
     const char *what = lists ? "FeatureLists" : "Features";
@@ -568,17 +460,17 @@ static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *
         if (*p == 0x0a) {
             p++;
         } else {
-            rc = rd_tag(r, &p, end, &field, &wt, what);
+            rc = ferry__wire_tag(r, &p, end, &field, &wt, what);
             if (rc) return rc;
             if (field != 1) {
-                rc = rd_skip(r, &p, end, field, wt, what);
+                rc = ferry__wire_skip(r, &p, end, field, wt, what);
                 if (rc) return rc;
                 continue;
             }
             if (wt != 2) return wrong_wt(r, at, what, field, wt, "2 (length-delimited)");
         }
         size_t n;
-        rc = rd_len(r, &p, end, &n, ewhat);
+        rc = ferry__wire_len(r, &p, end, &n, ewhat);
         if (rc) return rc;
         const uint8_t *q = p, *qe = p + n;
         p = qe;
@@ -591,7 +483,7 @@ static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *
             if (v < qe && *v < 0x80) {
                 vl = *v++;
             } else {
-                v = varint_slow(v, qe, &vl);
+                v = ferry__wire_decode(v, qe, &vl);
             }
             if (v && vl == (uint64_t)(qe - v)) {
                 key = q + 2;
@@ -603,12 +495,12 @@ static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *
         }
         while (q < qe) {
             const uint8_t *fat = q;
-            rc = rd_tag(r, &q, qe, &field, &wt, ewhat);
+            rc = ferry__wire_tag(r, &q, qe, &field, &wt, ewhat);
             if (rc) return rc;
             if (field == 1 || field == 2) {
                 if (wt != 2) return wrong_wt(r, fat, ewhat, field, wt, "2 (length-delimited)");
                 size_t len;
-                rc = rd_len(r, &q, qe, &len, field == 1 ? "map key" : (lists ? "FeatureList" : "Feature"));
+                rc = ferry__wire_len(r, &q, qe, &len, field == 1 ? "map key" : (lists ? "FeatureList" : "Feature"));
                 if (rc) return rc;
                 if (field == 1) {
                     key = q;
@@ -619,7 +511,7 @@ static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *
                 }
                 q += len;
             } else {
-                rc = rd_skip(r, &q, qe, field, wt, ewhat);
+                rc = ferry__wire_skip(r, &q, qe, field, wt, ewhat);
                 if (rc) return rc;
             }
         }
@@ -642,24 +534,24 @@ static int scan_map(const ferry_example_parser *ps, const rd *r, const uint8_t *
     return FERRY_OK;
 }
 
-static int scan_record(const ferry_example_parser *ps, const rd *r, const uint8_t *p, size_t len, ex_slot *slots) {
+static int scan_record(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, size_t len, ex_slot *slots) {
     const uint8_t *end = p + len;
     const char *what = ps->sequence ? "SequenceExample" : "Example";
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = rd_tag(r, &p, end, &field, &wt, what);
+        int rc = ferry__wire_tag(r, &p, end, &field, &wt, what);
         if (rc) return rc;
         bool known = field == 1 || (ps->sequence && field == 2);
         if (!known) {
-            rc = rd_skip(r, &p, end, field, wt, what);
+            rc = ferry__wire_skip(r, &p, end, field, wt, what);
             if (rc) return rc;
             continue;
         }
         if (wt != 2) return wrong_wt(r, at, what, field, wt, "2 (length-delimited)");
         size_t n;
         const char *sub = field == 2 ? "FeatureLists" : ps->sequence ? "context Features" : "Features";
-        rc = rd_len(r, &p, end, &n, sub);
+        rc = ferry__wire_len(r, &p, end, &n, sub);
         if (rc) return rc;
         rc = scan_map(ps, r, p, p + n, field == 2, slots);
         if (rc) return rc;
@@ -679,7 +571,7 @@ typedef struct job {
     size_t *by;               /* B scratch byte counts */
     ferry_tensor **outs;      /* nout */
     size_t cur;               /* record being worked on, for messages */
-    rd r;
+    ferry__wire r;
 } job;
 
 static inline ex_slot *slot_at(job *j, size_t b, size_t fi) { return &j->slots[b * j->ps->nfeat + fi]; }

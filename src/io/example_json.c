@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "io/wire.h"
 
 /* ---- growable output buffer ------------------------------------------------------------- */
 typedef struct jbuf {
@@ -102,89 +103,8 @@ static int jb_blob(jbuf *b, const char *fn, ferry_blob **out) {
     return FERRY_OK;
 }
 
-/* ---- wire reading (every byte checked) -------------------------------------------------- */
+/* ---- to_json: the record read with io/wire.h (every byte checked) ---------------------------- */
 #define TJ "ferry_example_to_json"
-
-typedef struct wire {
-    const uint8_t *base;
-} wire;
-
-static int wbad(const wire *w, const uint8_t *at, const char *what, const char *fmt, ...) FERRY_PRINTF(4, 5);
-static int wbad(const wire *w, const uint8_t *at, const char *what, const char *fmt, ...) {
-    char why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    return ferry__set_last_error(FERRY_ECORRUPT, TJ ": corrupt record at byte %zu, reading %s: %s",
-                                 (size_t)(at - w->base), what, why);
-}
-
-static int w_varint(const wire *w, const uint8_t **pp, const uint8_t *end, uint64_t *v, const char *what) {
-    const uint8_t *p = *pp;
-    uint64_t x = 0;
-    *v = 0;
-    for (unsigned s = 0; s < 70 && p < end; s += 7) {
-        uint8_t b = *p++;
-        x |= (uint64_t)(b & 0x7f) << s;
-        if (b < 0x80) {
-            *v = x;
-            *pp = p;
-            return FERRY_OK;
-        }
-    }
-    if (p == end) return wbad(w, *pp, what, "varint truncated (%zu bytes left)", (size_t)(end - *pp));
-    return wbad(w, *pp, what, "varint longer than 10 bytes");
-}
-
-static int w_tag(const wire *w, const uint8_t **pp, const uint8_t *end, uint32_t *field, uint32_t *wt,
-                 const char *what) {
-    const uint8_t *at = *pp;
-    uint64_t tag;
-    *field = *wt = 0;
-    int rc = w_varint(w, pp, end, &tag, what);
-    if (rc) return rc;
-    if (tag >> 32 || (tag >> 3) == 0) return wbad(w, at, what, "invalid field tag %llu", (unsigned long long)tag);
-    *field = (uint32_t)(tag >> 3);
-    *wt = (uint32_t)(tag & 7);
-    return FERRY_OK;
-}
-
-static int w_len(const wire *w, const uint8_t **pp, const uint8_t *end, size_t *len, const char *what) {
-    const uint8_t *at = *pp;
-    uint64_t n;
-    *len = 0;
-    int rc = w_varint(w, pp, end, &n, what);
-    if (rc) return rc;
-    if (n > (uint64_t)(end - *pp))
-        return wbad(w, at, what, "length %llu runs past the end (%zu bytes left)", (unsigned long long)n,
-                    (size_t)(end - *pp));
-    *len = (size_t)n;
-    return FERRY_OK;
-}
-
-static int w_skip(const wire *w, const uint8_t **pp, const uint8_t *end, uint32_t field, uint32_t wt,
-                  const char *what) {
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case 0:
-        return w_varint(w, pp, end, &v, what);
-    case 1:
-    case 5:
-        n = wt == 1 ? 8 : 4;
-        if ((size_t)(end - *pp) < n) return wbad(w, *pp, what, "fixed%zu value of field %u truncated", n * 8, field);
-        *pp += n;
-        return FERRY_OK;
-    case 2: {
-        int rc = w_len(w, pp, end, &n, what);
-        if (!rc) *pp += n;
-        return rc;
-    }
-    default:
-        return wbad(w, *pp, what, "field %u has unsupported wire type %u", field, wt);
-    }
-}
 
 /* ---- JSON writing helpers --------------------------------------------------------------- */
 /* Length of the valid UTF-8 sequence at p (1-4), or 0. */
@@ -308,23 +228,23 @@ typedef struct jentry {
     bool keep;
 } jentry;
 
-static int feature_json(const wire *w, jbuf *b, const uint8_t *p, size_t len) {
+static int feature_json(const ferry__wire *w, jbuf *b, const uint8_t *p, size_t len) {
     const uint8_t *start = p, *end = p + len;
     uint32_t kind = 0;
     size_t from = 0;
     while (p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        int rc = w_tag(w, &p, end, &field, &wt, "Feature");
+        int rc = ferry__wire_tag(w, &p, end, &field, &wt, "Feature");
         if (rc) return rc;
         if (field >= 1 && field <= 3) {
-            if (wt != 2) return wbad(w, at, "Feature", "field %u has wire type %u, expected 2", field, wt);
+            if (wt != 2) return ferry__wire_bad(w, at, "Feature", "field %u has wire type %u, expected 2", field, wt);
             if (field != kind) {
                 kind = field;
                 from = (size_t)(at - start);
             }
         }
-        rc = w_skip(w, &p, end, field, wt, "Feature");
+        rc = ferry__wire_skip(w, &p, end, field, wt, "Feature");
         if (rc) return rc;
     }
     if (kind == 0) {
@@ -338,31 +258,31 @@ static int feature_json(const wire *w, jbuf *b, const uint8_t *p, size_t len) {
     p = start + from;
     while (p < end) {
         uint32_t field, wt;
-        int rc = w_tag(w, &p, end, &field, &wt, "Feature");
+        int rc = ferry__wire_tag(w, &p, end, &field, &wt, "Feature");
         if (rc) return rc;
         if (field != kind) {
-            rc = w_skip(w, &p, end, field, wt, "Feature");
+            rc = ferry__wire_skip(w, &p, end, field, wt, "Feature");
             if (rc) return rc;
             continue;
         }
         size_t n;
-        rc = w_len(w, &p, end, &n, lname[kind]);
+        rc = ferry__wire_len(w, &p, end, &n, lname[kind]);
         if (rc) return rc;
         const uint8_t *q = p, *qe = p + n;
         p = qe;
         while (q < qe) {
             const uint8_t *at = q;
-            rc = w_tag(w, &q, qe, &field, &wt, lname[kind]);
+            rc = ferry__wire_tag(w, &q, qe, &field, &wt, lname[kind]);
             if (rc) return rc;
             if (field != 1) {
-                rc = w_skip(w, &q, qe, field, wt, lname[kind]);
+                rc = ferry__wire_skip(w, &q, qe, field, wt, lname[kind]);
                 if (rc) return rc;
                 continue;
             }
             if (kind == 1) {
-                if (wt != 2) return wbad(w, at, "bytes_list", "field 1 has wire type %u, expected 2", wt);
+                if (wt != 2) return ferry__wire_bad(w, at, "bytes_list", "field 1 has wire type %u, expected 2", wt);
                 size_t m;
-                rc = w_len(w, &q, qe, &m, "bytes value");
+                rc = ferry__wire_len(w, &q, qe, &m, "bytes value");
                 if (rc) return rc;
                 if (!first) jb_s(b, ", ");
                 first = false;
@@ -378,14 +298,14 @@ static int feature_json(const wire *w, jbuf *b, const uint8_t *p, size_t len) {
                 size_t m = 4;
                 const uint8_t *vp = q;
                 if (wt == 2) {
-                    rc = w_len(w, &q, qe, &m, "packed float values");
+                    rc = ferry__wire_len(w, &q, qe, &m, "packed float values");
                     if (rc) return rc;
-                    if (m % 4) return wbad(w, at, "packed float values", "length %zu is not a multiple of 4", m);
+                    if (m % 4) return ferry__wire_bad(w, at, "packed float values", "length %zu is not a multiple of 4", m);
                     vp = q;
                 } else if (wt != 5) {
-                    return wbad(w, at, "float_list", "field 1 has wire type %u, expected 5 or 2", wt);
+                    return ferry__wire_bad(w, at, "float_list", "field 1 has wire type %u, expected 5 or 2", wt);
                 } else if (qe - q < 4) {
-                    return wbad(w, q, "float value", "truncated (%zu bytes left)", (size_t)(qe - q));
+                    return ferry__wire_bad(w, q, "float value", "truncated (%zu bytes left)", (size_t)(qe - q));
                 }
                 for (size_t i = 0; i < m; i += 4) {
                     uint32_t u = (uint32_t)vp[i] | (uint32_t)vp[i + 1] << 8 | (uint32_t)vp[i + 2] << 16 |
@@ -400,26 +320,26 @@ static int feature_json(const wire *w, jbuf *b, const uint8_t *p, size_t len) {
             } else {
                 if (wt == 0) {
                     uint64_t v;
-                    rc = w_varint(w, &q, qe, &v, "int64 value");
+                    rc = ferry__wire_varint(w, &q, qe, &v, "int64 value");
                     if (rc) return rc;
                     if (!first) jb_s(b, ", ");
                     first = false;
                     jb_i64(b, (int64_t)v);
                 } else if (wt == 2) {
                     size_t m;
-                    rc = w_len(w, &q, qe, &m, "packed int64 values");
+                    rc = ferry__wire_len(w, &q, qe, &m, "packed int64 values");
                     if (rc) return rc;
                     const uint8_t *ve = q + m;
                     while (q < ve) {
                         uint64_t v;
-                        rc = w_varint(w, &q, ve, &v, "packed int64 values");
+                        rc = ferry__wire_varint(w, &q, ve, &v, "packed int64 values");
                         if (rc) return rc;
                         if (!first) jb_s(b, ", ");
                         first = false;
                         jb_i64(b, (int64_t)v);
                     }
                 } else {
-                    return wbad(w, at, "int64_list", "field 1 has wire type %u, expected 0 or 2", wt);
+                    return ferry__wire_bad(w, at, "int64_list", "field 1 has wire type %u, expected 0 or 2", wt);
                 }
             }
         }
@@ -431,7 +351,7 @@ static int feature_json(const wire *w, jbuf *b, const uint8_t *p, size_t len) {
 static uint64_t bytes_hash(const uint8_t *p, size_t n) { return ferry__fnv64(FERRY__FNV_INIT, p, n); }
 
 /* Collects the map entries of every Features field of the Example. */
-static int collect_entries(const wire *w, ferry_runtime *rt, const uint8_t *p, const uint8_t *end, jentry **out,
+static int collect_entries(const ferry__wire *w, ferry_runtime *rt, const uint8_t *p, const uint8_t *end, jentry **out,
                            size_t *count) {
     jentry *v = NULL;
     size_t n = 0, cap = 0;
@@ -439,54 +359,54 @@ static int collect_entries(const wire *w, ferry_runtime *rt, const uint8_t *p, c
     while (!rc && p < end) {
         const uint8_t *at = p;
         uint32_t field, wt;
-        rc = w_tag(w, &p, end, &field, &wt, "Example");
+        rc = ferry__wire_tag(w, &p, end, &field, &wt, "Example");
         if (rc) break;
         if (field != 1) {
-            rc = w_skip(w, &p, end, field, wt, "Example");
+            rc = ferry__wire_skip(w, &p, end, field, wt, "Example");
             continue;
         }
         if (wt != 2) {
-            rc = wbad(w, at, "Example", "field 1 has wire type %u, expected 2", wt);
+            rc = ferry__wire_bad(w, at, "Example", "field 1 has wire type %u, expected 2", wt);
             break;
         }
         size_t len;
-        rc = w_len(w, &p, end, &len, "Features");
+        rc = ferry__wire_len(w, &p, end, &len, "Features");
         if (rc) break;
         const uint8_t *q = p, *qe = p + len;
         p = qe;
         while (!rc && q < qe) {
             const uint8_t *eat = q;
-            rc = w_tag(w, &q, qe, &field, &wt, "Features");
+            rc = ferry__wire_tag(w, &q, qe, &field, &wt, "Features");
             if (rc) break;
             if (field != 1) {
-                rc = w_skip(w, &q, qe, field, wt, "Features");
+                rc = ferry__wire_skip(w, &q, qe, field, wt, "Features");
                 continue;
             }
             if (wt != 2) {
-                rc = wbad(w, eat, "Features", "field 1 has wire type %u, expected 2", wt);
+                rc = ferry__wire_bad(w, eat, "Features", "field 1 has wire type %u, expected 2", wt);
                 break;
             }
             size_t elen;
-            rc = w_len(w, &q, qe, &elen, "Features map entry");
+            rc = ferry__wire_len(w, &q, qe, &elen, "Features map entry");
             if (rc) break;
             const uint8_t *r = q, *re = q + elen;
             q = re;
             jentry e = {.key = r, .val = r};
             while (!rc && r < re) {
                 const uint8_t *fat = r;
-                rc = w_tag(w, &r, re, &field, &wt, "Features map entry");
+                rc = ferry__wire_tag(w, &r, re, &field, &wt, "Features map entry");
                 if (rc) break;
                 if (field == 1 || field == 2) {
                     if (wt != 2) {
-                        rc = wbad(w, fat, "Features map entry", "field %u has wire type %u, expected 2", field, wt);
+                        rc = ferry__wire_bad(w, fat, "Features map entry", "field %u has wire type %u, expected 2", field, wt);
                         break;
                     }
                     size_t m;
-                    rc = w_len(w, &r, re, &m, field == 1 ? "map key" : "Feature");
+                    rc = ferry__wire_len(w, &r, re, &m, field == 1 ? "map key" : "Feature");
                     if (rc) break;
                     if (field == 1) {
                         if (!utf8_valid(r, m)) {
-                            rc = wbad(w, r, "map key", "the key is not valid UTF-8");
+                            rc = ferry__wire_bad(w, r, "map key", "the key is not valid UTF-8");
                             break;
                         }
                         e.key = r;
@@ -497,7 +417,7 @@ static int collect_entries(const wire *w, ferry_runtime *rt, const uint8_t *p, c
                     }
                     r += m;
                 } else {
-                    rc = w_skip(w, &r, re, field, wt, "Features map entry");
+                    rc = ferry__wire_skip(w, &r, re, field, wt, "Features map entry");
                 }
             }
             if (rc) break;
@@ -556,7 +476,9 @@ int ferry_example_to_json(ferry_runtime *rt, const void *data, size_t len, ferry
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, TJ ": argument 'rt' is NULL");
     FERRY__CHECK_ARG(data != NULL || len == 0, FERRY_EINVAL, TJ ": argument 'data' is NULL with len %zu", len);
     const uint8_t *p = data;
-    wire w = {p};
+    ferry__status wst; /* the wire reader's message, given to the caller with this function's name */
+    ferry__status_clear(&wst);
+    ferry__wire w = {p, &wst};
     jentry *v = NULL;
     size_t n = 0;
     int rc = collect_entries(&w, rt, p, p ? p + len : p, &v, &n);
@@ -578,6 +500,7 @@ int ferry_example_to_json(ferry_runtime *rt, const void *data, size_t len, ferry
     ferry__free(rt, v);
     if (rc) {
         jb_free(&b);
+        if (wst.code == rc) ferry__set_last_error(rc, TJ ": %s", wst.msg);
         return rc;
     }
     return jb_blob(&b, TJ, out);
