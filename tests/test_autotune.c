@@ -302,6 +302,15 @@ TEST(sleeping_map_gets_more_threads_than_cores_and_keeps_its_order) {
         }
     }
     double wall = wall_now() - w0, cpu = cpu_now() - c0;
+    if (most <= 2 * ro.cpu_budget) { /* say what the tuner decided before failing */
+        ferry_tune_decision dd[32];
+        size_t nd = 0;
+        ASSERT_OK(ferry_iterator_tuning(it, dd, 32, &nd));
+        for (size_t k = 0; k < nd && k < 32; k++)
+            fprintf(stderr, "  %.2f s %s: %s (%.0f -> %.0f/s)\n", dd[k].at_s, ferry_tune_outcome_name(dd[k].outcome),
+                    dd[k].why, dd[k].rate_before, dd[k].rate_after);
+        fprintf(stderr, "  process CPU/wall %.2f over %.1f s\n", cpu / wall, wall);
+    }
     ASSERT_EQ(most > 2 * ro.cpu_budget, true); /* blocked threads beyond the cores */
     ASSERT_LE(cpu / wall, 2.1);                 /* the process within its budget */
     ferry_tune_decision d[32];

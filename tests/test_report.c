@@ -164,8 +164,10 @@ TEST(report_names_a_map_whose_calls_wait) {
 TEST(report_names_a_slow_consumer) {
     ferry_runtime *rt = rt_new();
     const int64_t cost = 0;
-    ferry_dataset *ds = pipeline(rt, 60, map_burn, &cost, 1, 4);
-    ferry_report r = drain_and_report(ds, 2000000, NULL, 0, NULL, NULL, 0);
+    /* 200 steps of 5 ms: a start-up of up to 100 ms (threads starting on a loaded machine) is
+     * still under a tenth of the time */
+    ferry_dataset *ds = pipeline(rt, 200, map_burn, &cost, 1, 4);
+    ferry_report r = drain_and_report(ds, 5000000, NULL, 0, NULL, NULL, 0);
     ASSERT_EQ(r.limit, FERRY_LIMIT_CONSUMER);
     ASSERT_EQ(r.stage, -1);
     ASSERT(r.consumer_wait_share < 0.10);

@@ -30,10 +30,11 @@
  *          if its threads were busy and the user gave it AUTOTUNE, the threads the bound asks
  *          for (ceil(bound x t)): a CPU-bound stage one thread a step, never past the cpu budget,
  *          and one more when the bound asks for none but the process leaves a core unused (the
- *          model may be wrong: the trial finds out); a stage whose threads are blocked most of the time
- *          (sleeping or I/O-bound calls: so say the samples of its threads' CPU, or it ran more
- *          threads at once than the cores the process used) up to twice its threads a step, up
- *          to ferry__autotune_max_threads. Else
+ *          model may be wrong: the trial finds out); a stage whose threads compute less than
+ *          half their running time (sleeping or I/O-bound calls, or kept off the cores by other
+ *          programs: so say the samples of its threads' CPU, or it ran more threads at once than
+ *          the cores the process used) up to twice its threads a step, up to
+ *          ferry__autotune_max_threads. Else
  *          a buffer: twice the elements, only where the stage's consumer waited on it (first where
  *          its tasks also waited for room: a burst the buffer could absorb), and only while the
  *          buffers' estimated bytes stay under half the byte budget (the budget itself is hard:
@@ -149,6 +150,12 @@ int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double
     return want < (int)most ? want : (int)most;
 }
 
+/* A group whose threads compute less than half their running time: more of them overlap more
+ * waiting (the trial checks that the process stays within the cpu budget). */
+static bool tune_waits(const ferry__tune_stage *s, const ferry__mgroup *g, const ferry__tune_in *in) {
+    return (s->measured && g->cpu_share < 0.5) || s->running > 1.5 * in->cpu_per_s + 0.5;
+}
+
 /* The change to try for the window's model, or false (nothing pays: STEADY). */
 static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
     const ferry__model *m = in->m;
@@ -167,9 +174,10 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         const ferry__tune_stage *s = &in->st[w];
         int k = s->par;
         if (s->tune_par && !(t->tried[w] & 1) && k < s->par_max && g->t > 0 && g->busy >= TUNE_BUSY) {
-            /* Blocked most of the time: so say the samples of its threads' CPU, or its threads ran
-             * at once more than the cores the whole process used. */
-            bool waits = (s->measured && ferry__mgroup_waits(g)) || s->running > 1.5 * in->cpu_per_s + 0.5;
+            /* Not computing most of the time: blocked (or kept off the cores by other programs,
+             * which more threads of its own do not worsen): so say the samples of its threads' CPU,
+             * or its threads ran at once more than the cores the whole process used. */
+            bool waits = tune_waits(s, g, in);
             double need = isfinite(m->bound) ? ceil(m->bound * g->t - 1e-9) : (double)k + 1;
             int target;
             if (waits) {
@@ -189,7 +197,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
                                          .from_par = k,
                                          .from_buf = s->buf};
                 set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (%s, %.0f%% busy)", s->name, k, target,
-                        waits ? "blocked most of the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
+                        waits ? "computing under half the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
                 return true;
             }
         }
@@ -230,7 +238,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         const ferry__mgroup *g = &m->g[1 + i];
         if ((int)i == w || !s->tune_par || (t->tried[i] & 1) || s->par >= s->par_max || g->owner < 0 || g->t <= 0)
             continue;
-        bool waits = (s->measured && ferry__mgroup_waits(g)) || s->running > 1.5 * in->cpu_per_s + 0.5;
+        bool waits = tune_waits(s, g, in);
         if (!waits && s->par >= t->cpu_budget) continue;
         if (g->k / g->t < other_rate) {
             other_rate = g->k / g->t;
