@@ -18,6 +18,9 @@
  *   - Options structs are zero-initialized for defaults and passed by pointer; NULL means all
  *     defaults. Fields are only ever added at the end.
  *   - Every *_free / *_unref accepts NULL and does nothing.
+ *   - "FERRY_EMISUSE for a freed dataset / iterator" below: handles carry a live-object mark that
+ *     these checks read; they catch most such misuse, not all (the memory of a freed handle may
+ *     have been given to a new object). Never pass a handle after freeing it.
  *   - Thread safety: datasets and tensors are immutable and may be shared by any threads. An
  *     iterator is used by one thread at a time. A runtime may be used from any thread.
  */
@@ -910,17 +913,20 @@ FERRY_API int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out);
 FERRY_API const char *ferry_limit_name(ferry_limit limit);
 /* What became of one autotuner decision (ferry_tune_decision.outcome). */
 typedef enum ferry_tune_outcome {
-    FERRY_TUNE_KEPT = 0,   /* applied, and throughput rose: kept */
-    FERRY_TUNE_BACKED_OUT, /* applied, and throughput did not rise (or the CPU used passed the
-                              cpu budget): undone, not tried again until something changes */
+    FERRY_TUNE_KEPT = 0,   /* applied and kept: more threads raised throughput 3 %, or a bigger
+                              buffer did not lower it by 1 % */
+    FERRY_TUNE_BACKED_OUT, /* applied and undone (more threads did not raise throughput 3 % or
+                              the CPU used passed the cpu budget; a bigger buffer lowered it 1 %),
+                              not tried again until something changes */
     FERRY_TUNE_SETTLED,    /* nothing left to change: the consumer limits, or no change pays */
     FERRY_TUNE_DRIFT,      /* the rate drifted from the settled one: everything re-evaluated */
 } ferry_tune_outcome;
 
 /* One decision of the closed-loop autotuner. Stages given FERRY_AUTOTUNE get threads and buffer
  * from what the pipeline measures; each change is applied, measured, and kept only if the
- * elements handed out per second rose (see docs/design.md). Tuning changes speed, never the
- * elements or their order. */
+ * elements handed out per second rose (3 % for more threads; a bigger buffer, which costs memory
+ * only, stays unless they fell 1 %; see docs/design.md). Tuning changes speed, never the elements
+ * or their order. */
 typedef struct ferry_tune_decision {
     double at_s;                    /* seconds since the first next */
     int stage;                      /* index of ferry_iterator_stats, or -1 */

@@ -151,7 +151,10 @@ int ferry__tune_grant(const ferry__tune_stage *st, size_t n, int granted, double
 }
 
 /* A group whose threads compute less than half their running time: more of them overlap more
- * waiting (the trial checks that the process stays within the cpu budget). */
+ * waiting (the trial checks that the process stays within the cpu budget). Unlike the verdict's
+ * ferry__mgroup_waits, time ready but without a core counts as waiting here: the verdict says
+ * why a stage is slow (a machine short of cores is not I/O), the tuner asks whether more threads
+ * of its own can overlap more, which the trial then measures. */
 static bool tune_waits(const ferry__tune_stage *s, const ferry__mgroup *g, const ferry__tune_in *in) {
     return (s->measured && g->cpu_share < 0.5) || s->running > 1.5 * in->cpu_per_s + 0.5;
 }
@@ -324,7 +327,8 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
                      tr->why);
             memset(t->tried, 0, t->n * sizeof *t->tried);
             t->set[tr->stage] |= tr->par ? 1 : 2;
-            t->base_rate = r1;
+            /* a kept buffer may have cost up to 1 %: the base never sinks with it */
+            t->base_rate = tr->par ? r1 : fmax(t->base_rate, r1);
             return tune_start_trial(t, in, mv);
         }
         if (cpu_ok)

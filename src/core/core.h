@@ -575,7 +575,8 @@ typedef struct ferry__mgroup {
     double cpu_share;   /* CPU / running time */
     double runq_share;  /* waiting for a core / running time */
 } ferry__mgroup;
-/* Its threads were blocked (neither computing nor waiting for a core) most of their time. */
+/* Its threads were blocked (neither computing nor waiting for a core) most of their time: the
+ * verdict's test (the autotuner's tune_waits also counts waiting for a core as waiting). */
 static inline bool ferry__mgroup_waits(const ferry__mgroup *g) { return g->cpu_share + g->runq_share < 0.5; }
 typedef struct ferry__model {
     ferry__mgroup *g;   /* n + 1: g[0] the consumer's thread, g[1 + i] stage i (owner -2: inline) */
