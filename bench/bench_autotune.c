@@ -36,15 +36,6 @@
 
 #include "bench_util.h"
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s failed: %s\n", #call, ferry_last_error());                        \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
 #define BUDGET_BYTES ((size_t)64 << 20)
 #define NFILES 8
 #define RECORDS_PER_FILE 4000

@@ -50,16 +50,6 @@ static void calibrate(void) {
     loops_per_us = (double)n / (best * 1e6);
 }
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, ferry_last_error(), \
-                    ferry_error_name(rc_));                                                      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
 /* ---- map functions ---------------------------------------------------------------------- */
 static int map_burn(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     (void)ctx;

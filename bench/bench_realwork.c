@@ -75,16 +75,6 @@
 #define IN_DIM 16
 #define HAND_DEPTH 3
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, ferry_last_error(), \
-                    ferry_error_name(rc_));                                                      \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
 static long context_switches(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

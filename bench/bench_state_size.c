@@ -15,15 +15,6 @@
 
 #include "bench_util.h"
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, ferry_last_error()); \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
 /* 64 KiB of float32 per element, like a decoded image. */
 static int make_image(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     (void)user;

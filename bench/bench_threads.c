@@ -26,15 +26,6 @@
 
 #include "bench_util.h"
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s failed: %s\n", #call, ferry_last_error());                        \
-            exit(1);                                                                             \
-        }                                                                                        \
-    } while (0)
-
 /* i (int64 scalar) -> float32[16]: `rounds` cosines per output entry, from the element's index. */
 static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     int rounds = *(const int *)user;

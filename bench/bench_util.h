@@ -1,12 +1,28 @@
 /*
- * bench_util.h - what every benchmark in bench/ needs: wall and CPU clocks, and the median of a
- * set of timings. Header-only (static inline); include after the system headers.
+ * bench_util.h - what every benchmark in bench/ needs: wall and CPU clocks, the median of a set
+ * of timings, and CHECK for a ferry call that must succeed. Header-only (static inline); include
+ * after the system headers and ferry.h.
  */
 #ifndef FERRY_BENCH_UTIL_H
 #define FERRY_BENCH_UTIL_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "ferry.h"
+
+/* Runs a ferry call that must succeed; on failure prints where, what and ferry's message, and
+ * exits 1. */
+#define CHECK(call)                                                                              \
+    do {                                                                                         \
+        int rc_ = (call);                                                                        \
+        if (rc_ != FERRY_OK) {                                                                   \
+            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, ferry_last_error(), \
+                    ferry_error_name(rc_));                                                      \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
 
 /* Seconds on the monotonic clock. */
 static inline double now_s(void) {
