@@ -27,6 +27,7 @@ typedef struct sim {
     int64_t buf, buf_max;
     double bytes_per_elem;
     double wait_in, room; /* the buffer's signals */
+    double consumer_rate; /* elements/s the consumer takes at most (0: no limit) */
     bool tune_par, tune_buf;
 } sim;
 
@@ -37,6 +38,8 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
     for (int w = 0; w < windows; w++) {
         double rate = s->rate_of ? s->rate_of(s->par) : s->par / s->t;
         if (!s->rate_of && rate * s->c > budget) rate = budget / s->c;
+        bool consumer_limits = s->consumer_rate > 0 && rate >= s->consumer_rate;
+        if (consumer_limits) rate = s->consumer_rate;
         double cpu = rate * s->c;
         if (cpu > worst_cpu) worst_cpu = cpu;
         ferry__mgroup g[3];
@@ -57,7 +60,7 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
                           .n = 2,
                           .elems = (int64_t)elems,
                           .wall = 0.1,
-                          .wait_share = 0.9,
+                          .wait_share = consumer_limits ? 0.02 : 0.9,
                           .cpu_per_elem = s->c,
                           .bound = fmin(1024 / s->t, budget / s->c),
                           .head = rate,
@@ -189,6 +192,28 @@ TEST(buffers_grow_where_the_consumer_waits_within_the_byte_budget) {
     }
     ASSERT_EQ(s.buf, 32);
     ASSERT_LE((double)s.buf * s.bytes_per_elem, 0.5 * (double)bytes);
+    ferry__tuner_fini(&tu);
+    rt_done(rt);
+}
+
+/* Threads added while the consumer waited go back once it limits, as long as that costs nothing:
+ * the consumer takes 2500/s, a thread delivers 1000/s. */
+TEST(threads_go_back_when_the_consumer_limits) {
+    ferry_runtime *rt = rt_new();
+    ferry__tuner tu;
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 4, 1 << 20));
+    sim s = {.t = 1e-3, .c = 1e-3, .par = 1, .par_max = 32, .buf = 16, .buf_max = 64, .tune_par = true,
+             .consumer_rate = 2500};
+    sim_run(&tu, &s, 4, 80);
+    ASSERT_EQ(s.par, 3); /* 1 -> 2 -> 3 kept; 4 never tried (the consumer limits at 3); 3 -> 2 backed out */
+    ferry_tune_decision d[FERRY__TUNE_LOG];
+    size_t n;
+    ferry__tuner_log(&tu, d, FERRY__TUNE_LOG, &n);
+    bool back = false;
+    for (size_t i = 0; i < n; i++)
+        if (d[i].outcome == FERRY_TUNE_BACKED_OUT && d[i].parallelism_before == 3 && d[i].parallelism_after == 2)
+            back = true;
+    ASSERT_EQ(back, true);
     ferry__tuner_fini(&tu);
     rt_done(rt);
 }

@@ -25,8 +25,9 @@
  * known cost):
  *   BASE   measure the rate at the present setting (two windows), then propose.
  *   propose
- *          the consumer waited under a tenth of the window: it limits; nothing to change
- *          (STEADY). Else the group that delivers least with its threads (the model's worst):
+ *          the consumer waited under a tenth of the window: it limits; a thread the tuner added
+ *          goes back if that costs under 1 % (the training step gets its CPU back); else nothing
+ *          to change (STEADY). Else the group that delivers least with its threads (the model's worst):
  *          if its threads were busy and the user gave it AUTOTUNE, the threads the bound asks
  *          for (ceil(bound x t)): a CPU-bound stage one thread a step, never past the cpu budget,
  *          and one more when the bound asks for none but the process leaves a core unused (the
@@ -163,6 +164,16 @@ static bool tune_waits(const ferry__tune_stage *s, const ferry__mgroup *g, const
 static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
     const ferry__model *m = in->m;
     if (m->wait_share < TUNE_CONSUMER_SHARE) {
+        /* The consumer limits: a thread the tuner added (while the consumer still waited) goes
+         * back if that costs nothing, leaving the consumer (the training step) its CPU. */
+        for (size_t i = 0; i < t->n; i++) {
+            const ferry__tune_stage *s = &in->st[i];
+            if (!s->tune_par || !(t->set[i] & 1) || s->par <= 1 || (t->tried[i] & 4)) continue;
+            *mv = (ferry__tune_move){.stage = (int)i, .par = s->par - 1, .from_par = s->par, .from_buf = s->buf};
+            set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (the consumer limits: its CPU back)", s->name,
+                    s->par, s->par - 1);
+            return true;
+        }
         if (!t->said_consumer)
             tune_log(t, in, -1, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate,
                      "the consumer limits (it waited %.0f%% of the time): nothing to change", 100.0 * m->wait_share);
@@ -321,14 +332,17 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         /* More threads must pay 3 %; a bigger buffer (memory only, within half the byte budget,
          * and only where the consumer waits) stays unless it cost 1 %: the windows move by a few
          * per cent on a busy machine, and small real gains would be backed out by chance. */
-        double need = tr->par ? 1.0 + TUNE_KEEP_GAIN : 1.0 - TUNE_BUF_LOSS;
+        /* a thread taken back (fewer threads, the consumer limiting) stays on the same terms */
+        bool down = tr->par && tr->par < tr->from_par;
+        double need = tr->par && !down ? 1.0 + TUNE_KEEP_GAIN : 1.0 - TUNE_BUF_LOSS;
         if (r1 >= t->base_rate * need && cpu_ok) {
             tune_log(t, in, tr->stage, FERRY_TUNE_KEPT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1, "%s",
                      tr->why);
             memset(t->tried, 0, t->n * sizeof *t->tried);
             t->set[tr->stage] |= tr->par ? 1 : 2;
-            /* a kept buffer may have cost up to 1 %: the base never sinks with it */
-            t->base_rate = tr->par ? r1 : fmax(t->base_rate, r1);
+            if (down) t->tried[tr->stage] |= 1; /* not raised again until the rates drift */
+            /* a kept buffer or thread taken back may have cost up to 1 %: the base never sinks */
+            t->base_rate = tr->par && !down ? r1 : fmax(t->base_rate, r1);
             return tune_start_trial(t, in, mv);
         }
         if (cpu_ok)
@@ -337,7 +351,7 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         else
             tune_log(t, in, tr->stage, FERRY_TUNE_BACKED_OUT, tr->from_par, p1, tr->from_buf, b1, t->base_rate, r1,
                      "%s; it used %.2f cores, over the cpu budget", tr->why, cpu);
-        t->tried[tr->stage] |= tr->par ? 1 : 2;
+        t->tried[tr->stage] |= down ? 4 : tr->par ? 1 : 2;
         /* the values before, and a knob the tuner had not set goes back to the stage's own
          * adaptation (tune_apply) */
         *mv = (ferry__tune_move){.stage = tr->stage,

@@ -636,7 +636,7 @@ typedef struct ferry__tuner {
     int64_t windows;
     double base_rate, trial_elems, trial_wall, trial_cpu, steady_sum, steady_rate;
     ferry__tune_move trial;
-    uint8_t *tried;               /* per stage: 1 more threads, 2 a bigger buffer, backed out */
+    uint8_t *tried;               /* per stage, backed out: 1 more threads, 2 a bigger buffer, 4 fewer threads */
     uint8_t *set;                 /* per stage: 1 threads, 2 buffer set by the tuner (kept) */
     bool said_consumer, said_steady;
     ferry_tune_decision log[FERRY__TUNE_LOG];
