@@ -71,8 +71,8 @@ typedef struct cost {
 static float elem_seed(const ferry_element *in) {
     const ferry_tensor *t = ferry_element_get(in, 0);
     switch (ferry_tensor_dtype(t)) {
-    case FERRY_INT64: return (float)(*(const int64_t *)ferry_tensor_data(t) % 1000);
-    case FERRY_FLOAT32: return ((const float *)ferry_tensor_data(t))[0];
+    case FERRY_DTYPE_INT64: return (float)(*(const int64_t *)ferry_tensor_data(t) % 1000);
+    case FERRY_DTYPE_FLOAT32: return ((const float *)ferry_tensor_data(t))[0];
     default: { /* bytes: the record's sum */
         const uint8_t *d;
         size_t len;
@@ -96,7 +96,7 @@ static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     }
     const int64_t dims[1] = {16};
     ferry_tensor *o;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_FLOAT32, 1, dims, &o);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_FLOAT32, 1, dims, &o);
     if (rc) return rc;
     float *p = ferry_tensor_mutable_data(o);
     float a = burn(seed * 0.001f, (int64_t)(c->cpu_us * rounds_per_us));
@@ -104,7 +104,7 @@ static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     return ferry_element_create(ferry_context_runtime(ctx), 1, &o, out); /* takes o */
 }
 
-static const ferry_tensor_spec vec16 = {FERRY_FLOAT32, {1, {16}}};
+static const ferry_tensor_spec vec16 = {FERRY_DTYPE_FLOAT32, {1, {16}}};
 
 /* ---- the pipelines --------------------------------------------------------------------------- */
 enum { P_CPU, P_IO, P_FILES };
@@ -135,18 +135,18 @@ static ferry_dataset *build(ferry_runtime *rt, int which, const knobs *k) {
     if (which == P_FILES) {
         ferry_tfrecord_options to = {.num_parallel_reads = k->par[0]};
         CHECK(ferry_dataset_tfrecord(rt, NFILES, file_ptrs, &to, &d));
-        STEP(ferry_dataset_repeat(d, -1, &x));
+        STEP(ferry_dataset_repeat(d, FERRY_INFINITE, NULL, &x));
         mo.num_parallel_calls = k->par[1];
         STEP(ferry_dataset_map(d, work, (void *)&cost_a, &mo, &x));
         mo.num_parallel_calls = k->par[2];
         STEP(ferry_dataset_map(d, work, (void *)&cost_b, &mo, &x));
-        STEP(ferry_dataset_batch(d, 32, false, &x));
+        STEP(ferry_dataset_batch(d, 32, NULL, &x));
     } else {
-        CHECK(ferry_dataset_range(rt, 0, INT64_MAX, 1, &d));
+        CHECK(ferry_dataset_range(rt, 0, INT64_MAX, 1, NULL, &d));
         mo.num_parallel_calls = k->par[0];
         STEP(ferry_dataset_map(d, work, (void *)(which == P_CPU ? &cost_cpu : &cost_io), &mo, &x));
     }
-    STEP(ferry_dataset_prefetch(d, k->buf, &x));
+    STEP(ferry_dataset_prefetch(d, k->buf, NULL, &x));
     return d;
 }
 

@@ -81,11 +81,11 @@ static int map_identity(ferry_context *ctx, ferry_element *in, ferry_element **o
 static ferry_dataset *make_pipeline_opt(ferry_runtime *rt, int64_t n, ferry_map_fn fn, void *user, int threads,
                                         int64_t batch, int64_t prefetch, bool unfused) {
     ferry_dataset *r, *m, *b, *p;
-    CHECK(ferry_dataset_range(rt, 0, n, 1, &r));
+    CHECK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads, .reorder_window = unfused ? 4096 : 0};
     CHECK(ferry_dataset_map(r, fn, user, &mo, &m));
-    CHECK(ferry_dataset_batch(m, batch, false, &b));
-    CHECK(ferry_dataset_prefetch(b, prefetch, &p));
+    CHECK(ferry_dataset_batch(m, batch, NULL, &b));
+    CHECK(ferry_dataset_prefetch(b, prefetch, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     ferry_dataset_unref(b);

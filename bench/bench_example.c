@@ -38,12 +38,12 @@ static const struct {
     const char *key;
     ferry_dtype dtype;
 } taxi[18] = {
-    {"company", FERRY_BYTES},           {"dropoff_census_tract", FERRY_INT64}, {"dropoff_community_area", FERRY_INT64},
-    {"dropoff_latitude", FERRY_FLOAT32}, {"dropoff_longitude", FERRY_FLOAT32}, {"fare", FERRY_FLOAT32},
-    {"payment_type", FERRY_BYTES},      {"pickup_census_tract", FERRY_INT64},  {"pickup_community_area", FERRY_INT64},
-    {"pickup_latitude", FERRY_FLOAT32}, {"pickup_longitude", FERRY_FLOAT32},   {"tips", FERRY_FLOAT32},
-    {"trip_miles", FERRY_FLOAT32},      {"trip_seconds", FERRY_INT64},         {"trip_start_day", FERRY_INT64},
-    {"trip_start_hour", FERRY_INT64},   {"trip_start_month", FERRY_INT64},     {"trip_start_timestamp", FERRY_INT64},
+    {"company", FERRY_DTYPE_BYTES},           {"dropoff_census_tract", FERRY_DTYPE_INT64}, {"dropoff_community_area", FERRY_DTYPE_INT64},
+    {"dropoff_latitude", FERRY_DTYPE_FLOAT32}, {"dropoff_longitude", FERRY_DTYPE_FLOAT32}, {"fare", FERRY_DTYPE_FLOAT32},
+    {"payment_type", FERRY_DTYPE_BYTES},      {"pickup_census_tract", FERRY_DTYPE_INT64},  {"pickup_community_area", FERRY_DTYPE_INT64},
+    {"pickup_latitude", FERRY_DTYPE_FLOAT32}, {"pickup_longitude", FERRY_DTYPE_FLOAT32},   {"tips", FERRY_DTYPE_FLOAT32},
+    {"trip_miles", FERRY_DTYPE_FLOAT32},      {"trip_seconds", FERRY_DTYPE_INT64},         {"trip_start_day", FERRY_DTYPE_INT64},
+    {"trip_start_hour", FERRY_DTYPE_INT64},   {"trip_start_month", FERRY_DTYPE_INT64},     {"trip_start_timestamp", FERRY_DTYPE_INT64},
 };
 
 static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
@@ -62,7 +62,7 @@ static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
             f[k].kind = FERRY_EXAMPLE_VARLEN;
             f[k].with_lengths = true;
         } else {
-            f[k].default_value = taxi[k].dtype == FERRY_INT64 ? zero_i : taxi[k].dtype == FERRY_FLOAT32 ? zero_f : empty;
+            f[k].default_value = taxi[k].dtype == FERRY_DTYPE_INT64 ? zero_i : taxi[k].dtype == FERRY_DTYPE_FLOAT32 ? zero_f : empty;
         }
     }
     ferry_example_spec spec = {.num_features = 18, .features = f};
@@ -109,9 +109,9 @@ static double run_batch(ferry_runtime *rt, ferry_example_parser *ps, const data 
 
 static double run_pipeline(ferry_runtime *rt, ferry_example_parser *ps, const data *d, int reps, int64_t batch) {
     ferry_dataset *src, *rep, *b = NULL, *parsed;
-    if (ferry_dataset_from_tensor_slices(rt, 1, &d->all, &src) || ferry_dataset_repeat(src, reps, &rep))
+    if (ferry_dataset_from_tensor_slices(rt, 1, &d->all, NULL, &src) || ferry_dataset_repeat(src, reps, NULL, &rep))
         DIE("pipeline");
-    if (batch > 0 && ferry_dataset_batch(rep, batch, false, &b)) DIE("batch");
+    if (batch > 0 && ferry_dataset_batch(rep, batch, NULL, &b)) DIE("batch");
     if (ferry_dataset_parse_example(b ? b : rep, ps, NULL, &parsed)) DIE("parse_example");
     ferry_iterator *it;
     if (ferry_iterator_create(parsed, NULL, &it)) DIE("iterator");

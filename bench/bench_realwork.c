@@ -355,7 +355,7 @@ static int map_featurize(ferry_context *ctx, ferry_element *in, ferry_element **
     int64_t index = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
     const int64_t dims[1] = {FEAT};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_FLOAT32, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_FLOAT32, 1, dims, &t);
     if (rc == FERRY_OK) {
         featurize(index, ferry_tensor_mutable_data(t));
         rc = ferry_element_set(in, 0, t);
@@ -370,13 +370,13 @@ static int map_featurize(ferry_context *ctx, ferry_element *in, ferry_element **
 
 /* range(64 x batches) -> map(featurize, map_threads) -> batch(64) -> prefetch(prefetch). */
 static ferry_dataset *make_ferry(int64_t batches, int map_threads, int64_t prefetch) {
-    static const ferry_tensor_spec feat_spec = {.dtype = FERRY_FLOAT32, .shape = {.rank = 1, .dims = {FEAT}}};
+    static const ferry_tensor_spec feat_spec = {.dtype = FERRY_DTYPE_FLOAT32, .shape = {.rank = 1, .dims = {FEAT}}};
     ferry_dataset *r, *m, *b, *p;
-    CHECK(ferry_dataset_range(rt, 0, batches * BATCH, 1, &r));
+    CHECK(ferry_dataset_range(rt, 0, batches * BATCH, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = map_threads, .num_outputs = 1, .output_specs = &feat_spec};
     CHECK(ferry_dataset_map(r, map_featurize, NULL, &mo, &m));
-    CHECK(ferry_dataset_batch(m, BATCH, false, &b));
-    CHECK(ferry_dataset_prefetch(b, prefetch, &p));
+    CHECK(ferry_dataset_batch(m, BATCH, NULL, &b));
+    CHECK(ferry_dataset_prefetch(b, prefetch, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     ferry_dataset_unref(b);
@@ -402,7 +402,7 @@ static void run_ferry(ferry_dataset *ds, int64_t batches, int hidden, epoch *out
             exit(1);
         }
         const ferry_tensor *t = ferry_element_get(e, 0);
-        if (ferry_tensor_dtype(t) != FERRY_FLOAT32 || ferry_tensor_rank(t) != 2 || ferry_tensor_dim(t, 0) != BATCH ||
+        if (ferry_tensor_dtype(t) != FERRY_DTYPE_FLOAT32 || ferry_tensor_rank(t) != 2 || ferry_tensor_dim(t, 0) != BATCH ||
             ferry_tensor_dim(t, 1) != FEAT) {
             fprintf(stderr, "batch %lld: not a float32 [%d,%d] tensor\n", (long long)n, BATCH, FEAT);
             exit(1);

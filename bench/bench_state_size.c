@@ -21,14 +21,14 @@ static int make_image(ferry_context *ctx, ferry_element *in, ferry_element **out
     ferry_element_free(in);
     int64_t dims[3] = {64, 64, 4};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_FLOAT32, 3, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_FLOAT32, 3, dims, &t);
     if (rc) return rc;
     float *d = ferry_tensor_mutable_data(t);
     for (int i = 0; i < 64 * 64 * 4; i++) d[i] = (float)ferry_context_uniform(ctx);
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
 
-static const ferry_tensor_spec image_spec = {.dtype = FERRY_FLOAT32, .shape = {.rank = 3, .dims = {64, 64, 4}}};
+static const ferry_tensor_spec image_spec = {.dtype = FERRY_DTYPE_FLOAT32, .shape = {.rank = 3, .dims = {64, 64, 4}}};
 
 static void report(const char *name, ferry_dataset *ds, int consume) {
     ferry_iterator *it;
@@ -62,12 +62,12 @@ int main(void) {
     printf("| pipeline (saved mid-epoch) | elements consumed | state bytes | save ms | restore+first ms |\n");
     printf("|---|---|---|---|---|\n");
     ferry_dataset *r, *m, *b, *p, *s, *rep, *c;
-    CHECK(ferry_dataset_range(rt, 0, 1 << 20, 1, &r));
+    CHECK(ferry_dataset_range(rt, 0, 1 << 20, 1, NULL, &r));
 
     ferry_map_options mo = {.num_parallel_calls = 4, .num_outputs = 1, .output_specs = &image_spec};
     CHECK(ferry_dataset_map(r, make_image, NULL, &mo, &m));
-    CHECK(ferry_dataset_batch(m, 32, true, &b));
-    CHECK(ferry_dataset_prefetch(b, 8, &p));
+    CHECK(ferry_dataset_batch(m, 32, &(ferry_batch_options){.drop_remainder = true}, &b));
+    CHECK(ferry_dataset_prefetch(b, 8, NULL, &p));
     report("range -> map(4 threads, 64 KiB out) -> batch(32) -> prefetch(8)", p, 10);
     ferry_dataset_unref(p);
     ferry_dataset_unref(b);
@@ -76,8 +76,8 @@ int main(void) {
     ferry_shuffle_options so = {.seed = 1};
     CHECK(ferry_dataset_shuffle(r, 10000, &so, &s));
     CHECK(ferry_dataset_map(s, make_image, NULL, &mo, &m));
-    CHECK(ferry_dataset_batch(m, 32, true, &b));
-    CHECK(ferry_dataset_prefetch(b, FERRY_AUTOTUNE, &p));
+    CHECK(ferry_dataset_batch(m, 32, &(ferry_batch_options){.drop_remainder = true}, &b));
+    CHECK(ferry_dataset_prefetch(b, FERRY_AUTOTUNE, NULL, &p));
     report("range -> shuffle(10000) -> map(4 threads) -> batch(32) -> prefetch(AUTOTUNE)", p, 400);
     ferry_dataset_unref(p);
     ferry_dataset_unref(b);
@@ -85,12 +85,12 @@ int main(void) {
     ferry_dataset_unref(s);
 
     ferry_dataset *small;
-    CHECK(ferry_dataset_range(rt, 0, 5000, 1, &small));
+    CHECK(ferry_dataset_range(rt, 0, 5000, 1, NULL, &small));
     CHECK(ferry_dataset_cache(small, NULL, &c));
-    CHECK(ferry_dataset_repeat(c, -1, &rep));
+    CHECK(ferry_dataset_repeat(c, FERRY_INFINITE, NULL, &rep));
     CHECK(ferry_dataset_shuffle(rep, 1000, &so, &s));
-    CHECK(ferry_dataset_batch(s, 64, false, &b));
-    CHECK(ferry_dataset_prefetch(b, 4, &p));
+    CHECK(ferry_dataset_batch(s, 64, NULL, &b));
+    CHECK(ferry_dataset_prefetch(b, 4, NULL, &p));
     report("range(5000) -> cache -> repeat -> shuffle(1000) -> batch(64) -> prefetch(4)", p, 200);
     ferry_dataset_unref(p);
     ferry_dataset_unref(b);

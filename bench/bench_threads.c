@@ -30,12 +30,12 @@
 static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     int rounds = *(const int *)user;
     const ferry_tensor *t = ferry_element_get(in, 0);
-    float seed = ferry_tensor_dtype(t) == FERRY_INT64 ? (float)*(const int64_t *)ferry_tensor_data(t)
+    float seed = ferry_tensor_dtype(t) == FERRY_DTYPE_INT64 ? (float)*(const int64_t *)ferry_tensor_data(t)
                                                       : ((const float *)ferry_tensor_data(t))[0];
     ferry_element_free(in);
     const int64_t dims[1] = {16};
     ferry_tensor *o;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_FLOAT32, 1, dims, &o);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_FLOAT32, 1, dims, &o);
     if (rc) return rc;
     float *p = ferry_tensor_mutable_data(o);
     for (int k = 0; k < 16; k++) {
@@ -57,14 +57,14 @@ static result run_budget(int budget, int64_t n, int reps) {
     ferry_runtime *rt;
     CHECK(ferry_runtime_create(&ro, &rt));
     static int heavy = 64, light = 16;
-    const ferry_tensor_spec spec = {FERRY_FLOAT32, {1, {16}}};
+    const ferry_tensor_spec spec = {FERRY_DTYPE_FLOAT32, {1, {16}}};
     ferry_dataset *r, *a, *b, *bt, *p;
-    CHECK(ferry_dataset_range(rt, 0, n, 1, &r));
+    CHECK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = FERRY_AUTOTUNE, .num_outputs = 1, .output_specs = &spec};
     CHECK(ferry_dataset_map(r, work, &heavy, &mo, &a));
     CHECK(ferry_dataset_map(a, work, &light, &mo, &b));
-    CHECK(ferry_dataset_batch(b, 64, false, &bt));
-    CHECK(ferry_dataset_prefetch(bt, FERRY_AUTOTUNE, &p));
+    CHECK(ferry_dataset_batch(b, 64, NULL, &bt));
+    CHECK(ferry_dataset_prefetch(bt, FERRY_AUTOTUNE, NULL, &p));
     double *wall = calloc((size_t)reps, sizeof *wall), *cpu = calloc((size_t)reps, sizeof *cpu);
     result res = {0};
     for (int k = 0; k < reps; k++) {

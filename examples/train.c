@@ -204,7 +204,7 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
     const featurizer *f = user;
     *out = NULL;
     const ferry_tensor *idt = ferry_element_get(in, 0);
-    if (!idt || ferry_tensor_dtype(idt) != FERRY_INT64 || ferry_tensor_rank(idt) != 0) {
+    if (!idt || ferry_tensor_dtype(idt) != FERRY_DTYPE_INT64 || ferry_tensor_rank(idt) != 0) {
         ferry_element_free(in);
         return ferry_context_fail(ctx, FERRY_ETYPE, "featurize: expected an int64 scalar id");
     }
@@ -220,8 +220,8 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
     ferry_runtime *rt = ferry_context_runtime(ctx);
     const int64_t dims[1] = {FEAT_DIM};
     ferry_tensor *t[2] = {NULL, NULL};
-    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, dims, &t[0]);
-    if (rc == FERRY_OK) rc = ferry_tensor_create(rt, FERRY_INT32, 0, NULL, &t[1]);
+    int rc = ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, dims, &t[0]);
+    if (rc == FERRY_OK) rc = ferry_tensor_create(rt, FERRY_DTYPE_INT32, 0, NULL, &t[1]);
     if (rc != FERRY_OK) {
         ferry_tensor_unref(t[0]);
         return ferry_context_fail(ctx, rc, "featurize: sample %" PRId64 ": %s", id, ferry_last_error());
@@ -239,7 +239,7 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
 static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *f,
                                     int64_t first, int64_t count, bool shuffle, bool drop_remainder) {
     ferry_dataset *ds = NULL, *next = NULL;
-    check(ferry_dataset_range(rt, first, first + count, 1, &ds), "ferry_dataset_range");
+    check(ferry_dataset_range(rt, first, first + count, 1, NULL, &ds), "ferry_dataset_range");
     if (shuffle) {
         ferry_shuffle_options so = {.seed = 1};
         check(ferry_dataset_shuffle(ds, cfg->shuffle_buffer, &so, &next), "ferry_dataset_shuffle");
@@ -247,17 +247,17 @@ static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const 
         ds = next;
     }
     const ferry_tensor_spec specs[2] = {
-        {.dtype = FERRY_FLOAT32, .shape = {.rank = 1, .dims = {FEAT_DIM}}},
-        {.dtype = FERRY_INT32, .shape = {.rank = 0}},
+        {.dtype = FERRY_DTYPE_FLOAT32, .shape = {.rank = 1, .dims = {FEAT_DIM}}},
+        {.dtype = FERRY_DTYPE_INT32, .shape = {.rank = 0}},
     };
     ferry_map_options mo = {.num_parallel_calls = m->map_parallel, .num_outputs = 2, .output_specs = specs};
     check(ferry_dataset_map(ds, featurize, f, &mo, &next), "ferry_dataset_map");
     ferry_dataset_unref(ds);
     ds = next;
-    check(ferry_dataset_batch(ds, cfg->batch_size, drop_remainder, &next), "ferry_dataset_batch");
+    check(ferry_dataset_batch(ds, cfg->batch_size, &(ferry_batch_options){.drop_remainder = drop_remainder}, &next), "ferry_dataset_batch");
     ferry_dataset_unref(ds);
     ds = next;
-    check(ferry_dataset_prefetch(ds, m->prefetch, &next), "ferry_dataset_prefetch");
+    check(ferry_dataset_prefetch(ds, m->prefetch, NULL, &next), "ferry_dataset_prefetch");
     ferry_dataset_unref(ds);
     return next;
 }
@@ -309,8 +309,8 @@ static uint64_t model_checksum(const model *mdl) { /* FNV-1a over the weights' b
 /* Checks that a batch is (float32[n, FEAT_DIM], int32[n]) and returns n. */
 static int64_t batch_rows(const ferry_element *batch, const float **x, const int32_t **y) {
     const ferry_tensor *tx = ferry_element_get(batch, 0), *ty = ferry_element_get(batch, 1);
-    if (ferry_element_size(batch) != 2 || ferry_tensor_dtype(tx) != FERRY_FLOAT32 || ferry_tensor_rank(tx) != 2 ||
-        ferry_tensor_dim(tx, 1) != FEAT_DIM || ferry_tensor_dtype(ty) != FERRY_INT32 || ferry_tensor_rank(ty) != 1 ||
+    if (ferry_element_size(batch) != 2 || ferry_tensor_dtype(tx) != FERRY_DTYPE_FLOAT32 || ferry_tensor_rank(tx) != 2 ||
+        ferry_tensor_dim(tx, 1) != FEAT_DIM || ferry_tensor_dtype(ty) != FERRY_DTYPE_INT32 || ferry_tensor_rank(ty) != 1 ||
         ferry_tensor_dim(ty, 0) != ferry_tensor_dim(tx, 0))
         die("unexpected batch layout");
     *x = ferry_tensor_data(tx);

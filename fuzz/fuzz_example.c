@@ -38,30 +38,30 @@ static void setup(void) {
     CHECK(ferry_runtime_create(NULL, &rt) == FERRY_OK);
     ferry_tensor *d2, *dpad, *dstr;
     int64_t two = 2;
-    CHECK(ferry_tensor_create(rt, FERRY_INT64, 1, &two, &d2) == FERRY_OK);
+    CHECK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, &two, &d2) == FERRY_OK);
     CHECK(ferry_tensor_scalar_i64(rt, -1, &dpad) == FERRY_OK);
     const void *p[1] = {"pad"};
     size_t l = 3;
     CHECK(ferry_tensor_create_bytes(rt, 0, NULL, p, &l, &dstr) == FERRY_OK);
     ferry_example_feature f[6] = {
-        {.key = "a", .dtype = FERRY_INT64, .shape = {1, {2}}, .default_value = d2},
-        {.key = "b", .dtype = FERRY_FLOAT32},
-        {.key = "c", .dtype = FERRY_BYTES, .default_value = dstr},
-        {.key = "d", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = dpad},
-        {.key = "e", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dstr},
-        {.key = "f", .dtype = FERRY_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "a", .dtype = FERRY_DTYPE_INT64, .shape = {1, {2}}, .default_value = d2},
+        {.key = "b", .dtype = FERRY_DTYPE_FLOAT32},
+        {.key = "c", .dtype = FERRY_DTYPE_BYTES, .default_value = dstr},
+        {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = dpad},
+        {.key = "e", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dstr},
+        {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_spec spec = {.num_features = 6, .features = f};
     CHECK(ferry_example_parser_create(rt, &spec, &ex_parser) == FERRY_OK);
     ferry_example_feature ctx[2] = {
-        {.key = "a", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
-        {.key = "c", .dtype = FERRY_BYTES, .default_value = dstr},
+        {.key = "a", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "c", .dtype = FERRY_DTYPE_BYTES, .default_value = dstr},
     };
     ferry_example_feature lists[4] = {
-        {.key = "t", .dtype = FERRY_INT64, .with_lengths = true, .default_value = dpad},
-        {.key = "w", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
-        {.key = "f", .dtype = FERRY_FLOAT32, .shape = {1, {2}}},
-        {.key = "d", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dpad},
+        {.key = "t", .dtype = FERRY_DTYPE_INT64, .with_lengths = true, .default_value = dpad},
+        {.key = "w", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
+        {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dpad},
     };
     ferry_example_spec sspec = {.sequence = true, .num_features = 2, .features = ctx, .num_feature_lists = 4,
                                 .feature_lists = lists};
@@ -87,7 +87,7 @@ static ferry_element *record_element(const uint8_t *data, size_t size, int copie
 
 /* Entry i of t equals entry j of u. */
 static int entry_eq(const ferry_tensor *t, int64_t i, const ferry_tensor *u, int64_t j) {
-    if (ferry_tensor_dtype(t) == FERRY_BYTES) {
+    if (ferry_tensor_dtype(t) == FERRY_DTYPE_BYTES) {
         const uint8_t *p, *q;
         size_t n, m;
         CHECK(ferry_tensor_bytes_get(t, i, &p, &n) == FERRY_OK);

@@ -45,7 +45,7 @@ static void drain(ferry_iterator *it, poslist *l, long max, size_t bound) {
         if (rc == FERRY_OK) {
             CHECK(e != NULL && ferry_element_size(e) == 1);
             const ferry_tensor *t = ferry_element_get(e, 0);
-            CHECK(ferry_tensor_dtype(t) == FERRY_BYTES && ferry_tensor_rank(t) == 0);
+            CHECK(ferry_tensor_dtype(t) == FERRY_DTYPE_BYTES && ferry_tensor_rank(t) == 0);
             const uint8_t *p;
             size_t len;
             CHECK(ferry_tensor_bytes_get(t, 0, &p, &len) == FERRY_OK);

@@ -84,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     o.skip_crc_check = flags & 1;
     int c = (flags >> 1) & 3;
     o.compression = c == 1 ? FERRY_COMPRESSION_GZIP : c == 2 ? FERRY_COMPRESSION_ZLIB : FERRY_COMPRESSION_NONE;
-    o.max_bad_records = (flags & 8) ? -1 : (flags & 16) ? 1 : 0;
+    o.max_bad_records = (flags & 8) ? FERRY_INFINITE : (flags & 16) ? 1 : 0;
     o.buffer_size = (flags & 32) ? 16 : 0;
     o.max_record_size = (flags & 64) ? 64 : 0;
     ferry_runtime *rt;

@@ -15,8 +15,19 @@
  *   - Ownership words: "borrows" (the caller keeps its reference), "takes" (the callee owns it now,
  *     also on failure), "returns a new reference" (the caller must drop it), "valid until ..."
  *     (a borrowed pointer into an object).
- *   - Options structs are zero-initialized for defaults and passed by pointer; NULL means all
- *     defaults. Fields are only ever added at the end.
+ *   - Every dataset constructor takes an options struct (ferry_<op>_options), zero-initialized for
+ *     defaults and passed by pointer; NULL means all defaults. Fields are only ever added at the
+ *     end (a program built against an older header must be rebuilt: ferry is 0.x). Every one has
+ *     a `name` (at most FERRY_NAME_MAX bytes, no control characters) that the stats and the
+ *     report show beside the op (ferry_stage_stats.name and .op), and the trace in place of the
+ *     op (its first 23 bytes).
+ *   - A callback's `user` pointer that a dataset keeps comes with a `user_free` in the same
+ *     options: NULL leaves `user` borrowed (it must outlive the dataset and its iterators);
+ *     otherwise the dataset owns it from a successful call on and calls user_free(user) once,
+ *     after its last iterator. When the constructor fails, the caller keeps `user`.
+ *   - Sentinels have distinct values, so that one passed where another belongs is refused:
+ *     FERRY_AUTOTUNE (threads, buffers), FERRY_INFINITE (counts and cardinality: no end),
+ *     FERRY_UNKNOWN (cardinality), FERRY_UNKNOWN_RANK and FERRY_UNKNOWN_DIM (shapes).
  *   - Every *_free / *_unref accepts NULL and does nothing.
  *   - "FERRY_EMISUSE for a freed dataset / iterator" below: handles carry a live-object mark that
  *     these checks read; they catch most such misuse, not all (the memory of a freed handle may
@@ -225,29 +236,30 @@ FERRY_API int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out);
  * Tensors: dtype, shape and a refcounted immutable buffer. Slices and batch rows share bytes.
  * ------------------------------------------------------------------------------------------- */
 #define FERRY_MAX_RANK 8
-#define FERRY_UNKNOWN_DIM (-1)
+#define FERRY_UNKNOWN_RANK (-5)     /* ferry_shape.rank of a shape whose rank is not known */
+#define FERRY_UNKNOWN_DIM (-4)      /* a dim of ferry_shape whose size is not known */
 
 typedef enum ferry_dtype {
     FERRY_DTYPE_INVALID = 0,
-    FERRY_BOOL,
-    FERRY_INT8,
-    FERRY_INT16,
-    FERRY_INT32,
-    FERRY_INT64,
-    FERRY_UINT8,
-    FERRY_UINT16,
-    FERRY_UINT32,
-    FERRY_UINT64,
-    FERRY_FLOAT16,
-    FERRY_BFLOAT16,
-    FERRY_FLOAT32,
-    FERRY_FLOAT64,
-    FERRY_BYTES, /* a variable-length byte string per entry, like tf.string */
+    FERRY_DTYPE_BOOL,
+    FERRY_DTYPE_INT8,
+    FERRY_DTYPE_INT16,
+    FERRY_DTYPE_INT32,
+    FERRY_DTYPE_INT64,
+    FERRY_DTYPE_UINT8,
+    FERRY_DTYPE_UINT16,
+    FERRY_DTYPE_UINT32,
+    FERRY_DTYPE_UINT64,
+    FERRY_DTYPE_FLOAT16,
+    FERRY_DTYPE_BFLOAT16,
+    FERRY_DTYPE_FLOAT32,
+    FERRY_DTYPE_FLOAT64,
+    FERRY_DTYPE_BYTES, /* a variable-length byte string per entry, like tf.string */
     FERRY_DTYPE_COUNT
 } ferry_dtype;
 
 /* ferry_dtype_size: bytes per entry of a numeric dtype (1 for bool).
- * Returns: the size; 0 for FERRY_BYTES and invalid dtypes.
+ * Returns: the size; 0 for FERRY_DTYPE_BYTES and invalid dtypes.
  * Ownership: no pointers.
  * Threads: thread-safe. */
 FERRY_API size_t ferry_dtype_size(ferry_dtype dtype);
@@ -257,7 +269,7 @@ FERRY_API size_t ferry_dtype_size(ferry_dtype dtype);
  * Threads: thread-safe. */
 FERRY_API const char *ferry_dtype_name(ferry_dtype dtype);
 
-/* A shape: rank -1 means unknown rank; a dim of FERRY_UNKNOWN_DIM means unknown size. */
+/* A shape: rank FERRY_UNKNOWN_RANK means unknown rank; a dim of FERRY_UNKNOWN_DIM means unknown size. */
 typedef struct ferry_shape {
     int rank;
     int64_t dims[FERRY_MAX_RANK];
@@ -274,7 +286,7 @@ typedef struct ferry_tensor ferry_tensor;
 /* ferry_tensor_create: creates a zero-filled tensor of a numeric dtype with `rank` dims, each >= 0. It
  * is writable through ferry_tensor_mutable_data until it is shared.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, a rank outside 0..FERRY_MAX_RANK, NULL dims
- *   with rank > 0, a negative dim, or FERRY_BYTES or an invalid dtype; FERRY_ETOOLARGE when the size
+ *   with rank > 0, a negative dim, or FERRY_DTYPE_BYTES or an invalid dtype; FERRY_ETOOLARGE when the size
  *   overflows; FERRY_ENOMEM. Message in ferry_last_error.
  * Ownership: borrows rt and dims (`rank` entries); *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
@@ -291,7 +303,7 @@ FERRY_API int ferry_tensor_create(ferry_runtime *rt, ferry_dtype dtype, int rank
 FERRY_API int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
                                 void *data, size_t nbytes, void (*release)(void *user, void *data),
                                 void *release_user, ferry_tensor **out);
-/* ferry_tensor_create_bytes: creates a FERRY_BYTES tensor by copying n = product(dims) strings
+/* ferry_tensor_create_bytes: creates a FERRY_DTYPE_BYTES tensor by copying n = product(dims) strings
  * (ptrs[i] may be NULL when lens[i] == 0).
  * Returns: FERRY_OK; FERRY_EINVAL for a bad rt, out, rank or dims (as ferry_tensor_create), NULL ptrs
  *   or lens with n > 0, or a NULL ptrs[i] with lens[i] > 0; FERRY_ETOOLARGE; FERRY_ENOMEM.
@@ -337,7 +349,7 @@ FERRY_API int ferry_tensor_rank(const ferry_tensor *t);
  * Threads: thread-safe. */
 FERRY_API int64_t ferry_tensor_dim(const ferry_tensor *t, int i);
 /* ferry_tensor_shape: the shape of t (dims past its rank are 0).
- * Returns: the shape, by value; rank -1 for NULL.
+ * Returns: the shape, by value; rank FERRY_UNKNOWN_RANK for NULL.
  * Ownership: borrows t.
  * Threads: thread-safe. */
 FERRY_API ferry_shape ferry_tensor_shape(const ferry_tensor *t);
@@ -346,25 +358,25 @@ FERRY_API ferry_shape ferry_tensor_shape(const ferry_tensor *t);
  * Ownership: borrows t.
  * Threads: thread-safe. */
 FERRY_API int64_t ferry_tensor_num_entries(const ferry_tensor *t);
-/* ferry_tensor_nbytes: bytes t's values take: entries * dtype size, or for FERRY_BYTES the string
+/* ferry_tensor_nbytes: bytes t's values take: entries * dtype size, or for FERRY_DTYPE_BYTES the string
  * bytes plus 8 bytes of offset per entry. This is what the memory budget counts.
  * Returns: the size; 0 for NULL.
  * Ownership: borrows t.
  * Threads: thread-safe. */
 FERRY_API size_t ferry_tensor_nbytes(const ferry_tensor *t);
 /* ferry_tensor_data: the values of a numeric tensor, row-major.
- * Returns: a read-only pointer; NULL for FERRY_BYTES or a NULL t.
+ * Returns: a read-only pointer; NULL for FERRY_DTYPE_BYTES or a NULL t.
  * Ownership: borrows t; the pointer is valid while the caller holds a reference.
  * Threads: thread-safe. */
 FERRY_API const void *ferry_tensor_data(const ferry_tensor *t);
 /* ferry_tensor_mutable_data: a writable pointer to t's values, to fill a tensor made by
  * ferry_tensor_create before it is shared.
  * Returns: the pointer; NULL when t is NULL, shared (more than one reference to it or to its buffer),
- *   wrapped, or FERRY_BYTES.
+ *   wrapped, or FERRY_DTYPE_BYTES.
  * Ownership: borrows t; the pointer is valid while the caller holds its only reference.
  * Threads: thread-safe; only the holder of the only reference may write. */
 FERRY_API void *ferry_tensor_mutable_data(ferry_tensor *t);
-/* ferry_tensor_bytes_get: entry i (row-major over all dims) of a FERRY_BYTES tensor.
+/* ferry_tensor_bytes_get: entry i (row-major over all dims) of a FERRY_DTYPE_BYTES tensor.
  * Returns: FERRY_OK with *data and *len set; FERRY_EINVAL for a NULL argument, another dtype or i out of
  *   range (then *data is NULL and *len 0).
  * Ownership: borrows t; *data is valid while the caller holds a reference to t.
@@ -484,8 +496,11 @@ typedef struct ferry_dataset ferry_dataset;
 /* A knob (threads, buffer) set from what the pipeline measures, changed while it runs and kept
  * only where throughput rose (ferry_iterator_tuning). */
 #define FERRY_AUTOTUNE (-1)
-#define FERRY_INFINITE (-1)         /* cardinality of an endless dataset */
-#define FERRY_UNKNOWN (-2)          /* cardinality that cannot be known before iterating */
+#define FERRY_INFINITE (-2)         /* a count without end (repeat forever, take or skip all) and the
+                                       cardinality of an endless dataset */
+#define FERRY_UNKNOWN (-3)          /* cardinality that cannot be known before iterating */
+/* The longest `name` an options struct may give, in bytes. */
+#define FERRY_NAME_MAX 63
 
 /* ferry_dataset_ref: adds a reference to ds.
  * Returns: ds (NULL for NULL).
@@ -498,11 +513,16 @@ FERRY_API ferry_dataset *ferry_dataset_ref(ferry_dataset *ds);
  * Ownership: takes the caller's reference.
  * Threads: thread-safe. */
 FERRY_API void ferry_dataset_unref(ferry_dataset *ds);
-/* ferry_dataset_name: the name of ds's op ("range", "map", ...).
+/* ferry_dataset_name: the name given in ds's options, or its op's when none was.
  * Returns: the name; "" for NULL.
- * Ownership: static storage; nothing to free.
+ * Ownership: borrows ds; valid while ds lives.
  * Threads: thread-safe. */
 FERRY_API const char *ferry_dataset_name(const ferry_dataset *ds);
+/* ferry_dataset_op: the name of ds's op ("range", "map", ...).
+ * Returns: the op; "" for NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
+FERRY_API const char *ferry_dataset_op(const ferry_dataset *ds);
 /* ferry_dataset_num_components: the number of components in each element of ds.
  * Returns: the count; 0 for NULL.
  * Ownership: borrows ds.
@@ -527,15 +547,24 @@ FERRY_API ferry_runtime *ferry_dataset_runtime(const ferry_dataset *ds);
 
 /* Every transformation below borrows its input dataset(s) and returns a new reference; on failure
  * *out is NULL and the message is in ferry_last_error. A dataset already freed, passed as input, is
- * FERRY_EMISUSE where it can be detected. */
+ * FERRY_EMISUSE where it can be detected. Every constructor borrows its options (NULL: defaults)
+ * and refuses, with FERRY_EINVAL, a `name` longer than FERRY_NAME_MAX bytes or holding a control
+ * character; it is not listed again below. */
 
 /* Sources. */
+typedef struct ferry_range_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_range_options;
 /* ferry_dataset_range: the int64 scalars start, start+step, ... up to stop (exclusive); step may be
  * negative.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out or a step of 0; FERRY_ENOMEM.
  * Ownership: borrows rt; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, ferry_dataset **out);
+FERRY_API int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step,
+                                  const ferry_range_options *opts, ferry_dataset **out);
+typedef struct ferry_from_tensor_slices_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_from_tensor_slices_options;
 /* ferry_dataset_from_tensor_slices: one element per row of n tensors (1 to 4096) sliced along dim 0;
  * all must have the same dim 0. Elements share the tensors' bytes.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, tensors or out, n out of range, a NULL tensor, one of
@@ -544,7 +573,10 @@ FERRY_API int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop
  *   failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
-                                               ferry_dataset **out);
+                                               const ferry_from_tensor_slices_options *opts, ferry_dataset **out);
+typedef struct ferry_from_tensors_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_from_tensors_options;
 /* ferry_dataset_from_tensors: one element made of the n tensors (1 to 4096).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, tensors or out, n out of range, a NULL tensor or one of
  *   another runtime; FERRY_ENOMEM.
@@ -552,7 +584,7 @@ FERRY_API int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferr
  *   failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
-                                         ferry_dataset **out);
+                                         const ferry_from_tensors_options *opts, ferry_dataset **out);
 
 /* A generator: elements produced by callbacks, one state per iterator.
  *   init  (NULL allowed: the state is NULL) makes a fresh state at the iterator's first next; it
@@ -575,27 +607,32 @@ FERRY_API int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tens
  * prefetch), one call at a time per iterator; `user` is shared by every iterator of the dataset,
  * so callbacks must be thread-safe with respect to it when several iterators run at once. */
 typedef struct ferry_generator_options {
+    const char *name;                 /* shown in stats, the report and the trace; NULL: the op */
     int (*init)(ferry_context *ctx, void *user, void **state);
     int (*next)(ferry_context *ctx, void *state, ferry_element **out);
     void (*fini)(void *state, void *user);
     void *user;
+    void (*user_free)(void *user);    /* NULL: user is borrowed; else the dataset owns it and calls
+                                         this once after its last iterator */
     size_t num_components;            /* required */
     const ferry_tensor_spec *specs;   /* borrowed, num_components entries; required */
-    int64_t cardinality;              /* 0 means FERRY_UNKNOWN; use FERRY_INFINITE if endless */
+    int64_t cardinality;              /* 0 means FERRY_UNKNOWN; FERRY_INFINITE if endless */
 } ferry_generator_options;
 /* ferry_dataset_generator: makes a generator dataset (callbacks as described above). Required in opts:
  * next, num_components (1 to 4096) and specs.
  * Returns: FERRY_OK; FERRY_EINVAL naming a missing or invalid field (also for a NULL rt, opts or out, a
  *   spec with an invalid dtype, rank or dim, or a cardinality below 0 other than FERRY_INFINITE and
  *   FERRY_UNKNOWN); FERRY_ENOMEM.
- * Ownership: borrows rt and opts (specs copied); user is kept, not owned: it must stay valid while the
- *   dataset lives; *out gets a new reference (NULL on failure).
+ * Ownership: borrows rt and opts (specs copied); opts->user is kept until the dataset's last reference
+ *   goes, then opts->user_free(user) is called when set (when this call fails the caller keeps user);
+ *   *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *opts, ferry_dataset **out);
 
 
 /* map. */
 typedef struct ferry_map_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     int num_parallel_calls;          /* 0: inline on the caller's thread; N > 0 threads; FERRY_AUTOTUNE */
     bool relaxed_order;              /* true: hand results out as they finish (not deterministic) */
     int reorder_window;              /* results in flight and finished at most; 0: default */
@@ -620,28 +657,42 @@ typedef struct ferry_map_options {
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                                 ferry_dataset **out);
+typedef struct ferry_filter_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+                                        this once after its last iterator */
+} ferry_filter_options;
 /* ferry_dataset_filter: the elements of in for which fn writes *keep = true. fn runs on the thread that
  * pulls the iterator. Input errors pass through in their position; a failing fn is an error in its
  * element's position (the element is dropped; a positive code becomes FERRY_EUSER).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in, fn or out; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; user is kept, not owned: it must stay valid while the dataset lives; *out gets
- *   a new reference (NULL on failure).
+ * Ownership: borrows in and opts; user is kept until the dataset's last reference goes, then
+ *   opts->user_free(user) is called when set (when this call fails the caller keeps user); *out gets a
+ *   new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, ferry_dataset **out);
+FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, const ferry_filter_options *opts,
+                                   ferry_dataset **out);
 
 /* Batching. */
+typedef struct ferry_batch_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    bool drop_remainder;             /* drop the last batch when it is short */
+} ferry_batch_options;
 /* ferry_dataset_batch: stacks batch_size consecutive elements of in into one, along a new dim 0; the
- * last, shorter batch is dropped when drop_remainder. A row whose dtype or shape differs from the
+ * last, shorter batch is dropped when opts->drop_remainder. A row whose dtype or shape differs from the
  * batch's first row is a FERRY_ETYPE error in the batch's position. A batch right over a parallel map
  * with the default reorder window and input order runs fused with it (tf.data's map_and_batch; one
  * "map_and_batch" stage in the stats): the output, the errors and their positions, and the saved state
  * are exactly those of the unfused pipeline.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a batch_size below 1, or a component of rank
  *   FERRY_MAX_RANK; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder, ferry_dataset **out);
+FERRY_API int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, const ferry_batch_options *opts,
+                                  ferry_dataset **out);
 typedef struct ferry_padded_batch_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    bool drop_remainder;             /* drop the last batch when it is short */
     /* Per component (num_components entries) or NULL: pad every dim to the batch's longest.
      * A dim of FERRY_UNKNOWN_DIM pads to the longest in the batch; a fixed dim pads to that size
      * and an element longer than it is an error. Borrowed. */
@@ -660,19 +711,23 @@ typedef struct ferry_padded_batch_options {
  * Ownership: borrows in and opts (shapes copied; the dataset takes its own references to the padding
  *   values); *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder,
-                                         const ferry_padded_batch_options *opts, ferry_dataset **out);
+FERRY_API int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferry_padded_batch_options *opts,
+                                         ferry_dataset **out);
+typedef struct ferry_unbatch_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_unbatch_options;
 /* ferry_dataset_unbatch: splits every component along dim 0 into rows. All components must agree on
  * dim 0: an element where they do not, or with a scalar component, is a FERRY_ETYPE error in its
  * position.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a component declared scalar, or declared dims 0
  *   that differ; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out);
+FERRY_API int ferry_dataset_unbatch(ferry_dataset *in, const ferry_unbatch_options *opts, ferry_dataset **out);
 
 /* shuffle. */
 typedef struct ferry_shuffle_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     uint64_t seed;                   /* mixed with the pipeline seed */
     bool same_order_each_epoch;      /* false (default): reshuffle every iteration, as tf.data */
     bool fill_before_first;          /* false (default): fill the buffer progressively so an
@@ -688,83 +743,124 @@ FERRY_API int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, cons
                                     ferry_dataset **out);
 
 /* Counting and combining. */
-/* ferry_dataset_repeat: the elements of in, count times over (count -1: forever).
- * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
+typedef struct ferry_repeat_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_repeat_options;
+/* ferry_dataset_repeat: the elements of in, count times over (FERRY_INFINITE: forever).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below 0 other than FERRY_INFINITE; FERRY_EMISUSE for a freed
  *   in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* ferry_dataset_take: the input up to its count-th element (count -1: all). As tf.data's take,
+FERRY_API int ferry_dataset_repeat(ferry_dataset *in, int64_t count, const ferry_repeat_options *opts,
+                                   ferry_dataset **out);
+typedef struct ferry_take_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_take_options;
+/* ferry_dataset_take: the input up to its count-th element (FERRY_INFINITE: all). As tf.data's take,
  * elements count and errors do not: an error passes through in its position without using up the
  * count.
- * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
- *   in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below 0 other than FERRY_INFINITE;
+ *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out);
-/* ferry_dataset_skip: the input without its first count elements (count -1: all). As tf.data's skip,
+FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, const ferry_take_options *opts,
+                                 ferry_dataset **out);
+typedef struct ferry_skip_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_skip_options;
+/* ferry_dataset_skip: the input without its first count elements (FERRY_INFINITE: all). As tf.data's skip,
  * an error met while skipping is handed out in its position and does not count. Skipping over range
  * and slices costs O(1).
- * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below -1; FERRY_EMISUSE for a freed
- *   in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below 0 other than FERRY_INFINITE;
+ *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out);
+FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, const ferry_skip_options *opts,
+                                 ferry_dataset **out);
+typedef struct ferry_shard_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_shard_options;
 /* ferry_dataset_shard: every num_shards-th position of in, starting at index. Unlike tf.data (where
  * every shard's iterator meets every error of the input), an error is a position: it goes to exactly
  * one shard, so the shards together hand out each element and each error once (docs/differences.md).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, num_shards below 1, or index outside
  *   [0, num_shards); FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, ferry_dataset **out);
+FERRY_API int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, const ferry_shard_options *opts,
+                                  ferry_dataset **out);
+typedef struct ferry_zip_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_zip_options;
 /* ferry_dataset_zip: tuples of the components of n inputs (1 to 4096), in input order, ending with the
  * shortest input.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL inputs or out, n out of range, a NULL input, or inputs of
  *   different runtimes; FERRY_EMISUSE for a freed input; FERRY_ENOMEM.
- * Ownership: borrows the array inputs and its datasets; *out gets a new reference (NULL on failure).
+ * Ownership: borrows opts, the array inputs and its datasets; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **out);
+FERRY_API int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, const ferry_zip_options *opts,
+                                ferry_dataset **out);
+typedef struct ferry_concatenate_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_concatenate_options;
 /* ferry_dataset_concatenate: a's elements, then b's. Their specs must be compatible: the same number
  * of components, of the same dtypes (where shapes differ, the output's dims are unknown).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument or datasets of different runtimes; FERRY_ETYPE
  *   when the numbers of components or their dtypes differ; FERRY_EMISUSE for a freed input;
  *   FERRY_ENOMEM.
- * Ownership: borrows a and b; *out gets a new reference (NULL on failure).
+ * Ownership: borrows a, b and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset **out);
-/* ferry_dataset_enumerate: prepends an int64 scalar counter starting at start: (i, components...).
+FERRY_API int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_concatenate_options *opts,
+                                        ferry_dataset **out);
+typedef struct ferry_enumerate_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    int64_t start;                   /* the first counter value */
+} ferry_enumerate_options;
+/* ferry_dataset_enumerate: prepends an int64 scalar counter starting at opts->start:
+ * (i, components...).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or an input of 4096 or more components;
  *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **out);
+FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, const ferry_enumerate_options *opts, ferry_dataset **out);
+typedef struct ferry_ignore_errors_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_ignore_errors_options;
 /* ferry_dataset_ignore_errors: drops the positions of in whose production failed; counts them in the
  * stats (errors_dropped).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out);
+FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, const ferry_ignore_errors_options *opts,
+                                          ferry_dataset **out);
 
 /* Running ahead. */
+typedef struct ferry_prefetch_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+} ferry_prefetch_options;
 /* ferry_dataset_prefetch: runs in ahead in the background, keeping up to buffer_size elements ready:
  * N elements, 0 = no buffer (pass-through), or FERRY_AUTOTUNE. Over an input that already runs ahead
  * on its own threads (a parallel map, or a batch fused into one), prefetch adds no thread: N widens
  * the map's reorder window by N outputs, and AUTOTUNE leaves the window as the map tunes it.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a buffer_size other than FERRY_AUTOTUNE or
  *   0 to 2^20; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out);
-/* ferry_dataset_cache: path NULL or "": caches in memory (counted against the budget). Otherwise a
- * file cache at path (not part of the pipeline's fingerprint: the file may move). Every pass gives the
+FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, const ferry_prefetch_options *opts,
+                                     ferry_dataset **out);
+typedef struct ferry_cache_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *path;                /* NULL or "": in memory; else a file cache at this path */
+} ferry_cache_options;
+/* ferry_dataset_cache: opts->path NULL or "": caches in memory (counted against the budget). Otherwise
+ * a file cache at path (not part of the pipeline's fingerprint: the file may move). Every pass gives the
  * elements of the first pass over the input, random draws included (its seed is kept with the cache
  * and in saved states), so a restored iterator goes on exactly, in a new process too.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a path longer than 4000 bytes; FERRY_EMISUSE
  *   for a freed in; FERRY_ENOMEM.
- * Ownership: borrows in and path (copied); *out gets a new reference (NULL on failure).
+ * Ownership: borrows in and opts (path copied); *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out);
+FERRY_API int ferry_dataset_cache(ferry_dataset *in, const ferry_cache_options *opts, ferry_dataset **out);
 
 
 /* ---------------------------------------------------------------------------------------------
@@ -816,7 +912,8 @@ FERRY_API void ferry_iterator_free(ferry_iterator *it);
 
 /* Per-stage counters, one entry per dataset node of the pipeline (depth-first, root first). */
 typedef struct ferry_stage_stats {
-    char name[24];               /* the op: "map", "prefetch", ... */
+    char name[FERRY_NAME_MAX + 1]; /* the name given in the op's options, else the op */
+    char op[24];                 /* the op: "map", "prefetch", ... */
     int node;                    /* index of this entry */
     int input;                   /* index of its first input, or -1 */
     int64_t elements_out;        /* elements handed to this stage's consumer */
@@ -1017,6 +1114,7 @@ typedef enum ferry_compression {
 /* ==== section: tfrecord ==== */
 /* File lists. */
 typedef struct ferry_list_files_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     bool shuffle;                    /* false (default): file names in sorted (strcmp) order */
     uint64_t seed;                   /* shuffle seed, mixed with the pipeline seed */
     bool same_order_each_iteration;  /* with shuffle: false (default) draws a new order every
@@ -1024,7 +1122,7 @@ typedef struct ferry_list_files_options {
                                         the order that `seed` alone gives */
 } ferry_list_files_options;
 /* ferry_dataset_list_files: the files matching a glob(3) pattern, matched once, now: a dataset of
- * FERRY_BYTES scalars (the paths). A state saved while other files matched does not restore
+ * FERRY_DTYPE_BYTES scalars (the paths). A state saved while other files matched does not restore
  * (FERRY_EMISMATCH).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, pattern or out, or an empty pattern; FERRY_ENOTFOUND
  *   (naming the pattern) when nothing matches; FERRY_EIO when a directory cannot be read; FERRY_ENOMEM.
@@ -1033,7 +1131,7 @@ typedef struct ferry_list_files_options {
 FERRY_API int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry_list_files_options *opts,
                                        ferry_dataset **out);
 
-/* TFRecord files: every record is one element, a FERRY_BYTES scalar holding its bytes.
+/* TFRecord files: every record is one element, a FERRY_DTYPE_BYTES scalar holding its bytes.
  * Framing (TensorFlow's): u64 length, u32 masked CRC-32C of the length, data, u32 masked CRC-32C
  * of the data; little-endian. Errors name the file, the byte offset of the record (in the
  * decompressed stream) and the kind: "corrupted length" (header CRC mismatch), "corrupted data"
@@ -1050,6 +1148,7 @@ FERRY_API int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, c
  * next record and the count of skipped records; restore reopens the file and seeks (compressed
  * files are inflated up to the offset). */
 typedef struct ferry_tfrecord_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     ferry_compression compression;
     size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
     int num_parallel_reads;      /* 0: files one after another, inline. N > 0 or FERRY_AUTOTUNE:
@@ -1059,7 +1158,7 @@ typedef struct ferry_tfrecord_options {
                                     error in its position; N > 0: drop the first N bad records
                                     in output order over all files (also with
                                     num_parallel_reads), counted in the stage's errors_dropped,
-                                    then errors again; -1: drop all */
+                                    then errors again; FERRY_INFINITE: drop all */
     bool skip_crc_check;         /* false (default): check both CRCs of every record */
     uint64_t max_record_size;    /* 0: no limit but the file; else longer records are bad
                                     (FERRY_ETOOLARGE) and skipped over */
@@ -1069,17 +1168,18 @@ typedef struct ferry_tfrecord_options {
  * iterator reaches them.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL files with nfiles > 0, a NULL or empty file
  *   name, or an invalid option (compression; num_parallel_reads other than FERRY_AUTOTUNE or 0 to 256;
- *   max_bad_records below -1; buffer_size other than 0 or 16 bytes to 1 GiB); FERRY_ENOMEM.
+ *   max_bad_records below 0 other than FERRY_INFINITE; buffer_size other than 0 or 16 bytes to 1 GiB);
+ *   FERRY_ENOMEM.
  * Ownership: borrows rt, files (copied) and opts (may be NULL); *out gets a new reference (NULL on
  *   failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                      const ferry_tfrecord_options *opts, ferry_dataset **out);
 /* ferry_dataset_tfrecord_files: the records of each file named by `filenames`, a dataset of
- * FERRY_BYTES scalars (e.g. ferry_dataset_list_files); an element of another type is a FERRY_ETYPE
+ * FERRY_DTYPE_BYTES scalars (e.g. ferry_dataset_list_files); an element of another type is a FERRY_ETYPE
  * error in its position.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL filenames or out, or an invalid option (as
- *   ferry_dataset_tfrecord); FERRY_ETYPE when filenames does not declare one FERRY_BYTES component of
+ *   ferry_dataset_tfrecord); FERRY_ETYPE when filenames does not declare one FERRY_DTYPE_BYTES component of
  *   rank 0 (or of unknown rank); FERRY_EMISUSE for a freed filenames; FERRY_ENOMEM.
  * Ownership: borrows filenames (the dataset takes its own reference) and opts (may be NULL); *out gets
  *   a new reference (NULL on failure).
@@ -1170,7 +1270,7 @@ typedef enum ferry_example_kind {
 
 typedef struct ferry_example_feature {
     const char *key;             /* the feature's key (copied at parser creation); required */
-    ferry_dtype dtype;           /* FERRY_INT64, FERRY_FLOAT32 or FERRY_BYTES */
+    ferry_dtype dtype;           /* FERRY_DTYPE_INT64, FERRY_DTYPE_FLOAT32 or FERRY_DTYPE_BYTES */
     ferry_example_kind kind;
     ferry_shape shape;           /* FIXED: shape of the values (of each step, for a feature list),
                                     every dim known; rank 0 (zero-init): a scalar. VARLEN: rank 0 */
@@ -1204,14 +1304,14 @@ typedef struct ferry_example_parser ferry_example_parser;
  * Threads: thread-safe; the parser is then immutable and may be used by any threads at once. */
 FERRY_API int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spec,
                                           ferry_example_parser **out);
-/* ferry_example_parser_free: frees a parser. Every dataset using it must be gone first. NULL is a
- * no-op.
+/* ferry_example_parser_free: drops the caller's parser; it is freed when the datasets made with it by
+ * ferry_dataset_parse_example (which keep their own reference) are gone too. NULL is a no-op.
  * Returns: nothing.
- * Ownership: takes parser.
+ * Ownership: takes the caller's parser.
  * Threads: once no other thread uses the parser. */
 FERRY_API void ferry_example_parser_free(ferry_example_parser *parser);
 
-/* ferry_example_parse: a ferry_map_fn (user = the parser). Parses component 0 of `in`, a FERRY_BYTES
+/* ferry_example_parse: a ferry_map_fn (user = the parser). Parses component 0 of `in`, a FERRY_DTYPE_BYTES
  * scalar (one serialized record) or 1-D tensor (a batch of records; see "Batch fast path"); other
  * components are dropped. The outputs are described above.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL out or an input whose component 0 is missing or not a
@@ -1246,18 +1346,23 @@ FERRY_API int ferry_example_parser_batch_output_specs(const ferry_example_parser
  * Threads: thread-safe. */
 FERRY_API const char *ferry_example_parser_output_name(const ferry_example_parser *parser, size_t i);
 
+typedef struct ferry_parse_example_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    int num_parallel_calls;          /* as ferry_map_options */
+    bool relaxed_order;              /* as ferry_map_options */
+    int reorder_window;              /* as ferry_map_options */
+} ferry_parse_example_options;
 /* ferry_dataset_parse_example: map(ferry_example_parse) over `in` with the parser's output specs: the
- * per-record specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D. The other
- * options are opts's (its num_outputs / output_specs are replaced; its user_free, when set, is called
- * with the parser when the dataset goes).
+ * per-record specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D; the map
+ * options are opts's. The op is "map" in stats; its default name is "parse_example".
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a parser that is not one or belongs to another
  *   runtime, or an `in` whose component 0 is not declared a bytes scalar or vector; FERRY_EMISUSE for a
  *   freed in; otherwise as ferry_dataset_map.
- * Ownership: borrows in, opts (may be NULL) and `parser`, which must outlive the dataset and every
- *   iterator made from it; *out gets a new reference (NULL on failure).
+ * Ownership: borrows in, opts (may be NULL) and `parser`: the dataset keeps its own reference to the
+ *   parser, so the caller may free its own at once; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
-                                          const ferry_map_options *opts, ferry_dataset **out);
+                                          const ferry_parse_example_options *opts, ferry_dataset **out);
 
 /* ferry_example_to_json: the JSON form of one serialized tf.train.Example, one line without a newline:
  *   {"features": {"key": {"int64": [1, -2]}, "f": {"float": [0.5, "NaN"]},
@@ -1284,7 +1389,7 @@ FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_
 
 
 /* ==== section: text and fixed-length records ==== */
-/* Text files: every line is one element, a FERRY_BYTES scalar without its line ending ("\n" or
+/* Text files: every line is one element, a FERRY_DTYPE_BYTES scalar without its line ending ("\n" or
  * "\r\n"), as tf.data's TextLineDataset: empty lines are kept, a last line without a newline is
  * included, an empty file gives no elements (and, as TensorFlow's reader, a "\r" alone at the
  * very end of a file is dropped with the line ending it would have been). Files are read one
@@ -1294,6 +1399,7 @@ FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_
  * file and the byte offset. Saved state: the file index and the decompressed offset of the next
  * line (compressed files are inflated up to it on restore). */
 typedef struct ferry_text_line_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     ferry_compression compression;
     size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
 } ferry_text_line_options;
@@ -1307,7 +1413,7 @@ FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const c
                                        const ferry_text_line_options *opts, ferry_dataset **out);
 
 /* Fixed-length records: every file is header_bytes, then records of record_bytes each, then
- * footer_bytes; every record is one element, a FERRY_BYTES scalar of record_bytes bytes, as
+ * footer_bytes; every record is one element, a FERRY_DTYPE_BYTES scalar of record_bytes bytes, as
  * tf.data's FixedLengthRecordDataset. With compression the sizes count decompressed bytes, and
  * the footer is recognised at the end of the stream by reading record_bytes + footer_bytes
  * ahead. A file whose body (between header and footer) is not a multiple of record_bytes gives
@@ -1316,6 +1422,7 @@ FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const c
  * and footer is one FERRY_ECORRUPT error. Other errors as text lines. Saved state: the file
  * index and the decompressed offset of the next record. */
 typedef struct ferry_fixed_length_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     int64_t record_bytes;        /* required: 1 to 2^30 */
     int64_t header_bytes;        /* skipped at the start of every file; 0 to 2^40 */
     int64_t footer_bytes;        /* skipped at the end of every file; 0 to 2^30 */
@@ -1343,12 +1450,15 @@ FERRY_API int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfile
 typedef int (*ferry_dataset_fn)(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user);
 
 typedef struct ferry_interleave_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
     int cycle_length;           /* inputs open at once; 0: 1 when sequential, else the thread count */
     int block_length;           /* consecutive elements taken from one input; 0: 1 */
     int num_parallel_calls;     /* 0: inline; N threads; FERRY_AUTOTUNE */
     bool relaxed_order;         /* true: take from whichever input is ready (not deterministic) */
     size_t num_outputs;         /* 0: taken from the first dataset made (checked for the rest) */
     const ferry_tensor_spec *output_specs; /* borrowed */
+    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+                                        this once after its last iterator */
 } ferry_interleave_options;
 /* ferry_dataset_interleave: tf.data's interleave: cycle_length input elements are open at once (each
  * turned into a dataset by fn), block_length consecutive elements are taken from each in turn,
@@ -1367,20 +1477,27 @@ typedef struct ferry_interleave_options {
  *   above 2^20, num_outputs above 4096, NULL or invalid output_specs); FERRY_EMISUSE for a freed in;
  *   FERRY_ENOMEM; with num_outputs 0, the error of the input's first element or of fn for it (FERRY_EUSER
  *   when fn returns a positive code or no dataset, FERRY_EINVAL for a dataset of another runtime).
- * Ownership: borrows in and opts (NULL: cycle 1, block 1, inline, spec from the first dataset); fn and
- *   user are kept: user must stay valid while the dataset lives; *out gets a new reference (NULL on
- *   failure).
+ * Ownership: borrows in and opts (NULL: cycle 1, block 1, inline, spec from the first dataset); user is
+ *   kept until the dataset's last reference goes, then opts->user_free(user) is called when set (when
+ *   this call fails the caller keeps user); *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user,
                                        const ferry_interleave_options *opts, ferry_dataset **out);
+typedef struct ferry_flat_map_options {
+    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    size_t num_outputs;              /* 0: taken from the first dataset made (checked for the rest) */
+    const ferry_tensor_spec *output_specs; /* borrowed */
+    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+                                        this once after its last iterator */
+} ferry_flat_map_options;
 /* ferry_dataset_flat_map: interleave with cycle_length 1, block_length 1 and no threads: every
  * dataset in order, input after input (tf.data's flat_map). Same errors and state as interleave; the
  * op is named "flat_map" in stats.
- * Returns: as ferry_dataset_interleave (num_outputs and output_specs as its options).
- * Ownership: as ferry_dataset_interleave; output_specs (num_outputs entries) is borrowed and copied.
+ * Returns: as ferry_dataset_interleave.
+ * Ownership: as ferry_dataset_interleave; output_specs (num_outputs entries) is copied.
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, size_t num_outputs,
-                                     const ferry_tensor_spec *output_specs, ferry_dataset **out);
+FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, const ferry_flat_map_options *opts,
+                                     ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
 
 /* ==== section: state files ==== */

@@ -66,7 +66,7 @@ ELEMENT_STREAM_OPTIONAL
 static int make_kb(ferry_runtime *rt, int64_t i, ferry_element **out) {
     int64_t n = 250;
     ferry_tensor *t;
-    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, &n, &t);
+    int rc = ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &n, &t);
     if (rc) return rc;
     ((float *)ferry_tensor_mutable_data(t))[0] = (float)i;
     return ferry_element_create(rt, 1, &t, out);
@@ -91,7 +91,7 @@ static ferry_tensor *str_tensor(ferry_runtime *rt, int rank, const int64_t *dims
 static int64_t i64_at(const ferry_element *e, size_t c, int64_t i) {
     const ferry_tensor *t = ferry_element_get(e, c);
     ASSERT(t != NULL);
-    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_INT64);
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_INT64);
     ASSERT(i < ferry_tensor_num_entries(t));
     return ((const int64_t *)ferry_tensor_data(t))[i];
 }
@@ -116,7 +116,7 @@ static uint64_t sig(const ferry_element *e) {
         MIX(ferry_tensor_dtype(t));
         MIX(ferry_tensor_rank(t));
         for (int d = 0; d < ferry_tensor_rank(t); d++) MIX(ferry_tensor_dim(t, d));
-        if (ferry_tensor_dtype(t) == FERRY_BYTES) {
+        if (ferry_tensor_dtype(t) == FERRY_DTYPE_BYTES) {
             for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) {
                 const uint8_t *p;
                 size_t len;

@@ -60,7 +60,7 @@ static int handoff_next(ferry_context *ctx, void *state, ferry_element **out) {
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
 
-static const ferry_tensor_spec handoff_spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+static const ferry_tensor_spec handoff_spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
 
 /* A generator source of n int64 scalars 0..n-1 behaving as above. */
 __attribute__((unused)) static ferry_dataset *handoff_source(ferry_runtime *rt, handoff *h) {

@@ -117,6 +117,16 @@ static int ferry_test_run_one(const struct ferry_test_entry *t, int timeout) {
 
 /* ---- runtimes: every test makes and checks its runtimes the same way ------------------------ */
 /* A runtime with the default options, or with a byte budget (0: the default). */
+/* Applies a one-input transformation and drops the caller's reference to the input. */
+#define CHAIN(var, call)                                                                          \
+    do {                                                                                          \
+        ferry_dataset *next_;                                                                     \
+        ASSERT_OK(call);                                                                          \
+        ferry_dataset_unref(var);                                                                 \
+        var = next_;                                                                              \
+    } while (0)
+#define OUT (&next_)
+
 __attribute__((unused)) static ferry_runtime *rt_new_budget(size_t budget) {
     ferry_runtime_options o = {.memory_budget = budget};
     ferry_runtime *rt;

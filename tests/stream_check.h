@@ -40,10 +40,10 @@ static SC_FN size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_t
     for (int64_t i = 0; i < n; i++) {
         if (i) k = appendf(buf, cap, k, ",");
         switch (ferry_tensor_dtype(t)) {
-        case FERRY_INT64: k = appendf(buf, cap, k, "%lld", (long long)((const int64_t *)ferry_tensor_data(t))[i]); break;
-        case FERRY_INT32: k = appendf(buf, cap, k, "%d", ((const int32_t *)ferry_tensor_data(t))[i]); break;
-        case FERRY_FLOAT32: k = appendf(buf, cap, k, "%g", (double)((const float *)ferry_tensor_data(t))[i]); break;
-        case FERRY_BYTES: {
+        case FERRY_DTYPE_INT64: k = appendf(buf, cap, k, "%lld", (long long)((const int64_t *)ferry_tensor_data(t))[i]); break;
+        case FERRY_DTYPE_INT32: k = appendf(buf, cap, k, "%d", ((const int32_t *)ferry_tensor_data(t))[i]); break;
+        case FERRY_DTYPE_FLOAT32: k = appendf(buf, cap, k, "%g", (double)((const float *)ferry_tensor_data(t))[i]); break;
+        case FERRY_DTYPE_BYTES: {
             const uint8_t *p;
             size_t len;
             ASSERT_OK(ferry_tensor_bytes_get(t, i, &p, &len));
@@ -223,7 +223,7 @@ static SC_FN void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
      * first k elements, the errors among them kept in place (tf.data's skip). */
     for (int64_t k = 0; k <= oks + 1; k++) {
         ferry_dataset *sk;
-        ASSERT_OK(ferry_dataset_skip(ds, k, &sk));
+        ASSERT_OK(ferry_dataset_skip(ds, k, NULL, &sk));
         items want = {0};
         int64_t dropped = 0;
         for (size_t i = 0; i < full.n; i++) {
@@ -320,7 +320,7 @@ static SC_FN void tgen_fini(void *state, void *user) {
 }
 
 static SC_FN ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declared) {
-    ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_BYTES : FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_DTYPE_BYTES : FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     ferry_generator_options o = {.init = tgen_init,
                                  .next = tgen_next,
                                  .fini = tgen_fini,
@@ -335,7 +335,7 @@ static SC_FN ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t d
 
 static SC_FN ferry_tensor *i64_tensor(ferry_runtime *rt, int rank, const int64_t *dims, int64_t first) {
     ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, rank, dims, &t));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, rank, dims, &t));
     int64_t *d = ferry_tensor_mutable_data(t);
     for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) d[i] = first + i;
     return t;

@@ -642,7 +642,7 @@ static void *small_stack_main(void *arg) {
     ferry_dataset *ds;
     ferry_iterator *it;
     int64_t n = 0;
-    if (ferry_dataset_range(rt, 0, 100, 1, &ds) == FERRY_OK) {
+    if (ferry_dataset_range(rt, 0, 100, 1, NULL, &ds) == FERRY_OK) {
         if (ferry_iterator_create(ds, NULL, &it) == FERRY_OK) {
             ferry_element *e;
             while (ferry_iterator_next(it, &e) == FERRY_OK) {

@@ -290,10 +290,10 @@ static double wall_now(void) {
 
 static ferry_dataset *sleeping_pipeline(ferry_runtime *rt, int64_t n, const int64_t *sleep, int64_t pf) {
     ferry_dataset *r, *m, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = FERRY_AUTOTUNE};
     ASSERT_OK(ferry_dataset_map(r, map_sleep, (void *)sleep, &mo, &m));
-    ASSERT_OK(ferry_dataset_prefetch(m, pf, &p));
+    ASSERT_OK(ferry_dataset_prefetch(m, pf, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     return p;
@@ -361,7 +361,7 @@ static int map_big(ferry_context *ctx, ferry_element *in, ferry_element **out, v
     ferry_element_free(in);
     const int64_t dims[1] = {4096};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_FLOAT32, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_FLOAT32, 1, dims, &t);
     if (rc) return rc;
     float *f = ferry_tensor_mutable_data(t);
     for (int k = 0; k < 4096; k++) f[k] = (float)v;
@@ -374,11 +374,11 @@ TEST(tuned_pipeline_keeps_the_byte_budget_and_every_element) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(&ro, &rt));
     ferry_dataset *r, *m, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 20000, 1, &r));
-    static const ferry_tensor_spec spec = {FERRY_FLOAT32, {1, {4096}}};
+    ASSERT_OK(ferry_dataset_range(rt, 0, 20000, 1, NULL, &r));
+    static const ferry_tensor_spec spec = {FERRY_DTYPE_FLOAT32, {1, {4096}}};
     ferry_map_options mo = {.num_parallel_calls = FERRY_AUTOTUNE, .num_outputs = 1, .output_specs = &spec};
     ASSERT_OK(ferry_dataset_map(r, map_big, NULL, &mo, &m));
-    ASSERT_OK(ferry_dataset_prefetch(m, FERRY_AUTOTUNE, &p));
+    ASSERT_OK(ferry_dataset_prefetch(m, FERRY_AUTOTUNE, NULL, &p));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(p, NULL, &it));
     int64_t i = 0;
@@ -405,7 +405,7 @@ TEST(tuned_pipeline_keeps_the_byte_budget_and_every_element) {
 TEST(tuning_log_arguments) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(r, NULL, &it));
     size_t n = 99;

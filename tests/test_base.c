@@ -173,17 +173,17 @@ TEST(rng_is_deterministic_and_in_range) {
 
 /* ---- user-given specs ----------------------------------------------------------------------- */
 TEST(spec_validation_names_the_field) {
-    ferry_tensor_spec ok = {FERRY_FLOAT32, {2, {FERRY_UNKNOWN_DIM, 3}}};
+    ferry_tensor_spec ok = {FERRY_DTYPE_FLOAT32, {2, {FERRY_UNKNOWN_DIM, 3}}};
     ASSERT_OK(ferry__spec_validate(&ok, "f", "options.output_specs", 0));
-    ferry_tensor_spec any_rank = {FERRY_INT64, {-1, {0}}};
+    ferry_tensor_spec any_rank = {FERRY_DTYPE_INT64, {FERRY_UNKNOWN_RANK, {0}}};
     ASSERT_OK(ferry__spec_validate(&any_rank, "f", "options.output_specs", 0));
     ferry_tensor_spec no_dtype = {FERRY_DTYPE_INVALID, {0, {0}}};
     ASSERT_EQ(ferry__spec_validate(&no_dtype, "ferry_dataset_map", "options.output_specs", 2), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_map: options.output_specs[2].dtype is 0");
-    ferry_tensor_spec deep = {FERRY_INT64, {FERRY_MAX_RANK + 1, {0}}};
+    ferry_tensor_spec deep = {FERRY_DTYPE_INT64, {FERRY_MAX_RANK + 1, {0}}};
     ASSERT_EQ(ferry__spec_validate(&deep, "g", "options.specs", 1), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "options.specs[1].shape.rank");
-    ferry_tensor_spec neg = {FERRY_INT64, {1, {-7}}};
+    ferry_tensor_spec neg = {FERRY_DTYPE_INT64, {1, {-7}}};
     ASSERT_EQ(ferry__spec_validate(&neg, "g", "options.specs", 0), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "dims[0] is -7");
 }

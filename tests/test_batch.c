@@ -10,7 +10,7 @@
 /* ---- helpers ------------------------------------------------------------------------------ */
 static ferry_tensor *vec_i64(ferry_runtime *rt, int64_t len, int64_t base) {
     ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, 1, &len, &t));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, &len, &t));
     int64_t *d = ferry_tensor_mutable_data(t);
     for (int64_t j = 0; j < len; j++) d[j] = base + j;
     return t;
@@ -20,14 +20,14 @@ static ferry_tensor *vec_i64(ferry_runtime *rt, int64_t len, int64_t base) {
 TEST(batch_remainder) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *b, *bd;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
-    ASSERT_OK(ferry_dataset_batch(r, 3, false, &b));
-    ASSERT_OK(ferry_dataset_batch(r, 3, true, &bd));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, NULL, &b));
+    ASSERT_OK(ferry_dataset_batch(r, 3, &(ferry_batch_options){.drop_remainder = true}, &bd));
     ASSERT_EQ(ferry_dataset_cardinality(b), 4);
     ASSERT_EQ(ferry_dataset_cardinality(bd), 3);
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(b, 0, &sp));
-    ASSERT_EQ(sp.dtype, FERRY_INT64);
+    ASSERT_EQ(sp.dtype, FERRY_DTYPE_INT64);
     ASSERT_EQ(sp.shape.rank, 1);
     ASSERT_EQ(sp.shape.dims[0], FERRY_UNKNOWN_DIM);
     ASSERT_OK(ferry_dataset_component_spec(bd, 0, &sp));
@@ -56,8 +56,8 @@ TEST(batch_remainder) {
 TEST(batch_exact_multiple_and_huge_size) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *b;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 9, 1, &r));
-    ASSERT_OK(ferry_dataset_batch(r, 3, true, &b));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 9, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, &(ferry_batch_options){.drop_remainder = true}, &b));
     ferry_iterator *it = iter(b);
     for (int k = 0; k < 3; k++) {
         ferry_element *e = next_ok(it);
@@ -69,8 +69,8 @@ TEST(batch_exact_multiple_and_huge_size) {
     ferry_dataset_unref(b);
     /* A batch size far above the input: one batch with everything (the output grows). */
     ferry_dataset *big;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, &big));
-    ASSERT_OK(ferry_dataset_batch(big, (int64_t)1 << 40, false, &b));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, NULL, &big));
+    ASSERT_OK(ferry_dataset_batch(big, (int64_t)1 << 40, NULL, &b));
     ASSERT_EQ(ferry_dataset_cardinality(b), 1);
     it = iter(b);
     ferry_element *e = next_ok(it);
@@ -89,7 +89,7 @@ TEST(batch_exact_multiple_and_huge_size) {
 static int make_wide(ferry_runtime *rt, int64_t i, ferry_element **out) {
     int64_t n = 1024;
     ferry_tensor *t;
-    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 1, &n, &t);
+    int rc = ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &n, &t);
     if (rc) return rc;
     float *f = ferry_tensor_mutable_data(t);
     for (int j = 0; j < 1024; j++) f[j] = (float)i + (float)j / 2048.0f;
@@ -101,9 +101,9 @@ TEST(batch_output_grows_for_large_batches) {
     /* 2500 rows of 4 KiB: beyond the first allocation of a batch, so the output grows; the
      * full batch and the short one after it must both have the right shape and values. */
     src s = {.n = 3700, .make = make_wide};
-    ferry_tensor_spec spec = {FERRY_FLOAT32, {.rank = 1, .dims = {1024}}};
+    ferry_tensor_spec spec = {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {1024}}};
     ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 3700), *b;
-    ASSERT_OK(ferry_dataset_batch(in, 2500, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 2500, NULL, &b));
     ferry_iterator *it = iter(b);
     for (int k = 0; k < 2; k++) {
         ferry_element *e = next_ok(it);
@@ -131,22 +131,22 @@ TEST(batch_output_grows_for_large_batches) {
 TEST(batch_empty_input_and_args) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *b = NULL;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 0, 1, &r));
-    ASSERT_OK(ferry_dataset_batch(r, 4, false, &b));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 0, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 4, NULL, &b));
     ASSERT_EQ(ferry_dataset_cardinality(b), 0);
     ferry_iterator *it = iter(b);
     expect_end(it);
     ferry_iterator_free(it);
     ferry_dataset_unref(b);
-    ASSERT_EQ(ferry_dataset_batch(r, 0, false, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_batch(r, 0, NULL, &b), FERRY_EINVAL);
     ASSERT(b == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "batch_size");
-    ASSERT_EQ(ferry_dataset_batch(NULL, 2, false, &b), FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_batch(r, 2, false, NULL), FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_padded_batch(r, -1, false, NULL, &b), FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_unbatch(NULL, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_batch(NULL, 2, NULL, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_batch(r, 2, NULL, NULL), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(r, -1, NULL, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_unbatch(NULL, NULL, &b), FERRY_EINVAL);
     /* unbatch of a scalar spec is refused at construction. */
-    ASSERT_EQ(ferry_dataset_unbatch(r, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_unbatch(r, NULL, &b), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "component 0");
     ferry_dataset_unref(r);
     rt_done(rt);
@@ -155,13 +155,13 @@ TEST(batch_empty_input_and_args) {
 TEST(batch_cardinality_propagates) {
     ferry_runtime *rt = rt_new();
     src s_inf = {.n = -1, .make = make_scalar}, s_unk = {.n = 5, .make = make_scalar};
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     ferry_dataset *inf = src_dataset(rt, &s_inf, 1, &spec, FERRY_INFINITE);
     ferry_dataset *unk = src_dataset(rt, &s_unk, 1, &spec, 0);
     ferry_dataset *a, *b, *c;
-    ASSERT_OK(ferry_dataset_batch(inf, 4, false, &a));
-    ASSERT_OK(ferry_dataset_batch(unk, 4, true, &b));
-    ASSERT_OK(ferry_dataset_unbatch(a, &c));
+    ASSERT_OK(ferry_dataset_batch(inf, 4, NULL, &a));
+    ASSERT_OK(ferry_dataset_batch(unk, 4, &(ferry_batch_options){.drop_remainder = true}, &b));
+    ASSERT_OK(ferry_dataset_unbatch(a, NULL, &c));
     ASSERT_EQ(ferry_dataset_cardinality(a), FERRY_INFINITE);
     ASSERT_EQ(ferry_dataset_cardinality(b), FERRY_UNKNOWN);
     ASSERT_EQ(ferry_dataset_cardinality(c), FERRY_INFINITE);
@@ -192,7 +192,7 @@ static int make_mixed(ferry_runtime *rt, int64_t i, ferry_element **out) {
     }
     t[1] = str_tensor(rt, 1, &n, strs);
     int64_t two = 2;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 1, &two, &t[2]));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &two, &t[2]));
     float *f = ferry_tensor_mutable_data(t[2]);
     f[0] = (float)i;
     f[1] = (float)-i;
@@ -212,15 +212,15 @@ static int make_str(ferry_runtime *rt, int64_t i, ferry_element **out) {
 
 TEST(batch_bytes_rows) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
     src s = {.n = 7, .make = make_str};
     ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 7), *b;
-    ASSERT_OK(ferry_dataset_batch(in, 4, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 4, NULL, &b));
     ferry_iterator *it = iter(b);
     for (int k = 0; k < 2; k++) {
         ferry_element *e = next_ok(it);
         ferry_tensor *t = ferry_element_get(e, 0);
-        ASSERT_EQ(ferry_tensor_dtype(t), FERRY_BYTES);
+        ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_BYTES);
         int64_t rows = k == 0 ? 4 : 3;
         ASSERT_EQ(ferry_tensor_dim(t, 0), rows);
         for (int64_t j = 0; j < rows; j++) {
@@ -246,13 +246,13 @@ TEST(batch_bytes_rows) {
 
 TEST(batch_bytes_vectors_and_mixed_components) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    ferry_tensor_spec specs[3] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {2}}}};
     /* Positions 3, 4, 5 have 0, 1, 2 strings: batch(1) keeps them; batch(3) mixes lengths. */
     src s = {.n = 9, .make = make_mixed};
     ferry_dataset *in = src_dataset(rt, &s, 3, specs, 9), *b;
-    ASSERT_OK(ferry_dataset_batch(in, 1, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 1, NULL, &b));
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(b, 2, &sp));
     ASSERT_EQ(sp.shape.rank, 2);
@@ -278,7 +278,7 @@ TEST(batch_bytes_vectors_and_mixed_components) {
     ferry_iterator_free(it);
     ferry_dataset_unref(b);
     /* Rows of 0, 1, 2 strings do not stack: every batch of 3 is FERRY_ETYPE naming component 1. */
-    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 3, NULL, &b));
     it = iter(b);
     for (int k = 0; k < 3; k++) {
         ferry_element *e = NULL;
@@ -303,10 +303,10 @@ static int make_lens(ferry_runtime *rt, int64_t i, ferry_element **out) {
 
 TEST(batch_shape_mismatch_is_etype_in_position) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    ferry_tensor_spec spec = {FERRY_DTYPE_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
     src s = {.n = 8, .make = make_lens};
     ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 8), *b;
-    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 3, NULL, &b));
     ferry_iterator *it = iter(b);
     ferry_element *e = NULL;
     ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE); /* rows of [2], [2], [3] */
@@ -331,11 +331,11 @@ TEST(batch_shape_mismatch_is_etype_in_position) {
 
 TEST(batch_input_errors_replace_the_batch) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     /* Errors at the first, a middle and the last position. */
     src s = {.n = 10, .make = make_scalar, .errors = {0, 4, 9}, .nerrors = 3};
     ferry_dataset *in = src_dataset(rt, &s, 1, &spec, 10), *b;
-    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b));
+    ASSERT_OK(ferry_dataset_batch(in, 3, NULL, &b));
     ferry_iterator *it = iter(b);
     ferry_element *e = NULL;
     ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_EUSER);
@@ -361,18 +361,18 @@ TEST(batch_input_errors_replace_the_batch) {
 TEST(batch_resume_everywhere) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *b;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 23, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 23, 1, NULL, &r));
     for (int drop = 0; drop <= 1; drop++) {
-        ASSERT_OK(ferry_dataset_batch(r, 5, drop, &b));
+        ASSERT_OK(ferry_dataset_batch(r, 5, &(ferry_batch_options){.drop_remainder = drop}, &b));
         check_resume_everywhere(b, 0);
         ferry_dataset_unref(b);
     }
-    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    ferry_tensor_spec specs[3] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {2}}}};
     src s = {.n = 30, .make = make_mixed, .errors = {7, 12}, .nerrors = 2};
     ferry_dataset *in = src_dataset(rt, &s, 3, specs, 30);
-    ASSERT_OK(ferry_dataset_batch(in, 3, false, &b)); /* shape errors and input errors mixed */
+    ASSERT_OK(ferry_dataset_batch(in, 3, NULL, &b)); /* shape errors and input errors mixed */
     check_resume_everywhere(b, 0);
     ferry_dataset_unref(b);
     ferry_dataset_unref(in);
@@ -409,21 +409,21 @@ static int fuse_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, v
     int64_t len = 2;
     for (int k = 0; k < fc->nmismatch; k++)
         if (fc->mismatch[k] == i) len = 3;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 1, &len, &t[2]));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &len, &t[2]));
     float *f = ferry_tensor_mutable_data(t[2]);
     for (int64_t j = 0; j < len; j++) f[j] = (float)(i * 100 + j);
     return ferry_element_create(rt, 3, t, out);
 }
 
 static ferry_dataset *fuse_pipeline(ferry_runtime *rt, int64_t n, fuse_case *fc, int threads, int64_t b, bool drop) {
-    static const ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
-                                               {FERRY_BYTES, {.rank = 0}},
-                                               {FERRY_FLOAT32, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+    static const ferry_tensor_spec specs[3] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                               {FERRY_DTYPE_BYTES, {.rank = 0}},
+                                               {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
     ferry_dataset *r, *m, *out;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 3, .output_specs = specs};
     ASSERT_OK(ferry_dataset_map(r, fuse_fn, fc, &mo, &m));
-    ASSERT_OK(ferry_dataset_batch(m, b, drop, &out));
+    ASSERT_OK(ferry_dataset_batch(m, b, &(ferry_batch_options){.drop_remainder = drop}, &out));
     ferry_dataset_unref(m);
     ferry_dataset_unref(r);
     return out;
@@ -515,8 +515,8 @@ static int make_ragged(ferry_runtime *rt, int64_t i, ferry_element **out) {
     return ferry_element_create(rt, 2, t, out);
 }
 
-static const ferry_tensor_spec ragged_specs[2] = {{FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+static const ferry_tensor_spec ragged_specs[2] = {{FERRY_DTYPE_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
 
 TEST(padded_batch_pads_to_longest) {
     ferry_runtime *rt = rt_new();
@@ -527,7 +527,7 @@ TEST(padded_batch_pads_to_longest) {
     const char *pad[1] = {"<pad>"};
     pv[1] = str_tensor(rt, 0, NULL, pad);
     ferry_padded_batch_options o = {.padding_values = pv};
-    ASSERT_OK(ferry_dataset_padded_batch(in, 3, false, &o, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(in, 3, &o, &b));
     ferry_tensor_unref(pv[0]); /* the dataset keeps its own references */
     ferry_tensor_unref(pv[1]);
     ASSERT_EQ(ferry_dataset_cardinality(b), 3);
@@ -566,7 +566,7 @@ TEST(padded_batch_pads_to_longest) {
     ferry_iterator_free(it);
     ferry_dataset_unref(b);
     /* Default padding: zeros and empty strings. */
-    ASSERT_OK(ferry_dataset_padded_batch(in, 4, true, NULL, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, &(ferry_padded_batch_options){.drop_remainder = true}, &b));
     ASSERT_EQ(ferry_dataset_cardinality(b), 2);
     ASSERT_OK(ferry_dataset_component_spec(b, 1, &sp));
     ASSERT_EQ(sp.shape.dims[0], 4);
@@ -592,7 +592,7 @@ TEST(padded_batch_fixed_shapes) {
     ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 8), *b;
     ferry_shape ps[2] = {{.rank = 1, .dims = {2}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
     ferry_padded_batch_options o = {.padded_shapes = ps};
-    ASSERT_OK(ferry_dataset_padded_batch(in, 2, false, &o, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(in, 2, &o, &b));
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(b, 0, &sp));
     ASSERT_EQ(sp.shape.dims[1], 2);
@@ -625,8 +625,8 @@ TEST(padded_batch_rank2_values_exact) {
     /* Two float32 matrices [1,2] and [2,1], padded to the longest: [2, 2, 2] with pad 9. */
     int64_t d0[2] = {1, 2}, d1[2] = {2, 1};
     ferry_tensor *a, *c;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 2, d0, &a));
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 2, d1, &c));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 2, d0, &a));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 2, d1, &c));
     float *pa = ferry_tensor_mutable_data(a), *pc = ferry_tensor_mutable_data(c);
     pa[0] = 1, pa[1] = 2, pc[0] = 3, pc[1] = 4;
     ferry_element *ea, *ec;
@@ -634,17 +634,17 @@ TEST(padded_batch_rank2_values_exact) {
     ASSERT_OK(ferry_element_create(rt, 1, &c, &ec));
     ferry_dataset *ta, *tc, *cat, *b;
     ferry_tensor *ta_t = ferry_tensor_ref(ferry_element_get(ea, 0)), *tc_t = ferry_tensor_ref(ferry_element_get(ec, 0));
-    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &ta_t, &ta));
-    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &tc_t, &tc));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &ta_t, NULL, &ta));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &tc_t, NULL, &tc));
     ferry_tensor_unref(ta_t);
     ferry_tensor_unref(tc_t);
     ferry_element_free(ea);
     ferry_element_free(ec);
-    ASSERT_OK(ferry_dataset_concatenate(ta, tc, &cat));
+    ASSERT_OK(ferry_dataset_concatenate(ta, tc, NULL, &cat));
     ferry_tensor *pv;
     ASSERT_OK(ferry_tensor_scalar_f32(rt, 9.0f, &pv));
     ferry_padded_batch_options o = {.padding_values = &pv};
-    ASSERT_OK(ferry_dataset_padded_batch(cat, 2, false, &o, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(cat, 2, &o, &b));
     ferry_tensor_unref(pv);
     ferry_iterator *it = iter(b);
     ferry_element *e = next_ok(it);
@@ -673,7 +673,7 @@ TEST(padded_batch_argument_checks) {
     ferry_tensor *pv[2] = {NULL, NULL};
     ASSERT_OK(ferry_tensor_scalar_f32(rt, 1.0f, &pv[0]));
     ferry_padded_batch_options o = {.padding_values = pv};
-    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, &o, &b), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "padding_values[0]");
     ASSERT_STR_CONTAINS(ferry_last_error(), "float32");
     ASSERT(b == NULL);
@@ -681,24 +681,24 @@ TEST(padded_batch_argument_checks) {
     /* A non-scalar padding value. */
     pv[0] = NULL;
     pv[1] = vec_i64(rt, 2, 0);
-    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, &o, &b), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "padding_values[1]");
     ferry_tensor_unref(pv[1]);
     /* A padded shape of another rank. */
     ferry_shape ps[2] = {{.rank = 2, .dims = {3, 3}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
     ferry_padded_batch_options o2 = {.padded_shapes = ps};
-    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o2, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, &o2, &b), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "padded_shapes[0]");
     ps[0] = (ferry_shape){.rank = 1, .dims = {-5}};
-    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, false, &o2, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(in, 2, &o2, &b), FERRY_EINVAL);
     ferry_dataset_unref(in);
     /* A fixed padded dim smaller than a known input dim. */
     ferry_dataset *r, *rb;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
-    ASSERT_OK(ferry_dataset_batch(r, 4, true, &rb)); /* [4] */
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 4, &(ferry_batch_options){.drop_remainder = true}, &rb)); /* [4] */
     ferry_shape small = {.rank = 1, .dims = {3}};
     ferry_padded_batch_options o3 = {.padded_shapes = &small};
-    ASSERT_EQ(ferry_dataset_padded_batch(rb, 2, false, &o3, &b), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_padded_batch(rb, 2, &o3, &b), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "smaller");
     ferry_dataset_unref(rb);
     ferry_dataset_unref(r);
@@ -711,10 +711,10 @@ TEST(padded_batch_resume_everywhere) {
     ferry_dataset *in = src_dataset(rt, &s, 2, ragged_specs, 20), *b;
     ferry_shape ps[2] = {{.rank = 1, .dims = {3}}, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
     ferry_padded_batch_options o = {.padded_shapes = ps};
-    ASSERT_OK(ferry_dataset_padded_batch(in, 3, false, &o, &b)); /* input errors and too-long rows */
+    ASSERT_OK(ferry_dataset_padded_batch(in, 3, &o, &b)); /* input errors and too-long rows */
     check_resume_everywhere(b, 0);
     ferry_dataset_unref(b);
-    ASSERT_OK(ferry_dataset_padded_batch(in, 4, true, NULL, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, &(ferry_padded_batch_options){.drop_remainder = true}, &b));
     check_resume_everywhere(b, 0);
     ferry_dataset_unref(b);
     ferry_dataset_unref(in);
@@ -725,9 +725,9 @@ TEST(padded_batch_resume_everywhere) {
 TEST(unbatch_inverts_batch) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *b, *u;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
-    ASSERT_OK(ferry_dataset_batch(r, 3, false, &b));
-    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_batch(r, 3, NULL, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, NULL, &u));
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(u, 0, &sp));
     ASSERT_EQ(sp.shape.rank, 0);
@@ -744,21 +744,21 @@ TEST(unbatch_inverts_batch) {
     ferry_dataset_unref(u);
     ferry_dataset_unref(b);
     /* drop_remainder gives a known dim 0, so a known cardinality. */
-    ASSERT_OK(ferry_dataset_batch(r, 3, true, &b));
-    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ASSERT_OK(ferry_dataset_batch(r, 3, &(ferry_batch_options){.drop_remainder = true}, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, NULL, &u));
     ASSERT_EQ(ferry_dataset_cardinality(u), 9);
     check_resume_everywhere(u, 0);
     ferry_dataset_unref(u);
     ferry_dataset_unref(b);
     ferry_dataset_unref(r);
     /* Bytes and mixed components round-trip too. */
-    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    ferry_tensor_spec specs[3] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {2}}}};
     src s = {.n = 9, .make = make_mixed};
     ferry_dataset *in = src_dataset(rt, &s, 3, specs, 9);
-    ASSERT_OK(ferry_dataset_batch(in, 1, false, &b));
-    ASSERT_OK(ferry_dataset_unbatch(b, &u));
+    ASSERT_OK(ferry_dataset_batch(in, 1, NULL, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, NULL, &u));
     static stream direct, round;
     it = iter(in);
     drain(it, &direct);
@@ -778,9 +778,9 @@ TEST(unbatch_shares_bytes) {
     ferry_tensor *t = vec_i64(rt, 6, 100);
     const void *data = ferry_tensor_data(t);
     ferry_dataset *ft, *u;
-    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &t, &ft));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 1, &t, NULL, &ft));
     ferry_tensor_unref(t);
-    ASSERT_OK(ferry_dataset_unbatch(ft, &u));
+    ASSERT_OK(ferry_dataset_unbatch(ft, NULL, &u));
     ASSERT_EQ(ferry_dataset_cardinality(u), 6);
     ferry_iterator *it = iter(u);
     for (int i = 0; i < 6; i++) {
@@ -808,11 +808,11 @@ static int make_rows(ferry_runtime *rt, int64_t i, ferry_element **out) {
 
 TEST(unbatch_zero_rows_and_mismatch) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec specs[2] = {{FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                  {FERRY_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
+    ferry_tensor_spec specs[2] = {{FERRY_DTYPE_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_DTYPE_INT64, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}}};
     src s = {.n = 10, .make = make_rows, .errors = {4}, .nerrors = 1};
     ferry_dataset *in = src_dataset(rt, &s, 2, specs, 10), *u;
-    ASSERT_OK(ferry_dataset_unbatch(in, &u));
+    ASSERT_OK(ferry_dataset_unbatch(in, NULL, &u));
     ferry_iterator *it = iter(u);
     /* i=0: nothing; 1: 1 row; 2: 2 rows; 3: nothing; 4: error; 5: 2 rows; 6: nothing; 7: mismatch
      * (1 vs 2 rows); 8: 2 rows; 9: nothing. */
@@ -839,10 +839,10 @@ TEST(unbatch_zero_rows_and_mismatch) {
     ferry_dataset_unref(u);
     ferry_dataset_unref(in);
     /* A scalar met at run time (the spec's rank is unknown) is FERRY_ETYPE in its position. */
-    ferry_tensor_spec unk = {FERRY_INT64, {.rank = -1}};
+    ferry_tensor_spec unk = {FERRY_DTYPE_INT64, {.rank = FERRY_UNKNOWN_RANK}};
     src sc = {.n = 2, .make = make_scalar};
     in = src_dataset(rt, &sc, 1, &unk, 2);
-    ASSERT_OK(ferry_dataset_unbatch(in, &u));
+    ASSERT_OK(ferry_dataset_unbatch(in, NULL, &u));
     it = iter(u);
     ferry_element *e = NULL;
     ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_ETYPE);
@@ -857,14 +857,14 @@ TEST(unbatch_zero_rows_and_mismatch) {
 
 TEST(unbatch_of_batch_resume_everywhere) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec specs[3] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {2}}}};
+    ferry_tensor_spec specs[3] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {2}}}};
     src s = {.n = 24, .make = make_mixed, .errors = {2, 13}, .nerrors = 2};
     ferry_dataset *in = src_dataset(rt, &s, 3, specs, 24), *b, *u, *b2;
-    ASSERT_OK(ferry_dataset_padded_batch(in, 4, false, NULL, &b));
-    ASSERT_OK(ferry_dataset_unbatch(b, &u));
-    ASSERT_OK(ferry_dataset_batch(u, 3, false, &b2));
+    ASSERT_OK(ferry_dataset_padded_batch(in, 4, NULL, &b));
+    ASSERT_OK(ferry_dataset_unbatch(b, NULL, &u));
+    ASSERT_OK(ferry_dataset_batch(u, 3, NULL, &b2));
     check_resume_everywhere(u, 0);
     check_resume_everywhere(b2, 0);
     ferry_dataset_unref(b2);

@@ -28,8 +28,8 @@ static int make_pair(ferry_runtime *rt, int64_t i, ferry_element **out) {
     return ferry_element_create(rt, 2, t, out);
 }
 
-static const ferry_tensor_spec pair_specs[2] = {{FERRY_INT64, {.rank = 0}}, {FERRY_BYTES, {.rank = 0}}};
-static const ferry_tensor_spec kb_spec = {FERRY_FLOAT32, {.rank = 1, .dims = {250}}};
+static const ferry_tensor_spec pair_specs[2] = {{FERRY_DTYPE_INT64, {.rank = 0}}, {FERRY_DTYPE_BYTES, {.rank = 0}}};
+static const ferry_tensor_spec kb_spec = {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {250}}};
 
 static ferry_dataset *cached(ferry_dataset *in) {
     ferry_dataset *c;
@@ -126,7 +126,7 @@ TEST(cache_under_repeat) {
     ferry_runtime *rt = rt_new();
     src s = {.n = 10, .make = make_pair};
     ferry_dataset *g = src_dataset(rt, &s, 2, pair_specs, 10), *c = cached(g), *rep;
-    ASSERT_OK(ferry_dataset_repeat(c, 3, &rep));
+    ASSERT_OK(ferry_dataset_repeat(c, 3, NULL, &rep));
     ASSERT_EQ(ferry_dataset_cardinality(rep), 30);
     ferry_iterator *it = iter(rep);
     for (int64_t i = 0; i < 30; i++) {
@@ -227,8 +227,8 @@ TEST(cache_empty_input) {
     ferry_dataset_unref(c);
     ferry_dataset *bad = NULL;
     ASSERT_EQ(ferry_dataset_cache(NULL, NULL, &bad), FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_cache(g, "", NULL), FERRY_EINVAL);
-    ASSERT_OK(ferry_dataset_cache(g, "", &bad)); /* "" is the memory cache too */
+    ASSERT_EQ(ferry_dataset_cache(g, NULL, NULL), FERRY_EINVAL);
+    ASSERT_OK(ferry_dataset_cache(g, NULL, &bad)); /* "" is the memory cache too */
     ASSERT(strcmp(ferry_dataset_name(bad), "cache") == 0);
     ferry_dataset_unref(bad);
     ferry_dataset_unref(g);
@@ -350,8 +350,8 @@ static void *pass_thread(void *p) {
 TEST(cache_shared_by_threads) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *c, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, &r));
-    ASSERT_OK(ferry_dataset_prefetch(r, 4, &p)); /* an input with its own thread */
+    ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_prefetch(r, 4, NULL, &p)); /* an input with its own thread */
     c = cached(p);
     pthread_t th[4];
     pass_arg args[4];
@@ -391,19 +391,19 @@ static int draw(ferry_context *ctx, ferry_element *in, ferry_element **out, void
  * the same in the new process. */
 static ferry_dataset *random_cached(ferry_runtime *rt, bool shuffle, const char *path, bool tail) {
     ferry_dataset *r, *x, *c, *out;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
     if (shuffle) ASSERT_OK(ferry_dataset_shuffle(r, 10, NULL, &x));
     else ASSERT_OK(ferry_dataset_map(r, draw, NULL, NULL, &x));
-    ASSERT_OK(ferry_dataset_cache(x, path, &c));
+    ASSERT_OK(ferry_dataset_cache(x, &(ferry_cache_options){.path = path}, &c));
     if (tail) {
         ferry_dataset *t, *cc;
-        ASSERT_OK(ferry_dataset_range(rt, 100, 103, 1, &t));
-        ASSERT_OK(ferry_dataset_concatenate(c, t, &cc));
+        ASSERT_OK(ferry_dataset_range(rt, 100, 103, 1, NULL, &t));
+        ASSERT_OK(ferry_dataset_concatenate(c, t, NULL, &cc));
         ferry_dataset_unref(t);
         ferry_dataset_unref(c);
         c = cc;
     }
-    ASSERT_OK(ferry_dataset_repeat(c, 3, &out));
+    ASSERT_OK(ferry_dataset_repeat(c, 3, NULL, &out));
     ferry_dataset_unref(r);
     ferry_dataset_unref(x);
     ferry_dataset_unref(c);
@@ -477,8 +477,8 @@ TEST(cache_path_changes_no_draw) {
     ferry_dataset *ds[2];
     for (int k = 0; k < 2; k++) {
         ferry_dataset *r, *c;
-        ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, &r));
-        ASSERT_OK(ferry_dataset_cache(r, k ? pb : pa, &c));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, NULL, &r));
+        ASSERT_OK(ferry_dataset_cache(r, &(ferry_cache_options){.path = k ? pb : pa}, &c));
         ASSERT_OK(ferry_dataset_map(c, draw, NULL, NULL, &ds[k]));
         ferry_dataset_unref(r);
         ferry_dataset_unref(c);

@@ -14,7 +14,7 @@ TEST(version) {
 TEST(range_basic) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 3, 10, 2, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 3, 10, 2, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 4);
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
@@ -37,13 +37,13 @@ TEST(range_basic) {
 TEST(range_negative_step_and_empty) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 5, 0, -2, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 5, 0, -2, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 3);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_range(rt, 5, 5, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 5, 5, 1, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     ferry_dataset_unref(ds);
-    ASSERT_EQ(ferry_dataset_range(rt, 0, 5, 0, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_range(rt, 0, 5, 0, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "step");
     ASSERT(ds == NULL);
     rt_done(rt);
@@ -52,7 +52,7 @@ TEST(range_negative_step_and_empty) {
 TEST(range_save_restore) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, NULL, &ds));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
     for (int i = 0; i < 37; i++) {
@@ -70,7 +70,7 @@ TEST(range_save_restore) {
     ferry_element_free(e);
     /* Another pipeline's state is refused. */
     ferry_dataset *other;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 101, 1, &other));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 101, 1, NULL, &other));
     ferry_iterator *bad = NULL;
     ASSERT_EQ(ferry_iterator_restore(other, ferry_blob_data(b), ferry_blob_size(b), NULL, &bad), FERRY_EMISMATCH);
     ASSERT(bad == NULL);
@@ -95,7 +95,7 @@ TEST(range_save_restore) {
 TEST(range_element_tensor_outlives_its_element) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 7, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 7, 10, 1, NULL, &r));
     ferry_runtime_stats st;
     ASSERT_OK(ferry_runtime_stats_get(rt, &st));
     int64_t baseline = st.blocks_allocated;
@@ -137,7 +137,7 @@ TEST(tensor_slice_shares_bytes) {
     ferry_runtime *rt = rt_new();
     int64_t dims[2] = {4, 3};
     ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 2, dims, &t));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 2, dims, &t));
     float *d = ferry_tensor_mutable_data(t);
     ASSERT(d != NULL);
     for (int i = 0; i < 12; i++) d[i] = (float)i;
@@ -169,7 +169,7 @@ TEST(tensor_slice_shares_bytes) {
 TEST(runtime_free_refuses_live_objects) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, NULL, &ds));
     ASSERT_EQ(ferry_runtime_free(rt), FERRY_EMISUSE);
     ASSERT_STR_CONTAINS(ferry_last_error(), "still alive");
     ferry_dataset_unref(ds);
@@ -186,7 +186,7 @@ TEST(foreign_dataset_handle_is_refused) {
     ASSERT_EQ(it == NULL, true);
     ASSERT_STR_CONTAINS(ferry_last_error(), "not a live dataset");
     ferry_dataset *m;
-    ASSERT_EQ(ferry_dataset_take((ferry_dataset *)fake, 1, &m), FERRY_EMISUSE);
+    ASSERT_EQ(ferry_dataset_take((ferry_dataset *)fake, 1, NULL, &m), FERRY_EMISUSE);
     rt_done(rt);
 }
 
@@ -239,49 +239,53 @@ static int pass_pred(ferry_context *ctx, const ferry_element *e, bool *keep, voi
 static int pass_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
     (void)e;
     (void)user;
-    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, out);
+    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, NULL, out);
 }
 
 TEST(failing_functions_write_null) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, NULL, &ds));
     int64_t dims[1] = {-3}, two = 2;
     const char *nofile[1] = {"/nonexistent/ferry-test"};
     ferry_runtime_options bad_rt = {.cpu_budget = -5};
     EXPECT_NULLED(ferry_runtime, ferry_runtime_create(&bad_rt, &out_));
-    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(rt, FERRY_INT64, 1, dims, &out_));
-    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(NULL, FERRY_INT64, 0, NULL, &out_));
-    EXPECT_NULLED(ferry_tensor, ferry_tensor_wrap(rt, FERRY_INT64, 1, &two, NULL, 16, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, dims, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_create(NULL, FERRY_DTYPE_INT64, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_tensor, ferry_tensor_wrap(rt, FERRY_DTYPE_INT64, 1, &two, NULL, 16, NULL, NULL, &out_));
     EXPECT_NULLED(ferry_tensor, ferry_tensor_create_bytes(rt, 1, dims, NULL, NULL, &out_));
     EXPECT_NULLED(ferry_tensor, ferry_tensor_scalar_i64(NULL, 1, &out_));
     EXPECT_NULLED(ferry_tensor, ferry_tensor_scalar_f32(NULL, 1, &out_));
     EXPECT_NULLED(ferry_tensor, ferry_tensor_slice(NULL, 0, 1, &out_));
     EXPECT_NULLED(const uint8_t, ferry_tensor_bytes_get(NULL, 0, &out_, &(size_t){0}));
     EXPECT_NULLED(ferry_element, ferry_element_create(NULL, 1, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_range(rt, 0, 1, 0, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensor_slices(rt, 0, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensors(NULL, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_range(rt, 0, 1, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensor_slices(rt, 0, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_from_tensors(NULL, 0, NULL, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_generator(rt, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_map(ds, NULL, NULL, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(ds, NULL, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(NULL, pass_pred, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_batch(ds, 0, false, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_padded_batch(ds, 0, false, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_unbatch(ds, &out_)); /* scalars cannot be unbatched */
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(ds, NULL, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_filter(NULL, pass_pred, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_batch(ds, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_padded_batch(ds, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_unbatch(ds, NULL, &out_)); /* scalars cannot be unbatched */
     EXPECT_NULLED(ferry_dataset, ferry_dataset_shuffle(ds, 0, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_repeat(ds, -2, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_take(ds, -2, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_skip(ds, -2, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_shard(ds, 2, 2, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_zip(0, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_concatenate(ds, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_enumerate(NULL, 0, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_ignore_errors(NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_prefetch(ds, -5, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_repeat(ds, -3, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_take(ds, -3, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_skip(ds, -3, NULL, &out_));
+    /* Another sentinel where a count belongs is refused. */
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_repeat(ds, FERRY_AUTOTUNE, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_take(ds, FERRY_AUTOTUNE, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_prefetch(ds, FERRY_INFINITE, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_shard(ds, 2, 2, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_zip(0, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_concatenate(ds, NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_enumerate(NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_ignore_errors(NULL, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_prefetch(ds, -5, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_cache(NULL, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_interleave(ds, NULL, NULL, NULL, &out_));
-    EXPECT_NULLED(ferry_dataset, ferry_dataset_flat_map(NULL, pass_inner, NULL, 0, NULL, &out_));
+    EXPECT_NULLED(ferry_dataset, ferry_dataset_flat_map(NULL, pass_inner, NULL, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_list_files(rt, "/nonexistent/ferry-*", NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_tfrecord(rt, 1, NULL, NULL, &out_));
     EXPECT_NULLED(ferry_dataset, ferry_dataset_tfrecord_files(ds, NULL, &out_)); /* int64, not names */

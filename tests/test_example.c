@@ -176,13 +176,13 @@ static int parse_pb(ferry_runtime *rt, ferry_example_parser *ps, const pb *rec, 
 static const int64_t *I64(const ferry_element *e, size_t i) {
     const ferry_tensor *t = ferry_element_get(e, i);
     ASSERT(t != NULL);
-    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_INT64);
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_INT64);
     return ferry_tensor_data(t);
 }
 static const float *F32(const ferry_element *e, size_t i) {
     const ferry_tensor *t = ferry_element_get(e, i);
     ASSERT(t != NULL);
-    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_FLOAT32);
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_FLOAT32);
     return ferry_tensor_data(t);
 }
 static bool bytes_is(const ferry_element *e, size_t i, int64_t k, const void *want, size_t wlen) {
@@ -203,7 +203,7 @@ static bool tensor_eq(const ferry_tensor *a, const ferry_tensor *b) {
     for (int d = 0; d < ferry_tensor_rank(a); d++)
         if (ferry_tensor_dim(a, d) != ferry_tensor_dim(b, d)) return false;
     int64_t n = ferry_tensor_num_entries(a);
-    if (ferry_tensor_dtype(a) == FERRY_BYTES) {
+    if (ferry_tensor_dtype(a) == FERRY_DTYPE_BYTES) {
         for (int64_t i = 0; i < n; i++) {
             const uint8_t *p, *q;
             size_t np, nq;
@@ -236,9 +236,9 @@ static size_t rndn(size_t n) { return (size_t)(rnd() % n); }
 TEST(fixed_scalars_and_vectors) {
     ferry_runtime *rt = rt_new();
     ferry_example_feature f[3] = {
-        {.key = "label", .dtype = FERRY_INT64},
-        {.key = "xyz", .dtype = FERRY_FLOAT32, .shape = {1, {3}}},
-        {.key = "name", .dtype = FERRY_BYTES},
+        {.key = "label", .dtype = FERRY_DTYPE_INT64},
+        {.key = "xyz", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {3}}},
+        {.key = "name", .dtype = FERRY_DTYPE_BYTES},
     };
     ferry_example_spec spec = {.num_features = 3, .features = f};
     ferry_example_parser *ps;
@@ -271,8 +271,8 @@ TEST(fixed_scalars_and_vectors) {
 TEST(packed_unpacked_and_mixed) {
     ferry_runtime *rt = rt_new();
     ferry_example_feature f[2] = {
-        {.key = "i", .dtype = FERRY_INT64, .shape = {1, {6}}},
-        {.key = "f", .dtype = FERRY_FLOAT32, .shape = {1, {6}}},
+        {.key = "i", .dtype = FERRY_DTYPE_INT64, .shape = {1, {6}}},
+        {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {6}}},
     };
     ferry_example_spec spec = {.num_features = 2, .features = f};
     ferry_example_parser *ps;
@@ -328,7 +328,7 @@ TEST(packed_unpacked_and_mixed) {
 TEST(negative_and_extreme_int64) {
     ferry_runtime *rt = rt_new();
     int64_t v[6] = {-1, INT64_MIN, INT64_MAX, -300, 0, -(1ll << 62)};
-    ferry_example_feature f[1] = {{.key = "v", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN}};
+    ferry_example_feature f[1] = {{.key = "v", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN}};
     ferry_example_spec spec = {.num_features = 1, .features = f};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -353,7 +353,7 @@ TEST(negative_and_extreme_int64) {
 
 TEST(bytes_with_zero_bytes_and_empty_strings) {
     ferry_runtime *rt = rt_new();
-    ferry_example_feature f[1] = {{.key = "b", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true}};
+    ferry_example_feature f[1] = {{.key = "b", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true}};
     ferry_example_spec spec = {.num_features = 1, .features = f};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -383,7 +383,7 @@ TEST(missing_key_default_and_error) {
     ferry_tensor *d_scalar, *d_full, *d_str;
     ASSERT_OK(ferry_tensor_scalar_i64(rt, 42, &d_scalar));
     int64_t two = 2;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_FLOAT32, 1, &two, &d_full));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &two, &d_full));
     float *fd = ferry_tensor_mutable_data(d_full);
     fd[0] = 0.5f;
     fd[1] = -1.f;
@@ -391,10 +391,10 @@ TEST(missing_key_default_and_error) {
     size_t sl = 4;
     ASSERT_OK(ferry_tensor_create_bytes(rt, 0, NULL, sp, &sl, &d_str));
     ferry_example_feature f[4] = {
-        {.key = "a", .dtype = FERRY_INT64, .shape = {1, {3}}, .default_value = d_scalar},
-        {.key = "b", .dtype = FERRY_FLOAT32, .shape = {1, {2}}, .default_value = d_full},
-        {.key = "c", .dtype = FERRY_BYTES, .shape = {2, {1, 2}}, .default_value = d_str},
-        {.key = "v", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "a", .dtype = FERRY_DTYPE_INT64, .shape = {1, {3}}, .default_value = d_scalar},
+        {.key = "b", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}, .default_value = d_full},
+        {.key = "c", .dtype = FERRY_DTYPE_BYTES, .shape = {2, {1, 2}}, .default_value = d_str},
+        {.key = "v", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_spec spec = {.num_features = 4, .features = f};
     ferry_example_parser *ps;
@@ -418,8 +418,8 @@ TEST(missing_key_default_and_error) {
 
     /* Without a default, a missing key fails naming it. */
     ferry_example_feature g[2] = {
-        {.key = "present", .dtype = FERRY_INT64},
-        {.key = "absent_key", .dtype = FERRY_INT64},
+        {.key = "present", .dtype = FERRY_DTYPE_INT64},
+        {.key = "absent_key", .dtype = FERRY_DTYPE_INT64},
     };
     spec = (ferry_example_spec){.num_features = 2, .features = g};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -432,7 +432,7 @@ TEST(missing_key_default_and_error) {
     ASSERT_STR_CONTAINS(last_msg, "missing");
     /* A VARLEN feature marked required, too. */
     ferry_example_parser_free(ps);
-    ferry_example_feature h[1] = {{.key = "req", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true}};
+    ferry_example_feature h[1] = {{.key = "req", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true}};
     spec = (ferry_example_spec){.num_features = 1, .features = h};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     ASSERT_EQ(parse_pb(rt, ps, &ex, &e), FERRY_ENOTFOUND);
@@ -450,9 +450,9 @@ TEST(empty_feature) {
     ferry_tensor *d;
     ASSERT_OK(ferry_tensor_scalar_f32(rt, 9.f, &d));
     ferry_example_feature f[3] = {
-        {.key = "fixed_default", .dtype = FERRY_FLOAT32, .default_value = d},
-        {.key = "var", .dtype = FERRY_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
-        {.key = "var_required", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
+        {.key = "fixed_default", .dtype = FERRY_DTYPE_FLOAT32, .default_value = d},
+        {.key = "var", .dtype = FERRY_DTYPE_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "var_required", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
     };
     ferry_example_spec spec = {.num_features = 3, .features = f};
     ferry_example_parser *ps;
@@ -472,7 +472,7 @@ TEST(empty_feature) {
     ferry_element_free(e);
     ferry_example_parser_free(ps);
     /* FIXED without a default: the empty Feature is a missing key. */
-    ferry_example_feature g[1] = {{.key = "pickup_census_tract", .dtype = FERRY_INT64}};
+    ferry_example_feature g[1] = {{.key = "pickup_census_tract", .dtype = FERRY_DTYPE_INT64}};
     spec = (ferry_example_spec){.num_features = 1, .features = g};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     pb_free(&feats);
@@ -497,7 +497,7 @@ TEST(empty_feature) {
 
 TEST(wrong_type_and_wrong_count) {
     ferry_runtime *rt = rt_new();
-    ferry_example_feature f[1] = {{.key = "age", .dtype = FERRY_INT64, .shape = {1, {3}}}};
+    ferry_example_feature f[1] = {{.key = "age", .dtype = FERRY_DTYPE_INT64, .shape = {1, {3}}}};
     ferry_example_spec spec = {.num_features = 1, .features = f};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -526,7 +526,7 @@ TEST(wrong_type_and_wrong_count) {
     }
     ferry_example_parser_free(ps);
     /* bytes FIXED count mismatch too */
-    ferry_example_feature g[1] = {{.key = "s", .dtype = FERRY_BYTES, .shape = {1, {2}}}};
+    ferry_example_feature g[1] = {{.key = "s", .dtype = FERRY_DTYPE_BYTES, .shape = {1, {2}}}};
     spec = (ferry_example_spec){.num_features = 1, .features = g};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     const char *sv[3] = {"x", "y", "z"};
@@ -543,9 +543,9 @@ TEST(wrong_type_and_wrong_count) {
 TEST(unknown_keys_fields_and_duplicates) {
     ferry_runtime *rt = rt_new();
     ferry_example_feature f[3] = {
-        {.key = "x", .dtype = FERRY_INT64},
-        {.key = "v", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
-        {.key = "k", .dtype = FERRY_FLOAT32},
+        {.key = "x", .dtype = FERRY_DTYPE_INT64},
+        {.key = "v", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "k", .dtype = FERRY_DTYPE_FLOAT32},
     };
     ferry_example_spec spec = {.num_features = 3, .features = f};
     ferry_example_parser *ps;
@@ -635,8 +635,8 @@ TEST(map_entry_field_order_and_defaults) {
      * the key "". */
     ferry_runtime *rt = rt_new();
     ferry_example_feature f[2] = {
-        {.key = "", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
-        {.key = "z", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
+        {.key = "", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "z", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
     };
     ferry_example_spec spec = {.num_features = 2, .features = f};
     ferry_example_parser *ps;
@@ -680,14 +680,14 @@ static ferry_example_parser *seq_parser(ferry_runtime *rt, bool required) {
     if (pad_tok) ferry_tensor_unref(pad_tok);
     ASSERT_OK(ferry_tensor_scalar_i64(rt, -7, &pad_tok));
     ferry_example_feature ctxf[2] = {
-        {.key = "len", .dtype = FERRY_INT64},
-        {.key = "name", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "len", .dtype = FERRY_DTYPE_INT64},
+        {.key = "name", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_feature lists[4] = {
-        {.key = "tok", .dtype = FERRY_INT64, .with_lengths = true, .default_value = pad_tok, .required = required},
-        {.key = "emb", .dtype = FERRY_FLOAT32, .shape = {1, {2}}},
-        {.key = "words", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
-        {.key = "ids", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "tok", .dtype = FERRY_DTYPE_INT64, .with_lengths = true, .default_value = pad_tok, .required = required},
+        {.key = "emb", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
+        {.key = "words", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "ids", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_spec spec = {.sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4,
                                .feature_lists = lists};
@@ -710,7 +710,7 @@ TEST(sequence_example) {
     for (size_t i = 0; i < n; i++) ASSERT(strcmp(ferry_example_parser_output_name(ps, i), names[i]) == 0);
     ASSERT(ferry_example_parser_output_name(ps, n) == NULL);
     ASSERT_EQ(specs[4].shape.rank, 2);
-    ASSERT_EQ(specs[4].shape.dims[0], -1);
+    ASSERT_EQ(specs[4].shape.dims[0], FERRY_UNKNOWN_DIM);
     ASSERT_EQ(specs[4].shape.dims[1], 2);
 
     pb ctx = {0}, fls = {0}, seq = {0};
@@ -847,7 +847,7 @@ static ferry_tensor *padded(ferry_runtime *rt, ferry_element **recs, size_t B, s
             idx += sub[d] * stride;
             stride *= sd;
         }
-        if (dt == FERRY_BYTES) {
+        if (dt == FERRY_DTYPE_BYTES) {
             if (inside) {
                 const uint8_t *p;
                 ASSERT_OK(ferry_tensor_bytes_get(src, idx, &p, &lens[c]));
@@ -856,7 +856,7 @@ static ferry_tensor *padded(ferry_runtime *rt, ferry_element **recs, size_t B, s
                 ptrs[c] = pad.s ? pad.s : "";
                 lens[c] = strlen(ptrs[c]);
             }
-        } else if (dt == FERRY_INT64) {
+        } else if (dt == FERRY_DTYPE_INT64) {
             int64_t v = inside ? ((const int64_t *)ferry_tensor_data(src))[idx] : pad.i;
             memcpy(num + 8 * c, &v, 8);
         } else {
@@ -865,7 +865,7 @@ static ferry_tensor *padded(ferry_runtime *rt, ferry_element **recs, size_t B, s
         }
     }
     ferry_tensor *t;
-    if (dt == FERRY_BYTES) {
+    if (dt == FERRY_DTYPE_BYTES) {
         ASSERT_OK(ferry_tensor_create_bytes(rt, rank + 1, dims, ptrs, lens, &t));
     } else {
         ASSERT_OK(ferry_tensor_create(rt, dt, rank + 1, dims, &t));
@@ -947,7 +947,7 @@ static void random_example(pb *ex) {
 static ferry_example_parser *random_parser(ferry_runtime *rt) {
     ferry_tensor *da, *db, *dc, *pd, *pe;
     int64_t two = 2;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, 1, &two, &da));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, &two, &da));
     int64_t *a = ferry_tensor_mutable_data(da);
     a[0] = 7;
     a[1] = 8;
@@ -960,12 +960,12 @@ static ferry_example_parser *random_parser(ferry_runtime *rt) {
     size_t pl = 3;
     ASSERT_OK(ferry_tensor_create_bytes(rt, 0, NULL, pp, &pl, &pe));
     ferry_example_feature f[6] = {
-        {.key = "a", .dtype = FERRY_INT64, .shape = {1, {2}}, .default_value = da},
-        {.key = "b", .dtype = FERRY_FLOAT32, .default_value = db},
-        {.key = "c", .dtype = FERRY_BYTES, .shape = {1, {2}}, .default_value = dc},
-        {.key = "d", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = pd},
-        {.key = "e", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = pe},
-        {.key = "f", .dtype = FERRY_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "a", .dtype = FERRY_DTYPE_INT64, .shape = {1, {2}}, .default_value = da},
+        {.key = "b", .dtype = FERRY_DTYPE_FLOAT32, .default_value = db},
+        {.key = "c", .dtype = FERRY_DTYPE_BYTES, .shape = {1, {2}}, .default_value = dc},
+        {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = pd},
+        {.key = "e", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = pe},
+        {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
     };
     ferry_example_spec spec = {.num_features = 6, .features = f};
     ferry_example_parser *ps;
@@ -1094,14 +1094,14 @@ TEST(sequence_batch_equals_padded_per_record) {
     ferry_tensor *pad_tok;
     ASSERT_OK(ferry_tensor_scalar_i64(rt, -7, &pad_tok));
     ferry_example_feature ctxf[2] = {
-        {.key = "len", .dtype = FERRY_INT64, .default_value = dlen},
-        {.key = "name", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "len", .dtype = FERRY_DTYPE_INT64, .default_value = dlen},
+        {.key = "name", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_feature lists[4] = {
-        {.key = "tok", .dtype = FERRY_INT64, .with_lengths = true, .default_value = pad_tok},
-        {.key = "emb", .dtype = FERRY_FLOAT32, .shape = {1, {2}}},
-        {.key = "words", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
-        {.key = "ids", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "tok", .dtype = FERRY_DTYPE_INT64, .with_lengths = true, .default_value = pad_tok},
+        {.key = "emb", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
+        {.key = "words", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "ids", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_spec spec = {.sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4,
                                .feature_lists = lists};
@@ -1138,10 +1138,10 @@ static pb full_example(void) {
 
 static ferry_example_parser *full_parser(ferry_runtime *rt) {
     ferry_example_feature f[4] = {
-        {.key = "i", .dtype = FERRY_INT64, .shape = {1, {3}}},
-        {.key = "f", .dtype = FERRY_FLOAT32, .shape = {1, {2}}},
-        {.key = "s", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
-        {.key = "v", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "i", .dtype = FERRY_DTYPE_INT64, .shape = {1, {3}}},
+        {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
+        {.key = "s", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
+        {.key = "v", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_spec spec = {.num_features = 4, .features = f};
     ferry_example_parser *ps;
@@ -1227,7 +1227,7 @@ static void expect_corrupt(ferry_runtime *rt, ferry_example_parser *ps, const ui
 
 TEST(malformed_wire_data_messages) {
     ferry_runtime *rt = rt_new();
-    ferry_example_feature f[1] = {{.key = "k", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN}};
+    ferry_example_feature f[1] = {{.key = "k", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN}};
     ferry_example_spec spec = {.num_features = 1, .features = f};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -1262,7 +1262,7 @@ TEST(malformed_wire_data_messages) {
     pb_free(&ex);
     /* packed float length not a multiple of 4 */
     ferry_example_parser_free(ps);
-    f[0].dtype = FERRY_FLOAT32;
+    f[0].dtype = FERRY_DTYPE_FLOAT32;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     pb_lenfield(&list, 1, "abcde", 5);
     pb_sub(&feat, 2, &list);
@@ -1298,16 +1298,16 @@ TEST(malformed_wire_data_messages) {
 TEST(parser_create_rejects_bad_specs) {
     ferry_runtime *rt = rt_new();
     ferry_example_parser *ps = (ferry_example_parser *)1;
-    ferry_example_feature f[2] = {{.key = "a", .dtype = FERRY_INT64}, {.key = "a", .dtype = FERRY_INT64}};
+    ferry_example_feature f[2] = {{.key = "a", .dtype = FERRY_DTYPE_INT64}, {.key = "a", .dtype = FERRY_DTYPE_INT64}};
     ferry_example_spec spec = {.num_features = 2, .features = f};
     ASSERT_EQ(ferry_example_parser_create(rt, &spec, &ps), FERRY_EINVAL);
     ASSERT(ps == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "twice");
     spec.num_features = 1;
-    f[0].dtype = FERRY_INT32;
+    f[0].dtype = FERRY_DTYPE_INT32;
     ASSERT_EQ(ferry_example_parser_create(rt, &spec, &ps), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "dtype is int32");
-    f[0].dtype = FERRY_INT64;
+    f[0].dtype = FERRY_DTYPE_INT64;
     f[0].key = NULL;
     ASSERT_EQ(ferry_example_parser_create(rt, &spec, &ps), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "spec->features[0].key is NULL");
@@ -1332,7 +1332,7 @@ TEST(parser_create_rejects_bad_specs) {
     ASSERT_STR_CONTAINS(ferry_last_error(), "default_value is float32");
     ferry_tensor_unref(d);
     int64_t two = 2;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_INT64, 1, &two, &d));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, &two, &d));
     f[0].default_value = d;
     ASSERT_EQ(ferry_example_parser_create(rt, &spec, &ps), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "default_value has 2 entries; the shape needs 3");
@@ -1452,7 +1452,7 @@ TEST(allocation_failures) {
         alloc_budget = n;
         rc = ferry_example_parser_create(rt,
                                          &(ferry_example_spec){.num_features = 1,
-                                                               .features = &(ferry_example_feature){.key = "k", .dtype = FERRY_BYTES}},
+                                                               .features = &(ferry_example_feature){.key = "k", .dtype = FERRY_DTYPE_BYTES}},
                                          &ps);
         if (rc != FERRY_OK && rc != FERRY_ENOMEM) FAILF("create with %ld allocations: %s", n, ferry_last_error());
         done_create |= rc == FERRY_OK;
@@ -1746,9 +1746,9 @@ TEST(real_cifar) {
     ASSERT(read_records(DATA_DIR "/cifar_test_tiny.tfrecord", &r));
     ASSERT_EQ(r.n, 100);
     ferry_example_feature f[3] = {
-        {.key = "image", .dtype = FERRY_BYTES},
-        {.key = "label", .dtype = FERRY_INT64},
-        {.key = "id", .dtype = FERRY_BYTES},
+        {.key = "image", .dtype = FERRY_DTYPE_BYTES},
+        {.key = "label", .dtype = FERRY_DTYPE_INT64},
+        {.key = "id", .dtype = FERRY_DTYPE_BYTES},
     };
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = 3, .features = f}, &ps));
@@ -1778,10 +1778,10 @@ TEST(real_squad) {
     ASSERT(read_records(DATA_DIR "/squad_v_small.tfrecord", &r));
     ASSERT_EQ(r.n, 50);
     ferry_example_feature f[4] = {
-        {.key = "answers/text", .dtype = FERRY_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
-        {.key = "answers/answer_start", .dtype = FERRY_INT64, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
-        {.key = "question", .dtype = FERRY_BYTES},
-        {.key = "context", .dtype = FERRY_BYTES},
+        {.key = "answers/text", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
+        {.key = "answers/answer_start", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .required = true},
+        {.key = "question", .dtype = FERRY_DTYPE_BYTES},
+        {.key = "context", .dtype = FERRY_DTYPE_BYTES},
     };
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = 4, .features = f}, &ps));
@@ -1810,11 +1810,11 @@ TEST(real_penguin_gzip) {
     ASSERT(read_records(DATA_DIR "/penguin_eval.tfrecord.gz", &r));
     ASSERT_EQ(r.n, 100);
     ferry_example_feature f[5] = {
-        {.key = "species", .dtype = FERRY_INT64},
-        {.key = "body_mass_g", .dtype = FERRY_FLOAT32},
-        {.key = "culmen_depth_mm", .dtype = FERRY_FLOAT32},
-        {.key = "culmen_length_mm", .dtype = FERRY_FLOAT32},
-        {.key = "flipper_length_mm", .dtype = FERRY_FLOAT32},
+        {.key = "species", .dtype = FERRY_DTYPE_INT64},
+        {.key = "body_mass_g", .dtype = FERRY_DTYPE_FLOAT32},
+        {.key = "culmen_depth_mm", .dtype = FERRY_DTYPE_FLOAT32},
+        {.key = "culmen_length_mm", .dtype = FERRY_DTYPE_FLOAT32},
+        {.key = "flipper_length_mm", .dtype = FERRY_DTYPE_FLOAT32},
     };
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = 5, .features = f}, &ps));
@@ -1838,12 +1838,12 @@ static const struct {
     const char *key;
     ferry_dtype dtype;
 } taxi[] = {
-    {"company", FERRY_BYTES},           {"dropoff_census_tract", FERRY_INT64}, {"dropoff_community_area", FERRY_INT64},
-    {"dropoff_latitude", FERRY_FLOAT32}, {"dropoff_longitude", FERRY_FLOAT32}, {"fare", FERRY_FLOAT32},
-    {"payment_type", FERRY_BYTES},      {"pickup_census_tract", FERRY_INT64},  {"pickup_community_area", FERRY_INT64},
-    {"pickup_latitude", FERRY_FLOAT32}, {"pickup_longitude", FERRY_FLOAT32},   {"tips", FERRY_FLOAT32},
-    {"trip_miles", FERRY_FLOAT32},      {"trip_seconds", FERRY_INT64},         {"trip_start_day", FERRY_INT64},
-    {"trip_start_hour", FERRY_INT64},   {"trip_start_month", FERRY_INT64},     {"trip_start_timestamp", FERRY_INT64},
+    {"company", FERRY_DTYPE_BYTES},           {"dropoff_census_tract", FERRY_DTYPE_INT64}, {"dropoff_community_area", FERRY_DTYPE_INT64},
+    {"dropoff_latitude", FERRY_DTYPE_FLOAT32}, {"dropoff_longitude", FERRY_DTYPE_FLOAT32}, {"fare", FERRY_DTYPE_FLOAT32},
+    {"payment_type", FERRY_DTYPE_BYTES},      {"pickup_census_tract", FERRY_DTYPE_INT64},  {"pickup_community_area", FERRY_DTYPE_INT64},
+    {"pickup_latitude", FERRY_DTYPE_FLOAT32}, {"pickup_longitude", FERRY_DTYPE_FLOAT32},   {"tips", FERRY_DTYPE_FLOAT32},
+    {"trip_miles", FERRY_DTYPE_FLOAT32},      {"trip_seconds", FERRY_DTYPE_INT64},         {"trip_start_day", FERRY_DTYPE_INT64},
+    {"trip_start_hour", FERRY_DTYPE_INT64},   {"trip_start_month", FERRY_DTYPE_INT64},     {"trip_start_timestamp", FERRY_DTYPE_INT64},
 };
 #define NTAXI (sizeof taxi / sizeof taxi[0])
 
@@ -1892,8 +1892,8 @@ TEST(real_csv_example_gen_shards) {
     ferry_tensor *dflt;
     ASSERT_OK(ferry_tensor_scalar_i64(rt, -1, &dflt));
     ferry_example_feature g[2] = {
-        {.key = "pickup_census_tract", .dtype = FERRY_INT64, .default_value = dflt},
-        {.key = "trip_start_hour", .dtype = FERRY_INT64},
+        {.key = "pickup_census_tract", .dtype = FERRY_DTYPE_INT64, .default_value = dflt},
+        {.key = "trip_start_hour", .dtype = FERRY_DTYPE_INT64},
     };
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = 2, .features = g}, &ps));
     ferry_tensor_unref(dflt);
@@ -1940,11 +1940,11 @@ TEST(pipeline_batch_parse_equals_padded_batch_of_parse) {
     ferry_runtime *rt = rt_new();
     ferry_example_parser *ps = taxi_parser(rt);
     ferry_dataset *rds = taxi_records(rt), *per, *padded_ds, *batched, *fast;
-    ferry_map_options mo = {.num_parallel_calls = 2};
+    ferry_parse_example_options mo = {.num_parallel_calls = 2};
     ASSERT_OK(ferry_dataset_parse_example(rds, ps, &mo, &per));
     ASSERT_EQ(ferry_dataset_num_components(per), 2 * NTAXI);
-    ASSERT_OK(ferry_dataset_padded_batch(per, 100, false, NULL, &padded_ds));
-    ASSERT_OK(ferry_dataset_batch(rds, 100, false, &batched));
+    ASSERT_OK(ferry_dataset_padded_batch(per, 100, NULL, &padded_ds));
+    ASSERT_OK(ferry_dataset_batch(rds, 100, NULL, &batched));
     ASSERT_OK(ferry_dataset_parse_example(batched, ps, &mo, &fast));
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(fast, 0, &sp));
@@ -2022,7 +2022,7 @@ TEST(pipeline_real_files_sums) {
         ferry_tfrecord_options o = {.compression = cases[c].comp};
         ferry_dataset *rds, *parsed;
         ASSERT_OK(ferry_dataset_tfrecord(rt, 1, files, &o, &rds));
-        ferry_example_feature f = {.key = cases[c].key, .dtype = FERRY_INT64, .kind = cases[c].kind};
+        ferry_example_feature f = {.key = cases[c].key, .dtype = FERRY_DTYPE_INT64, .kind = cases[c].kind};
         ferry_example_parser *ps;
         ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = 1, .features = &f}, &ps));
         ASSERT_OK(ferry_dataset_parse_example(rds, ps, NULL, &parsed));
@@ -2067,10 +2067,10 @@ TEST(pipeline_error_in_its_position) {
     ferry_tensor *t;
     ASSERT_OK(ferry_tensor_create_bytes(rt, 1, &n, ptrs, lens, &t));
     ferry_dataset *src, *parsed;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &src));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &src));
     ferry_tensor_unref(t);
     for (int par = 0; par <= 2; par += 2) {
-        ferry_map_options mo = {.num_parallel_calls = par};
+        ferry_parse_example_options mo = {.num_parallel_calls = par};
         ASSERT_OK(ferry_dataset_parse_example(src, ps, &mo, &parsed));
         ferry_iterator *it;
         ASSERT_OK(ferry_iterator_create(parsed, NULL, &it));
@@ -2105,7 +2105,7 @@ TEST(pipeline_error_in_its_position) {
     }
     /* A dataset whose component 0 is not bytes is refused at construction. */
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, NULL, &r));
     ASSERT_EQ(ferry_dataset_parse_example(r, ps, NULL, &parsed), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "bytes scalar or vector");
     ferry_dataset_unref(r);

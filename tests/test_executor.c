@@ -431,12 +431,12 @@ TEST(pipelines_stay_within_the_cpu_budget_and_give_the_same_output) {
             ferry_runtime *rt = rt_with_budget(budgets[b]);
             ferry_dataset *r, *m1, *p1 = NULL, *m2, *bt, *pf;
             ferry_map_options mo = {.num_parallel_calls = FERRY_AUTOTUNE};
-            ASSERT_OK(ferry_dataset_range(rt, 0, 3000, 1, &r));
+            ASSERT_OK(ferry_dataset_range(rt, 0, 3000, 1, NULL, &r));
             ASSERT_OK(ferry_dataset_map(r, add_one, NULL, &mo, &m1));
-            if (mid) ASSERT_OK(ferry_dataset_prefetch(m1, 2, &p1));
+            if (mid) ASSERT_OK(ferry_dataset_prefetch(m1, 2, NULL, &p1));
             ASSERT_OK(ferry_dataset_map(mid ? p1 : m1, times_three_slowly, NULL, &mo, &m2));
-            ASSERT_OK(ferry_dataset_batch(m2, 32, false, &bt));
-            ASSERT_OK(ferry_dataset_prefetch(bt, FERRY_AUTOTUNE, &pf));
+            ASSERT_OK(ferry_dataset_batch(m2, 32, NULL, &bt));
+            ASSERT_OK(ferry_dataset_prefetch(bt, FERRY_AUTOTUNE, NULL, &pf));
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(pf, NULL, &it));
             int64_t sum = 0, n = 0, prev = -1;
@@ -477,10 +477,10 @@ TEST(a_stage_destroyed_inside_another_run_does_not_hold_the_core) {
         ferry_runtime *rt = rt_with_budget(budgets[b]);
         ferry_dataset *r, *m, *rep, *pf;
         ferry_map_options mo = {.num_parallel_calls = 3};
-        ASSERT_OK(ferry_dataset_range(rt, 0, 40, 1, &r));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 40, 1, NULL, &r));
         ASSERT_OK(ferry_dataset_map(r, add_one, NULL, &mo, &m));
-        ASSERT_OK(ferry_dataset_repeat(m, 25, &rep));
-        ASSERT_OK(ferry_dataset_prefetch(rep, 2, &pf));
+        ASSERT_OK(ferry_dataset_repeat(m, 25, NULL, &rep));
+        ASSERT_OK(ferry_dataset_prefetch(rep, 2, NULL, &pf));
         for (int round = 0; round < 20; round++) {
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(pf, NULL, &it));

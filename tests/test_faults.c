@@ -81,13 +81,13 @@ static void scenario(fault_alloc *f, int threads, int64_t *elements, int64_t *er
     *elements = *errors = 0;
     ferry_runtime_options ro = {.alloc = fault_fn, .alloc_user = f};
     STEP(ferry_runtime_create(&ro, &rt));
-    STEP(ferry_dataset_range(rt, 0, 40, 1, &r));
+    STEP(ferry_dataset_range(rt, 0, 40, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads};
     STEP(ferry_dataset_map(r, map_square, NULL, &mo, &m));
     STEP(ferry_dataset_shuffle(m, 8, NULL, &s));
-    STEP(ferry_dataset_batch(s, 3, false, &b));
+    STEP(ferry_dataset_batch(s, 3, NULL, &b));
     STEP(ferry_dataset_cache(b, NULL, &c));
-    STEP(ferry_dataset_prefetch(c, 2, &p));
+    STEP(ferry_dataset_prefetch(c, 2, NULL, &p));
     STEP(ferry_iterator_create(p, NULL, &it));
     for (int guard = 0; guard < 1000; guard++) {
         ferry_element *e = NULL;
@@ -152,7 +152,7 @@ static int map_big(ferry_context *ctx, ferry_element *in, ferry_element **out, v
     ferry_element_free(in);
     int64_t dims[1] = {512}; /* 4 KiB */
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, dims, &t);
     if (rc) return rc;
     int64_t *d = ferry_tensor_mutable_data(t);
     for (int i = 0; i < 512; i++) d[i] = v;
@@ -165,12 +165,12 @@ static void budget_case(int threads, int64_t shuffle, int64_t prefetch) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(&ro, &rt));
     ferry_dataset *r, *m, *s, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, &r));
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
+    ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, NULL, &r));
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {512}}};
     ferry_map_options mo = {.num_parallel_calls = threads, .reorder_window = 64, .num_outputs = 1, .output_specs = &spec};
     ASSERT_OK(ferry_dataset_map(r, map_big, NULL, &mo, &m));
     ASSERT_OK(ferry_dataset_shuffle(m, shuffle, NULL, &s));
-    ASSERT_OK(ferry_dataset_prefetch(s, prefetch, &p));
+    ASSERT_OK(ferry_dataset_prefetch(s, prefetch, NULL, &p));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(p, NULL, &it));
     int64_t n = 0, sum = 0;

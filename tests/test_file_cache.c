@@ -107,7 +107,7 @@ static ferry_element *rec_element(ferry_runtime *rt, int64_t i) {
     size_t lens[2] = {strlen(s0), (size_t)(i % 9)};
     const void *p3 = "";
     size_t l3 = 0;
-    if (ferry_tensor_scalar_i64(rt, i, &t[0]) || ferry_tensor_create(rt, FERRY_FLOAT32, 1, &d3, &t[1]) ||
+    if (ferry_tensor_scalar_i64(rt, i, &t[0]) || ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 1, &d3, &t[1]) ||
         ferry_tensor_create_bytes(rt, 1, &d2, ptrs, lens, &t[2]) ||
         ferry_tensor_create_bytes(rt, 0, NULL, &p3, &l3, &t[3])) {
         for (int k = 0; k < 4; k++) ferry_tensor_unref(t[k]);
@@ -158,10 +158,10 @@ static int rec_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
 static const ferry__dataset_vtable rec_vt = {.make = rec_make};
 
 static ferry_dataset *rec(ferry_runtime *rt, int64_t n, int64_t err_at, int64_t mult) {
-    ferry_tensor_spec specs[4] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {3}}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {2}}},
-                                  {FERRY_BYTES, {.rank = 0}}};
+    ferry_tensor_spec specs[4] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {3}}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {2}}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 0}}};
     ferry_dataset *ds;
     ASSERT_OK(ferry__dataset_new(rt, &rec_vt, "rec", sizeof(rec_ds), 0, NULL, 4, specs, n, &ds));
     rec_ds *r = (rec_ds *)ds;
@@ -233,7 +233,7 @@ static long full_pass(ferry_dataset *ds, int64_t n, int64_t err_at, int64_t mult
 
 static ferry_dataset *cache_of(ferry_dataset *in) {
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_cache(in, cpath, &ds));
+    ASSERT_OK(ferry_dataset_cache(in, &(ferry_cache_options){.path = cpath}, &ds));
     return ds;
 }
 
@@ -257,7 +257,7 @@ TEST(file_cache_second_pass_reads_file) {
     /* repeat over the cache: epoch 1 writes, the others read. */
     unlink(cpath);
     ferry_dataset *rep;
-    ASSERT_OK(ferry_dataset_repeat(ds, 3, &rep));
+    ASSERT_OK(ferry_dataset_repeat(ds, 3, NULL, &rep));
     long before = atomic_load(&rec_calls);
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(rep, NULL, &it));
@@ -625,12 +625,12 @@ TEST(file_cache_arguments) {
     char *longp = malloc(5000);
     memset(longp, 'a', 4999);
     longp[4999] = '\0';
-    ASSERT_EQ(ferry_dataset_cache(in, longp, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_cache(in, &(ferry_cache_options){.path = longp}, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "path");
     ASSERT(ds == NULL);
     free(longp);
     /* A directory that does not exist: the stream passes through, nothing is written. */
-    ASSERT_OK(ferry_dataset_cache(in, "/nonexistent-ferry-dir/x/cache.bin", &ds));
+    ASSERT_OK(ferry_dataset_cache(in, &(ferry_cache_options){.path = "/nonexistent-ferry-dir/x/cache.bin"}, &ds));
     ASSERT_EQ(full_pass(ds, 3, -1, 1), 4);
     ASSERT_EQ(full_pass(ds, 3, -1, 1), 4);
     ferry_dataset_unref(ds);
@@ -676,10 +676,10 @@ static long one_failing_run(long k, bool prewrite) {
     ferry_dataset *in = NULL, *ds = NULL;
     ferry_iterator *it = NULL, *r = NULL;
     ferry_blob *b = NULL;
-    ferry_tensor_spec specs[4] = {{FERRY_INT64, {.rank = 0}},
-                                  {FERRY_FLOAT32, {.rank = 1, .dims = {3}}},
-                                  {FERRY_BYTES, {.rank = 1, .dims = {2}}},
-                                  {FERRY_BYTES, {.rank = 0}}};
+    ferry_tensor_spec specs[4] = {{FERRY_DTYPE_INT64, {.rank = 0}},
+                                  {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {3}}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 1, .dims = {2}}},
+                                  {FERRY_DTYPE_BYTES, {.rank = 0}}};
     if (ferry__dataset_new(rt, &rec_vt, "rec", sizeof(rec_ds), 0, NULL, 4, specs, 30, &in) == FERRY_OK) {
         rec_ds *rd = (rec_ds *)in;
         rd->n = 30, rd->err_at = -1, rd->mult = 1;
@@ -687,7 +687,7 @@ static long one_failing_run(long k, bool prewrite) {
         ferry__dataset_hash_i64(in, -1);
         ferry__dataset_hash_i64(in, 1);
         ferry__dataset_seal(in);
-        if (ferry_dataset_cache(in, cpath, &ds) != FERRY_OK) ds = NULL;
+        if (ferry_dataset_cache(in, &(ferry_cache_options){.path = cpath}, &ds) != FERRY_OK) ds = NULL;
     }
     for (int pass = 0; ds && pass < 2; pass++) {
         if (ferry_iterator_create(ds, NULL, &it) != FERRY_OK) break;

@@ -93,7 +93,7 @@ int main(void) {
     ferry_iterator *it = NULL;
     ferry_element *e = NULL;
     int64_t sum = 0;
-    if (ferry_runtime_create(NULL, &rt) || ferry_dataset_range(rt, 0, 10, 1, &ds) ||
+    if (ferry_runtime_create(NULL, &rt) || ferry_dataset_range(rt, 0, 10, 1, NULL, &ds) ||
         ferry_iterator_create(ds, NULL, &it)) {
         printf("error: %s\n", ferry_last_error());
         return 1;

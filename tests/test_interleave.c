@@ -55,12 +55,12 @@ static int tseq_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     ferry_tensor *t;
     if (pos == c->vector_at) {
         int64_t d = 2;
-        int rc = ferry__tensor_new(it_->ctx.rt, FERRY_INT64, 1, &d, &t, st);
+        int rc = ferry__tensor_new(it_->ctx.rt, FERRY_DTYPE_INT64, 1, &d, &t, st);
         if (rc) return rc;
         ((int64_t *)(void *)t->data)[0] = v;
         ((int64_t *)(void *)t->data)[1] = v;
     } else {
-        int rc = ferry__tensor_new(it_->ctx.rt, FERRY_INT64, 0, NULL, &t, st);
+        int rc = ferry__tensor_new(it_->ctx.rt, FERRY_DTYPE_INT64, 0, NULL, &t, st);
         if (rc) return rc;
         memcpy(t->data, &v, 8);
     }
@@ -105,7 +105,7 @@ static const ferry__dataset_vtable tseq_vt = {.make = tseq_make};
 
 /* NULL when the allocation fails. */
 static ferry_dataset *tseq_try(ferry_runtime *rt, const tseq_cfg *c) {
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = c->unknown_shape ? -1 : 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = c->unknown_shape ? -1 : 0}};
     ferry_dataset *ds;
     if (ferry__dataset_new(rt, &tseq_vt, "tseq", sizeof(tseq_ds), 0, NULL, 1, &spec, c->n, &ds)) return NULL;
     ((tseq_ds *)ds)->cfg = *c;
@@ -156,7 +156,7 @@ static int make_inner(ferry_context *ctx, const ferry_element *in, ferry_dataset
     if (c->wrong_dtype[v]) {
         ferry_tensor *t;
         ASSERT_OK(ferry_tensor_scalar_f32(rt, 1.0f, &t));
-        int rc = ferry_dataset_from_tensors(rt, 1, &t, out);
+        int rc = ferry_dataset_from_tensors(rt, 1, &t, NULL, out);
         ferry_tensor_unref(t);
         return rc;
     }
@@ -257,7 +257,7 @@ static void expect_same_multiset(const items *got, const items *want, const char
 }
 
 static ferry_dataset *interleave(ferry_dataset *in, fn_cfg *c, int cycle, int block, int threads, bool relaxed) {
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     ferry_interleave_options o = {.cycle_length = cycle,
                                   .block_length = block,
                                   .num_parallel_calls = threads,
@@ -271,7 +271,7 @@ static ferry_dataset *interleave(ferry_dataset *in, fn_cfg *c, int cycle, int bl
 
 /* Like interleave() but returns NULL when construction fails (allocation-failure tests). */
 static ferry_dataset *interleave_or_null(ferry_dataset *in, fn_cfg *c, int cycle, int block, int threads) {
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     ferry_interleave_options o = {.cycle_length = cycle,
                                   .block_length = block,
                                   .num_parallel_calls = threads,
@@ -377,7 +377,7 @@ TEST(interleave_order_by_hand) {
         c.mult = 10;
         c.len[0] = 3, c.len[1] = 5, c.len[2] = 0, c.len[3] = 2;
         ferry_dataset *in, *ds;
-        ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, &in));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, NULL, &in));
         ds = interleave(in, &c, 2, 2, threads[t], false);
         ASSERT(strcmp(ferry_dataset_name(ds), "interleave") == 0);
         ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
@@ -405,7 +405,7 @@ TEST(interleave_tf_doc_example) {
         c.step = 0;
         for (int i = 1; i <= 5; i++) c.len[i] = 6;
         ferry_dataset *in, *ds;
-        ASSERT_OK(ferry_dataset_range(rt, 1, 6, 1, &in));
+        ASSERT_OK(ferry_dataset_range(rt, 1, 6, 1, NULL, &in));
         ds = interleave(in, &c, 2, 4, t == 2 ? 3 : t, false);
         items got = run_all(ds);
         expect_items(&got, want, 30, "tf doc example");
@@ -509,7 +509,7 @@ TEST(interleave_element_spec_checks) {
     for (int i = 0; i < 3; i++) c.len[i] = 3;
     c.odd_shape[1] = true; /* declares unknown rank; position 1 is a vector */
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, NULL, &in));
     items want = model(&c, 3, -1, 1, 1);
     for (int t = 0; t < 2; t++) {
         ferry_dataset *ds = interleave(in, &c, 1, 1, t * 2, false);
@@ -529,7 +529,7 @@ TEST(interleave_element_spec_checks) {
     ASSERT_EQ(ferry_dataset_num_components(ds), 1);
     ferry_tensor_spec sp;
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &sp));
-    ASSERT_EQ(sp.dtype, FERRY_INT64);
+    ASSERT_EQ(sp.dtype, FERRY_DTYPE_INT64);
     ASSERT_EQ(sp.shape.rank, 0);
     ferry_dataset_unref(ds);
     /* ... which fails when the first input element fails. */
@@ -554,7 +554,7 @@ TEST(interleave_element_spec_checks) {
     ASSERT_EQ(ferry_dataset_interleave(in, make_inner, &c, NULL, NULL), FERRY_EINVAL);
     /* An empty input: no components, no elements. */
     ferry_dataset *empty;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 0, 1, &empty));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 0, 1, NULL, &empty));
     ASSERT_OK(ferry_dataset_interleave(empty, make_inner, &c, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     items got = run_all(ds);
@@ -636,7 +636,7 @@ TEST(interleave_save_restore_long_streams) {
     c.mult = 1000;
     for (int i = 0; i < 6; i++) c.len[i] = 70 + 13 * i;
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, NULL, &in));
     ferry_dataset *par = interleave(in, &c, 3, 5, 3, false);
     ferry_dataset *seq = interleave(in, &c, 3, 5, 0, false);
     items full = run_all(seq);
@@ -670,7 +670,7 @@ TEST(interleave_state_mismatch_refused) {
     fn_cfg_init(&c);
     for (int i = 0; i < 4; i++) c.len[i] = 4;
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, NULL, &in));
     ferry_dataset *a = interleave(in, &c, 2, 1, 0, false);
     ferry_dataset *b = interleave(in, &c, 3, 1, 0, false);
     ferry_iterator *it;
@@ -698,7 +698,7 @@ TEST(interleave_cancel_mid_stream) {
     for (int i = 0; i < 8; i++) c.len[i] = 1000;
     c.sleep_ns = 2000000; /* 2 ms per element: workers are mostly asleep in inner next */
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 8, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 8, 1, NULL, &in));
     for (int t = 1; t <= 4; t *= 2) {
         ferry_dataset *ds = interleave(in, &c, 4, 2, t, t == 4);
         ferry_iterator *it;
@@ -738,7 +738,7 @@ TEST(interleave_budget_no_deadlock) {
     fn_cfg_init(&c);
     for (int i = 0; i < 10; i++) c.len[i] = 50;
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &in));
     ferry_dataset *seq = interleave(in, &c, 4, 3, 0, false);
     ferry_dataset *par = interleave(in, &c, 4, 3, 4, false);
     items want = run_all(seq);
@@ -762,7 +762,7 @@ TEST(interleave_autotune_and_stats) {
     fn_cfg_init(&c);
     for (int i = 0; i < 5; i++) c.len[i] = 20;
     ferry_dataset *in;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 5, 1, &in));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 5, 1, NULL, &in));
     ferry_dataset *auto_ds = interleave(in, &c, 3, 2, FERRY_AUTOTUNE, false);
     ferry_dataset *seq = interleave(in, &c, 3, 2, 0, false);
     items want = run_all(seq);
@@ -803,9 +803,9 @@ TEST(flat_map_order_errors_and_restore) {
     c.fail[4] = true;
     c.len[5] = 2;
     ferry_dataset *in, *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, &in));
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
-    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c, 1, &spec, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, NULL, &in));
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
+    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c, &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "flat_map") == 0);
     static const item want[] = {{0, 0},  {0, 1},          {0, 20}, {FERRY_EIO, 0}, {0, 22},
                                 {0, 30}, {FERRY_EUSER, 0}, {0, 50}, {0, 51}};
@@ -815,13 +815,13 @@ TEST(flat_map_order_errors_and_restore) {
     save_restore_all(ds, ds, false);
     /* num_outputs 0 takes the spec from the first dataset. */
     ferry_dataset *ds2;
-    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c, 0, NULL, &ds2));
+    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c, NULL, &ds2));
     ASSERT_EQ(ferry_dataset_num_components(ds2), 1);
     got = run_all(ds2);
     expect_items(&got, want, sizeof want / sizeof want[0], "flat_map probed");
     free(got.v);
     ferry_dataset *bad;
-    ASSERT_EQ(ferry_dataset_flat_map(in, NULL, &c, 0, NULL, &bad), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_flat_map(in, NULL, &c, NULL, &bad), FERRY_EINVAL);
     ASSERT(bad == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_flat_map");
     ferry_dataset_unref(ds2);
@@ -867,7 +867,7 @@ TEST(interleave_allocation_failures) {
             ferry_dataset *in = NULL, *ds = NULL;
             ferry_iterator *it = NULL, *r = NULL;
             ferry_blob *b = NULL;
-            if (ferry_dataset_range(rt, 0, 5, 1, &in) == FERRY_OK) ds = interleave_or_null(in, &c, 2, 2, threads);
+            if (ferry_dataset_range(rt, 0, 5, 1, NULL, &in) == FERRY_OK) ds = interleave_or_null(in, &c, 2, 2, threads);
             if (ds && ferry_iterator_create(ds, NULL, &it) == FERRY_OK) {
                 items got = {0};
                 drain_lenient(it, &got, 3);
@@ -907,7 +907,7 @@ TEST(interleave_hands_on_what_is_read) {
     for (int threads = 1; threads <= 2; threads++) {
         handoff h = {.n = 40, .slow_at = 3};
         ferry_dataset *r, *ds;
-        ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, &r));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, NULL, &r));
         ferry_interleave_options o = {.cycle_length = 1, .num_parallel_calls = threads, .num_outputs = 1,
                                       .output_specs = &handoff_spec};
         ASSERT_OK(ferry_dataset_interleave(r, handoff_inner, &h, &o, &ds));

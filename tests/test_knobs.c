@@ -17,7 +17,7 @@ static int draw(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     if (i % 97 == 5) return ferry_context_fail(ctx, FERRY_EUSER, "element %lld fails", (long long)i);
     const int64_t dims[1] = {2};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, dims, &t);
     if (rc) return rc;
     int64_t *p = ferry_tensor_mutable_data(t);
     p[0] = i;
@@ -25,16 +25,16 @@ static int draw(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out); /* takes t */
 }
 
-static const ferry_tensor_spec draw_spec = {FERRY_INT64, {1, {2}}};
+static const ferry_tensor_spec draw_spec = {FERRY_DTYPE_INT64, {1, {2}}};
 
 /* range(n) -> map(draw, 4 threads) [-> batch(8)] -> prefetch(pf). */
 static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, bool batched, int64_t pf) {
     ferry_dataset *r, *m, *b = NULL, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = 4, .num_outputs = 1, .output_specs = &draw_spec};
     ASSERT_OK(ferry_dataset_map(r, draw, NULL, &mo, &m));
-    if (batched) ASSERT_OK(ferry_dataset_batch(m, 8, false, &b));
-    ASSERT_OK(ferry_dataset_prefetch(b ? b : m, pf, &p));
+    if (batched) ASSERT_OK(ferry_dataset_batch(m, 8, NULL, &b));
+    ASSERT_OK(ferry_dataset_prefetch(b ? b : m, pf, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     ferry_dataset_unref(b);
@@ -45,21 +45,21 @@ static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, bool batched, int64
 static int inner_range(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user) {
     (void)user;
     int64_t i = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
-    return ferry_dataset_range(ferry_context_runtime(ctx), 1000 * i, 1000 * i + 7 * (i % 9), 1, out);
+    return ferry_dataset_range(ferry_context_runtime(ctx), 1000 * i, 1000 * i + 7 * (i % 9), 1, NULL, out);
 }
 
 /* range(n) -> interleave(inner_range, cycle 4, block 3, 3 threads) -> map(draw, 4 threads) ->
  * prefetch(pf). */
 static ferry_dataset *interleaved(ferry_runtime *rt, int64_t n, int64_t pf) {
     ferry_dataset *r, *il, *m, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
-    const ferry_tensor_spec scalar = {FERRY_INT64, {0, {0}}};
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
+    const ferry_tensor_spec scalar = {FERRY_DTYPE_INT64, {0, {0}}};
     ferry_interleave_options io = {.cycle_length = 4, .block_length = 3, .num_parallel_calls = 3, .num_outputs = 1,
                                    .output_specs = &scalar};
     ASSERT_OK(ferry_dataset_interleave(r, inner_range, NULL, &io, &il));
     ferry_map_options mo = {.num_parallel_calls = 4, .num_outputs = 1, .output_specs = &draw_spec};
     ASSERT_OK(ferry_dataset_map(il, draw, NULL, &mo, &m));
-    ASSERT_OK(ferry_dataset_prefetch(m, pf, &p));
+    ASSERT_OK(ferry_dataset_prefetch(m, pf, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(il);
     ferry_dataset_unref(m);

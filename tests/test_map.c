@@ -70,8 +70,8 @@ static const fn_opts plain = {.fail = {-1}, .slow = -1};
 static ferry_dataset *map_over(ferry_dataset *in, const fn_opts *o, int threads, bool relaxed, int window) {
     ferry_map_options mo = {
         .num_parallel_calls = threads, .relaxed_order = relaxed, .reorder_window = window, .seed = 11};
-    ferry_tensor_spec specs[2] = {{.dtype = FERRY_INT64, .shape = {.rank = 0}},
-                                  {.dtype = FERRY_INT64, .shape = {.rank = 0}}};
+    ferry_tensor_spec specs[2] = {{.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}},
+                                  {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}}};
     if (o->two) {
         mo.num_outputs = 2;
         mo.output_specs = specs;
@@ -83,7 +83,7 @@ static ferry_dataset *map_over(ferry_dataset *in, const fn_opts *o, int threads,
 
 static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, const fn_opts *o, int threads, bool relaxed, int window) {
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_dataset *m = map_over(r, o, threads, relaxed, window);
     ferry_dataset_unref(r);
     return m;
@@ -259,7 +259,7 @@ static int identity(ferry_context *ctx, ferry_element *in, ferry_element **out, 
 TEST(map_output_spec_checked) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, NULL, &r));
     for (int t = 0; t <= 3; t += 3) {
         /* No output spec: outputs must match the input's (int64 scalar). */
         ferry_map_options mo = {.num_parallel_calls = t};
@@ -288,7 +288,7 @@ TEST(map_output_spec_checked) {
         ferry_iterator_free(it);
         ferry_dataset_unref(m);
         /* Declared specs: a shape mismatch and a component-count mismatch. */
-        ferry_tensor_spec vec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {3}}};
+        ferry_tensor_spec vec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {3}}};
         mo.num_outputs = 1;
         mo.output_specs = &vec;
         ASSERT_OK(ferry_dataset_map(r, identity, NULL, &mo, &m));
@@ -300,7 +300,7 @@ TEST(map_output_spec_checked) {
         ASSERT_STR_CONTAINS(ferry_iterator_error(it), "shape");
         ferry_iterator_free(it);
         ferry_dataset_unref(m);
-        ferry_tensor_spec two[2] = {{.dtype = FERRY_INT64}, {.dtype = FERRY_INT64}};
+        ferry_tensor_spec two[2] = {{.dtype = FERRY_DTYPE_INT64}, {.dtype = FERRY_DTYPE_INT64}};
         mo.num_outputs = 2;
         mo.output_specs = two;
         ASSERT_OK(ferry_dataset_map(r, identity, NULL, &mo, &m));
@@ -411,7 +411,7 @@ TEST(map_user_free_runs_once_after_the_last_iterator) {
     for (int threads = 0; threads <= 2; threads += 2) {
         owned_user u = {.add = 100};
         ferry_dataset *r, *m;
-        ASSERT_OK(ferry_dataset_range(rt, 0, 50, 1, &r));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 50, 1, NULL, &r));
         ferry_map_options o = {.num_parallel_calls = threads, .user_free = owned_free};
         ASSERT_OK(ferry_dataset_map(r, add_owned, &u, &o, &m));
         ferry_dataset_unref(r);
@@ -428,7 +428,7 @@ TEST(map_user_free_runs_once_after_the_last_iterator) {
         ASSERT_EQ(u.frees, 1);
         /* A failing constructor does not take it. */
         owned_user v = {0};
-        ASSERT_OK(ferry_dataset_range(rt, 0, 5, 1, &r));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 5, 1, NULL, &r));
         ferry_map_options bad = {.num_parallel_calls = -7, .user_free = owned_free};
         ASSERT_EQ(ferry_dataset_map(r, add_owned, &v, &bad, &m), FERRY_EINVAL);
         ASSERT_EQ(v.frees, 0);
@@ -599,7 +599,7 @@ TEST(map_stats) {
 TEST(map_bad_arguments) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *m = NULL;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
     ASSERT_EQ(ferry_dataset_map(r, NULL, NULL, NULL, &m), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'fn'");
     ferry_map_options mo = {.num_parallel_calls = -2};
@@ -611,7 +611,7 @@ TEST(map_bad_arguments) {
     mo = (ferry_map_options){.num_outputs = 1};
     ASSERT_EQ(ferry_dataset_map(r, identity, NULL, &mo, &m), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "output_specs");
-    ferry_tensor_spec bad = {.dtype = FERRY_INT64, .shape = {.rank = 9}};
+    ferry_tensor_spec bad = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 9}};
     mo.output_specs = &bad;
     ASSERT_EQ(ferry_dataset_map(r, identity, NULL, &mo, &m), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "rank");
@@ -672,15 +672,15 @@ TEST(map_skip_while_running) {
     rec *want = calloc(N, sizeof *want), *got = calloc(N, sizeof *got);
     ferry_dataset *ref_m = pipeline(rt, N, &o, 0, false, 0);
     ferry_dataset *ref;
-    ASSERT_OK(ferry_dataset_shard(ref_m, 4, 1, &ref));
+    ASSERT_OK(ferry_dataset_shard(ref_m, 4, 1, NULL, &ref));
     size_t nwant = run_all(ref, want, 8);
     ASSERT_EQ(nwant, N / 4);
     for (int relaxed = 0; relaxed < 2; relaxed++) {
         for (int warm = 0; warm < 2; warm++) {
             ferry_dataset *m = pipeline(rt, N, &o, 3, relaxed, relaxed ? 64 : 0);
             ferry_dataset *sh, *sk;
-            ASSERT_OK(ferry_dataset_shard(m, 4, 1, &sh));
-            ASSERT_OK(ferry_dataset_skip(m, 100, &sk));
+            ASSERT_OK(ferry_dataset_shard(m, 4, 1, NULL, &sh));
+            ASSERT_OK(ferry_dataset_skip(m, 100, NULL, &sk));
             ferry_iterator_options io = {.seed = 8, .warm_start = warm};
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(sh, &io, &it));
@@ -733,7 +733,7 @@ TEST(map_relaxed_gaps_survive_restore) {
     for (int round = 0; round < 3; round++) {
         ferry_dataset *m = pipeline(rt, N, &o, 2, true, 256);
         ferry_dataset *sh;
-        ASSERT_OK(ferry_dataset_shard(m, K, round, &sh));
+        ASSERT_OK(ferry_dataset_shard(m, K, round, NULL, &sh));
         rec got[N / K + 1];
         size_t n = 0;
         ferry_iterator_options io = {.warm_start = true};
@@ -782,7 +782,7 @@ TEST(map_hands_on_results_behind_a_slow_position) {
         /* the function turns slow at element 300, in the middle of a chunk */
         handoff hf = {.n = 400, .slow_at = 300};
         ferry_dataset *r;
-        ASSERT_OK(ferry_dataset_range(rt, 0, 400, 1, &r));
+        ASSERT_OK(ferry_dataset_range(rt, 0, 400, 1, NULL, &r));
         ASSERT_OK(ferry_dataset_map(r, handoff_map, &hf, &o, &ds));
         handoff_consume(ds, &hf);
         ferry_dataset_unref(ds);

@@ -53,10 +53,10 @@ static int map_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, vo
 /* range(0, n) -> map(map_fn, threads) -> prefetch(buffer) */
 static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, const fail_list *fails, int threads, int64_t buffer) {
     ferry_dataset *r, *m, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads, .seed = 7};
     ASSERT_OK(ferry_dataset_map(r, map_fn, (void *)fails, &mo, &m));
-    ASSERT_OK(ferry_dataset_prefetch(m, buffer, &p));
+    ASSERT_OK(ferry_dataset_prefetch(m, buffer, NULL, &p));
     ferry_dataset_unref(r);
     ferry_dataset_unref(m);
     return p;
@@ -159,8 +159,8 @@ TEST(prefetch_plain_range_and_empty) {
     for (size_t b = 0; b < sizeof buffers / sizeof *buffers; b++) {
         for (int64_t n = 0; n <= 5; n += 5) {
             ferry_dataset *r, *p;
-            ASSERT_OK(ferry_dataset_range(rt, 10, 10 + n, 1, &r));
-            ASSERT_OK(ferry_dataset_prefetch(r, buffers[b], &p));
+            ASSERT_OK(ferry_dataset_range(rt, 10, 10 + n, 1, NULL, &r));
+            ASSERT_OK(ferry_dataset_prefetch(r, buffers[b], NULL, &p));
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(p, NULL, &it));
             rec got[8];
@@ -282,7 +282,7 @@ TEST(prefetch_nested_save_restore) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *inner = pipeline(rt, 400, NULL, 2, 16);
     ferry_dataset *outer;
-    ASSERT_OK(ferry_dataset_prefetch(inner, 5, &outer));
+    ASSERT_OK(ferry_dataset_prefetch(inner, 5, NULL, &outer));
     rec want[400];
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(outer, NULL, &it));
@@ -304,7 +304,7 @@ static int big_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, vo
     ferry_element_free(in);
     int64_t dims[1] = {512};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, dims, &t);
     if (rc) return rc;
     int64_t *d = ferry_tensor_mutable_data(t);
     for (int i = 0; i < 512; i++) d[i] = v;
@@ -317,11 +317,11 @@ TEST(prefetch_budget_bound) {
         for (int b = 0; b < 2; b++) {
             ferry_runtime *rt = rt_new_budget(budget);
             ferry_dataset *r, *m, *p;
-            ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, &r));
-            ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
+            ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, NULL, &r));
+            ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {512}}};
             ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 1, .output_specs = &spec};
             ASSERT_OK(ferry_dataset_map(r, big_fn, NULL, &mo, &m));
-            ASSERT_OK(ferry_dataset_prefetch(m, b ? 64 : FERRY_AUTOTUNE, &p));
+            ASSERT_OK(ferry_dataset_prefetch(m, b ? 64 : FERRY_AUTOTUNE, NULL, &p));
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(p, NULL, &it));
             for (int64_t i = 0; i < 300; i++) {
@@ -397,8 +397,8 @@ TEST(prefetch_stats_and_warm_start) {
 TEST(prefetch_autotune_grows_within_cap) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 5000, 1, &r));
-    ASSERT_OK(ferry_dataset_prefetch(r, FERRY_AUTOTUNE, &p));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 5000, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_prefetch(r, FERRY_AUTOTUNE, NULL, &p));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(p, NULL, &it));
     for (int64_t i = 0; i < 5000; i++) {
@@ -421,13 +421,13 @@ TEST(prefetch_autotune_grows_within_cap) {
 TEST(prefetch_bad_arguments_and_corrupt_state) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r, *p = NULL;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
-    ASSERT_EQ(ferry_dataset_prefetch(r, -2, &p), FERRY_EINVAL);
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
+    ASSERT_EQ(ferry_dataset_prefetch(r, -2, NULL, &p), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "buffer_size");
     ASSERT(p == NULL);
-    ASSERT_EQ(ferry_dataset_prefetch(NULL, 1, &p), FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_prefetch(r, 1, NULL), FERRY_EINVAL);
-    ASSERT_OK(ferry_dataset_prefetch(r, 4, &p));
+    ASSERT_EQ(ferry_dataset_prefetch(NULL, 1, NULL, &p), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_prefetch(r, 1, NULL, NULL), FERRY_EINVAL);
+    ASSERT_OK(ferry_dataset_prefetch(r, 4, NULL, &p));
     ASSERT(strcmp(ferry_dataset_name(p), "prefetch") == 0);
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(p, NULL, &it));

@@ -53,16 +53,16 @@ static int map_sleep(ferry_context *ctx, ferry_element *in, ferry_element **out,
     return FERRY_OK;
 }
 
-static const ferry_tensor_spec scalar_i64 = {FERRY_INT64, {0, {0}}};
+static const ferry_tensor_spec scalar_i64 = {FERRY_DTYPE_INT64, {0, {0}}};
 
 /* range(n) -> map(fn(user), threads) [-> prefetch(pf) when pf != 0]. */
 static ferry_dataset *pipeline(ferry_runtime *rt, int64_t n, ferry_map_fn fn, const int64_t *user, int threads,
                                int64_t pf) {
     ferry_dataset *r, *m, *p = NULL;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 1, .output_specs = &scalar_i64};
     ASSERT_OK(ferry_dataset_map(r, fn, (void *)user, &mo, &m));
-    if (pf) ASSERT_OK(ferry_dataset_prefetch(m, pf, &p));
+    if (pf) ASSERT_OK(ferry_dataset_prefetch(m, pf, NULL, &p));
     ferry_dataset_unref(r);
     if (p) ferry_dataset_unref(m);
     return p ? p : m;
@@ -203,7 +203,7 @@ TEST(report_bad_arguments_and_names) {
     ASSERT_EQ(ferry_iterator_report_json(NULL, &b), FERRY_EINVAL);
     ASSERT(b == NULL);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, NULL, &ds));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
     ASSERT_EQ(ferry_iterator_report(it, NULL), FERRY_EINVAL);

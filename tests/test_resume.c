@@ -60,7 +60,7 @@ static int map_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, vo
     for (size_t c = 0; c < n; c++) {
         ferry_tensor *t = ferry_element_get(in, c);
         ferry_shape s = ferry_tensor_shape(t);
-        int rc = ferry_tensor_create(rt, FERRY_INT64, s.rank, s.dims, &outs[c]);
+        int rc = ferry_tensor_create(rt, FERRY_DTYPE_INT64, s.rank, s.dims, &outs[c]);
         if (rc) {
             for (size_t k = 0; k < c; k++) ferry_tensor_unref(outs[k]);
             ferry_element_free(in);
@@ -125,7 +125,7 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
     ncache_files = 0;
     ferry_dataset *ds, *o;
     int64_t n = rbelow(r, 60);
-    CHECK(ferry_dataset_range(rt, 0, n, 1, &ds));
+    CHECK(ferry_dataset_range(rt, 0, n, 1, NULL, &ds));
     note("range(%lld)", (long long)n);
     int depth = 1 + rbelow(r, 5);
     bool batched = false;
@@ -141,18 +141,18 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
             break;
         }
         case 2:
-            CHECK(ferry_dataset_filter(ds, keep_fn, NULL, &o));
+            CHECK(ferry_dataset_filter(ds, keep_fn, NULL, NULL, &o));
             note(" -> filter");
             break;
         case 3:
             if (batched) {
-                CHECK(ferry_dataset_unbatch(ds, &o));
+                CHECK(ferry_dataset_unbatch(ds, NULL, &o));
                 batched = false;
                 note(" -> unbatch");
             } else {
                 int64_t b = 1 + rbelow(r, 7);
                 bool drop = rbelow(r, 2);
-                CHECK(ferry_dataset_batch(ds, b, drop, &o));
+                CHECK(ferry_dataset_batch(ds, b, &(ferry_batch_options){.drop_remainder = drop}, &o));
                 batched = true;
                 note(" -> batch(%lld, %d)", (long long)b, drop);
             }
@@ -165,31 +165,31 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
             break;
         }
         case 5:
-            CHECK(ferry_dataset_repeat(ds, 1 + rbelow(r, 3), &o));
+            CHECK(ferry_dataset_repeat(ds, 1 + rbelow(r, 3), NULL, &o));
             note(" -> repeat");
             break;
         case 6: {
             int64_t k = rbelow(r, 40);
-            CHECK(ferry_dataset_take(ds, k, &o));
+            CHECK(ferry_dataset_take(ds, k, NULL, &o));
             note(" -> take(%lld)", (long long)k);
             break;
         }
         case 7: {
             int64_t k = rbelow(r, 10);
-            CHECK(ferry_dataset_skip(ds, k, &o));
+            CHECK(ferry_dataset_skip(ds, k, NULL, &o));
             note(" -> skip(%lld)", (long long)k);
             break;
         }
         case 8: {
             int64_t s = 1 + rbelow(r, 4);
             int64_t i = rbelow(r, (int)s);
-            CHECK(ferry_dataset_shard(ds, s, i, &o));
+            CHECK(ferry_dataset_shard(ds, s, i, NULL, &o));
             note(" -> shard(%lld, %lld)", (long long)s, (long long)i);
             break;
         }
         case 9: {
             int64_t k = rbelow(r, 5) == 0 ? 0 : (rbelow(r, 2) ? FERRY_AUTOTUNE : 1 + rbelow(r, 8));
-            CHECK(ferry_dataset_prefetch(ds, k, &o));
+            CHECK(ferry_dataset_prefetch(ds, k, NULL, &o));
             note(" -> prefetch(%lld)", (long long)k);
             break;
         }
@@ -200,7 +200,7 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
         case 14: {
             char *path = cache_files[ncache_files++];
             snprintf(path, sizeof cache_files[0], "%s/c%d", cache_dir, d);
-            CHECK(ferry_dataset_cache(ds, path, &o));
+            CHECK(ferry_dataset_cache(ds, &(ferry_cache_options){.path = path}, &o));
             note(" -> cache(file)");
             break;
         }
@@ -212,43 +212,43 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
             ds = chain(ds, o);
             bool ignore = op == 16;
             if (ignore) {
-                CHECK(ferry_dataset_ignore_errors(ds, &o));
+                CHECK(ferry_dataset_ignore_errors(ds, NULL, &o));
                 ds = chain(ds, o);
             }
             int64_t b = 1 + rbelow(r, 5);
-            CHECK(ferry_dataset_batch(ds, b, false, &o));
+            CHECK(ferry_dataset_batch(ds, b, NULL, &o));
             batched = true;
             note(" -> map(threads %d, errors 1)%s -> batch(%lld)", threads, ignore ? " -> ignore_errors" : "",
                  (long long)b);
             break;
         }
         case 11:
-            CHECK(ferry_dataset_ignore_errors(ds, &o));
+            CHECK(ferry_dataset_ignore_errors(ds, NULL, &o));
             note(" -> ignore_errors");
             break;
         case 12:
             if (batched) {
-                CHECK(ferry_dataset_prefetch(ds, 2, &o));
+                CHECK(ferry_dataset_prefetch(ds, 2, NULL, &o));
                 note(" -> prefetch(2)");
             } else {
-                CHECK(ferry_dataset_enumerate(ds, 100, &o));
+                CHECK(ferry_dataset_enumerate(ds, &(ferry_enumerate_options){.start = 100}, &o));
                 note(" -> enumerate");
             }
             break;
         default: {
             if (batched) {
-                CHECK(ferry_dataset_prefetch(ds, 1, &o));
+                CHECK(ferry_dataset_prefetch(ds, 1, NULL, &o));
                 note(" -> prefetch(1)");
                 break;
             }
             ferry_dataset *other;
-            CHECK(ferry_dataset_range(rt, 1000, 1000 + rbelow(r, 10), 1, &other));
+            CHECK(ferry_dataset_range(rt, 1000, 1000 + rbelow(r, 10), 1, NULL, &other));
             if (ferry_dataset_num_components(ds) == 1) {
-                CHECK(ferry_dataset_concatenate(ds, other, &o));
+                CHECK(ferry_dataset_concatenate(ds, other, NULL, &o));
                 note(" -> concatenate(range)");
             } else {
                 ferry_dataset *in[2] = {ds, other};
-                CHECK(ferry_dataset_zip(2, in, &o));
+                CHECK(ferry_dataset_zip(2, in, NULL, &o));
                 note(" -> zip(range)");
             }
             ferry_dataset_unref(other);

@@ -29,7 +29,7 @@ static int feat(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     if (in_set(fs->fail, i)) return ferry_context_fail(ctx, FERRY_EUSER, "element %lld is bad", (long long)i);
     int64_t dims[1] = {in_set(fs->shape, i) ? 3 : 2};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, dims, &t);
     if (rc) return rc;
     int64_t *p = ferry_tensor_mutable_data(t);
     p[0] = i;
@@ -37,11 +37,11 @@ static int feat(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out); /* takes t */
 }
 
-static const ferry_tensor_spec feat_spec = {FERRY_INT64, {1, {FERRY_UNKNOWN_DIM}}};
+static const ferry_tensor_spec feat_spec = {FERRY_DTYPE_INT64, {1, {FERRY_UNKNOWN_DIM}}};
 
 static ferry_dataset *mapped(ferry_runtime *rt, int64_t n, int threads, const fail_set *fs) {
     ferry_dataset *r, *m;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 1, .output_specs = &feat_spec};
     ASSERT_OK(ferry_dataset_map(r, feat, (void *)fs, &mo, &m));
     ferry_dataset_unref(r);
@@ -50,7 +50,7 @@ static ferry_dataset *mapped(ferry_runtime *rt, int64_t n, int threads, const fa
 
 static ferry_dataset *map_batch(ferry_runtime *rt, int64_t n, int threads, int64_t bs, bool drop, const fail_set *fs) {
     ferry_dataset *m = mapped(rt, n, threads, fs), *b;
-    ASSERT_OK(ferry_dataset_batch(m, bs, drop, &b));
+    ASSERT_OK(ferry_dataset_batch(m, bs, &(ferry_batch_options){.drop_remainder = drop}, &b));
     ferry_dataset_unref(m);
     return b;
 }
@@ -239,7 +239,7 @@ TEST(map_and_batch_stats_show_the_graph_that_ran) {
 TEST(map_and_batch_only_where_it_applies) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *r, *m, *b;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 20, 1, NULL, &r));
     ferry_map_options cases[] = {
         {.num_parallel_calls = 0, .num_outputs = 1, .output_specs = &feat_spec},
         {.num_parallel_calls = 2, .relaxed_order = true, .num_outputs = 1, .output_specs = &feat_spec},
@@ -247,7 +247,7 @@ TEST(map_and_batch_only_where_it_applies) {
     };
     for (size_t c = 0; c < 3; c++) {
         ASSERT_OK(ferry_dataset_map(r, feat, (void *)&no_fail, &cases[c], &m));
-        ASSERT_OK(ferry_dataset_batch(m, 4, false, &b));
+        ASSERT_OK(ferry_dataset_batch(m, 4, NULL, &b));
         ferry_iterator *it = open_it(b, true);
         ASSERT(!has_stage(it, "map_and_batch"));
         ASSERT(has_stage(it, "batch"));
@@ -259,7 +259,7 @@ TEST(map_and_batch_only_where_it_applies) {
     ferry_dataset_unref(m);
     ferry_map_options par = {.num_parallel_calls = 2, .num_outputs = 1, .output_specs = &feat_spec};
     ASSERT_OK(ferry_dataset_map(r, feat, (void *)&no_fail, &par, &m));
-    ASSERT_OK(ferry_dataset_padded_batch(m, 4, false, NULL, &b));
+    ASSERT_OK(ferry_dataset_padded_batch(m, 4, NULL, &b));
     ferry_iterator *it = open_it(b, true);
     ASSERT(!has_stage(it, "map_and_batch"));
     ferry_iterator_free(it);
@@ -276,7 +276,7 @@ static int inner_ds(ferry_context *ctx, const ferry_element *in, ferry_dataset *
     ferry_runtime *rt = user;
     int64_t k = *(const int64_t *)ferry_tensor_data(ferry_element_get(in, 0));
     ferry_dataset *m = mapped(rt, 10 + k, 2, &no_fail);
-    int rc = ferry_dataset_batch(m, 3, false, out);
+    int rc = ferry_dataset_batch(m, 3, NULL, out);
     ferry_dataset_unref(m);
     return rc;
 }
@@ -284,8 +284,8 @@ static int inner_ds(ferry_context *ctx, const ferry_element *in, ferry_dataset *
 TEST(map_and_batch_inside_other_stages) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *b = map_batch(rt, 23, 2, 4, false, &no_fail), *rep, *pf, *z, *m2, *b2;
-    ASSERT_OK(ferry_dataset_repeat(b, 3, &rep));
-    ASSERT_OK(ferry_dataset_prefetch(rep, 2, &pf));
+    ASSERT_OK(ferry_dataset_repeat(b, 3, NULL, &rep));
+    ASSERT_OK(ferry_dataset_prefetch(rep, 2, NULL, &pf));
     items a = {0}, c = {0};
     full_stream(pf, true, &a);
     full_stream(pf, false, &c);
@@ -300,9 +300,9 @@ TEST(map_and_batch_inside_other_stages) {
     items_free(&c);
     /* a DAG: zip(batch(map), batch(map)) over the same map node */
     m2 = mapped(rt, 16, 2, &no_fail);
-    ASSERT_OK(ferry_dataset_batch(m2, 4, false, &b2));
+    ASSERT_OK(ferry_dataset_batch(m2, 4, NULL, &b2));
     ferry_dataset *pair[2] = {b2, b2};
-    ASSERT_OK(ferry_dataset_zip(2, pair, &z));
+    ASSERT_OK(ferry_dataset_zip(2, pair, NULL, &z));
     a = (items){0};
     c = (items){0};
     full_stream(z, true, &a);
@@ -313,7 +313,7 @@ TEST(map_and_batch_inside_other_stages) {
     items_free(&c);
     /* interleave: every inner dataset is planned on its own */
     ferry_dataset *keys, *ilv;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, &keys));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, NULL, &keys));
     ferry_interleave_options io = {.cycle_length = 2, .num_parallel_calls = 2};
     ASSERT_OK(ferry_dataset_interleave(keys, inner_ds, rt, &io, &ilv));
     a = (items){0};

@@ -9,11 +9,11 @@
 #include "element_stream.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-static const ferry_tensor_spec scalar_spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+static const ferry_tensor_spec scalar_spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
 
 static ferry_dataset *shuffled_range(ferry_runtime *rt, int64_t n, int64_t buffer, const ferry_shuffle_options *o) {
     ferry_dataset *r, *s;
-    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     ASSERT_OK(ferry_dataset_shuffle(r, buffer, o, &s));
     ferry_dataset_unref(r);
     return s;
@@ -66,7 +66,7 @@ TEST(shuffle_is_a_permutation) {
         ASSERT_EQ(ferry_dataset_cardinality(s), 1000);
         ferry_tensor_spec sp;
         ASSERT_OK(ferry_dataset_component_spec(s, 0, &sp));
-        ASSERT_EQ(sp.dtype, FERRY_INT64);
+        ASSERT_EQ(sp.dtype, FERRY_DTYPE_INT64);
         ASSERT_EQ(sp.shape.rank, 0);
         ASSERT_EQ(read_values(s, 7, v, 1000), 1000);
         assert_permutation(v, 1000, 0);
@@ -113,7 +113,7 @@ TEST(shuffle_reshuffles_each_epoch_under_repeat) {
     for (int same_order = 0; same_order <= 1; same_order++) {
         ferry_shuffle_options o = {.seed = 3, .same_order_each_epoch = same_order};
         ferry_dataset *s = shuffled_range(rt, 100, 100, &o), *rep;
-        ASSERT_OK(ferry_dataset_repeat(s, 3, &rep));
+        ASSERT_OK(ferry_dataset_repeat(s, 3, NULL, &rep));
         ASSERT_EQ(ferry_dataset_cardinality(rep), 300);
         ASSERT_EQ(read_values(rep, 11, a, 300), 300);
         for (int e = 0; e < 3; e++) assert_permutation(a + 100 * e, 100, 0);
@@ -174,7 +174,7 @@ TEST(shuffle_buffer_one_is_identity) {
         ferry_dataset_unref(s);
     }
     ferry_dataset *r, *s = NULL;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 10, 1, NULL, &r));
     ASSERT_EQ(ferry_dataset_shuffle(r, 0, NULL, &s), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "buffer_size");
     ASSERT(s == NULL);
@@ -188,7 +188,7 @@ TEST(shuffle_budget_caps_the_buffer) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(&ro, &rt));
     src s = {.n = 300, .make = make_kb};
-    ferry_tensor_spec spec = {FERRY_FLOAT32, {.rank = 1, .dims = {250}}};
+    ferry_tensor_spec spec = {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {250}}};
     for (int fill = 0; fill <= 1; fill++) {
         s.calls = 0;
         ferry_dataset *g = src_dataset(rt, &s, 1, &spec, 300), *sh;
@@ -284,7 +284,7 @@ TEST(shuffle_resume_past_anchor_periods) {
     ferry_shuffle_options oi = {.seed = 1}, oo = {.seed = 2};
     ferry_dataset *inner = shuffled_range(rt, 150, 16, &oi), *outer, *rep;
     ASSERT_OK(ferry_dataset_shuffle(inner, 10, &oo, &outer));
-    ASSERT_OK(ferry_dataset_repeat(outer, 2, &rep));
+    ASSERT_OK(ferry_dataset_repeat(outer, 2, NULL, &rep));
     check_resume_everywhere(rep, 12);
     ferry_dataset_unref(rep);
     ferry_dataset_unref(outer);
@@ -295,7 +295,7 @@ TEST(shuffle_resume_past_anchor_periods) {
 TEST(shuffle_state_holds_no_elements) {
     ferry_runtime *rt = rt_new();
     src s = {.n = 2000, .make = make_kb};
-    ferry_tensor_spec spec = {FERRY_FLOAT32, {.rank = 1, .dims = {250}}};
+    ferry_tensor_spec spec = {FERRY_DTYPE_FLOAT32, {.rank = 1, .dims = {250}}};
     ferry_dataset *g = src_dataset(rt, &s, 1, &spec, 2000), *sh;
     ASSERT_OK(ferry_dataset_shuffle(g, 500, NULL, &sh));
     ferry_iterator *it = iter(sh);
@@ -338,11 +338,11 @@ TEST(shuffle_over_prefetch_then_batch_resume_everywhere) {
     /* The input runs ahead on a thread (prefetch's anchors under shuffle's), and a batch above
      * it: save/restore at every position of the whole chain. */
     ferry_dataset *r, *p, *s, *b;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 90, 1, &r));
-    ASSERT_OK(ferry_dataset_prefetch(r, 8, &p));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 90, 1, NULL, &r));
+    ASSERT_OK(ferry_dataset_prefetch(r, 8, NULL, &p));
     ferry_shuffle_options o = {.seed = 4};
     ASSERT_OK(ferry_dataset_shuffle(p, 12, &o, &s));
-    ASSERT_OK(ferry_dataset_batch(s, 4, false, &b));
+    ASSERT_OK(ferry_dataset_batch(s, 4, NULL, &b));
     check_resume_everywhere(s, 3);
     check_resume_everywhere(b, 3);
     ferry_dataset_unref(b);

@@ -27,17 +27,17 @@ TEST(slices_rows_share_bytes) {
     const char *strs[4] = {"a", "", "ccc", "dd"};
     t[1] = bytes_tensor(rt, 4, strs);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, t, NULL, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "from_tensor_slices") == 0);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 4);
     ASSERT_EQ(ferry_dataset_num_components(ds), 2);
     ferry_tensor_spec spec;
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
-    ASSERT_EQ(spec.dtype, FERRY_INT64);
+    ASSERT_EQ(spec.dtype, FERRY_DTYPE_INT64);
     ASSERT_EQ(spec.shape.rank, 1);
     ASSERT_EQ(spec.shape.dims[0], 2);
     ASSERT_OK(ferry_dataset_component_spec(ds, 1, &spec));
-    ASSERT_EQ(spec.dtype, FERRY_BYTES);
+    ASSERT_EQ(spec.dtype, FERRY_DTYPE_BYTES);
     ASSERT_EQ(spec.shape.rank, 0);
     const int64_t *base = ferry_tensor_data(t[0]);
     /* The dataset holds its own references: the caller's can go now. */
@@ -70,11 +70,11 @@ TEST(slices_stream_and_restore) {
     const char *strs[5] = {"zero", "one", "", "three", "four"};
     t[1] = bytes_tensor(rt, 5, strs);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, t, NULL, &ds));
     expect_stream(ds, "([10,11],'zero') ([12,13],'one') ([14,15],'') ([16,17],'three') ([18,19],'four')");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t[1], &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t[1], NULL, &ds));
     expect_stream(ds, "'zero' 'one' '' 'three' 'four'");
     ferry_dataset_unref(ds);
     ferry_tensor_unref(t[0]);
@@ -87,7 +87,7 @@ TEST(slices_empty_and_rank3) {
     int64_t dims[3] = {0, 3, 2};
     ferry_tensor *t = i64_tensor(rt, 3, dims, 0);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     ferry_tensor_spec spec;
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
@@ -100,7 +100,7 @@ TEST(slices_empty_and_rank3) {
     ferry_tensor_unref(t);
     dims[0] = 2;
     t = i64_tensor(rt, 3, dims, 0);
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &ds));
     expect_stream(ds, "[0,1,2,3,4,5] [6,7,8,9,10,11]");
     ferry_dataset_unref(ds);
     ferry_tensor_unref(t);
@@ -115,31 +115,31 @@ TEST(slices_argument_errors) {
     t[1] = i64_tensor(rt, 1, &d3, 0);
     ASSERT_OK(ferry_tensor_scalar_i64(rt, 7, &t[2]));
     ferry_dataset *ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 2, t, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 2, t, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_from_tensor_slices");
     ASSERT_STR_CONTAINS(ferry_last_error(), "tensors[1]");
     ASSERT_STR_CONTAINS(ferry_last_error(), "size 3");
     ASSERT_STR_CONTAINS(ferry_last_error(), "has 4");
     ferry_tensor *s[2] = {t[0], t[2]};
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 2, s, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 2, s, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "tensors[1] is a scalar");
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 0, t, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 0, t, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'n'");
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, NULL, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, NULL, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'tensors'");
     ferry_tensor *nul[1] = {NULL};
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, nul, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, nul, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "tensors[0] is NULL");
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(NULL, 1, t, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(NULL, 1, t, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'rt'");
-    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, t, NULL), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensor_slices(rt, 1, t, NULL, NULL), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'out'");
-    ASSERT_EQ(ferry_dataset_from_tensors(rt, 0, t, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensors(rt, 0, t, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_from_tensors");
     /* A tensor of another runtime is refused. */
     ferry_runtime *rt2 = rt_new();
-    ASSERT_EQ(ferry_dataset_from_tensors(rt2, 1, t, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_from_tensors(rt2, 1, t, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "another runtime");
     rt_done(rt2);
     for (int i = 0; i < 3; i++) ferry_tensor_unref(t[i]);
@@ -154,7 +154,7 @@ TEST(from_tensors_one_element) {
     const char *strs[2] = {"x", "yz"};
     t[1] = bytes_tensor(rt, 2, strs);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_from_tensors(rt, 2, t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensors(rt, 2, t, NULL, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "from_tensors") == 0);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 1);
     ferry_tensor_spec spec;
@@ -182,7 +182,7 @@ TEST(slices_restore_rejects_bad_state) {
     int64_t d = 3;
     ferry_tensor *t = i64_tensor(rt, 1, &d, 0);
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &ds));
     ferry_iterator *it = iter_new(ds, 0);
     ferry_blob *b;
     ASSERT_OK(ferry_iterator_save(it, &b));
@@ -393,7 +393,7 @@ TEST(generator_bytes) {
 
 TEST(generator_option_errors) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     gen_cfg c = {.n = 1};
     ferry_generator_options o = {.next = tgen_next, .num_components = 1, .specs = &spec, .user = &c};
     ferry_dataset *ds = (ferry_dataset *)1;
@@ -421,7 +421,7 @@ TEST(generator_option_errors) {
     bad.specs = &bad_spec;
     ASSERT_EQ(ferry_dataset_generator(rt, &bad, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "options.specs[0].dtype");
-    bad_spec = (ferry_tensor_spec){.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {-5}}};
+    bad_spec = (ferry_tensor_spec){.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {-5}}};
     ASSERT_EQ(ferry_dataset_generator(rt, &bad, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "options.specs[0].shape.dims[0]");
     ASSERT_EQ(ferry_dataset_generator(NULL, &o, &ds), FERRY_EINVAL);
@@ -438,13 +438,13 @@ static int null_state_next(ferry_context *ctx, void *state, ferry_element **out)
     if (i >= 3) return FERRY_END;
     int64_t d = i + 1;
     ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, &d, &t));
+    ASSERT_OK(ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, &d, &t));
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
 
 TEST(generator_without_init_and_unknown_dims) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {FERRY_UNKNOWN_DIM}}};
     ferry_generator_options o = {.next = null_state_next, .num_components = 1, .specs = &spec, .cardinality = 3};
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
@@ -551,12 +551,12 @@ static int probe_pred(ferry_context *ctx, const ferry_element *e, bool *keep, vo
 
 static int probe_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
     probe_note(&((cancel_probe *)user)->max_fn, probe_value(e));
-    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, out);
+    return ferry_dataset_range(ferry_context_runtime(ctx), 0, 1, 1, NULL, out);
 }
 
 TEST(no_call_starts_once_cancelled) {
     ferry_runtime *rt = rt_new();
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     for (int kind = 0; kind < 6; kind++) {
         ferry__cancel root;
         ASSERT_OK(ferry__cancel_init(&root, NULL));
@@ -571,7 +571,7 @@ TEST(no_call_starts_once_cancelled) {
         ferry_interleave_options io = {.cycle_length = 1, .num_parallel_calls = kind == 4 ? 2 : 0,
                                        .num_outputs = 1, .output_specs = &spec};
         if (kind <= 1) ASSERT_OK(ferry_dataset_map(g, probe_map, &p, &mo, &ds)); /* inline, 2 threads */
-        else if (kind == 2) ASSERT_OK(ferry_dataset_filter(g, probe_pred, &p, &ds));
+        else if (kind == 2) ASSERT_OK(ferry_dataset_filter(g, probe_pred, &p, NULL, &ds));
         else if (kind <= 4) ASSERT_OK(ferry_dataset_interleave(g, probe_inner, &p, &io, &ds));
         else ds = ferry_dataset_ref(g); /* the generator alone */
         ferry__ictx ctx = {.rt = rt, .cancel = &root, .seed = 1};

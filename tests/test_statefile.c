@@ -32,7 +32,7 @@ static int64_t value_of(ferry_element *e) { return *(const int64_t *)ferry_tenso
 /* The pipeline every test here uses; a different `stop` makes a different pipeline. */
 static ferry_dataset *pipeline(ferry_runtime *rt, int64_t stop) {
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, 0, stop, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, 0, stop, 1, NULL, &ds));
     return ds;
 }
 

@@ -91,7 +91,7 @@ static int big(ferry_context *ctx, ferry_element *in, ferry_element **out, void 
     ferry_element_free(in);
     int64_t dims[1] = {512};
     ferry_tensor *t;
-    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_INT64, 1, dims, &t);
+    int rc = ferry_tensor_create(ferry_context_runtime(ctx), FERRY_DTYPE_INT64, 1, dims, &t);
     if (rc) return rc;
     return ferry_element_create(ferry_context_runtime(ctx), 1, &t, out);
 }
@@ -107,7 +107,7 @@ static ferry_dataset *map_of(ferry_dataset *in, ferry_map_fn fn, void *user, int
 
 static ferry_dataset *prefetch_of(ferry_dataset *in, int64_t n) {
     ferry_dataset *p;
-    ASSERT_OK(ferry_dataset_prefetch(in, n, &p));
+    ASSERT_OK(ferry_dataset_prefetch(in, n, NULL, &p));
     return p;
 }
 
@@ -133,7 +133,7 @@ TEST(teardown_thousands_of_cycles) {
     if (env && atol(env) > 0) cycles = atol(env) < 1000 ? 1000 : atol(env);
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, NULL, &r));
     ferry_dataset *pipes[5];
     for (int i = 0; i < 4; i++) {
         ferry_dataset *m = map_of(r, add_one, NULL, 2 + i % 2, i >= 2, i == 1 ? 4 : 0, NULL);
@@ -142,7 +142,7 @@ TEST(teardown_thousands_of_cycles) {
     }
     { /* batch fused into a parallel map, prefetch(AUTOTUNE) passing through */
         ferry_dataset *m = map_of(r, add_one, NULL, 2, false, 0, NULL), *b;
-        ASSERT_OK(ferry_dataset_batch(m, 8, false, &b));
+        ASSERT_OK(ferry_dataset_batch(m, 8, NULL, &b));
         pipes[4] = prefetch_of(b, FERRY_AUTOTUNE);
         ferry_dataset_unref(b);
         ferry_dataset_unref(m);
@@ -170,7 +170,7 @@ TEST(teardown_thousands_of_cycles) {
 TEST(teardown_nested_async_cycles) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, NULL, &r));
     ferry_dataset *m1 = map_of(r, add_one, NULL, 2, false, 0, NULL);
     ferry_dataset *p1 = prefetch_of(m1, 2);
     ferry_dataset *m2 = map_of(p1, add_one, NULL, 3, true, 8, NULL);
@@ -196,7 +196,7 @@ static bool sleeping(void *arg) { return atomic_load(&((sleepy_cfg *)arg)->aslee
 TEST(teardown_while_map_function_sleeps) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, NULL, &r));
     sleepy_cfg cfg = {.from = 1}; /* index 0 is quick; every later call sleeps */
     struct {
         int threads;
@@ -287,12 +287,12 @@ static int late_pred(ferry_context *ctx, const ferry_element *e, bool *keep, voi
 static int late_inner(ferry_context *ctx, const ferry_element *e, ferry_dataset **out, void *user) {
     late_note(ctx, user);
     int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
-    return ferry_dataset_range(ferry_context_runtime(ctx), v, v + 2, 1, out);
+    return ferry_dataset_range(ferry_context_runtime(ctx), v, v + 2, 1, NULL, out);
 }
 
 TEST(teardown_starts_no_callback_after_cancel) {
     ferry_runtime *rt = rt_new_budget(0);
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     for (int kind = 0; kind < 5; kind++) {
         for (int trial = 0; trial < 6; trial++) {
             late_calls c = {0};
@@ -303,14 +303,14 @@ TEST(teardown_starts_no_callback_after_cancel) {
             if (kind == 0 || kind == 1) { /* generator -> map (2 threads or inline) -> prefetch */
                 next = map_of(ds, late_map, &c, kind == 0 ? 2 : 0, false, 0, NULL);
             } else if (kind == 2) { /* generator -> filter -> prefetch */
-                ASSERT_OK(ferry_dataset_filter(ds, late_pred, &c, &next));
+                ASSERT_OK(ferry_dataset_filter(ds, late_pred, &c, NULL, &next));
             } else { /* generator -> interleave (2 threads) / flat_map -> prefetch */
                 if (kind == 3) {
                     ferry_interleave_options io = {.cycle_length = 2, .block_length = 1, .num_parallel_calls = 2,
                                                    .num_outputs = 1, .output_specs = &spec};
                     ASSERT_OK(ferry_dataset_interleave(ds, late_inner, &c, &io, &next));
                 } else {
-                    ASSERT_OK(ferry_dataset_flat_map(ds, late_inner, &c, 1, &spec, &next));
+                    ASSERT_OK(ferry_dataset_flat_map(ds, late_inner, &c, &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &next));
                 }
             }
             ferry_dataset_unref(ds);
@@ -346,7 +346,7 @@ static bool window_full(void *it) {
 TEST(teardown_while_blocked_on_full_buffer_or_window) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000000, 1, NULL, &r));
     ferry_dataset *p = prefetch_of(r, 2);
     ferry_dataset *m = map_of(r, add_one, NULL, 3, false, 4, NULL);
     ferry_dataset *mr = map_of(r, add_one, NULL, 3, true, 4, NULL);
@@ -376,8 +376,8 @@ static bool budget_nearly_full(void *rt) {
 TEST(teardown_while_blocked_on_budget) {
     ferry_runtime *rt = rt_new_budget(16 * 1024);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, &r));
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {512}}};
+    ASSERT_OK(ferry_dataset_range(rt, 0, 100000, 1, NULL, &r));
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {512}}};
     ferry_dataset *inline_big = map_of(r, big, NULL, 0, false, 0, &spec);
     ferry_dataset *par_big = map_of(r, big, NULL, 2, false, 64, &spec);
     ferry_dataset *rel_big = map_of(r, big, NULL, 2, true, 64, &spec);
@@ -405,7 +405,7 @@ TEST(teardown_while_blocked_on_budget) {
 TEST(teardown_before_first_next_and_after_end) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *r;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, &r));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 300, 1, NULL, &r));
     ferry_dataset *m = map_of(r, add_one, NULL, 2, false, 0, NULL);
     ferry_dataset *mr = map_of(r, add_one, NULL, 3, true, 0, NULL);
     ferry_dataset *pm = prefetch_of(m, FERRY_AUTOTUNE);

@@ -107,7 +107,7 @@ static void drain(ferry_iterator *it, strs *s, long max) {
             continue;
         }
         ferry_tensor *t = ferry_element_get(e, 0);
-        ASSERT_EQ(ferry_tensor_dtype(t), FERRY_BYTES);
+        ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_BYTES);
         ASSERT_EQ(ferry_tensor_rank(t), 0);
         const uint8_t *p;
         size_t len;
@@ -601,13 +601,13 @@ TEST(text_lines_interleaved_files) {
     ferry_tensor *t;
     ASSERT_OK(ferry_tensor_create_bytes(rt, 1, &n, ptrs, lens, &t));
     ferry_dataset *files;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &files));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &files));
     ferry_tensor_unref(t);
     /* cycle 2, block 2: a0 a1 | b0 b1 | a2 a3 | b: end, missing file takes its slot: error |
      * a: end, c0 c1 | c2. */
     const char *want[] = {"a0", "a1", "b0", "b1", "a2", "a3", "!FERRY_ENOTFOUND", "c0", "c1", "c2"};
     for (int threads = 0; threads <= 3; threads += 3) {
-        ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+        ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
         ferry_interleave_options o = {.cycle_length = 2, .block_length = 2, .num_parallel_calls = threads,
                                       .num_outputs = 1, .output_specs = &spec};
         ferry_dataset *ds;

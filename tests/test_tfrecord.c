@@ -140,7 +140,7 @@ static seq collect(ferry_iterator *it, int max, int bound) {
         if (rc == FERRY_OK) {
             ASSERT(e != NULL);
             ferry_tensor *t = ferry_element_get(e, 0);
-            ASSERT_EQ(ferry_tensor_dtype(t), FERRY_BYTES);
+            ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_BYTES);
             ASSERT_EQ(ferry_tensor_rank(t), 0);
             const uint8_t *p;
             ASSERT_OK(ferry_tensor_bytes_get(t, 0, &p, &x->len));
@@ -393,7 +393,7 @@ TEST(every_bit_flip_is_detected) {
         memcpy(buf, orig, n);
         buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
         for (int mode = 0; mode < 2; mode++) { /* fail on bad records, or drop them all */
-            ferry_tfrecord_options o = {.max_bad_records = mode ? -1 : 0};
+            ferry_tfrecord_options o = {.max_bad_records = mode ? FERRY_INFINITE : 0};
             ferry_dataset *ds;
             ASSERT_OK(ferry__dataset_tfrecord_memory(rt, "flipped.tfrecord", buf, n, &o, &ds));
             ferry_iterator *it;
@@ -642,7 +642,7 @@ TEST(bad_records_fail_or_are_dropped_with_a_limit) {
         int64_t max_bad;
         int want_n, want_errors;
         int64_t want_dropped;
-    } cases[] = {{0, 5, 2, 0}, {1, 4, 1, 1}, {2, 3, 0, 2}, {-1, 3, 0, 2}, {100, 3, 0, 2}};
+    } cases[] = {{0, 5, 2, 0}, {1, 4, 1, 1}, {2, 3, 0, 2}, {FERRY_INFINITE, 3, 0, 2}, {100, 3, 0, 2}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         ferry_tfrecord_options o = {.max_bad_records = cases[k].max_bad};
         ferry_dataset *ds = tfr_ds(rt, 1, f, &o);
@@ -686,7 +686,7 @@ TEST(garbage_file_ends_quickly) {
         g[i] = (uint8_t)(x >> 16);
     }
     for (int mode = 0; mode < 3; mode++) {
-        ferry_tfrecord_options o = {.max_bad_records = mode == 0 ? 0 : -1,
+        ferry_tfrecord_options o = {.max_bad_records = mode == 0 ? 0 : FERRY_INFINITE,
                                     .compression = mode == 2 ? FERRY_COMPRESSION_GZIP : FERRY_COMPRESSION_NONE};
         ferry_dataset *ds;
         ASSERT_OK(ferry__dataset_tfrecord_memory(rt, "garbage.bin", g, 200000, &o, &ds));
@@ -822,7 +822,7 @@ TEST(bad_record_limit_is_global_under_parallel_reads) {
         for (int i = 0; i < ref.n; i++) bad += ref.it[i].rc != FERRY_OK;
         ASSERT_EQ(bad, 6);
         for (int64_t max_bad = -1; max_bad <= 7; max_bad++) {
-            ferry_tfrecord_options o = {.num_parallel_reads = reads, .max_bad_records = max_bad};
+            ferry_tfrecord_options o = {.num_parallel_reads = reads, .max_bad_records = max_bad < 0 ? FERRY_INFINITE : max_bad};
             ferry_dataset *ds = tfr_ds(rt, 3, f, &o);
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
@@ -1016,7 +1016,7 @@ TEST(tfrecord_files_with_bad_names) {
     ferry_tensor *t;
     ASSERT_OK(ferry_tensor_create_bytes(rt, 1, &dim, names, nlens, &t));
     ferry_dataset *sl;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &sl));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &sl));
     ferry_tensor_unref(t);
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_tfrecord_files(sl, NULL, &ds));
@@ -1030,7 +1030,7 @@ TEST(tfrecord_files_with_bad_names) {
     ferry_dataset_unref(ds);
     /* A dataset that is not of bytes scalars is refused at once. */
     ferry_dataset *rg;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, &rg));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 3, 1, NULL, &rg));
     ASSERT_EQ(ferry_dataset_tfrecord_files(rg, NULL, &ds), FERRY_ETYPE);
     ASSERT_STR_CONTAINS(ferry_last_error(), "filenames");
     ferry_dataset_unref(rg);
@@ -1206,7 +1206,7 @@ TEST(argument_checks) {
     ASSERT_STR_CONTAINS(ferry_last_error(), "files[1]");
     ASSERT_EQ(ferry_dataset_tfrecord(rt, 1, NULL, NULL, &ds), FERRY_EINVAL);
     ASSERT_EQ(ferry_dataset_tfrecord(NULL, 1, f, NULL, &ds), FERRY_EINVAL);
-    ferry_tfrecord_options o = {.max_bad_records = -2};
+    ferry_tfrecord_options o = {.max_bad_records = -1};
     ASSERT_EQ(ferry_dataset_tfrecord(rt, 1, f, &o, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "max_bad_records");
     o = (ferry_tfrecord_options){.num_parallel_reads = -5};

@@ -101,12 +101,12 @@ TEST(trace_holds_stages_waits_and_steps) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(&o, &rt));
     ferry_dataset *r, *m, *b, *p;
-    ASSERT_OK(ferry_dataset_range(rt, 0, 64, 1, &r));
-    static const ferry_tensor_spec spec = {FERRY_INT64, {0, {0}}};
+    ASSERT_OK(ferry_dataset_range(rt, 0, 64, 1, NULL, &r));
+    static const ferry_tensor_spec spec = {FERRY_DTYPE_INT64, {0, {0}}};
     ferry_map_options mo = {.num_parallel_calls = 2, .num_outputs = 1, .output_specs = &spec};
     ASSERT_OK(ferry_dataset_map(r, map_slow, NULL, &mo, &m));
-    ASSERT_OK(ferry_dataset_batch(m, 4, false, &b));
-    ASSERT_OK(ferry_dataset_prefetch(b, 2, &p));
+    ASSERT_OK(ferry_dataset_batch(m, 4, NULL, &b));
+    ASSERT_OK(ferry_dataset_prefetch(b, 2, NULL, &p));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(p, NULL, &it));
     ferry_element *e;

@@ -16,19 +16,9 @@
 /* ---- helpers ----------------------------------------------------------------------------------- */
 static ferry_dataset *range_ds(ferry_runtime *rt, int64_t a, int64_t b) {
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_range(rt, a, b, 1, &ds));
+    ASSERT_OK(ferry_dataset_range(rt, a, b, 1, NULL, &ds));
     return ds;
 }
-
-/* Applies a one-input transformation and drops the caller's reference to the input. */
-#define CHAIN(var, call)                                                                          \
-    do {                                                                                          \
-        ferry_dataset *next_;                                                                     \
-        ASSERT_OK(call);                                                                          \
-        ferry_dataset_unref(var);                                                                 \
-        var = next_;                                                                              \
-    } while (0)
-#define OUT (&next_)
 
 static int64_t stage_dropped(ferry_iterator *it, const char *name) {
     ferry_stage_stats st[16];
@@ -73,7 +63,7 @@ TEST(filter_basic) {
     ferry_runtime *rt = rt_new();
     filt_cfg c = {.fail_value = -1};
     ferry_dataset *ds = range_ds(rt, 0, 10);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, NULL, OUT));
     ASSERT(strcmp(ferry_dataset_name(ds), "filter") == 0);
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "0 2 4 6 8");
@@ -81,18 +71,18 @@ TEST(filter_basic) {
     ASSERT_EQ(c.bad_index, 0);
     ferry_dataset_unref(ds);
     ds = range_ds(rt, 0, 0);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_even, NULL, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, NULL, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     expect_stream(ds, "");
     ferry_dataset_unref(ds);
     ds = range_ds(rt, 0, 5000);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, NULL, OUT));
     expect_stream(ds, "");
     ferry_dataset *bad = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_filter(ds, NULL, NULL, &bad), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_filter(ds, NULL, NULL, NULL, &bad), FERRY_EINVAL);
     ASSERT(bad == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_filter: argument 'fn'");
-    ASSERT_EQ(ferry_dataset_filter(NULL, keep_none, NULL, &bad), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_filter(NULL, keep_none, NULL, NULL, &bad), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'in'");
     ferry_dataset_unref(ds);
     rt_done(rt);
@@ -103,7 +93,7 @@ TEST(filter_errors_in_position) {
     gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
     filt_cfg c = {.fail_value = 6};
     ferry_dataset *ds = gen_dataset(rt, &g, 10);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_even, &c, NULL, OUT));
     /* 0: input error, 1: dropped, 6: predicate error (its element dropped), 9: input error */
     expect_stream(ds, "E 2 4 E E 8 E");
     ferry_iterator *it = iter_new(ds, 0);
@@ -128,7 +118,7 @@ TEST(filter_errors_in_position) {
 TEST(filter_random_is_reproducible) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds = range_ds(rt, 0, 40);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_random, NULL, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_random, NULL, NULL, OUT));
     items a = {0}, b = {0}, d = {0};
     ferry_iterator *it = iter_new(ds, 9);
     collect(it, 100, &a);
@@ -157,30 +147,30 @@ TEST(take_counts_and_cardinality) {
     struct {
         int64_t count, card;
         const char *want;
-    } cases[] = {{3, 3, "0 1 2"}, {0, 0, ""}, {-1, 10, "0 1 2 3 4 5 6 7 8 9"}, {20, 10, "0 1 2 3 4 5 6 7 8 9"}, {10, 10, "0 1 2 3 4 5 6 7 8 9"}};
+    } cases[] = {{3, 3, "0 1 2"}, {0, 0, ""}, {FERRY_INFINITE, 10, "0 1 2 3 4 5 6 7 8 9"}, {20, 10, "0 1 2 3 4 5 6 7 8 9"}, {10, 10, "0 1 2 3 4 5 6 7 8 9"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ASSERT_OK(ferry_dataset_take(in, cases[i].count, &ds));
+        ASSERT_OK(ferry_dataset_take(in, cases[i].count, NULL, &ds));
         ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);
         expect_stream(ds, cases[i].want);
         check_stream(ds, 100, 0);
         ferry_dataset_unref(ds);
     }
     ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_take(in, -2, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_take(in, -1, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
-    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_take: argument 'count' is -2");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_take: argument 'count' is -1");
     ferry_dataset_unref(in);
     gen_cfg inf = {.n = -1}, unk = {.n = 3};
     in = gen_dataset(rt, &inf, FERRY_INFINITE);
-    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
+    ASSERT_OK(ferry_dataset_take(in, 5, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_take(in, -1, &ds));
+    ASSERT_OK(ferry_dataset_take(in, FERRY_INFINITE, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
     in = gen_dataset(rt, &unk, 0);
-    ASSERT_OK(ferry_dataset_take(in, 5, &ds));
+    ASSERT_OK(ferry_dataset_take(in, 5, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "0 1 2");
     ferry_dataset_unref(ds);
@@ -192,13 +182,13 @@ TEST(take_stops_pulling) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = -1};
     ferry_dataset *ds = gen_dataset(rt, &g, FERRY_INFINITE);
-    CHAIN(ds, ferry_dataset_take(ds, 3, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 3, NULL, OUT));
     expect_stream(ds, "0 1 2");
     ASSERT_EQ(g.nexts, 3); /* END after the third without asking the input */
     ferry_dataset_unref(ds);
     gen_cfg z = {.n = -1};
     ds = gen_dataset(rt, &z, FERRY_INFINITE);
-    CHAIN(ds, ferry_dataset_take(ds, 0, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 0, NULL, OUT));
     expect_stream(ds, "");
     ASSERT_EQ(z.inits, 0);
     ASSERT_EQ(z.nexts, 0);
@@ -211,15 +201,15 @@ TEST(take_errors_in_position) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 4) | (1u << 9)};
     ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
-    ASSERT_OK(ferry_dataset_take(in, 10, &ds));
+    ASSERT_OK(ferry_dataset_take(in, 10, NULL, &ds));
     expect_stream(ds, "E 1 2 3 E 5 6 7 8 E");
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_take(in, 5, &ds)); /* as tf.data: errors pass and do not count */
+    ASSERT_OK(ferry_dataset_take(in, 5, NULL, &ds)); /* as tf.data: errors pass and do not count */
     ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
     expect_stream(ds, "E 1 2 3 E 5 6");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_take(in, 1, &ds)); /* an error before the first element */
+    ASSERT_OK(ferry_dataset_take(in, 1, NULL, &ds)); /* an error before the first element */
     expect_stream(ds, "E 1");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
@@ -235,27 +225,27 @@ TEST(skip_counts_and_cardinality) {
     struct {
         int64_t count, card;
         const char *want;
-    } cases[] = {{3, 7, "3 4 5 6 7 8 9"}, {0, 10, "0 1 2 3 4 5 6 7 8 9"}, {9, 1, "9"}, {10, 0, ""}, {20, 0, ""}, {-1, 0, ""}};
+    } cases[] = {{3, 7, "3 4 5 6 7 8 9"}, {0, 10, "0 1 2 3 4 5 6 7 8 9"}, {9, 1, "9"}, {10, 0, ""}, {20, 0, ""}, {FERRY_INFINITE, 0, ""}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ASSERT_OK(ferry_dataset_skip(in, cases[i].count, &ds));
+        ASSERT_OK(ferry_dataset_skip(in, cases[i].count, NULL, &ds));
         ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);
         expect_stream(ds, cases[i].want);
         check_stream(ds, 100, 0);
         ferry_dataset_unref(ds);
     }
     ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_skip(in, -3, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_skip(in, -3, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_skip: argument 'count' is -3");
     ferry_dataset_unref(in);
     gen_cfg inf = {.n = -1}, unk = {.n = 3};
     in = gen_dataset(rt, &inf, FERRY_INFINITE);
-    ASSERT_OK(ferry_dataset_skip(in, 5, &ds));
+    ASSERT_OK(ferry_dataset_skip(in, 5, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
     in = gen_dataset(rt, &unk, 0);
-    ASSERT_OK(ferry_dataset_skip(in, 1, &ds));
+    ASSERT_OK(ferry_dataset_skip(in, 1, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "1 2");
     ferry_dataset_unref(ds);
@@ -268,19 +258,19 @@ TEST(skip_errors_in_position) {
     gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
     ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
     /* As tf.data: errors met while skipping are handed out and do not count. */
-    ASSERT_OK(ferry_dataset_skip(in, 3, &ds));
+    ASSERT_OK(ferry_dataset_skip(in, 3, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
     expect_stream(ds, "E 4 E 6 7 8 E");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_skip(in, 6, &ds)); /* errors at the start and in the middle of the skip */
+    ASSERT_OK(ferry_dataset_skip(in, 6, NULL, &ds)); /* errors at the start and in the middle of the skip */
     expect_stream(ds, "E E 8 E");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_skip(in, -1, &ds)); /* all elements: only the errors are left */
+    ASSERT_OK(ferry_dataset_skip(in, FERRY_INFINITE, NULL, &ds)); /* all elements: only the errors are left */
     expect_stream(ds, "E E E");
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_skip(in, 0, &ds));
+    ASSERT_OK(ferry_dataset_skip(in, 0, NULL, &ds));
     expect_stream(ds, "E 1 2 3 4 E 6 7 8 E");
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
@@ -298,7 +288,7 @@ TEST(shard_uneven_counts_cover_input) {
         int seen[10] = {0};
         for (int64_t idx = 0; idx < k; idx++) {
             ferry_dataset *ds;
-            ASSERT_OK(ferry_dataset_shard(in, k, idx, &ds));
+            ASSERT_OK(ferry_dataset_shard(in, k, idx, NULL, &ds));
             int64_t want = 10 / k + (idx < 10 % k ? 1 : 0); /* ceil for the first 10 % k shards */
             ASSERT_EQ(ferry_dataset_cardinality(ds), want);
             ferry_iterator *it = iter_new(ds, 0);
@@ -319,7 +309,7 @@ TEST(shard_uneven_counts_cover_input) {
         for (int v = 0; v < 10; v++) ASSERT_EQ(seen[v], 1); /* the union is the input, once */
     }
     ferry_dataset *ds;
-    ASSERT_OK(ferry_dataset_shard(in, 3, 1, &ds));
+    ASSERT_OK(ferry_dataset_shard(in, 3, 1, NULL, &ds));
     expect_stream(ds, "1 4 7");
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
@@ -329,20 +319,20 @@ TEST(shard_uneven_counts_cover_input) {
 TEST(shard_argument_errors) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *in = range_ds(rt, 0, 10), *ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_shard(in, 0, 0, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_shard(in, 0, 0, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_shard: argument 'num_shards' is 0");
-    ASSERT_EQ(ferry_dataset_shard(in, 3, 3, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_shard(in, 3, 3, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'index' is 3");
     ASSERT_STR_CONTAINS(ferry_last_error(), "[0, 3)");
-    ASSERT_EQ(ferry_dataset_shard(in, 3, -1, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_shard(in, 3, -1, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'index' is -1");
-    ASSERT_EQ(ferry_dataset_shard(NULL, 3, 0, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_shard(NULL, 3, 0, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'in'");
     ferry_dataset_unref(in);
     gen_cfg inf = {.n = -1};
     in = gen_dataset(rt, &inf, FERRY_INFINITE);
-    ASSERT_OK(ferry_dataset_shard(in, 3, 2, &ds));
+    ASSERT_OK(ferry_dataset_shard(in, 3, 2, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     check_stream(ds, 12, 0);
     ferry_dataset_unref(ds);
@@ -356,7 +346,7 @@ TEST(shard_errors_in_position) {
     ferry_dataset *in = gen_dataset(rt, &g, 10), *ds;
     const char *want[3] = {"E 3 6 E", "1 E 7", "2 5 8"};
     for (int i = 0; i < 3; i++) {
-        ASSERT_OK(ferry_dataset_shard(in, 3, i, &ds));
+        ASSERT_OK(ferry_dataset_shard(in, 3, i, NULL, &ds));
         ASSERT_EQ(ferry_dataset_cardinality(ds), i == 0 ? 4 : 3);
         expect_stream(ds, want[i]);
         check_stream(ds, 100, 0);
@@ -371,31 +361,31 @@ TEST(shard_errors_in_position) {
 TEST(repeat_counts_and_cardinality) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *in = range_ds(rt, 0, 3), *ds;
-    ASSERT_OK(ferry_dataset_repeat(in, 3, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, 3, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 9);
     expect_stream(ds, "0 1 2 0 1 2 0 1 2");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_repeat(in, 1, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, 1, NULL, &ds));
     expect_stream(ds, "0 1 2");
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_repeat(in, 0, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, 0, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     expect_stream(ds, "");
     check_stream(ds, 10, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_repeat(in, -1, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, FERRY_INFINITE, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     check_stream(ds, 20, 0);
-    CHAIN(ds, ferry_dataset_take(ds, 7, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 7, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
     expect_stream(ds, "0 1 2 0 1 2 0");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
     ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_repeat(in, -2, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_repeat(in, -1, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
-    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_repeat: argument 'count' is -2");
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_repeat: argument 'count' is -1");
     ferry_dataset_unref(in);
     rt_done(rt);
 }
@@ -403,7 +393,7 @@ TEST(repeat_counts_and_cardinality) {
 TEST(repeat_of_empty_input_ends) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds = range_ds(rt, 0, 0);
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     expect_stream(ds, "");
     check_stream(ds, 10, 0);
@@ -411,7 +401,7 @@ TEST(repeat_of_empty_input_ends) {
     /* An input whose emptiness is not known in advance: the first empty epoch ends it. */
     gen_cfg g = {.n = 0};
     ds = gen_dataset(rt, &g, 0);
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "");
     ASSERT_EQ(g.inits, 1);
@@ -421,14 +411,14 @@ TEST(repeat_of_empty_input_ends) {
     /* repeat(0) never makes the input's iterator. */
     gen_cfg z = {.n = 3};
     ds = gen_dataset(rt, &z, 3);
-    CHAIN(ds, ferry_dataset_repeat(ds, 0, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, 0, NULL, OUT));
     expect_stream(ds, "");
     ASSERT_EQ(z.inits, 0);
     ferry_dataset_unref(ds);
     /* A filter that drops everything, repeated forever, also ends. */
     ds = range_ds(rt, 0, 50);
-    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, OUT));
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
+    CHAIN(ds, ferry_dataset_filter(ds, keep_none, NULL, NULL, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
     expect_stream(ds, "");
     ferry_dataset_unref(ds);
     rt_done(rt);
@@ -438,13 +428,13 @@ TEST(repeat_errors_and_epochs) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 4, .fail = (1u << 0) | (1u << 3)};
     ferry_dataset *in = gen_dataset(rt, &g, 4), *ds;
-    ASSERT_OK(ferry_dataset_repeat(in, 2, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, 2, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 8);
     expect_stream(ds, "E 1 2 E E 1 2 E");
     ASSERT_EQ(g.inits, 2); /* one state per epoch */
     ASSERT_EQ(g.finis, 2);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_repeat(in, 3, &ds));
+    ASSERT_OK(ferry_dataset_repeat(in, 3, NULL, &ds));
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(in);
@@ -452,8 +442,8 @@ TEST(repeat_errors_and_epochs) {
     /* An epoch of errors only is not empty: repeat goes on. */
     gen_cfg e = {.n = 2, .fail = 3};
     ds = gen_dataset(rt, &e, 2);
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
-    CHAIN(ds, ferry_dataset_take(ds, 5, OUT)); /* errors do not count: no end, as in tf.data */
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 5, NULL, OUT)); /* errors do not count: no end, as in tf.data */
     ferry_iterator *it = iter_new(ds, 0);
     items s = {0};
     collect(it, 12, &s);
@@ -472,7 +462,7 @@ TEST(repeat_epochs_draw_differently) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 4, .kind = GEN_RANDOM};
     ferry_dataset *ds = gen_dataset(rt, &g, 4);
-    CHAIN(ds, ferry_dataset_repeat(ds, 3, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, 3, NULL, OUT));
     items a = {0}, b = {0};
     ferry_iterator *it = iter_new(ds, 5);
     collect(it, 100, &a);
@@ -497,38 +487,38 @@ TEST(repeat_epochs_draw_differently) {
 TEST(zip_ends_with_shortest) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *in[3] = {range_ds(rt, 0, 5), range_ds(rt, 10, 13), NULL}, *ds;
-    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, in, NULL, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "zip") == 0);
     ASSERT_EQ(ferry_dataset_num_components(ds), 2);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 3);
     expect_stream(ds, "(0,10) (1,11) (2,12)");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_zip(1, in, &ds));
+    ASSERT_OK(ferry_dataset_zip(1, in, NULL, &ds));
     expect_stream(ds, "0 1 2 3 4");
     ferry_dataset_unref(ds);
     ds = (ferry_dataset *)1;
-    ASSERT_EQ(ferry_dataset_zip(0, in, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_zip(0, in, NULL, &ds), FERRY_EINVAL);
     ASSERT(ds == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_zip: argument 'n' is 0");
-    ASSERT_EQ(ferry_dataset_zip(3, in, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_zip(3, in, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "inputs[2]");
-    ASSERT_EQ(ferry_dataset_zip(2, NULL, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_zip(2, NULL, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'inputs'");
     /* Cardinality: shortest known, infinite only if all are, unknown otherwise (but 0 wins). */
     gen_cfg inf = {.n = -1}, unk = {.n = 2};
     in[2] = gen_dataset(rt, &inf, FERRY_INFINITE);
     ferry_dataset *pair[2] = {in[2], in[0]};
-    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, pair, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
     expect_stream(ds, "(0,0) (1,1) (2,2) (3,3) (4,4)");
     ferry_dataset_unref(ds);
     pair[1] = in[2];
-    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, pair, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     ferry_dataset_unref(ds);
     pair[1] = gen_dataset(rt, &unk, 0);
-    ASSERT_OK(ferry_dataset_zip(2, pair, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, pair, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "(0,0) (1,1)");
     ferry_dataset_unref(ds);
@@ -542,7 +532,7 @@ TEST(zip_stops_pulling_after_end) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = -1};
     ferry_dataset *in[2] = {range_ds(rt, 0, 2), gen_dataset(rt, &g, FERRY_INFINITE)}, *ds;
-    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, in, NULL, &ds));
     expect_stream(ds, "(0,0) (1,1)");
     ASSERT_EQ(g.nexts, 2); /* the first input ended: the second is not pulled at position 2 */
     ferry_dataset_unref(ds);
@@ -555,7 +545,7 @@ TEST(zip_errors_keep_inputs_aligned) {
     ferry_runtime *rt = rt_new();
     gen_cfg a = {.n = 6, .fail = (1u << 0) | (1u << 3)}, b = {.n = 6, .offset = 100, .fail = (1u << 3) | (1u << 5)};
     ferry_dataset *in[2] = {gen_dataset(rt, &a, 6), gen_dataset(rt, &b, 6)}, *ds;
-    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, in, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 6);
     expect_stream(ds, "E (1,101) (2,102) E (4,104) E");
     ferry_iterator *it = iter_new(ds, 0);
@@ -582,18 +572,18 @@ TEST(zip_bytes_and_tuples) {
     const char *strs[3] = {"a", "bb", ""};
     ferry_tensor *t = bytes_tensor(rt, 3, strs);
     ferry_dataset *s, *ds;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, &s));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t, NULL, &s));
     ferry_tensor_unref(t);
     gen_cfg g = {.n = 5, .kind = GEN_BYTES};
     ferry_dataset *inner[2] = {s, range_ds(rt, 0, 3)};
     ferry_dataset *pair;
-    ASSERT_OK(ferry_dataset_zip(2, inner, &pair));
+    ASSERT_OK(ferry_dataset_zip(2, inner, NULL, &pair));
     ferry_dataset *in[2] = {pair, gen_dataset(rt, &g, 5)};
-    ASSERT_OK(ferry_dataset_zip(2, in, &ds));
+    ASSERT_OK(ferry_dataset_zip(2, in, NULL, &ds));
     ASSERT_EQ(ferry_dataset_num_components(ds), 3);
     ferry_tensor_spec spec;
     ASSERT_OK(ferry_dataset_component_spec(ds, 2, &spec));
-    ASSERT_EQ(spec.dtype, FERRY_BYTES);
+    ASSERT_EQ(spec.dtype, FERRY_DTYPE_BYTES);
     expect_stream(ds, "('a',0,'s0') ('bb',1,'s1') ('',2,'s2')");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
@@ -608,40 +598,40 @@ TEST(zip_bytes_and_tuples) {
 TEST(concatenate_basic) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *a = range_ds(rt, 0, 3), *b = range_ds(rt, 10, 12), *e = range_ds(rt, 0, 0), *ds;
-    ASSERT_OK(ferry_dataset_concatenate(a, b, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(a, b, NULL, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "concatenate") == 0);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 5);
     expect_stream(ds, "0 1 2 10 11");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_concatenate(e, b, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(e, b, NULL, &ds));
     expect_stream(ds, "10 11");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_concatenate(a, e, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(a, e, NULL, &ds));
     expect_stream(ds, "0 1 2");
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_concatenate(e, e, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(e, e, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     expect_stream(ds, "");
     check_stream(ds, 10, 0);
     ferry_dataset_unref(ds);
     gen_cfg inf = {.n = -1}, unk = {.n = 2};
     ferry_dataset *gi = gen_dataset(rt, &inf, FERRY_INFINITE), *gu = gen_dataset(rt, &unk, 0);
-    ASSERT_OK(ferry_dataset_concatenate(a, gi, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(a, gi, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     check_stream(ds, 12, 0);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_concatenate(gu, a, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(gu, a, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "0 1 0 1 2");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(gi);
     ferry_dataset_unref(gu);
-    ASSERT_EQ(ferry_dataset_concatenate(a, NULL, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_concatenate(a, NULL, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_concatenate: argument 'b'");
-    ASSERT_EQ(ferry_dataset_concatenate(NULL, a, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_concatenate(NULL, a, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'a'");
     ferry_dataset_unref(a);
     ferry_dataset_unref(b);
@@ -657,24 +647,24 @@ TEST(concatenate_specs) {
     int64_t d42[2] = {4, 2}, d33[2] = {3, 3}, d32[2] = {2, 2};
     ferry_tensor *t42 = i64_tensor(rt, 2, d42, 0), *t33 = i64_tensor(rt, 2, d33, 100), *t32 = i64_tensor(rt, 2, d32, 0);
     ferry_dataset *sb, *s42, *s33, *r = range_ds(rt, 0, 2), *ds = (ferry_dataset *)1;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &tb, &sb));
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t42, &s42));
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t33, &s33));
-    ASSERT_EQ(ferry_dataset_concatenate(r, sb, &ds), FERRY_ETYPE);
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &tb, NULL, &sb));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t42, NULL, &s42));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t33, NULL, &s33));
+    ASSERT_EQ(ferry_dataset_concatenate(r, sb, NULL, &ds), FERRY_ETYPE);
     ASSERT(ds == NULL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "component 0");
     ASSERT_STR_CONTAINS(ferry_last_error(), "int64");
     ASSERT_STR_CONTAINS(ferry_last_error(), "bytes");
     ferry_dataset *zr[2] = {r, r}, *z;
-    ASSERT_OK(ferry_dataset_zip(2, zr, &z));
-    ASSERT_EQ(ferry_dataset_concatenate(r, z, &ds), FERRY_ETYPE);
+    ASSERT_OK(ferry_dataset_zip(2, zr, NULL, &z));
+    ASSERT_EQ(ferry_dataset_concatenate(r, z, NULL, &ds), FERRY_ETYPE);
     ASSERT_STR_CONTAINS(ferry_last_error(), "'a' has 1 components but 'b' has 2");
     ferry_dataset_unref(z);
     /* [2] and [3] rows: dim unknown. */
-    ASSERT_OK(ferry_dataset_concatenate(s42, s33, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(s42, s33, NULL, &ds));
     ferry_tensor_spec spec;
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
-    ASSERT_EQ(spec.dtype, FERRY_INT64);
+    ASSERT_EQ(spec.dtype, FERRY_DTYPE_INT64);
     ASSERT_EQ(spec.shape.rank, 1);
     ASSERT_EQ(spec.shape.dims[0], FERRY_UNKNOWN_DIM);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 7);
@@ -683,15 +673,15 @@ TEST(concatenate_specs) {
     ferry_dataset_unref(ds);
     /* Same shapes stay known; scalars and rows: rank unknown. */
     ferry_dataset *s32;
-    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t32, &s32));
-    ASSERT_OK(ferry_dataset_concatenate(s42, s32, &ds));
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 1, &t32, NULL, &s32));
+    ASSERT_OK(ferry_dataset_concatenate(s42, s32, NULL, &ds));
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
     ASSERT_EQ(spec.shape.rank, 1);
     ASSERT_EQ(spec.shape.dims[0], 2);
     ferry_dataset_unref(ds);
-    ASSERT_OK(ferry_dataset_concatenate(r, s42, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(r, s42, NULL, &ds));
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
-    ASSERT_EQ(spec.shape.rank, -1);
+    ASSERT_EQ(spec.shape.rank, FERRY_UNKNOWN_RANK);
     expect_stream(ds, "0 1 [0,1] [2,3] [4,5] [6,7]");
     ferry_dataset_unref(ds);
     ferry_dataset_unref(s32);
@@ -710,7 +700,7 @@ TEST(concatenate_errors_in_position) {
     ferry_runtime *rt = rt_new();
     gen_cfg a = {.n = 3, .fail = 1u << 0}, b = {.n = 3, .offset = 10, .fail = 1u << 2};
     ferry_dataset *ga = gen_dataset(rt, &a, 3), *gb = gen_dataset(rt, &b, 0), *ds;
-    ASSERT_OK(ferry_dataset_concatenate(ga, gb, &ds));
+    ASSERT_OK(ferry_dataset_concatenate(ga, gb, NULL, &ds));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "E 1 2 10 11 E");
     check_stream(ds, 100, 0);
@@ -726,13 +716,13 @@ TEST(concatenate_errors_in_position) {
 TEST(enumerate_counts_positions) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds = range_ds(rt, 5, 8);
-    CHAIN(ds, ferry_dataset_enumerate(ds, 10, OUT));
+    CHAIN(ds, ferry_dataset_enumerate(ds, &(ferry_enumerate_options){.start = 10}, OUT));
     ASSERT(strcmp(ferry_dataset_name(ds), "enumerate") == 0);
     ASSERT_EQ(ferry_dataset_num_components(ds), 2);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 3);
     ferry_tensor_spec spec;
     ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
-    ASSERT_EQ(spec.dtype, FERRY_INT64);
+    ASSERT_EQ(spec.dtype, FERRY_DTYPE_INT64);
     ASSERT_EQ(spec.shape.rank, 0);
     expect_stream(ds, "(10,5) (11,6) (12,7)");
     check_stream(ds, 100, 0);
@@ -740,20 +730,20 @@ TEST(enumerate_counts_positions) {
     /* Errors use up their number. */
     gen_cfg g = {.n = 5, .fail = (1u << 0) | (1u << 2) | (1u << 4)};
     ds = gen_dataset(rt, &g, 5);
-    CHAIN(ds, ferry_dataset_enumerate(ds, -2, OUT));
+    CHAIN(ds, ferry_dataset_enumerate(ds, &(ferry_enumerate_options){.start = -2}, OUT));
     expect_stream(ds, "E (-1,1) E (1,3) E");
     check_stream(ds, 100, 0);
     ferry_dataset_unref(ds);
     ASSERT_EQ(g.inits, g.finis);
     /* Tuples keep their components after the counter. */
     ferry_dataset *zr[2] = {range_ds(rt, 0, 2), range_ds(rt, 7, 9)};
-    ASSERT_OK(ferry_dataset_zip(2, zr, &ds));
-    CHAIN(ds, ferry_dataset_enumerate(ds, 0, OUT));
+    ASSERT_OK(ferry_dataset_zip(2, zr, NULL, &ds));
+    CHAIN(ds, ferry_dataset_enumerate(ds, NULL, OUT));
     expect_stream(ds, "(0,0,7) (1,1,8)");
     ferry_dataset_unref(ds);
     ferry_dataset_unref(zr[0]);
     ferry_dataset_unref(zr[1]);
-    ASSERT_EQ(ferry_dataset_enumerate(NULL, 0, &ds), FERRY_EINVAL);
+    ASSERT_EQ(ferry_dataset_enumerate(NULL, NULL, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_enumerate: argument 'in'");
     rt_done(rt);
 }
@@ -763,7 +753,7 @@ TEST(ignore_errors_drops_and_counts) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 10, .fail = (1u << 0) | (1u << 5) | (1u << 9)};
     ferry_dataset *ds = gen_dataset(rt, &g, 10);
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     ASSERT(strcmp(ferry_dataset_name(ds), "ignore_errors") == 0);
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_UNKNOWN);
     expect_stream(ds, "1 2 3 4 6 7 8");
@@ -780,7 +770,7 @@ TEST(ignore_errors_drops_and_counts) {
     /* Nothing but errors: an empty stream, every error counted. */
     gen_cfg all = {.n = 5, .fail = 0x1f};
     ds = gen_dataset(rt, &all, 5);
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     it = iter_new(ds, 0);
     ferry_element *e = NULL;
     ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
@@ -789,15 +779,15 @@ TEST(ignore_errors_drops_and_counts) {
     ferry_dataset_unref(ds);
     /* Cardinality: 0 and infinite are kept. */
     ds = range_ds(rt, 0, 0);
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 0);
     ferry_dataset_unref(ds);
     ds = range_ds(rt, 0, 3);
-    CHAIN(ds, ferry_dataset_repeat(ds, -1, OUT));
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, FERRY_INFINITE, NULL, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), FERRY_INFINITE);
     ferry_dataset_unref(ds);
     rt_done(rt);
@@ -845,18 +835,18 @@ TEST(ignore_errors_under_batch) {
         } else {
             ds = range_ds(rt, 0, 14);
             ferry_map_options mo = {.num_parallel_calls = source == 1 ? 2 : 0};
-            if (source == 4) CHAIN(ds, ferry_dataset_filter(ds, fail_bad_pred, NULL, OUT));
+            if (source == 4) CHAIN(ds, ferry_dataset_filter(ds, fail_bad_pred, NULL, NULL, OUT));
             else CHAIN(ds, ferry_dataset_map(ds, fail_bad_map, NULL, &mo, OUT));
-            if (source == 2) CHAIN(ds, ferry_dataset_prefetch(ds, 2, OUT));
-            if (source == 3) CHAIN(ds, ferry_dataset_prefetch(ds, FERRY_AUTOTUNE, OUT));
+            if (source == 2) CHAIN(ds, ferry_dataset_prefetch(ds, 2, NULL, OUT));
+            if (source == 3) CHAIN(ds, ferry_dataset_prefetch(ds, FERRY_AUTOTUNE, NULL, OUT));
         }
-        CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
-        CHAIN(ds, ferry_dataset_batch(ds, 3, false, OUT));
+        CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
+        CHAIN(ds, ferry_dataset_batch(ds, 3, NULL, OUT));
         expect_stream(ds, want);
         check_stream(ds, 100, 0);
         /* drop_remainder, and errors at the first and the last position of a batch */
-        CHAIN(ds, ferry_dataset_unbatch(ds, OUT));
-        CHAIN(ds, ferry_dataset_batch(ds, 2, true, OUT));
+        CHAIN(ds, ferry_dataset_unbatch(ds, NULL, OUT));
+        CHAIN(ds, ferry_dataset_batch(ds, 2, &(ferry_batch_options){.drop_remainder = true}, OUT));
         expect_stream(ds, "[1,2] [3,4] [6,7] [8,10] [11,13]");
         ferry_dataset_unref(ds);
     }
@@ -868,29 +858,29 @@ TEST(composed_pipeline_restores_everywhere) {
     ferry_runtime *rt = rt_new();
     gen_cfg g = {.n = 9, .fail = (1u << 1) | (1u << 7), .kind = GEN_RANDOM};
     ferry_dataset *ds = range_ds(rt, 0, 20);
-    CHAIN(ds, ferry_dataset_shard(ds, 3, 1, OUT)); /* 1 4 7 10 13 16 19 */
-    CHAIN(ds, ferry_dataset_repeat(ds, 2, OUT));
+    CHAIN(ds, ferry_dataset_shard(ds, 3, 1, NULL, OUT)); /* 1 4 7 10 13 16 19 */
+    CHAIN(ds, ferry_dataset_repeat(ds, 2, NULL, OUT));
     ferry_dataset *zin[2] = {ds, gen_dataset(rt, &g, 9)}, *z;
-    ASSERT_OK(ferry_dataset_zip(2, zin, &z));
+    ASSERT_OK(ferry_dataset_zip(2, zin, NULL, &z));
     ferry_dataset_unref(zin[0]);
     ferry_dataset_unref(zin[1]);
     ds = z;
-    CHAIN(ds, ferry_dataset_enumerate(ds, 100, OUT));
-    CHAIN(ds, ferry_dataset_skip(ds, 1, OUT));
-    CHAIN(ds, ferry_dataset_take(ds, 7, OUT));
+    CHAIN(ds, ferry_dataset_enumerate(ds, &(ferry_enumerate_options){.start = 100}, OUT));
+    CHAIN(ds, ferry_dataset_skip(ds, 1, NULL, OUT));
+    CHAIN(ds, ferry_dataset_take(ds, 7, NULL, OUT));
     ferry_dataset *tail = range_ds(rt, 0, 2);
-    CHAIN(tail, ferry_dataset_enumerate(tail, -1, OUT));
+    CHAIN(tail, ferry_dataset_enumerate(tail, &(ferry_enumerate_options){.start = -1}, OUT));
     ferry_dataset *zz[2] = {tail, range_ds(rt, 50, 53)};
     ferry_dataset *tail2;
-    ASSERT_OK(ferry_dataset_zip(2, zz, &tail2));
+    ASSERT_OK(ferry_dataset_zip(2, zz, NULL, &tail2));
     ferry_dataset_unref(zz[0]);
     ferry_dataset_unref(zz[1]);
-    CHAIN(ds, ferry_dataset_concatenate(ds, tail2, OUT));
+    CHAIN(ds, ferry_dataset_concatenate(ds, tail2, NULL, OUT));
     ferry_dataset_unref(tail2);
-    CHAIN(ds, ferry_dataset_repeat(ds, 2, OUT));
+    CHAIN(ds, ferry_dataset_repeat(ds, 2, NULL, OUT));
     ASSERT_EQ(ferry_dataset_cardinality(ds), 18);
     check_stream(ds, 100, 77);
-    CHAIN(ds, ferry_dataset_ignore_errors(ds, OUT));
+    CHAIN(ds, ferry_dataset_ignore_errors(ds, NULL, OUT));
     check_stream(ds, 100, 77);
     ferry_dataset_unref(ds);
     ASSERT_EQ(g.inits, g.finis);

@@ -230,7 +230,7 @@ struct ferry_tensor {
  * overflow. Sets st on failure. */
 int ferry__tensor_new(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out,
                       ferry__status *st);
-/* A new FERRY_BYTES tensor with room for offsets (n+1, offsets[0] = 0 set) and blob_size bytes
+/* A new FERRY_DTYPE_BYTES tensor with room for offsets (n+1, offsets[0] = 0 set) and blob_size bytes
  * of string data; the caller fills offsets (ferry__tensor_offsets) and blob
  * (ferry__tensor_blob_mut) and must leave offsets[n] == blob_size. */
 int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, size_t blob_size, ferry_tensor **out,
@@ -254,7 +254,7 @@ const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap);
  * FERRY_ETYPE with a message naming `what` (e.g. "map output 1"). */
 int ferry__spec_check(const ferry_tensor_spec *spec, const ferry_tensor *t, const char *what, ferry__status *st);
 /* Checks a spec a user gave (field[i] of fn's options): a valid dtype (FERRY_DTYPE_INVALID is
- * not one), rank -1 (unknown) to FERRY_MAX_RANK, dims >= 0 or FERRY_UNKNOWN_DIM. FERRY_OK, or
+ * not one), rank FERRY_UNKNOWN_RANK or 0 to FERRY_MAX_RANK, dims >= 0 or FERRY_UNKNOWN_DIM. FERRY_OK, or
  * FERRY_EINVAL with the last error naming fn, the field and the value. */
 int ferry__spec_validate(const ferry_tensor_spec *s, const char *fn, const char *field, size_t i);
 
@@ -376,7 +376,10 @@ struct ferry_dataset {
     _Atomic uint32_t magic;    /* FERRY__MAGIC_DATASET while it lives */
     _Atomic long refs;
     ferry_runtime *rt;
-    const char *name;          /* static */
+    const char *name;          /* the op, static */
+    char label[FERRY_NAME_MAX + 1]; /* the name given in the op's options; "" for none (FERRY__LABEL) */
+    void (*user_free)(void *user); /* set by ferry__dataset_own_user: called with user_owned after */
+    void *user_owned;              /* destroy, when the last reference goes */
     size_t ninputs;
     ferry_dataset **inputs;    /* references */
     size_t ncomp;
@@ -408,6 +411,24 @@ struct ferry_dataset {
 int ferry__dataset_new(ferry_runtime *rt, const ferry__dataset_vtable *vt, const char *name, size_t size,
                        size_t ninputs, ferry_dataset *const *inputs, size_t ncomp, const ferry_tensor_spec *specs,
                        int64_t cardinality, ferry_dataset **out);
+/* The name stats, the report, the trace and messages show for ds: its label, else its op. */
+#define FERRY__LABEL(ds) ((ds)->label[0] ? (ds)->label : (ds)->name)
+/* Checks an options struct's `name` (NULL allowed): at most FERRY_NAME_MAX bytes, no control
+ * character. FERRY_OK, or FERRY_EINVAL with the last error naming fn. */
+int ferry__check_name(const char *fn, const char *name);
+/* Copies a name checked by ferry__check_name (NULL or "": none) into ds->label; a longer one
+ * (a fused stage's) is cut to FERRY_NAME_MAX bytes at a UTF-8 character boundary. */
+void ferry__dataset_set_label(ferry_dataset *ds, const char *name);
+/* The dataset owns `user` from now: user_free(user) runs once its last reference goes (after
+ * the op's destroy). A NULL user_free leaves user borrowed. */
+void ferry__dataset_own_user(ferry_dataset *ds, void *user, void (*user_free)(void *user));
+/* Ends an op's constructor: the label from opts, the salt, *out. */
+#define FERRY__OP_SEAL(ds, opts, out)                                                            \
+    do {                                                                                         \
+        ferry__dataset_set_label((ds), (opts) ? (opts)->name : NULL);                            \
+        ferry__dataset_seal(ds);                                                                 \
+        *(out) = (ds);                                                                           \
+    } while (0)
 /* Mixes n bytes of parameters into ds->params (call before seal). */
 void ferry__dataset_hash(ferry_dataset *ds, const void *p, size_t n);
 void ferry__dataset_hash_i64(ferry_dataset *ds, int64_t v);
@@ -597,7 +618,7 @@ void ferry__model_build(ferry__model *m, ferry__mgroup *g, const ferry_stage_sta
 #define FERRY__TUNE_LOG 32
 /* A stage as the tuner sees it over a window. */
 typedef struct ferry__tune_stage {
-    char name[24];
+    char name[FERRY_NAME_MAX + 1];
     bool has_knobs, tune_par, tune_buf;
     bool measured;           /* its threads' CPU was sampled in the window */
     double running;          /* its tasks running at once, on average over the window */

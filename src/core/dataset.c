@@ -104,6 +104,7 @@ void ferry_dataset_unref(ferry_dataset *ds) {
     if (atomic_fetch_sub_explicit(&ds->refs, 1, memory_order_acq_rel) != 1) return;
     ferry_runtime *rt = ds->rt;
     if (ds->vt->destroy) ds->vt->destroy(ds);
+    if (ds->user_free) ds->user_free(ds->user_owned);
     for (size_t i = 0; i < ds->ninputs; i++) ferry_dataset_unref(ds->inputs[i]);
     ferry__free(rt, ds->inputs);
     ferry__free(rt, ds->specs);
@@ -112,7 +113,33 @@ void ferry_dataset_unref(ferry_dataset *ds) {
     atomic_fetch_sub(&rt->objects, 1);
 }
 
-const char *ferry_dataset_name(const ferry_dataset *ds) { return ds ? ds->name : ""; }
+const char *ferry_dataset_name(const ferry_dataset *ds) { return ds ? FERRY__LABEL(ds) : ""; }
+const char *ferry_dataset_op(const ferry_dataset *ds) { return ds ? ds->name : ""; }
+
+int ferry__check_name(const char *fn, const char *name) {
+    if (!name) return FERRY_OK;
+    size_t n = strnlen(name, FERRY_NAME_MAX + 1);
+    if (n > FERRY_NAME_MAX)
+        return ferry__set_last_error(FERRY_EINVAL, "%s: opts->name is longer than %d bytes", fn, FERRY_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return ferry__set_last_error(FERRY_EINVAL, "%s: opts->name has a control character (0x%02x) at byte %zu",
+                                         fn, (unsigned)(unsigned char)name[i], i);
+    return FERRY_OK;
+}
+
+void ferry__dataset_set_label(ferry_dataset *ds, const char *name) {
+    size_t n = name ? strnlen(name, FERRY_NAME_MAX) : 0;
+    if (n == FERRY_NAME_MAX) /* cut before a UTF-8 character, not inside one */
+        while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
+    memcpy(ds->label, name ? name : "", n);
+    ds->label[n] = '\0';
+}
+
+void ferry__dataset_own_user(ferry_dataset *ds, void *user, void (*user_free)(void *user)) {
+    ds->user_owned = user;
+    ds->user_free = user_free;
+}
 size_t ferry_dataset_num_components(const ferry_dataset *ds) { return ds ? ds->ncomp : 0; }
 int64_t ferry_dataset_cardinality(const ferry_dataset *ds) { return ds ? ds->cardinality : FERRY_UNKNOWN; }
 ferry_runtime *ferry_dataset_runtime(const ferry_dataset *ds) { return ds ? ds->rt : NULL; }

@@ -234,7 +234,7 @@ static void *exec_worker_main(void *arg) {
                 acct_close(acct, end);
                 acct->rec = NULL;
             }
-            if (x->rt->trace) ferry__trace_add(x->rt, FERRY__TR_RUN, rec->ds->name, t->slice_start_ns, end);
+            if (x->rt->trace) ferry__trace_add(x->rt, FERRY__TR_RUN, FERRY__LABEL(rec->ds), t->slice_start_ns, end);
         }
         ferry__mutex_lock(&x->mu);
         x->busy--;

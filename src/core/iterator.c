@@ -545,7 +545,8 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
         ferry__node_stats *s = &p->nodes[i];
         ferry_stage_stats *o = &out[i];
         memset(o, 0, sizeof *o);
-        snprintf(o->name, sizeof o->name, "%s", s->ds->name);
+        snprintf(o->name, sizeof o->name, "%s", FERRY__LABEL(s->ds));
+        snprintf(o->op, sizeof o->op, "%s", s->ds->name);
         o->node = (int)i;
         o->input = s->first_input;
         o->elements_out = atomic_load(&s->elements);

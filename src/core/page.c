@@ -64,7 +64,7 @@ static const char *const page_script[] = {
     " const g=document.getElementById('graph');const st=R.stages.slice().reverse();\n",
     " st.forEach((x,i)=>{\n",
     "  const d=el('div',{'class':'stage'+(x.node===R.stage?' limit':''),'data-node':String(x.node)});\n",
-    "  d.appendChild(el('b',{},x.name));\n",
+    "  d.appendChild(el('b',{},x.name));if(x.op&&x.op!==x.name)d.appendChild(el('span',{},' ('+x.op+')'));\n",
     "  const rate=R.seconds>0?x.elements_out/R.seconds:0;\n",
     "  const lines=[num(rate)+' elements/s ('+x.elements_out+')',x.parallelism>0?x.parallelism+' thread'+(x.parallelism>1?'s':''):'inline',"
     "'buffer '+x.buffered_elements+' / '+x.buffer_capacity,'work '+ms(x.work_ns)+', rows '+ms(x.assemble_ns),"

@@ -421,6 +421,8 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
         ferry__w_printf(&w, "%s{\"node\":%d,\"input\":%d,\"parent\":%d,\"name\":", i ? "," : "", x->node, x->input,
                         ferry__iterator_pipe(it)->nodes[i].parent);
         ferry__w_json_str(&w, x->name);
+        ferry__w_printf(&w, ",\"op\":");
+        ferry__w_json_str(&w, x->op);
         ferry__w_printf(&w,
                         ",\"elements_out\":%lld,\"bytes_out\":%lld,\"errors_out\":%lld,\"errors_dropped\":%lld,"
                         "\"work_ns\":%lld,\"assemble_ns\":%lld,\"lock_wait_ns\":%lld,\"wait_input_ns\":%lld,"

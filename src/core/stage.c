@@ -138,7 +138,7 @@ void ferry__stage_time(const ferry__stage *s, ferry__time_kind kind, int64_t ns)
 void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t start_ns, int64_t end_ns) {
     if (s->rt && s->rt->trace && s->it) { /* named as its stats record (map_and_batch's, for its map) */
         const ferry_dataset *ds = s->it->stats ? s->it->stats->ds : s->it->ds;
-        ferry__trace_add(s->rt, (ferry__trace_kind)(FERRY__TR_WORK + (int)kind), ds->name, start_ns, end_ns);
+        ferry__trace_add(s->rt, (ferry__trace_kind)(FERRY__TR_WORK + (int)kind), FERRY__LABEL(ds), start_ns, end_ns);
     }
 }
 

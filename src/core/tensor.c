@@ -4,7 +4,7 @@
  * A tensor's storage is owned by a "base" tensor: inline right after the struct (one allocation
  * per tensor, so a scalar costs one block), or caller memory wrapped with a release callback.
  * A slice is a tensor whose `base` holds a reference to the owner and whose data pointer points
- * into it, so slices and batch rows share bytes. FERRY_BYTES storage is uint64 offsets[n+1]
+ * into it, so slices and batch rows share bytes. FERRY_DTYPE_BYTES storage is uint64 offsets[n+1]
  * followed by the string bytes; a slice points into the owner's offsets.
  *
  * Reference counts are C11 atomics: tensors are immutable once shared and may be read by any
@@ -33,11 +33,11 @@ static const struct {
     const char *name;
     size_t size;
 } dtype_info[FERRY_DTYPE_COUNT] = {
-    [FERRY_DTYPE_INVALID] = {"invalid", 0}, [FERRY_BOOL] = {"bool", 1},        [FERRY_INT8] = {"int8", 1},
-    [FERRY_INT16] = {"int16", 2},           [FERRY_INT32] = {"int32", 4},      [FERRY_INT64] = {"int64", 8},
-    [FERRY_UINT8] = {"uint8", 1},           [FERRY_UINT16] = {"uint16", 2},    [FERRY_UINT32] = {"uint32", 4},
-    [FERRY_UINT64] = {"uint64", 8},         [FERRY_FLOAT16] = {"float16", 2},  [FERRY_BFLOAT16] = {"bfloat16", 2},
-    [FERRY_FLOAT32] = {"float32", 4},       [FERRY_FLOAT64] = {"float64", 8},  [FERRY_BYTES] = {"bytes", 0},
+    [FERRY_DTYPE_INVALID] = {"invalid", 0}, [FERRY_DTYPE_BOOL] = {"bool", 1},        [FERRY_DTYPE_INT8] = {"int8", 1},
+    [FERRY_DTYPE_INT16] = {"int16", 2},           [FERRY_DTYPE_INT32] = {"int32", 4},      [FERRY_DTYPE_INT64] = {"int64", 8},
+    [FERRY_DTYPE_UINT8] = {"uint8", 1},           [FERRY_DTYPE_UINT16] = {"uint16", 2},    [FERRY_DTYPE_UINT32] = {"uint32", 4},
+    [FERRY_DTYPE_UINT64] = {"uint64", 8},         [FERRY_DTYPE_FLOAT16] = {"float16", 2},  [FERRY_DTYPE_BFLOAT16] = {"bfloat16", 2},
+    [FERRY_DTYPE_FLOAT32] = {"float32", 4},       [FERRY_DTYPE_FLOAT64] = {"float64", 8},  [FERRY_DTYPE_BYTES] = {"bytes", 0},
 };
 
 size_t ferry_dtype_size(ferry_dtype dtype) {
@@ -135,7 +135,7 @@ int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, si
     size_t offs = (size_t)(n + 1) * 8;
     ferry_tensor *t = ferry__alloc(rt, sizeof *t + offs + blob_size);
     if (!t) return ferry__fail(st, FERRY_ENOMEM, "allocating a bytes tensor of %zu bytes failed", offs + blob_size);
-    init_header(t, rt, FERRY_BYTES, rank, dims, n);
+    init_header(t, rt, FERRY_DTYPE_BYTES, rank, dims, n);
     t->data = (uint8_t *)(t + 1);
     t->blob = t->data + offs;
     ferry__tensor_offsets(t)[0] = 0;
@@ -230,13 +230,13 @@ int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims, 
 }
 
 int ferry_tensor_scalar_i64(ferry_runtime *rt, int64_t value, ferry_tensor **out) {
-    int rc = ferry_tensor_create(rt, FERRY_INT64, 0, NULL, out);
+    int rc = ferry_tensor_create(rt, FERRY_DTYPE_INT64, 0, NULL, out);
     if (rc == FERRY_OK) memcpy((*out)->data, &value, sizeof value);
     return rc;
 }
 
 int ferry_tensor_scalar_f32(ferry_runtime *rt, float value, ferry_tensor **out) {
-    int rc = ferry_tensor_create(rt, FERRY_FLOAT32, 0, NULL, out);
+    int rc = ferry_tensor_create(rt, FERRY_DTYPE_FLOAT32, 0, NULL, out);
     if (rc == FERRY_OK) memcpy((*out)->data, &value, sizeof value);
     return rc;
 }
@@ -261,7 +261,7 @@ int ferry_tensor_rank(const ferry_tensor *t) { return t ? t->rank : -1; }
 int64_t ferry_tensor_dim(const ferry_tensor *t, int i) { return (t && i >= 0 && i < t->rank) ? t->dims[i] : -1; }
 
 ferry_shape ferry_tensor_shape(const ferry_tensor *t) {
-    ferry_shape s = {.rank = -1};
+    ferry_shape s = {.rank = FERRY_UNKNOWN_RANK};
     if (!t) return s;
     s.rank = t->rank;
     for (int i = 0; i < FERRY_MAX_RANK; i++) s.dims[i] = i < t->rank ? t->dims[i] : 0;
@@ -270,10 +270,10 @@ ferry_shape ferry_tensor_shape(const ferry_tensor *t) {
 
 int64_t ferry_tensor_num_entries(const ferry_tensor *t) { return t ? t->n : 0; }
 size_t ferry_tensor_nbytes(const ferry_tensor *t) { return t ? t->nbytes : 0; }
-const void *ferry_tensor_data(const ferry_tensor *t) { return (t && t->dtype != FERRY_BYTES) ? t->data : NULL; }
+const void *ferry_tensor_data(const ferry_tensor *t) { return (t && t->dtype != FERRY_DTYPE_BYTES) ? t->data : NULL; }
 
 void *ferry_tensor_mutable_data(ferry_tensor *t) {
-    if (!t || t->dtype == FERRY_BYTES || t->base || t->wrapped) return NULL;
+    if (!t || t->dtype == FERRY_DTYPE_BYTES || t->base || t->wrapped) return NULL;
     if ((atomic_load_explicit(&t->refs, memory_order_acquire) & ~TENSOR_HOLD) != 1) return NULL;
     return t->data;
 }
@@ -284,7 +284,7 @@ int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **dat
     FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_bytes_get: argument 't' is NULL");
     FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL,
                      "ferry_tensor_bytes_get: arguments 'data' and 'len' must not be NULL");
-    FERRY__CHECK_ARG(t->dtype == FERRY_BYTES, FERRY_EINVAL, "ferry_tensor_bytes_get: the tensor is %s, not bytes",
+    FERRY__CHECK_ARG(t->dtype == FERRY_DTYPE_BYTES, FERRY_EINVAL, "ferry_tensor_bytes_get: the tensor is %s, not bytes",
                      ferry_dtype_name(t->dtype));
     FERRY__CHECK_ARG(i >= 0 && i < t->n, FERRY_EINVAL,
                      "ferry_tensor_bytes_get: index %lld is out of range [0, %lld)", (long long)i, (long long)t->n);
@@ -308,7 +308,7 @@ int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tens
     int64_t row = t->dims[0] ? t->n / t->dims[0] : 0;
     init_header(s, t->rt, t->dtype, t->rank, dims, row * count);
     s->base = ferry_tensor_ref(t->base ? t->base : t);
-    if (t->dtype == FERRY_BYTES) {
+    if (t->dtype == FERRY_DTYPE_BYTES) {
         s->data = t->data + (size_t)(start * row) * 8;
         s->blob = t->blob;
         const uint64_t *off = (const uint64_t *)(const void *)s->data;
@@ -329,7 +329,7 @@ int ferry__tensor_row(ferry_tensor *t, int64_t i, ferry_tensor **out, ferry__sta
     int64_t row = t->dims[0] ? t->n / t->dims[0] : 0;
     init_header(s, t->rt, t->dtype, t->rank - 1, t->dims + 1, row);
     s->base = ferry_tensor_ref(t->base ? t->base : t);
-    if (t->dtype == FERRY_BYTES) {
+    if (t->dtype == FERRY_DTYPE_BYTES) {
         s->data = t->data + (size_t)(i * row) * 8;
         s->blob = t->blob;
         const uint64_t *off = (const uint64_t *)(const void *)s->data;
@@ -346,11 +346,11 @@ int ferry__tensor_row(ferry_tensor *t, int64_t i, ferry_tensor **out, ferry__sta
 int ferry__spec_validate(const ferry_tensor_spec *s, const char *fn, const char *field, size_t i) {
     FERRY__CHECK_ARG((int)s->dtype > (int)FERRY_DTYPE_INVALID && s->dtype < FERRY_DTYPE_COUNT, FERRY_EINVAL,
                      "%s: %s[%zu].dtype is %d, not a ferry_dtype", fn, field, i, (int)s->dtype);
-    FERRY__CHECK_ARG(s->shape.rank >= -1 && s->shape.rank <= FERRY_MAX_RANK, FERRY_EINVAL,
-                     "%s: %s[%zu].shape.rank is %d; it must be -1 (unknown) to %d", fn, field, i, s->shape.rank,
-                     FERRY_MAX_RANK);
+    FERRY__CHECK_ARG(s->shape.rank == FERRY_UNKNOWN_RANK || (s->shape.rank >= 0 && s->shape.rank <= FERRY_MAX_RANK),
+                     FERRY_EINVAL, "%s: %s[%zu].shape.rank is %d; it must be FERRY_UNKNOWN_RANK or 0 to %d", fn, field,
+                     i, s->shape.rank, FERRY_MAX_RANK);
     for (int d = 0; d < s->shape.rank; d++)
-        FERRY__CHECK_ARG(s->shape.dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
+        FERRY__CHECK_ARG(s->shape.dims[d] >= 0 || s->shape.dims[d] == FERRY_UNKNOWN_DIM, FERRY_EINVAL,
                          "%s: %s[%zu].shape.dims[%d] is %lld; it must be >= 0 or FERRY_UNKNOWN_DIM", fn, field, i, d,
                          (long long)s->shape.dims[d]);
     return FERRY_OK;

@@ -71,6 +71,7 @@ typedef struct ex_table {
 
 struct ferry_example_parser {
     uint32_t magic;
+    _Atomic long refs;    /* the caller's, and one per parse_example dataset */
     ferry_runtime *rt;
     bool sequence;
     size_t nf, nl, nfeat; /* features (context), feature lists, both */
@@ -587,7 +588,7 @@ static int missing(job *j, const ex_feat *f) {
                        f->key, f->kind == FERRY_EXAMPLE_FIXED && !f->list ? "has no default_value" : "is required");
 }
 
-static const ferry_dtype kind_dtype[4] = {FERRY_DTYPE_INVALID, FERRY_BYTES, FERRY_FLOAT32, FERRY_INT64};
+static const ferry_dtype kind_dtype[4] = {FERRY_DTYPE_INVALID, FERRY_DTYPE_BYTES, FERRY_DTYPE_FLOAT32, FERRY_DTYPE_INT64};
 
 static int kind_mismatch(job *j, const ex_feat *f, uint8_t kind, int64_t step) {
     char where[48] = "";
@@ -611,7 +612,7 @@ static int count_mismatch(job *j, const ex_feat *f, size_t got, int64_t step) {
 }
 
 static int new_tensor(job *j, ferry_dtype dt, int rank, const int64_t *dims, size_t blob, ferry_tensor **out) {
-    if (dt == FERRY_BYTES) return ferry__tensor_new_bytes(j->ps->rt, rank, dims, blob, out, j->st);
+    if (dt == FERRY_DTYPE_BYTES) return ferry__tensor_new_bytes(j->ps->rt, rank, dims, blob, out, j->st);
     return ferry__tensor_new(j->ps->rt, dt, rank, dims, out, j->st);
 }
 
@@ -624,7 +625,7 @@ static int too_large(job *j, const ex_feat *f) {
 
 /* Writes n padding entries of f's pad value at numeric pointer d (entry index k). */
 static void pad_numeric(const ex_feat *f, void *d, size_t k, size_t n) {
-    if (f->dtype == FERRY_INT64) {
+    if (f->dtype == FERRY_DTYPE_INT64) {
         int64_t *x = (int64_t *)d + k;
         for (size_t i = 0; i < n; i++) x[i] = f->pad_i64;
     } else {
@@ -638,7 +639,7 @@ static void pad_bytes(const ex_feat *f, bytes_out *bo, size_t n) {
 }
 
 static int lengths_tensor(job *j, const int64_t *v, size_t n, int rank, const int64_t *dims, ferry_tensor **out) {
-    int rc = ferry__tensor_new(j->ps->rt, FERRY_INT64, rank, dims, out, j->st);
+    int rc = ferry__tensor_new(j->ps->rt, FERRY_DTYPE_INT64, rank, dims, out, j->st);
     if (rc) return rc;
     if (n) memcpy((*out)->data, v, n * sizeof *v);
     return FERRY_OK;
@@ -652,7 +653,7 @@ static int build_fixed(job *j, const ex_feat *f, size_t fi) {
     size_t cnt = f->count;
     ferry_tensor *t;
     int rc;
-    if (f->dtype != FERRY_BYTES) {
+    if (f->dtype != FERRY_DTYPE_BYTES) {
         size_t es = ferry_dtype_size(f->dtype);
         rc = new_tensor(j, f->dtype, f->rank + 1, dims, 0, &t);
         if (rc) return rc;
@@ -690,7 +691,7 @@ static int build_fixed(job *j, const ex_feat *f, size_t fi) {
         }
         if (!add_ok(&total, by)) return too_large(j, f);
     }
-    rc = new_tensor(j, FERRY_BYTES, f->rank + 1, dims, total, &t);
+    rc = new_tensor(j, FERRY_DTYPE_BYTES, f->rank + 1, dims, total, &t);
     if (rc) return rc;
     j->outs[f->out] = t;
     bytes_out bo = {ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
@@ -730,7 +731,7 @@ static int build_varlen(job *j, const ex_feat *f, size_t fi) {
     }
     int64_t dims[2] = {(int64_t)j->B, (int64_t)max};
     size_t blob = 0, cells;
-    if (f->dtype == FERRY_BYTES) {
+    if (f->dtype == FERRY_DTYPE_BYTES) {
         size_t padb;
         if (!mul_ok(j->B, max, &cells) || !mul_ok(cells - sum_n, f->pad_blen, &padb)) return too_large(j, f);
         blob = sum_by;
@@ -741,13 +742,13 @@ static int build_varlen(job *j, const ex_feat *f, size_t fi) {
     if (rc) return rc;
     j->outs[f->out] = t;
     bytes_out bo = {NULL, NULL, 0, 0};
-    if (f->dtype == FERRY_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
+    if (f->dtype == FERRY_DTYPE_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
     size_t es = ferry_dtype_size(f->dtype);
     for (size_t b = 0; b < j->B; b++) {
         ex_slot *s = slot_at(j, b, fi);
         set_record(j, b);
         size_t n = 0;
-        if (f->dtype == FERRY_BYTES) {
+        if (f->dtype == FERRY_DTYPE_BYTES) {
             if (s->seen) rc = feat_decode(&j->r, s, NULL, &bo, max, &n);
             if (rc) return rc;
             n = FERRY__MIN(n, max);
@@ -780,7 +781,7 @@ static int build_list_fixed(job *j, const ex_feat *f, size_t fi) {
             ex_slot step;
             while ((rc = next_step(&j->r, &p, end, &step)) == 1) {
                 rc = check_kind(j, f, step.kind, (int64_t)T);
-                if (!rc && f->dtype == FERRY_BYTES) {
+                if (!rc && f->dtype == FERRY_DTYPE_BYTES) {
                     size_t n, by;
                     rc = feat_count(&j->r, &step, &n, &by);
                     if (!rc && n != cnt) rc = count_mismatch(j, f, n, (int64_t)T);
@@ -800,7 +801,7 @@ static int build_list_fixed(job *j, const ex_feat *f, size_t fi) {
     dims[1] = (int64_t)maxT;
     memcpy(dims + 2, f->dims, (size_t)f->rank * sizeof *dims);
     size_t blob = 0;
-    if (f->dtype == FERRY_BYTES) {
+    if (f->dtype == FERRY_DTYPE_BYTES) {
         size_t cells, padb;
         if (!mul_ok(j->B, maxT, &cells) || !mul_ok(cells - sumT, cnt, &cells) || !mul_ok(cells, f->pad_blen, &padb))
             return too_large(j, f);
@@ -812,7 +813,7 @@ static int build_list_fixed(job *j, const ex_feat *f, size_t fi) {
     if (rc) return rc;
     j->outs[f->out] = t;
     bytes_out bo = {NULL, NULL, 0, 0};
-    if (f->dtype == FERRY_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
+    if (f->dtype == FERRY_DTYPE_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
     size_t es = ferry_dtype_size(f->dtype);
     for (size_t b = 0; b < j->B; b++) {
         ex_slot *s = slot_at(j, b, fi);
@@ -823,7 +824,7 @@ static int build_list_fixed(job *j, const ex_feat *f, size_t fi) {
             ex_slot step;
             while (T < maxT && (rc = next_step(&j->r, &p, end, &step)) == 1) {
                 size_t n;
-                if (f->dtype == FERRY_BYTES) {
+                if (f->dtype == FERRY_DTYPE_BYTES) {
                     rc = feat_decode(&j->r, &step, NULL, &bo, cnt, &n);
                 } else {
                     rc = check_kind(j, f, step.kind, (int64_t)T);
@@ -835,7 +836,7 @@ static int build_list_fixed(job *j, const ex_feat *f, size_t fi) {
             }
             if (rc < 0) return rc;
         }
-        if (f->dtype == FERRY_BYTES) pad_bytes(f, &bo, (maxT - T) * cnt);
+        if (f->dtype == FERRY_DTYPE_BYTES) pad_bytes(f, &bo, (maxT - T) * cnt);
         else pad_numeric(f, t->data, (b * maxT + T) * cnt, (maxT - T) * cnt);
     }
     if (f->with_lengths) return lengths_tensor(j, j->c1, j->B, 1, dims, &j->outs[f->out + 1]);
@@ -874,7 +875,7 @@ static int build_list_varlen(job *j, const ex_feat *f, size_t fi) {
     }
     int64_t vdims[2] = {(int64_t)j->B, (int64_t)maxN}, rdims[2] = {(int64_t)j->B, (int64_t)maxT};
     size_t blob = 0;
-    if (f->dtype == FERRY_BYTES) {
+    if (f->dtype == FERRY_DTYPE_BYTES) {
         size_t cells, padb;
         if (!mul_ok(j->B, maxN, &cells) || !mul_ok(cells - sumN, f->pad_blen, &padb)) return too_large(j, f);
         blob = sum_by;
@@ -884,12 +885,12 @@ static int build_list_varlen(job *j, const ex_feat *f, size_t fi) {
     rc = new_tensor(j, f->dtype, 2, vdims, blob, &t);
     if (rc) return rc;
     j->outs[f->out] = t;
-    rc = ferry__tensor_new(j->ps->rt, FERRY_INT64, 2, rdims, &rl, j->st);
+    rc = ferry__tensor_new(j->ps->rt, FERRY_DTYPE_INT64, 2, rdims, &rl, j->st);
     if (rc) return rc;
     j->outs[f->out + 1] = rl;
     int64_t *rows = (int64_t *)(void *)rl->data;
     bytes_out bo = {NULL, NULL, 0, 0};
-    if (f->dtype == FERRY_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
+    if (f->dtype == FERRY_DTYPE_BYTES) bo = (bytes_out){ferry__tensor_offsets(t), ferry__tensor_blob_mut(t), 0, 0};
     size_t es = ferry_dtype_size(f->dtype);
     for (size_t b = 0; b < j->B; b++) {
         ex_slot *s = slot_at(j, b, fi);
@@ -900,7 +901,7 @@ static int build_list_varlen(job *j, const ex_feat *f, size_t fi) {
             ex_slot step;
             while (T < maxT && (rc = next_step(&j->r, &p, end, &step)) == 1) {
                 size_t n;
-                if (f->dtype == FERRY_BYTES) rc = feat_decode(&j->r, &step, NULL, &bo, maxN - pos, &n);
+                if (f->dtype == FERRY_DTYPE_BYTES) rc = feat_decode(&j->r, &step, NULL, &bo, maxN - pos, &n);
                 else rc = feat_decode(&j->r, &step, t->data + (b * maxN + pos) * es, NULL, maxN - pos, &n);
                 if (rc) return rc;
                 n = FERRY__MIN(n, maxN - pos);
@@ -911,7 +912,7 @@ static int build_list_varlen(job *j, const ex_feat *f, size_t fi) {
             if (rc < 0) return rc;
         }
         for (size_t k = T; k < maxT; k++) rows[b * maxT + k] = 0;
-        if (f->dtype == FERRY_BYTES) pad_bytes(f, &bo, maxN - pos);
+        if (f->dtype == FERRY_DTYPE_BYTES) pad_bytes(f, &bo, maxN - pos);
         else pad_numeric(f, t->data, b * maxN + pos, maxN - pos);
     }
     if (f->with_lengths) return lengths_tensor(j, j->c1, j->B, 1, vdims, &j->outs[f->out + 2]);
@@ -986,7 +987,7 @@ int ferry_example_parse(ferry_context *ctx, ferry_element *in, ferry_element **o
     } else {
         const ferry_tensor *t = in->t[0];
         char d[128];
-        if (t->dtype != FERRY_BYTES || t->rank > 1)
+        if (t->dtype != FERRY_DTYPE_BYTES || t->rank > 1)
             rc = ferry__fail(&st, FERRY_EINVAL,
                              "input component 0 is %s; it must be a bytes scalar (one record) or vector (a batch)",
                              input_desc(t, d, sizeof d));
@@ -1038,8 +1039,11 @@ static void parser_destroy(ferry_example_parser *ps) {
 }
 
 void ferry_example_parser_free(ferry_example_parser *parser) {
-    if (parser) parser_destroy(parser);
+    if (parser && atomic_fetch_sub_explicit(&parser->refs, 1, memory_order_acq_rel) == 1) parser_destroy(parser);
 }
+
+/* The user_free of a parse_example dataset: drops its reference to the parser. */
+static void parser_unref(void *parser) { ferry_example_parser_free(parser); }
 
 #define FN "ferry_example_parser_create"
 
@@ -1047,7 +1051,7 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
                            ex_feat *f) {
     const char *grp = list ? "feature_lists" : "features";
     if (!in->key) return ferry__set_last_error(FERRY_EINVAL, FN ": spec->%s[%zu].key is NULL", grp, i);
-    if (in->dtype != FERRY_INT64 && in->dtype != FERRY_FLOAT32 && in->dtype != FERRY_BYTES)
+    if (in->dtype != FERRY_DTYPE_INT64 && in->dtype != FERRY_DTYPE_FLOAT32 && in->dtype != FERRY_DTYPE_BYTES)
         return ferry__set_last_error(FERRY_EINVAL,
                                      FN ": spec->%s[%zu] ('%s'): dtype is %s; it must be int64, float32 or bytes", grp,
                                      i, in->key, ferry_dtype_name(in->dtype));
@@ -1102,8 +1106,8 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
             return ferry__set_last_error(FERRY_EINVAL,
                                          FN ": spec->%s[%zu] ('%s'): default_value (the padding value) must have "
                                          "one entry, it has %lld", grp, i, in->key, (long long)d->n);
-        if (d->dtype == FERRY_INT64) memcpy(&f->pad_i64, d->data, 8);
-        else if (d->dtype == FERRY_FLOAT32) memcpy(&f->pad_f32, d->data, 4);
+        if (d->dtype == FERRY_DTYPE_INT64) memcpy(&f->pad_i64, d->data, 8);
+        else if (d->dtype == FERRY_DTYPE_FLOAT32) memcpy(&f->pad_f32, d->data, 4);
         else f->pad_b = ferry__tensor_str(d, 0, &f->pad_blen);
         return FERRY_OK;
     }
@@ -1112,7 +1116,7 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
                                      FN ": spec->%s[%zu] ('%s'): default_value has %lld entries; the shape needs %zu "
                                      "(or give one, repeated)", grp, i, in->key, (long long)d->n, f->count);
     size_t cntz = f->count;
-    if (d->dtype != FERRY_BYTES) {
+    if (d->dtype != FERRY_DTYPE_BYTES) {
         size_t es = ferry_dtype_size(d->dtype);
         f->dflt_row = ferry__alloc(ps->rt, cntz * es + 1);
         if (!f->dflt_row) return ferry__set_last_error(FERRY_ENOMEM, FN ": out of memory");
@@ -1188,11 +1192,11 @@ static int build_outputs(ferry_example_parser *ps) {
         const char *sfx[3] = {"", NULL, NULL};
         size_t k = 1;
         if (f->list && f->kind == FERRY_EXAMPLE_VARLEN) {
-            ps->specs[o + k] = (ferry_tensor_spec){.dtype = FERRY_INT64, .shape = {.rank = 1, .dims = {-1}}};
+            ps->specs[o + k] = (ferry_tensor_spec){.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {-1}}};
             sfx[k++] = ":row_lengths";
         }
         if ((f->list || f->kind == FERRY_EXAMPLE_VARLEN) && f->with_lengths) {
-            ps->specs[o + k] = (ferry_tensor_spec){.dtype = FERRY_INT64, .shape = {.rank = 0}};
+            ps->specs[o + k] = (ferry_tensor_spec){.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
             sfx[k++] = ":lengths";
         }
         for (size_t m = 0; m < k; m++) {
@@ -1233,6 +1237,7 @@ int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spe
     ferry_example_parser *ps = ferry__calloc(rt, 1, sizeof *ps);
     if (!ps) return ferry__set_last_error(FERRY_ENOMEM, FN ": out of memory");
     ps->magic = EX_MAGIC;
+    atomic_init(&ps->refs, 1);
     ps->rt = rt;
     ps->sequence = spec->sequence;
     ps->nf = spec->num_features;
@@ -1289,8 +1294,8 @@ const char *ferry_example_parser_output_name(const ferry_example_parser *parser,
     return parser->names[i];
 }
 
-int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser, const ferry_map_options *opts,
-                                ferry_dataset **out) {
+int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
+                                const ferry_parse_example_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_parse_example: argument 'out' is NULL");
     *out = NULL;
@@ -1300,13 +1305,22 @@ int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
                      "ferry_dataset_parse_example: argument 'parser' is not a parser");
     FERRY__CHECK_ARG(parser->rt == in->rt, FERRY_EINVAL,
                      "ferry_dataset_parse_example: the parser and the dataset belong to different runtimes");
-    FERRY__CHECK_ARG(in->ncomp >= 1 && in->specs[0].dtype == FERRY_BYTES &&
+    FERRY__CHECK_ARG(in->ncomp >= 1 && in->specs[0].dtype == FERRY_DTYPE_BYTES &&
                          (in->specs[0].shape.rank == 0 || in->specs[0].shape.rank == 1),
                      FERRY_EINVAL,
                      "ferry_dataset_parse_example: the input's component 0 must be a bytes scalar or vector");
-    ferry_map_options o = {0};
-    if (opts) o = *opts;
+    ferry_map_options o = {.name = "parse_example"};
+    if (opts) {
+        if (opts->name && opts->name[0]) o.name = opts->name;
+        o.num_parallel_calls = opts->num_parallel_calls;
+        o.relaxed_order = opts->relaxed_order;
+        o.reorder_window = opts->reorder_window;
+    }
     o.num_outputs = parser->nout;
     o.output_specs = in->specs[0].shape.rank == 0 ? parser->specs : parser->bspecs;
-    return ferry_dataset_map(in, ferry_example_parse, parser, &o, out);
+    o.user_free = parser_unref;
+    atomic_fetch_add_explicit(&parser->refs, 1, memory_order_relaxed);
+    rc = ferry_dataset_map(in, ferry_example_parse, parser, &o, out);
+    if (rc) ferry_example_parser_free(parser); /* the map does not own it when it fails */
+    return rc;
 }

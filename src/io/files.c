@@ -1,6 +1,6 @@
 /*
  * files.c - file lists: ferry_dataset_list_files (glob), and the internal "names" source it is
- * made of (a list of strings handed out as FERRY_BYTES scalars, optionally shuffled).
+ * made of (a list of strings handed out as FERRY_DTYPE_BYTES scalars, optionally shuffled).
  *
  * The dataset owns a copy of the strings, sorted or in the caller's order, and is immutable. An
  * iterator holds its position and, when shuffling, the permutation of this iteration, drawn at
@@ -125,7 +125,7 @@ static const ferry__dataset_vtable names_vt = {.make = names_make, .destroy = na
 int ferry__dataset_names(ferry_runtime *rt, const char *op_name, size_t n, const char *const *strings,
                          const ferry_list_files_options *shuffle, ferry_dataset **out) {
     *out = NULL;
-    ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
     ferry_dataset *d;
     int rc = ferry__dataset_new(rt, &names_vt, op_name, sizeof(names_ds), 0, NULL, 1, &spec, (int64_t)n, &d);
     if (rc) return rc;
@@ -180,8 +180,9 @@ int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'rt' is NULL");
     FERRY__CHECK_ARG(pattern != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is NULL");
     FERRY__CHECK_ARG(pattern[0] != '\0', FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is empty");
+    int rc = opts ? ferry__check_name(__func__, opts->name) : FERRY_OK;
+    if (rc) return rc;
     list_files_arg a = {rt, opts, out};
-    int rc = FERRY_OK;
     int e = ferry__glob(pattern, list_files_make, &a, &rc);
     if (e == ENOENT)
         return ferry__set_last_error(FERRY_ENOTFOUND, "ferry_dataset_list_files: no file matches the pattern '%s'",
@@ -191,5 +192,6 @@ int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry
     if (e)
         return ferry__set_last_error(FERRY_EIO, "ferry_dataset_list_files: reading a directory failed while matching '%s'",
                                      pattern);
+    if (!rc && opts) ferry__dataset_set_label(*out, opts->name);
     return rc;
 }

@@ -125,7 +125,7 @@ int ferry__files_dataset_new(ferry_runtime *rt, const char *fn, const ferry__fil
     FERRY__CHECK_ARG(buffer_size <= ((size_t)1 << 30), FERRY_EINVAL,
                      "%s: options.buffer_size is %zu; at most 1 GiB (0: 256 KiB)", fn, buffer_size);
     FERRY_ASSERT(size >= sizeof(ferry__files_ds));
-    ferry_tensor_spec spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
     ferry_dataset *d;
     int rc = ferry__dataset_new(rt, &files_vt, reader->name, size, 0, NULL, 1, &spec, nfiles == 0 ? 0 : FERRY_UNKNOWN,
                                 &d);

@@ -1,6 +1,6 @@
 /*
  * fixed_length.c - `fixed_length_records`: files made of a header, records of a fixed size and a
- * footer; one FERRY_BYTES scalar per record, as tf.data's FixedLengthRecordDataset.
+ * footer; one FERRY_DTYPE_BYTES scalar per record, as tf.data's FixedLengthRecordDataset.
  *
  * Objects: a file-list source (io.h, files_iter.c): fl_ds adds the sizes to the copies of the
  * file names and the read options, and the iterator holds the index of the current file and its
@@ -179,6 +179,7 @@ int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const c
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
     FERRY__CHECK_ARG(opts != NULL, FERRY_EINVAL, "%s: argument 'opts' is NULL; options.record_bytes is required", fn);
     int rc = ferry__files_check_names(fn, nfiles, files);
+    if (!rc) rc = ferry__check_name(fn, opts->name);
     if (rc) return rc;
     ferry_fixed_length_options o = *opts;
     FERRY__CHECK_ARG(o.record_bytes > 0 && o.record_bytes <= FL_MAX_RECORD, FERRY_EINVAL,
@@ -202,7 +203,6 @@ int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const c
     ferry__dataset_hash_i64(ds, o.header_bytes);
     ferry__dataset_hash_i64(ds, o.footer_bytes);
     ferry__dataset_hash_i64(ds, o.compression);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

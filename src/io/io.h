@@ -9,7 +9,7 @@
 #include "core/core.h"
 #include "io/stream.h"
 
-/* A source of FERRY_BYTES scalars: the n strings (copied), in the given order, or shuffled each
+/* A source of FERRY_DTYPE_BYTES scalars: the n strings (copied), in the given order, or shuffled each
  * iteration (seed mixed with the iteration seed) or once for all (same_order_each_iteration).
  * op_name: static, the dataset's name ("list_files"). The strings are hashed into the dataset's
  * parameters, so a state saved over another list fails to restore. On failure sets the last
@@ -68,7 +68,7 @@ struct ferry__files_it {
 int ferry__files_check_names(const char *fn, size_t nfiles, const char *const *files);
 
 /* Makes a file-list dataset of `size` bytes (the op's struct, which starts with ferry__files_ds)
- * named reader->name, whose elements are FERRY_BYTES scalars: checks compression and buffer_size
+ * named reader->name, whose elements are FERRY_DTYPE_BYTES scalars: checks compression and buffer_size
  * (the messages name fn's options), copies the names (checked by ferry__files_check_names) and
  * hashes them and nfiles into the parameters. The caller then sets its own fields, hashes its
  * other parameters and calls ferry__dataset_seal. reader: static; files: borrowed (copied);

@@ -1,5 +1,5 @@
 /*
- * text.c - `text_lines`: the lines of text files, one FERRY_BYTES scalar per line, as tf.data's
+ * text.c - `text_lines`: the lines of text files, one FERRY_DTYPE_BYTES scalar per line, as tf.data's
  * TextLineDataset.
  *
  * Objects: a file-list source (io.h, files_iter.c): the dataset holds copies of the file names
@@ -123,6 +123,7 @@ int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const char *const
     *out = NULL;
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
     int rc = ferry__files_check_names(fn, nfiles, files);
+    if (!rc && opts) rc = ferry__check_name(fn, opts->name);
     if (rc) return rc;
     ferry_text_line_options o = {0};
     if (opts) o = *opts;
@@ -131,7 +132,6 @@ int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const char *const
                                   o.buffer_size, &ds);
     if (rc) return rc;
     ferry__dataset_hash_i64(ds, o.compression);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -8,7 +8,7 @@
  * Objects
  *   tfr_ds        immutable: options, and where file names come from: an owned array (also the
  *                 memory case: one name, bytes borrowed from the caller), or input 0, a dataset
- *                 of FERRY_BYTES scalars.
+ *                 of FERRY_DTYPE_BYTES scalars.
  *   tfr_it        the current file (index or name pulled from the input), its stream, and the
  *                 reader's position flags: `resync` (scan for a valid header before the next
  *                 record), `eof_forced` (the file is over after a truncation or a stream failure)
@@ -108,7 +108,7 @@ static int pull_name(tfr_it *it, ferry__status *st) {
         return rc;
     }
     ferry_tensor *t = e->n >= 1 ? e->t[0] : NULL;
-    if (!t || t->dtype != FERRY_BYTES || t->rank != 0) {
+    if (!t || t->dtype != FERRY_DTYPE_BYTES || t->rank != 0) {
         rc = ferry__fail(st, FERRY_ETYPE,
                          "tfrecord: the file-name input gave a %s tensor of rank %d; file names must be bytes scalars",
                          t ? ferry_dtype_name(t->dtype) : "missing", t ? t->rank : -1);
@@ -592,7 +592,7 @@ static void tfr_ds_destroy(ferry_dataset *ds_) {
 
 static const ferry__dataset_vtable tfr_vt = {.make = tfr_make, .destroy = tfr_ds_destroy};
 
-static const ferry_tensor_spec record_spec = {.dtype = FERRY_BYTES, .shape = {.rank = 0}};
+static const ferry_tensor_spec record_spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
 
 static int check_options(const char *fn, const ferry_tfrecord_options *opts, ferry_tfrecord_options *o) {
     memset(o, 0, sizeof *o);
@@ -606,13 +606,13 @@ static int check_options(const char *fn, const ferry_tfrecord_options *opts, fer
                      o->num_parallel_reads);
     FERRY__CHECK_ARG(o->num_parallel_reads <= 256, FERRY_EINVAL,
                      "%s: options.num_parallel_reads is %d; it must be at most 256", fn, o->num_parallel_reads);
-    FERRY__CHECK_ARG(o->max_bad_records >= -1, FERRY_EINVAL,
-                     "%s: options.max_bad_records is %lld; it must be >= 0, or -1 for no limit", fn,
+    FERRY__CHECK_ARG(o->max_bad_records >= 0 || o->max_bad_records == FERRY_INFINITE, FERRY_EINVAL,
+                     "%s: options.max_bad_records is %lld; it must be >= 0, or FERRY_INFINITE for no limit", fn,
                      (long long)o->max_bad_records);
     FERRY__CHECK_ARG(o->buffer_size == 0 || (o->buffer_size >= 16 && o->buffer_size <= ((size_t)1 << 30)),
                      FERRY_EINVAL, "%s: options.buffer_size is %zu; it must be 0 (256 KiB) or 16 bytes to 1 GiB", fn,
                      o->buffer_size);
-    return FERRY_OK;
+    return ferry__check_name(fn, o->name);
 }
 
 static void hash_options(ferry_dataset *d, const ferry_tfrecord_options *o) {
@@ -669,7 +669,7 @@ static int pass_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     int rc = ferry__iter_next(it->input, out, st);
     if (rc) return rc;
     const ferry_tensor *t = (*out)->n >= 1 ? (*out)->t[0] : NULL;
-    if (!t || t->dtype != FERRY_BYTES || t->rank != 0) {
+    if (!t || t->dtype != FERRY_DTYPE_BYTES || t->rank != 0) {
         rc = ferry__fail(st, FERRY_ETYPE,
                          "tfrecord: the file-name input gave a %s tensor of rank %d; file names must be bytes scalars",
                          t ? ferry_dtype_name(t->dtype) : "missing", t ? t->rank : -1);
@@ -714,7 +714,7 @@ static int open_one(ferry_context *ctx, const ferry_element *in, ferry_dataset *
     const names_pass_ds *pd = user;
     ferry_runtime *rt = ferry_context_runtime(ctx);
     const ferry_tensor *t = in->n >= 1 ? in->t[0] : NULL;
-    if (!t || t->dtype != FERRY_BYTES || t->rank != 0)
+    if (!t || t->dtype != FERRY_DTYPE_BYTES || t->rank != 0)
         return ferry_context_fail(ctx, FERRY_ETYPE, "tfrecord: file names must be bytes scalars");
     size_t len;
     const uint8_t *p = ferry__tensor_str(t, 0, &len);
@@ -849,12 +849,16 @@ int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *
     ferry_tfrecord_options o;
     int rc = check_options(fn, opts, &o);
     if (rc) return rc;
-    if (o.num_parallel_reads == 0) return tfr_new(rt, nfiles, files, NULL, &o, out);
-    ferry_dataset *names;
-    rc = ferry__dataset_names(rt, "file_names", nfiles, files, NULL, &names);
-    if (rc) return rc;
-    rc = parallel_reads(fn, names, &o, out);
-    ferry_dataset_unref(names);
+    if (o.num_parallel_reads == 0) {
+        rc = tfr_new(rt, nfiles, files, NULL, &o, out);
+    } else {
+        ferry_dataset *names;
+        rc = ferry__dataset_names(rt, "file_names", nfiles, files, NULL, &names);
+        if (rc) return rc;
+        rc = parallel_reads(fn, names, &o, out);
+        ferry_dataset_unref(names);
+    }
+    if (!rc) ferry__dataset_set_label(*out, o.name);
     return rc;
 }
 
@@ -865,7 +869,7 @@ int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_
     *out = NULL;
     int rc = ferry__check_dataset(filenames, fn, "filenames");
     if (rc) return rc;
-    FERRY__CHECK_ARG(filenames->ncomp == 1 && filenames->specs[0].dtype == FERRY_BYTES &&
+    FERRY__CHECK_ARG(filenames->ncomp == 1 && filenames->specs[0].dtype == FERRY_DTYPE_BYTES &&
                          filenames->specs[0].shape.rank <= 0,
                      FERRY_ETYPE, "%s: argument 'filenames' must be a dataset of bytes scalars; it has %zu components, "
                      "the first of dtype %s and rank %d", fn, filenames->ncomp,
@@ -874,8 +878,10 @@ int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_
     ferry_tfrecord_options o;
     rc = check_options(fn, opts, &o);
     if (rc) return rc;
-    if (o.num_parallel_reads == 0) return tfr_new(filenames->rt, 0, NULL, filenames, &o, out);
-    return parallel_reads(fn, filenames, &o, out);
+    if (o.num_parallel_reads == 0) rc = tfr_new(filenames->rt, 0, NULL, filenames, &o, out);
+    else rc = parallel_reads(fn, filenames, &o, out);
+    if (!rc) ferry__dataset_set_label(*out, o.name);
+    return rc;
 }
 
 int ferry__dataset_tfrecord_memory(ferry_runtime *rt, const char *name, const void *data, size_t size,

@@ -26,7 +26,7 @@
  * The hot path (batch of numeric components) copies each row into the output as it arrives and
  * frees the input element at once: no per-row bookkeeping beyond the shape compare and the copy.
  * The output tensors are allocated once per batch with room for n rows (shrunk for a short last
- * batch); for very large batch sizes they grow geometrically instead. FERRY_BYTES components
+ * batch); for very large batch sizes they grow geometrically instead. FERRY_DTYPE_BYTES components
  * keep a reference to each row's tensor and are concatenated (offsets + blob) at the end.
  */
 #include "ops.h"
@@ -131,7 +131,7 @@ void ferry__stack_reset(ferry__stack *s) {
             ferry_tensor_unref(col->out);
             col->out = NULL;
         }
-        if (col->dtype == FERRY_BYTES)
+        if (col->dtype == FERRY_DTYPE_BYTES)
             for (int64_t i = 0; i < col->held; i++) ferry_tensor_unref(col->rows[i]);
         col->held = 0;
     }
@@ -150,7 +150,7 @@ static int col_start(ferry__stack *s, size_t c, ferry_tensor *t, ferry__status *
     if (t->rank + 1 > FERRY_MAX_RANK)
         return ferry__fail(st, FERRY_ETYPE, "batch: component %zu has rank %d; batching it needs rank %d, above the "
                            "maximum %d", c, t->rank, t->rank + 1, FERRY_MAX_RANK);
-    if (t->dtype == FERRY_BYTES) {
+    if (t->dtype == FERRY_DTYPE_BYTES) {
         if (!col->rows) {
             ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, 1, s->n, st);
             if (!rows) return st->code;
@@ -194,7 +194,7 @@ static int col_check(const batch_col *col, size_t c, int64_t k, const ferry_tens
 static int col_reserve(ferry__stack *s, batch_col *col, int64_t k, ferry__status *st) {
     if (k < col->cap) return FERRY_OK;
     ferry_runtime *rt = s->rt;
-    if (col->dtype == FERRY_BYTES) {
+    if (col->dtype == FERRY_DTYPE_BYTES) {
         ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, k + 1, s->n, st);
         if (!rows) return st->code;
         col->rows = rows;
@@ -207,7 +207,7 @@ static int col_reserve(ferry__stack *s, batch_col *col, int64_t k, ferry__status
 
 /* Adds row k (room reserved, shape checked) of column c. */
 static inline void col_add(batch_col *col, int64_t k, ferry_tensor *t) {
-    if (col->dtype == FERRY_BYTES) {
+    if (col->dtype == FERRY_DTYPE_BYTES) {
         col->rows[k] = ferry_tensor_ref(t);
         col->blob += t->nbytes - (size_t)t->n * 8;
     } else {
@@ -300,7 +300,7 @@ int ferry__stack_finish(ferry__stack *s, int64_t k, ferry_element **out, ferry__
     }
     for (size_t c = 0; c < nc; c++) {
         batch_col *col = &s->cols[c];
-        if (col->dtype == FERRY_BYTES) {
+        if (col->dtype == FERRY_DTYPE_BYTES) {
             if (!rc) rc = col_finish_bytes(s, col, k, &b->t[c], st);
             continue;
         }
@@ -452,7 +452,7 @@ static int padded_component(batch_it *it, size_t c, int64_t k, ferry_tensor **ou
     const ferry_tensor *pad = ds->pvalues[c];
     ferry_tensor *o;
     int rc;
-    if (t0->dtype != FERRY_BYTES) {
+    if (t0->dtype != FERRY_DTYPE_BYTES) {
         size_t es = ferry_dtype_size(t0->dtype);
         if (pad && pad->dtype != t0->dtype)
             return ferry__fail(st, FERRY_ETYPE, "padded_batch: component %zu is %s but its padding value is %s", c,
@@ -479,7 +479,7 @@ static int padded_component(batch_it *it, size_t c, int64_t k, ferry_tensor **ou
     const uint8_t *pstr = (const uint8_t *)"";
     size_t plen = 0;
     if (pad) {
-        if (pad->dtype != FERRY_BYTES)
+        if (pad->dtype != FERRY_DTYPE_BYTES)
             return ferry__fail(st, FERRY_ETYPE, "padded_batch: component %zu is bytes but its padding value is %s", c,
                                ferry_dtype_name(pad->dtype));
         pstr = ferry__tensor_str(pad, 0, &plen);
@@ -643,8 +643,9 @@ static int64_t batch_cardinality(int64_t in, int64_t n, bool drop) {
     return drop ? in / n : in / n + (in % n != 0);
 }
 
-int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_batch", in, out);
+int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, const ferry_batch_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    bool drop_remainder = opts && opts->drop_remainder;
     FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL, "ferry_dataset_batch: argument 'batch_size' is %lld; it must be >= 1",
                      (long long)batch_size);
     ferry_runtime *rt = in->rt;
@@ -661,7 +662,7 @@ int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remaind
                                          c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
         }
         specs[c].dtype = s->dtype;
-        specs[c].shape.rank = s->shape.rank < 0 ? -1 : s->shape.rank + 1;
+        specs[c].shape.rank = s->shape.rank < 0 ? FERRY_UNKNOWN_RANK : s->shape.rank + 1;
         if (s->shape.rank >= 0) {
             specs[c].shape.dims[0] = drop_remainder ? batch_size : FERRY_UNKNOWN_DIM;
             for (int d = 0; d < s->shape.rank; d++) specs[c].shape.dims[d + 1] = s->shape.dims[d];
@@ -678,14 +679,14 @@ int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, bool drop_remaind
     ferry__dataset_hash_i64(ds, batch_size);
     ferry__dataset_hash_i64(ds, drop_remainder);
     ds->assembles = true;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }
 
-int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_remainder,
-                               const ferry_padded_batch_options *opts, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_padded_batch", in, out);
+int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferry_padded_batch_options *opts,
+                               ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    bool drop_remainder = opts && opts->drop_remainder;
     FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL,
                      "ferry_dataset_padded_batch: argument 'batch_size' is %lld; it must be >= 1", (long long)batch_size);
     ferry_runtime *rt = in->rt;
@@ -696,12 +697,13 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_
         const ferry_tensor_spec *s = &in->specs[c];
         if (opts && opts->padded_shapes) {
             const ferry_shape *ps = &opts->padded_shapes[c];
-            FERRY__CHECK_ARG(ps->rank >= -1 && ps->rank < FERRY_MAX_RANK, FERRY_EINVAL,
-                             "ferry_dataset_padded_batch: options.padded_shapes[%zu].rank is %d; it must be -1 "
-                             "(unknown) or 0 to %d",
+            FERRY__CHECK_ARG(ps->rank == FERRY_UNKNOWN_RANK || (ps->rank >= 0 && ps->rank < FERRY_MAX_RANK),
+                             FERRY_EINVAL,
+                             "ferry_dataset_padded_batch: options.padded_shapes[%zu].rank is %d; it must be "
+                             "FERRY_UNKNOWN_RANK or 0 to %d",
                              c, ps->rank, FERRY_MAX_RANK - 1);
             for (int d = 0; d < ps->rank; d++)
-                FERRY__CHECK_ARG(ps->dims[d] >= FERRY_UNKNOWN_DIM, FERRY_EINVAL,
+                FERRY__CHECK_ARG(ps->dims[d] >= 0 || ps->dims[d] == FERRY_UNKNOWN_DIM, FERRY_EINVAL,
                                  "ferry_dataset_padded_batch: options.padded_shapes[%zu].dims[%d] is %lld; it must be "
                                  ">= 0 or FERRY_UNKNOWN_DIM",
                                  c, d, (long long)ps->dims[d]);
@@ -745,13 +747,13 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_
     }
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];
-        ferry_shape ps = {.rank = -1};
+        ferry_shape ps = {.rank = FERRY_UNKNOWN_RANK};
         if (opts && opts->padded_shapes) ps = opts->padded_shapes[c];
         for (int d = ps.rank < 0 ? 0 : ps.rank; d < FERRY_MAX_RANK; d++) ps.dims[d] = 0;
         pshapes[c] = ps;
         int r = ps.rank >= 0 ? ps.rank : s->shape.rank;
         specs[c].dtype = s->dtype;
-        specs[c].shape.rank = r < 0 ? -1 : r + 1;
+        specs[c].shape.rank = r < 0 ? FERRY_UNKNOWN_RANK : r + 1;
         if (r >= 0) {
             specs[c].shape.dims[0] = drop_remainder ? batch_size : FERRY_UNKNOWN_DIM;
             for (int d = 0; d < r; d++) {
@@ -787,7 +789,7 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_
         for (int d = 0; d < pshapes[c].rank; d++) ferry__dataset_hash_i64(ds, pshapes[c].dims[d]);
         const ferry_tensor *pv = pvalues[c];
         ferry__dataset_hash_i64(ds, pv ? pv->dtype : 0);
-        if (pv && pv->dtype == FERRY_BYTES) {
+        if (pv && pv->dtype == FERRY_DTYPE_BYTES) {
             size_t len;
             const uint8_t *s = ferry__tensor_str(pv, 0, &len);
             ferry__dataset_hash_i64(ds, (int64_t)len);
@@ -797,7 +799,6 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, bool drop_
         }
     }
     ds->assembles = true;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -317,9 +317,11 @@ static void cache_ds_destroy(ferry_dataset *ds_) {
 static const ferry__dataset_vtable cache_vt = {.make = cache_make, .destroy = cache_ds_destroy};
 static const ferry__dataset_vtable cache_vt_nolock = {.make = cache_make, .destroy = NULL}; /* mutex init failed */
 
-int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_cache", in, out);
-    if (path && path[0]) return ferry__dataset_file_cache(in, path, out);
+int ferry_dataset_cache(ferry_dataset *in, const ferry_cache_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    const char *path = opts ? opts->path : NULL;
+    const char *name = opts ? opts->name : NULL;
+    if (path && path[0]) return ferry__dataset_file_cache(in, path, name, out);
     ferry_dataset *ds;
     int rc = ferry__dataset_new(in->rt, &cache_vt, "cache", sizeof(cache_ds), 1, &in, in->ncomp, in->specs,
                                 in->cardinality, &ds);
@@ -332,8 +334,7 @@ int ferry_dataset_cache(ferry_dataset *in, const char *path, ferry_dataset **out
     }
     atomic_init(&c->abandoned, 0);
     ferry__dataset_hash(ds, "memory", 6);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }
 

@@ -92,12 +92,14 @@ static int concat_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
 
 static const ferry__dataset_vtable concat_vt = {.make = concat_make, .destroy = NULL};
 
-int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset **out) {
+int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_concatenate_options *opts,
+                              ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_concatenate: argument 'out' is NULL");
     *out = NULL;
     int rc = ferry__check_dataset(a, "ferry_dataset_concatenate", "a");
     if (!rc) rc = ferry__check_dataset(b, "ferry_dataset_concatenate", "b");
+    if (!rc && opts) rc = ferry__check_name(__func__, opts->name);
     if (rc) return rc;
     FERRY__CHECK_ARG(a->rt == b->rt, FERRY_EINVAL, "ferry_dataset_concatenate: 'a' and 'b' belong to different runtimes");
     FERRY__CHECK_ARG(a->ncomp == b->ncomp, FERRY_ETYPE,
@@ -114,7 +116,7 @@ int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset 
         const ferry_shape *x = &a->specs[i].shape, *y = &b->specs[i].shape;
         specs[i].dtype = a->specs[i].dtype;
         if (x->rank < 0 || x->rank != y->rank) {
-            specs[i].shape.rank = -1;
+            specs[i].shape.rank = FERRY_UNKNOWN_RANK;
             continue;
         }
         specs[i].shape.rank = x->rank;
@@ -131,7 +133,6 @@ int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, ferry_dataset 
     ferry__free(a->rt, specs);
     if (rc) return rc;
     ds->no_errors = a->no_errors && b->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

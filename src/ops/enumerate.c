@@ -28,7 +28,7 @@ static int enumerate_next(ferry__iter *it_, ferry_element **out, ferry__status *
     int64_t pos = it->pos++;
     if (rc != FERRY_OK) return rc;
     ferry_tensor *t;
-    rc = ferry__tensor_new(it_->ctx.rt, FERRY_INT64, 0, NULL, &t, st);
+    rc = ferry__tensor_new(it_->ctx.rt, FERRY_DTYPE_INT64, 0, NULL, &t, st);
     if (rc) {
         ferry_element_free(in);
         ferry__status_prefix(st, "enumerate");
@@ -94,10 +94,11 @@ static int enumerate_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__read
 
 static const ferry__dataset_vtable enumerate_vt = {.make = enumerate_make, .destroy = NULL};
 
-int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_enumerate", in, out);
+int ferry_dataset_enumerate(ferry_dataset *in, const ferry_enumerate_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(in->ncomp < 4096, FERRY_EINVAL, "ferry_dataset_enumerate: the input has %zu components; at most 4095",
                      in->ncomp);
+    int64_t start = opts ? opts->start : 0;
     ferry_tensor_spec specs_local[16];
     ferry_tensor_spec *specs = specs_local;
     if (in->ncomp + 1 > 16) {
@@ -105,7 +106,7 @@ int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **ou
         if (!specs) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_enumerate: allocating the specs failed");
     }
     memset(&specs[0], 0, sizeof specs[0]);
-    specs[0].dtype = FERRY_INT64;
+    specs[0].dtype = FERRY_DTYPE_INT64;
     specs[0].shape.rank = 0;
     for (size_t i = 0; i < in->ncomp; i++) specs[i + 1] = in->specs[i];
     ferry_dataset *ds;
@@ -116,7 +117,6 @@ int ferry_dataset_enumerate(ferry_dataset *in, int64_t start, ferry_dataset **ou
     ((enumerate_ds *)ds)->start = start;
     ferry__dataset_hash_i64(ds, start);
     ds->no_errors = in->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -274,7 +274,7 @@ static int64_t w_offset(const fc_it *it) { return it->woff + (int64_t)it->wlen; 
 
 static size_t tensor_payload(const ferry_tensor *t) {
     size_t n = 4 + 8 * (size_t)t->rank;
-    if (t->dtype == FERRY_BYTES) {
+    if (t->dtype == FERRY_DTYPE_BYTES) {
         const uint64_t *off = (const uint64_t *)(const void *)t->data;
         n += 8 * ((size_t)t->n + 1) + (size_t)(off[t->n] - off[0]);
     } else {
@@ -325,7 +325,7 @@ static void writer_put(fc_it *it, const ferry_element *e) {
             ok = frame_put(it, &crc, b, 8);
         }
         if (!ok) break;
-        if (t->dtype == FERRY_BYTES) {
+        if (t->dtype == FERRY_DTYPE_BYTES) {
             const uint64_t *off = (const uint64_t *)(const void *)t->data;
             for (int64_t k = 0; ok && k <= t->n; k++) {
                 ferry__store_le64(b, off[k] - off[0]);
@@ -503,7 +503,7 @@ static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element 
         int64_t n = ferry__num_entries(rank, dims);
         if (n < 0) goto bad;
         ferry_tensor *t = NULL;
-        if (dt == FERRY_BYTES) {
+        if (dt == FERRY_DTYPE_BYTES) {
             if ((uint64_t)(end - p) / 8 < (uint64_t)n + 1) goto bad;
             const uint8_t *offs = p;
             p += 8 * ((size_t)n + 1);
@@ -741,7 +741,7 @@ static void fc_ds_destroy_nolock(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_d
 static const ferry__dataset_vtable fc_vt = {.make = fc_make, .destroy = fc_ds_destroy};
 static const ferry__dataset_vtable fc_vt_nolock = {.make = fc_make, .destroy = fc_ds_destroy_nolock}; /* before the lock exists */
 
-int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out) {
+int ferry__dataset_file_cache(ferry_dataset *in, const char *path, const char *name, ferry_dataset **out) {
     *out = NULL;
     FERRY__CHECK_ARG(path && path[0], FERRY_EINVAL, "ferry_dataset_cache: argument 'path' is empty");
     size_t n = strlen(path);
@@ -763,6 +763,7 @@ int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset
     }
     ds->vt = &fc_vt; /* from here on, destroying it destroys the lock */
     ferry__dataset_hash(ds, "file", 4); /* not the path: see "The path is not part of ..." above */
+    ferry__dataset_set_label(ds, name);
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;

@@ -99,8 +99,9 @@ static int filter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
 
 static const ferry__dataset_vtable filter_vt = {.make = filter_make, .destroy = NULL};
 
-int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_filter", in, out);
+int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, const ferry_filter_options *opts,
+                         ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "ferry_dataset_filter: argument 'fn' is NULL");
     int64_t card = in->cardinality == 0 ? 0 : FERRY_UNKNOWN;
     ferry_dataset *ds;
@@ -110,7 +111,7 @@ int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, f
     filter_ds *f = (filter_ds *)ds;
     f->fn = fn;
     f->user = user;
-    ferry__dataset_seal(ds); /* the predicate cannot be hashed portably */
-    *out = ds;
+    if (opts) ferry__dataset_own_user(ds, user, opts->user_free);
+    FERRY__OP_SEAL(ds, opts, out); /* the predicate cannot be hashed portably */
     return FERRY_OK;
 }

@@ -9,15 +9,17 @@
  */
 #include "ops.h"
 
-int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, size_t num_outputs,
-                           const ferry_tensor_spec *output_specs, ferry_dataset **out) {
+int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, const ferry_flat_map_options *opts,
+                           ferry_dataset **out) {
     ferry_interleave_options o = {
+        .name = opts ? opts->name : NULL,
         .cycle_length = 1,
         .block_length = 1,
         .num_parallel_calls = 0,
         .relaxed_order = false,
-        .num_outputs = num_outputs,
-        .output_specs = output_specs,
+        .num_outputs = opts ? opts->num_outputs : 0,
+        .output_specs = opts ? opts->output_specs : NULL,
+        .user_free = opts ? opts->user_free : NULL,
     };
     return ferry__dataset_interleave_named("ferry_dataset_flat_map", "flat_map", in, fn, user, &o, out);
 }

@@ -225,6 +225,8 @@ int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *op
                      "ferry_dataset_generator: argument 'opts' is NULL; options.next, num_components and specs "
                      "are required");
     FERRY__CHECK_ARG(opts->next != NULL, FERRY_EINVAL, "ferry_dataset_generator: options.next is NULL; it is required");
+    int rc = ferry__check_name(__func__, opts->name);
+    if (rc) return rc;
     FERRY__CHECK_ARG(opts->num_components >= 1 && opts->num_components <= 4096, FERRY_EINVAL,
                      "ferry_dataset_generator: options.num_components is %zu; it is required and must be 1 to 4096",
                      opts->num_components);
@@ -237,21 +239,22 @@ int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *op
                      "FERRY_INFINITE or FERRY_UNKNOWN",
                      (long long)opts->cardinality);
     for (size_t i = 0; i < opts->num_components; i++) {
-        int rc = ferry__spec_validate(&opts->specs[i], "ferry_dataset_generator", "options.specs", i);
+        rc = ferry__spec_validate(&opts->specs[i], "ferry_dataset_generator", "options.specs", i);
         if (rc) return rc;
     }
     int64_t card = opts->cardinality == 0 ? FERRY_UNKNOWN : opts->cardinality;
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(rt, &gen_vt, "generator", sizeof(gen_ds), 0, NULL, opts->num_components, opts->specs,
+    rc = ferry__dataset_new(rt, &gen_vt, "generator", sizeof(gen_ds), 0, NULL, opts->num_components, opts->specs,
                                 card, &ds);
     if (rc) return rc;
     gen_ds *g = (gen_ds *)ds;
     g->opts = *opts;
     g->opts.specs = NULL;
+    g->opts.name = NULL; /* the label holds a copy */
     /* Callbacks cannot be hashed portably; the specs are hashed by the fingerprint. */
     ferry__dataset_hash_i64(ds, (int64_t)opts->num_components);
     ferry__dataset_hash_i64(ds, card);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    ferry__dataset_own_user(ds, opts->user, opts->user_free);
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -59,8 +59,8 @@ static int ignore_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
 
 static const ferry__dataset_vtable ignore_vt = {.make = ignore_make, .destroy = NULL};
 
-int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_ignore_errors", in, out);
+int ferry_dataset_ignore_errors(ferry_dataset *in, const ferry_ignore_errors_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     /* Known: nothing from nothing, and an endless input never ends. Otherwise errors may drop
      * any number of positions. */
     int64_t n = in->cardinality;
@@ -69,7 +69,6 @@ int ferry_dataset_ignore_errors(ferry_dataset *in, ferry_dataset **out) {
     int rc = ferry__dataset_new(in->rt, &ignore_vt, "ignore_errors", sizeof(ferry_dataset), 1, &in, in->ncomp, in->specs,
                                 card, &ds);
     if (rc) return rc;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -1356,6 +1356,7 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", api);
     *out = NULL;
     int rc = ferry__check_dataset(in, api, "in");
+    if (!rc && opts) rc = ferry__check_name(api, opts->name);
     if (rc) return rc;
     FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "%s: argument 'fn' is NULL", api);
     ferry_interleave_options o = {0};
@@ -1409,8 +1410,8 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
     ferry__dataset_hash_i64(ds, cycle);
     ferry__dataset_hash_i64(ds, block);
     ferry__dataset_hash_i64(ds, o.relaxed_order && threads > 0);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    ferry__dataset_own_user(ds, user, o.user_free);
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }
 

@@ -156,7 +156,6 @@ typedef struct map_ds {
     bool relaxed;
     int reorder_window;
     uint64_t seed;
-    void (*user_free)(void *user); /* owns user when set */
 } map_ds;
 
 typedef struct map_range {
@@ -1814,12 +1813,7 @@ int ferry__map_make_batched(ferry_dataset *map, ferry_dataset *node, int64_t n, 
     return map_make_impl(map, ctx, state, n, node, out, st);
 }
 
-static void map_ds_destroy(ferry_dataset *ds_) {
-    map_ds *ds = (map_ds *)ds_;
-    if (ds->user_free) ds->user_free(ds->user);
-}
-
-static const ferry__dataset_vtable map_vt = {.make = map_make, .destroy = map_ds_destroy};
+static const ferry__dataset_vtable map_vt = {.make = map_make, .destroy = NULL};
 
 bool ferry__map_fusable(const ferry_dataset *ds, int64_t n) {
     if (ds->vt != &map_vt) return false;
@@ -1830,7 +1824,7 @@ bool ferry__map_fusable(const ferry_dataset *ds, int64_t n) {
 
 int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                       ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_map", in, out);
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "ferry_dataset_map: argument 'fn' is NULL");
     ferry_map_options o = {0};
     if (opts) o = *opts;
@@ -1862,7 +1856,6 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     m->relaxed = o.relaxed_order;
     m->reorder_window = o.reorder_window;
     m->seed = o.seed;
-    m->user_free = o.user_free;
     /* Thread count, window and order are performance knobs: they stay out of the hash, so that a
      * state restores under other settings (the state format is the same for all of them). The
      * seed changes the values, and the output spec is in the fingerprint. */
@@ -1870,7 +1863,7 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     ds->runs_ahead = o.num_parallel_calls != 0;
     ferry__dataset_hash(ds, &o.seed, sizeof o.seed);
     ferry__dataset_hash_i64(ds, (int64_t)o.num_outputs);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    ferry__dataset_own_user(ds, user, o.user_free);
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -11,12 +11,13 @@
 
 /* Common prologue of a transformation constructor: clears the last error, checks `out` and the
  * input dataset. Returns from the calling function on failure. */
-#define FERRY__OP_PROLOGUE(fn, in, out)                                                          \
+#define FERRY__OP_PROLOGUE(in, opts, out)                                                        \
     do {                                                                                         \
         ferry__clear_last_error();                                                               \
-        FERRY__CHECK_ARG((out) != NULL, FERRY_EINVAL, fn ": argument 'out' is NULL");             \
+        FERRY__CHECK_ARG((out) != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);    \
         *(out) = NULL;                                                                           \
-        int op_rc_ = ferry__check_dataset((in), fn, "in");                                       \
+        int op_rc_ = ferry__check_dataset((in), __func__, "in");                                 \
+        if (!op_rc_ && (opts)) op_rc_ = ferry__check_name(__func__, (opts)->name);               \
         if (op_rc_) return op_rc_;                                                               \
     } while (0)
 
@@ -74,7 +75,7 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
 
 /* file_cache.c: the file cache behind ferry_dataset_cache for a non-empty path. Borrows `in` and
  * `path`; *out: a new reference. Sets the last error on failure. */
-int ferry__dataset_file_cache(ferry_dataset *in, const char *path, ferry_dataset **out);
+int ferry__dataset_file_cache(ferry_dataset *in, const char *path, const char *name, ferry_dataset **out);
 
 
 #endif

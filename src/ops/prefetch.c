@@ -575,8 +575,9 @@ fail:
 
 static const ferry__dataset_vtable pf_vt = {.make = pf_make, .destroy = NULL};
 
-int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_prefetch", in, out);
+int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, const ferry_prefetch_options *opts,
+                           ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(buffer_size == FERRY_AUTOTUNE || (buffer_size >= 0 && buffer_size <= PF_MAX_BUFFER),
                      FERRY_EINVAL,
                      "ferry_dataset_prefetch: argument 'buffer_size' is %lld; it must be FERRY_AUTOTUNE (-1) or "
@@ -589,7 +590,6 @@ int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, ferry_dataset
     ((pf_ds *)ds)->buffer_size = buffer_size;
     /* The buffer size is a performance knob, not part of the stream: it stays out of the hash so
      * that a state saved with one size restores with another (the state format is the same). */
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -23,7 +23,7 @@ static int range_next(ferry__iter *it_, ferry_element **out, ferry__status *st) 
     const range_ds *ds = (const range_ds *)it_->ds;
     if (it->next_index >= it->count) return FERRY_END;
     ferry_element *e;
-    int rc = ferry__element_new_single(it_->ctx.rt, FERRY_INT64, 0, NULL, &e, st);
+    int rc = ferry__element_new_single(it_->ctx.rt, FERRY_DTYPE_INT64, 0, NULL, &e, st);
     if (rc) return rc;
     int64_t v = ds->start + it->next_index * ds->step;
     memcpy(e->t[0]->data, &v, sizeof v);
@@ -74,12 +74,15 @@ static int range_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader 
 
 static const ferry__dataset_vtable range_vt = {.make = range_make, .destroy = NULL};
 
-int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, ferry_dataset **out) {
+int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, const ferry_range_options *opts,
+                        ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_range: argument 'out' is NULL");
     *out = NULL;
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_range: argument 'rt' is NULL");
     FERRY__CHECK_ARG(step != 0, FERRY_EINVAL, "ferry_dataset_range: argument 'step' is 0; it must be nonzero");
+    int rc = opts ? ferry__check_name(__func__, opts->name) : FERRY_OK;
+    if (rc) return rc;
     /* Count in unsigned 128-bit-free arithmetic: ceil((stop - start) / step) when positive. */
     int64_t count = 0;
     if ((step > 0 && stop > start) || (step < 0 && stop < start)) {
@@ -87,9 +90,9 @@ int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t 
         uint64_t s = step > 0 ? (uint64_t)step : (uint64_t)0 - (uint64_t)step;
         count = (int64_t)((span - 1) / s + 1);
     }
-    ferry_tensor_spec spec = {.dtype = FERRY_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(rt, &range_vt, "range", sizeof(range_ds), 0, NULL, 1, &spec, count, &ds);
+    rc = ferry__dataset_new(rt, &range_vt, "range", sizeof(range_ds), 0, NULL, 1, &spec, count, &ds);
     if (rc) return rc;
     range_ds *r = (range_ds *)ds;
     r->start = start;
@@ -99,7 +102,6 @@ int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t 
     ferry__dataset_hash_i64(ds, stop);
     ferry__dataset_hash_i64(ds, step);
     ds->no_errors = true;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -142,10 +142,11 @@ static int repeat_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader 
 
 static const ferry__dataset_vtable repeat_vt = {.make = repeat_make, .destroy = NULL};
 
-int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_repeat", in, out);
-    FERRY__CHECK_ARG(count >= -1, FERRY_EINVAL,
-                     "ferry_dataset_repeat: argument 'count' is %lld; it must be >= 0 or -1 (forever)", (long long)count);
+int ferry_dataset_repeat(ferry_dataset *in, int64_t count, const ferry_repeat_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    FERRY__CHECK_ARG(count >= 0 || count == FERRY_INFINITE, FERRY_EINVAL,
+                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (forever)", __func__,
+                     (long long)count);
     int64_t n = in->cardinality, card;
     if (count == 0 || n == 0) card = 0;
     else if (n == FERRY_INFINITE) card = FERRY_INFINITE;
@@ -160,7 +161,6 @@ int ferry_dataset_repeat(ferry_dataset *in, int64_t count, ferry_dataset **out) 
     ((repeat_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
     ds->no_errors = in->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -98,8 +98,9 @@ static int shard_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *
 
 static const ferry__dataset_vtable shard_vt = {.make = shard_make, .destroy = NULL};
 
-int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_shard", in, out);
+int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, const ferry_shard_options *opts,
+                        ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(num_shards >= 1, FERRY_EINVAL, "ferry_dataset_shard: argument 'num_shards' is %lld; it must be >= 1",
                      (long long)num_shards);
     FERRY__CHECK_ARG(index >= 0 && index < num_shards, FERRY_EINVAL,
@@ -117,7 +118,6 @@ int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, fe
     ferry__dataset_hash_i64(ds, num_shards);
     ferry__dataset_hash_i64(ds, index);
     ds->no_errors = in->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -379,7 +379,7 @@ static const ferry__dataset_vtable shuffle_vt = {.make = shuffle_make, .destroy 
 
 int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_shuffle_options *opts,
                           ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_shuffle", in, out);
+    FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(buffer_size >= 1, FERRY_EINVAL,
                      "ferry_dataset_shuffle: argument 'buffer_size' is %lld; it must be >= 1", (long long)buffer_size);
     ferry_shuffle_options o = {0};
@@ -397,7 +397,6 @@ int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_sh
     ferry__dataset_hash_i64(ds, (int64_t)o.seed);
     ferry__dataset_hash_i64(ds, o.same_order_each_epoch);
     ferry__dataset_hash_i64(ds, o.fill_before_first);
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -103,10 +103,10 @@ static int skip_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
 
 static const ferry__dataset_vtable skip_vt = {.make = skip_make, .destroy = NULL};
 
-int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_skip", in, out);
-    FERRY__CHECK_ARG(count >= -1, FERRY_EINVAL, "ferry_dataset_skip: argument 'count' is %lld; it must be >= 0 or -1 (all)",
-                     (long long)count);
+int ferry_dataset_skip(ferry_dataset *in, int64_t count, const ferry_skip_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    FERRY__CHECK_ARG(count >= 0 || count == FERRY_INFINITE, FERRY_EINVAL,
+                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__, (long long)count);
     int64_t n = in->cardinality, card;
     if (n == FERRY_INFINITE || n == FERRY_UNKNOWN) card = n;
     else if (count < 0) card = 0;
@@ -117,7 +117,6 @@ int ferry_dataset_skip(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     ((skip_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
     ds->no_errors = in->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

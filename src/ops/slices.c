@@ -4,7 +4,7 @@
  * Both datasets hold references to the caller's tensors (taken at construction, dropped when the
  * dataset goes), so the bytes live as long as any dataset or element needs them.
  *   from_tensor_slices: element i is row i along dim 0 of every tensor; each row is a view that
- *                       shares the tensor's bytes (ferry__tensor_row), numeric or FERRY_BYTES.
+ *                       shares the tensor's bytes (ferry__tensor_row), numeric or FERRY_DTYPE_BYTES.
  *   from_tensors:       a single element holding new references to the tensors themselves.
  * One iterator serves both: its state is the index of the next element, so save/restore and
  * skip are O(1). No threads, no locks; the dataset is immutable after construction.
@@ -94,14 +94,16 @@ static void slices_ds_destroy(ferry_dataset *ds_) {
 static const ferry__dataset_vtable slices_vt = {.make = slices_make, .destroy = slices_ds_destroy};
 
 /* Shared constructor. `fn` names the public function in messages. */
-static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, bool whole, const char *fn,
-                              ferry_dataset **out) {
+static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, bool whole,
+                              const char *name, const char *fn, ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
     FERRY__CHECK_ARG(n >= 1 && n <= 4096, FERRY_EINVAL, "%s: argument 'n' is %zu; it must be 1 to 4096", fn, n);
     FERRY__CHECK_ARG(tensors != NULL, FERRY_EINVAL, "%s: argument 'tensors' is NULL", fn);
+    int rc = ferry__check_name(fn, name);
+    if (rc) return rc;
     for (size_t i = 0; i < n; i++) {
         const ferry_tensor *t = tensors[i];
         FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "%s: tensors[%zu] is NULL", fn, i);
@@ -128,9 +130,9 @@ static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *
         for (int d = skip; d < t->rank; d++) specs[i].shape.dims[d - skip] = t->dims[d];
     }
     int64_t card = whole ? 1 : tensors[0]->dims[0];
-    const char *name = whole ? "from_tensors" : "from_tensor_slices";
+    const char *op = whole ? "from_tensors" : "from_tensor_slices";
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(rt, &slices_vt, name, sizeof(slices_ds), 0, NULL, n, specs, card, &ds);
+    rc = ferry__dataset_new(rt, &slices_vt, op, sizeof(slices_ds), 0, NULL, n, specs, card, &ds);
     if (specs != specs_local) ferry__free(rt, specs);
     if (rc) return rc;
     slices_ds *s = (slices_ds *)ds;
@@ -151,15 +153,18 @@ static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *
         for (int d = 0; d < tensors[i]->rank; d++) ferry__dataset_hash_i64(ds, tensors[i]->dims[d]);
     }
     ds->no_errors = true;
+    ferry__dataset_set_label(ds, name);
     ferry__dataset_seal(ds);
     *out = ds;
     return FERRY_OK;
 }
 
-int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_dataset **out) {
-    return make_tensor_source(rt, n, tensors, false, "ferry_dataset_from_tensor_slices", out);
+int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
+                                     const ferry_from_tensor_slices_options *opts, ferry_dataset **out) {
+    return make_tensor_source(rt, n, tensors, false, opts ? opts->name : NULL, __func__, out);
 }
 
-int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_dataset **out) {
-    return make_tensor_source(rt, n, tensors, true, "ferry_dataset_from_tensors", out);
+int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
+                               const ferry_from_tensors_options *opts, ferry_dataset **out) {
+    return make_tensor_source(rt, n, tensors, true, opts ? opts->name : NULL, __func__, out);
 }

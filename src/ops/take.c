@@ -81,10 +81,10 @@ static int take_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
 
 static const ferry__dataset_vtable take_vt = {.make = take_make, .destroy = NULL};
 
-int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_take", in, out);
-    FERRY__CHECK_ARG(count >= -1, FERRY_EINVAL, "ferry_dataset_take: argument 'count' is %lld; it must be >= 0 or -1 (all)",
-                     (long long)count);
+int ferry_dataset_take(ferry_dataset *in, int64_t count, const ferry_take_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
+    FERRY__CHECK_ARG(count >= 0 || count == FERRY_INFINITE, FERRY_EINVAL,
+                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__, (long long)count);
     int64_t n = in->cardinality, card;
     if (count < 0) card = n;
     else if (n == FERRY_UNKNOWN) card = FERRY_UNKNOWN;
@@ -96,7 +96,6 @@ int ferry_dataset_take(ferry_dataset *in, int64_t count, ferry_dataset **out) {
     ((take_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);
     ds->no_errors = in->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

@@ -195,8 +195,8 @@ static int unbatch_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader
 
 static const ferry__dataset_vtable unbatch_vt = {.make = unbatch_make, .destroy = NULL};
 
-int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out) {
-    FERRY__OP_PROLOGUE("ferry_dataset_unbatch", in, out);
+int ferry_dataset_unbatch(ferry_dataset *in, const ferry_unbatch_options *opts, ferry_dataset **out) {
+    FERRY__OP_PROLOGUE(in, opts, out);
     ferry_runtime *rt = in->rt;
     size_t nc = in->ncomp;
     int64_t rows = -1; /* dim 0 shared by every component when all are known, else -1 */
@@ -222,7 +222,7 @@ int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out) {
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];
         specs[c].dtype = s->dtype;
-        specs[c].shape.rank = s->shape.rank < 0 ? -1 : s->shape.rank - 1;
+        specs[c].shape.rank = s->shape.rank < 0 ? FERRY_UNKNOWN_RANK : s->shape.rank - 1;
         for (int d = 1; d < s->shape.rank; d++) specs[c].shape.dims[d - 1] = s->shape.dims[d];
     }
     /* As tf.data: known when every component's dim 0 is known; infinite and unknown propagate. */
@@ -233,7 +233,6 @@ int ferry_dataset_unbatch(ferry_dataset *in, ferry_dataset **out) {
     int rc = ferry__dataset_new(rt, &unbatch_vt, "unbatch", sizeof(ferry_dataset), 1, &in, nc, specs, card, &ds);
     ferry__free(rt, specs);
     if (rc) return rc;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }

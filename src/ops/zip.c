@@ -136,12 +136,16 @@ static int zip_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
 
 static const ferry__dataset_vtable zip_vt = {.make = zip_make, .destroy = NULL};
 
-int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **out) {
+int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, const ferry_zip_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_zip: argument 'out' is NULL");
     *out = NULL;
     FERRY__CHECK_ARG(n >= 1 && n <= 4096, FERRY_EINVAL, "ferry_dataset_zip: argument 'n' is %zu; it must be 1 to 4096", n);
     FERRY__CHECK_ARG(inputs != NULL, FERRY_EINVAL, "ferry_dataset_zip: argument 'inputs' is NULL");
+    if (opts) {
+        int rc = ferry__check_name(__func__, opts->name);
+        if (rc) return rc;
+    }
     size_t ncomp = 0;
     for (size_t i = 0; i < n; i++) {
         char arg[32];
@@ -173,7 +177,6 @@ int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, ferry_dataset **ou
     ferry__dataset_hash_i64(ds, (int64_t)n);
     ds->no_errors = true;
     for (size_t i = 0; i < n; i++) ds->no_errors = ds->no_errors && inputs[i]->no_errors;
-    ferry__dataset_seal(ds);
-    *out = ds;
+    FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;
 }
