@@ -145,11 +145,11 @@ int64_t ferry_dataset_cardinality(const ferry_dataset *ds) { return ds ? ds->car
 ferry_runtime *ferry_dataset_runtime(const ferry_dataset *ds) { return ds ? ds->rt : NULL; }
 
 int ferry_dataset_component_spec(const ferry_dataset *ds, size_t i, ferry_tensor_spec *out) {
-    int rc = ferry__check_dataset(ds, "ferry_dataset_component_spec", "ds");
+    int rc = ferry__check_dataset(ds, __func__, "ds");
     if (rc) return rc;
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_component_spec: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     FERRY__CHECK_ARG(i < ds->ncomp, FERRY_EINVAL,
-                     "ferry_dataset_component_spec: component %zu is out of range; the dataset has %zu", i, ds->ncomp);
+                     "%s: component %zu is out of range; the dataset has %zu", __func__, i, ds->ncomp);
     *out = ds->specs[i];
     return FERRY_OK;
 }

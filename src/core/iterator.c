@@ -436,18 +436,18 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
 
 int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts, ferry_iterator **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_iterator_create: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    int rc = ferry__check_dataset(ds, "ferry_iterator_create", "ds");
+    int rc = ferry__check_dataset(ds, __func__, "ds");
     if (rc) return rc;
-    return iterator_open(ds, opts, NULL, opts ? opts->seed : 0, out, "ferry_iterator_create");
+    return iterator_open(ds, opts, NULL, opts ? opts->seed : 0, out, __func__);
 }
 
 int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
     if (out) *out = NULL;
-    int crc = ferry__check_iterator(it, "ferry_iterator_next");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
-    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_next: argument 'out' is NULL");
+    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     int expected = 0;
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
         return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
@@ -493,11 +493,11 @@ const ferry__consumer_clock *ferry__iterator_clock(const ferry_iterator *it) { r
 const ferry__autotune *ferry__iterator_autotune(const ferry_iterator *it) { return it->tune; }
 
 int ferry_iterator_tuning(ferry_iterator *it, ferry_tune_decision *out, size_t cap, size_t *count) {
-    int crc = ferry__check_iterator(it, "ferry_iterator_tuning");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
-    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'count' is NULL");
+    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'count' is NULL", __func__);
     if (cap > 0 && !out)
-        return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_tuning: argument 'out' is NULL with cap %zu", cap);
+        return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL with cap %zu", __func__, cap);
     return ferry__tuner_log(ferry__autotune_tuner(it->tune), out, cap, count);
 }
 
@@ -534,10 +534,10 @@ void ferry_iterator_free(ferry_iterator *it) {
 }
 
 int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap, size_t *count) {
-    int crc = ferry__check_iterator(it, "ferry_iterator_stats");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
-    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'count' is NULL");
-    if (cap > 0 && !out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_stats: argument 'out' is NULL with cap %zu", cap);
+    if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'count' is NULL", __func__);
+    if (cap > 0 && !out) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL with cap %zu", __func__, cap);
     ferry__iter_flush_stats(it->root);
     ferry__pipe *p = &it->pipe;
     *count = p->n;
@@ -624,9 +624,9 @@ static const char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', 0};
 
 int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     if (out) *out = NULL;
-    int crc = ferry__check_iterator(it, "ferry_iterator_save");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
-    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "ferry_iterator_save: argument 'out' is NULL");
+    if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     ferry__writer w;
     ferry__writer_init(&w, &it->rt->alloc);
     ferry__w_bytes(&w, state_magic, 8);
@@ -652,7 +652,7 @@ int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     }
     if (rc) {
         ferry__writer_fini(&w);
-        ferry__status_prefix(&st, "ferry_iterator_save");
+        ferry__status_prefix(&st, __func__);
         ferry__status_copy(&it->st, &st);
         return rc;
     }
@@ -718,11 +718,11 @@ int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *
 
 int ferry_state_info_get(const void *state, size_t size, ferry_state_info *out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(state != NULL || size == 0, FERRY_EINVAL, "ferry_state_info_get: argument 'state' is NULL");
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_state_info_get: argument 'out' is NULL");
+    FERRY__CHECK_ARG(state != NULL || size == 0, FERRY_EINVAL, "%s: argument 'state' is NULL", __func__);
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     ferry__status st;
     int rc = ferry__state_parse_header(state, size, out, NULL, &st);
-    if (rc) return ferry__set_last_error(rc, "ferry_state_info_get: %s", st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
     return FERRY_OK;
 }
 
@@ -731,28 +731,28 @@ uint64_t ferry_dataset_fingerprint(const ferry_dataset *ds) { return ds ? ferry_
 int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, const ferry_iterator_options *opts,
                            ferry_iterator **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_iterator_restore: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    int rc = ferry__check_dataset(ds, "ferry_iterator_restore", "ds");
+    int rc = ferry__check_dataset(ds, __func__, "ds");
     if (rc) return rc;
-    FERRY__CHECK_ARG(state != NULL, FERRY_EINVAL, "ferry_iterator_restore: argument 'state' is NULL");
+    FERRY__CHECK_ARG(state != NULL, FERRY_EINVAL, "%s: argument 'state' is NULL", __func__);
     ferry__status st;
     ferry_state_info info;
     ferry__reader r;
     rc = ferry__state_parse_header(state, size, &info, &r, &st);
-    if (rc) return ferry__set_last_error(rc, "ferry_iterator_restore: %s", st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
     uint64_t fp = info.fingerprint, seed = info.seed;
     uint64_t mine = ferry__dataset_fingerprint(ds);
     if (fp != mine)
         return ferry__set_last_error(FERRY_EMISMATCH,
-                                     "ferry_iterator_restore: the state was saved from another pipeline (fingerprint "
-                                     "%016llx, this pipeline is %016llx)",
+                                     "%s: the state was saved from another pipeline (fingerprint "
+                                     "%016llx, this pipeline is %016llx)", __func__,
                                      (unsigned long long)fp, (unsigned long long)mine);
     if (opts && opts->seed != 0 && opts->seed != seed)
         return ferry__set_last_error(FERRY_EMISMATCH,
-                                     "ferry_iterator_restore: options.seed is %llu but the state was saved with seed %llu",
+                                     "%s: options.seed is %llu but the state was saved with seed %llu", __func__,
                                      (unsigned long long)opts->seed, (unsigned long long)seed);
-    rc = iterator_open(ds, opts, &r, seed, out, "ferry_iterator_restore");
+    rc = iterator_open(ds, opts, &r, seed, out, __func__);
     if (rc == FERRY_OK) (*out)->position = info.position;
     return rc;
 }

@@ -126,12 +126,12 @@ static void w_block(ferry__writer *w, const char *id, const char *json, size_t n
 
 int ferry_report_page_write(ferry_runtime *rt, const char *report_json, size_t report_len, const char *trace_json,
                             size_t trace_len, const char *path) {
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_report_page_write: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(report_json != NULL, FERRY_EINVAL, "ferry_report_page_write: argument 'report_json' is NULL");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    FERRY__CHECK_ARG(report_json != NULL, FERRY_EINVAL, "%s: argument 'report_json' is NULL", __func__);
     FERRY__CHECK_ARG(trace_json != NULL || trace_len == 0, FERRY_EINVAL,
-                     "ferry_report_page_write: argument 'trace_json' is NULL with trace_len %zu", trace_len);
+                     "%s: argument 'trace_json' is NULL with trace_len %zu", __func__, trace_len);
     FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL,
-                     "ferry_report_page_write: argument 'path' is NULL or empty");
+                     "%s: argument 'path' is NULL or empty", __func__);
     ferry__writer w;
     ferry__writer_init(&w, &rt->alloc);
     for (const char *const *p = page_head; *p; p++) ferry__w_bytes(&w, *p, strlen(*p));
@@ -140,13 +140,13 @@ int ferry_report_page_write(ferry_runtime *rt, const char *report_json, size_t r
     for (const char *const *p = page_script; *p; p++) ferry__w_bytes(&w, *p, strlen(*p));
     if (w.failed) {
         ferry__writer_fini(&w);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_report_page_write: out of memory for the page");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory for the page", __func__);
     }
     const char *step = "";
     int err = ferry__file_write_atomic(path, w.data, w.size, &step);
     ferry__writer_fini(&w);
     if (err)
-        return ferry__set_last_error(FERRY_EIO, "ferry_report_page_write: %s: %s failed: %s", path, step,
+        return ferry__set_last_error(FERRY_EIO, "%s: %s: %s failed: %s", __func__, path, step,
                                      strerror(err));
     return FERRY_OK;
 }

@@ -344,12 +344,12 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
 }
 
 int ferry_iterator_report(ferry_iterator *it, ferry_report *out) {
-    int crc = ferry__check_iterator(it, "ferry_iterator_report");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
     ferry__status *st = ferry__iterator_status(it);
-    if (!out) return ferry__fail(st, FERRY_EINVAL, "ferry_iterator_report: argument 'out' is NULL");
+    if (!out) return ferry__fail(st, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     int rc = report_build(it, out, NULL, NULL, st);
-    if (rc) ferry__status_prefix(st, "ferry_iterator_report");
+    if (rc) ferry__status_prefix(st, __func__);
     return rc;
 }
 
@@ -367,17 +367,17 @@ static void json_num(ferry__writer *w, const char *key, double v, bool comma) {
 
 int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
     if (out) *out = NULL;
-    int crc = ferry__check_iterator(it, "ferry_iterator_report_json");
+    int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
     ferry__status *st = ferry__iterator_status(it);
-    if (!out) return ferry__fail(st, FERRY_EINVAL, "ferry_iterator_report_json: argument 'out' is NULL");
+    if (!out) return ferry__fail(st, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     ferry_runtime *rt = ferry__iterator_runtime(it);
     ferry_report r;
     ferry_stage_stats *s = NULL;
     size_t n = 0;
     int rc = report_build(it, &r, &s, &n, st);
     if (rc) {
-        ferry__status_prefix(st, "ferry_iterator_report_json");
+        ferry__status_prefix(st, __func__);
         return rc;
     }
     ferry__writer w;
@@ -440,12 +440,12 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
     ferry__free(rt, s);
     if (w.failed) {
         ferry__writer_fini(&w);
-        return ferry__fail(st, FERRY_ENOMEM, "ferry_iterator_report_json: allocating the JSON text failed");
+        return ferry__fail(st, FERRY_ENOMEM, "%s: allocating the JSON text failed", __func__);
     }
     ferry_blob *b = ferry__blob_new(rt, w.data, w.size);
     if (!b) {
         ferry__writer_fini(&w);
-        return ferry__fail(st, FERRY_ENOMEM, "ferry_iterator_report_json: allocating the blob failed");
+        return ferry__fail(st, FERRY_ENOMEM, "%s: allocating the blob failed", __func__);
     }
     *out = b;
     return FERRY_OK;

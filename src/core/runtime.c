@@ -34,12 +34,12 @@ const char *ferry_error_name(int status) {
 
 int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_create: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
     ferry_runtime_options o = {0};
     if (opts) o = *opts;
     FERRY__CHECK_ARG(o.cpu_budget >= 0 && o.cpu_budget <= 4096, FERRY_EINVAL,
-                     "ferry_runtime_create: options.cpu_budget is %d; it must be 0 (all cores) to 4096",
+                     "%s: options.cpu_budget is %d; it must be 0 (all cores) to 4096", __func__,
                      o.cpu_budget);
     if (o.memory_budget == 0) {
         uint64_t ram = ferry__physical_memory();
@@ -49,7 +49,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
      * from the hook and is then counted on that allocator as its first block. */
     const size_t rt_size = sizeof(ferry_runtime) + 64;
     void *raw = ferry__mem_alloc_bootstrap(o.alloc, o.alloc_user, rt_size);
-    if (!raw) return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating the runtime failed");
+    if (!raw) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the runtime failed", __func__);
     ferry_runtime *rt = (ferry_runtime *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     memset(rt, 0, sizeof *rt);
     ferry__allocator_init(&rt->alloc, o.alloc, o.alloc_user);
@@ -58,7 +58,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     atomic_store(&rt->alloc.shard[0].blocks, 1);
     if (ferry__budget_init(&rt->budget, o.memory_budget) != FERRY_OK) {
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the budget lock failed");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the budget lock failed", __func__);
     }
     /* Large blocks kept for reuse stay a small part of what the budget allows buffered. */
     ferry__allocator_set_large_limit(&rt->alloc, rt->budget.limit / 8);
@@ -66,7 +66,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     if (ferry__exec_init(&rt->exec, rt, rt->cpu_budget) != FERRY_OK) {
         ferry__budget_fini(&rt->budget);
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: creating the executor's locks failed");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the executor's locks failed", __func__);
     }
     atomic_init(&rt->threads_live, 0);
     atomic_init(&rt->threads_started, 0);
@@ -86,7 +86,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         ferry__exec_fini(&rt->exec);
         ferry__budget_fini(&rt->budget);
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_create: allocating a trace of %zu bytes failed",
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating a trace of %zu bytes failed", __func__,
                                      trace_bytes);
     }
     ferry__allocator_register(&rt->alloc); /* threads claim shards of it from now on (see base.h) */
@@ -99,15 +99,15 @@ int ferry_runtime_free(ferry_runtime *rt) {
     int64_t objects = atomic_load(&rt->objects);
     if (objects != 0)
         return ferry__set_last_error(FERRY_EMISUSE,
-                                     "ferry_runtime_free: %lld datasets or iterators made with this runtime "
-                                     "are still alive; free them first",
+                                     "%s: %lld datasets or iterators made with this runtime "
+                                     "are still alive; free them first", __func__,
                                      (long long)objects);
     int64_t bytes, blocks;
     ferry__allocator_usage(&rt->alloc, &bytes, &blocks);
     if (blocks != 1)
         return ferry__set_last_error(FERRY_EMISUSE,
-                                     "ferry_runtime_free: %lld blocks (%lld bytes) made with this runtime are "
-                                     "still allocated (tensors or elements not freed); free them first",
+                                     "%s: %lld blocks (%lld bytes) made with this runtime are "
+                                     "still allocated (tensors or elements not freed); free them first", __func__,
                                      (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
     int rc = FERRY_OK;
     const char *trace_path = ferry__trace_env_path(rt);
@@ -124,8 +124,8 @@ int ferry_runtime_free(ferry_runtime *rt) {
 }
 
 int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_runtime_stats_get: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_stats_get: argument 'out' is NULL");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     int64_t bytes, blocks;
     ferry__allocator_usage(&rt->alloc, &bytes, &blocks);
     out->bytes_allocated = bytes > 0 ? (size_t)bytes : 0;

@@ -145,17 +145,17 @@ int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, si
 }
 
 int ferry_tensor_create(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_tensor **out) {
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_create: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
     int64_t n;
-    int rc = check_shape_args(rt, rank, dims, "ferry_tensor_create", &n);
+    int rc = check_shape_args(rt, rank, dims, __func__, &n);
     if (rc) return rc;
     FERRY__CHECK_ARG(ferry_dtype_size(dtype) > 0, FERRY_EINVAL,
-                     "ferry_tensor_create: dtype %d is not a numeric dtype (use ferry_tensor_create_bytes for bytes)",
+                     "%s: dtype %d is not a numeric dtype (use ferry_tensor_create_bytes for bytes)", __func__,
                      (int)dtype);
     ferry__status st;
     rc = ferry__tensor_new(rt, dtype, rank, dims, out, &st);
-    if (rc) return ferry__set_last_error(rc, "ferry_tensor_create: %s", st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
     memset((*out)->data, 0, (*out)->nbytes);
     return FERRY_OK;
 }
@@ -165,20 +165,20 @@ int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int6
     int64_t n;
     int rc = FERRY_OK;
     if (out) *out = NULL;
-    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: argument 'out' is NULL");
-    if (!rc) rc = check_shape_args(rt, rank, dims, "ferry_tensor_wrap", &n);
+    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
+    if (!rc) rc = check_shape_args(rt, rank, dims, __func__, &n);
     size_t es = ferry_dtype_size(dtype);
     if (!rc && es == 0)
-        rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: dtype %d is not a numeric dtype", (int)dtype);
-    if (!rc && (uint64_t)n > SIZE_MAX / es) rc = ferry__set_last_error(FERRY_ETOOLARGE, "ferry_tensor_wrap: too large");
+        rc = ferry__set_last_error(FERRY_EINVAL, "%s: dtype %d is not a numeric dtype", __func__, (int)dtype);
+    if (!rc && (uint64_t)n > SIZE_MAX / es) rc = ferry__set_last_error(FERRY_ETOOLARGE, "%s: too large", __func__);
     if (!rc && nbytes != (size_t)n * es)
-        rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: nbytes is %zu but the shape and dtype need %zu",
+        rc = ferry__set_last_error(FERRY_EINVAL, "%s: nbytes is %zu but the shape and dtype need %zu", __func__,
                                    nbytes, (size_t)n * es);
-    if (!rc && data == NULL && nbytes > 0) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_tensor_wrap: argument 'data' is NULL");
+    if (!rc && data == NULL && nbytes > 0) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'data' is NULL", __func__);
     ferry_tensor *t = NULL;
     if (!rc) {
         t = ferry__alloc(rt, sizeof *t);
-        if (!t) rc = ferry__set_last_error(FERRY_ENOMEM, "ferry_tensor_wrap: allocating the tensor failed");
+        if (!t) rc = ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the tensor failed", __func__);
     }
     if (rc) {
         if (release && data) release(release_user, data); /* takes `data`, also on failure */
@@ -197,26 +197,26 @@ int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int6
 
 int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims, const void *const *ptrs,
                               const size_t *lens, ferry_tensor **out) {
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_create_bytes: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
     int64_t n;
-    int rc = check_shape_args(rt, rank, dims, "ferry_tensor_create_bytes", &n);
+    int rc = check_shape_args(rt, rank, dims, __func__, &n);
     if (rc) return rc;
     FERRY__CHECK_ARG(n == 0 || (ptrs != NULL && lens != NULL), FERRY_EINVAL,
-                     "ferry_tensor_create_bytes: arguments 'ptrs' and 'lens' must not be NULL for %lld entries",
+                     "%s: arguments 'ptrs' and 'lens' must not be NULL for %lld entries", __func__,
                      (long long)n);
     size_t total = 0;
     for (int64_t i = 0; i < n; i++) {
         FERRY__CHECK_ARG(ptrs[i] != NULL || lens[i] == 0, FERRY_EINVAL,
-                         "ferry_tensor_create_bytes: ptrs[%lld] is NULL with lens[%lld] = %zu", (long long)i,
+                         "%s: ptrs[%lld] is NULL with lens[%lld] = %zu", __func__, (long long)i,
                          (long long)i, lens[i]);
-        FERRY__CHECK_ARG(lens[i] <= SIZE_MAX / 4 - total, FERRY_ETOOLARGE, "ferry_tensor_create_bytes: too large");
+        FERRY__CHECK_ARG(lens[i] <= SIZE_MAX / 4 - total, FERRY_ETOOLARGE, "%s: too large", __func__);
         total += lens[i];
     }
     ferry__status st;
     ferry_tensor *t;
     rc = ferry__tensor_new_bytes(rt, rank, dims, total, &t, &st);
-    if (rc) return ferry__set_last_error(rc, "ferry_tensor_create_bytes: %s", st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
     uint64_t *off = ferry__tensor_offsets(t);
     uint8_t *blob = ferry__tensor_blob_mut(t);
     size_t k = 0;
@@ -281,27 +281,27 @@ void *ferry_tensor_mutable_data(ferry_tensor *t) {
 int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **data, size_t *len) {
     if (data) *data = NULL;
     if (len) *len = 0;
-    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_bytes_get: argument 't' is NULL");
+    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "%s: argument 't' is NULL", __func__);
     FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL,
-                     "ferry_tensor_bytes_get: arguments 'data' and 'len' must not be NULL");
-    FERRY__CHECK_ARG(t->dtype == FERRY_DTYPE_BYTES, FERRY_EINVAL, "ferry_tensor_bytes_get: the tensor is %s, not bytes",
+                     "%s: arguments 'data' and 'len' must not be NULL", __func__);
+    FERRY__CHECK_ARG(t->dtype == FERRY_DTYPE_BYTES, FERRY_EINVAL, "%s: the tensor is %s, not bytes", __func__,
                      ferry_dtype_name(t->dtype));
     FERRY__CHECK_ARG(i >= 0 && i < t->n, FERRY_EINVAL,
-                     "ferry_tensor_bytes_get: index %lld is out of range [0, %lld)", (long long)i, (long long)t->n);
+                     "%s: index %lld is out of range [0, %lld)", __func__, (long long)i, (long long)t->n);
     *data = ferry__tensor_str(t, i, len);
     return FERRY_OK;
 }
 
 int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tensor **out) {
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_tensor_slice: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "ferry_tensor_slice: argument 't' is NULL");
-    FERRY__CHECK_ARG(t->rank >= 1, FERRY_EINVAL, "ferry_tensor_slice: the tensor is a scalar; slicing needs rank >= 1");
+    FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "%s: argument 't' is NULL", __func__);
+    FERRY__CHECK_ARG(t->rank >= 1, FERRY_EINVAL, "%s: the tensor is a scalar; slicing needs rank >= 1", __func__);
     FERRY__CHECK_ARG(start >= 0 && count >= 0 && start <= t->dims[0] && count <= t->dims[0] - start, FERRY_EINVAL,
-                     "ferry_tensor_slice: rows [%lld, %lld) are out of range for dim 0 of size %lld",
+                     "%s: rows [%lld, %lld) are out of range for dim 0 of size %lld", __func__,
                      (long long)start, (long long)(start + count), (long long)t->dims[0]);
     ferry_tensor *s = ferry__alloc(t->rt, sizeof *s);
-    if (!s) return ferry__set_last_error(FERRY_ENOMEM, "ferry_tensor_slice: allocating the slice failed");
+    if (!s) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the slice failed", __func__);
     int64_t dims[FERRY_MAX_RANK];
     memcpy(dims, t->dims, sizeof dims);
     dims[0] = count;
@@ -414,17 +414,17 @@ int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, co
 
 int ferry_element_create(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, ferry_element **out) {
     int rc = FERRY_OK;
-    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'out' is NULL");
+    if (!out) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     else *out = NULL;
-    if (!rc && !rt) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'rt' is NULL");
-    if (!rc && n > 0 && !tensors) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: argument 'tensors' is NULL");
-    if (!rc && n > 4096) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: n is %zu; at most 4096", n);
+    if (!rc && !rt) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    if (!rc && n > 0 && !tensors) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'tensors' is NULL", __func__);
+    if (!rc && n > 4096) rc = ferry__set_last_error(FERRY_EINVAL, "%s: n is %zu; at most 4096", __func__, n);
     for (size_t i = 0; !rc && i < n; i++)
-        if (!tensors[i]) rc = ferry__set_last_error(FERRY_EINVAL, "ferry_element_create: tensors[%zu] is NULL", i);
+        if (!tensors[i]) rc = ferry__set_last_error(FERRY_EINVAL, "%s: tensors[%zu] is NULL", __func__, i);
     ferry_element *e = NULL;
     if (!rc) {
         e = ferry__element_new(rt, n);
-        if (!e) rc = ferry__set_last_error(FERRY_ENOMEM, "ferry_element_create: allocating the element failed");
+        if (!e) rc = ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the element failed", __func__);
     }
     if (rc) {
         for (size_t i = 0; tensors && i < n && n <= 4096; i++) ferry_tensor_unref(tensors[i]);
@@ -460,9 +460,9 @@ ferry_tensor *ferry_element_get(const ferry_element *e, size_t i) { return (e &&
 int ferry_element_set(ferry_element *e, size_t i, ferry_tensor *t) {
     if (!e || i >= e->n || !t) {
         ferry_tensor_unref(t);
-        if (!e) return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: argument 'e' is NULL");
-        if (!t) return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: argument 't' is NULL");
-        return ferry__set_last_error(FERRY_EINVAL, "ferry_element_set: index %zu is out of range [0, %u)", i, e->n);
+        if (!e) return ferry__set_last_error(FERRY_EINVAL, "%s: argument 'e' is NULL", __func__);
+        if (!t) return ferry__set_last_error(FERRY_EINVAL, "%s: argument 't' is NULL", __func__);
+        return ferry__set_last_error(FERRY_EINVAL, "%s: index %zu is out of range [0, %u)", __func__, i, e->n);
     }
     ferry_tensor *old = e->t[i];
     /* The element's own tensor that only this component holds (a map function replacing its

@@ -140,11 +140,11 @@ void ferry__trace_next(ferry_runtime *rt, int64_t start_ns, int64_t end_ns) {
 int64_t ferry_clock_ns(void) { return ferry__now_ns(); }
 
 int ferry_trace_step(ferry_runtime *rt, const char *name, int64_t start_ns) {
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_trace_step: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(name != NULL, FERRY_EINVAL, "ferry_trace_step: argument 'name' is NULL");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    FERRY__CHECK_ARG(name != NULL, FERRY_EINVAL, "%s: argument 'name' is NULL", __func__);
     int64_t now = ferry__now_ns();
     FERRY__CHECK_ARG(start_ns > 0 && start_ns <= now, FERRY_EINVAL,
-                     "ferry_trace_step: start_ns %lld is not a time of ferry_clock_ns before now (%lld)",
+                     "%s: start_ns %lld is not a time of ferry_clock_ns before now (%lld)", __func__,
                      (long long)start_ns, (long long)now);
     ferry__trace_add(rt, FERRY__TR_STEP, name, start_ns, now);
     return FERRY_OK;
@@ -236,30 +236,30 @@ static int trace_check(ferry_runtime *rt, const char *fn) {
 }
 
 int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out) {
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_runtime_trace_json: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    int rc = trace_check(rt, "ferry_runtime_trace_json");
+    int rc = trace_check(rt, __func__);
     if (rc) return rc;
     ferry__writer w;
     ferry__writer_init(&w, &rt->alloc);
-    rc = trace_json(rt, &w, "ferry_runtime_trace_json");
+    rc = trace_json(rt, &w, __func__);
     ferry_blob *b = rc ? NULL : ferry__blob_new(rt, w.data, w.size);
     if (!b) {
         ferry__writer_fini(&w);
-        return rc ? rc : ferry__set_last_error(FERRY_ENOMEM, "ferry_runtime_trace_json: out of memory");
+        return rc ? rc : ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory", __func__);
     }
     *out = b;
     return FERRY_OK;
 }
 
 int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
-    int rc = trace_check(rt, "ferry_runtime_trace_write");
+    int rc = trace_check(rt, __func__);
     if (rc) return rc;
     FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL,
-                     "ferry_runtime_trace_write: argument 'path' is NULL or empty");
+                     "%s: argument 'path' is NULL or empty", __func__);
     ferry__writer w;
     ferry__writer_init(&w, &rt->alloc);
-    rc = trace_json(rt, &w, "ferry_runtime_trace_write");
+    rc = trace_json(rt, &w, __func__);
     if (rc) {
         ferry__writer_fini(&w);
         return rc;
@@ -268,7 +268,7 @@ int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
     int err = ferry__file_write_atomic(path, w.data, w.size, &step);
     ferry__writer_fini(&w);
     if (err)
-        return ferry__set_last_error(FERRY_EIO, "ferry_runtime_trace_write: %s: %s failed: %s", path, step,
+        return ferry__set_last_error(FERRY_EIO, "%s: %s: %s failed: %s", __func__, path, step,
                                      strerror(err));
     return FERRY_OK;
 }

@@ -1268,9 +1268,9 @@ int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t
     if (n) *n = 0;
     if (specs) *specs = NULL;
     FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "ferry_example_parser_output_specs: argument 'parser' is not a parser");
+                     "%s: argument 'parser' is not a parser", __func__);
     FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
-                     "ferry_example_parser_output_specs: arguments 'n' and 'specs' must not be NULL");
+                     "%s: arguments 'n' and 'specs' must not be NULL", __func__);
     *n = parser->nout;
     *specs = parser->specs;
     return FERRY_OK;
@@ -1281,9 +1281,9 @@ int ferry_example_parser_batch_output_specs(const ferry_example_parser *parser, 
     if (n) *n = 0;
     if (specs) *specs = NULL;
     FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "ferry_example_parser_batch_output_specs: argument 'parser' is not a parser");
+                     "%s: argument 'parser' is not a parser", __func__);
     FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
-                     "ferry_example_parser_batch_output_specs: arguments 'n' and 'specs' must not be NULL");
+                     "%s: arguments 'n' and 'specs' must not be NULL", __func__);
     *n = parser->nout;
     *specs = parser->bspecs;
     return FERRY_OK;
@@ -1297,18 +1297,18 @@ const char *ferry_example_parser_output_name(const ferry_example_parser *parser,
 int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
                                 const ferry_parse_example_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_parse_example: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    int rc = ferry__check_dataset(in, "ferry_dataset_parse_example", "in");
+    int rc = ferry__check_dataset(in, __func__, "in");
     if (rc) return rc;
     FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "ferry_dataset_parse_example: argument 'parser' is not a parser");
+                     "%s: argument 'parser' is not a parser", __func__);
     FERRY__CHECK_ARG(parser->rt == in->rt, FERRY_EINVAL,
-                     "ferry_dataset_parse_example: the parser and the dataset belong to different runtimes");
+                     "%s: the parser and the dataset belong to different runtimes", __func__);
     FERRY__CHECK_ARG(in->ncomp >= 1 && in->specs[0].dtype == FERRY_DTYPE_BYTES &&
                          (in->specs[0].shape.rank == 0 || in->specs[0].shape.rank == 1),
                      FERRY_EINVAL,
-                     "ferry_dataset_parse_example: the input's component 0 must be a bytes scalar or vector");
+                     "%s: the input's component 0 must be a bytes scalar or vector", __func__);
     ferry_map_options o = {.name = "parse_example"};
     if (opts) {
         if (opts->name && opts->name[0]) o.name = opts->name;

@@ -175,22 +175,22 @@ static int list_files_make(void *user, size_t n, const char *const *paths) {
 int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry_list_files_options *opts,
                              ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(pattern != NULL, FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is NULL");
-    FERRY__CHECK_ARG(pattern[0] != '\0', FERRY_EINVAL, "ferry_dataset_list_files: argument 'pattern' is empty");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    FERRY__CHECK_ARG(pattern != NULL, FERRY_EINVAL, "%s: argument 'pattern' is NULL", __func__);
+    FERRY__CHECK_ARG(pattern[0] != '\0', FERRY_EINVAL, "%s: argument 'pattern' is empty", __func__);
     int rc = opts ? ferry__check_name(__func__, opts->name) : FERRY_OK;
     if (rc) return rc;
     list_files_arg a = {rt, opts, out};
     int e = ferry__glob(pattern, list_files_make, &a, &rc);
     if (e == ENOENT)
-        return ferry__set_last_error(FERRY_ENOTFOUND, "ferry_dataset_list_files: no file matches the pattern '%s'",
+        return ferry__set_last_error(FERRY_ENOTFOUND, "%s: no file matches the pattern '%s'", __func__,
                                      pattern);
     if (e == ENOMEM)
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_list_files: out of memory matching '%s'", pattern);
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory matching '%s'", __func__, pattern);
     if (e)
-        return ferry__set_last_error(FERRY_EIO, "ferry_dataset_list_files: reading a directory failed while matching '%s'",
+        return ferry__set_last_error(FERRY_EIO, "%s: reading a directory failed while matching '%s'", __func__,
                                      pattern);
     if (!rc && opts) ferry__dataset_set_label(*out, opts->name);
     return rc;

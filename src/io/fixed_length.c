@@ -172,7 +172,7 @@ static const ferry__files_reader fl_reader = {"fixed_length_records", &fl_iter_v
 
 int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                        const ferry_fixed_length_options *opts, ferry_dataset **out) {
-    static const char *fn = "ferry_dataset_fixed_length_records";
+    const char *fn = __func__;
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;

@@ -117,7 +117,7 @@ static const ferry__files_reader text_reader = {"text_lines", &text_iter_vt, NUL
 
 int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const char *const *files,
                              const ferry_text_line_options *opts, ferry_dataset **out) {
-    static const char *fn = "ferry_dataset_text_lines";
+    const char *fn = __func__;
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;

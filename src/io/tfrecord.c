@@ -836,7 +836,7 @@ static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfre
 /* ---- public ---------------------------------------------------------------------------- */
 int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *files,
                            const ferry_tfrecord_options *opts, ferry_dataset **out) {
-    static const char fn[] = "ferry_dataset_tfrecord";
+    const char *fn = __func__;
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;
@@ -863,7 +863,7 @@ int ferry_dataset_tfrecord(ferry_runtime *rt, size_t nfiles, const char *const *
 }
 
 int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_options *opts, ferry_dataset **out) {
-    static const char fn[] = "ferry_dataset_tfrecord_files";
+    const char *fn = __func__;
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;
@@ -957,9 +957,9 @@ int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path, const ferry_
 }
 
 int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size_t len) {
-    if (!w) return ferry__set_last_error(FERRY_EINVAL, "ferry_tfrecord_writer_write: argument 'w' is NULL");
+    if (!w) return ferry__set_last_error(FERRY_EINVAL, "%s: argument 'w' is NULL", __func__);
     if (!data && len)
-        return ferry__fail(&w->st, FERRY_EINVAL, "ferry_tfrecord_writer_write: argument 'data' is NULL with len %zu",
+        return ferry__fail(&w->st, FERRY_EINVAL, "%s: argument 'data' is NULL with len %zu", __func__,
                            len);
     uint8_t h[HEADER], f[FOOTER];
     ferry__store_le64(h, (uint64_t)len);
@@ -970,7 +970,7 @@ int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size
     if (!rc && len) rc = ferry__ostream_write(w->o, data, len, &st);
     if (!rc) rc = ferry__ostream_write(w->o, f, FOOTER, &st);
     if (rc) {
-        ferry__status_prefix(&st, "ferry_tfrecord_writer_write");
+        ferry__status_prefix(&st, __func__);
         ferry__status_copy(&w->st, &st);
         ferry__set_last_error(rc, "%s", st.msg);
     }
@@ -985,6 +985,6 @@ int ferry_tfrecord_writer_close(ferry_tfrecord_writer *w) {
     ferry__status_clear(&st);
     int rc = ferry__ostream_close(w->o, &st);
     ferry__free(w->rt, w);
-    if (rc) return ferry__set_last_error(rc, "ferry_tfrecord_writer_close: %s", st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
     return FERRY_OK;
 }

@@ -646,19 +646,19 @@ static int64_t batch_cardinality(int64_t in, int64_t n, bool drop) {
 int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, const ferry_batch_options *opts, ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
     bool drop_remainder = opts && opts->drop_remainder;
-    FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL, "ferry_dataset_batch: argument 'batch_size' is %lld; it must be >= 1",
+    FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL, "%s: argument 'batch_size' is %lld; it must be >= 1", __func__,
                      (long long)batch_size);
     ferry_runtime *rt = in->rt;
     size_t nc = in->ncomp;
     ferry_tensor_spec *specs = nc ? ferry__calloc(rt, nc, sizeof *specs) : NULL;
-    if (nc && !specs) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_batch: allocating the specs failed");
+    if (nc && !specs) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];
         if (s->shape.rank >= FERRY_MAX_RANK) {
             ferry__free(rt, specs);
             return ferry__set_last_error(FERRY_EINVAL,
-                                         "ferry_dataset_batch: component %zu has rank %d; a batch of it would have "
-                                         "rank %d, above the maximum %d",
+                                         "%s: component %zu has rank %d; a batch of it would have "
+                                         "rank %d, above the maximum %d", __func__,
                                          c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
         }
         specs[c].dtype = s->dtype;
@@ -688,7 +688,7 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferr
     FERRY__OP_PROLOGUE(in, opts, out);
     bool drop_remainder = opts && opts->drop_remainder;
     FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL,
-                     "ferry_dataset_padded_batch: argument 'batch_size' is %lld; it must be >= 1", (long long)batch_size);
+                     "%s: argument 'batch_size' is %lld; it must be >= 1", __func__, (long long)batch_size);
     ferry_runtime *rt = in->rt;
     const size_t nc = in->ncomp;
     char a[128], b[128];
@@ -699,40 +699,40 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferr
             const ferry_shape *ps = &opts->padded_shapes[c];
             FERRY__CHECK_ARG(ps->rank == FERRY_UNKNOWN_RANK || (ps->rank >= 0 && ps->rank < FERRY_MAX_RANK),
                              FERRY_EINVAL,
-                             "ferry_dataset_padded_batch: options.padded_shapes[%zu].rank is %d; it must be "
-                             "FERRY_UNKNOWN_RANK or 0 to %d",
+                             "%s: options.padded_shapes[%zu].rank is %d; it must be "
+                             "FERRY_UNKNOWN_RANK or 0 to %d", __func__,
                              c, ps->rank, FERRY_MAX_RANK - 1);
             for (int d = 0; d < ps->rank; d++)
                 FERRY__CHECK_ARG(ps->dims[d] >= 0 || ps->dims[d] == FERRY_UNKNOWN_DIM, FERRY_EINVAL,
-                                 "ferry_dataset_padded_batch: options.padded_shapes[%zu].dims[%d] is %lld; it must be "
-                                 ">= 0 or FERRY_UNKNOWN_DIM",
+                                 "%s: options.padded_shapes[%zu].dims[%d] is %lld; it must be "
+                                 ">= 0 or FERRY_UNKNOWN_DIM", __func__,
                                  c, d, (long long)ps->dims[d]);
             if (ps->rank >= 0 && s->shape.rank >= 0) {
                 FERRY__CHECK_ARG(ps->rank == s->shape.rank, FERRY_EINVAL,
-                                 "ferry_dataset_padded_batch: options.padded_shapes[%zu] is %s, rank %d, but component "
-                                 "%zu has shape %s, rank %d",
+                                 "%s: options.padded_shapes[%zu] is %s, rank %d, but component "
+                                 "%zu has shape %s, rank %d", __func__,
                                  c, ferry__shape_str(ps, a, sizeof a), ps->rank, c,
                                  ferry__shape_str(&s->shape, b, sizeof b), s->shape.rank);
                 for (int d = 0; d < ps->rank; d++)
                     FERRY__CHECK_ARG(ps->dims[d] < 0 || s->shape.dims[d] < 0 || ps->dims[d] >= s->shape.dims[d],
                                      FERRY_EINVAL,
-                                     "ferry_dataset_padded_batch: options.padded_shapes[%zu] is %s, smaller than "
-                                     "component %zu's shape %s in dim %d",
+                                     "%s: options.padded_shapes[%zu] is %s, smaller than "
+                                     "component %zu's shape %s in dim %d", __func__,
                                      c, ferry__shape_str(ps, a, sizeof a), c, ferry__shape_str(&s->shape, b, sizeof b),
                                      d);
             }
         }
         FERRY__CHECK_ARG(s->shape.rank < FERRY_MAX_RANK, FERRY_EINVAL,
-                         "ferry_dataset_padded_batch: component %zu has rank %d; a batch of it would have rank %d, "
-                         "above the maximum %d",
+                         "%s: component %zu has rank %d; a batch of it would have rank %d, "
+                         "above the maximum %d", __func__,
                          c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
         if (opts && opts->padding_values && opts->padding_values[c]) {
             const ferry_tensor *pv = opts->padding_values[c];
             FERRY__CHECK_ARG(pv->rank == 0, FERRY_EINVAL,
-                             "ferry_dataset_padded_batch: options.padding_values[%zu] has rank %d; it must be a scalar",
+                             "%s: options.padding_values[%zu] has rank %d; it must be a scalar", __func__,
                              c, pv->rank);
             FERRY__CHECK_ARG(s->dtype == FERRY_DTYPE_INVALID || pv->dtype == s->dtype, FERRY_EINVAL,
-                             "ferry_dataset_padded_batch: options.padding_values[%zu] is %s but component %zu is %s", c,
+                             "%s: options.padding_values[%zu] is %s but component %zu is %s", __func__, c,
                              ferry_dtype_name(pv->dtype), c, ferry_dtype_name(s->dtype));
         }
     }
@@ -743,7 +743,7 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferr
         ferry__free(rt, specs);
         ferry__free(rt, pshapes);
         ferry__free(rt, pvalues);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_padded_batch: allocating the options failed");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the options failed", __func__);
     }
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];

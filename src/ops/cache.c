@@ -330,7 +330,7 @@ int ferry_dataset_cache(ferry_dataset *in, const ferry_cache_options *opts, ferr
     if (ferry__mutex_init(&c->mu)) {
         ds->vt = &cache_vt_nolock;
         ferry_dataset_unref(ds);
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_cache: creating the cache lock failed");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the cache lock failed", __func__);
     }
     atomic_init(&c->abandoned, 0);
     ferry__dataset_hash(ds, "memory", 6);

@@ -95,23 +95,23 @@ static const ferry__dataset_vtable concat_vt = {.make = concat_make, .destroy = 
 int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_concatenate_options *opts,
                               ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_concatenate: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    int rc = ferry__check_dataset(a, "ferry_dataset_concatenate", "a");
-    if (!rc) rc = ferry__check_dataset(b, "ferry_dataset_concatenate", "b");
+    int rc = ferry__check_dataset(a, __func__, "a");
+    if (!rc) rc = ferry__check_dataset(b, __func__, "b");
     if (!rc && opts) rc = ferry__check_name(__func__, opts->name);
     if (rc) return rc;
-    FERRY__CHECK_ARG(a->rt == b->rt, FERRY_EINVAL, "ferry_dataset_concatenate: 'a' and 'b' belong to different runtimes");
+    FERRY__CHECK_ARG(a->rt == b->rt, FERRY_EINVAL, "%s: 'a' and 'b' belong to different runtimes", __func__);
     FERRY__CHECK_ARG(a->ncomp == b->ncomp, FERRY_ETYPE,
-                     "ferry_dataset_concatenate: 'a' has %zu components but 'b' has %zu; they must match", a->ncomp,
+                     "%s: 'a' has %zu components but 'b' has %zu; they must match", __func__, a->ncomp,
                      b->ncomp);
     for (size_t i = 0; i < a->ncomp; i++)
         FERRY__CHECK_ARG(a->specs[i].dtype == b->specs[i].dtype, FERRY_ETYPE,
-                         "ferry_dataset_concatenate: component %zu is %s in 'a' but %s in 'b'; dtypes must match", i,
+                         "%s: component %zu is %s in 'a' but %s in 'b'; dtypes must match", __func__, i,
                          ferry_dtype_name(a->specs[i].dtype), ferry_dtype_name(b->specs[i].dtype));
     ferry_tensor_spec *specs = a->ncomp ? ferry__calloc(a->rt, a->ncomp, sizeof *specs) : NULL;
     if (a->ncomp && !specs)
-        return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_concatenate: allocating the specs failed");
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     for (size_t i = 0; i < a->ncomp; i++) {
         const ferry_shape *x = &a->specs[i].shape, *y = &b->specs[i].shape;
         specs[i].dtype = a->specs[i].dtype;

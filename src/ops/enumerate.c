@@ -96,14 +96,14 @@ static const ferry__dataset_vtable enumerate_vt = {.make = enumerate_make, .dest
 
 int ferry_dataset_enumerate(ferry_dataset *in, const ferry_enumerate_options *opts, ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(in->ncomp < 4096, FERRY_EINVAL, "ferry_dataset_enumerate: the input has %zu components; at most 4095",
+    FERRY__CHECK_ARG(in->ncomp < 4096, FERRY_EINVAL, "%s: the input has %zu components; at most 4095", __func__,
                      in->ncomp);
     int64_t start = opts ? opts->start : 0;
     ferry_tensor_spec specs_local[16];
     ferry_tensor_spec *specs = specs_local;
     if (in->ncomp + 1 > 16) {
         specs = ferry__calloc(in->rt, in->ncomp + 1, sizeof *specs);
-        if (!specs) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_enumerate: allocating the specs failed");
+        if (!specs) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     }
     memset(&specs[0], 0, sizeof specs[0]);
     specs[0].dtype = FERRY_DTYPE_INT64;

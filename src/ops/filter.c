@@ -102,7 +102,7 @@ static const ferry__dataset_vtable filter_vt = {.make = filter_make, .destroy = 
 int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, const ferry_filter_options *opts,
                          ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "ferry_dataset_filter: argument 'fn' is NULL");
+    FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "%s: argument 'fn' is NULL", __func__);
     int64_t card = in->cardinality == 0 ? 0 : FERRY_UNKNOWN;
     ferry_dataset *ds;
     int rc = ferry__dataset_new(in->rt, &filter_vt, "filter", sizeof(filter_ds), 1, &in, in->ncomp, in->specs, card,

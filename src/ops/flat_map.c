@@ -21,5 +21,5 @@ int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, c
         .output_specs = opts ? opts->output_specs : NULL,
         .user_free = opts ? opts->user_free : NULL,
     };
-    return ferry__dataset_interleave_named("ferry_dataset_flat_map", "flat_map", in, fn, user, &o, out);
+    return ferry__dataset_interleave_named(__func__, "flat_map", in, fn, user, &o, out);
 }

@@ -218,28 +218,28 @@ static const ferry__dataset_vtable gen_vt = {.make = gen_make, .destroy = NULL};
 
 int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_generator: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_generator: argument 'rt' is NULL");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
     FERRY__CHECK_ARG(opts != NULL, FERRY_EINVAL,
-                     "ferry_dataset_generator: argument 'opts' is NULL; options.next, num_components and specs "
-                     "are required");
-    FERRY__CHECK_ARG(opts->next != NULL, FERRY_EINVAL, "ferry_dataset_generator: options.next is NULL; it is required");
+                     "%s: argument 'opts' is NULL; options.next, num_components and specs "
+                     "are required", __func__);
+    FERRY__CHECK_ARG(opts->next != NULL, FERRY_EINVAL, "%s: options.next is NULL; it is required", __func__);
     int rc = ferry__check_name(__func__, opts->name);
     if (rc) return rc;
     FERRY__CHECK_ARG(opts->num_components >= 1 && opts->num_components <= 4096, FERRY_EINVAL,
-                     "ferry_dataset_generator: options.num_components is %zu; it is required and must be 1 to 4096",
+                     "%s: options.num_components is %zu; it is required and must be 1 to 4096", __func__,
                      opts->num_components);
     FERRY__CHECK_ARG(opts->specs != NULL, FERRY_EINVAL,
-                     "ferry_dataset_generator: options.specs is NULL; it is required (num_components entries)");
+                     "%s: options.specs is NULL; it is required (num_components entries)", __func__);
     FERRY__CHECK_ARG(opts->cardinality >= 0 || opts->cardinality == FERRY_INFINITE ||
                          opts->cardinality == FERRY_UNKNOWN,
                      FERRY_EINVAL,
-                     "ferry_dataset_generator: options.cardinality is %lld; it must be >= 0 (0: unknown), "
-                     "FERRY_INFINITE or FERRY_UNKNOWN",
+                     "%s: options.cardinality is %lld; it must be >= 0 (0: unknown), "
+                     "FERRY_INFINITE or FERRY_UNKNOWN", __func__,
                      (long long)opts->cardinality);
     for (size_t i = 0; i < opts->num_components; i++) {
-        rc = ferry__spec_validate(&opts->specs[i], "ferry_dataset_generator", "options.specs", i);
+        rc = ferry__spec_validate(&opts->specs[i], __func__, "options.specs", i);
         if (rc) return rc;
     }
     int64_t card = opts->cardinality == 0 ? FERRY_UNKNOWN : opts->cardinality;

@@ -1417,5 +1417,5 @@ int ferry__dataset_interleave_named(const char *api, const char *name, ferry_dat
 
 int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user, const ferry_interleave_options *opts,
                              ferry_dataset **out) {
-    return ferry__dataset_interleave_named("ferry_dataset_interleave", "interleave", in, fn, user, opts, out);
+    return ferry__dataset_interleave_named(__func__, "interleave", in, fn, user, opts, out);
 }

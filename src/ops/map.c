@@ -1825,23 +1825,23 @@ bool ferry__map_fusable(const ferry_dataset *ds, int64_t n) {
 int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                       ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "ferry_dataset_map: argument 'fn' is NULL");
+    FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "%s: argument 'fn' is NULL", __func__);
     ferry_map_options o = {0};
     if (opts) o = *opts;
     FERRY__CHECK_ARG(o.num_parallel_calls == FERRY_AUTOTUNE ||
                          (o.num_parallel_calls >= 0 && o.num_parallel_calls <= MAP_MAX_THREADS),
                      FERRY_EINVAL,
-                     "ferry_dataset_map: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d",
+                     "%s: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d", __func__,
                      o.num_parallel_calls, MAP_MAX_THREADS);
     FERRY__CHECK_ARG(o.reorder_window >= 0 && o.reorder_window <= MAP_MAX_WINDOW, FERRY_EINVAL,
-                     "ferry_dataset_map: options.reorder_window is %d; it must be 0 (default) to %d", o.reorder_window,
+                     "%s: options.reorder_window is %d; it must be 0 (default) to %d", __func__, o.reorder_window,
                      MAP_MAX_WINDOW);
     FERRY__CHECK_ARG(o.num_outputs <= MAP_MAX_OUTPUTS, FERRY_EINVAL,
-                     "ferry_dataset_map: options.num_outputs is %zu; at most %d", o.num_outputs, MAP_MAX_OUTPUTS);
+                     "%s: options.num_outputs is %zu; at most %d", __func__, o.num_outputs, MAP_MAX_OUTPUTS);
     FERRY__CHECK_ARG(o.num_outputs == 0 || o.output_specs != NULL, FERRY_EINVAL,
-                     "ferry_dataset_map: options.output_specs is NULL with num_outputs %zu", o.num_outputs);
+                     "%s: options.output_specs is NULL with num_outputs %zu", __func__, o.num_outputs);
     for (size_t i = 0; i < o.num_outputs; i++) {
-        int rc = ferry__spec_validate(&o.output_specs[i], "ferry_dataset_map", "options.output_specs", i);
+        int rc = ferry__spec_validate(&o.output_specs[i], __func__, "options.output_specs", i);
         if (rc) return rc;
     }
     size_t ncomp = o.num_outputs ? o.num_outputs : in->ncomp;

@@ -580,8 +580,8 @@ int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, const ferry_p
     FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(buffer_size == FERRY_AUTOTUNE || (buffer_size >= 0 && buffer_size <= PF_MAX_BUFFER),
                      FERRY_EINVAL,
-                     "ferry_dataset_prefetch: argument 'buffer_size' is %lld; it must be FERRY_AUTOTUNE (-1) or "
-                     "0 to %lld",
+                     "%s: argument 'buffer_size' is %lld; it must be FERRY_AUTOTUNE (-1) or "
+                     "0 to %lld", __func__,
                      (long long)buffer_size, (long long)PF_MAX_BUFFER);
     ferry_dataset *ds;
     int rc = ferry__dataset_new(in->rt, &pf_vt, "prefetch", sizeof(pf_ds), 1, &in, in->ncomp, in->specs,

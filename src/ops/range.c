@@ -77,10 +77,10 @@ static const ferry__dataset_vtable range_vt = {.make = range_make, .destroy = NU
 int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step, const ferry_range_options *opts,
                         ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_range: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "ferry_dataset_range: argument 'rt' is NULL");
-    FERRY__CHECK_ARG(step != 0, FERRY_EINVAL, "ferry_dataset_range: argument 'step' is 0; it must be nonzero");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    FERRY__CHECK_ARG(step != 0, FERRY_EINVAL, "%s: argument 'step' is 0; it must be nonzero", __func__);
     int rc = opts ? ferry__check_name(__func__, opts->name) : FERRY_OK;
     if (rc) return rc;
     /* Count in unsigned 128-bit-free arithmetic: ceil((stop - start) / step) when positive. */

@@ -101,10 +101,10 @@ static const ferry__dataset_vtable shard_vt = {.make = shard_make, .destroy = NU
 int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, const ferry_shard_options *opts,
                         ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(num_shards >= 1, FERRY_EINVAL, "ferry_dataset_shard: argument 'num_shards' is %lld; it must be >= 1",
+    FERRY__CHECK_ARG(num_shards >= 1, FERRY_EINVAL, "%s: argument 'num_shards' is %lld; it must be >= 1", __func__,
                      (long long)num_shards);
     FERRY__CHECK_ARG(index >= 0 && index < num_shards, FERRY_EINVAL,
-                     "ferry_dataset_shard: argument 'index' is %lld; it must be in [0, num_shards) = [0, %lld)",
+                     "%s: argument 'index' is %lld; it must be in [0, num_shards) = [0, %lld)", __func__,
                      (long long)index, (long long)num_shards);
     int64_t n = in->cardinality, card;
     if (n < 0) card = n;

@@ -381,7 +381,7 @@ int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_sh
                           ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(buffer_size >= 1, FERRY_EINVAL,
-                     "ferry_dataset_shuffle: argument 'buffer_size' is %lld; it must be >= 1", (long long)buffer_size);
+                     "%s: argument 'buffer_size' is %lld; it must be >= 1", __func__, (long long)buffer_size);
     ferry_shuffle_options o = {0};
     if (opts) o = *opts;
     ferry_dataset *ds;

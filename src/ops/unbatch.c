@@ -204,21 +204,21 @@ int ferry_dataset_unbatch(ferry_dataset *in, const ferry_unbatch_options *opts, 
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];
         FERRY__CHECK_ARG(s->shape.rank != 0, FERRY_EINVAL,
-                         "ferry_dataset_unbatch: component %zu is a scalar (rank 0); unbatch needs rank >= 1", c);
+                         "%s: component %zu is a scalar (rank 0); unbatch needs rank >= 1", __func__, c);
         int64_t d = s->shape.rank > 0 ? s->shape.dims[0] : -1;
         if (d < 0) {
             known = false;
         } else if (rows >= 0 && d != rows) {
             return ferry__set_last_error(FERRY_EINVAL,
-                                         "ferry_dataset_unbatch: component %zu has dim 0 of %lld but an earlier "
-                                         "component has %lld; all components must agree on dim 0",
+                                         "%s: component %zu has dim 0 of %lld but an earlier "
+                                         "component has %lld; all components must agree on dim 0", __func__,
                                          c, (long long)d, (long long)rows);
         } else {
             rows = d;
         }
     }
     ferry_tensor_spec *specs = nc ? ferry__calloc(rt, nc, sizeof *specs) : NULL;
-    if (nc && !specs) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_unbatch: allocating the specs failed");
+    if (nc && !specs) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor_spec *s = &in->specs[c];
         specs[c].dtype = s->dtype;

@@ -138,10 +138,10 @@ static const ferry__dataset_vtable zip_vt = {.make = zip_make, .destroy = NULL};
 
 int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, const ferry_zip_options *opts, ferry_dataset **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "ferry_dataset_zip: argument 'out' is NULL");
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
     *out = NULL;
-    FERRY__CHECK_ARG(n >= 1 && n <= 4096, FERRY_EINVAL, "ferry_dataset_zip: argument 'n' is %zu; it must be 1 to 4096", n);
-    FERRY__CHECK_ARG(inputs != NULL, FERRY_EINVAL, "ferry_dataset_zip: argument 'inputs' is NULL");
+    FERRY__CHECK_ARG(n >= 1 && n <= 4096, FERRY_EINVAL, "%s: argument 'n' is %zu; it must be 1 to 4096", __func__, n);
+    FERRY__CHECK_ARG(inputs != NULL, FERRY_EINVAL, "%s: argument 'inputs' is NULL", __func__);
     if (opts) {
         int rc = ferry__check_name(__func__, opts->name);
         if (rc) return rc;
@@ -150,15 +150,15 @@ int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, const ferry_zip_op
     for (size_t i = 0; i < n; i++) {
         char arg[32];
         snprintf(arg, sizeof arg, "inputs[%zu]", i);
-        int rc = ferry__check_dataset(inputs[i], "ferry_dataset_zip", arg);
+        int rc = ferry__check_dataset(inputs[i], __func__, arg);
         if (rc) return rc;
         FERRY__CHECK_ARG(inputs[i]->rt == inputs[0]->rt, FERRY_EINVAL,
-                         "ferry_dataset_zip: inputs[%zu] belongs to another runtime than inputs[0]", i);
+                         "%s: inputs[%zu] belongs to another runtime than inputs[0]", __func__, i);
         ncomp += inputs[i]->ncomp;
     }
     ferry_runtime *rt = inputs[0]->rt;
     ferry_tensor_spec *specs = ncomp ? ferry__calloc(rt, ncomp, sizeof *specs) : NULL;
-    if (ncomp && !specs) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_zip: allocating the specs failed");
+    if (ncomp && !specs) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     /* Cardinality: the shortest known length; unknown unless a known 0 settles it. */
     int64_t finite = -1;
     bool unknown = false;
