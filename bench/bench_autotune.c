@@ -64,7 +64,7 @@ static void calibrate(void) {
 }
 
 typedef struct cost {
-    double cpu_us;   /* computed per element */
+    double cpu_us;    /* computed per element */
     int64_t sleep_ns; /* slept per element (nanosleep: a blocking call ferry does not see) */
 } cost;
 
@@ -121,12 +121,12 @@ static char file_names[NFILES][256];
 static const char *file_ptrs[NFILES];
 
 /* The next op over d (an op holds its input: the builder's reference goes). */
-#define STEP(call)                                                                               \
-    do {                                                                                         \
-        ferry_dataset *in_ = d;                                                                  \
-        CHECK(call);                                                                             \
-        ferry_dataset_unref(in_);                                                                \
-        d = x;                                                                                   \
+#define STEP(call)                                                                                                     \
+    do {                                                                                                               \
+        ferry_dataset *in_ = d;                                                                                        \
+        CHECK(call);                                                                                                   \
+        ferry_dataset_unref(in_);                                                                                      \
+        d = x;                                                                                                         \
     } while (0)
 
 static ferry_dataset *build(ferry_runtime *rt, int which, const knobs *k) {
@@ -193,10 +193,10 @@ static void remove_files(void) {
 #define TL_MAX 1200
 
 typedef struct run {
-    double rate;        /* elements/s over the measured span */
-    double cpu_per_s;   /* process CPU seconds per wall second over it */
-    size_t peak_bytes;  /* the budget's peak */
-    double tl[TL_MAX];  /* elements handed out by each TL_STEP from the start */
+    double rate;       /* elements/s over the measured span */
+    double cpu_per_s;  /* process CPU seconds per wall second over it */
+    size_t peak_bytes; /* the budget's peak */
+    double tl[TL_MAX]; /* elements handed out by each TL_STEP from the start */
     int ntl;
     int par[3];
     int64_t buf;
@@ -310,7 +310,8 @@ static int grid_points(int which, point *pts) {
 }
 
 static void print_knobs(int which, const knobs *k) {
-    if (which == P_FILES) printf("reads %d, map A %d, map B %d, prefetch %lld", k->par[0], k->par[1], k->par[2], (long long)k->buf);
+    if (which == P_FILES)
+        printf("reads %d, map A %d, map B %d, prefetch %lld", k->par[0], k->par[1], k->par[2], (long long)k->buf);
     else printf("map %d, prefetch %lld", k->par[0], (long long)k->buf);
 }
 
@@ -341,9 +342,8 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr,
-                    "usage: bench_autotune [--only cpu|io|files] [--seconds S] [--tune-seconds T] [--reps N] "
-                    "[--cpu-budget N] [--log]\n");
+            fprintf(stderr, "usage: bench_autotune [--only cpu|io|files] [--seconds S] [--tune-seconds T] [--reps N] "
+                            "[--cpu-budget N] [--log]\n");
             return 2;
         }
     }
@@ -363,8 +363,9 @@ int main(int argc, char **argv) {
         if (only >= 0 && which != only) continue;
         printf("\n== %s: %s\n", pipe_names[which],
                which == P_CPU ? "range -> map(200 us CPU) -> prefetch"
-               : which == P_IO ? "range -> map(2 ms nanosleep + 5 us CPU) -> prefetch"
-                               : "8 files -> tfrecord(parallel reads) -> map A (10 us) -> map B (100 us) -> batch 32 -> prefetch");
+               : which == P_IO
+                   ? "range -> map(2 ms nanosleep + 5 us CPU) -> prefetch"
+                   : "8 files -> tfrecord(parallel reads) -> map A (10 us) -> map B (100 us) -> batch 32 -> prefetch");
         int np = grid_points(which, pts), best = 0;
         run *r = malloc(sizeof *r);
         if (!r) return 1;
@@ -442,12 +443,13 @@ int main(int argc, char **argv) {
                 else if (s->buffer_capacity > 0) printf(" prefetch %lld", (long long)s->buffer_capacity);
                 else printf(" prefetch folded into the stage below");
             }
-            printf("\n    verdict: %s [%s]\n", r->rep.text, ok ? "names the grid's limit" : "does NOT name the grid's limit");
+            printf("\n    verdict: %s [%s]\n", r->rep.text,
+                   ok ? "names the grid's limit" : "does NOT name the grid's limit");
             if (show_log || rep == 0) {
                 for (size_t d = 0; d < r->nlog; d++) {
                     const ferry_tune_decision *x = &r->log[d];
-                    printf("    %5.2f s %-10s %s (%.0f -> %.0f/s)\n", x->at_s, ferry_tune_outcome_name(x->outcome), x->why,
-                           x->rate_before, x->rate_after);
+                    printf("    %5.2f s %-10s %s (%.0f -> %.0f/s)\n", x->at_s, ferry_tune_outcome_name(x->outcome),
+                           x->why, x->rate_before, x->rate_after);
                 }
             }
             fflush(stdout);

@@ -27,23 +27,35 @@
 
 #include "bench_util.h"
 
-#define DIE(...)                                                                                 \
-    do {                                                                                         \
-        fprintf(stderr, __VA_ARGS__);                                                            \
-        fprintf(stderr, ": %s\n", ferry_last_error());                                           \
-        exit(1);                                                                                 \
+#define DIE(...)                                                                                                       \
+    do {                                                                                                               \
+        fprintf(stderr, __VA_ARGS__);                                                                                  \
+        fprintf(stderr, ": %s\n", ferry_last_error());                                                                 \
+        exit(1);                                                                                                       \
     } while (0)
 
 static const struct {
     const char *key;
     ferry_dtype dtype;
 } taxi[18] = {
-    {"company", FERRY_DTYPE_BYTES},           {"dropoff_census_tract", FERRY_DTYPE_INT64}, {"dropoff_community_area", FERRY_DTYPE_INT64},
-    {"dropoff_latitude", FERRY_DTYPE_FLOAT32}, {"dropoff_longitude", FERRY_DTYPE_FLOAT32}, {"fare", FERRY_DTYPE_FLOAT32},
-    {"payment_type", FERRY_DTYPE_BYTES},      {"pickup_census_tract", FERRY_DTYPE_INT64},  {"pickup_community_area", FERRY_DTYPE_INT64},
-    {"pickup_latitude", FERRY_DTYPE_FLOAT32}, {"pickup_longitude", FERRY_DTYPE_FLOAT32},   {"tips", FERRY_DTYPE_FLOAT32},
-    {"trip_miles", FERRY_DTYPE_FLOAT32},      {"trip_seconds", FERRY_DTYPE_INT64},         {"trip_start_day", FERRY_DTYPE_INT64},
-    {"trip_start_hour", FERRY_DTYPE_INT64},   {"trip_start_month", FERRY_DTYPE_INT64},     {"trip_start_timestamp", FERRY_DTYPE_INT64},
+    {"company", FERRY_DTYPE_BYTES},
+    {"dropoff_census_tract", FERRY_DTYPE_INT64},
+    {"dropoff_community_area", FERRY_DTYPE_INT64},
+    {"dropoff_latitude", FERRY_DTYPE_FLOAT32},
+    {"dropoff_longitude", FERRY_DTYPE_FLOAT32},
+    {"fare", FERRY_DTYPE_FLOAT32},
+    {"payment_type", FERRY_DTYPE_BYTES},
+    {"pickup_census_tract", FERRY_DTYPE_INT64},
+    {"pickup_community_area", FERRY_DTYPE_INT64},
+    {"pickup_latitude", FERRY_DTYPE_FLOAT32},
+    {"pickup_longitude", FERRY_DTYPE_FLOAT32},
+    {"tips", FERRY_DTYPE_FLOAT32},
+    {"trip_miles", FERRY_DTYPE_FLOAT32},
+    {"trip_seconds", FERRY_DTYPE_INT64},
+    {"trip_start_day", FERRY_DTYPE_INT64},
+    {"trip_start_hour", FERRY_DTYPE_INT64},
+    {"trip_start_month", FERRY_DTYPE_INT64},
+    {"trip_start_timestamp", FERRY_DTYPE_INT64},
 };
 
 static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
@@ -62,7 +74,9 @@ static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
             f[k].kind = FERRY_EXAMPLE_VARLEN;
             f[k].with_lengths = true;
         } else {
-            f[k].default_value = taxi[k].dtype == FERRY_DTYPE_INT64 ? zero_i : taxi[k].dtype == FERRY_DTYPE_FLOAT32 ? zero_f : empty;
+            f[k].default_value = taxi[k].dtype == FERRY_DTYPE_INT64     ? zero_i
+                                 : taxi[k].dtype == FERRY_DTYPE_FLOAT32 ? zero_f
+                                                                        : empty;
         }
     }
     ferry_example_spec spec = {.num_features = 18, .features = f};
@@ -76,7 +90,7 @@ static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
 
 typedef struct data {
     size_t n, bytes;
-    ferry_tensor **rec;   /* bytes scalars */
+    ferry_tensor **rec; /* bytes scalars */
     size_t nb;
     ferry_tensor **batch; /* bytes vectors of up to B records */
     ferry_tensor *all;    /* bytes vector of every record */

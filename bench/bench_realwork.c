@@ -402,8 +402,8 @@ static void run_ferry(ferry_dataset *ds, int64_t batches, int hidden, epoch *out
             exit(1);
         }
         const ferry_tensor *t = ferry_element_get(e, 0);
-        if (ferry_tensor_dtype(t) != FERRY_DTYPE_FLOAT32 || ferry_tensor_rank(t) != 2 || ferry_tensor_dim(t, 0) != BATCH ||
-            ferry_tensor_dim(t, 1) != FEAT) {
+        if (ferry_tensor_dtype(t) != FERRY_DTYPE_FLOAT32 || ferry_tensor_rank(t) != 2 ||
+            ferry_tensor_dim(t, 0) != BATCH || ferry_tensor_dim(t, 1) != FEAT) {
             fprintf(stderr, "batch %lld: not a float32 [%d,%d] tensor\n", (long long)n, BATCH, FEAT);
             exit(1);
         }
@@ -706,9 +706,10 @@ int main(int argc, char **argv) {
                "ideal epoch %.1f ms\n",
                m4[0] * 1e3, lo[0] * 1e3, hi[0] * 1e3, m4[1] * 1e3, lo[1] * 1e3, hi[1] * 1e3, m4[2] * 1e3, lo[2] * 1e3,
                hi[2] * 1e3, m4[3] * 1e3, lo[3] * 1e3, hi[3] * 1e3, ideal * 1e3);
-        printf("ferry's producer alone (range -> map inline -> batch, on this thread): %.1f ms [%.1f-%.1f], %+.0f ns per "
-               "element over the producer alone\n",
-               m4[4] * 1e3, lo[4] * 1e3, hi[4] * 1e3, (m4[4] - m4[0]) * 1e9 / (double)(batches * BATCH));
+        printf(
+            "ferry's producer alone (range -> map inline -> batch, on this thread): %.1f ms [%.1f-%.1f], %+.0f ns per "
+            "element over the producer alone\n",
+            m4[4] * 1e3, lo[4] * 1e3, hi[4] * 1e3, (m4[4] - m4[0]) * 1e9 / (double)(batches * BATCH));
         ferry_dataset_unref(ferry_producer);
     }
 

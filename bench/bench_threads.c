@@ -31,7 +31,7 @@ static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void
     int rounds = *(const int *)user;
     const ferry_tensor *t = ferry_element_get(in, 0);
     float seed = ferry_tensor_dtype(t) == FERRY_DTYPE_INT64 ? (float)*(const int64_t *)ferry_tensor_data(t)
-                                                      : ((const float *)ferry_tensor_data(t))[0];
+                                                            : ((const float *)ferry_tensor_data(t))[0];
     ferry_element_free(in);
     const int64_t dims[1] = {16};
     ferry_tensor *o;

@@ -14,14 +14,14 @@
 
 /* Runs a ferry call that must succeed; on failure prints where, what and ferry's message, and
  * exits 1. */
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
-            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, ferry_last_error(), \
-                    ferry_error_name(rc_));                                                      \
-            exit(1);                                                                             \
-        }                                                                                        \
+#define CHECK(call)                                                                                                    \
+    do {                                                                                                               \
+        int rc_ = (call);                                                                                              \
+        if (rc_ != FERRY_OK) {                                                                                         \
+            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #call, ferry_last_error(),              \
+                    ferry_error_name(rc_));                                                                            \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 /* Seconds on the monotonic clock. */

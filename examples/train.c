@@ -75,22 +75,22 @@
 
 typedef struct config {
     int epochs;
-    int64_t samples;        /* training samples per epoch */
-    int64_t eval_samples;   /* held-out samples, ids after the training ones */
+    int64_t samples;      /* training samples per epoch */
+    int64_t eval_samples; /* held-out samples, ids after the training ones */
     int64_t batch_size;
     int64_t shuffle_buffer;
     uint64_t seed;
     float learning_rate;
-    int cores;              /* the runtime's cpu_budget, for the report */
-    bool stop_on_error;     /* --stop-on-error: exit at the first pipeline error */
-    const char *page;       /* --report-page: the report page of the parallel run, or NULL */
+    int cores;          /* the runtime's cpu_budget, for the report */
+    bool stop_on_error; /* --stop-on-error: exit at the first pipeline error */
+    const char *page;   /* --report-page: the report page of the parallel run, or NULL */
 } config;
 
 /* How a pipeline runs ahead. */
 typedef struct mode {
     const char *name;
-    int map_parallel;       /* num_parallel_calls of map */
-    int64_t prefetch;       /* buffer_size of prefetch */
+    int map_parallel; /* num_parallel_calls of map */
+    int64_t prefetch; /* buffer_size of prefetch */
 } mode;
 
 /* ---- failing loudly ------------------------------------------------------------------------ */
@@ -158,7 +158,7 @@ static int make_sample(uint64_t data_seed, int64_t id, float *x) {
  * any number of ferry threads may read it. */
 typedef struct featurizer {
     uint64_t data_seed;
-    int64_t fail_id;        /* --fail-at: this sample's map call fails (-1: none) */
+    int64_t fail_id; /* --fail-at: this sample's map call fails (-1: none) */
     bool augment;
     float jitter;
     float w[FEAT_DIM][RAW_DIM];
@@ -236,8 +236,8 @@ static int featurize(ferry_context *ctx, ferry_element *in, ferry_element **out,
 /* ---- the pipeline -------------------------------------------------------------------------- */
 /* range(first, first+count) [-> shuffle] -> map(featurize) -> batch -> prefetch. Returns a new
  * reference. */
-static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *f,
-                                    int64_t first, int64_t count, bool shuffle, bool drop_remainder) {
+static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *f, int64_t first,
+                                    int64_t count, bool shuffle, bool drop_remainder) {
     ferry_dataset *ds = NULL, *next = NULL;
     check(ferry_dataset_range(rt, first, first + count, 1, NULL, &ds), "ferry_dataset_range");
     if (shuffle) {
@@ -254,7 +254,8 @@ static ferry_dataset *make_pipeline(ferry_runtime *rt, const config *cfg, const 
     check(ferry_dataset_map(ds, featurize, f, &mo, &next), "ferry_dataset_map");
     ferry_dataset_unref(ds);
     ds = next;
-    check(ferry_dataset_batch(ds, cfg->batch_size, &(ferry_batch_options){.drop_remainder = drop_remainder}, &next), "ferry_dataset_batch");
+    check(ferry_dataset_batch(ds, cfg->batch_size, &(ferry_batch_options){.drop_remainder = drop_remainder}, &next),
+          "ferry_dataset_batch");
     ferry_dataset_unref(ds);
     ds = next;
     check(ferry_dataset_prefetch(ds, m->prefetch, NULL, &next), "ferry_dataset_prefetch");
@@ -310,8 +311,8 @@ static uint64_t model_checksum(const model *mdl) { /* FNV-1a over the weights' b
 static int64_t batch_rows(const ferry_element *batch, const float **x, const int32_t **y) {
     const ferry_tensor *tx = ferry_element_get(batch, 0), *ty = ferry_element_get(batch, 1);
     if (ferry_element_size(batch) != 2 || ferry_tensor_dtype(tx) != FERRY_DTYPE_FLOAT32 || ferry_tensor_rank(tx) != 2 ||
-        ferry_tensor_dim(tx, 1) != FEAT_DIM || ferry_tensor_dtype(ty) != FERRY_DTYPE_INT32 || ferry_tensor_rank(ty) != 1 ||
-        ferry_tensor_dim(ty, 0) != ferry_tensor_dim(tx, 0))
+        ferry_tensor_dim(tx, 1) != FEAT_DIM || ferry_tensor_dtype(ty) != FERRY_DTYPE_INT32 ||
+        ferry_tensor_rank(ty) != 1 || ferry_tensor_dim(ty, 0) != ferry_tensor_dim(tx, 0))
         die("unexpected batch layout");
     *x = ferry_tensor_data(tx);
     *y = ferry_tensor_data(ty);
@@ -388,11 +389,11 @@ static void train_step(model *mdl, const float *x, const int32_t *y, int64_t n, 
 
 /* ---- checkpoints: model + progress + the ferry iterator's state, in one file ------------------ */
 typedef struct checkpointing {
-    const char *path;       /* --checkpoint: where to save (NULL: never) */
-    int64_t save_every;     /* steps between saves */
-    int64_t stop_after;     /* stop the program after this many steps in all (0: never) */
-    const char *resume;     /* --resume: the checkpoint to start from (NULL: a fresh start) */
-    int64_t global_step;    /* steps trained so far, over all epochs */
+    const char *path;    /* --checkpoint: where to save (NULL: never) */
+    int64_t save_every;  /* steps between saves */
+    int64_t stop_after;  /* stop the program after this many steps in all (0: never) */
+    const char *resume;  /* --resume: the checkpoint to start from (NULL: a fresh start) */
+    int64_t global_step; /* steps trained so far, over all epochs */
 } checkpointing;
 
 #define CKPT_MAGIC 0x54504b4359525246ULL /* "FRRYCKPT" */
@@ -403,30 +404,37 @@ typedef struct checkpointing {
 typedef struct ckpt_header {
     uint64_t magic;
     int32_t epoch;
-    int32_t version;        /* CKPT_VERSION */
+    int32_t version; /* CKPT_VERSION */
     int64_t epoch_steps, global_step;
-    int64_t epoch_errors;   /* error positions met in this epoch so far */
+    int64_t epoch_errors; /* error positions met in this epoch so far */
     totals tot;
     int64_t samples, batch_size; /* the flags the checkpoint was made with: a resume needs the */
     uint64_t seed;               /* same ones to build the same pipeline */
-    uint64_t state_size;    /* bytes of ferry iterator state after the model */
+    uint64_t state_size;         /* bytes of ferry iterator state after the model */
 } ckpt_header;
 
 static void save_checkpoint(const checkpointing *ck, const config *cfg, ferry_iterator *it, int epoch,
                             int64_t epoch_steps, int64_t epoch_errors, const totals *tot, const model *mdl) {
     ferry_blob *state = NULL;
     if (ferry_iterator_save(it, &state) != FERRY_OK) die("ferry_iterator_save: %s", ferry_iterator_error(it));
-    ckpt_header h = {.magic = CKPT_MAGIC, .epoch = epoch, .version = CKPT_VERSION, .epoch_steps = epoch_steps,
-                     .global_step = ck->global_step, .epoch_errors = epoch_errors, .tot = *tot,
-                     .samples = cfg->samples, .batch_size = cfg->batch_size, .seed = cfg->seed,
+    ckpt_header h = {.magic = CKPT_MAGIC,
+                     .epoch = epoch,
+                     .version = CKPT_VERSION,
+                     .epoch_steps = epoch_steps,
+                     .global_step = ck->global_step,
+                     .epoch_errors = epoch_errors,
+                     .tot = *tot,
+                     .samples = cfg->samples,
+                     .batch_size = cfg->batch_size,
+                     .seed = cfg->seed,
                      .state_size = ferry_blob_size(state)};
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", ck->path);
     FILE *f = fopen(tmp, "wb");
     if (!f) die("cannot write checkpoint %s: %s", tmp, strerror(errno));
     int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(mdl, sizeof *mdl, 1, f) == 1 &&
-             fwrite(ferry_blob_data(state), 1, ferry_blob_size(state), f) == ferry_blob_size(state) &&
-             fflush(f) == 0 && fsync(fileno(f)) == 0;
+             fwrite(ferry_blob_data(state), 1, ferry_blob_size(state), f) == ferry_blob_size(state) && fflush(f) == 0 &&
+             fsync(fileno(f)) == 0;
     int err = errno;
     if (fclose(f) != 0 && ok) ok = 0, err = errno;
     if (ok && rename(tmp, ck->path) != 0) ok = 0, err = errno;
@@ -451,8 +459,9 @@ static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferr
         die("%s is a checkpoint of another version of this demo (format %d, this one reads %d)", path,
             got < sizeof *h ? 0 : h->version, CKPT_VERSION);
     if (h->samples != cfg->samples || h->batch_size != cfg->batch_size || h->seed != cfg->seed)
-        die("%s was made with --samples %" PRId64 " --batch %" PRId64 " --seed %" PRIu64 ", this run has --samples %" PRId64
-            " --batch %" PRId64 " --seed %" PRIu64 ": resume with the flags of the run that made it",
+        die("%s was made with --samples %" PRId64 " --batch %" PRId64 " --seed %" PRIu64
+            ", this run has --samples %" PRId64 " --batch %" PRId64 " --seed %" PRIu64
+            ": resume with the flags of the run that made it",
             path, h->samples, h->batch_size, h->seed, cfg->samples, cfg->batch_size, cfg->seed);
     if (h->epoch < 0 || h->epoch >= cfg->epochs)
         die("%s is in epoch %d, but this run has --epochs %d: give at least --epochs %d", path, h->epoch + 1,
@@ -467,7 +476,8 @@ static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferr
     fclose(f);
     ferry_iterator *it = NULL;
     int rc = ferry_iterator_restore(ds, state, h->state_size, NULL, &it);
-    if (rc != FERRY_OK) die("restoring the ferry iterator of %s: %s (%s)", path, ferry_last_error(), ferry_error_name(rc));
+    if (rc != FERRY_OK)
+        die("restoring the ferry iterator of %s: %s (%s)", path, ferry_last_error(), ferry_error_name(rc));
     free(state);
     return it;
 }
@@ -475,11 +485,11 @@ static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferr
 typedef struct epoch_result {
     double seconds, wait_seconds, cpu_seconds, loss, accuracy;
     int64_t steps;
-    int64_t errors;         /* error positions met (and skipped) */
+    int64_t errors; /* error positions met (and skipped) */
     ferry_stage_stats stages[MAX_STAGES];
     size_t nstages;
-    ferry_report report;    /* the verdict on the epoch (ferry_iterator_report) */
-    ferry_blob *report_json; /* and as JSON, with --report-page (owned) */
+    ferry_report report;           /* the verdict on the epoch (ferry_iterator_report) */
+    ferry_blob *report_json;       /* and as JSON, with --report-page (owned) */
     ferry_tune_decision tuning[8]; /* AUTOTUNE's last decisions (ferry_iterator_tuning) */
     size_t ntuning;
 } epoch_result;
@@ -489,8 +499,8 @@ typedef struct epoch_result {
  * the progress in *start. An error in a position is reported and skipped: the iterator goes on
  * after it (or, with --stop-on-error, the program exits). Returns false when --stop-after
  * stopped the program mid-epoch. */
-static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r,
-                        checkpointing *ck, ferry_iterator *resumed, const ckpt_header *start) {
+static bool train_epoch(ferry_dataset *ds, const config *cfg, int epoch, model *mdl, epoch_result *r, checkpointing *ck,
+                        ferry_iterator *resumed, const ckpt_header *start) {
     ferry_blob_free(r->report_json); /* the previous epoch's */
     memset(r, 0, sizeof *r);
     totals tot = {0};
@@ -600,14 +610,14 @@ static void print_stats(const epoch_result *r, int cores) {
         if (s->thread_ns > 0) snprintf(cpu, sizeof cpu, "%.0f", 100.0 * (double)s->cpu_ns / (double)s->thread_ns);
         printf("    %-13.13s %9" PRId64 " %9.1f %9.1f %8.2f %9.1f %9.1f %8.1f %7s %7" PRId64 " %5s\n", s->name,
                s->elements_out, (double)s->work_ns * 1e-6, (double)s->assemble_ns * 1e-6, per,
-               (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6, (double)s->lock_wait_ns * 1e-6,
-               buf, s->parallelism, cpu);
+               (double)s->wait_input_ns * 1e-6, (double)s->wait_consumer_ns * 1e-6, (double)s->lock_wait_ns * 1e-6, buf,
+               s->parallelism, cpu);
     }
     double waited = r->seconds > 0 ? r->wait_seconds / r->seconds : 0.0;
     double busy = r->seconds > 0 ? r->cpu_seconds / r->seconds : 0.0;
     double train_s = r->seconds - r->wait_seconds;
-    printf("    training loop: %.2f s computing, %.2f s (%.0f%%) waiting for batches; %.1f of %d cores busy\n",
-           train_s, r->wait_seconds, 100.0 * waited, busy, cores);
+    printf("    training loop: %.2f s computing, %.2f s (%.0f%%) waiting for batches; %.1f of %d cores busy\n", train_s,
+           r->wait_seconds, 100.0 * waited, busy, cores);
     printf("    verdict (%s): %s\n", ferry_limit_name(r->report.limit), r->report.text);
     printf("    wait in next(): p50 %.1f us, p99 %.1f us\n", (double)r->report.wait_p50_ns * 1e-3,
            (double)r->report.wait_p99_ns * 1e-3);
@@ -619,7 +629,7 @@ static void print_stats(const epoch_result *r, int cores) {
 typedef struct run_result {
     double seconds, wait_seconds, cpu_seconds, loss, accuracy, test_accuracy;
     uint64_t checksum;
-    int64_t errors;         /* error positions met and skipped, over all epochs */
+    int64_t errors;          /* error positions met and skipped, over all epochs */
     ferry_blob *report_json; /* the last epoch's report as JSON, with --report-page (owned) */
 } run_result;
 
@@ -628,8 +638,12 @@ typedef struct run_result {
 static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featurizer *train_f, featurizer *eval_f,
                       checkpointing *ck, bool *stopped) {
     printf("\n%s: map num_parallel_calls=%s, prefetch %s\n", m->name,
-           m->map_parallel == FERRY_AUTOTUNE ? "AUTOTUNE" : m->map_parallel == 0 ? "0 (inline)" : "N",
-           m->prefetch == FERRY_AUTOTUNE ? "AUTOTUNE" : m->prefetch == 0 ? "0 (none)" : "N");
+           m->map_parallel == FERRY_AUTOTUNE ? "AUTOTUNE"
+           : m->map_parallel == 0            ? "0 (inline)"
+                                             : "N",
+           m->prefetch == FERRY_AUTOTUNE ? "AUTOTUNE"
+           : m->prefetch == 0            ? "0 (none)"
+                                         : "N");
     ferry_dataset *train_ds = make_pipeline(rt, cfg, m, train_f, 0, cfg->samples, true, true);
     ferry_dataset *eval_ds = make_pipeline(rt, cfg, m, eval_f, cfg->samples, cfg->eval_samples, false, false);
     static model mdl;
@@ -704,7 +718,7 @@ static run_result run(ferry_runtime *rt, const config *cfg, const mode *m, featu
 #define HAND_DEPTH 3
 
 typedef struct hand_batch {
-    float *x;               /* batch_size x FEAT_DIM */
+    float *x; /* batch_size x FEAT_DIM */
     int32_t *y;
     int64_t rows;
 } hand_batch;
@@ -866,57 +880,62 @@ static void check_checkpoint_path(const char *path) {
     else *slash = '\0';
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         usage_error("--checkpoint %s: directory %s does not exist", path, dir);
-    if (access(dir, W_OK) != 0) usage_error("--checkpoint %s: directory %s is not writable: %s", path, dir, strerror(errno));
+    if (access(dir, W_OK) != 0)
+        usage_error("--checkpoint %s: directory %s is not writable: %s", path, dir, strerror(errno));
 }
 
 static void usage(void) {
-    printf(
-        "usage: train [OPTIONS]\n"
-        "Trains a small classifier (an MLP on random Fourier features) by SGD on synthetic data\n"
-        "fed by a ferry pipeline: range -> shuffle -> map(featurize) -> batch -> prefetch. Without\n"
-        "--checkpoint or --resume it trains twice, sequentially and with parallel map and prefetch,\n"
-        "checks that both runs end with the same weights, and shows what running ahead bought\n"
-        "(times, per-stage stats, the stage that holds the pipeline back).\n"
-        "\n"
-        "data and training:\n"
-        "  --epochs N         passes over the training samples (default 3; 1 with --quick), at most 1000\n"
-        "  --samples N        training samples per epoch (default 131072; 16384 with --quick)\n"
-        "  --batch N          samples per SGD step (default 64); an epoch's last partial batch is\n"
-        "                     dropped\n"
-        "  --seed N           seed of the data, the model and the pipeline (default 42); epoch e's\n"
-        "                     ferry iterator gets seed N*1000+e, the seed 'ferry state show' prints\n"
-        "  --quick            a short run: 1 epoch of 16384 samples, 2048 held out; --epochs and\n"
-        "                     --samples given beside it win, in any order\n"
-        "  --cpu-budget N     threads ferry's AUTOTUNE may keep busy (ferry_runtime_options.cpu_budget);\n"
-        "                     default 0: all cores\n"
-        "\n"
-        "errors in position:\n"
-        "  --fail-at ID       make the map call of training sample ID (0 to samples-1) fail: the\n"
-        "                     error arrives in the position of the batch holding it, with the map\n"
-        "                     function's message; the demo reports it, skips that position and\n"
-        "                     trains on (the iterator goes on after an error), in every epoch\n"
-        "  --stop-on-error    exit with status 1 at the first pipeline error instead\n"
-        "\n"
-        "stopping and resuming (the parallel run only):\n"
-        "  --checkpoint FILE  save the model, the training progress and the ferry iterator's state\n"
-        "                     to FILE (atomically) every --save-every steps and at --stop-after;\n"
-        "                     'ferry state show FILE' describes the iterator's state in it\n"
-        "  --save-every N     steps between checkpoints (default 50; needs --checkpoint)\n"
-        "  --stop-after N     stop after N steps in all, as a preemption would (needs --checkpoint)\n"
-        "  --resume FILE      continue from a checkpoint, given the --samples, --batch and --seed\n"
-        "                     it was made with: the run ends with the same weights, bit for bit,\n"
-        "                     as one never stopped; add --checkpoint to keep saving\n"
-        "  --report-page FILE write the report page (HTML: the parallel run's stages and verdict,\n"
-        "                     the timeline of both runs' threads) to FILE\n"
-        "  -h, --help         this help\n"
-        "\n"
-        "example: train --quick --checkpoint /tmp/ck --stop-after 100; train --quick --resume /tmp/ck\n"
-        "exit status: 0 success, 1 a failure (its message on stderr), 2 a wrong or contradictory flag\n");
+    printf("usage: train [OPTIONS]\n"
+           "Trains a small classifier (an MLP on random Fourier features) by SGD on synthetic data\n"
+           "fed by a ferry pipeline: range -> shuffle -> map(featurize) -> batch -> prefetch. Without\n"
+           "--checkpoint or --resume it trains twice, sequentially and with parallel map and prefetch,\n"
+           "checks that both runs end with the same weights, and shows what running ahead bought\n"
+           "(times, per-stage stats, the stage that holds the pipeline back).\n"
+           "\n"
+           "data and training:\n"
+           "  --epochs N         passes over the training samples (default 3; 1 with --quick), at most 1000\n"
+           "  --samples N        training samples per epoch (default 131072; 16384 with --quick)\n"
+           "  --batch N          samples per SGD step (default 64); an epoch's last partial batch is\n"
+           "                     dropped\n"
+           "  --seed N           seed of the data, the model and the pipeline (default 42); epoch e's\n"
+           "                     ferry iterator gets seed N*1000+e, the seed 'ferry state show' prints\n"
+           "  --quick            a short run: 1 epoch of 16384 samples, 2048 held out; --epochs and\n"
+           "                     --samples given beside it win, in any order\n"
+           "  --cpu-budget N     threads ferry's AUTOTUNE may keep busy (ferry_runtime_options.cpu_budget);\n"
+           "                     default 0: all cores\n"
+           "\n"
+           "errors in position:\n"
+           "  --fail-at ID       make the map call of training sample ID (0 to samples-1) fail: the\n"
+           "                     error arrives in the position of the batch holding it, with the map\n"
+           "                     function's message; the demo reports it, skips that position and\n"
+           "                     trains on (the iterator goes on after an error), in every epoch\n"
+           "  --stop-on-error    exit with status 1 at the first pipeline error instead\n"
+           "\n"
+           "stopping and resuming (the parallel run only):\n"
+           "  --checkpoint FILE  save the model, the training progress and the ferry iterator's state\n"
+           "                     to FILE (atomically) every --save-every steps and at --stop-after;\n"
+           "                     'ferry state show FILE' describes the iterator's state in it\n"
+           "  --save-every N     steps between checkpoints (default 50; needs --checkpoint)\n"
+           "  --stop-after N     stop after N steps in all, as a preemption would (needs --checkpoint)\n"
+           "  --resume FILE      continue from a checkpoint, given the --samples, --batch and --seed\n"
+           "                     it was made with: the run ends with the same weights, bit for bit,\n"
+           "                     as one never stopped; add --checkpoint to keep saving\n"
+           "  --report-page FILE write the report page (HTML: the parallel run's stages and verdict,\n"
+           "                     the timeline of both runs' threads) to FILE\n"
+           "  -h, --help         this help\n"
+           "\n"
+           "example: train --quick --checkpoint /tmp/ck --stop-after 100; train --quick --resume /tmp/ck\n"
+           "exit status: 0 success, 1 a failure (its message on stderr), 2 a wrong or contradictory flag\n");
 }
 
 int main(int argc, char **argv) {
-    config cfg = {.epochs = 3, .samples = 131072, .eval_samples = 8192, .batch_size = 64,
-                  .shuffle_buffer = 4096, .seed = 42, .learning_rate = 0.7f};
+    config cfg = {.epochs = 3,
+                  .samples = 131072,
+                  .eval_samples = 8192,
+                  .batch_size = 64,
+                  .shuffle_buffer = 4096,
+                  .seed = 42,
+                  .learning_rate = 0.7f};
     int64_t fail_id = -1, epochs = -1, samples = -1, save_every = -1;
     bool quick = false;
     ferry_runtime_options ro = {0};
@@ -975,8 +994,8 @@ int main(int argc, char **argv) {
         usage_error("--batch %" PRId64 " is larger than the %" PRId64 " samples of an epoch: no step would train",
                     cfg.batch_size, cfg.samples);
     if (fail_id >= cfg.samples)
-        usage_error("--fail-at %" PRId64 ": no training sample has that id; they are 0 to %" PRId64 " (--samples %" PRId64
-                    ")",
+        usage_error("--fail-at %" PRId64 ": no training sample has that id; they are 0 to %" PRId64
+                    " (--samples %" PRId64 ")",
                     fail_id, cfg.samples - 1, cfg.samples);
     if (ck.stop_after > 0 && !ck.path)
         usage_error("--stop-after needs --checkpoint FILE: a stopped run continues from its checkpoint");
@@ -1003,8 +1022,8 @@ int main(int argc, char **argv) {
     featurizer_init(&eval_f, cfg.seed, false);
     train_f.fail_id = fail_id;
 
-    printf("ferry %s training demo: MLP %d random Fourier features -> %d hidden -> %d classes, SGD\n",
-           ferry_version(), FEAT_DIM, HIDDEN, NUM_CLASSES);
+    printf("ferry %s training demo: MLP %d random Fourier features -> %d hidden -> %d classes, SGD\n", ferry_version(),
+           FEAT_DIM, HIDDEN, NUM_CLASSES);
     printf("data: %" PRId64 " synthetic samples per epoch, %d epoch%s, batch %" PRId64 ", shuffle buffer %" PRId64
            ", %d cores\n",
            cfg.samples, cfg.epochs, cfg.epochs == 1 ? "" : "s", cfg.batch_size, cfg.shuffle_buffer, cfg.cores);
@@ -1075,11 +1094,11 @@ int main(int argc, char **argv) {
         printf("  error positions skipped: %" PRId64 " / %" PRId64 " (training went on after each)\n", a.errors,
                b.errors);
     if (a.checksum != b.checksum || a.loss != b.loss || a.test_accuracy != b.test_accuracy || a.errors != b.errors) {
-        printf("  MISMATCH: the two runs saw different data (weights %016" PRIx64 " vs %016" PRIx64 ")\n",
-               a.checksum, b.checksum);
+        printf("  MISMATCH: the two runs saw different data (weights %016" PRIx64 " vs %016" PRIx64 ")\n", a.checksum,
+               b.checksum);
         return 1;
     }
-    printf("  identical models (weights checksum %016" PRIx64 "): same seed, same batches, same order%s\n",
-           a.checksum, a.errors > 0 ? ", same error positions" : "");
+    printf("  identical models (weights checksum %016" PRIx64 "): same seed, same batches, same order%s\n", a.checksum,
+           a.errors > 0 ? ", same error positions" : "");
     return 0;
 }

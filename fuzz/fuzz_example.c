@@ -22,12 +22,12 @@
 
 #include "ferry.h"
 
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "fuzz_example.c:%d: check failed: %s\n", __LINE__, #cond);           \
-            abort();                                                                             \
-        }                                                                                        \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "fuzz_example.c:%d: check failed: %s\n", __LINE__, #cond);                                 \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 static ferry_runtime *rt;
@@ -47,7 +47,11 @@ static void setup(void) {
         {.key = "a", .dtype = FERRY_DTYPE_INT64, .shape = {1, {2}}, .default_value = d2},
         {.key = "b", .dtype = FERRY_DTYPE_FLOAT32},
         {.key = "c", .dtype = FERRY_DTYPE_BYTES, .default_value = dstr},
-        {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = dpad},
+        {.key = "d",
+         .dtype = FERRY_DTYPE_INT64,
+         .kind = FERRY_EXAMPLE_VARLEN,
+         .with_lengths = true,
+         .default_value = dpad},
         {.key = "e", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dstr},
         {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN},
     };
@@ -63,8 +67,8 @@ static void setup(void) {
         {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
         {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .default_value = dpad},
     };
-    ferry_example_spec sspec = {.sequence = true, .num_features = 2, .features = ctx, .num_feature_lists = 4,
-                                .feature_lists = lists};
+    ferry_example_spec sspec = {
+        .sequence = true, .num_features = 2, .features = ctx, .num_feature_lists = 4, .feature_lists = lists};
     CHECK(ferry_example_parser_create(rt, &sspec, &seq_parser) == FERRY_OK);
     ferry_tensor_unref(d2);
     ferry_tensor_unref(dpad);

@@ -20,12 +20,12 @@
 #include "io/io.h"
 
 /* abort() with the line, so that a report says which check failed. */
-#define CHECK(cond)                                                                              \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "fuzz_tfrecord.c:%d: check failed: %s\n", __LINE__, #cond);          \
-            abort();                                                                             \
-        }                                                                                        \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "fuzz_tfrecord.c:%d: check failed: %s\n", __LINE__, #cond);                                \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 typedef struct pos {

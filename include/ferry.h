@@ -83,24 +83,24 @@ FERRY_API int ferry_version_number(void);
 /* ---------------------------------------------------------------------------------------------
  * Status codes
  * ------------------------------------------------------------------------------------------- */
-#define FERRY_STATUS_MAP(X)                                                                      \
-    X(OK, 0, "success")                                                                          \
-    X(END, 1, "end of sequence")                                                                 \
-    X(EINVAL, -1, "invalid argument")                                                            \
-    X(EMISUSE, -2, "API misuse")                                                                 \
-    X(ENOMEM, -3, "out of memory")                                                               \
-    X(EIO, -4, "I/O error")                                                                      \
-    X(ECANCELED, -5, "operation canceled")                                                       \
-    X(ECORRUPT, -6, "corrupt data")                                                              \
-    X(ETRUNCATED, -7, "truncated data")                                                          \
-    X(EUSER, -8, "error raised by a user function")                                              \
-    X(ETYPE, -9, "dtype or shape mismatch")                                                      \
-    X(ENOTFOUND, -10, "not found")                                                               \
-    X(EOUTOFRANGE, -11, "value out of range")                                                    \
-    X(EMISMATCH, -12, "saved state does not match this pipeline")                                \
-    X(EVERSION, -13, "unsupported format version")                                               \
-    X(EUNSUPPORTED, -14, "operation not supported")                                              \
-    X(ETOOLARGE, -15, "too large")                                                               \
+#define FERRY_STATUS_MAP(X)                                                                                            \
+    X(OK, 0, "success")                                                                                                \
+    X(END, 1, "end of sequence")                                                                                       \
+    X(EINVAL, -1, "invalid argument")                                                                                  \
+    X(EMISUSE, -2, "API misuse")                                                                                       \
+    X(ENOMEM, -3, "out of memory")                                                                                     \
+    X(EIO, -4, "I/O error")                                                                                            \
+    X(ECANCELED, -5, "operation canceled")                                                                             \
+    X(ECORRUPT, -6, "corrupt data")                                                                                    \
+    X(ETRUNCATED, -7, "truncated data")                                                                                \
+    X(EUSER, -8, "error raised by a user function")                                                                    \
+    X(ETYPE, -9, "dtype or shape mismatch")                                                                            \
+    X(ENOTFOUND, -10, "not found")                                                                                     \
+    X(EOUTOFRANGE, -11, "value out of range")                                                                          \
+    X(EMISMATCH, -12, "saved state does not match this pipeline")                                                      \
+    X(EVERSION, -13, "unsupported format version")                                                                     \
+    X(EUNSUPPORTED, -14, "operation not supported")                                                                    \
+    X(ETOOLARGE, -15, "too large")                                                                                     \
     X(EBUDGET, -16, "memory budget exceeded")
 
 typedef enum ferry_status {
@@ -139,15 +139,15 @@ typedef struct ferry_blob ferry_blob; /* bytes made by ferry: a saved state, a J
 typedef void *(*ferry_alloc_fn)(void *user, void *ptr, size_t old_size, size_t new_size);
 
 typedef struct ferry_runtime_options {
-    ferry_alloc_fn alloc;  /* NULL: malloc/realloc/free, with a per-thread cache of small blocks;
+    ferry_alloc_fn alloc; /* NULL: malloc/realloc/free, with a per-thread cache of small blocks;
                               a hook sees every allocation and free */
-    void *alloc_user;      /* passed to alloc */
-    size_t memory_budget;  /* bytes of buffered elements, all stages together; 0: half of RAM */
-    int cpu_budget;        /* cores ferry may keep busy: CPU seconds per wall second of the
+    void *alloc_user;     /* passed to alloc */
+    size_t memory_budget; /* bytes of buffered elements, all stages together; 0: half of RAM */
+    int cpu_budget;       /* cores ferry may keep busy: CPU seconds per wall second of the
                               process (its threads and the consumer's) under AUTOTUNE; threads
                               blocked in calls ferry cannot see (sleeping, I/O) may be more;
                               0: online cores */
-    size_t trace_bytes;    /* bytes of memory for a trace of what every thread does (spans of 56
+    size_t trace_bytes;   /* bytes of memory for a trace of what every thread does (spans of 56
                               bytes; when full, the oldest go), written by
                               ferry_runtime_trace_write. 0: off, unless the environment variable
                               FERRY_TRACE names a file: then 64 MiB, and ferry_runtime_free writes
@@ -156,25 +156,25 @@ typedef struct ferry_runtime_options {
 } ferry_runtime_options;
 
 typedef struct ferry_runtime_stats {
-    size_t bytes_allocated;     /* bytes live through the allocator hook now (with the default
+    size_t bytes_allocated;   /* bytes live through the allocator hook now (with the default
                                    allocator, freed blocks of up to 8 KiB are also kept for
                                    reuse, about 96 KiB at most per size class and thread shard
                                    (plus 128 KiB per class shared by all threads), and freed
                                    blocks of 16 KiB to 4 MiB (batches) up to 16 MiB in all, or an
                                    eighth of the memory budget if less; they are not counted here
                                    and go back at ferry_runtime_free) */
-    int64_t blocks_allocated;   /* blocks live through the allocator hook now */
-    size_t budget;              /* the byte budget in force */
-    size_t budget_used;         /* buffered element bytes counted now */
-    size_t budget_used_peak;    /* highest budget_used seen */
-    int threads_live;           /* ferry threads running now */
-    int64_t threads_started;    /* ferry threads started since creation */
+    int64_t blocks_allocated; /* blocks live through the allocator hook now */
+    size_t budget;            /* the byte budget in force */
+    size_t budget_used;       /* buffered element bytes counted now */
+    size_t budget_used_peak;  /* highest budget_used seen */
+    int threads_live;         /* ferry threads running now */
+    int64_t threads_started;  /* ferry threads started since creation */
     int cpu_budget;
-    int threads_busy_peak;      /* the most ferry threads working at once since creation (a thread
+    int threads_busy_peak;    /* the most ferry threads working at once since creation (a thread
                                    waiting for another stage or for memory is not working, and a
                                    consumer that works on a stage instead of waiting is): at most
                                    cpu_budget + threads_granted_peak */
-    int threads_granted_peak;   /* the most threads the autotuner let work beyond cpu_budget at
+    int threads_granted_peak; /* the most threads the autotuner let work beyond cpu_budget at
                                    once, because they were blocked in calls ferry cannot see
                                    (sleeping, I/O) while the process used under cpu_budget - 0.5
                                    cores; 0 when no thread ever waited so */
@@ -236,8 +236,8 @@ FERRY_API int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out);
  * Tensors: dtype, shape and a refcounted immutable buffer. Slices and batch rows share bytes.
  * ------------------------------------------------------------------------------------------- */
 #define FERRY_MAX_RANK 8
-#define FERRY_UNKNOWN_RANK (-5)     /* ferry_shape.rank of a shape whose rank is not known */
-#define FERRY_UNKNOWN_DIM (-4)      /* a dim of ferry_shape whose size is not known */
+#define FERRY_UNKNOWN_RANK (-5) /* ferry_shape.rank of a shape whose rank is not known */
+#define FERRY_UNKNOWN_DIM (-4)  /* a dim of ferry_shape whose size is not known */
 
 typedef enum ferry_dtype {
     FERRY_DTYPE_INVALID = 0,
@@ -300,9 +300,9 @@ FERRY_API int ferry_tensor_create(ferry_runtime *rt, ferry_dtype dtype, int rank
  *   reference goes (release may be NULL for memory that outlives the tensor); borrows rt and dims;
  *   *out gets a new reference (NULL on failure).
  * Threads: thread-safe; release runs on the thread that drops the last reference. */
-FERRY_API int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
-                                void *data, size_t nbytes, void (*release)(void *user, void *data),
-                                void *release_user, ferry_tensor **out);
+FERRY_API int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, void *data,
+                                size_t nbytes, void (*release)(void *user, void *data), void *release_user,
+                                ferry_tensor **out);
 /* ferry_tensor_create_bytes: creates a FERRY_DTYPE_BYTES tensor by copying n = product(dims) strings
  * (ptrs[i] may be NULL when lens[i] == 0).
  * Returns: FERRY_OK; FERRY_EINVAL for a bad rt, out, rank or dims (as ferry_tensor_create), NULL ptrs
@@ -310,8 +310,8 @@ FERRY_API int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, 
  * Ownership: borrows rt, dims and the arrays ptrs and lens (n entries each); *out gets a new
  *   reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims,
-                                        const void *const *ptrs, const size_t *lens, ferry_tensor **out);
+FERRY_API int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims, const void *const *ptrs,
+                                        const size_t *lens, ferry_tensor **out);
 /* ferry_tensor_scalar_i64: a convenience int64 scalar holding value.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out; FERRY_ENOMEM.
  * Ownership: borrows rt; *out gets a new reference (NULL on failure).
@@ -496,9 +496,11 @@ typedef struct ferry_dataset ferry_dataset;
 /* A knob (threads, buffer) set from what the pipeline measures, changed while it runs and kept
  * only where throughput rose (ferry_iterator_tuning). */
 #define FERRY_AUTOTUNE (-1)
-#define FERRY_INFINITE (-2)         /* a count without end (repeat forever, take or skip all) and the
-                                       cardinality of an endless dataset */
-#define FERRY_UNKNOWN (-3)          /* cardinality that cannot be known before iterating */
+/* A count without end (repeat forever, take or skip all) and the cardinality of an endless
+ * dataset. */
+#define FERRY_INFINITE (-2)
+/* The cardinality of a dataset whose length cannot be known before iterating. */
+#define FERRY_UNKNOWN (-3)
 /* The longest `name` an options struct may give, in bytes. */
 #define FERRY_NAME_MAX 63
 
@@ -553,7 +555,7 @@ FERRY_API ferry_runtime *ferry_dataset_runtime(const ferry_dataset *ds);
 
 /* Sources. */
 typedef struct ferry_range_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_range_options;
 /* ferry_dataset_range: the int64 scalars start, start+step, ... up to stop (exclusive); step may be
  * negative.
@@ -563,7 +565,7 @@ typedef struct ferry_range_options {
 FERRY_API int ferry_dataset_range(ferry_runtime *rt, int64_t start, int64_t stop, int64_t step,
                                   const ferry_range_options *opts, ferry_dataset **out);
 typedef struct ferry_from_tensor_slices_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_from_tensor_slices_options;
 /* ferry_dataset_from_tensor_slices: one element per row of n tensors (1 to 4096) sliced along dim 0;
  * all must have the same dim 0. Elements share the tensors' bytes.
@@ -575,7 +577,7 @@ typedef struct ferry_from_tensor_slices_options {
 FERRY_API int ferry_dataset_from_tensor_slices(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors,
                                                const ferry_from_tensor_slices_options *opts, ferry_dataset **out);
 typedef struct ferry_from_tensors_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_from_tensors_options;
 /* ferry_dataset_from_tensors: one element made of the n tensors (1 to 4096).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, tensors or out, n out of range, a NULL tensor or one of
@@ -607,16 +609,16 @@ FERRY_API int ferry_dataset_from_tensors(ferry_runtime *rt, size_t n, ferry_tens
  * prefetch), one call at a time per iterator; `user` is shared by every iterator of the dataset,
  * so callbacks must be thread-safe with respect to it when several iterators run at once. */
 typedef struct ferry_generator_options {
-    const char *name;                 /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
     int (*init)(ferry_context *ctx, void *user, void **state);
     int (*next)(ferry_context *ctx, void *state, ferry_element **out);
     void (*fini)(void *state, void *user);
     void *user;
-    void (*user_free)(void *user);    /* NULL: user is borrowed; else the dataset owns it and calls
+    void (*user_free)(void *user);  /* NULL: user is borrowed; else the dataset owns it and calls
                                          this once after its last iterator */
-    size_t num_components;            /* required */
-    const ferry_tensor_spec *specs;   /* borrowed, num_components entries; required */
-    int64_t cardinality;              /* 0 means FERRY_UNKNOWN; FERRY_INFINITE if endless */
+    size_t num_components;          /* required */
+    const ferry_tensor_spec *specs; /* borrowed, num_components entries; required */
+    int64_t cardinality;            /* 0 means FERRY_UNKNOWN; FERRY_INFINITE if endless */
 } ferry_generator_options;
 /* ferry_dataset_generator: makes a generator dataset (callbacks as described above). Required in opts:
  * next, num_components (1 to 4096) and specs.
@@ -632,14 +634,14 @@ FERRY_API int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_o
 
 /* map. */
 typedef struct ferry_map_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    int num_parallel_calls;          /* 0: inline on the caller's thread; N > 0 threads; FERRY_AUTOTUNE */
-    bool relaxed_order;              /* true: hand results out as they finish (not deterministic) */
-    int reorder_window;              /* results in flight and finished at most; 0: default */
-    size_t num_outputs;              /* 0: outputs have the input's spec */
+    const char *name;                      /* shown in stats, the report and the trace; NULL: the op */
+    int num_parallel_calls;                /* 0: inline on the caller's thread; N > 0 threads; FERRY_AUTOTUNE */
+    bool relaxed_order;                    /* true: hand results out as they finish (not deterministic) */
+    int reorder_window;                    /* results in flight and finished at most; 0: default */
+    size_t num_outputs;                    /* 0: outputs have the input's spec */
     const ferry_tensor_spec *output_specs; /* borrowed, num_outputs entries; outputs are checked */
-    uint64_t seed;                   /* mixed into the per-element random generators */
-    void (*user_free)(void *user);   /* NULL, or called with `user` once when the dataset is
+    uint64_t seed;                         /* mixed into the per-element random generators */
+    void (*user_free)(void *user);         /* NULL, or called with `user` once when the dataset is
                                         freed (after its last iterator): the dataset then owns
                                         user. When ferry_dataset_map fails the caller keeps it. */
 } ferry_map_options;
@@ -658,8 +660,8 @@ typedef struct ferry_map_options {
 FERRY_API int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferry_map_options *opts,
                                 ferry_dataset **out);
 typedef struct ferry_filter_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+    const char *name;              /* shown in stats, the report and the trace; NULL: the op */
+    void (*user_free)(void *user); /* NULL: user is borrowed; else the dataset owns it and calls
                                         this once after its last iterator */
 } ferry_filter_options;
 /* ferry_dataset_filter: the elements of in for which fn writes *keep = true. fn runs on the thread that
@@ -670,13 +672,13 @@ typedef struct ferry_filter_options {
  *   opts->user_free(user) is called when set (when this call fails the caller keeps user); *out gets a
  *   new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, const ferry_filter_options *opts,
-                                   ferry_dataset **out);
+FERRY_API int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user,
+                                   const ferry_filter_options *opts, ferry_dataset **out);
 
 /* Batching. */
 typedef struct ferry_batch_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    bool drop_remainder;             /* drop the last batch when it is short */
+    const char *name;    /* shown in stats, the report and the trace; NULL: the op */
+    bool drop_remainder; /* drop the last batch when it is short */
 } ferry_batch_options;
 /* ferry_dataset_batch: stacks batch_size consecutive elements of in into one, along a new dim 0; the
  * last, shorter batch is dropped when opts->drop_remainder. A row whose dtype or shape differs from the
@@ -691,8 +693,8 @@ typedef struct ferry_batch_options {
 FERRY_API int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, const ferry_batch_options *opts,
                                   ferry_dataset **out);
 typedef struct ferry_padded_batch_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    bool drop_remainder;             /* drop the last batch when it is short */
+    const char *name;    /* shown in stats, the report and the trace; NULL: the op */
+    bool drop_remainder; /* drop the last batch when it is short */
     /* Per component (num_components entries) or NULL: pad every dim to the batch's longest.
      * A dim of FERRY_UNKNOWN_DIM pads to the longest in the batch; a fixed dim pads to that size
      * and an element longer than it is an error. Borrowed. */
@@ -714,7 +716,7 @@ typedef struct ferry_padded_batch_options {
 FERRY_API int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferry_padded_batch_options *opts,
                                          ferry_dataset **out);
 typedef struct ferry_unbatch_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_unbatch_options;
 /* ferry_dataset_unbatch: splits every component along dim 0 into rows. All components must agree on
  * dim 0: an element where they do not, or with a scalar component, is a FERRY_ETYPE error in its
@@ -727,10 +729,10 @@ FERRY_API int ferry_dataset_unbatch(ferry_dataset *in, const ferry_unbatch_optio
 
 /* shuffle. */
 typedef struct ferry_shuffle_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    uint64_t seed;                   /* mixed with the pipeline seed */
-    bool same_order_each_epoch;      /* false (default): reshuffle every iteration, as tf.data */
-    bool fill_before_first;          /* false (default): fill the buffer progressively so an
+    const char *name;           /* shown in stats, the report and the trace; NULL: the op */
+    uint64_t seed;              /* mixed with the pipeline seed */
+    bool same_order_each_epoch; /* false (default): reshuffle every iteration, as tf.data */
+    bool fill_before_first;     /* false (default): fill the buffer progressively so an
                                         epoch starts without a stall; true: tf.data's full fill */
 } ferry_shuffle_options;
 /* ferry_dataset_shuffle: the elements of in in random order, drawn from a buffer of buffer_size
@@ -744,7 +746,7 @@ FERRY_API int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, cons
 
 /* Counting and combining. */
 typedef struct ferry_repeat_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_repeat_options;
 /* ferry_dataset_repeat: the elements of in, count times over (FERRY_INFINITE: forever).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out or a count below 0 other than FERRY_INFINITE; FERRY_EMISUSE for a freed
@@ -754,7 +756,7 @@ typedef struct ferry_repeat_options {
 FERRY_API int ferry_dataset_repeat(ferry_dataset *in, int64_t count, const ferry_repeat_options *opts,
                                    ferry_dataset **out);
 typedef struct ferry_take_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_take_options;
 /* ferry_dataset_take: the input up to its count-th element (FERRY_INFINITE: all). As tf.data's take,
  * elements count and errors do not: an error passes through in its position without using up the
@@ -763,10 +765,9 @@ typedef struct ferry_take_options {
  *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
  * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, const ferry_take_options *opts,
-                                 ferry_dataset **out);
+FERRY_API int ferry_dataset_take(ferry_dataset *in, int64_t count, const ferry_take_options *opts, ferry_dataset **out);
 typedef struct ferry_skip_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_skip_options;
 /* ferry_dataset_skip: the input without its first count elements (FERRY_INFINITE: all). As tf.data's skip,
  * an error met while skipping is handed out in its position and does not count. Skipping over range
@@ -775,10 +776,9 @@ typedef struct ferry_skip_options {
  *   FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
  * Ownership: borrows in and opts; *out gets a new reference (NULL on failure).
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, const ferry_skip_options *opts,
-                                 ferry_dataset **out);
+FERRY_API int ferry_dataset_skip(ferry_dataset *in, int64_t count, const ferry_skip_options *opts, ferry_dataset **out);
 typedef struct ferry_shard_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_shard_options;
 /* ferry_dataset_shard: every num_shards-th position of in, starting at index. Unlike tf.data (where
  * every shard's iterator meets every error of the input), an error is a position: it goes to exactly
@@ -790,7 +790,7 @@ typedef struct ferry_shard_options {
 FERRY_API int ferry_dataset_shard(ferry_dataset *in, int64_t num_shards, int64_t index, const ferry_shard_options *opts,
                                   ferry_dataset **out);
 typedef struct ferry_zip_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_zip_options;
 /* ferry_dataset_zip: tuples of the components of n inputs (1 to 4096), in input order, ending with the
  * shortest input.
@@ -801,7 +801,7 @@ typedef struct ferry_zip_options {
 FERRY_API int ferry_dataset_zip(size_t n, ferry_dataset *const *inputs, const ferry_zip_options *opts,
                                 ferry_dataset **out);
 typedef struct ferry_concatenate_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_concatenate_options;
 /* ferry_dataset_concatenate: a's elements, then b's. Their specs must be compatible: the same number
  * of components, of the same dtypes (where shapes differ, the output's dims are unknown).
@@ -813,8 +813,8 @@ typedef struct ferry_concatenate_options {
 FERRY_API int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_concatenate_options *opts,
                                         ferry_dataset **out);
 typedef struct ferry_enumerate_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    int64_t start;                   /* the first counter value */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
+    int64_t start;    /* the first counter value */
 } ferry_enumerate_options;
 /* ferry_dataset_enumerate: prepends an int64 scalar counter starting at opts->start:
  * (i, components...).
@@ -824,7 +824,7 @@ typedef struct ferry_enumerate_options {
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_enumerate(ferry_dataset *in, const ferry_enumerate_options *opts, ferry_dataset **out);
 typedef struct ferry_ignore_errors_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_ignore_errors_options;
 /* ferry_dataset_ignore_errors: drops the positions of in whose production failed; counts them in the
  * stats (errors_dropped).
@@ -836,7 +836,7 @@ FERRY_API int ferry_dataset_ignore_errors(ferry_dataset *in, const ferry_ignore_
 
 /* Running ahead. */
 typedef struct ferry_prefetch_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
 } ferry_prefetch_options;
 /* ferry_dataset_prefetch: runs in ahead in the background, keeping up to buffer_size elements ready:
  * N elements, 0 = no buffer (pass-through), or FERRY_AUTOTUNE. Over an input that already runs ahead
@@ -849,8 +849,8 @@ typedef struct ferry_prefetch_options {
 FERRY_API int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, const ferry_prefetch_options *opts,
                                      ferry_dataset **out);
 typedef struct ferry_cache_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    const char *path;                /* NULL or "": in memory; else a file cache at this path */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
+    const char *path; /* NULL or "": in memory; else a file cache at this path */
 } ferry_cache_options;
 /* ferry_dataset_cache: opts->path NULL or "": caches in memory (counted against the budget). Otherwise
  * a file cache at path (not part of the pipeline's fingerprint: the file may move). Every pass gives the
@@ -869,9 +869,9 @@ FERRY_API int ferry_dataset_cache(ferry_dataset *in, const ferry_cache_options *
 typedef struct ferry_iterator ferry_iterator;
 
 typedef struct ferry_iterator_options {
-    uint64_t seed;       /* the pipeline seed; the same seed gives the same stream */
-    bool warm_start;     /* start background work at creation instead of at the first next */
-    bool no_rewrites;    /* run the graph as written. By default, when an iterator is made, a
+    uint64_t seed;    /* the pipeline seed; the same seed gives the same stream */
+    bool warm_start;  /* start background work at creation instead of at the first next */
+    bool no_rewrites; /* run the graph as written. By default, when an iterator is made, a
                             batch right over a parallel map in input order runs as one
                             map_and_batch stage (workers stack whole batches; the stats show
                             one "map_and_batch" entry). Output, errors in position and saved
@@ -913,35 +913,35 @@ FERRY_API void ferry_iterator_free(ferry_iterator *it);
 /* Per-stage counters, one entry per dataset node of the pipeline (depth-first, root first). */
 typedef struct ferry_stage_stats {
     char name[FERRY_NAME_MAX + 1]; /* the name given in the op's options, else the op */
-    char op[24];                 /* the op: "map", "prefetch", ... */
-    int node;                    /* index of this entry */
-    int input;                   /* index of its first input, or -1 */
-    int64_t elements_out;        /* elements handed to this stage's consumer */
+    char op[24];                   /* the op: "map", "prefetch", ... */
+    int node;                      /* index of this entry */
+    int input;                     /* index of its first input, or -1 */
+    int64_t elements_out;          /* elements handed to this stage's consumer */
     int64_t bytes_out;
-    int64_t errors_out;          /* errors handed to the consumer */
-    int64_t errors_dropped;      /* ignore_errors: errors dropped */
+    int64_t errors_out;     /* errors handed to the consumer */
+    int64_t errors_dropped; /* ignore_errors: errors dropped */
     /* Where the stage's time went, in nanoseconds summed over its threads. Stages that run
      * ahead (prefetch, parallel map, map_and_batch, parallel interleave) measure them on their
      * threads; for an inline stage, its own time is sampled as the time in its next() less its
      * inputs' and shows as work_ns (as assemble_ns for batch and padded_batch). */
-    int64_t work_ns;             /* its own work: user function calls, parsing, bookkeeping */
-    int64_t assemble_ns;         /* copying rows into batches */
-    int64_t lock_wait_ns;        /* its threads waiting for a lock another of its threads held */
-    int64_t wait_input_ns;       /* its consumer side waiting for what its threads make */
-    int64_t wait_consumer_ns;    /* its threads waiting, while they hold them, for room or for the
+    int64_t work_ns;           /* its own work: user function calls, parsing, bookkeeping */
+    int64_t assemble_ns;       /* copying rows into batches */
+    int64_t lock_wait_ns;      /* its threads waiting for a lock another of its threads held */
+    int64_t wait_input_ns;     /* its consumer side waiting for what its threads make */
+    int64_t wait_consumer_ns;  /* its threads waiting, while they hold them, for room or for the
                                     byte budget (the consumer takes too little) */
-    int64_t thread_ns;           /* wall time its own threads ran for it (the inline stages below
+    int64_t thread_ns;         /* wall time its own threads ran for it (the inline stages below
                                     it included, blocked waits included); 0 for inline stages */
-    int64_t cpu_ns;              /* CPU time of those threads in that time (estimated from runs
+    int64_t cpu_ns;            /* CPU time of those threads in that time (estimated from runs
                                     sampled about once per 10 ms per thread) */
-    int64_t cpu_wait_ns;         /* of thread_ns, the time they were ready to run but waited for a
+    int64_t cpu_wait_ns;       /* of thread_ns, the time they were ready to run but waited for a
                                     core (other threads or programs had them; Linux only, else 0);
                                     thread_ns - cpu_ns - cpu_wait_ns is time they were blocked */
-    int64_t buffered_elements;   /* in its buffer now */
+    int64_t buffered_elements; /* in its buffer now */
     int64_t buffered_bytes;
-    int64_t buffer_capacity;     /* elements; 0 for stages without a buffer */
-    int64_t parallelism;         /* threads working for it; 0 = inline */
-    int64_t idle_full_ns;        /* its tasks sat idle, holding no thread, because its buffer was
+    int64_t buffer_capacity; /* elements; 0 for stages without a buffer */
+    int64_t parallelism;     /* threads working for it; 0 = inline */
+    int64_t idle_full_ns;    /* its tasks sat idle, holding no thread, because its buffer was
                                     full (summed over tasks; the consumer takes less than they
                                     make); not part of thread_ns */
 } ferry_stage_stats;
@@ -968,11 +968,11 @@ typedef enum ferry_limit {
 /* The verdict on an iterator, from what it measured since its first next (up to FERRY_END). */
 typedef struct ferry_report {
     ferry_limit limit;
-    int stage;                  /* the stage that limits (an index of ferry_iterator_stats), or -1 */
-    int busiest_inline;         /* of the stages running inline on `stage`'s threads (or on the
+    int stage;          /* the stage that limits (an index of ferry_iterator_stats), or -1 */
+    int busiest_inline; /* of the stages running inline on `stage`'s threads (or on the
                                    consumer's), the one with the most own time; or -1 */
-    double seconds;             /* wall time since the first next */
-    int64_t elements;           /* handed out */
+    double seconds;     /* wall time since the first next */
+    int64_t elements;   /* handed out */
     double elements_per_s;
     double consumer_wait_share; /* share of the wall time the consumer waited in next() */
     int64_t wait_p50_ns;        /* time in next(): median and 99th percentile (sampled, to about */
@@ -1025,13 +1025,13 @@ typedef enum ferry_tune_outcome {
  * only, stays unless they fell 1 %; see docs/design.md). Tuning changes speed, never the elements
  * or their order. */
 typedef struct ferry_tune_decision {
-    double at_s;                    /* seconds since the first next */
-    int stage;                      /* index of ferry_iterator_stats, or -1 */
+    double at_s; /* seconds since the first next */
+    int stage;   /* index of ferry_iterator_stats, or -1 */
     ferry_tune_outcome outcome;
     int parallelism_before, parallelism_after; /* threads (equal when the buffer moved) */
     int64_t buffer_before, buffer_after;       /* elements */
-    double rate_before, rate_after; /* elements/s handed out, measured before and with it */
-    char why[160];                  /* in words */
+    double rate_before, rate_after;            /* elements/s handed out, measured before and with it */
+    char why[160];                             /* in words */
 } ferry_tune_decision;
 
 /* ferry_iterator_tuning: copies the autotuner's last decisions (up to 32, oldest first) into out (up
@@ -1107,17 +1107,17 @@ FERRY_API int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_
  * ------------------------------------------------------------------------------------------- */
 typedef enum ferry_compression {
     FERRY_COMPRESSION_NONE = 0,
-    FERRY_COMPRESSION_GZIP,  /* RFC 1952, the whole stream (tf.data "GZIP") */
-    FERRY_COMPRESSION_ZLIB,  /* RFC 1950, the whole stream (tf.data "ZLIB") */
+    FERRY_COMPRESSION_GZIP, /* RFC 1952, the whole stream (tf.data "GZIP") */
+    FERRY_COMPRESSION_ZLIB, /* RFC 1950, the whole stream (tf.data "ZLIB") */
 } ferry_compression;
 
 /* ==== section: tfrecord ==== */
 /* File lists. */
 typedef struct ferry_list_files_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    bool shuffle;                    /* false (default): file names in sorted (strcmp) order */
-    uint64_t seed;                   /* shuffle seed, mixed with the pipeline seed */
-    bool same_order_each_iteration;  /* with shuffle: false (default) draws a new order every
+    const char *name;               /* shown in stats, the report and the trace; NULL: the op */
+    bool shuffle;                   /* false (default): file names in sorted (strcmp) order */
+    uint64_t seed;                  /* shuffle seed, mixed with the pipeline seed */
+    bool same_order_each_iteration; /* with shuffle: false (default) draws a new order every
                                         iteration (each epoch under repeat), as tf.data; true keeps
                                         the order that `seed` alone gives */
 } ferry_list_files_options;
@@ -1148,19 +1148,19 @@ FERRY_API int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, c
  * next record and the count of skipped records; restore reopens the file and seeks (compressed
  * files are inflated up to the offset). */
 typedef struct ferry_tfrecord_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
     ferry_compression compression;
-    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
-    int num_parallel_reads;      /* 0: files one after another, inline. N > 0 or FERRY_AUTOTUNE:
+    size_t buffer_size;       /* read buffer per open file; 0: 256 KiB */
+    int num_parallel_reads;   /* 0: files one after another, inline. N > 0 or FERRY_AUTOTUNE:
                                     N files read at once by a parallel interleave (deterministic
                                     order: one record from each open file in turn) */
-    int64_t max_bad_records;     /* 0: every bad record (corrupt, truncated, too large) is an
+    int64_t max_bad_records;  /* 0: every bad record (corrupt, truncated, too large) is an
                                     error in its position; N > 0: drop the first N bad records
                                     in output order over all files (also with
                                     num_parallel_reads), counted in the stage's errors_dropped,
                                     then errors again; FERRY_INFINITE: drop all */
-    bool skip_crc_check;         /* false (default): check both CRCs of every record */
-    uint64_t max_record_size;    /* 0: no limit but the file; else longer records are bad
+    bool skip_crc_check;      /* false (default): check both CRCs of every record */
+    uint64_t max_record_size; /* 0: no limit but the file; else longer records are bad
                                     (FERRY_ETOOLARGE) and skipped over */
 } ferry_tfrecord_options;
 
@@ -1193,7 +1193,7 @@ FERRY_API int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry
 typedef struct ferry_tfrecord_writer ferry_tfrecord_writer;
 typedef struct ferry_tfrecord_writer_options {
     ferry_compression compression;
-    int compression_level;       /* 1..9; 0: zlib's default */
+    int compression_level; /* 1..9; 0: zlib's default */
 } ferry_tfrecord_writer_options;
 /* ferry_tfrecord_writer_open: creates or truncates path, to write TFRecord records to.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, a NULL or empty path, or an invalid compression
@@ -1202,8 +1202,8 @@ typedef struct ferry_tfrecord_writer_options {
  * Ownership: borrows rt, path and opts (may be NULL); *out is closed with ferry_tfrecord_writer_close
  *   (NULL on failure).
  * Threads: thread-safe; the writer is then used by one thread at a time. */
-FERRY_API int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path,
-                                         const ferry_tfrecord_writer_options *opts, ferry_tfrecord_writer **out);
+FERRY_API int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path, const ferry_tfrecord_writer_options *opts,
+                                         ferry_tfrecord_writer **out);
 /* ferry_tfrecord_writer_write: appends one record of len bytes. After an I/O error every later call
  * returns that first error again.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL w, or NULL data with len > 0; FERRY_EIO. Message in
@@ -1269,26 +1269,26 @@ typedef enum ferry_example_kind {
 } ferry_example_kind;
 
 typedef struct ferry_example_feature {
-    const char *key;             /* the feature's key (copied at parser creation); required */
-    ferry_dtype dtype;           /* FERRY_DTYPE_INT64, FERRY_DTYPE_FLOAT32 or FERRY_DTYPE_BYTES */
+    const char *key;   /* the feature's key (copied at parser creation); required */
+    ferry_dtype dtype; /* FERRY_DTYPE_INT64, FERRY_DTYPE_FLOAT32 or FERRY_DTYPE_BYTES */
     ferry_example_kind kind;
-    ferry_shape shape;           /* FIXED: shape of the values (of each step, for a feature list),
+    ferry_shape shape; /* FIXED: shape of the values (of each step, for a feature list),
                                     every dim known; rank 0 (zero-init): a scalar. VARLEN: rank 0 */
     /* FIXED feature (not a list): the value of a missing key, of the dtype, with product(shape)
      * entries or one (repeated to fill the shape); NULL: a missing key is an error.
      * VARLEN features and feature lists: a scalar of the dtype used as padding value in batch
      * output; NULL: zero / the empty string. Borrowed: the parser takes its own reference. */
     ferry_tensor *default_value;
-    bool with_lengths;           /* VARLEN feature or feature list: also output the count (see above) */
-    bool required;               /* VARLEN feature or feature list: a missing key is an error */
+    bool with_lengths; /* VARLEN feature or feature list: also output the count (see above) */
+    bool required;     /* VARLEN feature or feature list: a missing key is an error */
 } ferry_example_feature;
 
 typedef struct ferry_example_spec {
-    bool sequence;                               /* false: tf.train.Example; true: SequenceExample */
+    bool sequence; /* false: tf.train.Example; true: SequenceExample */
     size_t num_features;
-    const ferry_example_feature *features;       /* Example features, or SequenceExample context */
-    size_t num_feature_lists;                    /* SequenceExample only */
-    const ferry_example_feature *feature_lists;  /* SequenceExample feature_lists */
+    const ferry_example_feature *features;      /* Example features, or SequenceExample context */
+    size_t num_feature_lists;                   /* SequenceExample only */
+    const ferry_example_feature *feature_lists; /* SequenceExample feature_lists */
 } ferry_example_spec;
 
 typedef struct ferry_example_parser ferry_example_parser;
@@ -1347,10 +1347,10 @@ FERRY_API int ferry_example_parser_batch_output_specs(const ferry_example_parser
 FERRY_API const char *ferry_example_parser_output_name(const ferry_example_parser *parser, size_t i);
 
 typedef struct ferry_parse_example_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    int num_parallel_calls;          /* as ferry_map_options */
-    bool relaxed_order;              /* as ferry_map_options */
-    int reorder_window;              /* as ferry_map_options */
+    const char *name;       /* shown in stats, the report and the trace; NULL: the op */
+    int num_parallel_calls; /* as ferry_map_options */
+    bool relaxed_order;     /* as ferry_map_options */
+    int reorder_window;     /* as ferry_map_options */
 } ferry_parse_example_options;
 /* ferry_dataset_parse_example: map(ferry_example_parse) over `in` with the parser's output specs: the
  * per-record specs when in's component 0 is a bytes scalar, the batch specs when it is 1-D; the map
@@ -1399,9 +1399,9 @@ FERRY_API int ferry_example_from_json(ferry_runtime *rt, const char *json, size_
  * file and the byte offset. Saved state: the file index and the decompressed offset of the next
  * line (compressed files are inflated up to it on restore). */
 typedef struct ferry_text_line_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
     ferry_compression compression;
-    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
+    size_t buffer_size; /* read buffer per open file; 0: 256 KiB */
 } ferry_text_line_options;
 /* ferry_dataset_text_lines: the lines of nfiles text files, in order, as described above.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL files with nfiles > 0, a NULL file name,
@@ -1422,12 +1422,12 @@ FERRY_API int ferry_dataset_text_lines(ferry_runtime *rt, size_t nfiles, const c
  * and footer is one FERRY_ECORRUPT error. Other errors as text lines. Saved state: the file
  * index and the decompressed offset of the next record. */
 typedef struct ferry_fixed_length_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    int64_t record_bytes;        /* required: 1 to 2^30 */
-    int64_t header_bytes;        /* skipped at the start of every file; 0 to 2^40 */
-    int64_t footer_bytes;        /* skipped at the end of every file; 0 to 2^30 */
+    const char *name;     /* shown in stats, the report and the trace; NULL: the op */
+    int64_t record_bytes; /* required: 1 to 2^30 */
+    int64_t header_bytes; /* skipped at the start of every file; 0 to 2^40 */
+    int64_t footer_bytes; /* skipped at the end of every file; 0 to 2^30 */
     ferry_compression compression;
-    size_t buffer_size;          /* read buffer per open file; 0: 256 KiB */
+    size_t buffer_size; /* read buffer per open file; 0: 256 KiB */
 } ferry_fixed_length_options;
 /* ferry_dataset_fixed_length_records: the records of nfiles files, in order, as described above.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, opts or out, NULL files with nfiles > 0, a NULL file
@@ -1450,14 +1450,14 @@ FERRY_API int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfile
 typedef int (*ferry_dataset_fn)(ferry_context *ctx, const ferry_element *in, ferry_dataset **out, void *user);
 
 typedef struct ferry_interleave_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    int cycle_length;           /* inputs open at once; 0: 1 when sequential, else the thread count */
-    int block_length;           /* consecutive elements taken from one input; 0: 1 */
-    int num_parallel_calls;     /* 0: inline; N threads; FERRY_AUTOTUNE */
-    bool relaxed_order;         /* true: take from whichever input is ready (not deterministic) */
-    size_t num_outputs;         /* 0: taken from the first dataset made (checked for the rest) */
+    const char *name;                      /* shown in stats, the report and the trace; NULL: the op */
+    int cycle_length;                      /* inputs open at once; 0: 1 when sequential, else the thread count */
+    int block_length;                      /* consecutive elements taken from one input; 0: 1 */
+    int num_parallel_calls;                /* 0: inline; N threads; FERRY_AUTOTUNE */
+    bool relaxed_order;                    /* true: take from whichever input is ready (not deterministic) */
+    size_t num_outputs;                    /* 0: taken from the first dataset made (checked for the rest) */
     const ferry_tensor_spec *output_specs; /* borrowed */
-    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+    void (*user_free)(void *user);         /* NULL: user is borrowed; else the dataset owns it and calls
                                         this once after its last iterator */
 } ferry_interleave_options;
 /* ferry_dataset_interleave: tf.data's interleave: cycle_length input elements are open at once (each
@@ -1484,10 +1484,10 @@ typedef struct ferry_interleave_options {
 FERRY_API int ferry_dataset_interleave(ferry_dataset *in, ferry_dataset_fn fn, void *user,
                                        const ferry_interleave_options *opts, ferry_dataset **out);
 typedef struct ferry_flat_map_options {
-    const char *name;                /* shown in stats, the report and the trace; NULL: the op */
-    size_t num_outputs;              /* 0: taken from the first dataset made (checked for the rest) */
+    const char *name;                      /* shown in stats, the report and the trace; NULL: the op */
+    size_t num_outputs;                    /* 0: taken from the first dataset made (checked for the rest) */
     const ferry_tensor_spec *output_specs; /* borrowed */
-    void (*user_free)(void *user);   /* NULL: user is borrowed; else the dataset owns it and calls
+    void (*user_free)(void *user);         /* NULL: user is borrowed; else the dataset owns it and calls
                                         this once after its last iterator */
 } ferry_flat_map_options;
 /* ferry_dataset_flat_map: interleave with cycle_length 1, block_length 1 and no threads: every
@@ -1496,19 +1496,19 @@ typedef struct ferry_flat_map_options {
  * Returns: as ferry_dataset_interleave.
  * Ownership: as ferry_dataset_interleave; output_specs (num_outputs entries) is copied.
  * Threads: thread-safe. */
-FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user, const ferry_flat_map_options *opts,
-                                     ferry_dataset **out);
+FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user,
+                                     const ferry_flat_map_options *opts, ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
 
 /* ==== section: state files ==== */
 /* What a saved state says of itself (ferry_state_info_get; `ferry state show`). */
 typedef struct ferry_state_info {
-    uint32_t version;        /* state format version */
-    uint64_t fingerprint;    /* of the pipeline it was saved from (ferry_dataset_fingerprint) */
-    uint64_t seed;           /* pipeline seed */
-    int64_t position;        /* elements and errors handed out before the save */
-    size_t size;             /* bytes in all */
-    size_t payload_size;     /* bytes of per-op state */
+    uint32_t version;     /* state format version */
+    uint64_t fingerprint; /* of the pipeline it was saved from (ferry_dataset_fingerprint) */
+    uint64_t seed;        /* pipeline seed */
+    int64_t position;     /* elements and errors handed out before the save */
+    size_t size;          /* bytes in all */
+    size_t payload_size;  /* bytes of per-op state */
 } ferry_state_info;
 
 /* ferry_state_info_get: checks a saved state's framing and checksum and fills *out with what it says

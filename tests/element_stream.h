@@ -44,8 +44,8 @@ static int src_next(ferry_context *ctx, void *state, ferry_element **out) {
 
 static ferry_dataset *src_dataset(ferry_runtime *rt, src *s, size_t ncomp, const ferry_tensor_spec *specs,
                                   int64_t card) {
-    ferry_generator_options o = {.init = src_init, .next = src_next, .user = s, .num_components = ncomp,
-                                 .specs = specs, .cardinality = card};
+    ferry_generator_options o = {
+        .init = src_init, .next = src_next, .user = s, .num_components = ncomp, .specs = specs, .cardinality = card};
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
     return ds;

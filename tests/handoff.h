@@ -64,8 +64,12 @@ static const ferry_tensor_spec handoff_spec = {.dtype = FERRY_DTYPE_INT64, .shap
 
 /* A generator source of n int64 scalars 0..n-1 behaving as above. */
 __attribute__((unused)) static ferry_dataset *handoff_source(ferry_runtime *rt, handoff *h) {
-    ferry_generator_options o = {.init = handoff_init, .next = handoff_next, .user = h, .num_components = 1,
-                                 .specs = &handoff_spec, .cardinality = h->n};
+    ferry_generator_options o = {.init = handoff_init,
+                                 .next = handoff_next,
+                                 .user = h,
+                                 .num_components = 1,
+                                 .specs = &handoff_spec,
+                                 .cardinality = h->n};
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_generator(rt, &o, &ds));
     return ds;

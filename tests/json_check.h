@@ -38,7 +38,8 @@ static int json_string(json_cur *c) {
             if (*c->p == 'u') {
                 for (int i = 0; i < 4; i++) {
                     c->p++;
-                    if (c->p >= c->end || !strchr("0123456789abcdefABCDEF", *c->p)) return json_bad(c, "bad \\u escape");
+                    if (c->p >= c->end || !strchr("0123456789abcdefABCDEF", *c->p))
+                        return json_bad(c, "bad \\u escape");
                 }
             } else if (!strchr("\"\\/bfnrt", *c->p)) {
                 return json_bad(c, "bad escape");
@@ -56,7 +57,8 @@ static int json_number(json_cur *c) {
     if (c->p < c->end && *c->p == '-') c->p++;
     if (c->p >= c->end || *c->p < '0' || *c->p > '9') return json_bad(c, "bad number");
     if (*c->p == '0') c->p++;
-    else while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    else
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
     if (c->p < c->end && *c->p == '.') {
         c->p++;
         if (c->p >= c->end || *c->p < '0' || *c->p > '9') return json_bad(c, "bad fraction");

@@ -29,63 +29,64 @@ struct ferry_test_entry {
 static struct ferry_test_entry ferry_tests[FERRY_TEST_MAX];
 static int ferry_test_count;
 
-#define TEST(name)                                                                               \
-    static void test_##name(void);                                                               \
-    __attribute__((constructor)) static void register_##name(void) {                             \
-        if (ferry_test_count < FERRY_TEST_MAX) ferry_tests[ferry_test_count++] = (struct ferry_test_entry){#name, test_##name}; \
-    }                                                                                            \
+#define TEST(name)                                                                                                     \
+    static void test_##name(void);                                                                                     \
+    __attribute__((constructor)) static void register_##name(void) {                                                   \
+        if (ferry_test_count < FERRY_TEST_MAX)                                                                         \
+            ferry_tests[ferry_test_count++] = (struct ferry_test_entry){#name, test_##name};                           \
+    }                                                                                                                  \
     static void test_##name(void)
 
 #define FERRY_TEST_SKIP_CODE 77
 
-#define SKIP(why)                                                                                \
-    do {                                                                                         \
-        fprintf(stderr, "  skipped: %s\n", why);                                                 \
-        exit(FERRY_TEST_SKIP_CODE);                                                              \
+#define SKIP(why)                                                                                                      \
+    do {                                                                                                               \
+        fprintf(stderr, "  skipped: %s\n", why);                                                                       \
+        exit(FERRY_TEST_SKIP_CODE);                                                                                    \
     } while (0)
 
-#define FAILF(...)                                                                               \
-    do {                                                                                         \
-        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                          \
-        fprintf(stderr, __VA_ARGS__);                                                            \
-        fprintf(stderr, "\n");                                                                   \
-        abort();                                                                                 \
+#define FAILF(...)                                                                                                     \
+    do {                                                                                                               \
+        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                                                \
+        fprintf(stderr, __VA_ARGS__);                                                                                  \
+        fprintf(stderr, "\n");                                                                                         \
+        abort();                                                                                                       \
     } while (0)
 
-#define ASSERT(cond)                                                                             \
-    do {                                                                                         \
-        if (!(cond)) FAILF("assertion failed: %s", #cond);                                       \
+#define ASSERT(cond)                                                                                                   \
+    do {                                                                                                               \
+        if (!(cond)) FAILF("assertion failed: %s", #cond);                                                             \
     } while (0)
 
-#define ASSERT_EQ(a, b)                                                                          \
-    do {                                                                                         \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                      \
-        if (a_ != b_) FAILF("expected %s == %s, got %lld and %lld", #a, #b, a_, b_);             \
+#define ASSERT_EQ(a, b)                                                                                                \
+    do {                                                                                                               \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                                            \
+        if (a_ != b_) FAILF("expected %s == %s, got %lld and %lld", #a, #b, a_, b_);                                   \
     } while (0)
 
-#define ASSERT_NE(a, b)                                                                          \
-    do {                                                                                         \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                      \
-        if (a_ == b_) FAILF("expected %s != %s, both are %lld", #a, #b, a_);                     \
+#define ASSERT_NE(a, b)                                                                                                \
+    do {                                                                                                               \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                                            \
+        if (a_ == b_) FAILF("expected %s != %s, both are %lld", #a, #b, a_);                                           \
     } while (0)
 
-#define ASSERT_LE(a, b)                                                                          \
-    do {                                                                                         \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                      \
-        if (!(a_ <= b_)) FAILF("expected %s <= %s, got %lld and %lld", #a, #b, a_, b_);          \
+#define ASSERT_LE(a, b)                                                                                                \
+    do {                                                                                                               \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                                            \
+        if (!(a_ <= b_)) FAILF("expected %s <= %s, got %lld and %lld", #a, #b, a_, b_);                                \
     } while (0)
 
-#define ASSERT_STR_CONTAINS(hay, needle)                                                         \
-    do {                                                                                         \
-        const char *h_ = (hay), *n_ = (needle);                                                  \
-        if (!h_ || !strstr(h_, n_)) FAILF("expected \"%s\" to contain \"%s\"", h_ ? h_ : "(null)", n_); \
+#define ASSERT_STR_CONTAINS(hay, needle)                                                                               \
+    do {                                                                                                               \
+        const char *h_ = (hay), *n_ = (needle);                                                                        \
+        if (!h_ || !strstr(h_, n_)) FAILF("expected \"%s\" to contain \"%s\"", h_ ? h_ : "(null)", n_);                \
     } while (0)
 
 /* Asserts that a ferry call returns FERRY_OK, printing the last error otherwise. */
-#define ASSERT_OK(call)                                                                          \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) FAILF("%s returned %s: %s", #call, ferry_error_name(rc_), ferry_last_error()); \
+#define ASSERT_OK(call)                                                                                                \
+    do {                                                                                                               \
+        int rc_ = (call);                                                                                              \
+        if (rc_ != FERRY_OK) FAILF("%s returned %s: %s", #call, ferry_error_name(rc_), ferry_last_error());            \
     } while (0)
 
 static int ferry_test_run_one(const struct ferry_test_entry *t, int timeout) {
@@ -110,20 +111,19 @@ static int ferry_test_run_one(const struct ferry_test_entry *t, int timeout) {
     if (WIFSIGNALED(status))
         fprintf(stderr, "  %s: killed by signal %d%s\n", t->name, WTERMSIG(status),
                 WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
-    else
-        fprintf(stderr, "  %s: exit status %d\n", t->name, WEXITSTATUS(status));
+    else fprintf(stderr, "  %s: exit status %d\n", t->name, WEXITSTATUS(status));
     return 1;
 }
 
 /* ---- runtimes: every test makes and checks its runtimes the same way ------------------------ */
 /* A runtime with the default options, or with a byte budget (0: the default). */
 /* Applies a one-input transformation and drops the caller's reference to the input. */
-#define CHAIN(var, call)                                                                          \
-    do {                                                                                          \
-        ferry_dataset *next_;                                                                     \
-        ASSERT_OK(call);                                                                          \
-        ferry_dataset_unref(var);                                                                 \
-        var = next_;                                                                              \
+#define CHAIN(var, call)                                                                                               \
+    do {                                                                                                               \
+        ferry_dataset *next_;                                                                                          \
+        ASSERT_OK(call);                                                                                               \
+        ferry_dataset_unref(var);                                                                                      \
+        var = next_;                                                                                                   \
     } while (0)
 #define OUT (&next_)
 

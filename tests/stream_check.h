@@ -40,9 +40,13 @@ static SC_FN size_t render_tensor(char *buf, size_t cap, size_t k, const ferry_t
     for (int64_t i = 0; i < n; i++) {
         if (i) k = appendf(buf, cap, k, ",");
         switch (ferry_tensor_dtype(t)) {
-        case FERRY_DTYPE_INT64: k = appendf(buf, cap, k, "%lld", (long long)((const int64_t *)ferry_tensor_data(t))[i]); break;
+        case FERRY_DTYPE_INT64:
+            k = appendf(buf, cap, k, "%lld", (long long)((const int64_t *)ferry_tensor_data(t))[i]);
+            break;
         case FERRY_DTYPE_INT32: k = appendf(buf, cap, k, "%d", ((const int32_t *)ferry_tensor_data(t))[i]); break;
-        case FERRY_DTYPE_FLOAT32: k = appendf(buf, cap, k, "%g", (double)((const float *)ferry_tensor_data(t))[i]); break;
+        case FERRY_DTYPE_FLOAT32:
+            k = appendf(buf, cap, k, "%g", (double)((const float *)ferry_tensor_data(t))[i]);
+            break;
         case FERRY_DTYPE_BYTES: {
             const uint8_t *p;
             size_t len;
@@ -248,8 +252,8 @@ static SC_FN void check_stream(ferry_dataset *ds, int64_t max, uint64_t seed) {
 enum { GEN_VALUE, GEN_RANDOM, GEN_BYTES, GEN_BAD_DTYPE, GEN_BAD_ARITY, GEN_SLOW };
 
 typedef struct gen_cfg {
-    int64_t n;      /* positions before END; -1: forever */
-    uint64_t fail;  /* bit i: position i fails with FERRY_EUSER (i < 64) */
+    int64_t n;     /* positions before END; -1: forever */
+    uint64_t fail; /* bit i: position i fails with FERRY_EUSER (i < 64) */
     int kind;
     int64_t offset; /* GEN_VALUE: value = offset + position */
     int64_t bad_at; /* GEN_BAD_*: the position with the wrong output */
@@ -320,7 +324,8 @@ static SC_FN void tgen_fini(void *state, void *user) {
 }
 
 static SC_FN ferry_dataset *gen_dataset(ferry_runtime *rt, gen_cfg *c, int64_t declared) {
-    ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_DTYPE_BYTES : FERRY_DTYPE_INT64, .shape = {.rank = 0}};
+    ferry_tensor_spec spec = {.dtype = c->kind == GEN_BYTES ? FERRY_DTYPE_BYTES : FERRY_DTYPE_INT64,
+                              .shape = {.rank = 0}};
     ferry_generator_options o = {.init = tgen_init,
                                  .next = tgen_next,
                                  .fini = tgen_fini,

@@ -42,8 +42,8 @@ static void check_stamp(const void *p, size_t size, uint64_t v) {
     uint64_t got = 0, want = 0;
     memcpy(&got, p, size < 8 ? size : 8);
     memcpy(&want, &v, size < 8 ? size : 8);
-    if (got != want) FAILF("block %p (size %zu) holds %llx, want %llx", p, size, (unsigned long long)got,
-                           (unsigned long long)want);
+    if (got != want)
+        FAILF("block %p (size %zu) holds %llx, want %llx", p, size, (unsigned long long)got, (unsigned long long)want);
 }
 
 /* ---- a bounded queue of pointer batches (one producer, one consumer) ---- */
@@ -265,10 +265,10 @@ TEST(more_threads_than_owned_shards) {
 /* ---- a thread exits holding a shard; another takes it over ---- */
 typedef struct handover {
     ferry_runtime *rt;
-    void *freed;        /* the block the first thread freed last */
-    void *got;          /* the second thread's first block of that class */
-    uint64_t mask;      /* owned_mask as the thread saw it after its first allocation */
-    bool keep;          /* the second thread keeps its block (freed by the test) */
+    void *freed;   /* the block the first thread freed last */
+    void *got;     /* the second thread's first block of that class */
+    uint64_t mask; /* owned_mask as the thread saw it after its first allocation */
+    bool keep;     /* the second thread keeps its block (freed by the test) */
 } handover;
 
 static void *handover_thread(void *arg) {
@@ -300,7 +300,7 @@ TEST(exited_thread_shard_is_taken_over) {
     h.keep = true;
     start(&t, handover_thread, &h);
     join(t);
-    ASSERT_EQ(h.mask & ~mask0, first); /* the same shard, claimed again */
+    ASSERT_EQ(h.mask & ~mask0, first);             /* the same shard, claimed again */
     if (h.rt->alloc.cache) ASSERT(h.got == freed); /* with the block cached in it */
     stats_of(h.rt, &blocks, &bytes);
     ASSERT_EQ(blocks, blocks0 + 1);
@@ -605,7 +605,7 @@ TEST(fini_with_blocks_in_the_depot) {
     for (int i = 0; i < 300; i++) ASSERT((p[i] = ferry__mem_alloc(&counted, mixed_size((uint64_t)i))) != NULL);
     for (int i = 0; i < 300; i++) ferry__mem_free(&counted, p[i]);
     ASSERT(atomic_load(&hook_live) > 0);
-    counted_fini(); /* the freeing thread still holds its (now stale) claim */
+    counted_fini();       /* the freeing thread still holds its (now stale) claim */
     depot_release(&d, f); /* its exit leaves the unregistered allocator alone */
 }
 

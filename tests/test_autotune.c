@@ -84,7 +84,8 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
                                     .wait_in_share = s->wait_in,
                                     .room_share = s->room};
         snprintf(st[1].name, sizeof st[1].name, "map");
-        ferry__tune_in in = {.m = &m, .st = st, .rate = (double)(int64_t)elems / 0.1, .cpu_per_s = cpu, .at_s = 0.1 * w};
+        ferry__tune_in in = {
+            .m = &m, .st = st, .rate = (double)(int64_t)elems / 0.1, .cpu_per_s = cpu, .at_s = 0.1 * w};
         ferry__tune_move mv;
         if (ferry__tuner_window(tu, &in, &mv)) {
             ASSERT_EQ(mv.stage, 1);
@@ -110,7 +111,7 @@ TEST(cpu_bound_stage_gets_the_budgets_cores) {
     ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 4, 1 << 20));
     sim s = {.t = 1e-3, .c = 1e-3, .par = 1, .par_max = 32, .buf = 16, .buf_max = 64, .tune_par = true};
     double cpu = sim_run(&tu, &s, 4, 60);
-    ASSERT_EQ(s.par, 4);         /* one thread per core of the budget, no more */
+    ASSERT_EQ(s.par, 4);        /* one thread per core of the budget, no more */
     ASSERT_LE(cpu, 4.0 + 1e-9); /* never past the budget */
     ASSERT_EQ(log_has(&tu, FERRY_TUNE_KEPT), true);
     ASSERT_EQ(log_has(&tu, FERRY_TUNE_SETTLED), true);
@@ -137,7 +138,13 @@ TEST(backs_out_of_a_change_that_made_it_worse) {
     ferry_runtime *rt = rt_new();
     ferry__tuner tu;
     ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 4, 1 << 20));
-    sim s = {.t = 1e-3, .c = 1e-3, .rate_of = contended, .par = 1, .par_max = 32, .buf = 16, .buf_max = 64,
+    sim s = {.t = 1e-3,
+             .c = 1e-3,
+             .rate_of = contended,
+             .par = 1,
+             .par_max = 32,
+             .buf = 16,
+             .buf_max = 64,
              .tune_par = true};
     sim_run(&tu, &s, 4, 60);
     ASSERT_EQ(s.par, 2);
@@ -166,8 +173,8 @@ TEST(never_passes_the_cpu_budget) {
     ferry_runtime *rt = rt_new();
     ferry__tuner tu;
     ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, 1 << 20));
-    sim s = {.t = 2e-3, .c = 6e-4, .rate_of = rate_03, .par = 1, .par_max = 64, .buf = 16, .buf_max = 64,
-             .tune_par = true};
+    sim s = {
+        .t = 2e-3, .c = 6e-4, .rate_of = rate_03, .par = 1, .par_max = 64, .buf = 16, .buf_max = 64, .tune_par = true};
     sim_run(&tu, &s, 2, 80);
     ASSERT_EQ(s.par, 4); /* 1, 2, 4 kept; 8 would use 2.4 cores: backed out */
     ASSERT_EQ(log_has(&tu, FERRY_TUNE_BACKED_OUT), true);
@@ -182,8 +189,18 @@ TEST(buffers_grow_where_the_consumer_waits_within_the_byte_budget) {
     ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, bytes));
     /* threads busy under half the time: no more threads; the consumer waits and the threads
      * wait for room: a bigger buffer; 16 KiB elements: at most 32 of them in half a MiB */
-    sim s = {.t = 1e-3, .c = 1e-3, .rate_of = NULL, .par = 8, .par_max = 8, .buf = 2, .buf_max = 4096,
-             .bytes_per_elem = 16384, .wait_in = 0.3, .room = 0.3, .tune_par = true, .tune_buf = true};
+    sim s = {.t = 1e-3,
+             .c = 1e-3,
+             .rate_of = NULL,
+             .par = 8,
+             .par_max = 8,
+             .buf = 2,
+             .buf_max = 4096,
+             .bytes_per_elem = 16384,
+             .wait_in = 0.3,
+             .room = 0.3,
+             .tune_par = true,
+             .tune_buf = true};
     /* each bigger buffer pays: the simulated rate is the threads' (fixed), so make it rise */
     for (int round = 0; round < 40; round++) {
         int64_t before = s.buf;
@@ -202,7 +219,13 @@ TEST(threads_go_back_when_the_consumer_limits) {
     ferry_runtime *rt = rt_new();
     ferry__tuner tu;
     ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 4, 1 << 20));
-    sim s = {.t = 1e-3, .c = 1e-3, .par = 1, .par_max = 32, .buf = 16, .buf_max = 64, .tune_par = true,
+    sim s = {.t = 1e-3,
+             .c = 1e-3,
+             .par = 1,
+             .par_max = 32,
+             .buf = 16,
+             .buf_max = 64,
+             .tune_par = true,
              .consumer_rate = 2500};
     sim_run(&tu, &s, 4, 80);
     ASSERT_EQ(s.par, 3); /* 1 -> 2 -> 3 kept; 4 never tried (the consumer limits at 3); 3 -> 2 backed out */
@@ -337,12 +360,13 @@ TEST(sleeping_map_gets_more_threads_than_cores_and_keeps_its_order) {
         fprintf(stderr, "  process CPU/wall %.2f over %.1f s\n", cpu / wall, wall);
     }
     ASSERT_EQ(most > 2 * ro.cpu_budget, true); /* blocked threads beyond the cores */
-    ASSERT_LE(cpu / wall, 2.1);                 /* the process within its budget */
+    ASSERT_LE(cpu / wall, 2.1);                /* the process within its budget */
     ferry_tune_decision d[32];
     ASSERT_OK(ferry_iterator_tuning(it, d, 32, &cnt));
     ASSERT_EQ(cnt >= 2, true);
     bool kept = false;
-    for (size_t k = 0; k < cnt && k < 32; k++) kept |= d[k].outcome == FERRY_TUNE_KEPT && d[k].parallelism_after > d[k].parallelism_before;
+    for (size_t k = 0; k < cnt && k < 32; k++)
+        kept |= d[k].outcome == FERRY_TUNE_KEPT && d[k].parallelism_after > d[k].parallelism_before;
     ASSERT_EQ(kept, true);
     ASSERT_STR_CONTAINS(d[0].why, "map");
     ferry_blob *json;

@@ -300,7 +300,7 @@ TEST(cache_resume_mid_write_and_mid_read) {
     ASSERT_EQ(sb.calls, calls + 1);
     calls = sa.calls;
     check_resume_both(a, b, &ref); /* mid-read: from a's cache, and by replay where none */
-    ASSERT_EQ(sa.calls, calls);     /* restoring into a read its cache only */
+    ASSERT_EQ(sa.calls, calls);    /* restoring into a read its cache only */
     ferry_dataset_unref(a);
     ferry_dataset_unref(b);
     ferry_dataset_unref(ga);
@@ -433,7 +433,9 @@ TEST(cache_resume_into_fresh_pipeline_is_exact) {
             for (int i = 0; i < per; i++) ASSERT_EQ(ref.sig[per * e + i], ref.sig[i]);
         char what[160];
         snprintf(what, sizeof what, "%s -> cache%s%s -> repeat", shuffle ? "shuffle" : "map(draw)",
-                 !file ? "" : remove_file ? "(file, removed before the restore)" : "(file)",
+                 !file         ? ""
+                 : remove_file ? "(file, removed before the restore)"
+                               : "(file)",
                  tail ? " -> concatenate(range)" : "");
         for (int p = 0; p <= total; p++) {
             (void)unlink(path);

@@ -109,7 +109,7 @@ TEST(range_element_tensor_outlives_its_element) {
     ASSERT(ferry_tensor_mutable_data(t) == NULL); /* shared */
     ferry_element_free(e);
     ASSERT_EQ(*(const int64_t *)ferry_tensor_data(t), 7); /* outlives the element */
-    int64_t *w = ferry_tensor_mutable_data(t);        /* ours alone again */
+    int64_t *w = ferry_tensor_mutable_data(t);            /* ours alone again */
     ASSERT(w != NULL);
     *w = 70;
     ferry_tensor_unref(t);
@@ -211,16 +211,15 @@ TEST(foreign_iterator_handle_is_refused) {
  * failure never frees garbage. Each call below is wrong in one argument; *out starts as junk. */
 #define JUNK ((void *)(uintptr_t)0x5a5a5a5a)
 static int not_nulled;
-#define EXPECT_NULLED(type, call_with_out)                                                        \
-    do {                                                                                          \
-        type *out_ = JUNK;                                                                        \
-        int rc_ = (call_with_out);                                                                \
-        if (rc_ >= 0) FAILF("%s succeeded", #call_with_out);                                     \
-        if (out_ != NULL) {                                                                       \
-            fprintf(stderr, "%s failed with %s but left *out unchanged\n", #call_with_out,         \
-                    ferry_error_name(rc_));                                                       \
-            not_nulled++;                                                                         \
-        }                                                                                         \
+#define EXPECT_NULLED(type, call_with_out)                                                                             \
+    do {                                                                                                               \
+        type *out_ = JUNK;                                                                                             \
+        int rc_ = (call_with_out);                                                                                     \
+        if (rc_ >= 0) FAILF("%s succeeded", #call_with_out);                                                           \
+        if (out_ != NULL) {                                                                                            \
+            fprintf(stderr, "%s failed with %s but left *out unchanged\n", #call_with_out, ferry_error_name(rc_));     \
+            not_nulled++;                                                                                              \
+        }                                                                                                              \
     } while (0)
 
 static int pass_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {

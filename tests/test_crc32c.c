@@ -52,7 +52,8 @@ TEST(crc32c_masking_matches_tfrecord_vectors) {
     uint8_t len5[8] = {5, 0, 0, 0, 0, 0, 0, 0};
     ASSERT_EQ(ferry__crc32c_mask(ferry__crc32c(len5, 8)), 0x3e04b2eau);
     ASSERT_EQ(ferry__crc32c_mask(ferry__crc32c("hello", 5)), 0x191c1fbbu);
-    for (uint32_t c = 0; c < 100000; c += 7) ASSERT_EQ(ferry__crc32c_unmask(ferry__crc32c_mask(c * 2654435761u)), c * 2654435761u);
+    for (uint32_t c = 0; c < 100000; c += 7)
+        ASSERT_EQ(ferry__crc32c_unmask(ferry__crc32c_mask(c * 2654435761u)), c * 2654435761u);
 }
 
 TEST(crc32c_hw_equals_sw_all_lengths_and_alignments) {
@@ -64,8 +65,17 @@ TEST(crc32c_hw_equals_sw_all_lengths_and_alignments) {
         for (size_t n = 0; n < 2000; n++)
             ASSERT_EQ(ferry__crc32c_hw(0, buf + align, n), ferry__crc32c_sw(0, buf + align, n));
     /* Around every block boundary of the three-stream loops. */
-    size_t sizes[] = {3 * 256 - 1, 3 * 256, 3 * 256 + 1, 3 * 8192 - 8, 3 * 8192 - 1, 3 * 8192, 3 * 8192 + 1,
-                      3 * 8192 + 3 * 256 + 7, 2 * 3 * 8192, 2 * 3 * 8192 + 3 * 256 * 3 + 99, N};
+    size_t sizes[] = {3 * 256 - 1,
+                      3 * 256,
+                      3 * 256 + 1,
+                      3 * 8192 - 8,
+                      3 * 8192 - 1,
+                      3 * 8192,
+                      3 * 8192 + 1,
+                      3 * 8192 + 3 * 256 + 7,
+                      2 * 3 * 8192,
+                      2 * 3 * 8192 + 3 * 256 * 3 + 99,
+                      N};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++)
         for (size_t align = 0; align < 8; align++) {
             uint32_t seed = (uint32_t)k * 0x1234567u;

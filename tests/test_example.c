@@ -353,7 +353,8 @@ TEST(negative_and_extreme_int64) {
 
 TEST(bytes_with_zero_bytes_and_empty_strings) {
     ferry_runtime *rt = rt_new();
-    ferry_example_feature f[1] = {{.key = "b", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true}};
+    ferry_example_feature f[1] = {
+        {.key = "b", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true}};
     ferry_example_spec spec = {.num_features = 1, .features = f};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
@@ -432,7 +433,8 @@ TEST(missing_key_default_and_error) {
     ASSERT_STR_CONTAINS(last_msg, "missing");
     /* A VARLEN feature marked required, too. */
     ferry_example_parser_free(ps);
-    ferry_example_feature h[1] = {{.key = "req", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true}};
+    ferry_example_feature h[1] = {
+        {.key = "req", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .required = true}};
     spec = (ferry_example_spec){.num_features = 1, .features = h};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     ASSERT_EQ(parse_pb(rt, ps, &ex, &e), FERRY_ENOTFOUND);
@@ -555,10 +557,10 @@ TEST(unknown_keys_fields_and_duplicates) {
     float fv = 2.5f;
     add_i64(&feats, "x", &a, 1, 0);
     add_i64(&feats, "unknown", &a, 1, 0);
-    add_i64(&feats, "x", &b, 1, 1);   /* last entry wins */
-    add_empty(&feats, "x");           /* ...but an empty Feature does not replace a FIXED one */
+    add_i64(&feats, "x", &b, 1, 1); /* last entry wins */
+    add_empty(&feats, "x");         /* ...but an empty Feature does not replace a FIXED one */
     add_i64(&feats, "v", &c, 1, 0);
-    add_empty(&feats, "v");           /* for VARLEN it does: 0 values */
+    add_empty(&feats, "v"); /* for VARLEN it does: 0 values */
     /* unknown fields everywhere: in Features (field 2, varint), in a map entry (field 3,
      * fixed64), in a Feature (field 7, fixed32), in a list (field 2, packed) */
     pb_tag(&feats, 2, 0);
@@ -684,13 +686,17 @@ static ferry_example_parser *seq_parser(ferry_runtime *rt, bool required) {
         {.key = "name", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN},
     };
     ferry_example_feature lists[4] = {
-        {.key = "tok", .dtype = FERRY_DTYPE_INT64, .with_lengths = true, .default_value = pad_tok, .required = required},
+        {.key = "tok",
+         .dtype = FERRY_DTYPE_INT64,
+         .with_lengths = true,
+         .default_value = pad_tok,
+         .required = required},
         {.key = "emb", .dtype = FERRY_DTYPE_FLOAT32, .shape = {1, {2}}},
         {.key = "words", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
         {.key = "ids", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
-    ferry_example_spec spec = {.sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4,
-                               .feature_lists = lists};
+    ferry_example_spec spec = {
+        .sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4, .feature_lists = lists};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     ferry_tensor_unref(pad_tok);
@@ -705,8 +711,9 @@ TEST(sequence_example) {
     const ferry_tensor_spec *specs;
     ASSERT_OK(ferry_example_parser_output_specs(ps, &n, &specs));
     ASSERT_EQ(n, 2 + 2 + 1 + 3 + 2);
-    const char *names[10] = {"len", "name", "tok", "tok:lengths", "emb", "words", "words:row_lengths",
-                             "words:lengths", "ids", "ids:row_lengths"};
+    const char *names[10] = {
+        "len", "name",           "tok", "tok:lengths", "emb", "words", "words:row_lengths", "words:lengths",
+        "ids", "ids:row_lengths"};
     for (size_t i = 0; i < n; i++) ASSERT(strcmp(ferry_example_parser_output_name(ps, i), names[i]) == 0);
     ASSERT(ferry_example_parser_output_name(ps, n) == NULL);
     ASSERT_EQ(specs[4].shape.rank, 2);
@@ -737,7 +744,7 @@ TEST(sequence_example) {
     }
     map_add(&fls, "emb", &fl);
     pb_free(&fl);
-    {   /* words: steps of 2, 0 (empty Feature), 1 strings */
+    { /* words: steps of 2, 0 (empty Feature), 1 strings */
         pb feat = {0};
         const char *w[2] = {"hello", "world"};
         feat_bytes(&feat, w, NULL, 2);
@@ -963,7 +970,11 @@ static ferry_example_parser *random_parser(ferry_runtime *rt) {
         {.key = "a", .dtype = FERRY_DTYPE_INT64, .shape = {1, {2}}, .default_value = da},
         {.key = "b", .dtype = FERRY_DTYPE_FLOAT32, .default_value = db},
         {.key = "c", .dtype = FERRY_DTYPE_BYTES, .shape = {1, {2}}, .default_value = dc},
-        {.key = "d", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true, .default_value = pd},
+        {.key = "d",
+         .dtype = FERRY_DTYPE_INT64,
+         .kind = FERRY_EXAMPLE_VARLEN,
+         .with_lengths = true,
+         .default_value = pd},
         {.key = "e", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .default_value = pe},
         {.key = "f", .dtype = FERRY_DTYPE_FLOAT32, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
     };
@@ -1001,7 +1012,8 @@ static void check_batch(ferry_runtime *rt, ferry_example_parser *ps, pb *recs, s
         ASSERT_OK(ferry__spec_check(&bspecs[o], ferry_element_get(batch, o), name, &st));
         if (B == 0) continue;
         ferry_tensor *want = padded(rt, one, B, o, pad);
-        if (!tensor_eq(want, ferry_element_get(batch, o))) FAILF("output %zu (%s) differs from the padded batch", o, name);
+        if (!tensor_eq(want, ferry_element_get(batch, o)))
+            FAILF("output %zu (%s) differs from the padded batch", o, name);
         ferry_tensor_unref(want);
     }
     for (size_t b = 0; b < B; b++) ferry_element_free(one[b]);
@@ -1103,8 +1115,8 @@ TEST(sequence_batch_equals_padded_per_record) {
         {.key = "words", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true},
         {.key = "ids", .dtype = FERRY_DTYPE_INT64, .kind = FERRY_EXAMPLE_VARLEN},
     };
-    ferry_example_spec spec = {.sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4,
-                               .feature_lists = lists};
+    ferry_example_spec spec = {
+        .sequence = true, .num_features = 2, .features = ctxf, .num_feature_lists = 4, .feature_lists = lists};
     ASSERT_OK(ferry_example_parser_create(rt, &spec, &ps));
     ferry_tensor_unref(dlen);
     ferry_tensor_unref(pad_tok);
@@ -1245,9 +1257,11 @@ TEST(malformed_wire_data_messages) {
     /* group wire type on an unknown field */
     expect_corrupt(rt, ps, (const uint8_t *)"\x13", 1, "unsupported wire type 3");
     /* features length past the end */
-    expect_corrupt(rt, ps, (const uint8_t *)"\x0a\x05\x0a\x00", 4, "byte 1, reading Features: length 5 runs past the end (2 bytes left)");
+    expect_corrupt(rt, ps, (const uint8_t *)"\x0a\x05\x0a\x00", 4,
+                   "byte 1, reading Features: length 5 runs past the end (2 bytes left)");
     /* a map entry key with wire type 5 */
-    expect_corrupt(rt, ps, (const uint8_t *)"\x0a\x07\x0a\x05\x0d\x6b\x00\x00\x00", 9, "Features map entry: field 1 has wire type 5");
+    expect_corrupt(rt, ps, (const uint8_t *)"\x0a\x07\x0a\x05\x0d\x6b\x00\x00\x00", 9,
+                   "Features map entry: field 1 has wire type 5");
     /* int64_list value with wire type 5; offsets point into the record */
     pb feats = {0}, feat = {0}, list = {0};
     pb_tag(&list, 1, 5);
@@ -1255,7 +1269,8 @@ TEST(malformed_wire_data_messages) {
     pb_sub(&feat, 3, &list);
     map_add(&feats, "k", &feat);
     pb ex = example_of(&feats);
-    expect_corrupt(rt, ps, ex.p, ex.n, "reading int64_list: field 1 has wire type 5, expected 0 (varint) or 2 (packed)");
+    expect_corrupt(rt, ps, ex.p, ex.n,
+                   "reading int64_list: field 1 has wire type 5, expected 0 (varint) or 2 (packed)");
     pb_free(&feats);
     pb_free(&feat);
     pb_free(&list);
@@ -1450,10 +1465,11 @@ TEST(allocation_failures) {
         ferry_blob_free(j);
         ferry_blob_free(back);
         alloc_budget = n;
-        rc = ferry_example_parser_create(rt,
-                                         &(ferry_example_spec){.num_features = 1,
-                                                               .features = &(ferry_example_feature){.key = "k", .dtype = FERRY_DTYPE_BYTES}},
-                                         &ps);
+        rc = ferry_example_parser_create(
+            rt,
+            &(ferry_example_spec){.num_features = 1,
+                                  .features = &(ferry_example_feature){.key = "k", .dtype = FERRY_DTYPE_BYTES}},
+            &ps);
         if (rc != FERRY_OK && rc != FERRY_ENOMEM) FAILF("create with %ld allocations: %s", n, ferry_last_error());
         done_create |= rc == FERRY_OK;
         alloc_budget = -1;
@@ -1649,7 +1665,8 @@ TEST(json_input_forms_and_errors) {
         ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_example_from_json: at byte");
     }
     /* every truncation of a valid JSON text fails (and never reads past the end) */
-    const char *good = "{\"features\": {\"a\": {\"int64\": [1, 2]}, \"b\": {\"bytes\": [\"x\", {\"base64\": \"AA==\"}]}}}";
+    const char *good =
+        "{\"features\": {\"a\": {\"int64\": [1, 2]}, \"b\": {\"bytes\": [\"x\", {\"base64\": \"AA==\"}]}}}";
     for (size_t n = 0; n < strlen(good); n++) {
         char *cut = malloc(n + 1);
         memcpy(cut, good, n);
@@ -1838,12 +1855,24 @@ static const struct {
     const char *key;
     ferry_dtype dtype;
 } taxi[] = {
-    {"company", FERRY_DTYPE_BYTES},           {"dropoff_census_tract", FERRY_DTYPE_INT64}, {"dropoff_community_area", FERRY_DTYPE_INT64},
-    {"dropoff_latitude", FERRY_DTYPE_FLOAT32}, {"dropoff_longitude", FERRY_DTYPE_FLOAT32}, {"fare", FERRY_DTYPE_FLOAT32},
-    {"payment_type", FERRY_DTYPE_BYTES},      {"pickup_census_tract", FERRY_DTYPE_INT64},  {"pickup_community_area", FERRY_DTYPE_INT64},
-    {"pickup_latitude", FERRY_DTYPE_FLOAT32}, {"pickup_longitude", FERRY_DTYPE_FLOAT32},   {"tips", FERRY_DTYPE_FLOAT32},
-    {"trip_miles", FERRY_DTYPE_FLOAT32},      {"trip_seconds", FERRY_DTYPE_INT64},         {"trip_start_day", FERRY_DTYPE_INT64},
-    {"trip_start_hour", FERRY_DTYPE_INT64},   {"trip_start_month", FERRY_DTYPE_INT64},     {"trip_start_timestamp", FERRY_DTYPE_INT64},
+    {"company", FERRY_DTYPE_BYTES},
+    {"dropoff_census_tract", FERRY_DTYPE_INT64},
+    {"dropoff_community_area", FERRY_DTYPE_INT64},
+    {"dropoff_latitude", FERRY_DTYPE_FLOAT32},
+    {"dropoff_longitude", FERRY_DTYPE_FLOAT32},
+    {"fare", FERRY_DTYPE_FLOAT32},
+    {"payment_type", FERRY_DTYPE_BYTES},
+    {"pickup_census_tract", FERRY_DTYPE_INT64},
+    {"pickup_community_area", FERRY_DTYPE_INT64},
+    {"pickup_latitude", FERRY_DTYPE_FLOAT32},
+    {"pickup_longitude", FERRY_DTYPE_FLOAT32},
+    {"tips", FERRY_DTYPE_FLOAT32},
+    {"trip_miles", FERRY_DTYPE_FLOAT32},
+    {"trip_seconds", FERRY_DTYPE_INT64},
+    {"trip_start_day", FERRY_DTYPE_INT64},
+    {"trip_start_hour", FERRY_DTYPE_INT64},
+    {"trip_start_month", FERRY_DTYPE_INT64},
+    {"trip_start_timestamp", FERRY_DTYPE_INT64},
 };
 #define NTAXI (sizeof taxi / sizeof taxi[0])
 
@@ -1869,8 +1898,8 @@ TEST(real_csv_example_gen_shards) {
     ferry_example_feature f[NTAXI];
     memset(f, 0, sizeof f);
     for (size_t k = 0; k < NTAXI; k++)
-        f[k] = (ferry_example_feature){.key = taxi[k].key, .dtype = taxi[k].dtype, .kind = FERRY_EXAMPLE_VARLEN,
-                                       .with_lengths = true};
+        f[k] = (ferry_example_feature){
+            .key = taxi[k].key, .dtype = taxi[k].dtype, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = NTAXI, .features = f}, &ps));
     padv pads[2 * NTAXI];
@@ -1928,8 +1957,8 @@ static ferry_example_parser *taxi_parser(ferry_runtime *rt) {
     ferry_example_feature f[NTAXI];
     memset(f, 0, sizeof f);
     for (size_t k = 0; k < NTAXI; k++)
-        f[k] = (ferry_example_feature){.key = taxi[k].key, .dtype = taxi[k].dtype, .kind = FERRY_EXAMPLE_VARLEN,
-                                       .with_lengths = true};
+        f[k] = (ferry_example_feature){
+            .key = taxi[k].key, .dtype = taxi[k].dtype, .kind = FERRY_EXAMPLE_VARLEN, .with_lengths = true};
     ferry_example_parser *ps;
     ASSERT_OK(ferry_example_parser_create(rt, &(ferry_example_spec){.num_features = NTAXI, .features = f}, &ps));
     return ps;

@@ -261,8 +261,8 @@ TEST(close_waits_for_a_running_task_and_drops_a_queued_one) {
     open_task(rt, &b.task, gate_run, &b);
     ferry__task_wake(&a.task);
     wait_until(gate_entered, &a, "the first task to run");
-    ferry__task_wake(&b.task); /* queued behind a on the only core */
-    ferry__task_wake(&a.task); /* notified while running: would run again after it returns */
+    ferry__task_wake(&b.task);  /* queued behind a on the only core */
+    ferry__task_wake(&a.task);  /* notified while running: would run again after it returns */
     ferry__task_close(&b.task); /* queued: returns at once, b never runs */
     ASSERT_EQ(atomic_load(&b.runs), 0);
     closer c = {.task = &a.task};
@@ -445,7 +445,9 @@ TEST(pipelines_stay_within_the_cpu_budget_and_give_the_same_output) {
                 const ferry_tensor *t = ferry_element_get(e, 0);
                 const int64_t *v = ferry_tensor_data(t);
                 for (int64_t i = 0; i < ferry_tensor_num_entries(t); i++) {
-                    if (!(v[i] > prev)) FAILF("budget %d mid %d: element %lld is %lld after %lld", budgets[b], mid, (long long)n, (long long)v[i], (long long)prev);
+                    if (!(v[i] > prev))
+                        FAILF("budget %d mid %d: element %lld is %lld after %lld", budgets[b], mid, (long long)n,
+                              (long long)v[i], (long long)prev);
                     prev = v[i];
                     sum += v[i];
                     n++;
@@ -656,7 +658,7 @@ TEST(a_stage_is_cancelled_woken_and_closed_in_one_call) {
     ASSERT(p.hook_held_mu);
     ASSERT(ferry__cancelled(&p.sg.scope));
     ASSERT(!ferry__cancelled(&root)); /* a child's cancel does not reach its parent */
-    ferry__stage_stop(&p.sg); /* idempotent */
+    ferry__stage_stop(&p.sg);         /* idempotent */
     ferry__stage_fini(&p.sg);
     ferry__cancel_fini(&root);
     rt_done(rt); /* the last task closed: every worker joined */
@@ -707,7 +709,7 @@ TEST(a_stage_unwinds_from_any_point_and_accounts_time) {
     ferry__stage_time(&p.sg, FERRY__TIME_WAIT_INPUT, 7);
     ferry__stage_time(&p.sg, FERRY__TIME_WAIT_CONSUMER, 11);
     ferry__stage_time(&p.sg, FERRY__TIME_WORK, -4); /* a clock step back adds nothing */
-    ferry__stage_lock(&p.sg, &p.sg.mu); /* free: no wait counted */
+    ferry__stage_lock(&p.sg, &p.sg.mu);             /* free: no wait counted */
     ferry__mutex_unlock(&p.sg.mu);
     ASSERT_EQ(atomic_load(&rec.work_ns), 100);
     ASSERT_EQ(atomic_load(&rec.assemble_ns), 20);

@@ -64,13 +64,13 @@ static int map_square(ferry_context *ctx, ferry_element *in, ferry_element **out
     return FERRY_OK;
 }
 
-#define STEP(call)                                                                               \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) {                                                                   \
+#define STEP(call)                                                                                                     \
+    do {                                                                                                               \
+        int rc_ = (call);                                                                                              \
+        if (rc_ != FERRY_OK) {                                                                                         \
             if (rc_ != FERRY_ENOMEM) FAILF("%s: unexpected %s: %s", #call, ferry_error_name(rc_), ferry_last_error()); \
-            goto done;                                                                           \
-        }                                                                                        \
+            goto done;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 /* Runs the scenario once; returns the number of elements and errors seen. */
@@ -167,7 +167,8 @@ static void budget_case(int threads, int64_t shuffle, int64_t prefetch) {
     ferry_dataset *r, *m, *s, *p;
     ASSERT_OK(ferry_dataset_range(rt, 0, 500, 1, NULL, &r));
     ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {512}}};
-    ferry_map_options mo = {.num_parallel_calls = threads, .reorder_window = 64, .num_outputs = 1, .output_specs = &spec};
+    ferry_map_options mo = {
+        .num_parallel_calls = threads, .reorder_window = 64, .num_outputs = 1, .output_specs = &spec};
     ASSERT_OK(ferry_dataset_map(r, map_big, NULL, &mo, &m));
     ASSERT_OK(ferry_dataset_shuffle(m, shuffle, NULL, &s));
     ASSERT_OK(ferry_dataset_prefetch(s, prefetch, NULL, &p));

@@ -350,8 +350,9 @@ TEST(file_cache_corrupt_bytes_rebuilt) {
     ferry_dataset *ds = cache_of(in);
     ASSERT_EQ(full_pass(ds, n, -1, 1), n + 1);
     long size = file_size(cpath);
-    long offs[] = {0, 5, 13, 20, 30, 45, 60, 61, 100, size / 3, size / 2, size - 200, size - 60, size - 40,
-                   size - 30, size - 24, size - 20, size - 12, size - 5, size - 1};
+    long offs[] = {0,         5,         13,        20,        30,         45,        60,
+                   61,        100,       size / 3,  size / 2,  size - 200, size - 60, size - 40,
+                   size - 30, size - 24, size - 20, size - 12, size - 5,   size - 1};
     for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
         if (offs[k] < 0 || offs[k] >= size) continue;
         flip_byte(cpath, offs[k]);
@@ -547,10 +548,10 @@ TEST(file_cache_save_restore_mid_read) {
 
 /* ---- fault injection -------------------------------------------------------------------- */
 typedef struct fault_cfg {
-    int op;          /* which op is affected */
-    long limit;      /* short transfers of at most this many bytes (0: none) */
-    int err;         /* errno to fail with at or after `at` */
-    int64_t at;      /* file offset at which the error starts */
+    int op;     /* which op is affected */
+    long limit; /* short transfers of at most this many bytes (0: none) */
+    int err;    /* errno to fail with at or after `at` */
+    int64_t at; /* file offset at which the error starts */
     _Atomic long hits;
 } fault_cfg;
 

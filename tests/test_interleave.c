@@ -464,8 +464,8 @@ TEST(interleave_errors_in_position) {
     fn_cfg_init(&c);
     c.mult = 10;
     for (int i = 0; i < 4; i++) c.len[i] = 3;
-    c.fail[1] = true;       /* the function fails for input 1 */
-    c.inner_err[0] = 1;     /* inner 0 fails at its position 1 */
+    c.fail[1] = true;        /* the function fails for input 1 */
+    c.inner_err[0] = 1;      /* inner 0 fails at its position 1 */
     c.wrong_dtype[3] = true; /* input 3 makes a float32 dataset */
     tseq_cfg oc = cfg_n(0, 5);
     oc.err_at[0] = 2; /* the input itself fails at position 2 */
@@ -475,8 +475,8 @@ TEST(interleave_errors_in_position) {
      * slot1 <- 2: E(input) | slot0: end | slot1: end | slot0 <- 3: E(dtype) | slot1 <- 4: 40 |
      * slot0: end | slot1: 41 | end. The model must agree with this hand-written sequence. */
     items want = model(&c, 5, 2, 2, 1);
-    static const item hand[] = {{0, 0}, {FERRY_EUSER, 0}, {FERRY_EIO, 0}, {0, 2}, {FERRY_EIO, 0}, {FERRY_ETYPE, 0},
-                                {0, 40}, {0, 41}};
+    static const item hand[] = {{0, 0},         {FERRY_EUSER, 0}, {FERRY_EIO, 0}, {0, 2},
+                                {FERRY_EIO, 0}, {FERRY_ETYPE, 0}, {0, 40},        {0, 41}};
     expect_items(&want, hand, sizeof hand / sizeof hand[0], "model");
     for (int t = 0; t < 3; t++) {
         ferry_dataset *ds = interleave(in, &c, 2, 1, t, false);
@@ -805,9 +805,10 @@ TEST(flat_map_order_errors_and_restore) {
     ferry_dataset *in, *ds;
     ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, NULL, &in));
     ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 0}};
-    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c, &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &ds));
+    ASSERT_OK(ferry_dataset_flat_map(in, make_inner, &c,
+                                     &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &ds));
     ASSERT(strcmp(ferry_dataset_name(ds), "flat_map") == 0);
-    static const item want[] = {{0, 0},  {0, 1},          {0, 20}, {FERRY_EIO, 0}, {0, 22},
+    static const item want[] = {{0, 0},  {0, 1},           {0, 20}, {FERRY_EIO, 0}, {0, 22},
                                 {0, 30}, {FERRY_EUSER, 0}, {0, 50}, {0, 51}};
     items got = run_all(ds);
     expect_items(&got, want, sizeof want / sizeof want[0], "flat_map");
@@ -908,8 +909,8 @@ TEST(interleave_hands_on_what_is_read) {
         handoff h = {.n = 40, .slow_at = 3};
         ferry_dataset *r, *ds;
         ASSERT_OK(ferry_dataset_range(rt, 0, 1, 1, NULL, &r));
-        ferry_interleave_options o = {.cycle_length = 1, .num_parallel_calls = threads, .num_outputs = 1,
-                                      .output_specs = &handoff_spec};
+        ferry_interleave_options o = {
+            .cycle_length = 1, .num_parallel_calls = threads, .num_outputs = 1, .output_specs = &handoff_spec};
         ASSERT_OK(ferry_dataset_interleave(r, handoff_inner, &h, &o, &ds));
         handoff_consume(ds, &h);
         ferry_dataset_unref(ds);

@@ -54,8 +54,8 @@ static ferry_dataset *interleaved(ferry_runtime *rt, int64_t n, int64_t pf) {
     ferry_dataset *r, *il, *m, *p;
     ASSERT_OK(ferry_dataset_range(rt, 0, n, 1, NULL, &r));
     const ferry_tensor_spec scalar = {FERRY_DTYPE_INT64, {0, {0}}};
-    ferry_interleave_options io = {.cycle_length = 4, .block_length = 3, .num_parallel_calls = 3, .num_outputs = 1,
-                                   .output_specs = &scalar};
+    ferry_interleave_options io = {
+        .cycle_length = 4, .block_length = 3, .num_parallel_calls = 3, .num_outputs = 1, .output_specs = &scalar};
     ASSERT_OK(ferry_dataset_interleave(r, inner_range, NULL, &io, &il));
     ferry_map_options mo = {.num_parallel_calls = 4, .num_outputs = 1, .output_specs = &draw_spec};
     ASSERT_OK(ferry_dataset_map(il, draw, NULL, &mo, &m));
@@ -107,8 +107,10 @@ static int64_t read_stream(ferry_dataset *ds, bool turn, items *out) {
     for (size_t node = 0; node < pipe->n; node++) {
         const char *name = pipe->nodes[node].ds->name;
         bool has = ferry__pipe_set_knobs(pipe, node, 0, 0, NULL, NULL) == FERRY_OK;
-        bool ahead = strcmp(name, "map") == 0 || strcmp(name, "map_and_batch") == 0 || strcmp(name, "interleave") == 0 ||
-                     (strcmp(name, "prefetch") == 0 && atomic_load(&pipe->nodes[node].work_ns) >= 0); /* measured: not a pass-through */
+        bool ahead = strcmp(name, "map") == 0 || strcmp(name, "map_and_batch") == 0 ||
+                     strcmp(name, "interleave") == 0 ||
+                     (strcmp(name, "prefetch") == 0 &&
+                      atomic_load(&pipe->nodes[node].work_ns) >= 0); /* measured: not a pass-through */
         if (has != ahead) FAILF("node %zu (%s): knobs %s", node, name, has ? "present" : "missing");
     }
     ferry_iterator_free(it);

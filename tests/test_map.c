@@ -27,10 +27,10 @@ static int64_t comp(const ferry_element *e, size_t i) {
 
 /* ---- map functions --------------------------------------------------------------------- */
 typedef struct fn_opts {
-    int64_t fail[8];   /* indices that fail, -1 terminated */
-    bool jitter;       /* busy-wait a pseudo-random 0..30 us, so calls finish out of order */
-    int64_t slow;      /* this index sleeps 20 ms (-1: none) */
-    bool two;          /* output (index, random) instead of value * 1000 + random % 1000 */
+    int64_t fail[8]; /* indices that fail, -1 terminated */
+    bool jitter;     /* busy-wait a pseudo-random 0..30 us, so calls finish out of order */
+    int64_t slow;    /* this index sleeps 20 ms (-1: none) */
+    bool two;        /* output (index, random) instead of value * 1000 + random % 1000 */
 } fn_opts;
 
 static void busy_us(int64_t us) {
@@ -487,10 +487,8 @@ static void save_restore_check(ferry_dataset *from, ferry_dataset *into, const r
     size_t m = drain(r, got + k, -1);
     ferry_iterator_free(r);
     if (k + m != n) FAILF("restored after %zu (relaxed %d): %zu + %zu records, want %zu", k, relaxed, k, m, n);
-    if (relaxed)
-        assert_same_set(want, got, n, "relaxed restore");
-    else
-        assert_same(want, got, n, "restore");
+    if (relaxed) assert_same_set(want, got, n, "relaxed restore");
+    else assert_same(want, got, n, "restore");
     free(got);
 }
 
@@ -587,7 +585,7 @@ TEST(map_stats) {
     ASSERT_EQ(s[0].buffer_capacity, 40);
     ASSERT_EQ(s[0].elements_out, 500);
     ASSERT(s[0].work_ns > 500 * 1000); /* the jitter alone is ~15 us per call */
-    ASSERT_EQ(s[0].assemble_ns, 0);     /* nothing is batched */
+    ASSERT_EQ(s[0].assemble_ns, 0);    /* nothing is batched */
     ASSERT(s[0].lock_wait_ns >= 0);
     ASSERT_EQ(s[0].buffered_elements, 0);
     ASSERT(strcmp(s[1].name, "range") == 0);

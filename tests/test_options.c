@@ -47,12 +47,12 @@ TEST(every_constructor_takes_a_name) {
         const char *name, *op;
     } made[16];
     size_t n = 0;
-#define MADE(call, nm, o)                                                                         \
-    do {                                                                                         \
-        made[n].rc = (call);                                                                     \
-        made[n].ds = ds;                                                                         \
-        made[n].name = nm;                                                                       \
-        made[n++].op = o;                                                                        \
+#define MADE(call, nm, o)                                                                                              \
+    do {                                                                                                               \
+        made[n].rc = (call);                                                                                           \
+        made[n].ds = ds;                                                                                               \
+        made[n].name = nm;                                                                                             \
+        made[n++].op = o;                                                                                              \
     } while (0)
     MADE(ferry_dataset_map(r, identity, NULL, &(ferry_map_options){.name = "m"}, &ds), "m", "map");
     MADE(ferry_dataset_filter(r, keep_even, NULL, &(ferry_filter_options){.name = "f"}, &ds), "f", "filter");
@@ -106,8 +106,12 @@ TEST(names_are_checked) {
     ASSERT_EQ(ferry_dataset_tfrecord(rt, 0, NULL, &(ferry_tfrecord_options){.name = "\x7f"}, &ds), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_dataset_tfrecord: opts->name");
     /* UTF-8 names pass as they are. */
-    ASSERT_OK(ferry_dataset_take(r, 1, &(ferry_take_options){.name = "d\xc3\xa9" "codage"}, &ds));
-    ASSERT(strcmp(ferry_dataset_name(ds), "d\xc3\xa9" "codage") == 0);
+    ASSERT_OK(ferry_dataset_take(r, 1,
+                                 &(ferry_take_options){.name = "d\xc3\xa9"
+                                                               "codage"},
+                                 &ds));
+    ASSERT(strcmp(ferry_dataset_name(ds), "d\xc3\xa9"
+                                          "codage") == 0);
     ferry_dataset_unref(ds);
     ferry_dataset_unref(r);
     rt_done(rt);
@@ -118,8 +122,8 @@ TEST(stats_report_and_trace_show_the_name) {
     ASSERT_OK(ferry_runtime_create(&(ferry_runtime_options){.trace_bytes = 1 << 20}, &rt));
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_range(rt, 0, 64, 1, &(ferry_range_options){.name = "ids"}, &ds));
-    CHAIN(ds, ferry_dataset_map(ds, identity, NULL, &(ferry_map_options){.name = "decode", .num_parallel_calls = 2},
-                                OUT));
+    CHAIN(ds,
+          ferry_dataset_map(ds, identity, NULL, &(ferry_map_options){.name = "decode", .num_parallel_calls = 2}, OUT));
     CHAIN(ds, ferry_dataset_prefetch(ds, 4, &(ferry_prefetch_options){.name = "ahead"}, OUT));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, &(ferry_iterator_options){.no_rewrites = true}, &it));
@@ -155,8 +159,8 @@ TEST(a_fused_stage_shows_both_names) {
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
     ASSERT_OK(ferry_dataset_range(rt, 0, 64, 1, NULL, &ds));
-    CHAIN(ds, ferry_dataset_map(ds, identity, NULL, &(ferry_map_options){.name = "decode", .num_parallel_calls = 2},
-                                OUT));
+    CHAIN(ds,
+          ferry_dataset_map(ds, identity, NULL, &(ferry_map_options){.name = "decode", .num_parallel_calls = 2}, OUT));
     CHAIN(ds, ferry_dataset_batch(ds, 8, NULL, OUT));
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
@@ -199,26 +203,22 @@ static const ferry_tensor_spec i64_scalar = {FERRY_DTYPE_INT64, {0, {0}}};
 /* Makes one dataset of each kind that keeps `user`, owning it. */
 static int make_owner(ferry_runtime *rt, ferry_dataset *r, int kind, owned *u, ferry_dataset **out) {
     switch (kind) {
-    case 0:
-        return ferry_dataset_map(r, identity, u, &(ferry_map_options){.user_free = owned_free}, out);
-    case 1:
-        return ferry_dataset_filter(r, keep_even, u, &(ferry_filter_options){.user_free = owned_free}, out);
+    case 0: return ferry_dataset_map(r, identity, u, &(ferry_map_options){.user_free = owned_free}, out);
+    case 1: return ferry_dataset_filter(r, keep_even, u, &(ferry_filter_options){.user_free = owned_free}, out);
     case 2:
-        return ferry_dataset_interleave(r, open_range, u,
-                                        &(ferry_interleave_options){.cycle_length = 2, .num_parallel_calls = 2,
-                                                                    .user_free = owned_free},
-                                        out);
+        return ferry_dataset_interleave(
+            r, open_range, u,
+            &(ferry_interleave_options){.cycle_length = 2, .num_parallel_calls = 2, .user_free = owned_free}, out);
     case 3:
-        return ferry_dataset_flat_map(r, open_range, u,
-                                      &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &i64_scalar,
-                                                                .user_free = owned_free},
-                                      out);
+        return ferry_dataset_flat_map(
+            r, open_range, u,
+            &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &i64_scalar, .user_free = owned_free}, out);
     default:
-        return ferry_dataset_generator(rt,
-                                       &(ferry_generator_options){.next = gen_next, .user = u,
-                                                                  .user_free = owned_free, .num_components = 1,
-                                                                  .specs = &i64_scalar},
-                                       out);
+        return ferry_dataset_generator(
+            rt,
+            &(ferry_generator_options){
+                .next = gen_next, .user = u, .user_free = owned_free, .num_components = 1, .specs = &i64_scalar},
+            out);
     }
 }
 
@@ -253,21 +253,22 @@ TEST(a_failed_constructor_leaves_user_with_the_caller) {
     ferry_dataset *r, *ds = NULL;
     ASSERT_OK(ferry_dataset_range(rt, 0, 6, 1, NULL, &r));
     owned u = {0};
-    ASSERT_EQ(ferry_dataset_map(r, identity, &u, &(ferry_map_options){.user_free = owned_free, .reorder_window = -1},
-                                &ds),
-              FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_filter(r, keep_even, &u, &(ferry_filter_options){.user_free = owned_free, .name = "\n"},
-                                   &ds),
-              FERRY_EINVAL);
+    ASSERT_EQ(
+        ferry_dataset_map(r, identity, &u, &(ferry_map_options){.user_free = owned_free, .reorder_window = -1}, &ds),
+        FERRY_EINVAL);
+    ASSERT_EQ(
+        ferry_dataset_filter(r, keep_even, &u, &(ferry_filter_options){.user_free = owned_free, .name = "\n"}, &ds),
+        FERRY_EINVAL);
     ASSERT_EQ(ferry_dataset_interleave(r, open_range, &u,
                                        &(ferry_interleave_options){.block_length = -1, .user_free = owned_free}, &ds),
               FERRY_EINVAL);
     ASSERT_EQ(ferry_dataset_flat_map(r, NULL, &u, &(ferry_flat_map_options){.user_free = owned_free}, &ds),
               FERRY_EINVAL);
-    ASSERT_EQ(ferry_dataset_generator(rt, &(ferry_generator_options){.next = gen_next, .user = &u,
-                                                                      .user_free = owned_free, .num_components = 0},
-                                      &ds),
-              FERRY_EINVAL);
+    ASSERT_EQ(
+        ferry_dataset_generator(
+            rt, &(ferry_generator_options){.next = gen_next, .user = &u, .user_free = owned_free, .num_components = 0},
+            &ds),
+        FERRY_EINVAL);
     ASSERT(ds == NULL);
     ASSERT_EQ(atomic_load(&u.freed), 0);
     ferry_dataset_unref(r);

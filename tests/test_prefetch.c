@@ -254,7 +254,7 @@ TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
     ferry_dataset *ds = pipeline(rt, 300, &f, 2, FERRY_AUTOTUNE);
     ferry_dataset *pass = pipeline(rt, 300, &f, 0, 0);
     ferry_dataset *big = pipeline(rt, 300, &f, 3, 50); /* folded into the map: no ring */
-    ferry_dataset *ring = pipeline(rt, 300, &f, 0, 8);  /* over an inline map: a ring */
+    ferry_dataset *ring = pipeline(rt, 300, &f, 0, 8); /* over an inline map: a ring */
     rec want[300];
     ferry_iterator *it;
     ASSERT_OK(ferry_iterator_create(pass, NULL, &it));
@@ -263,7 +263,7 @@ TEST(prefetch_save_restore_parallel_map_and_other_sizes) {
     size_t points[] = {0, 1, 2, 63, 64, 65, 129, 130, 131, 200, 299, 300};
     for (size_t i = 0; i < sizeof points / sizeof *points; i++) {
         save_restore_at(rt, ds, ds, want, 300, points[i], 4, i % 2 == 0);
-        save_restore_at(rt, ds, pass, want, 300, points[i], 4, false);   /* into pass-through */
+        save_restore_at(rt, ds, pass, want, 300, points[i], 4, false);       /* into pass-through */
         save_restore_at(rt, pass, big, want, 300, points[i], 0, i % 2 == 1); /* from pass-through */
         save_restore_at(rt, big, ds, want, 300, points[i], 50, true);
         save_restore_at(rt, ring, big, want, 300, points[i], 8, false); /* across the fold */

@@ -32,10 +32,11 @@ static uint64_t rnext(rng *r) {
 }
 static int rbelow(rng *r, int n) { return (int)(rnext(r) % (uint64_t)n); }
 
-#define CHECK(call)                                                                              \
-    do {                                                                                         \
-        int rc_ = (call);                                                                        \
-        if (rc_ != FERRY_OK) FAILF("%s: %s (%s)\nrecipe: %s", #call, ferry_last_error(), ferry_error_name(rc_), recipe); \
+#define CHECK(call)                                                                                                    \
+    do {                                                                                                               \
+        int rc_ = (call);                                                                                              \
+        if (rc_ != FERRY_OK)                                                                                           \
+            FAILF("%s: %s (%s)\nrecipe: %s", #call, ferry_last_error(), ferry_error_name(rc_), recipe);                \
     } while (0)
 
 static char recipe[2048];
@@ -134,7 +135,8 @@ static ferry_dataset *build(ferry_runtime *rt, rng *r, int threads) {
         switch (op) {
         case 0:
         case 1: {
-            ferry_map_options mo = {.num_parallel_calls = threads, .reorder_window = 1 + rbelow(r, 20), .seed = (uint64_t)rbelow(r, 3)};
+            ferry_map_options mo = {
+                .num_parallel_calls = threads, .reorder_window = 1 + rbelow(r, 20), .seed = (uint64_t)rbelow(r, 3)};
             bool errors = rbelow(r, 2);
             CHECK(ferry_dataset_map(ds, map_fn, errors ? (void *)1 : NULL, &mo, &o));
             note(" -> map(threads %d, window %d, errors %d)", threads, mo.reorder_window, errors);
@@ -275,8 +277,8 @@ static int drain(ferry_iterator *it, uint64_t *out, int cap) {
 }
 
 /* Restores state b into ds and compares the rest with full[k..n). */
-static void check_restore(ferry_dataset *ds, ferry_blob *b, const uint64_t *full, int k, int n, uint64_t *got,
-                          int cap, const char *into) {
+static void check_restore(ferry_dataset *ds, ferry_blob *b, const uint64_t *full, int k, int n, uint64_t *got, int cap,
+                          const char *into) {
     ferry_iterator *r2;
     CHECK(ferry_iterator_restore(ds, ferry_blob_data(b), ferry_blob_size(b), NULL, &r2));
     int m = drain(r2, got, cap);

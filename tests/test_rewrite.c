@@ -11,8 +11,8 @@
 #include "stream_check.h"
 
 typedef struct fail_set {
-    int64_t fail[4];    /* positions whose call fails (-1: none) */
-    int64_t shape[4];   /* positions whose output has 3 entries instead of 2 (rows do not stack) */
+    int64_t fail[4];  /* positions whose call fails (-1: none) */
+    int64_t shape[4]; /* positions whose output has 3 entries instead of 2 (rows do not stack) */
 } fail_set;
 
 static bool in_set(const int64_t *s, int64_t i) {
@@ -160,7 +160,8 @@ TEST(map_and_batch_same_stream_as_written) {
     for (size_t t = 0; t < 4; t++)
         for (size_t s = 0; s < 5; s++)
             for (size_t b = 0; b < 4; b++)
-                for (int drop = 0; drop < 2; drop++) check_pipeline(rt, sizes[s], threads[t], batches[b], drop, &no_fail, false);
+                for (int drop = 0; drop < 2; drop++)
+                    check_pipeline(rt, sizes[s], threads[t], batches[b], drop, &no_fail, false);
     rt_done(rt);
 }
 
@@ -210,7 +211,7 @@ TEST(map_and_batch_stats_show_the_graph_that_ran) {
     ferry_stage_stats st[8];
     size_t n = 0;
     ASSERT_OK(ferry_iterator_stats(it, st, 8, &n));
-    ASSERT_EQ(n, 2); /* map_and_batch <- range */
+    ASSERT_EQ(n, 2);                  /* map_and_batch <- range */
     ASSERT_EQ(st[0].elements_out, 5); /* batches, not rows */
     ASSERT_EQ(st[0].parallelism, 2);
     ASSERT(st[0].work_ns > 0);      /* the function calls, measured on the workers */
@@ -334,4 +335,3 @@ TEST(map_and_batch_inside_other_stages) {
     ferry_dataset_unref(b);
     rt_done(rt);
 }
-

@@ -324,7 +324,7 @@ TEST(generator_save_restore_replays) {
     check_stream(ds, 100, 3);
     ASSERT_EQ(c.inits, c.finis); /* no state leaked over dozens of iterators */
     ASSERT(c.inits > 12);
-    ASSERT_EQ(c.bad_index, 0);   /* replayed calls see the right positions */
+    ASSERT_EQ(c.bad_index, 0); /* replayed calls see the right positions */
     /* Replay cost: a restore at position 8 calls next 8 times before the next output. */
     ferry_iterator *it = iter_new(ds, 3);
     for (int i = 0; i < 8; i++) {
@@ -533,7 +533,9 @@ static int probe_init(ferry_context *ctx, void *user, void **state) {
     return FERRY_OK;
 }
 
-static int64_t probe_value(const ferry_element *e) { return *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)); }
+static int64_t probe_value(const ferry_element *e) {
+    return *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+}
 
 static int probe_map(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     (void)ctx;
@@ -563,13 +565,17 @@ TEST(no_call_starts_once_cancelled) {
         cancel_probe p = {.root = &root};
         atomic_store(&p.max_gen, -1);
         atomic_store(&p.max_fn, -1);
-        ferry_generator_options go = {.init = probe_init, .next = probe_next, .user = &p, .num_components = 1,
-                                      .specs = &spec, .cardinality = FERRY_INFINITE};
+        ferry_generator_options go = {.init = probe_init,
+                                      .next = probe_next,
+                                      .user = &p,
+                                      .num_components = 1,
+                                      .specs = &spec,
+                                      .cardinality = FERRY_INFINITE};
         ferry_dataset *g, *ds = NULL;
         ASSERT_OK(ferry_dataset_generator(rt, &go, &g));
         ferry_map_options mo = {.num_parallel_calls = kind == 1 ? 2 : 0};
-        ferry_interleave_options io = {.cycle_length = 1, .num_parallel_calls = kind == 4 ? 2 : 0,
-                                       .num_outputs = 1, .output_specs = &spec};
+        ferry_interleave_options io = {
+            .cycle_length = 1, .num_parallel_calls = kind == 4 ? 2 : 0, .num_outputs = 1, .output_specs = &spec};
         if (kind <= 1) ASSERT_OK(ferry_dataset_map(g, probe_map, &p, &mo, &ds)); /* inline, 2 threads */
         else if (kind == 2) ASSERT_OK(ferry_dataset_filter(g, probe_pred, &p, NULL, &ds));
         else if (kind <= 4) ASSERT_OK(ferry_dataset_interleave(g, probe_inner, &p, &io, &ds));

@@ -236,14 +236,21 @@ TEST(file_rejections) {
 /* The kill test's child: resumes from path if the file restores, else starts fresh; then, after
  * every element, saves its state to path and reports the position it saved (an int64, written
  * atomically: PIPE_BUF) on fd `report`. Exit codes name what failed before the kill. */
-enum { CHILD_NO_RUNTIME = 3, CHILD_NO_ITERATOR = 4, CHILD_NEXT_FAILED = 5, CHILD_SAVE_FAILED = 6, CHILD_REPORT_FAILED = 7 };
+enum {
+    CHILD_NO_RUNTIME = 3,
+    CHILD_NO_ITERATOR = 4,
+    CHILD_NEXT_FAILED = 5,
+    CHILD_SAVE_FAILED = 6,
+    CHILD_REPORT_FAILED = 7
+};
 
 static void kill_child(const char *path, int report) {
     ferry_runtime *rt;
     if (ferry_runtime_create(NULL, &rt)) _exit(CHILD_NO_RUNTIME);
     ferry_dataset *ds = pipeline(rt, 1 << 30);
     ferry_iterator *it;
-    if (ferry_iterator_restore_file(ds, path, NULL, &it) != FERRY_OK && ferry_iterator_create(ds, NULL, &it) != FERRY_OK)
+    if (ferry_iterator_restore_file(ds, path, NULL, &it) != FERRY_OK &&
+        ferry_iterator_create(ds, NULL, &it) != FERRY_OK)
         _exit(CHILD_NO_ITERATOR);
     for (;;) {
         ferry_element *e;
@@ -300,10 +307,10 @@ TEST(kill_while_saving) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     unsigned seed = (unsigned)ts.tv_nsec;
     srand(seed);
-    int64_t position = 0;          /* of the file, restored and checked after the last kill */
-    int64_t saves = 0;             /* saves reported over all children */
-    int multi = 0;                 /* kills after the child's second save or later */
-    int renamed_unreported = 0;    /* kills after a save's rename, before the child reported it */
+    int64_t position = 0;       /* of the file, restored and checked after the last kill */
+    int64_t saves = 0;          /* saves reported over all children */
+    int multi = 0;              /* kills after the child's second save or later */
+    int renamed_unreported = 0; /* kills after a save's rename, before the child reported it */
     for (int c = 0; c < cycles; c++) {
         int fds[2];
         ASSERT_EQ(pipe(fds), 0);
@@ -321,12 +328,13 @@ TEST(kill_while_saving) {
             if (WIFEXITED(status))
                 FAILF("cycle %d: child exited with %d before its first save: %s", c, WEXITSTATUS(status),
                       child_exit_reason(WEXITSTATUS(status)));
-            FAILF("cycle %d: child died of signal %d before its first save", c, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+            FAILF("cycle %d: child died of signal %d before its first save", c,
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
         }
         /* It resumed exactly where the last child's file said (a fresh start on the first cycle). */
         if (first != position + 1)
-            FAILF("cycle %d (seed %u): the child's first save is position %lld, expected %lld", c, seed, (long long)first,
-                  (long long)position + 1);
+            FAILF("cycle %d (seed %u): the child's first save is position %lld, expected %lld", c, seed,
+                  (long long)first, (long long)position + 1);
         struct timespec d = {0, (long)(rand() % 3000) * 1000};
         nanosleep(&d, NULL);
         ASSERT_EQ(kill(pid, SIGKILL), 0);

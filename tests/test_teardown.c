@@ -98,8 +98,11 @@ static int big(ferry_context *ctx, ferry_element *in, ferry_element **out, void 
 
 static ferry_dataset *map_of(ferry_dataset *in, ferry_map_fn fn, void *user, int threads, bool relaxed, int window,
                              const ferry_tensor_spec *spec) {
-    ferry_map_options o = {.num_parallel_calls = threads, .relaxed_order = relaxed, .reorder_window = window,
-                           .num_outputs = spec ? 1 : 0, .output_specs = spec};
+    ferry_map_options o = {.num_parallel_calls = threads,
+                           .relaxed_order = relaxed,
+                           .reorder_window = window,
+                           .num_outputs = spec ? 1 : 0,
+                           .output_specs = spec};
     ferry_dataset *m;
     ASSERT_OK(ferry_dataset_map(in, fn, user, &o, &m));
     return m;
@@ -296,8 +299,12 @@ TEST(teardown_starts_no_callback_after_cancel) {
     for (int kind = 0; kind < 5; kind++) {
         for (int trial = 0; trial < 6; trial++) {
             late_calls c = {0};
-            ferry_generator_options go = {.init = late_gen_init, .next = late_gen_next, .user = &c,
-                                          .num_components = 1, .specs = &spec, .cardinality = FERRY_UNKNOWN};
+            ferry_generator_options go = {.init = late_gen_init,
+                                          .next = late_gen_next,
+                                          .user = &c,
+                                          .num_components = 1,
+                                          .specs = &spec,
+                                          .cardinality = FERRY_UNKNOWN};
             ferry_dataset *ds, *next;
             ASSERT_OK(ferry_dataset_generator(rt, &go, &ds));
             if (kind == 0 || kind == 1) { /* generator -> map (2 threads or inline) -> prefetch */
@@ -306,11 +313,15 @@ TEST(teardown_starts_no_callback_after_cancel) {
                 ASSERT_OK(ferry_dataset_filter(ds, late_pred, &c, NULL, &next));
             } else { /* generator -> interleave (2 threads) / flat_map -> prefetch */
                 if (kind == 3) {
-                    ferry_interleave_options io = {.cycle_length = 2, .block_length = 1, .num_parallel_calls = 2,
-                                                   .num_outputs = 1, .output_specs = &spec};
+                    ferry_interleave_options io = {.cycle_length = 2,
+                                                   .block_length = 1,
+                                                   .num_parallel_calls = 2,
+                                                   .num_outputs = 1,
+                                                   .output_specs = &spec};
                     ASSERT_OK(ferry_dataset_interleave(ds, late_inner, &c, &io, &next));
                 } else {
-                    ASSERT_OK(ferry_dataset_flat_map(ds, late_inner, &c, &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &next));
+                    ASSERT_OK(ferry_dataset_flat_map(
+                        ds, late_inner, &c, &(ferry_flat_map_options){.num_outputs = 1, .output_specs = &spec}, &next));
                 }
             }
             ferry_dataset_unref(ds);

@@ -180,8 +180,10 @@ typedef struct line_case {
     size_t nwant;
 } line_case;
 
-#define LC(s, ...) {s, sizeof(s) - 1, {__VA_ARGS__}, sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)}
-#define LC0(s) {s, sizeof(s) - 1, {NULL}, 0}
+#define LC(s, ...)                                                                                                     \
+    { s, sizeof(s) - 1, {__VA_ARGS__}, sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *) }
+#define LC0(s)                                                                                                         \
+    { s, sizeof(s) - 1, {NULL}, 0 }
 
 static const line_case line_cases[] = {
     LC("a\nbb\n\nccc", "a", "bb", "", "ccc"),
@@ -608,8 +610,11 @@ TEST(text_lines_interleaved_files) {
     const char *want[] = {"a0", "a1", "b0", "b1", "a2", "a3", "!FERRY_ENOTFOUND", "c0", "c1", "c2"};
     for (int threads = 0; threads <= 3; threads += 3) {
         ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
-        ferry_interleave_options o = {.cycle_length = 2, .block_length = 2, .num_parallel_calls = threads,
-                                      .num_outputs = 1, .output_specs = &spec};
+        ferry_interleave_options o = {.cycle_length = 2,
+                                      .block_length = 2,
+                                      .num_parallel_calls = threads,
+                                      .num_outputs = 1,
+                                      .output_specs = &spec};
         ferry_dataset *ds;
         ASSERT_OK(ferry_dataset_interleave(files, open_lines, NULL, &o, &ds));
         strs got = run_all(ds);

@@ -178,8 +178,9 @@ static void assert_same_seq(const seq *a, int from, const seq *b) {
     ASSERT_EQ(a->n - from, b->n);
     for (int i = 0; i < b->n; i++) {
         const item *x = &a->it[from + i], *y = &b->it[i];
-        if (x->rc != y->rc) FAILF("position %d: %s vs %s (%s | %s)", from + i, ferry_error_name(x->rc),
-                                  ferry_error_name(y->rc), x->msg, y->msg);
+        if (x->rc != y->rc)
+            FAILF("position %d: %s vs %s (%s | %s)", from + i, ferry_error_name(x->rc), ferry_error_name(y->rc), x->msg,
+                  y->msg);
         if (x->rc == FERRY_OK) {
             ASSERT_EQ(x->len, y->len);
             ASSERT(memcmp(x->data, y->data, x->len) == 0);
@@ -215,9 +216,9 @@ TEST(writer_matches_reference_vectors) {
     ASSERT_OK(ferry_tfrecord_writer_write(w, "hello", 5));
     ASSERT_STR_CONTAINS(ferry_tfrecord_writer_error(w), "");
     ASSERT_OK(ferry_tfrecord_writer_close(w));
-    static const uint8_t want[] = {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x29, 0x03, 0x98, 0x07,
-                                   0xd8, 0xea, 0x82, 0xa2, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-                                   0xea, 0xb2, 0x04, 0x3e, 'h',  'e',  'l',  'l',  'o',  0xbb, 0x1f, 0x1c, 0x19};
+    static const uint8_t want[] = {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x29, 0x03, 0x98, 0x07, 0xd8,
+                                   0xea, 0x82, 0xa2, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xea, 0xb2,
+                                   0x04, 0x3e, 'h',  'e',  'l',  'l',  'o',  0xbb, 0x1f, 0x1c, 0x19};
     size_t n;
     uint8_t *got = read_whole(tmp_path("v.tfrecord"), &n);
     ASSERT_EQ(n, sizeof want);
@@ -542,7 +543,8 @@ static void *counting_alloc(void *user, void *ptr, size_t old_size, size_t new_s
     if ((int64_t)new_size > atomic_load(&c->largest)) atomic_store(&c->largest, (int64_t)new_size);
     void *p = realloc(ptr, new_size);
     if (!p) return NULL;
-    int64_t now = atomic_fetch_add(&c->live, (int64_t)new_size - (int64_t)old_size) + (int64_t)new_size - (int64_t)old_size;
+    int64_t now =
+        atomic_fetch_add(&c->live, (int64_t)new_size - (int64_t)old_size) + (int64_t)new_size - (int64_t)old_size;
     if (now > atomic_load(&c->peak)) atomic_store(&c->peak, now);
     return p;
 }
@@ -822,7 +824,8 @@ TEST(bad_record_limit_is_global_under_parallel_reads) {
         for (int i = 0; i < ref.n; i++) bad += ref.it[i].rc != FERRY_OK;
         ASSERT_EQ(bad, 6);
         for (int64_t max_bad = -1; max_bad <= 7; max_bad++) {
-            ferry_tfrecord_options o = {.num_parallel_reads = reads, .max_bad_records = max_bad < 0 ? FERRY_INFINITE : max_bad};
+            ferry_tfrecord_options o = {.num_parallel_reads = reads,
+                                        .max_bad_records = max_bad < 0 ? FERRY_INFINITE : max_bad};
             ferry_dataset *ds = tfr_ds(rt, 3, f, &o);
             ferry_iterator *it;
             ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
@@ -878,8 +881,8 @@ TEST(restore_validates_state) {
         size_t at;
         uint8_t v;
         const char *what;
-    } edits[] = {{base + 4, 7, "in_file"}, {base + 5, 9, "file index"}, {base + 21, 2, "resync"},
-                 {base + 22 + 7, 0x80, "bad"}};
+    } edits[] = {
+        {base + 4, 7, "in_file"}, {base + 5, 9, "file index"}, {base + 21, 2, "resync"}, {base + 22 + 7, 0x80, "bad"}};
     for (size_t k = 0; k < sizeof edits / sizeof edits[0]; k++) {
         memcpy(st, ferry_blob_data(b), sz);
         st[edits[k].at] = edits[k].v;
@@ -1302,7 +1305,8 @@ TEST(stream_contract) {
         ferry__ostream_options oo = {.compression = cs[c], .buffer_size = 100};
         ferry__ostream *o;
         ASSERT_OK(ferry__ostream_open(rt, tmp_path("s"), &oo, &o, &st));
-        for (size_t k = 0; k < N; k += 777) ASSERT_OK(ferry__ostream_write(o, data + k, FERRY__MIN((size_t)777, N - k), &st));
+        for (size_t k = 0; k < N; k += 777)
+            ASSERT_OK(ferry__ostream_write(o, data + k, FERRY__MIN((size_t)777, N - k), &st));
         ASSERT_EQ(ferry__ostream_offset(o), N);
         ASSERT_OK(ferry__ostream_close(o, &st));
         for (int mem = 0; mem < 2; mem++) {
@@ -1310,10 +1314,8 @@ TEST(stream_contract) {
             uint8_t *raw = mem ? read_whole(tmp_path("s"), &raw_n) : NULL;
             ferry__stream_options so = {.compression = cs[c], .buffer_size = 64};
             ferry__stream *s;
-            if (mem)
-                ASSERT_OK(ferry__stream_open_memory(rt, "mem", raw, raw_n, &so, &s, &st));
-            else
-                ASSERT_OK(ferry__stream_open(rt, tmp_path("s"), &so, &s, &st));
+            if (mem) ASSERT_OK(ferry__stream_open_memory(rt, "mem", raw, raw_n, &so, &s, &st));
+            else ASSERT_OK(ferry__stream_open(rt, tmp_path("s"), &so, &s, &st));
             ASSERT_EQ(ferry__stream_compressed(s), c != 0);
             ASSERT_EQ(ferry__stream_bytes_left(s), c ? -1 : N);
             const uint8_t *p;

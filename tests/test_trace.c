@@ -172,7 +172,7 @@ TEST(trace_environment_variable_writes_at_free) {
     char path[256];
     temp_path(path, sizeof path, "env");
     unlink(path);
-    ASSERT_EQ(setenv("FERRY_TRACE", path, 1), 0); /* this test runs in a process of its own */
+    ASSERT_EQ(setenv("FERRY_TRACE", path, 1), 0);     /* this test runs in a process of its own */
     ferry_runtime *rt = rt_new(), *second = rt_new(); /* the second writes FILE.2 */
     ASSERT_OK(ferry_trace_step(rt, "from env", ferry_clock_ns()));
     ASSERT_OK(ferry_trace_step(second, "second runtime", ferry_clock_ns()));

@@ -147,7 +147,11 @@ TEST(take_counts_and_cardinality) {
     struct {
         int64_t count, card;
         const char *want;
-    } cases[] = {{3, 3, "0 1 2"}, {0, 0, ""}, {FERRY_INFINITE, 10, "0 1 2 3 4 5 6 7 8 9"}, {20, 10, "0 1 2 3 4 5 6 7 8 9"}, {10, 10, "0 1 2 3 4 5 6 7 8 9"}};
+    } cases[] = {{3, 3, "0 1 2"},
+                 {0, 0, ""},
+                 {FERRY_INFINITE, 10, "0 1 2 3 4 5 6 7 8 9"},
+                 {20, 10, "0 1 2 3 4 5 6 7 8 9"},
+                 {10, 10, "0 1 2 3 4 5 6 7 8 9"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ASSERT_OK(ferry_dataset_take(in, cases[i].count, NULL, &ds));
         ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);
@@ -225,7 +229,8 @@ TEST(skip_counts_and_cardinality) {
     struct {
         int64_t count, card;
         const char *want;
-    } cases[] = {{3, 7, "3 4 5 6 7 8 9"}, {0, 10, "0 1 2 3 4 5 6 7 8 9"}, {9, 1, "9"}, {10, 0, ""}, {20, 0, ""}, {FERRY_INFINITE, 0, ""}};
+    } cases[] = {{3, 7, "3 4 5 6 7 8 9"}, {0, 10, "0 1 2 3 4 5 6 7 8 9"}, {9, 1, "9"}, {10, 0, ""}, {20, 0, ""},
+                 {FERRY_INFINITE, 0, ""}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ASSERT_OK(ferry_dataset_skip(in, cases[i].count, NULL, &ds));
         ASSERT_EQ(ferry_dataset_cardinality(ds), cases[i].card);

@@ -17,13 +17,12 @@ bool ferry_cli_report_help(FILE *f, const char *sub) {
     if (sub && strcmp(sub, "page") != 0) return false;
     if (!sub) fprintf(f, "usage: ferry report SUBCOMMAND ...\n\nsubcommands:\n  page   write the report page\n\n");
     else fputs(page_usage, f);
-    fprintf(f,
-            "'page' writes PAGE.html: one self-contained HTML file (no network, no external script) with\n"
-            "the pipeline as a graph of its stages (rate, threads, buffer, waits, CPU share), ferry's\n"
-            "verdict on what limits it, and, given TRACE.json, the timeline of every thread. REPORT.json\n"
-            "is what ferry_iterator_report_json returns, written to a file; TRACE.json what\n"
-            "ferry_runtime_trace_write (or FERRY_TRACE=TRACE.json in the environment) writes.\n"
-            "exit status: 0 written, 1 a file unreadable or the page not written, 2 usage error\n");
+    fprintf(f, "'page' writes PAGE.html: one self-contained HTML file (no network, no external script) with\n"
+               "the pipeline as a graph of its stages (rate, threads, buffer, waits, CPU share), ferry's\n"
+               "verdict on what limits it, and, given TRACE.json, the timeline of every thread. REPORT.json\n"
+               "is what ferry_iterator_report_json returns, written to a file; TRACE.json what\n"
+               "ferry_runtime_trace_write (or FERRY_TRACE=TRACE.json in the environment) writes.\n"
+               "exit status: 0 written, 1 a file unreadable or the page not written, 2 usage error\n");
     return true;
 }
 

@@ -27,16 +27,17 @@ static const char show_usage[] = "usage: ferry state show FILE\n";
 
 bool ferry_cli_state_help(FILE *f, const char *sub) {
     if (sub && strcmp(sub, "show") != 0) return false;
-    if (!sub) fprintf(f, "usage: ferry state SUBCOMMAND FILE\n\nsubcommands:\n  show FILE   describe a saved iterator state\n\n");
+    if (!sub)
+        fprintf(
+            f, "usage: ferry state SUBCOMMAND FILE\n\nsubcommands:\n  show FILE   describe a saved iterator state\n\n");
     else fputs(show_usage, f);
-    fprintf(f,
-            "'show' checks the state's framing and checksum and prints its format version, the\n"
-            "fingerprint of the pipeline it was saved from, the iterator's seed, its position (elements\n"
-            "handed out before the save) and its size. FILE is a state file\n"
-            "(ferry_iterator_save_file), or a file of an application's own that ends with a state\n"
-            "(a training checkpoint, such as examples/train.c's --checkpoint). For another kind of\n"
-            "file it says what the file is.\n"
-            "exit status: 0 a valid state, 1 no valid state in FILE or FILE unreadable, 2 usage error\n");
+    fprintf(f, "'show' checks the state's framing and checksum and prints its format version, the\n"
+               "fingerprint of the pipeline it was saved from, the iterator's seed, its position (elements\n"
+               "handed out before the save) and its size. FILE is a state file\n"
+               "(ferry_iterator_save_file), or a file of an application's own that ends with a state\n"
+               "(a training checkpoint, such as examples/train.c's --checkpoint). For another kind of\n"
+               "file it says what the file is.\n"
+               "exit status: 0 a valid state, 1 no valid state in FILE or FILE unreadable, 2 usage error\n");
     return true;
 }
 
@@ -194,7 +195,8 @@ static int show(const char *path) {
         } else {
             char begin[80] = "";
             size_t k = 0;
-            for (size_t i = 0; i < n && i < 8; i++) k += (size_t)snprintf(begin + k, sizeof begin - k, " %02x", head[i]);
+            for (size_t i = 0; i < n && i < 8; i++)
+                k += (size_t)snprintf(begin + k, sizeof begin - k, " %02x", head[i]);
             ferry_cli_error(cmd,
                             "%s: not a ferry iterator state: %zu bytes of an unknown format (first bytes%s), "
                             "with no state at their end",
@@ -213,7 +215,8 @@ int ferry_cli_state(int argc, char **argv) {
         ferry_cli_state_help(stdout, NULL);
         return FERRY_CLI_OK;
     }
-    if (strcmp(sub, "show") != 0) return ferry_cli_usage_error("state", "unknown subcommand '%s'; the only one is show", sub);
+    if (strcmp(sub, "show") != 0)
+        return ferry_cli_usage_error("state", "unknown subcommand '%s'; the only one is show", sub);
     if (ferry_cli_wants_help(argc, argv, 2)) {
         ferry_cli_state_help(stdout, "show");
         return FERRY_CLI_OK;

@@ -60,8 +60,8 @@ bool ferry_cli_tfrecord_help(FILE *f, const char *sub) {
     }
     for (size_t i = 0; i < NSUB; i++)
         if (strcmp(sub, subcommands[i].name) == 0) {
-            fprintf(f, "usage: ferry tfrecord %s %s\n%s\n%s", subcommands[i].name, subcommands[i].usage, subcommands[i].what,
-                    options_text);
+            fprintf(f, "usage: ferry tfrecord %s %s\n%s\n%s", subcommands[i].name, subcommands[i].usage,
+                    subcommands[i].what, options_text);
             return true;
         }
     return false;
@@ -100,7 +100,8 @@ static int parse_opts(int argc, char **argv, cli_opts *o, bool allow_no_crc, boo
         if (!only_files && strcmp(a, "--") == 0) {
             only_files = true;
         } else if (!only_files && (strcmp(a, "-c") == 0 || strcmp(a, "--compression") == 0)) {
-            if (i + 1 >= argc) return ferry_cli_usage_error(o->cmd, "option %s needs a value: gzip, zlib, none or auto", a);
+            if (i + 1 >= argc)
+                return ferry_cli_usage_error(o->cmd, "option %s needs a value: gzip, zlib, none or auto", a);
             o->compression = parse_compression(argv[++i]);
             if (o->compression == -2)
                 return ferry_cli_usage_error(o->cmd, "unknown compression '%s'; use gzip, zlib, none or auto", argv[i]);
@@ -351,18 +352,19 @@ static int cmd_cat(ferry_runtime *rt, const cli_opts *o) {
 
 static int cmd_write(ferry_runtime *rt, const cli_opts *o) {
     const char *out = o->args[0];
-    ferry_tfrecord_writer_options wo = {
-        .compression = o->compression == COMP_AUTO ? (ends_with(out, ".gz")   ? FERRY_COMPRESSION_GZIP
-                                                      : ends_with(out, ".zz") ? FERRY_COMPRESSION_ZLIB
-                                                                              : FERRY_COMPRESSION_NONE)
-                                                   : (ferry_compression)o->compression};
+    ferry_tfrecord_writer_options wo = {.compression = o->compression == COMP_AUTO
+                                                           ? (ends_with(out, ".gz")   ? FERRY_COMPRESSION_GZIP
+                                                              : ends_with(out, ".zz") ? FERRY_COMPRESSION_ZLIB
+                                                                                      : FERRY_COMPRESSION_NONE)
+                                                           : (ferry_compression)o->compression};
     ferry_tfrecord_writer *w;
     if (ferry_tfrecord_writer_open(rt, out, &wo, &w)) {
         ferry_cli_error(o->cmd, "%s", ferry_cli_reason(ferry_last_error()));
         return FERRY_CLI_FAILED;
     }
     if (isatty(STDIN_FILENO))
-        fprintf(stderr, "ferry tfrecord write: reading JSON lines from the terminal, one record each; end with Ctrl-D\n");
+        fprintf(stderr,
+                "ferry tfrecord write: reading JSON lines from the terminal, one record each; end with Ctrl-D\n");
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -431,7 +433,8 @@ int ferry_cli_tfrecord(int argc, char **argv) {
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
         if (strcmp(sub, "help") == 0 && argc > 2) {
             if (ferry_cli_tfrecord_help(stdout, argv[2])) return FERRY_CLI_OK;
-            return ferry_cli_usage_error("tfrecord", "unknown subcommand '%s'; the subcommands are count, verify, cat and write", argv[2]);
+            return ferry_cli_usage_error(
+                "tfrecord", "unknown subcommand '%s'; the subcommands are count, verify, cat and write", argv[2]);
         }
         ferry_cli_tfrecord_help(stdout, NULL);
         return FERRY_CLI_OK;
@@ -439,7 +442,9 @@ int ferry_cli_tfrecord(int argc, char **argv) {
     static const char *const prefixes[NSUB] = {"tfrecord count", "tfrecord verify", "tfrecord cat", "tfrecord write"};
     size_t k = 0;
     while (k < NSUB && strcmp(sub, subcommands[k].name) != 0) k++;
-    if (k == NSUB) return ferry_cli_usage_error("tfrecord", "unknown subcommand '%s'; the subcommands are count, verify, cat and write", sub);
+    if (k == NSUB)
+        return ferry_cli_usage_error("tfrecord",
+                                     "unknown subcommand '%s'; the subcommands are count, verify, cat and write", sub);
     if (ferry_cli_wants_help(argc, argv, 2)) {
         ferry_cli_tfrecord_help(stdout, sub);
         return FERRY_CLI_OK;
@@ -461,7 +466,10 @@ int ferry_cli_tfrecord(int argc, char **argv) {
         free(o.args);
         return FERRY_CLI_FAILED;
     }
-    int status = is_count ? cmd_count(rt, &o) : is_verify ? cmd_verify(rt, &o) : is_cat ? cmd_cat(rt, &o) : cmd_write(rt, &o);
+    int status = is_count    ? cmd_count(rt, &o)
+                 : is_verify ? cmd_verify(rt, &o)
+                 : is_cat    ? cmd_cat(rt, &o)
+                             : cmd_write(rt, &o);
     ferry_runtime_free(rt);
     free(o.args);
     return status;

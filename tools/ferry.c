@@ -9,20 +9,19 @@
 #include "ferry.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: ferry COMMAND [ARGS]\n"
-            "Inspects what ferry reads and writes: saved iterator states, TFRecord files and reports.\n"
-            "\n"
-            "commands:\n"
-            "  version                            print the version of the ferry library\n"
-            "  state show FILE                    describe a saved iterator state (position, seed,\n"
-            "                                     pipeline fingerprint), or say what FILE is instead\n"
-            "  tfrecord count|verify|cat|write    count, check, print and write TFRecord files\n"
-            "  report page REPORT [TRACE] -o OUT  write the report page (HTML: graph, verdict, timeline)\n"
-            "  help [COMMAND [SUBCOMMAND]]        this help, or a command's\n"
-            "\n"
-            "'ferry COMMAND --help' and 'ferry help COMMAND' describe a command and its options.\n"
-            "exit status: 0 success, 1 failure (bad data, I/O error), 2 usage error\n");
+    fprintf(f, "usage: ferry COMMAND [ARGS]\n"
+               "Inspects what ferry reads and writes: saved iterator states, TFRecord files and reports.\n"
+               "\n"
+               "commands:\n"
+               "  version                            print the version of the ferry library\n"
+               "  state show FILE                    describe a saved iterator state (position, seed,\n"
+               "                                     pipeline fingerprint), or say what FILE is instead\n"
+               "  tfrecord count|verify|cat|write    count, check, print and write TFRecord files\n"
+               "  report page REPORT [TRACE] -o OUT  write the report page (HTML: graph, verdict, timeline)\n"
+               "  help [COMMAND [SUBCOMMAND]]        this help, or a command's\n"
+               "\n"
+               "'ferry COMMAND --help' and 'ferry help COMMAND' describe a command and its options.\n"
+               "exit status: 0 success, 1 failure (bad data, I/O error), 2 usage error\n");
 }
 
 static void version_help(FILE *f) {
@@ -51,8 +50,8 @@ static int help(int argc, char **argv) {
     } else if (strcmp(cmd, "report") == 0) {
         ok = ferry_cli_report_help(stdout, sub);
     } else {
-        return ferry_cli_usage_error("help", "unknown command '%s'; the commands are version, state, tfrecord and report",
-                                     cmd);
+        return ferry_cli_usage_error("help",
+                                     "unknown command '%s'; the commands are version, state, tfrecord and report", cmd);
     }
     if (!ok) return ferry_cli_usage_error(cmd, "unknown subcommand '%s'", sub);
     return FERRY_CLI_OK;
@@ -77,7 +76,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "state") == 0) return ferry_cli_state(argc - 1, argv + 1);
     if (strcmp(cmd, "tfrecord") == 0) return ferry_cli_tfrecord(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return ferry_cli_report(argc - 1, argv + 1);
-    fprintf(stderr, "ferry: unknown command '%s'; the commands are version, state, tfrecord and report (see 'ferry help')\n",
+    fprintf(stderr,
+            "ferry: unknown command '%s'; the commands are version, state, tfrecord and report (see 'ferry help')\n",
             cmd);
     return FERRY_CLI_USAGE;
 }

@@ -169,15 +169,15 @@ typedef struct thread_claims {
     claim slot[CLAIM_SLOTS];
     ferry__allocator *miss; /* no owned shard was free in `miss` (generation miss_gen) */
     uint64_t miss_gen;
-    uint32_t miss_left;     /* uses of the shared shards before trying again */
-    bool armed;             /* the exit destructor will run */
-    bool exited;            /* it ran (or cannot): claim nothing more */
+    uint32_t miss_left; /* uses of the shared shards before trying again */
+    bool armed;         /* the exit destructor will run */
+    bool exited;        /* it ran (or cannot): claim nothing more */
 } thread_claims;
 
 static _Thread_local thread_claims tl_claims;
 static ferry__mutex registry_mu = FERRY__MUTEX_INITIALIZER;
-static ferry__allocator *registry;       /* under registry_mu */
-static int exit_key_state;               /* under registry_mu: 0 not made, 1 made, -1 failed */
+static ferry__allocator *registry; /* under registry_mu */
+static int exit_key_state;         /* under registry_mu: 0 not made, 1 made, -1 failed */
 static ferry__thread_key exit_key;
 static _Atomic uint64_t next_gen = 1;
 
@@ -270,8 +270,8 @@ static ferry__alloc_shard *claim_new(thread_claims *t, ferry__allocator *a, uint
     while (m != UINT64_MAX) {
         uint32_t idx = (uint32_t)__builtin_ctzll(~m);
         /* acquire: the previous owner's chains and counters are ours now */
-        if (atomic_compare_exchange_weak_explicit(&a->owned_mask, &m, m | ((uint64_t)1 << idx),
-                                                  memory_order_acquire, memory_order_relaxed)) {
+        if (atomic_compare_exchange_weak_explicit(&a->owned_mask, &m, m | ((uint64_t)1 << idx), memory_order_acquire,
+                                                  memory_order_relaxed)) {
             t->slot[i] = (claim){a, gen, idx};
             slot_to_front(t, i);
             return &a->owned[idx];
@@ -372,9 +372,12 @@ static inline void **link_of(uint8_t *block) { return (void **)(void *)(block + 
 static inline void **chain_link_of(uint8_t *head) { return (void **)(void *)(head + HDR); }
 
 /* Block sizes of the classes, header included: 64-byte steps to 512, then four per doubling. */
-#define CLASS_BLOCKS(X)                                                                          \
-    X(64) X(128) X(192) X(256) X(320) X(384) X(448) X(512) X(640) X(768) X(896) X(1024) X(1280)  \
-    X(1536) X(1792) X(2048) X(2560) X(3072) X(3584) X(4096) X(5120) X(6144) X(7168) X(8192)
+/* clang-format off */
+#define CLASS_BLOCKS(X)                                                                                                \
+    X(64) X(128) X(192) X(256) X(320) X(384) X(448) X(512)                                                             \
+    X(640) X(768) X(896) X(1024) X(1280) X(1536) X(1792) X(2048)                                                       \
+    X(2560) X(3072) X(3584) X(4096) X(5120) X(6144) X(7168) X(8192)
+/* clang-format on */
 #define BLOCK_OF(b) b,
 #define MAG_M_OF(b) FERRY__MAG_M(b),
 #define DEPOT_OF(b) FERRY__DEPOT_BYTES / (FERRY__MAG_M(b) * (b)),
@@ -585,8 +588,7 @@ void *ferry__mem_alloc(ferry__allocator *a, size_t size) {
     if (!b) {
         if (a->cache && size <= FERRY__CACHE_MAX && a->fn == default_alloc) /* a line-aligned block */
             b = aligned_alloc(FERRY__CACHE_GRAIN, class_block_size(class_of(size)));
-        else
-            b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
+        else b = a->fn(a->user, NULL, 0, block_cap(a, size) + HDR);
         if (!b) return NULL;
         if (large) set_large_cap(b, size);
     }

@@ -26,9 +26,9 @@
 #include "platform/platform.h"
 
 /* Internal invariants: never compiled out (tests and CI must see them). */
-#define FERRY_ASSERT(cond)                                                                       \
-    do {                                                                                         \
-        if (!(cond)) ferry__assert_fail(#cond, __FILE__, __LINE__);                              \
+#define FERRY_ASSERT(cond)                                                                                             \
+    do {                                                                                                               \
+        if (!(cond)) ferry__assert_fail(#cond, __FILE__, __LINE__);                                                    \
     } while (0)
 _Noreturn void ferry__assert_fail(const char *expr, const char *file, int line);
 
@@ -137,8 +137,8 @@ typedef struct ferry__alloc_depot {
 
 typedef struct ferry__alloc_large {
     _Alignas(64) _Atomic int lock;
-    uint32_t n;                          /* blocks kept, oldest first */
-    size_t bytes;                        /* their capacities, summed */
+    uint32_t n;   /* blocks kept, oldest first */
+    size_t bytes; /* their capacities, summed */
     void *block[FERRY__LARGE_SLOTS];
     size_t cap[FERRY__LARGE_SLOTS];
 } ferry__alloc_large;
@@ -147,12 +147,12 @@ typedef struct ferry__allocator {
     ferry_alloc_fn fn;
     void *user;
     bool cache;
-    _Atomic uint64_t gen;             /* 0: not registered; else unique to this registration */
+    _Atomic uint64_t gen;              /* 0: not registered; else unique to this registration */
     struct ferry__allocator *reg_next; /* the registry's list (under its lock) */
     _Atomic uint64_t owned_mask;       /* owned shards claimed */
     ferry__alloc_depot depot[FERRY__CACHE_CLASSES];
     ferry__alloc_large large;
-    size_t large_limit;                /* bytes of large blocks kept at most (0: none) */
+    size_t large_limit; /* bytes of large blocks kept at most (0: none) */
     ferry__alloc_shard shard[FERRY__ALLOC_SHARDS];
     ferry__alloc_shard owned[FERRY__ALLOC_OWNED];
 } ferry__allocator;

@@ -28,8 +28,8 @@
 #endif
 
 #define POLY 0x82f63b78u
-#define LONG_BLOCK 8192  /* must be a power of two */
-#define SHORT_BLOCK 256  /* must be a power of two */
+#define LONG_BLOCK 8192 /* must be a power of two */
+#define SHORT_BLOCK 256 /* must be a power of two */
 
 static uint32_t slice[8][256];
 static uint32_t zeros_long[4][256];
@@ -140,9 +140,8 @@ uint32_t ferry__crc32c_sw(uint32_t crc, const void *buf, size_t n) {
     }
     while (n >= 8) {
         uint64_t w = ferry__load_le64(p) ^ c;
-        c = slice[7][w & 0xff] ^ slice[6][(w >> 8) & 0xff] ^ slice[5][(w >> 16) & 0xff] ^
-            slice[4][(w >> 24) & 0xff] ^ slice[3][(w >> 32) & 0xff] ^ slice[2][(w >> 40) & 0xff] ^
-            slice[1][(w >> 48) & 0xff] ^ slice[0][w >> 56];
+        c = slice[7][w & 0xff] ^ slice[6][(w >> 8) & 0xff] ^ slice[5][(w >> 16) & 0xff] ^ slice[4][(w >> 24) & 0xff] ^
+            slice[3][(w >> 32) & 0xff] ^ slice[2][(w >> 40) & 0xff] ^ slice[1][(w >> 48) & 0xff] ^ slice[0][w >> 56];
         p += 8;
         n -= 8;
     }

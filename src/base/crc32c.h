@@ -32,9 +32,7 @@ bool ferry__crc32c_hw_available(void);
 
 /* TensorFlow's masking of stored CRCs (a CRC of data that holds CRCs is then less degenerate). */
 #define FERRY__CRC32C_MASK_DELTA 0xa282ead8u
-static inline uint32_t ferry__crc32c_mask(uint32_t c) {
-    return ((c >> 15) | (c << 17)) + FERRY__CRC32C_MASK_DELTA;
-}
+static inline uint32_t ferry__crc32c_mask(uint32_t c) { return ((c >> 15) | (c << 17)) + FERRY__CRC32C_MASK_DELTA; }
 static inline uint32_t ferry__crc32c_unmask(uint32_t m) {
     uint32_t r = m - FERRY__CRC32C_MASK_DELTA;
     return (r >> 17) | (r << 15);

@@ -19,10 +19,8 @@ bool ferry__spin_until(bool (*ready)(void *arg), void *arg, int64_t spin_ns) {
 bool ferry__spin_adaptive(ferry__spinner *s, bool (*ready)(void *arg), void *arg) {
     if (s->ns <= 0) s->ns = FERRY__SPIN_NS;
     bool ok = ferry__spin_until(ready, arg, s->ns);
-    if (ok)
-        s->ns = FERRY__MIN(FERRY__SPIN_MAX_NS, s->ns + s->ns / 2);
-    else
-        s->ns = FERRY__MAX(FERRY__SPIN_MIN_NS, s->ns / 2);
+    if (ok) s->ns = FERRY__MIN(FERRY__SPIN_MAX_NS, s->ns + s->ns / 2);
+    else s->ns = FERRY__MAX(FERRY__SPIN_MIN_NS, s->ns / 2);
     return ok;
 }
 

@@ -61,17 +61,17 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TUNE_WINDOW_NS 100000000    /* a measuring window: at least this long ... */
-#define TUNE_WINDOW_MIN_ELEMS 8     /* ... and this many elements, */
+#define TUNE_WINDOW_NS 100000000      /* a measuring window: at least this long ... */
+#define TUNE_WINDOW_MIN_ELEMS 8       /* ... and this many elements, */
 #define TUNE_WINDOW_MAX_NS 1000000000 /* unless it has lasted this long (and has 2) */
 #define TUNE_TRIAL_WINDOWS 2
-#define TUNE_KEEP_GAIN 0.03         /* more threads stay when the rate rose this much */
-#define TUNE_BUF_LOSS 0.01          /* a bigger buffer stays unless the rate fell this much */
-#define TUNE_CPU_SLACK 0.05         /* of a core: the CPU measured may pass the budget by this */
-#define TUNE_CONSUMER_SHARE 0.10    /* the consumer waited less: it limits */
-#define TUNE_BUSY 0.5               /* a group whose threads ran less is not short of threads */
-#define TUNE_WAIT_SHARE 0.05        /* a buffer grows where its consumer waited this share ... */
-#define TUNE_ROOM_SHARE 0.05        /* ... and its threads waited for room this share */
+#define TUNE_KEEP_GAIN 0.03      /* more threads stay when the rate rose this much */
+#define TUNE_BUF_LOSS 0.01       /* a bigger buffer stays unless the rate fell this much */
+#define TUNE_CPU_SLACK 0.05      /* of a core: the CPU measured may pass the budget by this */
+#define TUNE_CONSUMER_SHARE 0.10 /* the consumer waited less: it limits */
+#define TUNE_BUSY 0.5            /* a group whose threads ran less is not short of threads */
+#define TUNE_WAIT_SHARE 0.05     /* a buffer grows where its consumer waited this share ... */
+#define TUNE_ROOM_SHARE 0.05     /* ... and its threads waited for room this share */
 #define TUNE_DRIFT 0.25
 #define TUNE_DRIFT_WINDOWS 3
 
@@ -206,10 +206,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             }
             target = FERRY__MIN(target, s->par_max);
             if (target > k) {
-                *mv = (ferry__tune_move){.stage = w,
-                                         .par = target,
-                                         .from_par = k,
-                                         .from_buf = s->buf};
+                *mv = (ferry__tune_move){.stage = w, .par = target, .from_par = k, .from_buf = s->buf};
                 set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (%s, %.0f%% busy)", s->name, k, target,
                         waits ? "computing under half the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
                 return true;
@@ -234,13 +231,11 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     }
     if (best >= 0) {
         const ferry__tune_stage *s = &in->st[best];
-        *mv = (ferry__tune_move){.stage = best,
-                                 .buf = FERRY__MIN(2 * s->buf, s->buf_max),
-                                 .from_par = s->par,
-                                 .from_buf = s->buf};
+        *mv = (ferry__tune_move){
+            .stage = best, .buf = FERRY__MIN(2 * s->buf, s->buf_max), .from_par = s->par, .from_buf = s->buf};
         set_why(mv->why, sizeof mv->why,
-                 "%.20s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)", s->name,
-                 (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share, 100.0 * s->room_share);
+                "%.20s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)", s->name,
+                (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share, 100.0 * s->room_share);
         return true;
     }
     /* Another AUTOTUNE stage's threads, slowest group first: stages feed each other in bursts,
@@ -268,10 +263,12 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     }
     if (!t->said_steady) {
         const char *why = "no stage that the user gave FERRY_AUTOTUNE is short of threads or buffer";
-        if (w >= 0 && (size_t)w < t->n && m->g[1 + w].busy < TUNE_BUSY) why = "the slowest stage's threads are not busy";
+        if (w >= 0 && (size_t)w < t->n && m->g[1 + w].busy < TUNE_BUSY)
+            why = "the slowest stage's threads are not busy";
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && in->st[w].par >= in->st[w].par_max)
             why = "the slowest stage has the most threads it may have";
-        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par) why = "more threads were tried or the cpu budget is spent";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par)
+            why = "more threads were tried or the cpu budget is spent";
         tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "%s", why);
     }
     t->said_steady = true;
@@ -397,15 +394,15 @@ struct ferry__autotune {
     ferry_runtime *rt;
     ferry__tuner tuner;
     size_t n;
-    ferry_stage_stats *now;    /* this window's stats (then the difference) */
-    node_snap *snap;           /* at the window's start */
+    ferry_stage_stats *now; /* this window's stats (then the difference) */
+    node_snap *snap;        /* at the window's start */
     ferry__mgroup *groups;
     ferry__tune_stage *st;
-    uint64_t *stage_seen;      /* the knobs' serial each node had when last set */
-    int *chosen_par;           /* what the tuner set per node (0: nothing) */
+    uint64_t *stage_seen; /* the knobs' serial each node had when last set */
+    int *chosen_par;      /* what the tuner set per node (0: nothing) */
     int64_t *chosen_buf;
-    int granted;               /* executor workers granted over the cpu budget, in all */
-    int cores;                 /* online cores */
+    int granted; /* executor workers granted over the cpu budget, in all */
+    int cores;   /* online cores */
     int64_t win_start_ns, in_next0, first_ns, proc_cpu0;
     bool started;
 };

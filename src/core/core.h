@@ -59,32 +59,32 @@ struct ferry__task {
     void (*run)(ferry__task *t); /* does work until none is left for now, or a yield is due */
     void *arg;                   /* the stage's */
     ferry__exec *x;
-    _Atomic int state;           /* idle, queued, running, notified, closing, closed */
-    ferry__list node;            /* in the ready queue (under the executor's mu) */
-    int64_t slice_start_ns;      /* when this run began (the worker's) */
-    int64_t queued_ns;           /* when it was last queued (under the executor's mu) */
+    _Atomic int state;      /* idle, queued, running, notified, closing, closed */
+    ferry__list node;       /* in the ready queue (under the executor's mu) */
+    int64_t slice_start_ns; /* when this run began (the worker's) */
+    int64_t queued_ns;      /* when it was last queued (under the executor's mu) */
     bool open;
-    ferry__task *stage_next;     /* the next task of the same stage (ferry__stage_task_open) */
+    ferry__task *stage_next;       /* the next task of the same stage (ferry__stage_task_open) */
     struct ferry__node_stats *rec; /* the stage's stats record: runs are timed into it (or NULL) */
 };
 
 struct ferry__exec {
     ferry_runtime *rt;
     ferry__mutex mu;
-    ferry__cond cv_work;         /* idle workers */
-    ferry__cond cv_done;         /* closers waiting for a running task to return */
-    ferry__cond cv_core;         /* workers back from a blocked wait, waiting for a free core */
+    ferry__cond cv_work; /* idle workers */
+    ferry__cond cv_done; /* closers waiting for a running task to return */
+    ferry__cond cv_core; /* workers back from a blocked wait, waiting for a free core */
     ferry__list ready;
-    _Atomic int queued;          /* tasks in ready (read by spinning workers without mu) */
-    _Atomic int spinning;        /* workers spinning for a task */
-    int max_busy;                /* the cpu budget */
-    int extra;                   /* running workers granted over it (ferry__exec_grant) */
-    int64_t epoch_ns;            /* when it was made: run start times are kept relative to it */
-    int clients;                 /* open tasks */
+    _Atomic int queued;   /* tasks in ready (read by spinning workers without mu) */
+    _Atomic int spinning; /* workers spinning for a task */
+    int max_busy;         /* the cpu budget */
+    int extra;            /* running workers granted over it (ferry__exec_grant) */
+    int64_t epoch_ns;     /* when it was made: run start times are kept relative to it */
+    int clients;          /* open tasks */
     int nworkers, starting, idle, busy, blocked, core_waiters;
-    int blocked_borrowers;       /* of `blocked`: threads with a borrowed core (not workers) */
-    int peak_busy;               /* the most busy workers seen (for tests and stats) */
-    int peak_extra;              /* the most workers granted over the budget at once */
+    int blocked_borrowers; /* of `blocked`: threads with a borrowed core (not workers) */
+    int peak_busy;         /* the most busy workers seen (for tests and stats) */
+    int peak_extra;        /* the most workers granted over the budget at once */
     struct ferry__exec_worker *workers;
 };
 
@@ -137,15 +137,15 @@ void ferry__exec_counts(ferry__exec *x, int *workers, int *busy, int *blocked);
  * branch. */
 typedef struct ferry__trace ferry__trace;
 #define FERRY__TRACE_ENV_BYTES ((size_t)64 << 20) /* the ring when only FERRY_TRACE asks for one */
-typedef enum ferry__trace_kind { /* keep WORK.. in the order of ferry__time_kind */
-    FERRY__TR_RUN,           /* a run of a stage's task on a worker */
-    FERRY__TR_WORK,          /* the ferry__time_kind values, in that order */
-    FERRY__TR_ASSEMBLE,
-    FERRY__TR_LOCK,
-    FERRY__TR_WAIT_INPUT,
-    FERRY__TR_WAIT_CONSUMER,
-    FERRY__TR_NEXT,          /* a call to ferry_iterator_next */
-    FERRY__TR_STEP,          /* ferry_trace_step */
+typedef enum ferry__trace_kind {                  /* keep WORK.. in the order of ferry__time_kind */
+                                 FERRY__TR_RUN,   /* a run of a stage's task on a worker */
+                                 FERRY__TR_WORK,  /* the ferry__time_kind values, in that order */
+                                 FERRY__TR_ASSEMBLE,
+                                 FERRY__TR_LOCK,
+                                 FERRY__TR_WAIT_INPUT,
+                                 FERRY__TR_WAIT_CONSUMER,
+                                 FERRY__TR_NEXT, /* a call to ferry_iterator_next */
+                                 FERRY__TR_STEP, /* ferry_trace_step */
 } ferry__trace_kind;
 /* Makes rt's ring of about `bytes` (and remembers path, FERRY_TRACE's file, when not NULL),
  * through the hook fn (not counted as the runtime's blocks). FERRY_OK or FERRY_ENOMEM. */
@@ -161,8 +161,8 @@ void ferry__trace_next(ferry_runtime *rt, int64_t start_ns, int64_t end_ns);
 
 /* ---- runtime ---------------------------------------------------------------------------- */
 struct ferry_runtime {
-    ferry__allocator alloc;      /* first: the block is 64-byte aligned for its shards */
-    void *raw;                   /* the block as allocated (rt is rounded up inside it) */
+    ferry__allocator alloc; /* first: the block is 64-byte aligned for its shards */
+    void *raw;              /* the block as allocated (rt is rounded up inside it) */
     ferry__budget budget;
     int cpu_budget;
     ferry__exec exec;
@@ -187,7 +187,9 @@ static inline void *ferry__alloc(ferry_runtime *rt, size_t n) { return ferry__me
 static inline void *ferry__calloc(ferry_runtime *rt, size_t n, size_t size) {
     return ferry__mem_calloc(&rt->alloc, n, size);
 }
-static inline void *ferry__realloc(ferry_runtime *rt, void *p, size_t n) { return ferry__mem_realloc(&rt->alloc, p, n); }
+static inline void *ferry__realloc(ferry_runtime *rt, void *p, size_t n) {
+    return ferry__mem_realloc(&rt->alloc, p, n);
+}
 static inline void ferry__free(ferry_runtime *rt, void *p) { ferry__mem_free(&rt->alloc, p); }
 
 /* Starts a named ferry thread counted in the runtime stats. Returns FERRY_OK or FERRY_ENOMEM
@@ -213,16 +215,16 @@ struct ferry_tensor {
     ferry_dtype dtype;
     int rank;
     int64_t dims[FERRY_MAX_RANK];
-    int64_t n;             /* entries */
-    size_t nbytes;         /* what the budget counts (see ferry_tensor_nbytes) */
+    int64_t n;     /* entries */
+    size_t nbytes; /* what the budget counts (see ferry_tensor_nbytes) */
     ferry_runtime *rt;
-    ferry_tensor *base;    /* reference to the tensor that owns the storage, or NULL: this one */
-    uint8_t *data;         /* numeric: first value; bytes: uint64 offsets[n+1] into blob */
-    const uint8_t *blob;   /* bytes only: string data */
+    ferry_tensor *base;                      /* reference to the tensor that owns the storage, or NULL: this one */
+    uint8_t *data;                           /* numeric: first value; bytes: uint64 offsets[n+1] into blob */
+    const uint8_t *blob;                     /* bytes only: string data */
     void (*release)(void *user, void *data); /* wrapped storage */
     void *release_user, *release_data;
     bool wrapped;
-    void *block;           /* non-NULL: this tensor lives in an element's block
+    void *block; /* non-NULL: this tensor lives in an element's block
                               (ferry__element_new_single); its last reference frees the block */
 };
 
@@ -271,8 +273,8 @@ ferry_element *ferry__element_new(ferry_runtime *rt, size_t n);
 /* A new element of one new numeric tensor (storage uninitialized), both in one block: the
  * sources' per-element path (one allocation instead of two). The tensor is an ordinary tensor
  * (it may be shared, outlive the element, be replaced in it). Sets st on failure. */
-int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
-                              ferry_element **out, ferry__status *st);
+int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_element **out,
+                              ferry__status *st);
 
 /* ---- cancellation tree ------------------------------------------------------------------ */
 typedef struct ferry__waker {
@@ -284,10 +286,10 @@ typedef struct ferry__waker {
 struct ferry__cancel {
     _Atomic int flag;
     struct ferry__cancel *parent;
-    ferry__mutex mu;       /* guards children and wakers */
+    ferry__mutex mu; /* guards children and wakers */
     ferry__list children;
     ferry__list wakers;
-    ferry__list node;      /* in parent's children */
+    ferry__list node; /* in parent's children */
 };
 
 /* Makes c a child of parent (NULL: a root). A child of a cancelled scope starts cancelled. */
@@ -307,7 +309,7 @@ void ferry__cancel_remove_waker(ferry__cancel *c, ferry__waker *w);
 struct ferry_context {
     ferry_runtime *rt;
     int64_t index;
-    uint64_t seed;          /* the op's seed; the generator is seeded from it and index on first use */
+    uint64_t seed; /* the op's seed; the generator is seeded from it and index on first use */
     bool rng_ready;
     ferry__rng rng;
     ferry__cancel *cancel;
@@ -334,16 +336,16 @@ typedef struct ferry__knobs ferry__knobs;
 
 typedef struct ferry__ictx {
     ferry_runtime *rt;
-    ferry__cancel *cancel; /* the scope this iterator lives in (borrowed) */
-    ferry__pipe *pipe;     /* stats records of the root iterator (borrowed) */
-    uint64_t seed;         /* iteration seed: the pipeline seed mixed with enclosing epoch numbers */
-    uint64_t pipeline_seed;/* the pipeline seed alone (ferry_iterator_options.seed) */
-    uint64_t epoch0_seed;  /* the iteration seed as it is in the first epoch of every enclosing
+    ferry__cancel *cancel;   /* the scope this iterator lives in (borrowed) */
+    ferry__pipe *pipe;       /* stats records of the root iterator (borrowed) */
+    uint64_t seed;           /* iteration seed: the pipeline seed mixed with enclosing epoch numbers */
+    uint64_t pipeline_seed;  /* the pipeline seed alone (ferry_iterator_options.seed) */
+    uint64_t epoch0_seed;    /* the iteration seed as it is in the first epoch of every enclosing
                               repeat: what a cache's content is made with, so that it is known in
                               every epoch and in a new process, whatever a saved state holds */
-    bool warm_start;       /* start threads at make instead of at the first next */
+    bool warm_start;         /* start threads at make instead of at the first next */
     const ferry__plan *plan; /* the graph rewrites of this pass (borrowed; NULL: none) */
-    int64_t ahead;         /* outputs a prefetch right above, folded into this stage, asks it to
+    int64_t ahead;           /* outputs a prefetch right above, folded into this stage, asks it to
                               hold ahead of its consumer besides its own window. Only a stage
                               that runs ahead (plan node's runs_ahead) is given one, and it makes
                               its own input with 0. */
@@ -352,8 +354,7 @@ typedef struct ferry__ictx {
 typedef struct ferry__dataset_vtable {
     /* See "Iterator protocol" above. state: NULL for a fresh iterator. *out is a new iterator
      * made with ferry__iter_alloc. */
-    int (*make)(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
-                ferry__status *st);
+    int (*make)(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out, ferry__status *st);
     /* Frees what the op added to the dataset (not the base, not input references). May be NULL. */
     void (*destroy)(ferry_dataset *ds);
     /* A rewrite rule, offered this node by the pass that plans an iterator (core/rewrite.c).
@@ -373,33 +374,33 @@ typedef struct ferry__dataset_vtable {
 
 struct ferry_dataset {
     const ferry__dataset_vtable *vt;
-    _Atomic uint32_t magic;    /* FERRY__MAGIC_DATASET while it lives */
+    _Atomic uint32_t magic; /* FERRY__MAGIC_DATASET while it lives */
     _Atomic long refs;
     ferry_runtime *rt;
-    const char *name;          /* the op, static */
+    const char *name;               /* the op, static */
     char label[FERRY_NAME_MAX + 1]; /* the name given in the op's options; "" for none (FERRY__LABEL) */
-    void (*user_free)(void *user); /* set by ferry__dataset_own_user: called with user_owned after */
-    void *user_owned;              /* destroy, when the last reference goes */
+    void (*user_free)(void *user);  /* set by ferry__dataset_own_user: called with user_owned after */
+    void *user_owned;               /* destroy, when the last reference goes */
     size_t ninputs;
-    ferry_dataset **inputs;    /* references */
+    ferry_dataset **inputs; /* references */
     size_t ncomp;
     ferry_tensor_spec *specs;
     int64_t cardinality;
-    int depth;                 /* 0 for sources */
-    uint64_t params;           /* hash of the op's parameters (ferry__dataset_hash_*) */
-    uint64_t salt;             /* structural: name, depth, params and the inputs' salts */
-    uint32_t tag;              /* names the op in saved state: a hash of `name`, or for a node made
+    int depth;       /* 0 for sources */
+    uint64_t params; /* hash of the op's parameters (ferry__dataset_hash_*) */
+    uint64_t salt;   /* structural: name, depth, params and the inputs' salts */
+    uint32_t tag;    /* names the op in saved state: a hash of `name`, or for a node made
                                   by a rewrite, the tag of the node it replaces */
-    bool no_errors;            /* no position can be an error, save running out of memory: sources
+    bool no_errors;  /* no position can be an error, save running out of memory: sources
                                   that cannot fail (range, slices, file-name lists) and ops that
                                   only pass their inputs' positions on set it, so that skip and
                                   take may drop positions without looking at them */
-    bool runs_ahead;           /* its iterators hand out what workers of their own made ahead of
+    bool runs_ahead; /* its iterators hand out what workers of their own made ahead of
                                   the consumer (parallel map, map_and_batch): a prefetch(AUTOTUNE)
                                   right above would only add a handoff */
-    bool assembles;            /* inline, its own time is copying rows into batches (batch,
+    bool assembles;  /* inline, its own time is copying rows into batches (batch,
                                   padded_batch): the stats show it as assembling, not work */
-    bool unordered;            /* element order depends on thread timing (a relaxed-order op here
+    bool unordered;  /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
                                   op that replays this input from an anchor snapshots it at every
                                   position, since replaying "the next n" is not reproducible */
@@ -423,11 +424,11 @@ void ferry__dataset_set_label(ferry_dataset *ds, const char *name);
  * the op's destroy). A NULL user_free leaves user borrowed. */
 void ferry__dataset_own_user(ferry_dataset *ds, void *user, void (*user_free)(void *user));
 /* Ends an op's constructor: the label from opts, the salt, *out. */
-#define FERRY__OP_SEAL(ds, opts, out)                                                            \
-    do {                                                                                         \
-        ferry__dataset_set_label((ds), (opts) ? (opts)->name : NULL);                            \
-        ferry__dataset_seal(ds);                                                                 \
-        *(out) = (ds);                                                                           \
+#define FERRY__OP_SEAL(ds, opts, out)                                                                                  \
+    do {                                                                                                               \
+        ferry__dataset_set_label((ds), (opts) ? (opts)->name : NULL);                                                  \
+        ferry__dataset_seal(ds);                                                                                       \
+        *(out) = (ds);                                                                                                 \
     } while (0)
 /* Mixes n bytes of parameters into ds->params (call before seal). */
 void ferry__dataset_hash(ferry_dataset *ds, const void *p, size_t n);
@@ -454,12 +455,12 @@ typedef struct ferry__iter_vtable {
 
 struct ferry__iter {
     const ferry__iter_vtable *vt;
-    ferry_dataset *ds;         /* borrowed: the root iterator holds a reference to the graph */
+    ferry_dataset *ds; /* borrowed: the root iterator holds a reference to the graph */
     ferry__ictx ctx;
-    ferry__node_stats *stats;  /* shared by every iterator of the same node in this pipe */
+    ferry__node_stats *stats; /* shared by every iterator of the same node in this pipe */
     /* Local counters, flushed into stats every 64 calls and at destroy (one writer each). */
     uint32_t calls, flushes;
-    bool time_all;             /* calls are slow: time every one instead of one in 32 */
+    bool time_all; /* calls are slow: time every one instead of one in 32 */
     int64_t l_elems, l_bytes, l_errors, l_total_ns;
 };
 
@@ -513,10 +514,10 @@ static inline int ferry__iter_next(ferry__iter *it, ferry_element **out, ferry__
 /* ---- stats records ---------------------------------------------------------------------- */
 struct ferry__node_stats {
     const ferry_dataset *ds;
-    int parent;                  /* index of the consumer node, -1 for the root */
+    int parent; /* index of the consumer node, -1 for the root */
     int first_input;
     _Atomic int64_t elements, bytes, errors, dropped;
-    _Atomic int64_t total_ns;    /* time in next() seen by the consumer (sampled) */
+    _Atomic int64_t total_ns; /* time in next() seen by the consumer (sampled) */
     /* Where a stage's own time went (ns). A stage that runs ahead measures them on its threads
      * (ferry__stage_time); work_ns -1 means an inline stage: its own time is derived as its
      * total less its inputs' and counts as work, or as assembling for an op that sets
@@ -524,7 +525,7 @@ struct ferry__node_stats {
     _Atomic int64_t work_ns, assemble_ns, lock_wait_ns;
     _Atomic int64_t wait_input_ns, wait_consumer_ns;
     _Atomic int64_t idle_full_ns; /* its tasks idle, holding no thread, for want of room */
-    _Atomic int64_t queued_ns;   /* its tasks queued, waiting for a worker (summed over tasks) */
+    _Atomic int64_t queued_ns;    /* its tasks queued, waiting for a worker (summed over tasks) */
     /* The executor's view of a stage that runs ahead: wall time of its tasks' runs (inline
      * stages below included), and the wall and CPU time of the runs it sampled (a run of a
      * worker that sampled none for 10 ms: reading a thread's scheduler account costs ~3 us): CPU
@@ -534,15 +535,15 @@ struct ferry__node_stats {
                                                    the executor's epoch_ns) summed: a reader adds
                                                    live x (now - epoch) - start to run_ns */
     _Atomic int64_t buffered_elements, buffered_bytes, capacity, parallelism;
-    struct ferry__knobs *knobs;  /* the running stage's, or NULL (under the pipe's knobs_mu) */
+    struct ferry__knobs *knobs; /* the running stage's, or NULL (under the pipe's knobs_mu) */
 };
 
 struct ferry__pipe {
     ferry_runtime *rt;
     size_t n;
     ferry__node_stats *nodes;
-    ferry__mutex knobs_mu;       /* guards every record's `knobs` and the calls through them */
-    uint64_t knobs_serial;       /* registrations so far (under knobs_mu) */
+    ferry__mutex knobs_mu; /* guards every record's `knobs` and the calls through them */
+    uint64_t knobs_serial; /* registrations so far (under knobs_mu) */
     bool mu_ok;
 };
 
@@ -558,12 +559,12 @@ struct ferry__knobs {
      * from any thread. */
     void (*set)(void *stage, int parallelism, int64_t buffer);
     void *stage;
-    int parallelism_max;     /* what `set` accepts: the tasks this iterator opened */
+    int parallelism_max; /* what `set` accepts: the tasks this iterator opened */
     int64_t buffer_max;
-    int parallelism_limit;   /* the most the op runs if its user asks (for the report's advice) */
-    bool tune_parallelism;   /* the user asked FERRY_AUTOTUNE: the autotuner may move them */
+    int parallelism_limit; /* the most the op runs if its user asks (for the report's advice) */
+    bool tune_parallelism; /* the user asked FERRY_AUTOTUNE: the autotuner may move them */
     bool tune_buffer;
-    uint64_t serial;         /* set at registration: which stage of the node this is (a stage
+    uint64_t serial; /* set at registration: which stage of the node this is (a stage
                                 made again, as by a repeat, gets a new one; its address may be
                                 the old one's) */
 };
@@ -575,8 +576,7 @@ void ferry__pipe_knobs_unregister(ferry__pipe *p, ferry__node_stats *rec, ferry_
 /* Moves the knobs of stats record `node` (see ferry__knobs.set). FERRY_ENOTFOUND when that node
  * has none now (not a stage that runs ahead, or not running). *par_max and *buf_max (may be
  * NULL) get the limits. */
-int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t buffer, int *par_max,
-                          int64_t *buf_max);
+int ferry__pipe_set_knobs(ferry__pipe *p, size_t node, int parallelism, int64_t buffer, int *par_max, int64_t *buf_max);
 /* The knobs of stats record `node` (a copy), without moving them. FERRY_ENOTFOUND when that
  * node has none now. */
 int ferry__pipe_knobs_get(ferry__pipe *p, size_t node, ferry__knobs *out);
@@ -600,13 +600,13 @@ typedef struct ferry__mgroup {
  * verdict's test (the autotuner's tune_waits also counts waiting for a core as waiting). */
 static inline bool ferry__mgroup_waits(const ferry__mgroup *g) { return g->cpu_share + g->runq_share < 0.5; }
 typedef struct ferry__model {
-    ferry__mgroup *g;   /* n + 1: g[0] the consumer's thread, g[1 + i] stage i (owner -2: inline) */
+    ferry__mgroup *g; /* n + 1: g[0] the consumer's thread, g[1 + i] stage i (owner -2: inline) */
     size_t n;
-    int64_t elems;      /* handed out by the root */
+    int64_t elems; /* handed out by the root */
     double wall, inline_top, consumer_own, waited, wait_share;
-    double cpu_per_elem;/* CPU seconds per element, every group and the consumer */
-    double bound, head; /* elements/s: the linear program's bound and the headspace (may be inf) */
-    int worst;          /* the stage whose group delivers least with its present threads, or -1 */
+    double cpu_per_elem; /* CPU seconds per element, every group and the consumer */
+    double bound, head;  /* elements/s: the linear program's bound and the headspace (may be inf) */
+    int worst;           /* the stage whose group delivers least with its present threads, or -1 */
     bool any_ahead;
 } ferry__model;
 /* Fills m from stats s[0..n) (of pipe's nodes) over `wall` seconds in which the consumer spent
@@ -620,22 +620,22 @@ void ferry__model_build(ferry__model *m, ferry__mgroup *g, const ferry_stage_sta
 typedef struct ferry__tune_stage {
     char name[FERRY_NAME_MAX + 1];
     bool has_knobs, tune_par, tune_buf;
-    bool measured;           /* its threads' CPU was sampled in the window */
-    double running;          /* its tasks running at once, on average over the window */
-    double queued;           /* its tasks waiting for a worker at once, on average */
-    int par, par_max;        /* threads now, and the most its knobs take */
-    int64_t buf, buf_max;    /* buffer (elements) now, and the most */
+    bool measured;        /* its threads' CPU was sampled in the window */
+    double running;       /* its tasks running at once, on average over the window */
+    double queued;        /* its tasks waiting for a worker at once, on average */
+    int par, par_max;     /* threads now, and the most its knobs take */
+    int64_t buf, buf_max; /* buffer (elements) now, and the most */
     double bytes_per_elem;
-    double wait_in_share;    /* its consumer side waited on it: share of the window */
-    double room_share;       /* its threads waited for room or budget: share of their time */
+    double wait_in_share; /* its consumer side waited on it: share of the window */
+    double room_share;    /* its threads waited for room or budget: share of their time */
 } ferry__tune_stage;
 typedef struct ferry__tune_in {
-    const ferry__model *m;        /* over the window */
-    const ferry__tune_stage *st;  /* m->n */
-    double rate;                  /* elements handed out per second */
-    double cpu_per_s;             /* CPU seconds per second of the whole process (ferry's threads
+    const ferry__model *m;       /* over the window */
+    const ferry__tune_stage *st; /* m->n */
+    double rate;                 /* elements handed out per second */
+    double cpu_per_s;            /* CPU seconds per second of the whole process (ferry's threads
                                      and the consumer's: what the cpu budget bounds) */
-    double at_s;                  /* since the first next */
+    double at_s;                 /* since the first next */
 } ferry__tune_in;
 /* A change: stage's parallelism and buffer (0: leave; -1: back to the stage's own adaptation,
  * as before the tuner set it). */
@@ -657,11 +657,11 @@ typedef struct ferry__tuner {
     int64_t windows;
     double base_rate, trial_elems, trial_wall, trial_cpu, steady_sum, steady_rate;
     ferry__tune_move trial;
-    uint8_t *tried;               /* per stage, backed out: 1 more threads, 2 a bigger buffer, 4 fewer threads */
-    uint8_t *set;                 /* per stage: 1 threads, 2 buffer set by the tuner (kept) */
+    uint8_t *tried; /* per stage, backed out: 1 more threads, 2 a bigger buffer, 4 fewer threads */
+    uint8_t *set;   /* per stage: 1 threads, 2 buffer set by the tuner (kept) */
     bool said_consumer, said_steady;
     ferry_tune_decision log[FERRY__TUNE_LOG];
-    size_t nlog;                  /* decisions made (the ring holds the last FERRY__TUNE_LOG) */
+    size_t nlog; /* decisions made (the ring holds the last FERRY__TUNE_LOG) */
 } ferry__tuner;
 int ferry__tuner_init(ferry__tuner *t, ferry_runtime *rt, size_t n, int cpu_budget, size_t byte_budget);
 void ferry__tuner_fini(ferry__tuner *t);
@@ -700,7 +700,7 @@ typedef struct ferry__consumer_clock {
     int64_t in_next_ns; /* time in next, sampled and weighted */
     int64_t hist[FERRY__WAIT_BUCKETS];
     uint32_t calls;
-    uint32_t time_all;  /* calls left to time all of (set to 64 by a call over 20 us) */
+    uint32_t time_all; /* calls left to time all of (set to 64 by a call over 20 us) */
     bool first_timed;
 } ferry__consumer_clock;
 /* Bucket b holds times in [lower(b), lower(b + 1)): b = 4 (e - 6) + the quarter of [2^e, 2^(e+1))
@@ -737,7 +737,7 @@ ferry__node_stats *ferry__pipe_node(ferry__pipe *p, const ferry_dataset *ds);
  * state tag and writes the same state, so a state restores with and without rewrites. */
 struct ferry__plan {
     ferry_runtime *rt;
-    bool enabled;               /* false: the graph runs as written (no_rewrites) */
+    bool enabled; /* false: the graph runs as written (no_rewrites) */
     size_t n, cap;
     ferry_dataset **from, **to; /* from: borrowed (the graph holds it); to: references */
 };
@@ -768,13 +768,13 @@ typedef struct ferry__anchor_snap {
 
 typedef struct ferry__anchor {
     ferry_runtime *rt;
-    ferry__mutex mu;            /* guards snaps: the producer adds, the consumer prunes/reads */
-    ferry__anchor_snap *snaps;  /* ascending pos */
+    ferry__mutex mu;           /* guards snaps: the producer adds, the consumer prunes/reads */
+    ferry__anchor_snap *snaps; /* ascending pos */
     size_t n, cap;
-    int64_t period;             /* take a snapshot every `period` input positions */
+    int64_t period; /* take a snapshot every `period` input positions */
     int64_t next_pos;
-    int64_t last_ns;            /* when the last snapshot was taken */
-    int64_t save_ns;            /* what writing one costs (smoothed) */
+    int64_t last_ns; /* when the last snapshot was taken */
+    int64_t save_ns; /* what writing one costs (smoothed) */
 } ferry__anchor;
 
 int ferry__anchor_init(ferry__anchor *a, ferry_runtime *rt, int64_t period, ferry__status *st);
@@ -824,11 +824,11 @@ typedef enum ferry__time_kind {
 typedef struct ferry__stage {
     /* Read on every element by the stage's threads (the scope's flag, the anchor's next mark):
      * kept off the lines that the consumer's sleeps and wake-ups write. */
-    ferry__iter *it;             /* the op's iterator (its ctx, ds and stats record) */
+    ferry__iter *it; /* the op's iterator (its ctx, ds and stats record) */
     ferry_runtime *rt;
     ferry__cancel scope;
     ferry__anchor anchor;
-    char pad0[64];               /* (padding, not alignment: blocks are 16-byte aligned) */
+    char pad0[64]; /* (padding, not alignment: blocks are 16-byte aligned) */
     ferry__mutex mu;
     ferry__cond cv_cons;
     char pad1[64];
@@ -836,23 +836,21 @@ typedef struct ferry__stage {
     ferry__knobs knobs;
     void (*on_cancel)(void *arg); /* called by the waker under mu (may be NULL) */
     void *arg;
-    ferry__task *tasks;          /* opened, linked through stage_next */
+    ferry__task *tasks; /* opened, linked through stage_next */
     bool scope_ok, sync_ok, anchor_ok, waker_ok, knobs_on;
 } ferry__stage;
 
 /* Makes the scope (a child of it's ctx scope), mu, cv_cons and, when anchor_period > 0, the
  * anchor list. *ictx gets it's ctx with the stage's scope: the op makes its input with it.
  * Returns FERRY_OK or FERRY_ENOMEM with a message naming the op. */
-int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, ferry__ictx *ictx,
-                      ferry__status *st);
+int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, ferry__ictx *ictx, ferry__status *st);
 /* Once the input is made: registers the waker (on_cancel(arg), may be NULL, runs in it under
  * mu), marks the stats record as measured here with the stage's parallelism and buffer
  * capacity, and registers the knobs (borrowed copy; NULL: none). */
-void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg, int parallelism,
-                        int64_t capacity, const ferry__knobs *knobs);
+void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg, int parallelism, int64_t capacity,
+                        const ferry__knobs *knobs);
 /* Opens t on the runtime's executor (see ferry__task_open) as one of the stage's tasks. */
-int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg,
-                           ferry__status *st);
+int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg, ferry__status *st);
 /* Unregisters the knobs, fires the scope, closes every task and removes the waker (so that a
  * scope above firing later never reaches the op's hook). Idempotent. Not from a task. */
 void ferry__stage_stop(ferry__stage *s);
@@ -885,9 +883,9 @@ int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *
 
 /* ---- checks for public entry points -----------------------------------------------------
  * Public functions set the thread-local last error via these and return the code. */
-#define FERRY__CHECK_ARG(cond, code, ...)                                                        \
-    do {                                                                                         \
-        if (!(cond)) return ferry__set_last_error((code), __VA_ARGS__);                          \
+#define FERRY__CHECK_ARG(cond, code, ...)                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) return ferry__set_last_error((code), __VA_ARGS__);                                                \
     } while (0)
 
 #endif

@@ -148,8 +148,8 @@ int ferry_dataset_component_spec(const ferry_dataset *ds, size_t i, ferry_tensor
     int rc = ferry__check_dataset(ds, __func__, "ds");
     if (rc) return rc;
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
-    FERRY__CHECK_ARG(i < ds->ncomp, FERRY_EINVAL,
-                     "%s: component %zu is out of range; the dataset has %zu", __func__, i, ds->ncomp);
+    FERRY__CHECK_ARG(i < ds->ncomp, FERRY_EINVAL, "%s: component %zu is out of range; the dataset has %zu", __func__, i,
+                     ds->ncomp);
     *out = ds->specs[i];
     return FERRY_OK;
 }

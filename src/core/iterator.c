@@ -76,7 +76,8 @@ int ferry__state_expect(ferry_dataset *ds, ferry__reader *state, ferry__status *
 int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *state, ferry__iter **out,
                      ferry__status *st) {
     *out = NULL;
-    if (ferry__cancelled(ctx->cancel)) return ferry__fail(st, FERRY_ECANCELED, "%s: iterator is being destroyed", ds->name);
+    if (ferry__cancelled(ctx->cancel))
+        return ferry__fail(st, FERRY_ECANCELED, "%s: iterator is being destroyed", ds->name);
     if (state) {
         int rc = ferry__state_expect(ds, state, st);
         if (rc) return rc;
@@ -88,7 +89,8 @@ int ferry__iter_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *s
 int ferry__iter_save(ferry__iter *it, ferry__writer *w, ferry__status *st) {
     ferry__w_u32(w, it->ds->tag);
     int rc = it->vt->save(it, w, st);
-    if (rc == FERRY_OK && w->failed) return ferry__fail(st, FERRY_ENOMEM, "%s: growing the state buffer failed", it->ds->name);
+    if (rc == FERRY_OK && w->failed)
+        return ferry__fail(st, FERRY_ENOMEM, "%s: growing the state buffer failed", it->ds->name);
     return rc;
 }
 
@@ -327,7 +329,8 @@ int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__r
     if (!rc) rc = ferry__r_u64(r, &size, st);
     if (rc) return rc;
     if (size > ferry__r_left(r) || replay > (uint64_t)INT64_MAX)
-        return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: input snapshot at offset %zu claims %llu bytes, %zu left",
+        return ferry__fail(st, FERRY_ECORRUPT,
+                           "state corrupt: input snapshot at offset %zu claims %llu bytes, %zu left",
                            ferry__r_offset(r), (unsigned long long)size, ferry__r_left(r));
     ferry__reader sub = *r;
     sub.end = sub.p + size;
@@ -366,8 +369,8 @@ struct ferry_iterator {
     _Atomic int busy;
     ferry__consumer_clock clock; /* the consumer's side of next, for the report */
     int64_t created_ns;
-    ferry__autotune *tune;       /* the closed-loop autotuner, or NULL (no stage asked) */
-    int tune_looks;              /* windows left in which to look for stages to tune */
+    ferry__autotune *tune; /* the closed-loop autotuner, or NULL (no stage asked) */
+    int tune_looks;        /* windows left in which to look for stages to tune */
 };
 
 static void iterator_close(ferry_iterator *it) {
@@ -537,7 +540,8 @@ int ferry_iterator_stats(ferry_iterator *it, ferry_stage_stats *out, size_t cap,
     int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
     if (!count) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'count' is NULL", __func__);
-    if (cap > 0 && !out) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL with cap %zu", __func__, cap);
+    if (cap > 0 && !out)
+        return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL with cap %zu", __func__, cap);
     ferry__iter_flush_stats(it->root);
     ferry__pipe *p = &it->pipe;
     *count = p->n;
@@ -686,14 +690,17 @@ int ferry__state_parse_header(const void *state, size_t size, ferry_state_info *
         return ferry__fail(st, FERRY_EVERSION, "state format version %u is newer than this library's %u; upgrade ferry",
                            version, STATE_VERSION);
     if (version == 1)
-        return ferry__fail(st, FERRY_EVERSION, "state format version 1 was written by ferry 0.1 before the cache kept "
+        return ferry__fail(st, FERRY_EVERSION,
+                           "state format version 1 was written by ferry 0.1 before the cache kept "
                            "its content seed and take and skip counted elements; this library reads version %u: "
-                           "start the pass again", STATE_VERSION);
+                           "start the pass again",
+                           STATE_VERSION);
     if (version == 0 || flags != 0 || position > (uint64_t)INT64_MAX)
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: bad version, flags or position in the header");
     if (payload_size != size - STATE_HEADER - 8) {
         if (payload_size > size - STATE_HEADER - 8)
-            return ferry__fail(st, FERRY_ETRUNCATED, "state truncated: payload of %llu bytes but only %zu follow the header",
+            return ferry__fail(st, FERRY_ETRUNCATED,
+                               "state truncated: payload of %llu bytes but only %zu follow the header",
                                (unsigned long long)payload_size, size - STATE_HEADER - 8);
         return ferry__fail(st, FERRY_ECORRUPT, "state corrupt: payload of %llu bytes but %zu follow the header",
                            (unsigned long long)payload_size, size - STATE_HEADER - 8);
@@ -746,12 +753,11 @@ int ferry_iterator_restore(ferry_dataset *ds, const void *state, size_t size, co
     if (fp != mine)
         return ferry__set_last_error(FERRY_EMISMATCH,
                                      "%s: the state was saved from another pipeline (fingerprint "
-                                     "%016llx, this pipeline is %016llx)", __func__,
-                                     (unsigned long long)fp, (unsigned long long)mine);
+                                     "%016llx, this pipeline is %016llx)",
+                                     __func__, (unsigned long long)fp, (unsigned long long)mine);
     if (opts && opts->seed != 0 && opts->seed != seed)
-        return ferry__set_last_error(FERRY_EMISMATCH,
-                                     "%s: options.seed is %llu but the state was saved with seed %llu", __func__,
-                                     (unsigned long long)opts->seed, (unsigned long long)seed);
+        return ferry__set_last_error(FERRY_EMISMATCH, "%s: options.seed is %llu but the state was saved with seed %llu",
+                                     __func__, (unsigned long long)opts->seed, (unsigned long long)seed);
     rc = iterator_open(ds, opts, &r, seed, out, __func__);
     if (rc == FERRY_OK) (*out)->position = info.position;
     return rc;

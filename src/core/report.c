@@ -129,8 +129,7 @@ void ferry__model_build(ferry__model *m, ferry__mgroup *g, const ferry_stage_sta
             ferry__knobs kn;
             if (ferry__pipe_knobs_get(pipe, i, &kn) == FERRY_OK && kn.parallelism_limit > 0)
                 gi->kmax = kn.parallelism_limit;
-            else
-                gi->kmax = gi->k;
+            else gi->kmax = gi->k;
             double run = (double)(s[i].thread_ns - s[i].wait_consumer_ns) * 1e-9;
             if (run < 0) run = 0;
             double cpu = (double)s[i].cpu_ns * 1e-9, runq = (double)s[i].cpu_wait_ns * 1e-9;
@@ -236,8 +235,7 @@ static int report_build(ferry_iterator *it, ferry_report *r, ferry_stage_stats *
     char a[32], b[32], c[32];
     if (elems < 2 || wall * 1e9 < REPORT_MIN_NS) {
         r->limit = FERRY_LIMIT_UNKNOWN;
-        snprintf(r->text, sizeof r->text, "too little measured yet: %lld elements in %.3f s",
-                 (long long)elems, wall);
+        snprintf(r->text, sizeof r->text, "too little measured yet: %lld elements in %.3f s", (long long)elems, wall);
     } else if (!any_ahead && inline_top > REPORT_WAIT_SHARE * wall) {
         r->limit = FERRY_LIMIT_INLINE;
         /* Run ahead on other threads, the stages leave the consumer its own time per element,
@@ -405,8 +403,9 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
         const ferry_tune_decision *d = &log[i];
         ferry__w_printf(&w, "%s{", i ? "," : "");
         json_num(&w, "at_s", d->at_s, true);
-        ferry__w_printf(&w, "\"stage\":%d,\"outcome\":\"%s\",\"parallelism_before\":%d,\"parallelism_after\":%d,"
-                            "\"buffer_before\":%lld,\"buffer_after\":%lld,",
+        ferry__w_printf(&w,
+                        "\"stage\":%d,\"outcome\":\"%s\",\"parallelism_before\":%d,\"parallelism_after\":%d,"
+                        "\"buffer_before\":%lld,\"buffer_after\":%lld,",
                         d->stage, ferry_tune_outcome_name(d->outcome), d->parallelism_before, d->parallelism_after,
                         (long long)d->buffer_before, (long long)d->buffer_after);
         json_num(&w, "rate_before", d->rate_before, true);
@@ -423,18 +422,18 @@ int ferry_iterator_report_json(ferry_iterator *it, ferry_blob **out) {
         ferry__w_json_str(&w, x->name);
         ferry__w_printf(&w, ",\"op\":");
         ferry__w_json_str(&w, x->op);
-        ferry__w_printf(&w,
-                        ",\"elements_out\":%lld,\"bytes_out\":%lld,\"errors_out\":%lld,\"errors_dropped\":%lld,"
-                        "\"work_ns\":%lld,\"assemble_ns\":%lld,\"lock_wait_ns\":%lld,\"wait_input_ns\":%lld,"
-                        "\"wait_consumer_ns\":%lld,\"idle_full_ns\":%lld,\"thread_ns\":%lld,\"cpu_ns\":%lld,\"cpu_wait_ns\":%lld,"
-                        "\"buffered_elements\":%lld,"
-                        "\"buffered_bytes\":%lld,\"buffer_capacity\":%lld,\"parallelism\":%lld}",
-                        (long long)x->elements_out, (long long)x->bytes_out, (long long)x->errors_out,
-                        (long long)x->errors_dropped, (long long)x->work_ns, (long long)x->assemble_ns,
-                        (long long)x->lock_wait_ns, (long long)x->wait_input_ns, (long long)x->wait_consumer_ns,
-                        (long long)x->idle_full_ns, (long long)x->thread_ns, (long long)x->cpu_ns, (long long)x->cpu_wait_ns,
-                        (long long)x->buffered_elements,
-                        (long long)x->buffered_bytes, (long long)x->buffer_capacity, (long long)x->parallelism);
+        ferry__w_printf(
+            &w,
+            ",\"elements_out\":%lld,\"bytes_out\":%lld,\"errors_out\":%lld,\"errors_dropped\":%lld,"
+            "\"work_ns\":%lld,\"assemble_ns\":%lld,\"lock_wait_ns\":%lld,\"wait_input_ns\":%lld,"
+            "\"wait_consumer_ns\":%lld,\"idle_full_ns\":%lld,\"thread_ns\":%lld,\"cpu_ns\":%lld,\"cpu_wait_ns\":%lld,"
+            "\"buffered_elements\":%lld,"
+            "\"buffered_bytes\":%lld,\"buffer_capacity\":%lld,\"parallelism\":%lld}",
+            (long long)x->elements_out, (long long)x->bytes_out, (long long)x->errors_out, (long long)x->errors_dropped,
+            (long long)x->work_ns, (long long)x->assemble_ns, (long long)x->lock_wait_ns, (long long)x->wait_input_ns,
+            (long long)x->wait_consumer_ns, (long long)x->idle_full_ns, (long long)x->thread_ns, (long long)x->cpu_ns,
+            (long long)x->cpu_wait_ns, (long long)x->buffered_elements, (long long)x->buffered_bytes,
+            (long long)x->buffer_capacity, (long long)x->parallelism);
     }
     ferry__w_printf(&w, "]}\n");
     ferry__free(rt, s);

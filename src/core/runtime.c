@@ -12,9 +12,8 @@ int ferry_version_number(void) { return FERRY_VERSION_NUMBER; }
 
 const char *ferry_strerror(int status) {
     switch (status) {
-#define FERRY__STATUS_TEXT(name, value, text)                                                    \
-    case value:                                                                                  \
-        return text;
+#define FERRY__STATUS_TEXT(name, value, text)                                                                          \
+    case value: return text;
         FERRY_STATUS_MAP(FERRY__STATUS_TEXT)
 #undef FERRY__STATUS_TEXT
     }
@@ -23,9 +22,8 @@ const char *ferry_strerror(int status) {
 
 const char *ferry_error_name(int status) {
     switch (status) {
-#define FERRY__STATUS_NAME(name, value, text)                                                    \
-    case value:                                                                                  \
-        return "FERRY_" #name;
+#define FERRY__STATUS_NAME(name, value, text)                                                                          \
+    case value: return "FERRY_" #name;
         FERRY_STATUS_MAP(FERRY__STATUS_NAME)
 #undef FERRY__STATUS_NAME
     }
@@ -39,8 +37,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
     ferry_runtime_options o = {0};
     if (opts) o = *opts;
     FERRY__CHECK_ARG(o.cpu_budget >= 0 && o.cpu_budget <= 4096, FERRY_EINVAL,
-                     "%s: options.cpu_budget is %d; it must be 0 (all cores) to 4096", __func__,
-                     o.cpu_budget);
+                     "%s: options.cpu_budget is %d; it must be 0 (all cores) to 4096", __func__, o.cpu_budget);
     if (o.memory_budget == 0) {
         uint64_t ram = ferry__physical_memory();
         o.memory_budget = ram ? (size_t)(ram / 2) : ((size_t)1 << 30);
@@ -86,8 +83,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         ferry__exec_fini(&rt->exec);
         ferry__budget_fini(&rt->budget);
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
-        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating a trace of %zu bytes failed", __func__,
-                                     trace_bytes);
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating a trace of %zu bytes failed", __func__, trace_bytes);
     }
     ferry__allocator_register(&rt->alloc); /* threads claim shards of it from now on (see base.h) */
     *out = rt;
@@ -100,15 +96,15 @@ int ferry_runtime_free(ferry_runtime *rt) {
     if (objects != 0)
         return ferry__set_last_error(FERRY_EMISUSE,
                                      "%s: %lld datasets or iterators made with this runtime "
-                                     "are still alive; free them first", __func__,
-                                     (long long)objects);
+                                     "are still alive; free them first",
+                                     __func__, (long long)objects);
     int64_t bytes, blocks;
     ferry__allocator_usage(&rt->alloc, &bytes, &blocks);
     if (blocks != 1)
         return ferry__set_last_error(FERRY_EMISUSE,
                                      "%s: %lld blocks (%lld bytes) made with this runtime are "
-                                     "still allocated (tensors or elements not freed); free them first", __func__,
-                                     (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
+                                     "still allocated (tensors or elements not freed); free them first",
+                                     __func__, (long long)blocks - 1, (long long)bytes - (long long)(sizeof *rt + 64));
     int rc = FERRY_OK;
     const char *trace_path = ferry__trace_env_path(rt);
     if (trace_path) rc = ferry_runtime_trace_write(rt, trace_path); /* FERRY_TRACE: the user asked */

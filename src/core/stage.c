@@ -27,8 +27,7 @@ static void stage_waker(void *arg) {
     ferry__mutex_unlock(&s->mu);
 }
 
-int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, ferry__ictx *ictx,
-                      ferry__status *st) {
+int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, ferry__ictx *ictx, ferry__status *st) {
     const char *op = it->ds->name;
     s->it = it;
     s->rt = it->ctx.rt;
@@ -54,8 +53,8 @@ int ferry__stage_init(ferry__stage *s, ferry__iter *it, int64_t anchor_period, f
     return FERRY_OK;
 }
 
-void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg, int parallelism,
-                        int64_t capacity, const ferry__knobs *knobs) {
+void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg, int parallelism, int64_t capacity,
+                        const ferry__knobs *knobs) {
     s->on_cancel = on_cancel;
     s->arg = arg;
     s->waker.fn = stage_waker;
@@ -76,8 +75,7 @@ void ferry__stage_ready(ferry__stage *s, void (*on_cancel)(void *arg), void *arg
     }
 }
 
-int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg,
-                           ferry__status *st) {
+int ferry__stage_task_open(ferry__stage *s, ferry__task *t, void (*run)(ferry__task *), void *arg, ferry__status *st) {
     int rc = ferry__task_open(&s->rt->exec, t, run, arg, st);
     if (rc) {
         ferry__status_prefix(st, "%s", s->it->ds->name);

@@ -19,9 +19,7 @@ int ferry_iterator_save_file(ferry_iterator *it, const char *path) {
     const char *step = "";
     int err = ferry__file_write_atomic(path, ferry_blob_data(b), ferry_blob_size(b), &step);
     ferry_blob_free(b);
-    if (err)
-        return ferry__fail(st, FERRY_EIO, "%s: %s: %s failed: %s", __func__,
-                           path, step, strerror(err));
+    if (err) return ferry__fail(st, FERRY_EIO, "%s: %s: %s failed: %s", __func__, path, step, strerror(err));
     return FERRY_OK;
 }
 
@@ -34,11 +32,11 @@ int ferry_state_file_read(ferry_runtime *rt, const char *path, ferry_blob **out)
     size_t size;
     int err = ferry__file_size(path, &size);
     if (err)
-        return ferry__set_last_error(err == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO, "%s: %s: %s", __func__,
-                                     path, strerror(err));
+        return ferry__set_last_error(err == ENOENT ? FERRY_ENOTFOUND : FERRY_EIO, "%s: %s: %s", __func__, path,
+                                     strerror(err));
     if (size > ((size_t)1 << 32))
-        return ferry__set_last_error(FERRY_ETOOLARGE, "%s: %s: %zu bytes is too large for a state", __func__,
-                                     path, size);
+        return ferry__set_last_error(FERRY_ETOOLARGE, "%s: %s: %zu bytes is too large for a state", __func__, path,
+                                     size);
     void *data = ferry__alloc(rt, size ? size : 1);
     if (!data) return ferry__set_last_error(FERRY_ENOMEM, "%s: %s: allocating %zu bytes failed", __func__, path, size);
     err = ferry__file_read_exact(path, data, size);

@@ -33,11 +33,14 @@ static const struct {
     const char *name;
     size_t size;
 } dtype_info[FERRY_DTYPE_COUNT] = {
-    [FERRY_DTYPE_INVALID] = {"invalid", 0}, [FERRY_DTYPE_BOOL] = {"bool", 1},        [FERRY_DTYPE_INT8] = {"int8", 1},
-    [FERRY_DTYPE_INT16] = {"int16", 2},           [FERRY_DTYPE_INT32] = {"int32", 4},      [FERRY_DTYPE_INT64] = {"int64", 8},
-    [FERRY_DTYPE_UINT8] = {"uint8", 1},           [FERRY_DTYPE_UINT16] = {"uint16", 2},    [FERRY_DTYPE_UINT32] = {"uint32", 4},
-    [FERRY_DTYPE_UINT64] = {"uint64", 8},         [FERRY_DTYPE_FLOAT16] = {"float16", 2},  [FERRY_DTYPE_BFLOAT16] = {"bfloat16", 2},
-    [FERRY_DTYPE_FLOAT32] = {"float32", 4},       [FERRY_DTYPE_FLOAT64] = {"float64", 8},  [FERRY_DTYPE_BYTES] = {"bytes", 0},
+    [FERRY_DTYPE_INVALID] = {"invalid", 0}, [FERRY_DTYPE_BOOL] = {"bool", 1},
+    [FERRY_DTYPE_INT8] = {"int8", 1},       [FERRY_DTYPE_INT16] = {"int16", 2},
+    [FERRY_DTYPE_INT32] = {"int32", 4},     [FERRY_DTYPE_INT64] = {"int64", 8},
+    [FERRY_DTYPE_UINT8] = {"uint8", 1},     [FERRY_DTYPE_UINT16] = {"uint16", 2},
+    [FERRY_DTYPE_UINT32] = {"uint32", 4},   [FERRY_DTYPE_UINT64] = {"uint64", 8},
+    [FERRY_DTYPE_FLOAT16] = {"float16", 2}, [FERRY_DTYPE_BFLOAT16] = {"bfloat16", 2},
+    [FERRY_DTYPE_FLOAT32] = {"float32", 4}, [FERRY_DTYPE_FLOAT64] = {"float64", 8},
+    [FERRY_DTYPE_BYTES] = {"bytes", 0},
 };
 
 size_t ferry_dtype_size(ferry_dtype dtype) {
@@ -68,10 +71,8 @@ const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap) {
     size_t k = 0;
     k += (size_t)snprintf(buf + k, cap - k, "[");
     for (int i = 0; i < s->rank && k < cap; i++) {
-        if (s->dims[i] < 0)
-            k += (size_t)snprintf(buf + k, cap - k, "%s?", i ? ", " : "");
-        else
-            k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
+        if (s->dims[i] < 0) k += (size_t)snprintf(buf + k, cap - k, "%s?", i ? ", " : "");
+        else k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
     }
     if (k < cap) snprintf(buf + k, cap - k, "]");
     return buf;
@@ -79,8 +80,8 @@ const char *ferry__shape_str(const ferry_shape *s, char *buf, size_t cap) {
 
 static int check_shape_args(ferry_runtime *rt, int rank, const int64_t *dims, const char *fn, int64_t *n) {
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
-    FERRY__CHECK_ARG(rank >= 0 && rank <= FERRY_MAX_RANK, FERRY_EINVAL,
-                     "%s: argument 'rank' is %d; it must be 0 to %d", fn, rank, FERRY_MAX_RANK);
+    FERRY__CHECK_ARG(rank >= 0 && rank <= FERRY_MAX_RANK, FERRY_EINVAL, "%s: argument 'rank' is %d; it must be 0 to %d",
+                     fn, rank, FERRY_MAX_RANK);
     FERRY__CHECK_ARG(rank == 0 || dims != NULL, FERRY_EINVAL, "%s: argument 'dims' is NULL with rank %d", fn, rank);
     for (int i = 0; i < rank; i++)
         FERRY__CHECK_ARG(dims[i] >= 0, FERRY_EINVAL, "%s: dims[%d] is %lld; dims must be >= 0", fn, i,
@@ -117,7 +118,9 @@ int ferry__tensor_new(ferry_runtime *rt, ferry_dtype dtype, int rank, const int6
                            (long long)n);
     size_t nbytes = (size_t)n * es;
     ferry_tensor *t = ferry__alloc(rt, sizeof *t + nbytes);
-    if (!t) return ferry__fail(st, FERRY_ENOMEM, "allocating a %s tensor of %zu bytes failed", ferry_dtype_name(dtype), nbytes);
+    if (!t)
+        return ferry__fail(st, FERRY_ENOMEM, "allocating a %s tensor of %zu bytes failed", ferry_dtype_name(dtype),
+                           nbytes);
     init_header(t, rt, dtype, rank, dims, n);
     t->data = (uint8_t *)(t + 1);
     t->nbytes = nbytes;
@@ -129,9 +132,10 @@ int ferry__tensor_new_bytes(ferry_runtime *rt, int rank, const int64_t *dims, si
                             ferry__status *st) {
     *out = NULL;
     int64_t n = ferry__num_entries(rank, dims);
-    if (n < 0 || (uint64_t)n > (SIZE_MAX / 2) / 8 || blob_size > SIZE_MAX / 2 - (size_t)(n + 1) * 8 - sizeof(ferry_tensor))
-        return ferry__fail(st, FERRY_ETOOLARGE, "bytes tensor with %lld entries and %zu bytes is too large", (long long)n,
-                           blob_size);
+    if (n < 0 || (uint64_t)n > (SIZE_MAX / 2) / 8 ||
+        blob_size > SIZE_MAX / 2 - (size_t)(n + 1) * 8 - sizeof(ferry_tensor))
+        return ferry__fail(st, FERRY_ETOOLARGE, "bytes tensor with %lld entries and %zu bytes is too large",
+                           (long long)n, blob_size);
     size_t offs = (size_t)(n + 1) * 8;
     ferry_tensor *t = ferry__alloc(rt, sizeof *t + offs + blob_size);
     if (!t) return ferry__fail(st, FERRY_ENOMEM, "allocating a bytes tensor of %zu bytes failed", offs + blob_size);
@@ -172,9 +176,10 @@ int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int6
         rc = ferry__set_last_error(FERRY_EINVAL, "%s: dtype %d is not a numeric dtype", __func__, (int)dtype);
     if (!rc && (uint64_t)n > SIZE_MAX / es) rc = ferry__set_last_error(FERRY_ETOOLARGE, "%s: too large", __func__);
     if (!rc && nbytes != (size_t)n * es)
-        rc = ferry__set_last_error(FERRY_EINVAL, "%s: nbytes is %zu but the shape and dtype need %zu", __func__,
-                                   nbytes, (size_t)n * es);
-    if (!rc && data == NULL && nbytes > 0) rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'data' is NULL", __func__);
+        rc = ferry__set_last_error(FERRY_EINVAL, "%s: nbytes is %zu but the shape and dtype need %zu", __func__, nbytes,
+                                   (size_t)n * es);
+    if (!rc && data == NULL && nbytes > 0)
+        rc = ferry__set_last_error(FERRY_EINVAL, "%s: argument 'data' is NULL", __func__);
     ferry_tensor *t = NULL;
     if (!rc) {
         t = ferry__alloc(rt, sizeof *t);
@@ -203,13 +208,11 @@ int ferry_tensor_create_bytes(ferry_runtime *rt, int rank, const int64_t *dims, 
     int rc = check_shape_args(rt, rank, dims, __func__, &n);
     if (rc) return rc;
     FERRY__CHECK_ARG(n == 0 || (ptrs != NULL && lens != NULL), FERRY_EINVAL,
-                     "%s: arguments 'ptrs' and 'lens' must not be NULL for %lld entries", __func__,
-                     (long long)n);
+                     "%s: arguments 'ptrs' and 'lens' must not be NULL for %lld entries", __func__, (long long)n);
     size_t total = 0;
     for (int64_t i = 0; i < n; i++) {
-        FERRY__CHECK_ARG(ptrs[i] != NULL || lens[i] == 0, FERRY_EINVAL,
-                         "%s: ptrs[%lld] is NULL with lens[%lld] = %zu", __func__, (long long)i,
-                         (long long)i, lens[i]);
+        FERRY__CHECK_ARG(ptrs[i] != NULL || lens[i] == 0, FERRY_EINVAL, "%s: ptrs[%lld] is NULL with lens[%lld] = %zu",
+                         __func__, (long long)i, (long long)i, lens[i]);
         FERRY__CHECK_ARG(lens[i] <= SIZE_MAX / 4 - total, FERRY_ETOOLARGE, "%s: too large", __func__);
         total += lens[i];
     }
@@ -282,12 +285,12 @@ int ferry_tensor_bytes_get(const ferry_tensor *t, int64_t i, const uint8_t **dat
     if (data) *data = NULL;
     if (len) *len = 0;
     FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "%s: argument 't' is NULL", __func__);
-    FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL,
-                     "%s: arguments 'data' and 'len' must not be NULL", __func__);
+    FERRY__CHECK_ARG(data != NULL && len != NULL, FERRY_EINVAL, "%s: arguments 'data' and 'len' must not be NULL",
+                     __func__);
     FERRY__CHECK_ARG(t->dtype == FERRY_DTYPE_BYTES, FERRY_EINVAL, "%s: the tensor is %s, not bytes", __func__,
                      ferry_dtype_name(t->dtype));
-    FERRY__CHECK_ARG(i >= 0 && i < t->n, FERRY_EINVAL,
-                     "%s: index %lld is out of range [0, %lld)", __func__, (long long)i, (long long)t->n);
+    FERRY__CHECK_ARG(i >= 0 && i < t->n, FERRY_EINVAL, "%s: index %lld is out of range [0, %lld)", __func__,
+                     (long long)i, (long long)t->n);
     *data = ferry__tensor_str(t, i, len);
     return FERRY_OK;
 }
@@ -298,8 +301,8 @@ int ferry_tensor_slice(ferry_tensor *t, int64_t start, int64_t count, ferry_tens
     FERRY__CHECK_ARG(t != NULL, FERRY_EINVAL, "%s: argument 't' is NULL", __func__);
     FERRY__CHECK_ARG(t->rank >= 1, FERRY_EINVAL, "%s: the tensor is a scalar; slicing needs rank >= 1", __func__);
     FERRY__CHECK_ARG(start >= 0 && count >= 0 && start <= t->dims[0] && count <= t->dims[0] - start, FERRY_EINVAL,
-                     "%s: rows [%lld, %lld) are out of range for dim 0 of size %lld", __func__,
-                     (long long)start, (long long)(start + count), (long long)t->dims[0]);
+                     "%s: rows [%lld, %lld) are out of range for dim 0 of size %lld", __func__, (long long)start,
+                     (long long)(start + count), (long long)t->dims[0]);
     ferry_tensor *s = ferry__alloc(t->rt, sizeof *s);
     if (!s) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the slice failed", __func__);
     int64_t dims[FERRY_MAX_RANK];
@@ -383,8 +386,8 @@ ferry_element *ferry__element_new(ferry_runtime *rt, size_t n) {
     return e;
 }
 
-int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims,
-                              ferry_element **out, ferry__status *st) {
+int ferry__element_new_single(ferry_runtime *rt, ferry_dtype dtype, int rank, const int64_t *dims, ferry_element **out,
+                              ferry__status *st) {
     *out = NULL;
     int64_t n = ferry__num_entries(rank, dims);
     size_t es = ferry_dtype_size(dtype);
@@ -470,8 +473,7 @@ int ferry_element_set(ferry_element *e, size_t i, ferry_tensor *t) {
      * and nobody else can be reading it. */
     if (old == e->own && atomic_load_explicit(&old->refs, memory_order_acquire) == TENSOR_HOLD + 1)
         atomic_store_explicit(&old->refs, TENSOR_HOLD, memory_order_release);
-    else
-        ferry_tensor_unref(old);
+    else ferry_tensor_unref(old);
     e->t[i] = t;
     return FERRY_OK;
 }

@@ -34,8 +34,8 @@
 typedef struct trace_event {
     _Atomic uint64_t seq; /* index + 1 once written; 0 while being written */
     _Atomic int64_t ts_ns, dur_ns;
-    _Atomic uint64_t meta;       /* tid << 8 | kind */
-    _Atomic uint64_t name[3];    /* up to 23 bytes and a NUL */
+    _Atomic uint64_t meta;    /* tid << 8 | kind */
+    _Atomic uint64_t name[3]; /* up to 23 bytes and a NUL */
 } trace_event;
 
 /* A plain copy of an event, as read. */
@@ -56,9 +56,14 @@ struct ferry__trace {
 };
 
 static const char *const kind_names[] = {
-    [FERRY__TR_RUN] = "run",        [FERRY__TR_WORK] = "work",        [FERRY__TR_ASSEMBLE] = "assemble",
-    [FERRY__TR_LOCK] = "lock wait", [FERRY__TR_WAIT_INPUT] = "wait for input",
-    [FERRY__TR_WAIT_CONSUMER] = "wait for room", [FERRY__TR_NEXT] = "next", [FERRY__TR_STEP] = "step",
+    [FERRY__TR_RUN] = "run",
+    [FERRY__TR_WORK] = "work",
+    [FERRY__TR_ASSEMBLE] = "assemble",
+    [FERRY__TR_LOCK] = "lock wait",
+    [FERRY__TR_WAIT_INPUT] = "wait for input",
+    [FERRY__TR_WAIT_CONSUMER] = "wait for room",
+    [FERRY__TR_NEXT] = "next",
+    [FERRY__TR_STEP] = "step",
 };
 
 /* A small id per thread, the same in every runtime (Chrome's "tid"). */
@@ -174,7 +179,8 @@ static bool read_event(const ferry__trace *t, uint64_t i, trace_rec *r) {
 /* One event as a Chrome "complete" event; times in microseconds from t0. */
 static void write_event(ferry__writer *w, const trace_rec *e, int64_t t0, bool comma) {
     const char *name = e->name;
-    const char *kind = e->kind < sizeof kind_names / sizeof kind_names[0] && kind_names[e->kind] ? kind_names[e->kind] : "?";
+    const char *kind =
+        e->kind < sizeof kind_names / sizeof kind_names[0] && kind_names[e->kind] ? kind_names[e->kind] : "?";
     char full[TRACE_NAME + 32];
     if (e->kind == FERRY__TR_STEP || e->kind == FERRY__TR_NEXT) snprintf(full, sizeof full, "%s", name);
     else snprintf(full, sizeof full, "%s %s", name, kind);
@@ -201,8 +207,9 @@ static int trace_json(ferry_runtime *rt, ferry__writer *w, const char *fn) {
     if (t0 == INT64_MAX) t0 = 0;
     uint8_t *role = max_tid ? ferry__calloc(rt, (size_t)max_tid + 1, 1) : NULL;
     if (max_tid && !role) return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory", fn);
-    ferry__w_printf(w, "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"ferry %s\",\"dropped\":%llu},"
-                        "\"traceEvents\":[\n",
+    ferry__w_printf(w,
+                    "{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"ferry %s\",\"dropped\":%llu},"
+                    "\"traceEvents\":[\n",
                     ferry_version(), (unsigned long long)begin);
     bool comma = false;
     for (uint64_t i = begin; i < end; i++) {
@@ -214,7 +221,8 @@ static int trace_json(ferry_runtime *rt, ferry__writer *w, const char *fn) {
     }
     for (uint32_t tid = 1; tid <= max_tid; tid++) {
         if (!role || !role[tid]) continue;
-        ferry__w_printf(w, "%s{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%u,\"args\":{\"name\":\"%s %u\"}}",
+        ferry__w_printf(w,
+                        "%s{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%u,\"args\":{\"name\":\"%s %u\"}}",
                         comma ? ",\n" : "", tid, (role[tid] & 1) ? "ferry worker" : "consumer", tid);
         comma = true;
     }
@@ -255,8 +263,7 @@ int ferry_runtime_trace_json(ferry_runtime *rt, ferry_blob **out) {
 int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
     int rc = trace_check(rt, __func__);
     if (rc) return rc;
-    FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL,
-                     "%s: argument 'path' is NULL or empty", __func__);
+    FERRY__CHECK_ARG(path != NULL && path[0] != '\0', FERRY_EINVAL, "%s: argument 'path' is NULL or empty", __func__);
     ferry__writer w;
     ferry__writer_init(&w, &rt->alloc);
     rc = trace_json(rt, &w, __func__);
@@ -267,8 +274,6 @@ int ferry_runtime_trace_write(ferry_runtime *rt, const char *path) {
     const char *step = "";
     int err = ferry__file_write_atomic(path, w.data, w.size, &step);
     ferry__writer_fini(&w);
-    if (err)
-        return ferry__set_last_error(FERRY_EIO, "%s: %s: %s failed: %s", __func__, path, step,
-                                     strerror(err));
+    if (err) return ferry__set_last_error(FERRY_EIO, "%s: %s: %s failed: %s", __func__, path, step, strerror(err));
     return FERRY_OK;
 }

@@ -45,16 +45,16 @@ typedef struct ex_feat {
     uint64_t hash;
     ferry_dtype dtype;
     ferry_example_kind kind;
-    bool list;                 /* a feature list of a SequenceExample */
+    bool list; /* a feature list of a SequenceExample */
     bool with_lengths, required;
-    int rank;                  /* FIXED: shape of the values (per step for lists) */
+    int rank; /* FIXED: shape of the values (per step for lists) */
     int64_t dims[FERRY_MAX_RANK];
-    size_t count;              /* FIXED: entries per value (per step) */
-    size_t out;                /* index of the first output */
-    ferry_tensor *dflt;        /* referenced, or NULL */
+    size_t count;       /* FIXED: entries per value (per step) */
+    size_t out;         /* index of the first output */
+    ferry_tensor *dflt; /* referenced, or NULL */
     /* FIXED non-list default, expanded to `count` entries (NULL: required). */
-    uint8_t *dflt_row;         /* numeric */
-    const uint8_t **dflt_ptr;  /* bytes */
+    uint8_t *dflt_row;        /* numeric */
+    const uint8_t **dflt_ptr; /* bytes */
     size_t *dflt_len;
     size_t dflt_bytes;
     /* Padding value (VARLEN and lists). */
@@ -71,7 +71,7 @@ typedef struct ex_table {
 
 struct ferry_example_parser {
     uint32_t magic;
-    _Atomic long refs;    /* the caller's, and one per parse_example dataset */
+    _Atomic long refs; /* the caller's, and one per parse_example dataset */
     ferry_runtime *rt;
     bool sequence;
     size_t nf, nl, nfeat; /* features (context), feature lists, both */
@@ -84,7 +84,8 @@ struct ferry_example_parser {
 };
 
 /* ---- wire-format reading ---------------------------------------------------------------- */
-static int wrong_wt(const ferry__wire *r, const uint8_t *at, const char *what, uint32_t field, uint32_t wt, const char *want) {
+static int wrong_wt(const ferry__wire *r, const uint8_t *at, const char *what, uint32_t field, uint32_t wt,
+                    const char *want) {
     return ferry__wire_bad(r, at, what, "field %u has wire type %u, expected %s", field, wt, want);
 }
 
@@ -267,7 +268,8 @@ static int list_f32(const ferry__wire *r, const uint8_t *p, const uint8_t *end, 
             continue;
         }
         if (wt == 5) {
-            if (end - p < 4) return ferry__wire_bad(r, p, "float value", "truncated (%zu bytes left)", (size_t)(end - p));
+            if (end - p < 4)
+                return ferry__wire_bad(r, p, "float value", "truncated (%zu bytes left)", (size_t)(end - p));
             if (n < cap) out[n] = f32_le(p);
             n++;
             p += 4;
@@ -276,7 +278,8 @@ static int list_f32(const ferry__wire *r, const uint8_t *p, const uint8_t *end, 
             const uint8_t *lat = p;
             rc = ferry__wire_len(r, &p, end, &len, "packed float values");
             if (rc) return rc;
-            if (len % 4) return ferry__wire_bad(r, lat, "packed float values", "length %zu is not a multiple of 4", len);
+            if (len % 4)
+                return ferry__wire_bad(r, lat, "packed float values", "length %zu is not a multiple of 4", len);
             size_t m = len / 4;
             if (out && n < cap) {
                 size_t w = FERRY__MIN(m, cap - n);
@@ -449,8 +452,8 @@ static inline int table_find(const ferry_example_parser *ps, const ex_table *t, 
 /* ---- scanning a record ------------------------------------------------------------------ */
 /* Walks a Features (lists false) or FeatureLists (lists true) body and fills the slots of known
  * keys. slots: the record's row, indexed by feature. */
-static int scan_map(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, const uint8_t *end, bool lists,
-                    ex_slot *slots) {
+static int scan_map(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, const uint8_t *end,
+                    bool lists, ex_slot *slots) {
     const ex_table *tab = lists ? &ps->fl_tab : &ps->ctx_tab;
     const char *what = lists ? "FeatureLists" : "Features";
     const char *ewhat = lists ? "FeatureLists map entry" : "Features map entry";
@@ -535,7 +538,8 @@ static int scan_map(const ferry_example_parser *ps, const ferry__wire *r, const 
     return FERRY_OK;
 }
 
-static int scan_record(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, size_t len, ex_slot *slots) {
+static int scan_record(const ferry_example_parser *ps, const ferry__wire *r, const uint8_t *p, size_t len,
+                       ex_slot *slots) {
     const uint8_t *end = p + len;
     const char *what = ps->sequence ? "SequenceExample" : "Example";
     while (p < end) {
@@ -566,12 +570,12 @@ typedef struct job {
     const ferry_example_parser *ps;
     ferry__status *st;
     size_t B;
-    const ferry_tensor *in;   /* bytes tensor of the records */
-    ex_slot *slots;           /* B x nfeat */
-    int64_t *c1, *c2;         /* B scratch counters */
-    size_t *by;               /* B scratch byte counts */
-    ferry_tensor **outs;      /* nout */
-    size_t cur;               /* record being worked on, for messages */
+    const ferry_tensor *in; /* bytes tensor of the records */
+    ex_slot *slots;         /* B x nfeat */
+    int64_t *c1, *c2;       /* B scratch counters */
+    size_t *by;             /* B scratch byte counts */
+    ferry_tensor **outs;    /* nout */
+    size_t cur;             /* record being worked on, for messages */
     ferry__wire r;
 } job;
 
@@ -588,7 +592,8 @@ static int missing(job *j, const ex_feat *f) {
                        f->key, f->kind == FERRY_EXAMPLE_FIXED && !f->list ? "has no default_value" : "is required");
 }
 
-static const ferry_dtype kind_dtype[4] = {FERRY_DTYPE_INVALID, FERRY_DTYPE_BYTES, FERRY_DTYPE_FLOAT32, FERRY_DTYPE_INT64};
+static const ferry_dtype kind_dtype[4] = {FERRY_DTYPE_INVALID, FERRY_DTYPE_BYTES, FERRY_DTYPE_FLOAT32,
+                                          FERRY_DTYPE_INT64};
 
 static int kind_mismatch(job *j, const ex_feat *f, uint8_t kind, int64_t step) {
     char where[48] = "";
@@ -1047,8 +1052,7 @@ static void parser_unref(void *parser) { ferry_example_parser_free(parser); }
 
 #define FN "ferry_example_parser_create"
 
-static int compile_feature(ferry_example_parser *ps, const ferry_example_feature *in, bool list, size_t i,
-                           ex_feat *f) {
+static int compile_feature(ferry_example_parser *ps, const ferry_example_feature *in, bool list, size_t i, ex_feat *f) {
     const char *grp = list ? "feature_lists" : "features";
     if (!in->key) return ferry__set_last_error(FERRY_EINVAL, FN ": spec->%s[%zu].key is NULL", grp, i);
     if (in->dtype != FERRY_DTYPE_INT64 && in->dtype != FERRY_DTYPE_FLOAT32 && in->dtype != FERRY_DTYPE_BYTES)
@@ -1064,13 +1068,12 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
         return ferry__set_last_error(FERRY_EINVAL, FN ": spec->%s[%zu] ('%s'): shape rank %d is outside [0, %d]", grp,
                                      i, in->key, in->shape.rank, max_rank);
     if (!fixed && in->shape.rank != 0)
-        return ferry__set_last_error(FERRY_EINVAL,
-                                     FN ": spec->%s[%zu] ('%s'): a VARLEN feature has no shape (rank must be 0)", grp,
-                                     i, in->key);
+        return ferry__set_last_error(
+            FERRY_EINVAL, FN ": spec->%s[%zu] ('%s'): a VARLEN feature has no shape (rank must be 0)", grp, i, in->key);
     if (fixed && !list && (in->with_lengths || in->required))
         return ferry__set_last_error(FERRY_EINVAL,
                                      FN ": spec->%s[%zu] ('%s'): with_lengths and required apply to VARLEN features "
-                                     "and feature lists (a FIXED feature is required unless it has a default_value)",
+                                        "and feature lists (a FIXED feature is required unless it has a default_value)",
                                      grp, i, in->key);
     f->key_len = strlen(in->key);
     f->key = ferry__alloc(ps->rt, f->key_len + 1);
@@ -1086,9 +1089,10 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
     f->count = 1;
     for (int d = 0; d < f->rank; d++) {
         if (in->shape.dims[d] < 0)
-            return ferry__set_last_error(FERRY_EINVAL, FN ": spec->%s[%zu] ('%s'): shape dim %d is %lld; FIXED "
-                                         "shapes must be fully known", grp, i, in->key, d,
-                                         (long long)in->shape.dims[d]);
+            return ferry__set_last_error(FERRY_EINVAL,
+                                         FN ": spec->%s[%zu] ('%s'): shape dim %d is %lld; FIXED "
+                                            "shapes must be fully known",
+                                         grp, i, in->key, d, (long long)in->shape.dims[d]);
         f->dims[d] = in->shape.dims[d];
     }
     int64_t cnt = ferry__num_entries(f->rank, f->dims);
@@ -1105,7 +1109,8 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
         if (d->n != 1)
             return ferry__set_last_error(FERRY_EINVAL,
                                          FN ": spec->%s[%zu] ('%s'): default_value (the padding value) must have "
-                                         "one entry, it has %lld", grp, i, in->key, (long long)d->n);
+                                            "one entry, it has %lld",
+                                         grp, i, in->key, (long long)d->n);
         if (d->dtype == FERRY_DTYPE_INT64) memcpy(&f->pad_i64, d->data, 8);
         else if (d->dtype == FERRY_DTYPE_FLOAT32) memcpy(&f->pad_f32, d->data, 4);
         else f->pad_b = ferry__tensor_str(d, 0, &f->pad_blen);
@@ -1114,7 +1119,8 @@ static int compile_feature(ferry_example_parser *ps, const ferry_example_feature
     if ((size_t)d->n != f->count && d->n != 1)
         return ferry__set_last_error(FERRY_EINVAL,
                                      FN ": spec->%s[%zu] ('%s'): default_value has %lld entries; the shape needs %zu "
-                                     "(or give one, repeated)", grp, i, in->key, (long long)d->n, f->count);
+                                        "(or give one, repeated)",
+                                     grp, i, in->key, (long long)d->n, f->count);
     size_t cntz = f->count;
     if (d->dtype != FERRY_DTYPE_BYTES) {
         size_t es = ferry_dtype_size(d->dtype);
@@ -1159,8 +1165,8 @@ static int build_outputs(ferry_example_parser *ps) {
     for (size_t i = 0; i < ps->nfeat; i++) {
         ex_feat *f = &ps->f[i];
         f->out = nout;
-        size_t k = 1 + (f->list && f->kind == FERRY_EXAMPLE_VARLEN) + ((f->list || f->kind == FERRY_EXAMPLE_VARLEN) &&
-                                                                        f->with_lengths);
+        size_t k = 1 + (f->list && f->kind == FERRY_EXAMPLE_VARLEN) +
+                   ((f->list || f->kind == FERRY_EXAMPLE_VARLEN) && f->with_lengths);
         nout += k;
         names += k * (f->key_len + sizeof ":row_lengths");
     }
@@ -1231,7 +1237,8 @@ int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spe
                      FN ": spec->feature_lists is NULL with num_feature_lists %zu", spec->num_feature_lists);
     FERRY__CHECK_ARG(spec->sequence || spec->num_feature_lists == 0, FERRY_EINVAL,
                      FN ": spec->num_feature_lists is %zu but spec->sequence is false (only a SequenceExample has "
-                     "feature lists)", spec->num_feature_lists);
+                        "feature lists)",
+                     spec->num_feature_lists);
     FERRY__CHECK_ARG(spec->num_features <= 4096 && spec->num_feature_lists <= 4096, FERRY_EINVAL,
                      FN ": at most 4096 features and 4096 feature lists");
     ferry_example_parser *ps = ferry__calloc(rt, 1, sizeof *ps);
@@ -1267,10 +1274,10 @@ int ferry_example_parser_create(ferry_runtime *rt, const ferry_example_spec *spe
 int ferry_example_parser_output_specs(const ferry_example_parser *parser, size_t *n, const ferry_tensor_spec **specs) {
     if (n) *n = 0;
     if (specs) *specs = NULL;
-    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "%s: argument 'parser' is not a parser", __func__);
-    FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
-                     "%s: arguments 'n' and 'specs' must not be NULL", __func__);
+    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL, "%s: argument 'parser' is not a parser",
+                     __func__);
+    FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL, "%s: arguments 'n' and 'specs' must not be NULL",
+                     __func__);
     *n = parser->nout;
     *specs = parser->specs;
     return FERRY_OK;
@@ -1280,10 +1287,10 @@ int ferry_example_parser_batch_output_specs(const ferry_example_parser *parser, 
                                             const ferry_tensor_spec **specs) {
     if (n) *n = 0;
     if (specs) *specs = NULL;
-    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "%s: argument 'parser' is not a parser", __func__);
-    FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL,
-                     "%s: arguments 'n' and 'specs' must not be NULL", __func__);
+    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL, "%s: argument 'parser' is not a parser",
+                     __func__);
+    FERRY__CHECK_ARG(n != NULL && specs != NULL, FERRY_EINVAL, "%s: arguments 'n' and 'specs' must not be NULL",
+                     __func__);
     *n = parser->nout;
     *specs = parser->bspecs;
     return FERRY_OK;
@@ -1301,14 +1308,13 @@ int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
     *out = NULL;
     int rc = ferry__check_dataset(in, __func__, "in");
     if (rc) return rc;
-    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL,
-                     "%s: argument 'parser' is not a parser", __func__);
-    FERRY__CHECK_ARG(parser->rt == in->rt, FERRY_EINVAL,
-                     "%s: the parser and the dataset belong to different runtimes", __func__);
+    FERRY__CHECK_ARG(parser != NULL && parser->magic == EX_MAGIC, FERRY_EINVAL, "%s: argument 'parser' is not a parser",
+                     __func__);
+    FERRY__CHECK_ARG(parser->rt == in->rt, FERRY_EINVAL, "%s: the parser and the dataset belong to different runtimes",
+                     __func__);
     FERRY__CHECK_ARG(in->ncomp >= 1 && in->specs[0].dtype == FERRY_DTYPE_BYTES &&
                          (in->specs[0].shape.rank == 0 || in->specs[0].shape.rank == 1),
-                     FERRY_EINVAL,
-                     "%s: the input's component 0 must be a bytes scalar or vector", __func__);
+                     FERRY_EINVAL, "%s: the input's component 0 must be a bytes scalar or vector", __func__);
     ferry_map_options o = {.name = "parse_example"};
     if (opts) {
         if (opts->name && opts->name[0]) o.name = opts->name;

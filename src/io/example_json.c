@@ -114,7 +114,7 @@ static size_t utf8_seq(const uint8_t *p, size_t n) {
     if (c >= 0xc2 && c <= 0xdf) return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
     if (c >= 0xe0 && c <= 0xef) {
         if (n < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) return 0;
-        if (c == 0xe0 && p[1] < 0xa0) return 0; /* overlong */
+        if (c == 0xe0 && p[1] < 0xa0) return 0;  /* overlong */
         if (c == 0xed && p[1] >= 0xa0) return 0; /* surrogate */
         return 3;
     }
@@ -300,7 +300,8 @@ static int feature_json(const ferry__wire *w, jbuf *b, const uint8_t *p, size_t 
                 if (wt == 2) {
                     rc = ferry__wire_len(w, &q, qe, &m, "packed float values");
                     if (rc) return rc;
-                    if (m % 4) return ferry__wire_bad(w, at, "packed float values", "length %zu is not a multiple of 4", m);
+                    if (m % 4)
+                        return ferry__wire_bad(w, at, "packed float values", "length %zu is not a multiple of 4", m);
                     vp = q;
                 } else if (wt != 5) {
                     return ferry__wire_bad(w, at, "float_list", "field 1 has wire type %u, expected 5 or 2", wt);
@@ -398,7 +399,8 @@ static int collect_entries(const ferry__wire *w, ferry_runtime *rt, const uint8_
                 if (rc) break;
                 if (field == 1 || field == 2) {
                     if (wt != 2) {
-                        rc = ferry__wire_bad(w, fat, "Features map entry", "field %u has wire type %u, expected 2", field, wt);
+                        rc = ferry__wire_bad(w, fat, "Features map entry", "field %u has wire type %u, expected 2",
+                                             field, wt);
                         break;
                     }
                     size_t m;
@@ -634,9 +636,7 @@ static int jstring(jp *j, jbuf *out) {
             put_utf8(out, cp);
             break;
         }
-        default:
-            j->p--;
-            return jerr(j, "unknown escape '\\%c'", c);
+        default: j->p--; return jerr(j, "unknown escape '\\%c'", c);
         }
     }
 }
@@ -690,8 +690,7 @@ static bool parse_f32(const char *s, float *out) {
     }
     if (!*s) return false;
     for (const char *c = s; *c; c++)
-        if (!((*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == '.' || *c == 'e' || *c == 'E'))
-            return false;
+        if (!((*c >= '0' && *c <= '9') || *c == '-' || *c == '+' || *c == '.' || *c == 'e' || *c == 'E')) return false;
     char *e;
     *out = strtof(s, &e);
     return *e == '\0';
@@ -744,8 +743,9 @@ static int jfeature(jp *j, jscratch *sc, uint32_t *kind) {
     if (name_is(&sc->name, "bytes")) *kind = 1;
     else if (name_is(&sc->name, "float")) *kind = 2;
     else if (name_is(&sc->name, "int64")) *kind = 3;
-    else return jerr(j, "a Feature holds \"int64\", \"float\" or \"bytes\", not \"%.*s\"", (int)FERRY__MIN(sc->name.n, 64),
-                     sc->name.p ? (const char *)sc->name.p : "");
+    else
+        return jerr(j, "a Feature holds \"int64\", \"float\" or \"bytes\", not \"%.*s\"",
+                    (int)FERRY__MIN(sc->name.n, 64), sc->name.p ? (const char *)sc->name.p : "");
     rc = jexpect(j, ':', "after a member name");
     if (!rc) rc = jexpect(j, '[', "a list of values");
     if (rc) return rc;

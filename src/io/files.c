@@ -18,7 +18,7 @@
 typedef struct names_ds {
     ferry_dataset base;
     size_t n;
-    char **s;                   /* n strings, each from the runtime's allocator */
+    char **s; /* n strings, each from the runtime's allocator */
     size_t *len;
     bool shuffle, same_order;
     uint64_t seed;
@@ -26,8 +26,8 @@ typedef struct names_ds {
 
 typedef struct names_it {
     ferry__iter base;
-    int64_t next;               /* strings handed out so far */
-    size_t *perm;               /* shuffle: the order of this iteration; NULL: identity */
+    int64_t next; /* strings handed out so far */
+    size_t *perm; /* shuffle: the order of this iteration; NULL: identity */
 } names_it;
 
 static int names_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
@@ -185,10 +185,8 @@ int ferry_dataset_list_files(ferry_runtime *rt, const char *pattern, const ferry
     list_files_arg a = {rt, opts, out};
     int e = ferry__glob(pattern, list_files_make, &a, &rc);
     if (e == ENOENT)
-        return ferry__set_last_error(FERRY_ENOTFOUND, "%s: no file matches the pattern '%s'", __func__,
-                                     pattern);
-    if (e == ENOMEM)
-        return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory matching '%s'", __func__, pattern);
+        return ferry__set_last_error(FERRY_ENOTFOUND, "%s: no file matches the pattern '%s'", __func__, pattern);
+    if (e == ENOMEM) return ferry__set_last_error(FERRY_ENOMEM, "%s: out of memory matching '%s'", __func__, pattern);
     if (e)
         return ferry__set_last_error(FERRY_EIO, "%s: reading a directory failed while matching '%s'", __func__,
                                      pattern);

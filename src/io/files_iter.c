@@ -115,8 +115,8 @@ int ferry__files_check_names(const char *fn, size_t nfiles, const char *const *f
 }
 
 int ferry__files_dataset_new(ferry_runtime *rt, const char *fn, const ferry__files_reader *reader, size_t size,
-                             size_t nfiles, const char *const *files, ferry_compression compression,
-                             size_t buffer_size, ferry_dataset **out) {
+                             size_t nfiles, const char *const *files, ferry_compression compression, size_t buffer_size,
+                             ferry_dataset **out) {
     *out = NULL;
     FERRY__CHECK_ARG(compression == FERRY_COMPRESSION_NONE || compression == FERRY_COMPRESSION_GZIP ||
                          compression == FERRY_COMPRESSION_ZLIB,
@@ -127,8 +127,8 @@ int ferry__files_dataset_new(ferry_runtime *rt, const char *fn, const ferry__fil
     FERRY_ASSERT(size >= sizeof(ferry__files_ds));
     ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_BYTES, .shape = {.rank = 0}};
     ferry_dataset *d;
-    int rc = ferry__dataset_new(rt, &files_vt, reader->name, size, 0, NULL, 1, &spec, nfiles == 0 ? 0 : FERRY_UNKNOWN,
-                                &d);
+    int rc =
+        ferry__dataset_new(rt, &files_vt, reader->name, size, 0, NULL, 1, &spec, nfiles == 0 ? 0 : FERRY_UNKNOWN, &d);
     if (rc) return rc;
     ferry__files_ds *ds = (ferry__files_ds *)d;
     ds->reader = reader;

@@ -168,7 +168,7 @@ static int fl_restore(ferry__files_it *it, uint64_t file, int64_t off, ferry__st
 
 static const ferry__iter_vtable fl_iter_vt = {ferry__files_next, ferry__files_save, fl_skip, ferry__files_destroy};
 static const ferry__files_reader fl_reader = {"fixed_length_records", &fl_iter_vt, skip_header, read_record,
-                                               fl_restore};
+                                              fl_restore};
 
 int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const char *const *files,
                                        const ferry_fixed_length_options *opts, ferry_dataset **out) {
@@ -192,8 +192,7 @@ int ferry_dataset_fixed_length_records(ferry_runtime *rt, size_t nfiles, const c
                      "%s: options.footer_bytes is %lld; it must be 0 to %lld", fn, (long long)o.footer_bytes,
                      (long long)FL_MAX_RECORD);
     ferry_dataset *ds;
-    rc = ferry__files_dataset_new(rt, fn, &fl_reader, sizeof(fl_ds), nfiles, files, o.compression, o.buffer_size,
-                                  &ds);
+    rc = ferry__files_dataset_new(rt, fn, &fl_reader, sizeof(fl_ds), nfiles, files, o.compression, o.buffer_size, &ds);
     if (rc) return rc;
     fl_ds *f = (fl_ds *)ds;
     f->record = o.record_bytes;

@@ -51,16 +51,16 @@ typedef struct ferry__files_ds {
     ferry_dataset base;
     const ferry__files_reader *reader; /* static */
     size_t nfiles;
-    char **files;                      /* nfiles copies, each from the runtime's allocator */
+    char **files; /* nfiles copies, each from the runtime's allocator */
     ferry_compression compression;
-    size_t buffer_size;                /* of every stream; 0: FERRY__STREAM_DEFAULT_BUFFER */
+    size_t buffer_size; /* of every stream; 0: FERRY__STREAM_DEFAULT_BUFFER */
 } ferry__files_ds;
 
 /* The iterator of every file-list dataset (no op adds fields). */
 struct ferry__files_it {
     ferry__iter base;
-    size_t file;                       /* index of the current file */
-    ferry__stream *s;                  /* open stream of `file`, or NULL */
+    size_t file;      /* index of the current file */
+    ferry__stream *s; /* open stream of `file`, or NULL */
 };
 
 /* Checks fn's file-name arguments: files is not NULL when nfiles > 0 and no name is NULL. On
@@ -74,8 +74,8 @@ int ferry__files_check_names(const char *fn, size_t nfiles, const char *const *f
  * other parameters and calls ferry__dataset_seal. reader: static; files: borrowed (copied);
  * *out: a new reference. On failure sets the last error, returns it and leaves *out NULL. */
 int ferry__files_dataset_new(ferry_runtime *rt, const char *fn, const ferry__files_reader *reader, size_t size,
-                             size_t nfiles, const char *const *files, ferry_compression compression,
-                             size_t buffer_size, ferry_dataset **out);
+                             size_t nfiles, const char *const *files, ferry_compression compression, size_t buffer_size,
+                             ferry_dataset **out);
 
 /* For ferry__files_reader.restore: whether (file, off) can be a saved position at all: file at
  * most the number of files, off not negative, and 0 past the last file. */

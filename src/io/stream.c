@@ -40,26 +40,26 @@
 struct ferry__stream {
     ferry_runtime *rt;
     char *path;
-    int fd;                    /* -1 for a memory source */
+    int fd; /* -1 for a memory source */
     const uint8_t *mem;
     size_t mem_size;
     ferry_compression comp;
     ferry__io_fault_fn fault;
     void *fault_user;
     int64_t file_size;
-    int64_t raw_off;           /* next source byte to read */
-    bool raw_eof;              /* the source returned end of file */
+    int64_t raw_off; /* next source byte to read */
+    bool raw_eof;    /* the source returned end of file */
     uint8_t *buf;
     size_t cap, pos, len;
-    int64_t off;               /* decompressed offset of buf[pos] */
-    bool eof;                  /* nothing after buf[len] */
-    int err;                   /* sticky error, with its message in err_st */
+    int64_t off; /* decompressed offset of buf[pos] */
+    bool eof;    /* nothing after buf[len] */
+    int err;     /* sticky error, with its message in err_st */
     ferry__status err_st;
 #ifdef FERRY_HAVE_ZLIB
     z_stream z;
     bool z_ready;
-    bool member_done;          /* the last inflate ended a member (gzip) or the stream (zlib) */
-    int64_t inflated;          /* decompressed bytes produced since the start of the file */
+    bool member_done; /* the last inflate ended a member (gzip) or the stream (zlib) */
+    int64_t inflated; /* decompressed bytes produced since the start of the file */
     uint8_t *zin;
     size_t zin_cap;
 #endif
@@ -414,7 +414,8 @@ int64_t ferry__stream_bytes_left(const ferry__stream *s) {
 }
 
 int ferry__stream_seek(ferry__stream *s, int64_t offset, ferry__status *st) {
-    if (offset < 0) return ferry__fail(st, FERRY_EINVAL, "'%s': cannot seek to negative offset %lld", s->path, (long long)offset);
+    if (offset < 0)
+        return ferry__fail(st, FERRY_EINVAL, "'%s': cannot seek to negative offset %lld", s->path, (long long)offset);
     int64_t window_start = s->off - (int64_t)s->pos;
     int64_t window_end = s->off + (int64_t)(s->len - s->pos);
     if (offset >= window_start && offset <= window_end && !(s->err && offset == window_end)) {
@@ -470,10 +471,10 @@ struct ferry__ostream {
     ferry_compression comp;
     ferry__io_fault_fn fault;
     void *fault_user;
-    uint8_t *buf;               /* bytes waiting to be written: compressed when compressing */
+    uint8_t *buf; /* bytes waiting to be written: compressed when compressing */
     size_t cap, len;
-    int64_t off;                /* uncompressed bytes accepted */
-    int64_t raw_off;            /* bytes written to the file */
+    int64_t off;     /* uncompressed bytes accepted */
+    int64_t raw_off; /* bytes written to the file */
     int err;
     ferry__status err_st;
 #ifdef FERRY_HAVE_ZLIB
@@ -577,8 +578,8 @@ int ferry__ostream_open(ferry_runtime *rt, const char *path, const ferry__ostrea
         w->z.zfree = zfree_rt;
         w->z.opaque = rt;
         int wbits = w->comp == FERRY_COMPRESSION_GZIP ? 16 + MAX_WBITS : MAX_WBITS;
-        if (deflateInit2(&w->z, o.level ? o.level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, wbits, 8,
-                         Z_DEFAULT_STRATEGY) != Z_OK) {
+        if (deflateInit2(&w->z, o.level ? o.level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) !=
+            Z_OK) {
             ferry__ostream_close(w, NULL);
             return ferry__fail(st, FERRY_ENOMEM, "'%s': setting up zlib failed", path);
         }
@@ -588,8 +589,8 @@ int ferry__ostream_open(ferry_runtime *rt, const char *path, const ferry__ostrea
     int fd, e = ferry__fd_create(path, false, &fd);
     if (e) {
         ferry__ostream_close(w, NULL);
-        return ferry__fail(st, e == ENOENT || e == ENOTDIR ? FERRY_ENOTFOUND : FERRY_EIO,
-                           "cannot create '%s': %s", path, strerror(e));
+        return ferry__fail(st, e == ENOENT || e == ENOTDIR ? FERRY_ENOTFOUND : FERRY_EIO, "cannot create '%s': %s",
+                           path, strerror(e));
     }
     w->fd = fd;
     *out = w;
@@ -607,7 +608,7 @@ int ferry__ostream_write(ferry__ostream *o, const void *p, size_t n, ferry__stat
         rc = o_deflate(o, p, n, Z_NO_FLUSH, st);
     } else
 #endif
-    if (o->len + n <= o->cap) {
+        if (o->len + n <= o->cap) {
         memcpy(o->buf + o->len, p, n);
         o->len += n;
     } else {

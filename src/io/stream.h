@@ -29,8 +29,8 @@ typedef long (*ferry__io_fault_fn)(void *user, int64_t raw_offset, size_t want);
 
 typedef struct ferry__stream_options {
     ferry_compression compression;
-    size_t buffer_size;          /* 0: 256 KiB */
-    ferry__io_fault_fn fault;    /* tests only */
+    size_t buffer_size;       /* 0: 256 KiB */
+    ferry__io_fault_fn fault; /* tests only */
     void *fault_user;
 } ferry__stream_options;
 
@@ -73,8 +73,8 @@ typedef struct ferry__ostream ferry__ostream;
 
 typedef struct ferry__ostream_options {
     ferry_compression compression;
-    int level;                   /* zlib level 0..9; 0 here means zlib's default (6) */
-    size_t buffer_size;          /* 0: 256 KiB */
+    int level;          /* zlib level 0..9; 0 here means zlib's default (6) */
+    size_t buffer_size; /* 0: 256 KiB */
     /* Test hook: called before each write(2); returns the size to write (smaller: a short
      * write), or -1 to fail that write with ENOSPC. */
     ferry__io_fault_fn fault;

@@ -55,26 +55,26 @@ static inline uint32_t masked_crc(const void *p, size_t n) { return ferry__crc32
 typedef struct tfr_ds {
     ferry_dataset base;
     ferry_tfrecord_options o;
-    size_t nfiles;              /* array mode */
+    size_t nfiles; /* array mode */
     char **files;
-    const uint8_t *mem;         /* memory mode: files[0] names it */
+    const uint8_t *mem; /* memory mode: files[0] names it */
     size_t mem_size;
     bool memory;
-    ferry__io_fault_fn fault;   /* tests */
+    ferry__io_fault_fn fault; /* tests */
     void *fault_user;
 } tfr_ds;
 
 typedef struct tfr_it {
     ferry__iter base;
-    ferry__iter *input;         /* input mode */
-    ferry__writer snap;         /* input mode: the input's state before the current name */
-    char *name;                 /* input mode: the current file's name; NULL until pulled */
-    int64_t file_index;         /* array mode: the current file, or the next when !in_file */
+    ferry__iter *input; /* input mode */
+    ferry__writer snap; /* input mode: the input's state before the current name */
+    char *name;         /* input mode: the current file's name; NULL until pulled */
+    int64_t file_index; /* array mode: the current file, or the next when !in_file */
     bool in_file;
     bool eof_forced;
     bool resync;
     ferry__stream *s;
-    int64_t start_offset;       /* where to start once the current file is opened */
+    int64_t start_offset; /* where to start once the current file is opened */
     int64_t bad;
 } tfr_it;
 
@@ -118,7 +118,8 @@ static int pull_name(tfr_it *it, ferry__status *st) {
     size_t len;
     const uint8_t *p = ferry__tensor_str(t, 0, &len);
     if (len == 0 || memchr(p, 0, len)) {
-        rc = ferry__fail(st, FERRY_EINVAL, "tfrecord: the file-name input gave %s", len ? "a name with a NUL byte" : "an empty name");
+        rc = ferry__fail(st, FERRY_EINVAL, "tfrecord: the file-name input gave %s",
+                         len ? "a name with a NUL byte" : "an empty name");
         ferry_element_free(e);
         return rc;
     }
@@ -170,8 +171,10 @@ static int open_current(tfr_it *it, ferry__status *st) {
         rc = ferry__stream_seek(it->s, off, st);
         if (rc) {
             if (rc == FERRY_EOUTOFRANGE) rc = FERRY_ECORRUPT;
-            ferry__status_prefix(st, "tfrecord: cannot resume at the saved offset %lld (the state does not match "
-                                     "the file)", (long long)off);
+            ferry__status_prefix(st,
+                                 "tfrecord: cannot resume at the saved offset %lld (the state does not match "
+                                 "the file)",
+                                 (long long)off);
             st->code = rc;
             file_done(it);
             return rc;
@@ -205,8 +208,9 @@ static int skip_record(tfr_it *it, int64_t off, uint64_t len, ferry__status *st)
     int64_t to = off + (int64_t)(HEADER + FOOTER) + (int64_t)len;
     int rc = ferry__stream_seek(it->s, to, st);
     if (rc == FERRY_EOUTOFRANGE)
-        return truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the stream ends before the end of "
-                                 "its %llu bytes of data",
+        return truncated(it, st,
+                         "tfrecord: '%s': truncated record at offset %lld: the stream ends before the end of "
+                         "its %llu bytes of data",
                          cur_name(it), (long long)off, (unsigned long long)len);
     if (rc) return stream_failed(it, off, rc, st);
     return FERRY_OK;
@@ -230,8 +234,9 @@ static int read_data(tfr_it *it, int64_t off, size_t n, ferry_tensor **out, ferr
         size_t cap = COMPRESSED_CHUNK;
         uint8_t *tmp = ferry__alloc(rt, cap);
         if (!tmp) {
-            rc = ferry__fail(st, FERRY_ENOMEM, "tfrecord: '%s': allocating %zu bytes for the record at offset %lld failed",
-                             cur_name(it), cap, (long long)off);
+            rc = ferry__fail(st, FERRY_ENOMEM,
+                             "tfrecord: '%s': allocating %zu bytes for the record at offset %lld failed", cur_name(it),
+                             cap, (long long)off);
             int sk = skip_record(it, off, n, st);
             return sk ? sk : rc;
         }
@@ -241,8 +246,10 @@ static int read_data(tfr_it *it, int64_t off, size_t n, ferry_tensor **out, ferr
                 uint8_t *nt = ferry__realloc(rt, tmp, ncap);
                 if (!nt) {
                     ferry__free(rt, tmp);
-                    rc = ferry__fail(st, FERRY_ENOMEM, "tfrecord: '%s': growing the buffer of the record at offset %lld "
-                                     "to %zu bytes failed", cur_name(it), (long long)off, ncap);
+                    rc = ferry__fail(st, FERRY_ENOMEM,
+                                     "tfrecord: '%s': growing the buffer of the record at offset %lld "
+                                     "to %zu bytes failed",
+                                     cur_name(it), (long long)off, ncap);
                     int sk = skip_record(it, off, n, st);
                     return sk ? sk : rc;
                 }
@@ -260,8 +267,9 @@ static int read_data(tfr_it *it, int64_t off, size_t n, ferry_tensor **out, ferr
         }
         if (got < n) {
             ferry__free(rt, tmp);
-            return truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the stream ends %zu bytes into "
-                                     "its %zu bytes of data",
+            return truncated(it, st,
+                             "tfrecord: '%s': truncated record at offset %lld: the stream ends %zu bytes into "
+                             "its %zu bytes of data",
                              cur_name(it), (long long)off, got, n);
         }
         rc = new_record(rt, n, out, st);
@@ -283,11 +291,11 @@ static int read_data(tfr_it *it, int64_t off, size_t n, ferry_tensor **out, ferr
     }
     rc = ferry__stream_read(s, ferry__tensor_blob_mut(*out), n, &got, st);
     if (rc == FERRY_OK && got < n)
-        rc = truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its %zu "
-                               "bytes of data",
+        rc = truncated(it, st,
+                       "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its %zu "
+                       "bytes of data",
                        cur_name(it), (long long)off, got, n);
-    else if (rc)
-        rc = stream_failed(it, off, rc, st);
+    else if (rc) rc = stream_failed(it, off, rc, st);
     if (rc) {
         ferry_tensor_unref(*out);
         *out = NULL;
@@ -345,8 +353,9 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
     if (rc) return stream_failed(it, off, rc, st);
     if (avail == 0) return FERRY_END;
     if (avail < HEADER)
-        return truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its "
-                                 "12-byte header",
+        return truncated(it, st,
+                         "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its "
+                         "12-byte header",
                          cur_name(it), (long long)off, avail);
     uint64_t len = ferry__load_le64(p);
     if (check) {
@@ -368,14 +377,17 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
     }
     int64_t left = ferry__stream_bytes_left(s);
     if (left >= 0 && ((uint64_t)left < HEADER + FOOTER || len > (uint64_t)left - HEADER - FOOTER))
-        return truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: its header claims %llu bytes of "
-                                 "data, but only %lld bytes follow the header in the file (%llu needed with the CRC)",
+        return truncated(it, st,
+                         "tfrecord: '%s': truncated record at offset %lld: its header claims %llu bytes of "
+                         "data, but only %lld bytes follow the header in the file (%llu needed with the CRC)",
                          cur_name(it), (long long)off, (unsigned long long)len, (long long)left - (long long)HEADER,
                          (unsigned long long)len + FOOTER);
     if (len > HARD_MAX_LEN) {
         it->eof_forced = true;
-        return ferry__fail(st, FERRY_ETOOLARGE, "tfrecord: '%s': the record at offset %lld is too large: its header "
-                           "claims %llu bytes", cur_name(it), (long long)off, (unsigned long long)len);
+        return ferry__fail(st, FERRY_ETOOLARGE,
+                           "tfrecord: '%s': the record at offset %lld is too large: its header "
+                           "claims %llu bytes",
+                           cur_name(it), (long long)off, (unsigned long long)len);
     }
     if (ds->o.max_record_size && len > ds->o.max_record_size) {
         rc = skip_record(it, off, len, st);
@@ -413,11 +425,11 @@ static int read_one(tfr_it *it, ferry_element **out, ferry__status *st) {
         if (rc) return rc;
         rc = ferry__stream_peek(s, FOOTER, &p, &avail, st);
         if (rc == FERRY_OK && avail < FOOTER)
-            rc = truncated(it, st, "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its "
-                                   "4-byte data CRC",
+            rc = truncated(it, st,
+                           "tfrecord: '%s': truncated record at offset %lld: the file ends %zu bytes into its "
+                           "4-byte data CRC",
                            cur_name(it), (long long)off, avail);
-        else if (rc)
-            rc = stream_failed(it, off, rc, st);
+        else if (rc) rc = stream_failed(it, off, rc, st);
         if (rc) {
             ferry_tensor_unref(t);
             return rc;
@@ -457,7 +469,8 @@ static int tfr_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
             int rc = pull_name(it, st);
             if (rc) {
                 if (rc == FERRY_END)
-                    rc = ferry__fail(st, FERRY_ECORRUPT, "tfrecord: restoring: the file-name input has no file at the "
+                    rc = ferry__fail(st, FERRY_ECORRUPT,
+                                     "tfrecord: restoring: the file-name input has no file at the "
                                      "saved position");
                 file_done(it);
                 return rc;
@@ -531,15 +544,19 @@ static int restore_state(tfr_it *it, const ferry__ictx *ctx, ferry__reader *r, f
         rc = ferry__r_u64(r, &size, st);
         if (rc) return rc;
         if (size > ferry__r_left(r))
-            return ferry__fail(st, FERRY_ETRUNCATED, "tfrecord: state truncated: the file-name input's state claims "
-                               "%llu bytes, %zu left", (unsigned long long)size, ferry__r_left(r));
+            return ferry__fail(st, FERRY_ETRUNCATED,
+                               "tfrecord: state truncated: the file-name input's state claims "
+                               "%llu bytes, %zu left",
+                               (unsigned long long)size, ferry__r_left(r));
         ferry__reader sub = *r;
         sub.end = sub.p + size;
         rc = ferry__iter_make(ds->base.inputs[0], ctx, &sub, &it->input, st);
         if (rc) return rc;
         if (sub.p != sub.end)
-            return ferry__fail(st, FERRY_ECORRUPT, "tfrecord: state corrupt: %zu unread bytes in the file-name input's "
-                               "state", (size_t)(sub.end - sub.p));
+            return ferry__fail(st, FERRY_ECORRUPT,
+                               "tfrecord: state corrupt: %zu unread bytes in the file-name input's "
+                               "state",
+                               (size_t)(sub.end - sub.p));
         ferry__w_bytes(&it->snap, r->p, (size_t)size);
         if (it->snap.failed) return ferry__fail(st, FERRY_ENOMEM, "tfrecord: copying the state failed");
         r->p += size;
@@ -609,9 +626,8 @@ static int check_options(const char *fn, const ferry_tfrecord_options *opts, fer
     FERRY__CHECK_ARG(o->max_bad_records >= 0 || o->max_bad_records == FERRY_INFINITE, FERRY_EINVAL,
                      "%s: options.max_bad_records is %lld; it must be >= 0, or FERRY_INFINITE for no limit", fn,
                      (long long)o->max_bad_records);
-    FERRY__CHECK_ARG(o->buffer_size == 0 || (o->buffer_size >= 16 && o->buffer_size <= ((size_t)1 << 30)),
-                     FERRY_EINVAL, "%s: options.buffer_size is %zu; it must be 0 (256 KiB) or 16 bytes to 1 GiB", fn,
-                     o->buffer_size);
+    FERRY__CHECK_ARG(o->buffer_size == 0 || (o->buffer_size >= 16 && o->buffer_size <= ((size_t)1 << 30)), FERRY_EINVAL,
+                     "%s: options.buffer_size is %zu; it must be 0 (256 KiB) or 16 bytes to 1 GiB", fn, o->buffer_size);
     return ferry__check_name(fn, o->name);
 }
 
@@ -871,9 +887,10 @@ int ferry_dataset_tfrecord_files(ferry_dataset *filenames, const ferry_tfrecord_
     if (rc) return rc;
     FERRY__CHECK_ARG(filenames->ncomp == 1 && filenames->specs[0].dtype == FERRY_DTYPE_BYTES &&
                          filenames->specs[0].shape.rank <= 0,
-                     FERRY_ETYPE, "%s: argument 'filenames' must be a dataset of bytes scalars; it has %zu components, "
-                     "the first of dtype %s and rank %d", fn, filenames->ncomp,
-                     filenames->ncomp ? ferry_dtype_name(filenames->specs[0].dtype) : "none",
+                     FERRY_ETYPE,
+                     "%s: argument 'filenames' must be a dataset of bytes scalars; it has %zu components, "
+                     "the first of dtype %s and rank %d",
+                     fn, filenames->ncomp, filenames->ncomp ? ferry_dtype_name(filenames->specs[0].dtype) : "none",
                      filenames->ncomp ? filenames->specs[0].shape.rank : 0);
     ferry_tfrecord_options o;
     rc = check_options(fn, opts, &o);
@@ -888,8 +905,8 @@ int ferry__dataset_tfrecord_memory(ferry_runtime *rt, const char *name, const vo
                                    const ferry_tfrecord_options *opts, ferry_dataset **out) {
     static const char fn[] = "ferry__dataset_tfrecord_memory";
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL && rt != NULL && name != NULL && name[0] && (data != NULL || size == 0),
-                     FERRY_EINVAL, "%s: bad arguments", fn);
+    FERRY__CHECK_ARG(out != NULL && rt != NULL && name != NULL && name[0] && (data != NULL || size == 0), FERRY_EINVAL,
+                     "%s: bad arguments", fn);
     *out = NULL;
     ferry_tfrecord_options o;
     int rc = check_options(fn, opts, &o);
@@ -959,8 +976,7 @@ int ferry_tfrecord_writer_open(ferry_runtime *rt, const char *path, const ferry_
 int ferry_tfrecord_writer_write(ferry_tfrecord_writer *w, const void *data, size_t len) {
     if (!w) return ferry__set_last_error(FERRY_EINVAL, "%s: argument 'w' is NULL", __func__);
     if (!data && len)
-        return ferry__fail(&w->st, FERRY_EINVAL, "%s: argument 'data' is NULL with len %zu", __func__,
-                           len);
+        return ferry__fail(&w->st, FERRY_EINVAL, "%s: argument 'data' is NULL with len %zu", __func__, len);
     uint8_t h[HEADER], f[FOOTER];
     ferry__store_le64(h, (uint64_t)len);
     ferry__store_le32(h + 8, masked_crc(h, 8));

@@ -32,8 +32,7 @@ int ferry__wire_skip(const ferry__wire *r, const uint8_t **pp, const uint8_t *en
     uint64_t v;
     size_t n;
     switch (wt) {
-    case 0:
-        return ferry__wire_varint(r, pp, end, &v, what);
+    case 0: return ferry__wire_varint(r, pp, end, &v, what);
     case 1:
     case 5:
         n = wt == 1 ? 8 : 4;
@@ -48,7 +47,6 @@ int ferry__wire_skip(const ferry__wire *r, const uint8_t **pp, const uint8_t *en
         *pp += n;
         return FERRY_OK;
     }
-    default:
-        return ferry__wire_bad(r, at, what, "field %u has unsupported wire type %u", field, wt);
+    default: return ferry__wire_bad(r, at, what, "field %u has unsupported wire type %u", field, wt);
     }
 }

@@ -16,8 +16,7 @@ typedef struct ferry__wire {
 } ferry__wire;
 
 /* FERRY_ECORRUPT with "corrupt record at byte <at - base>, reading <what>: <fmt...>" in r->st. */
-int ferry__wire_bad(const ferry__wire *r, const uint8_t *at, const char *what, const char *fmt, ...)
-    FERRY_PRINTF(4, 5);
+int ferry__wire_bad(const ferry__wire *r, const uint8_t *at, const char *what, const char *fmt, ...) FERRY_PRINTF(4, 5);
 /* Decodes the varint of up to 10 bytes at p into *v: returns the byte after it, or NULL when it
  * is truncated or longer (no message: for loops that report with ferry__wire_bad_varint). */
 static inline const uint8_t *ferry__wire_decode(const uint8_t *p, const uint8_t *end, uint64_t *v) {

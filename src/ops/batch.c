@@ -39,30 +39,30 @@ typedef struct batch_ds {
     int64_t n;
     bool drop;
     bool padded;
-    ferry_shape *pshapes;  /* padded_batch: per component; rank -1: pad every dim to the longest */
+    ferry_shape *pshapes;   /* padded_batch: per component; rank -1: pad every dim to the longest */
     ferry_tensor **pvalues; /* padded_batch: per component scalar reference, or NULL (zero / "") */
 } batch_ds;
 
 /* One component's builder during a batch. */
 typedef struct batch_col {
-    ferry_tensor *out;     /* numeric: the output tensor being filled (unshared until handed out) */
-    ferry_tensor **rows;   /* bytes: references to the row tensors */
-    int64_t cap;           /* rows that fit in out (numeric) or rows (bytes) */
-    int64_t rows_cap;      /* allocated entries of rows (kept from batch to batch) */
-    int64_t held;          /* rows copied (numeric) or referenced (bytes) in this batch */
-    size_t rowbytes;       /* numeric: bytes of one row */
-    int64_t row_n;         /* numeric: entries of one row */
-    size_t blob;           /* bytes: string bytes so far */
-    ferry_dtype dtype;     /* of row 0 */
-    int rank;              /* of row 0 */
+    ferry_tensor *out;   /* numeric: the output tensor being filled (unshared until handed out) */
+    ferry_tensor **rows; /* bytes: references to the row tensors */
+    int64_t cap;         /* rows that fit in out (numeric) or rows (bytes) */
+    int64_t rows_cap;    /* allocated entries of rows (kept from batch to batch) */
+    int64_t held;        /* rows copied (numeric) or referenced (bytes) in this batch */
+    size_t rowbytes;     /* numeric: bytes of one row */
+    int64_t row_n;       /* numeric: entries of one row */
+    size_t blob;         /* bytes: string bytes so far */
+    ferry_dtype dtype;   /* of row 0 */
+    int rank;            /* of row 0 */
     int64_t dims[FERRY_MAX_RANK];
 } batch_col;
 
 /* The row stacker (ops.h): the column builders of one batch in progress. */
 struct ferry__stack {
     ferry_runtime *rt;
-    int64_t n;        /* rows of a full batch */
-    size_t nc;        /* components */
+    int64_t n; /* rows of a full batch */
+    size_t nc; /* components */
     batch_col cols[];
 };
 
@@ -70,8 +70,8 @@ typedef struct batch_it {
     ferry__iter base;
     ferry__iter *input;
     bool ended;
-    ferry__stack *stk;        /* batch */
-    ferry_element **rows;     /* padded_batch: the collected input elements */
+    ferry__stack *stk;    /* batch */
+    ferry_element **rows; /* padded_batch: the collected input elements */
     int64_t rows_cap;
 } batch_it;
 
@@ -148,8 +148,10 @@ static int col_start(ferry__stack *s, size_t c, ferry_tensor *t, ferry__status *
     memcpy(col->dims, t->dims, sizeof col->dims);
     col->blob = 0;
     if (t->rank + 1 > FERRY_MAX_RANK)
-        return ferry__fail(st, FERRY_ETYPE, "batch: component %zu has rank %d; batching it needs rank %d, above the "
-                           "maximum %d", c, t->rank, t->rank + 1, FERRY_MAX_RANK);
+        return ferry__fail(st, FERRY_ETYPE,
+                           "batch: component %zu has rank %d; batching it needs rank %d, above the "
+                           "maximum %d",
+                           c, t->rank, t->rank + 1, FERRY_MAX_RANK);
     if (t->dtype == FERRY_DTYPE_BYTES) {
         if (!col->rows) {
             ferry_tensor **rows = grow_ptrs(rt, col->rows, &col->rows_cap, 1, s->n, st);
@@ -252,8 +254,8 @@ static int col_finish_bytes(ferry__stack *s, batch_col *col, int64_t k, ferry_te
 /* ---- batch -------------------------------------------------------------------------------- */
 static int arity_check(const ferry_element *e, size_t nc, const char *op, ferry__status *st) {
     if (e->n == nc) return FERRY_OK;
-    return ferry__fail(st, FERRY_ETYPE, "%s: an input element has %u components but the input's spec has %zu", op,
-                       e->n, nc);
+    return ferry__fail(st, FERRY_ETYPE, "%s: an input element has %u components but the input's spec has %zu", op, e->n,
+                       nc);
 }
 
 /* ---- the stacker ---------------------------------------------------------------------------- */
@@ -370,9 +372,7 @@ int ferry__batch_rows(ferry__stack *s, int64_t n, bool drop, ferry__pull_fn pull
     return ferry__stack_finish(s, k, out, st);
 }
 
-static int batch_pull(void *arg, ferry_element **out, ferry__status *st) {
-    return ferry__iter_next(arg, out, st);
-}
+static int batch_pull(void *arg, ferry_element **out, ferry__status *st) { return ferry__iter_next(arg, out, st); }
 
 static int batch_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     batch_it *it = (batch_it *)it_;
@@ -412,16 +412,19 @@ static int padded_component(batch_it *it, size_t c, int64_t k, ferry_tensor **ou
     int r = ps->rank >= 0 ? ps->rank : t0->rank;
     char a[128], b[128];
     if (r + 1 > FERRY_MAX_RANK)
-        return ferry__fail(st, FERRY_ETYPE, "padded_batch: component %zu has rank %d; batching it needs rank %d, above "
-                           "the maximum %d", c, r, r + 1, FERRY_MAX_RANK);
+        return ferry__fail(st, FERRY_ETYPE,
+                           "padded_batch: component %zu has rank %d; batching it needs rank %d, above "
+                           "the maximum %d",
+                           c, r, r + 1, FERRY_MAX_RANK);
     int64_t p[FERRY_MAX_RANK];
     for (int d = 0; d < r; d++) p[d] = ps->rank >= 0 && ps->dims[d] >= 0 ? ps->dims[d] : 0;
     for (int64_t i = 0; i < k; i++) {
         const ferry_tensor *t = it->rows[i]->t[c];
         ferry_shape ts = shape_of(t->rank, t->dims);
         if (t->dtype != t0->dtype)
-            return ferry__fail(st, FERRY_ETYPE, "padded_batch: component %zu is %s in row 0 of the batch but %s in row %lld",
-                               c, ferry_dtype_name(t0->dtype), ferry_dtype_name(t->dtype), (long long)i);
+            return ferry__fail(st, FERRY_ETYPE,
+                               "padded_batch: component %zu is %s in row 0 of the batch but %s in row %lld", c,
+                               ferry_dtype_name(t0->dtype), ferry_dtype_name(t->dtype), (long long)i);
         if (t->rank != r) {
             ferry_shape want = ps->rank >= 0 ? *ps : shape_of(t0->rank, t0->dims);
             return ferry__fail(st, FERRY_ETYPE,
@@ -562,7 +565,8 @@ static int padded_next(ferry__iter *it_, ferry_element **out, ferry__status *st)
     int rc = FERRY_OK;
     for (int64_t i = 0; !rc && i < k; i++)
         if (it->rows[i]->n != nc)
-            rc = ferry__fail(st, FERRY_ETYPE, "padded_batch: input element has %u components but the input's spec has %zu",
+            rc = ferry__fail(st, FERRY_ETYPE,
+                             "padded_batch: input element has %u components but the input's spec has %zu",
                              it->rows[i]->n, nc);
     ferry_element *b = NULL;
     if (!rc) {
@@ -636,7 +640,8 @@ static void batch_rewrite(ferry_dataset *ds_, ferry_dataset *const *inputs, ferr
     if (!ds->padded) ferry__map_and_batch_rewrite(ds_, ds->n, ds->drop, inputs, out);
 }
 
-static const ferry__dataset_vtable batch_vt = {.make = batch_make, .destroy = batch_ds_destroy, .rewrite = batch_rewrite};
+static const ferry__dataset_vtable batch_vt = {
+    .make = batch_make, .destroy = batch_ds_destroy, .rewrite = batch_rewrite};
 
 static int64_t batch_cardinality(int64_t in, int64_t n, bool drop) {
     if (in < 0) return in; /* FERRY_INFINITE and FERRY_UNKNOWN propagate */
@@ -658,8 +663,8 @@ int ferry_dataset_batch(ferry_dataset *in, int64_t batch_size, const ferry_batch
             ferry__free(rt, specs);
             return ferry__set_last_error(FERRY_EINVAL,
                                          "%s: component %zu has rank %d; a batch of it would have "
-                                         "rank %d, above the maximum %d", __func__,
-                                         c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
+                                         "rank %d, above the maximum %d",
+                                         __func__, c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
         }
         specs[c].dtype = s->dtype;
         specs[c].shape.rank = s->shape.rank < 0 ? FERRY_UNKNOWN_RANK : s->shape.rank + 1;
@@ -687,8 +692,8 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferr
                                ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
     bool drop_remainder = opts && opts->drop_remainder;
-    FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL,
-                     "%s: argument 'batch_size' is %lld; it must be >= 1", __func__, (long long)batch_size);
+    FERRY__CHECK_ARG(batch_size >= 1, FERRY_EINVAL, "%s: argument 'batch_size' is %lld; it must be >= 1", __func__,
+                     (long long)batch_size);
     ferry_runtime *rt = in->rt;
     const size_t nc = in->ncomp;
     char a[128], b[128];
@@ -700,37 +705,35 @@ int ferry_dataset_padded_batch(ferry_dataset *in, int64_t batch_size, const ferr
             FERRY__CHECK_ARG(ps->rank == FERRY_UNKNOWN_RANK || (ps->rank >= 0 && ps->rank < FERRY_MAX_RANK),
                              FERRY_EINVAL,
                              "%s: options.padded_shapes[%zu].rank is %d; it must be "
-                             "FERRY_UNKNOWN_RANK or 0 to %d", __func__,
-                             c, ps->rank, FERRY_MAX_RANK - 1);
+                             "FERRY_UNKNOWN_RANK or 0 to %d",
+                             __func__, c, ps->rank, FERRY_MAX_RANK - 1);
             for (int d = 0; d < ps->rank; d++)
                 FERRY__CHECK_ARG(ps->dims[d] >= 0 || ps->dims[d] == FERRY_UNKNOWN_DIM, FERRY_EINVAL,
                                  "%s: options.padded_shapes[%zu].dims[%d] is %lld; it must be "
-                                 ">= 0 or FERRY_UNKNOWN_DIM", __func__,
-                                 c, d, (long long)ps->dims[d]);
+                                 ">= 0 or FERRY_UNKNOWN_DIM",
+                                 __func__, c, d, (long long)ps->dims[d]);
             if (ps->rank >= 0 && s->shape.rank >= 0) {
                 FERRY__CHECK_ARG(ps->rank == s->shape.rank, FERRY_EINVAL,
                                  "%s: options.padded_shapes[%zu] is %s, rank %d, but component "
-                                 "%zu has shape %s, rank %d", __func__,
-                                 c, ferry__shape_str(ps, a, sizeof a), ps->rank, c,
+                                 "%zu has shape %s, rank %d",
+                                 __func__, c, ferry__shape_str(ps, a, sizeof a), ps->rank, c,
                                  ferry__shape_str(&s->shape, b, sizeof b), s->shape.rank);
                 for (int d = 0; d < ps->rank; d++)
-                    FERRY__CHECK_ARG(ps->dims[d] < 0 || s->shape.dims[d] < 0 || ps->dims[d] >= s->shape.dims[d],
-                                     FERRY_EINVAL,
-                                     "%s: options.padded_shapes[%zu] is %s, smaller than "
-                                     "component %zu's shape %s in dim %d", __func__,
-                                     c, ferry__shape_str(ps, a, sizeof a), c, ferry__shape_str(&s->shape, b, sizeof b),
-                                     d);
+                    FERRY__CHECK_ARG(
+                        ps->dims[d] < 0 || s->shape.dims[d] < 0 || ps->dims[d] >= s->shape.dims[d], FERRY_EINVAL,
+                        "%s: options.padded_shapes[%zu] is %s, smaller than "
+                        "component %zu's shape %s in dim %d",
+                        __func__, c, ferry__shape_str(ps, a, sizeof a), c, ferry__shape_str(&s->shape, b, sizeof b), d);
             }
         }
         FERRY__CHECK_ARG(s->shape.rank < FERRY_MAX_RANK, FERRY_EINVAL,
                          "%s: component %zu has rank %d; a batch of it would have rank %d, "
-                         "above the maximum %d", __func__,
-                         c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
+                         "above the maximum %d",
+                         __func__, c, s->shape.rank, s->shape.rank + 1, FERRY_MAX_RANK);
         if (opts && opts->padding_values && opts->padding_values[c]) {
             const ferry_tensor *pv = opts->padding_values[c];
             FERRY__CHECK_ARG(pv->rank == 0, FERRY_EINVAL,
-                             "%s: options.padding_values[%zu] has rank %d; it must be a scalar", __func__,
-                             c, pv->rank);
+                             "%s: options.padding_values[%zu] has rank %d; it must be a scalar", __func__, c, pv->rank);
             FERRY__CHECK_ARG(s->dtype == FERRY_DTYPE_INVALID || pv->dtype == s->dtype, FERRY_EINVAL,
                              "%s: options.padding_values[%zu] is %s but component %zu is %s", __func__, c,
                              ferry_dtype_name(pv->dtype), c, ferry_dtype_name(s->dtype));

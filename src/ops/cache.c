@@ -67,28 +67,28 @@ enum { CACHE_READ = 0, CACHE_WRITE = 1, CACHE_PASS = 2 };
 typedef struct cache_ds {
     ferry_dataset base;
     ferry__mutex mu;
-    bool committed;       /* guarded by mu; the fields below are immutable once it is true */
-    bool writer;          /* an iterator is writing (guarded by mu) */
-    bool seeded;          /* guarded by mu: seed is fixed */
-    uint64_t seed;        /* the content seed: the iteration seed the input is made with */
+    bool committed;        /* guarded by mu; the fields below are immutable once it is true */
+    bool writer;           /* an iterator is writing (guarded by mu) */
+    bool seeded;           /* guarded by mu: seed is fixed */
+    uint64_t seed;         /* the content seed: the iteration seed the input is made with */
     ferry_tensor **cached; /* ncached * ncomp references */
     int64_t ncached;
-    size_t cached_bytes;  /* counted in the budget */
+    size_t cached_bytes;       /* counted in the budget */
     _Atomic int64_t abandoned; /* passes that gave up caching for lack of budget */
 } cache_ds;
 
 typedef struct cache_it {
     ferry__iter base;
     int mode;
-    uint64_t seed;                /* the content seed of this pass */
-    ferry__iter *input;           /* WRITE / PASS */
-    bool ended;                   /* WRITE / PASS: the input returned END */
-    int64_t pos;                  /* positions handed out in this pass */
-    ferry_tensor *const *cached;  /* READ */
-    int64_t ncached;              /* READ */
-    ferry_tensor **staged;        /* WRITE: nstaged * ncomp references */
+    uint64_t seed;               /* the content seed of this pass */
+    ferry__iter *input;          /* WRITE / PASS */
+    bool ended;                  /* WRITE / PASS: the input returned END */
+    int64_t pos;                 /* positions handed out in this pass */
+    ferry_tensor *const *cached; /* READ */
+    int64_t ncached;             /* READ */
+    ferry_tensor **staged;       /* WRITE: nstaged * ncomp references */
     int64_t nstaged, cap;
-    size_t staged_bytes;          /* WRITE: counted in the budget */
+    size_t staged_bytes; /* WRITE: counted in the budget */
 } cache_it;
 
 static void publish_stats(cache_it *it, int64_t elements, size_t bytes) {
@@ -221,7 +221,8 @@ static int cache_replay(cache_it *it, const ferry__ictx *ctx, int64_t pos, ferry
             rc = ferry__iter_next(it->input, &e, &ist);
             if (rc == FERRY_END) break;
             if (rc < 0) { /* an input that is not the same pass after pass: the state cannot hold */
-                return ferry__fail(st, FERRY_ECORRUPT, "cache: restoring: position %lld of the input was an "
+                return ferry__fail(st, FERRY_ECORRUPT,
+                                   "cache: restoring: position %lld of the input was an "
                                    "element when the state was saved and is now an error (%s); an input that "
                                    "changes between passes cannot be cached exactly",
                                    (long long)got, ist.msg);
@@ -233,8 +234,10 @@ static int cache_replay(cache_it *it, const ferry__ictx *ctx, int64_t pos, ferry
         rc = FERRY_OK;
     }
     if (!rc && got != pos)
-        rc = ferry__fail(st, FERRY_ECORRUPT, "cache: restoring: the input ended after %lld elements, before the "
-                         "saved position %lld", (long long)got, (long long)pos);
+        rc = ferry__fail(st, FERRY_ECORRUPT,
+                         "cache: restoring: the input ended after %lld elements, before the "
+                         "saved position %lld",
+                         (long long)got, (long long)pos);
     it->pos = pos;
     return rc;
 }

@@ -102,16 +102,14 @@ int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_co
     if (!rc && opts) rc = ferry__check_name(__func__, opts->name);
     if (rc) return rc;
     FERRY__CHECK_ARG(a->rt == b->rt, FERRY_EINVAL, "%s: 'a' and 'b' belong to different runtimes", __func__);
-    FERRY__CHECK_ARG(a->ncomp == b->ncomp, FERRY_ETYPE,
-                     "%s: 'a' has %zu components but 'b' has %zu; they must match", __func__, a->ncomp,
-                     b->ncomp);
+    FERRY__CHECK_ARG(a->ncomp == b->ncomp, FERRY_ETYPE, "%s: 'a' has %zu components but 'b' has %zu; they must match",
+                     __func__, a->ncomp, b->ncomp);
     for (size_t i = 0; i < a->ncomp; i++)
         FERRY__CHECK_ARG(a->specs[i].dtype == b->specs[i].dtype, FERRY_ETYPE,
                          "%s: component %zu is %s in 'a' but %s in 'b'; dtypes must match", __func__, i,
                          ferry_dtype_name(a->specs[i].dtype), ferry_dtype_name(b->specs[i].dtype));
     ferry_tensor_spec *specs = a->ncomp ? ferry__calloc(a->rt, a->ncomp, sizeof *specs) : NULL;
-    if (a->ncomp && !specs)
-        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
+    if (a->ncomp && !specs) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the specs failed", __func__);
     for (size_t i = 0; i < a->ncomp; i++) {
         const ferry_shape *x = &a->specs[i].shape, *y = &b->specs[i].shape;
         specs[i].dtype = a->specs[i].dtype;
@@ -120,7 +118,8 @@ int ferry_dataset_concatenate(ferry_dataset *a, ferry_dataset *b, const ferry_co
             continue;
         }
         specs[i].shape.rank = x->rank;
-        for (int d = 0; d < x->rank; d++) specs[i].shape.dims[d] = x->dims[d] == y->dims[d] ? x->dims[d] : FERRY_UNKNOWN_DIM;
+        for (int d = 0; d < x->rank; d++)
+            specs[i].shape.dims[d] = x->dims[d] == y->dims[d] ? x->dims[d] : FERRY_UNKNOWN_DIM;
     }
     int64_t na = a->cardinality, nb = b->cardinality, card;
     if (na == FERRY_INFINITE || nb == FERRY_INFINITE) card = FERRY_INFINITE;

@@ -103,8 +103,6 @@ static const char fc_end_magic[8] = {'F', 'C', 'F', 'O', 'O', 'T', 'E', 'R'};
 enum { MODE_READ = 1, MODE_WRITE = 2, MODE_PASS = 3 };
 
 
-
-
 /* ---- dataset and iterator --------------------------------------------------------------- */
 typedef struct fc_ds {
     ferry_dataset base;
@@ -116,34 +114,34 @@ typedef struct fc_ds {
 
 typedef struct fc_it {
     ferry__iter base;
-    ferry__ictx in_ctx;   /* the input's context: base.ctx with the content seed */
-    bool no_write;        /* restored under another content seed than the dataset's: a rebuild
+    ferry__ictx in_ctx; /* the input's context: base.ctx with the content seed */
+    bool no_write;      /* restored under another content seed than the dataset's: a rebuild
                              passes through and writes no file */
     int mode;
-    int64_t index;        /* positions handed out */
-    ferry__iter *input;   /* WRITE / PASS */
+    int64_t index;      /* positions handed out */
+    ferry__iter *input; /* WRITE / PASS */
     bool ended;
     /* writer */
     int wfd;
-    char *tmp;            /* temporary path while writing */
-    int64_t woff;         /* file offset of wbuf[0] */
+    char *tmp;    /* temporary path while writing */
+    int64_t woff; /* file offset of wbuf[0] */
     uint8_t *wbuf;
     size_t wlen;
-    uint64_t *idx;        /* offsets of elements i*K written so far */
+    uint64_t *idx; /* offsets of elements i*K written so far */
     size_t nidx, idx_cap;
     /* reader */
     int rfd;
-    int64_t roff;         /* offset of the next frame */
-    int64_t data_end;     /* offset of the footer */
-    int64_t count;        /* elements in the file */
-    uint64_t *ridx;       /* the footer's index */
+    int64_t roff;     /* offset of the next frame */
+    int64_t data_end; /* offset of the footer */
+    int64_t count;    /* elements in the file */
+    uint64_t *ridx;   /* the footer's index */
     size_t nridx;
     uint8_t *rbuf;
     size_t rcap;
-    int64_t rbase;        /* file offset of rbuf[0] */
-    size_t rlen;          /* valid bytes in rbuf */
+    int64_t rbase; /* file offset of rbuf[0] */
+    size_t rlen;   /* valid bytes in rbuf */
     size_t header_size;
-    size_t budget_bytes;  /* buffer bytes counted in the budget */
+    size_t budget_bytes; /* buffer bytes counted in the budget */
 } fc_it;
 
 static ferry_runtime *it_rt(fc_it *it) { return it->base.ctx.rt; }
@@ -347,11 +345,11 @@ static void writer_commit(fc_it *it) {
     uint32_t crc = 0;
     uint8_t b[8];
     bool ok = true;
-#define FOOT_U64(v)                                                                                \
-    do {                                                                                           \
-        ferry__store_le64(b, (uint64_t)(v));                                                                 \
-        crc = ferry__crc32c_extend(crc, b, 8);                                                     \
-        ok = ok && w_append(it, b, 8);                                                             \
+#define FOOT_U64(v)                                                                                                    \
+    do {                                                                                                               \
+        ferry__store_le64(b, (uint64_t)(v));                                                                           \
+        crc = ferry__crc32c_extend(crc, b, 8);                                                                         \
+        ok = ok && w_append(it, b, 8);                                                                                 \
     } while (0)
     FOOT_U64(it->index);
     FOOT_U64(FC_INDEX_EVERY);
@@ -414,13 +412,14 @@ static bool reader_open(fc_it *it, uint64_t *seed) {
         ok = want && memcmp(have, want, hs) == 0;
     }
     uint8_t tr[FC_TRAILER];
-    ok = ok && ferry__fd_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got, &it_rt(it)->file_fault) == 0 && got == FC_TRAILER &&
-         memcmp(tr + 16, fc_end_magic, 8) == 0 && ferry__load_le32(tr + 12) == 0;
+    ok = ok && ferry__fd_pread_full(it->rfd, size - FC_TRAILER, tr, FC_TRAILER, &got, &it_rt(it)->file_fault) == 0 &&
+         got == FC_TRAILER && memcmp(tr + 16, fc_end_magic, 8) == 0 && ferry__load_le32(tr + 12) == 0;
     int64_t foff = ok ? (int64_t)ferry__load_le64(tr) : 0;
     int64_t fsize = size - FC_TRAILER - foff; /* footer bytes before the trailer's offset field */
     ok = ok && foff >= (int64_t)hs && fsize >= 24 && fsize <= FC_MAX_FOOTER && (fsize - 24) % 8 == 0;
     if (ok) foot = ferry__alloc(rt, (size_t)fsize + 8);
-    ok = ok && foot && ferry__fd_pread_full(it->rfd, foff, foot, (size_t)fsize, &got, &it_rt(it)->file_fault) == 0 && got == (size_t)fsize;
+    ok = ok && foot && ferry__fd_pread_full(it->rfd, foff, foot, (size_t)fsize, &got, &it_rt(it)->file_fault) == 0 &&
+         got == (size_t)fsize;
     if (ok) {
         memcpy(foot + fsize, tr, 8); /* the footer offset is covered by the checksum */
         ok = ferry__crc32c(foot, (size_t)fsize + 8) == ferry__load_le32(tr + 8);
@@ -474,7 +473,8 @@ static int rd_ensure(fc_it *it, size_t n, const uint8_t **p) {
     }
     size_t got;
     it->rlen = 0;
-    if (ferry__fd_pread_full(it->rfd, it->roff, it->rbuf, want, &got, &it_rt(it)->file_fault) != 0 || got != want) return -1;
+    if (ferry__fd_pread_full(it->rfd, it->roff, it->rbuf, want, &got, &it_rt(it)->file_fault) != 0 || got != want)
+        return -1;
     it->rbase = it->roff;
     it->rlen = want;
     *p = it->rbuf;
@@ -739,7 +739,8 @@ static void fc_ds_destroy(ferry_dataset *ds) {
 static void fc_ds_destroy_nolock(ferry_dataset *ds) { ferry__free(ds->rt, ((fc_ds *)ds)->path); }
 
 static const ferry__dataset_vtable fc_vt = {.make = fc_make, .destroy = fc_ds_destroy};
-static const ferry__dataset_vtable fc_vt_nolock = {.make = fc_make, .destroy = fc_ds_destroy_nolock}; /* before the lock exists */
+static const ferry__dataset_vtable fc_vt_nolock = {.make = fc_make,
+                                                   .destroy = fc_ds_destroy_nolock}; /* before the lock exists */
 
 int ferry__dataset_file_cache(ferry_dataset *in, const char *path, const char *name, ferry_dataset **out) {
     *out = NULL;
@@ -761,7 +762,7 @@ int ferry__dataset_file_cache(ferry_dataset *in, const char *path, const char *n
         ferry_dataset_unref(ds);
         return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_cache: creating the cache lock failed");
     }
-    ds->vt = &fc_vt; /* from here on, destroying it destroys the lock */
+    ds->vt = &fc_vt;                    /* from here on, destroying it destroys the lock */
     ferry__dataset_hash(ds, "file", 4); /* not the path: see "The path is not part of ..." above */
     ferry__dataset_set_label(ds, name);
     ferry__dataset_seal(ds);

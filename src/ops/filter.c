@@ -52,10 +52,9 @@ static int filter_next(ferry__iter *it_, ferry_element **out, ferry__status *st)
         if (rc != FERRY_OK) {
             if (rc > 0) rc = FERRY_EUSER;
             if (st->msg[0] == '\0')
-                ferry__fail(st, rc, "filter: the predicate failed with %s at input position %lld",
-                            ferry_error_name(rc), (long long)pos);
-            else
-                ferry__status_prefix(st, "filter: predicate at input position %lld", (long long)pos);
+                ferry__fail(st, rc, "filter: the predicate failed with %s at input position %lld", ferry_error_name(rc),
+                            (long long)pos);
+            else ferry__status_prefix(st, "filter: predicate at input position %lld", (long long)pos);
             st->code = rc;
             return rc;
         }
@@ -105,8 +104,8 @@ int ferry_dataset_filter(ferry_dataset *in, ferry_predicate_fn fn, void *user, c
     FERRY__CHECK_ARG(fn != NULL, FERRY_EINVAL, "%s: argument 'fn' is NULL", __func__);
     int64_t card = in->cardinality == 0 ? 0 : FERRY_UNKNOWN;
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(in->rt, &filter_vt, "filter", sizeof(filter_ds), 1, &in, in->ncomp, in->specs, card,
-                                &ds);
+    int rc =
+        ferry__dataset_new(in->rt, &filter_vt, "filter", sizeof(filter_ds), 1, &in, in->ncomp, in->specs, card, &ds);
     if (rc) return rc;
     filter_ds *f = (filter_ds *)ds;
     f->fn = fn;

@@ -62,8 +62,8 @@ static int gen_call(gen_it *it, ferry_element **out, ferry__status *st) {
     if (rc != FERRY_OK) {
         ferry_element_free(e); /* protocol: nothing comes with an error */
         if (rc > 0) {
-            return ferry__fail(st, FERRY_EUSER, "generator: next returned the unknown status %d at position %lld",
-                               rc, (long long)it->pos);
+            return ferry__fail(st, FERRY_EUSER, "generator: next returned the unknown status %d at position %lld", rc,
+                               (long long)it->pos);
         }
         if (st->msg[0] == '\0')
             return ferry__fail(st, rc, "generator: next failed with %s at position %lld", ferry_error_name(rc),
@@ -113,10 +113,8 @@ static int gen_start(gen_it *it, ferry__status *st) {
         int rc = ds->opts.init(&ctx, ds->opts.user, &state);
         if (rc != FERRY_OK) {
             if (rc > 0) rc = FERRY_EUSER;
-            if (st->msg[0] == '\0')
-                ferry__fail(st, rc, "generator: init failed with %s", ferry_error_name(rc));
-            else
-                ferry__status_prefix(st, "generator: init");
+            if (st->msg[0] == '\0') ferry__fail(st, rc, "generator: init failed with %s", ferry_error_name(rc));
+            else ferry__status_prefix(st, "generator: init");
             st->code = rc;
             return rc;
         }
@@ -223,7 +221,8 @@ int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *op
     FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
     FERRY__CHECK_ARG(opts != NULL, FERRY_EINVAL,
                      "%s: argument 'opts' is NULL; options.next, num_components and specs "
-                     "are required", __func__);
+                     "are required",
+                     __func__);
     FERRY__CHECK_ARG(opts->next != NULL, FERRY_EINVAL, "%s: options.next is NULL; it is required", __func__);
     int rc = ferry__check_name(__func__, opts->name);
     if (rc) return rc;
@@ -236,16 +235,16 @@ int ferry_dataset_generator(ferry_runtime *rt, const ferry_generator_options *op
                          opts->cardinality == FERRY_UNKNOWN,
                      FERRY_EINVAL,
                      "%s: options.cardinality is %lld; it must be >= 0 (0: unknown), "
-                     "FERRY_INFINITE or FERRY_UNKNOWN", __func__,
-                     (long long)opts->cardinality);
+                     "FERRY_INFINITE or FERRY_UNKNOWN",
+                     __func__, (long long)opts->cardinality);
     for (size_t i = 0; i < opts->num_components; i++) {
         rc = ferry__spec_validate(&opts->specs[i], __func__, "options.specs", i);
         if (rc) return rc;
     }
     int64_t card = opts->cardinality == 0 ? FERRY_UNKNOWN : opts->cardinality;
     ferry_dataset *ds;
-    rc = ferry__dataset_new(rt, &gen_vt, "generator", sizeof(gen_ds), 0, NULL, opts->num_components, opts->specs,
-                                card, &ds);
+    rc = ferry__dataset_new(rt, &gen_vt, "generator", sizeof(gen_ds), 0, NULL, opts->num_components, opts->specs, card,
+                            &ds);
     if (rc) return rc;
     gen_ds *g = (gen_ds *)ds;
     g->opts = *opts;

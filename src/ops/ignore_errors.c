@@ -66,8 +66,8 @@ int ferry_dataset_ignore_errors(ferry_dataset *in, const ferry_ignore_errors_opt
     int64_t n = in->cardinality;
     int64_t card = (n == 0 || n == FERRY_INFINITE) ? n : FERRY_UNKNOWN;
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(in->rt, &ignore_vt, "ignore_errors", sizeof(ferry_dataset), 1, &in, in->ncomp, in->specs,
-                                card, &ds);
+    int rc = ferry__dataset_new(in->rt, &ignore_vt, "ignore_errors", sizeof(ferry_dataset), 1, &in, in->ncomp,
+                                in->specs, card, &ds);
     if (rc) return rc;
     FERRY__OP_SEAL(ds, opts, out);
     return FERRY_OK;

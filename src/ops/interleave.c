@@ -83,8 +83,9 @@
 #define ILV_INNER_PERIOD 32 /* inner positions between anchor snapshots (parallel) */
 #define ILV_OUTER_PERIOD 8  /* input positions between anchor snapshots */
 #define ILV_BATCH 16        /* positions a worker reads per turn on one stream */
-#define ILV_HOLD_NS 50000   /* ... or fewer: a turn ends once it took this long, so that what is read
-                               is handed on instead of waiting behind a slow inner dataset */
+/* ... or fewer: a turn ends once it took this long, so that what is read is handed on instead
+ * of waiting behind a slow inner dataset. */
+#define ILV_HOLD_NS 50000
 #define ILV_MAX_CYCLE 4096
 #define ILV_MAX_THREADS 256
 
@@ -109,22 +110,22 @@ typedef struct ilv_item {
 } ilv_item;
 
 typedef struct ilv_stream {
-    int64_t k;             /* input position it was made from (-1: restored EXHAUSTED) */
-    ferry_dataset *ds;     /* the inner dataset (reference), NULL for an error stream */
-    ferry__iter *inner;    /* NULL for an error stream */
-    bool check;            /* check elements against the op's spec */
-    ferry__status *err;    /* error stream: its one position */
-    bool err_done;         /* error stream: delivered (the stream is at its end) */
-    int64_t produced;      /* positions read from inner (parallel: by the worker that drives it) */
-    int64_t consumed;      /* positions handed to the consumer */
+    int64_t k;          /* input position it was made from (-1: restored EXHAUSTED) */
+    ferry_dataset *ds;  /* the inner dataset (reference), NULL for an error stream */
+    ferry__iter *inner; /* NULL for an error stream */
+    bool check;         /* check elements against the op's spec */
+    ferry__status *err; /* error stream: its one position */
+    bool err_done;      /* error stream: delivered (the stream is at its end) */
+    int64_t produced;   /* positions read from inner (parallel: by the worker that drives it) */
+    int64_t consumed;   /* positions handed to the consumer */
     /* parallel only; guarded by the op's mu */
     ilv_item *ring;
     int cap, head, count;
-    bool done;             /* END is in the ring: nothing more to read */
-    bool busy;             /* a worker is driving inner */
+    bool done; /* END is in the ring: nothing more to read */
+    bool busy; /* a worker is driving inner */
     bool has_anchor;
     ferry__anchor anchor;
-    ferry__plan plan;      /* the rewrites of ds (planned per stream: ds is new); rt NULL: none */
+    ferry__plan plan;        /* the rewrites of ds (planned per stream: ds is new); rt NULL: none */
     struct ilv_stream *next; /* pending FIFO */
 } ilv_stream;
 
@@ -153,12 +154,12 @@ typedef struct ilv_it {
     ilv_stream *pend_head, *pend_tail;
     int npend, nlive;
     bool input_busy, input_done;
-    ilv_stream *want;  /* the stream the consumer waits on */
-    bool want_any;     /* relaxed: the consumer waits on any stream */
-    bool want_stream;  /* the consumer waits for a new stream */
+    ilv_stream *want; /* the stream the consumer waits on */
+    bool want_any;    /* relaxed: the consumer waits on any stream */
+    bool want_stream; /* the consumer waits for a new stream */
     bool cons_waiting;
-    int idle;         /* tasks that returned with nothing to do (each has its `idle` set) */
-    int polling;      /* tasks polling on work_cv while the budget is full */
+    int idle;    /* tasks that returned with nothing to do (each has its `idle` set) */
+    int polling; /* tasks polling on work_cv while the budget is full */
     bool stop;
     size_t ring_cap;
     /* The knobs (ilv_knobs_set), under mu: tasks with an index under `active` work, the others
@@ -166,7 +167,7 @@ typedef struct ilv_it {
     int active;
     int ring_limit;
     int64_t nbuffered, bbuffered; /* elements and bytes in all rings (for the stats) */
-    _Atomic int ci_hint; /* the consumer's ci, for workers to read the next slots first */
+    _Atomic int ci_hint;          /* the consumer's ci, for workers to read the next slots first */
 } ilv_it;
 
 /* One unit of parallelism: a task on the executor. */
@@ -300,8 +301,7 @@ static void stream_set_error(ilv_it *it, ilv_stream *s, const ferry__status *st)
 }
 
 /* Calls the dataset function for input position k on e (borrowed) and checks the result. */
-static int call_fn(ilv_it *it, int64_t k, const ferry_element *e, ferry_dataset **out, bool *check,
-                   ferry__status *st) {
+static int call_fn(ilv_it *it, int64_t k, const ferry_element *e, ferry_dataset **out, bool *check, ferry__status *st) {
     const ilv_ds *ds = (const ilv_ds *)it->base.ds;
     const char *name = it->base.ds->name;
     ferry_runtime *rt = it->base.ctx.rt;
@@ -324,8 +324,9 @@ static int call_fn(ilv_it *it, int64_t k, const ferry_element *e, ferry_dataset 
         return rc;
     }
     if (!d)
-        return ferry__fail(st, FERRY_EUSER, "%s: the dataset function returned FERRY_OK but no dataset for input "
-                                            "element %lld",
+        return ferry__fail(st, FERRY_EUSER,
+                           "%s: the dataset function returned FERRY_OK but no dataset for input "
+                           "element %lld",
                            name, (long long)k);
     if (d->rt != rt) {
         ferry_dataset_unref(d);
@@ -344,8 +345,7 @@ static int call_fn(ilv_it *it, int64_t k, const ferry_element *e, ferry_dataset 
 
 /* Opens s for input position k from the input's result (rc_in; e taken; in_st its error). Any
  * failure makes s an error stream: opening never fails as a whole. Runs without mu. */
-static void stream_open(ilv_it *it, ilv_stream *s, int64_t k, int rc_in, ferry_element *e,
-                        const ferry__status *in_st) {
+static void stream_open(ilv_it *it, ilv_stream *s, int64_t k, int rc_in, ferry_element *e, const ferry__status *in_st) {
     ferry__status st;
     s->k = k;
     if (rc_in != FERRY_OK) {
@@ -433,9 +433,7 @@ static ilv_stream *pick_stream(ilv_it *it) {
     return best;
 }
 
-static bool can_open(const ilv_it *it) {
-    return !it->input_busy && !it->input_done && it->nlive < 2 * it->cycle;
-}
+static bool can_open(const ilv_it *it) { return !it->input_busy && !it->input_done && it->nlive < 2 * it->cycle; }
 
 /* Reads up to a batch of positions from s into its ring (fewer when reading takes over
  * ILV_HOLD_NS). Called with mu held; returns with it held; drops it while reading. */
@@ -1257,14 +1255,15 @@ static int ilv_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *s
         if (!rc) {
             if (ferry__cond_init(&it->work_cv))
                 rc = ferry__fail(st, FERRY_ENOMEM, "%s: creating a condition variable failed", ds_->name);
-            else
-                it->work_cv_ok = true;
+            else it->work_cv_ok = true;
         }
         /* Ready at once: no thread runs before start_workers, and a restore makes streams under
          * the scope. */
         it->active = start;
         it->ring_limit = (int)it->ring_cap;
-        ferry__knobs k = {.set = ilv_knobs_set, .stage = it, .parallelism_max = it->nthreads,
+        ferry__knobs k = {.set = ilv_knobs_set,
+                          .stage = it,
+                          .parallelism_max = it->nthreads,
                           .parallelism_limit = ILV_MAX_THREADS,
                           .buffer_max = (int64_t)it->ring_cap * it->cycle,
                           .tune_parallelism = ds->threads == FERRY_AUTOTUNE,

@@ -139,14 +139,16 @@
 #define MAP_MAX_RANGES (1 << 20)
 #define MAP_MAX_GAPS 16
 #define MAP_MAX_OFFSET ((int64_t)1 << 62)
-#define MAP_WINDOW_SLOTS 4096        /* slots of the default (adaptive) window */
+#define MAP_WINDOW_SLOTS 4096       /* slots of the default (adaptive) window */
 #define MAP_WINDOW_TARGET_NS 100000 /* work per thread (at least 2) the default window holds */
 #define MAP_FUSE_MAX 4096           /* batches up to this many rows are fused into the map */
 #define MAP_FUSE_SLOW_NS 250000     /* fused: stack a batch in one worker when its calls take less */
-#define MAP_HELP_MAX_NS 1000000 /* the consumer stacks a batch itself instead of waiting when its calls take */
-#define MAP_HELP_MIN_NS 50000   /* ... between these (a cheaper batch does not pay for moving the input's
-                                   state between two pulling threads: P3 halves when its consumer helps) */
-#define MAP_HELP_LOCK_NS 20000  /* a thread waits at most this long for another's pull (map_spin_for_in_mu) */
+/* The consumer stacks a batch itself instead of waiting when its calls take between these (a
+ * cheaper batch does not pay for moving the input's state between two pulling threads: P3 halves
+ * when its consumer helps). */
+#define MAP_HELP_MAX_NS 1000000
+#define MAP_HELP_MIN_NS 50000
+#define MAP_HELP_LOCK_NS 20000 /* a thread waits at most this long for another's pull (map_spin_for_in_mu) */
 
 typedef struct map_ds {
     ferry_dataset base;
@@ -182,12 +184,8 @@ static inline int64_t grid_floor(int64_t x, int64_t g, int64_t n) {
 }
 
 static inline bool res_stacked(const map_res *r) { return r->kind == RES_BATCH || r->kind == RES_ROWS; }
-static inline size_t res_bytes(const map_res *r) {
-    return r->kind == RES_ELEM || res_stacked(r) ? (size_t)r->aux : 0;
-}
-static inline int64_t res_span(const map_res *r) {
-    return r->kind == RES_DROP ? r->aux : res_stacked(r) ? r->code : 1;
-}
+static inline size_t res_bytes(const map_res *r) { return r->kind == RES_ELEM || res_stacked(r) ? (size_t)r->aux : 0; }
+static inline int64_t res_span(const map_res *r) { return r->kind == RES_DROP ? r->aux : res_stacked(r) ? r->code : 1; }
 
 typedef struct map_slot {
     _Atomic int64_t ready; /* the seq whose result is here; -1 before the first */
@@ -199,8 +197,8 @@ typedef struct map_it map_it;
 typedef struct map_worker {
     map_it *m;
     int id;
-    ferry__task task;   /* runs map_run on the runtime's executor */
-    int64_t chunk;      /* positions per chunk (adapted; kept across runs) */
+    ferry__task task; /* runs map_run on the runtime's executor */
+    int64_t chunk;    /* positions per chunk (adapted; kept across runs) */
     ferry__spinner spin;
     /* Under mu: the task returned its worker and waits to be woken. */
     bool room_wait;     /* for window room (head_pub >= wake_head) */
@@ -218,11 +216,11 @@ struct map_it {
     const map_ds *ds;
     ferry__iter *input;
     uint64_t op_seed;
-    int nthreads; /* 0: inline; the tasks opened at the start */
-    int tcap;     /* worker records allocated: the most tasks it may open (> nthreads under
+    int nthreads;                      /* 0: inline; the tasks opened at the start */
+    int tcap;                          /* worker records allocated: the most tasks it may open (> nthreads under
                      FERRY_AUTOTUNE: the autotuner may give it more threads, map_grow) */
-    int64_t window; /* slots (seq % window); the effective window `win` may be smaller */
-    bool win_fixed; /* reorder_window given: win == window */
+    int64_t window;                    /* slots (seq % window); the effective window `win` may be smaller */
+    bool win_fixed;                    /* reorder_window given: win == window */
     _Atomic bool par_tuned, win_tuned; /* set through the knobs: map_adapt leaves them alone */
     bool relaxed;
     int64_t base_index;
@@ -232,11 +230,11 @@ struct map_it {
      * pulls fuse_n positions at a time and deposits them as one RES_BATCH at the chunk's first
      * seq, or, when a position failed or the rows do not stack, as the chunk's single results. */
     int64_t fuse_n;
-    int64_t fuse_floor;     /* fused: the window never shrinks below this (room for every worker's
+    int64_t fuse_floor;   /* fused: the window never shrinks below this (room for every worker's
                                chunk and the consumer's) */
-    int64_t ahead;          /* seqs added to the window for a prefetch folded into this stage
+    int64_t ahead;        /* seqs added to the window for a prefetch folded into this stage
                                (ferry__ictx.ahead outputs) */
-    _Atomic int64_t grid;   /* fused: chunks start at seqs = grid (mod fuse_n): where batch's
+    _Atomic int64_t grid; /* fused: chunks start at seqs = grid (mod fuse_n): where batch's
                                batches start (moved by ferry__map_batch_boundary) */
 
     /* Input side: under in_mu when parallel. On a line of its own: the puller writes next_seq
@@ -259,12 +257,12 @@ struct map_it {
     map_worker *workers;
     int nworkers;
     map_worker helper; /* the consumer's, when it works instead of waiting (map_help) */
-    map_range *done; /* relaxed: runs of deposited slots, ring of `window` entries */
-    int64_t done_r;  /* consumer-private */
+    map_range *done;   /* relaxed: runs of deposited slots, ring of `window` entries */
+    int64_t done_r;    /* consumer-private */
 
     char pad0[64];
-    _Atomic int64_t win;    /* effective window (workers read it) */
-    _Atomic int active;     /* workers that may pull; the others park */
+    _Atomic int64_t win;                 /* effective window (workers read it) */
+    _Atomic int active;                  /* workers that may pull; the others park */
     _Atomic int64_t ewma_all, ewma_pull; /* smoothed ns per element: pull + fn, pull alone */
     char pad5[64];
     _Atomic int64_t head_pub;
@@ -287,10 +285,10 @@ struct map_it {
     int64_t head; /* deterministic: next seq to hand out; relaxed: smallest not handed out */
     int64_t since_pub, last_prune;
     size_t pending_bytes;
-    int64_t *taken;  /* relaxed: per slot, span handed out (negative: a dropped marker), 0: not */
+    int64_t *taken;    /* relaxed: per slot, span handed out (negative: a dropped marker), 0: not */
     int64_t max_taken; /* relaxed: highest seq marked in taken (bounds the scan in save) */
     ferry__spinner spin;
-    map_range cur;   /* relaxed: run being handed out */
+    map_range cur;                /* relaxed: run being handed out */
     map_range gaps[MAP_MAX_GAPS]; /* relaxed: input ranges skipped directly, ascending */
     int ngaps;
     /* Fused: a result taken from the window and handed out one position at a time (a batch's
@@ -356,10 +354,8 @@ static int map_call(map_it *m, ferry__cancel *cancel, ferry_element *in, int64_t
         if (t && map_spec_fits(&d->specs[i], t)) continue;
         char what[64];
         snprintf(what, sizeof what, "map: element %lld: output component %zu", (long long)index, i);
-        if (!t)
-            ferry__fail(st, FERRY_ETYPE, "%s is missing (NULL tensor)", what);
-        else
-            ferry__spec_check(&d->specs[i], t, what, st);
+        if (!t) ferry__fail(st, FERRY_ETYPE, "%s is missing (NULL tensor)", what);
+        else ferry__spec_check(&d->specs[i], t, what, st);
         ferry_element_free(o);
         return FERRY_ETYPE;
     }
@@ -532,7 +528,7 @@ static bool map_in_lock_or_idle(map_it *m, map_worker *w) {
     w->in_wait = true;
     atomic_fetch_add(&m->in_idle, 1);
     ferry__mutex_unlock(&m->sg.mu);
-    atomic_thread_fence(memory_order_seq_cst); /* against map_in_unlock's check */
+    atomic_thread_fence(memory_order_seq_cst);          /* against map_in_unlock's check */
     if (!ferry__mutex_trylock(&m->in_mu)) return false; /* the holder's unlock wakes this task */
     ferry__mutex_lock(&m->sg.mu);
     if (w->in_wait) { /* not woken meanwhile: take the flag back */
@@ -630,8 +626,7 @@ static bool map_det_batch_ready(void *arg) {
     int64_t h = m->head, t = atomic_load_explicit(&m->cons_wait_seq, memory_order_relaxed);
     int64_t end = atomic_load_explicit(&m->end_seq, memory_order_acquire);
     if (end <= h || ferry__cancelled(&m->sg.scope)) return true;
-    return map_slot_ready(m, h) &&
-           (end <= t || map_slot_ready(m, t) || atomic_load(&m->workers_stalled) > 0);
+    return map_slot_ready(m, h) && (end <= t || map_slot_ready(m, t) || atomic_load(&m->workers_stalled) > 0);
 }
 
 /* A worker is about to block on window room or budget: a consumer sleeping for a batch must
@@ -802,8 +797,8 @@ static bool map_room_or_idle(map_it *m, map_worker *w, int64_t need) {
  * `active` (true), unless that happened meanwhile or the input ended (false: go on). */
 static bool map_park(map_it *m, map_worker *w) {
     ferry__mutex_lock(&m->sg.mu);
-    bool park = w->id >= atomic_load(&m->active) && !ferry__cancelled(&m->sg.scope) &&
-                atomic_load(&m->end_seq) == INT64_MAX;
+    bool park =
+        w->id >= atomic_load(&m->active) && !ferry__cancelled(&m->sg.scope) && atomic_load(&m->end_seq) == INT64_MAX;
     w->parked = park;
     ferry__mutex_unlock(&m->sg.mu);
     if (park && w->in_wait_ns) { /* woken from a wait for in_mu only to park: that wait ended */
@@ -938,10 +933,8 @@ static int64_t map_pull(map_it *m, map_res *items, int64_t k, bool whole, int64_
             *cancelled = true;
             break;
         }
-        if (rc < 0)
-            map_res_error(m->rt, &items[i], rc, st);
-        else
-            items[i] = (map_res){.p = e, .kind = RES_ELEM};
+        if (rc < 0) map_res_error(m->rt, &items[i], rc, st);
+        else items[i] = (map_res){.p = e, .kind = RES_ELEM};
         m->next_seq = seq + 1;
         i++;
         map_snapshot(m, false);
@@ -1064,7 +1057,9 @@ static void map_chunk_fused(map_it *m, map_worker *w, int64_t s0, map_res *items
         return;
     }
     *nstacked = stacked;
-    *head = (map_res){.p = b, .aux = (int64_t)ferry_element_nbytes(b), .code = (int32_t)stacked,
+    *head = (map_res){.p = b,
+                      .aux = (int64_t)ferry_element_nbytes(b),
+                      .code = (int32_t)stacked,
                       .kind = stacked == k ? RES_BATCH : RES_ROWS};
     *bytes += (size_t)head->aux;
 }
@@ -1395,8 +1390,9 @@ static int map_fcur_next(map_it *m, ferry_element **out, ferry__status *st) {
     int64_t i = m->fcur_i++;
     if (m->fcur_i == r->code) m->fcur_on = false;
     ferry_element *e = ferry__element_new(m->rt, b->n);
-    int rc = e ? FERRY_OK : ferry__fail(st, FERRY_ENOMEM, "map: element %lld: allocating a row failed",
-                                        (long long)(m->base_index + m->fcur_seq + i));
+    int rc = e ? FERRY_OK
+               : ferry__fail(st, FERRY_ENOMEM, "map: element %lld: allocating a row failed",
+                             (long long)(m->base_index + m->fcur_seq + i));
     for (uint32_t c = 0; !rc && c < b->n; c++) rc = ferry__tensor_row(b->t[c], i, &e->t[c], st);
     if (!m->fcur_on) ferry_element_free(b); /* the rows hold references to its tensors */
     if (rc) {
@@ -1413,7 +1409,8 @@ void ferry__map_batch_boundary(ferry__iter *it_) {
     map_it *m = (map_it *)it_;
     int64_t pos = m->fcur_on ? m->fcur_seq + m->fcur_i : m->head;
     int64_t g = pos % m->fuse_n;
-    if (g != atomic_load_explicit(&m->grid, memory_order_relaxed)) atomic_store_explicit(&m->grid, g, memory_order_relaxed);
+    if (g != atomic_load_explicit(&m->grid, memory_order_relaxed))
+        atomic_store_explicit(&m->grid, g, memory_order_relaxed);
 }
 
 int ferry__map_next_batch(ferry__iter *it_, ferry_element **out, int64_t *rows, ferry__status *st) {
@@ -1734,8 +1731,8 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
     int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? ferry__autotune_threads(m->rt) : ds->num_parallel_calls;
     m->nthreads = FERRY__MIN(t, MAP_MAX_THREADS);
     bool tune = ds->num_parallel_calls == FERRY_AUTOTUNE;
-    m->tcap = tune ? FERRY__MIN(FERRY__MAX(m->nthreads, ferry__autotune_max_threads(m->rt)), MAP_MAX_THREADS)
-                   : m->nthreads;
+    m->tcap =
+        tune ? FERRY__MIN(FERRY__MAX(m->nthreads, ferry__autotune_max_threads(m->rt)), MAP_MAX_THREADS) : m->nthreads;
     /* Over an input whose order already depends on timing, positions do not identify elements
      * after a restore, so the handed-out set of relaxed order could not be saved: such a map
      * hands results out in input order (which is timing-dependent anyway). */
@@ -1761,7 +1758,8 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
         m->fuse_floor = floor;
         m->window = FERRY__MAX(m->window, 2 * floor);
         /* room for a batch per thread the autotuner may add */
-        if (m->tcap > m->nthreads) m->window = FERRY__MAX(m->window, FERRY__MIN(fuse_batch * ((int64_t)m->tcap + 2), MAP_MAX_WINDOW / 2));
+        if (m->tcap > m->nthreads)
+            m->window = FERRY__MAX(m->window, FERRY__MIN(fuse_batch * ((int64_t)m->tcap + 2), MAP_MAX_WINDOW / 2));
         atomic_store(&m->win, FERRY__MAX(atomic_load(&m->win), floor));
     }
     /* A prefetch(n) right above folded into this stage: room for n more outputs (rows of n
@@ -1774,10 +1772,8 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
     ferry__ictx ictx = *ctx;
     ictx.ahead = 0;
     if (m->nthreads > 0 && (rc = map_parallel_init(m, &ictx, st)) != FERRY_OK) goto fail;
-    if (state)
-        rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &m->input, NULL, st);
-    else
-        rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &m->input, st);
+    if (state) rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &m->input, NULL, st);
+    else rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &m->input, st);
     if (rc) goto fail;
     if (m->nthreads > 0) {
         /* The snapshot every save can fall back on, taken before any worker drives the input. */
@@ -1785,8 +1781,12 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
             m->anchor_failed = true;
             m->sg.anchor.next_pos = INT64_MAX;
         }
-        ferry__knobs k = {.set = map_knobs_set, .stage = m, .parallelism_max = m->tcap, .buffer_max = m->window,
-                          .parallelism_limit = MAP_MAX_THREADS, .tune_parallelism = tune,
+        ferry__knobs k = {.set = map_knobs_set,
+                          .stage = m,
+                          .parallelism_max = m->tcap,
+                          .buffer_max = m->window,
+                          .parallelism_limit = MAP_MAX_THREADS,
+                          .tune_parallelism = tune,
                           .tune_buffer = tune && !m->win_fixed};
         ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
         if (ctx->warm_start && (rc = map_start(m, st)) != FERRY_OK) goto fail;
@@ -1830,14 +1830,13 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     if (opts) o = *opts;
     FERRY__CHECK_ARG(o.num_parallel_calls == FERRY_AUTOTUNE ||
                          (o.num_parallel_calls >= 0 && o.num_parallel_calls <= MAP_MAX_THREADS),
-                     FERRY_EINVAL,
-                     "%s: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d", __func__,
-                     o.num_parallel_calls, MAP_MAX_THREADS);
+                     FERRY_EINVAL, "%s: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d",
+                     __func__, o.num_parallel_calls, MAP_MAX_THREADS);
     FERRY__CHECK_ARG(o.reorder_window >= 0 && o.reorder_window <= MAP_MAX_WINDOW, FERRY_EINVAL,
                      "%s: options.reorder_window is %d; it must be 0 (default) to %d", __func__, o.reorder_window,
                      MAP_MAX_WINDOW);
-    FERRY__CHECK_ARG(o.num_outputs <= MAP_MAX_OUTPUTS, FERRY_EINVAL,
-                     "%s: options.num_outputs is %zu; at most %d", __func__, o.num_outputs, MAP_MAX_OUTPUTS);
+    FERRY__CHECK_ARG(o.num_outputs <= MAP_MAX_OUTPUTS, FERRY_EINVAL, "%s: options.num_outputs is %zu; at most %d",
+                     __func__, o.num_outputs, MAP_MAX_OUTPUTS);
     FERRY__CHECK_ARG(o.num_outputs == 0 || o.output_specs != NULL, FERRY_EINVAL,
                      "%s: options.output_specs is NULL with num_outputs %zu", __func__, o.num_outputs);
     for (size_t i = 0; i < o.num_outputs; i++) {

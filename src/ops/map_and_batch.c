@@ -34,8 +34,8 @@ typedef struct mab_ds {
 
 typedef struct mab_it {
     ferry__iter base;
-    ferry__iter *map;   /* the map's iterator (whole batches when fused) */
-    ferry__stack *stk;  /* row-by-row batches */
+    ferry__iter *map;  /* the map's iterator (whole batches when fused) */
+    ferry__stack *stk; /* row-by-row batches */
     bool fused;
     bool ended;
 } mab_it;

@@ -11,14 +11,14 @@
 
 /* Common prologue of a transformation constructor: clears the last error, checks `out` and the
  * input dataset. Returns from the calling function on failure. */
-#define FERRY__OP_PROLOGUE(in, opts, out)                                                        \
-    do {                                                                                         \
-        ferry__clear_last_error();                                                               \
-        FERRY__CHECK_ARG((out) != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);    \
-        *(out) = NULL;                                                                           \
-        int op_rc_ = ferry__check_dataset((in), __func__, "in");                                 \
-        if (!op_rc_ && (opts)) op_rc_ = ferry__check_name(__func__, (opts)->name);               \
-        if (op_rc_) return op_rc_;                                                               \
+#define FERRY__OP_PROLOGUE(in, opts, out)                                                                              \
+    do {                                                                                                               \
+        ferry__clear_last_error();                                                                                     \
+        FERRY__CHECK_ARG((out) != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);                         \
+        *(out) = NULL;                                                                                                 \
+        int op_rc_ = ferry__check_dataset((in), __func__, "in");                                                       \
+        if (!op_rc_ && (opts)) op_rc_ = ferry__check_name(__func__, (opts)->name);                                     \
+        if (op_rc_) return op_rc_;                                                                                     \
     } while (0)
 
 /* batch.c: the row stacker behind batch, shared with map_and_batch (whose map workers stack whole

@@ -108,7 +108,7 @@ typedef struct pf_it {
     pf_entry *ring;
     int64_t ring_cap;
     _Atomic int64_t capacity;
-    _Atomic bool tuned;       /* capacity set through the knobs: AUTOTUNE growth stops */
+    _Atomic bool tuned;         /* capacity set through the knobs: AUTOTUNE growth stops */
     _Atomic int64_t full_since; /* when the producer went idle on a full ring (for the stats) */
 
     /* Written by the producer. */
@@ -171,7 +171,7 @@ static void pf_publish_buffered(pf_it *it) {
  * the ring is still full: the consumer wakes the task once it has drained a quarter), false when
  * room appeared meanwhile. */
 static bool pf_idle_on_full(pf_it *it) {
-    pf_publish_buffered(it); /* a full buffer stays visible in the stats */
+    pf_publish_buffered(it);                                            /* a full buffer stays visible in the stats */
     if (it->base.stats) atomic_store(&it->full_since, ferry__now_ns()); /* before the flag: the waker reads it */
     atomic_exchange(&it->prod_sleeping, 1);
     int64_t t = atomic_load_explicit(&it->tail, memory_order_relaxed);
@@ -268,13 +268,12 @@ static void pf_run(ferry__task *task) {
         }
         it->ring[pos % it->ring_cap] = en;
         if (en.bytes)
-            atomic_store_explicit(&it->bytes_in, atomic_load_explicit(&it->bytes_in, memory_order_relaxed) +
-                                                     (int64_t)en.bytes,
+            atomic_store_explicit(&it->bytes_in,
+                                  atomic_load_explicit(&it->bytes_in, memory_order_relaxed) + (int64_t)en.bytes,
                                   memory_order_relaxed);
         pos++;
         atomic_store_explicit(&it->tail, pos, memory_order_release);
-        if (atomic_fetch_add(&it->cons_sleeping, 0) && pos >= atomic_load(&it->cons_target))
-            pf_wake_consumer(it);
+        if (atomic_fetch_add(&it->cons_sleeping, 0) && pos >= atomic_load(&it->cons_target)) pf_wake_consumer(it);
         if (sample) self_ns += 64 * (ferry__now_ns() - t0);
         if (sample && (pos & 4095) == 1) {
             ferry__stage_account(&it->sg, FERRY__TIME_WORK, self_ns); /* scaled samples: no span */
@@ -550,10 +549,8 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
             goto fail;
         }
     }
-    if (state)
-        rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &it->input, NULL, st);
-    else
-        rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &it->input, st);
+    if (state) rc = ferry__anchor_restore(ds_->inputs[0], &ictx, state, &it->input, NULL, st);
+    else rc = ferry__iter_make(ds_->inputs[0], &ictx, NULL, &it->input, st);
     if (rc) goto fail;
     if (!it->passthrough) {
         /* The snapshot every save can fall back on, taken before any thread drives the input. */
@@ -561,8 +558,12 @@ static int pf_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reader *st
             it->anchor_failed = true;
             it->sg.anchor.next_pos = INT64_MAX; /* do not retry on every element */
         }
-        ferry__knobs k = {.set = pf_knobs_set, .stage = it, .parallelism_max = 1, .buffer_max = it->ring_cap,
-                          .parallelism_limit = 1, .tune_buffer = it->autotune};
+        ferry__knobs k = {.set = pf_knobs_set,
+                          .stage = it,
+                          .parallelism_max = 1,
+                          .buffer_max = it->ring_cap,
+                          .parallelism_limit = 1,
+                          .tune_buffer = it->autotune};
         ferry__stage_ready(&it->sg, NULL, NULL, 1, atomic_load(&it->capacity), &k);
         if (ctx->warm_start && (rc = pf_start(it, st)) != FERRY_OK) goto fail;
     }
@@ -578,11 +579,10 @@ static const ferry__dataset_vtable pf_vt = {.make = pf_make, .destroy = NULL};
 int ferry_dataset_prefetch(ferry_dataset *in, int64_t buffer_size, const ferry_prefetch_options *opts,
                            ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(buffer_size == FERRY_AUTOTUNE || (buffer_size >= 0 && buffer_size <= PF_MAX_BUFFER),
-                     FERRY_EINVAL,
+    FERRY__CHECK_ARG(buffer_size == FERRY_AUTOTUNE || (buffer_size >= 0 && buffer_size <= PF_MAX_BUFFER), FERRY_EINVAL,
                      "%s: argument 'buffer_size' is %lld; it must be FERRY_AUTOTUNE (-1) or "
-                     "0 to %lld", __func__,
-                     (long long)buffer_size, (long long)PF_MAX_BUFFER);
+                     "0 to %lld",
+                     __func__, (long long)buffer_size, (long long)PF_MAX_BUFFER);
     ferry_dataset *ds;
     int rc = ferry__dataset_new(in->rt, &pf_vt, "prefetch", sizeof(pf_ds), 1, &in, in->ncomp, in->specs,
                                 in->cardinality, &ds);

@@ -23,7 +23,7 @@ typedef struct repeat_it {
     ferry__iter base;
     ferry__iter *input; /* the current epoch's iterator, or NULL between epochs */
     int64_t epoch;
-    bool nonempty;      /* the current epoch produced at least one position */
+    bool nonempty; /* the current epoch produced at least one position */
     bool done;
 } repeat_it;
 
@@ -155,8 +155,8 @@ int ferry_dataset_repeat(ferry_dataset *in, int64_t count, const ferry_repeat_op
     else if (n > INT64_MAX / count) card = FERRY_UNKNOWN; /* too many to count in int64 */
     else card = n * count;
     ferry_dataset *ds;
-    int rc = ferry__dataset_new(in->rt, &repeat_vt, "repeat", sizeof(repeat_ds), 1, &in, in->ncomp, in->specs, card,
-                                &ds);
+    int rc =
+        ferry__dataset_new(in->rt, &repeat_vt, "repeat", sizeof(repeat_ds), 1, &in, in->ncomp, in->specs, card, &ds);
     if (rc) return rc;
     ((repeat_ds *)ds)->count = count;
     ferry__dataset_hash_i64(ds, count);

@@ -65,8 +65,8 @@ typedef struct shuffle_ds {
 
 typedef struct shuffle_slot {
     ferry_element *e;
-    int64_t pos;   /* input position of e */
-    size_t bytes;  /* counted in the budget */
+    int64_t pos;  /* input position of e */
+    size_t bytes; /* counted in the budget */
 } shuffle_slot;
 
 typedef struct shuffle_it {
@@ -80,8 +80,8 @@ typedef struct shuffle_it {
     ferry__anchor anchor;
     bool anchor_ready;
     int64_t next_prune;
-    size_t held;        /* budget bytes of the buffered elements */
-    size_t credit;      /* bytes counted in the budget beyond `held` (reserved in chunks) */
+    size_t held;   /* budget bytes of the buffered elements */
+    size_t credit; /* bytes counted in the budget beyond `held` (reserved in chunks) */
 } shuffle_it;
 
 /* The budget is counted in chunks of this many bytes, not per element: two shared atomics per
@@ -180,8 +180,8 @@ static int shuffle_next(ferry__iter *it_, ferry_element **out, ferry__status *st
         ferry_element *e;
         int64_t pos = it->in_pos;
         int rc = pull(it, &e, st);
-        if (rc) return rc; /* an input error, in its position */
-        if (!e) break;     /* END */
+        if (rc) return rc;          /* an input error, in its position */
+        if (!e) break;              /* END */
         if (put(it, e, pos)) break; /* the budget refused it: it caps the buffer */
     }
     if (it->count == 0) {
@@ -251,11 +251,11 @@ static int shuffle_restore(shuffle_it *it, ferry__reader *state, ferry__status *
     if (rc) return rc;
     if (in_pos < 0 || ended > 1 || count < 0 || count > ds->buffer_size || count > in_pos ||
         (uint64_t)count > ferry__r_left(state) / 8 || (it->rng.s[0] | it->rng.s[1] | it->rng.s[2] | it->rng.s[3]) == 0)
-        return ferry__fail(st, FERRY_ECORRUPT,
-                           "shuffle: saved state corrupt before offset %zu: input position %lld, %lld buffered of %lld, "
-                           "ended flag %u",
-                           ferry__r_offset(state), (long long)in_pos, (long long)count, (long long)ds->buffer_size,
-                           ended);
+        return ferry__fail(
+            st, FERRY_ECORRUPT,
+            "shuffle: saved state corrupt before offset %zu: input position %lld, %lld buffered of %lld, "
+            "ended flag %u",
+            ferry__r_offset(state), (long long)in_pos, (long long)count, (long long)ds->buffer_size, ended);
     pos_slot *order = count ? ferry__calloc(rt, (size_t)count, sizeof *order) : NULL;
     if (count && !order) return ferry__fail(st, FERRY_ENOMEM, "shuffle: allocating the restore list failed");
     for (int64_t i = 0; i < count; i++) {
@@ -263,8 +263,10 @@ static int shuffle_restore(shuffle_it *it, ferry__reader *state, ferry__status *
         if (rc) goto done;
         order[i].slot = i;
         if (order[i].pos < 0 || order[i].pos >= in_pos) {
-            rc = ferry__fail(st, FERRY_ECORRUPT, "shuffle: saved state corrupt: slot %lld holds input position %lld, "
-                             "outside [0, %lld)", (long long)i, (long long)order[i].pos, (long long)in_pos);
+            rc = ferry__fail(st, FERRY_ECORRUPT,
+                             "shuffle: saved state corrupt: slot %lld holds input position %lld, "
+                             "outside [0, %lld)",
+                             (long long)i, (long long)order[i].pos, (long long)in_pos);
             goto done;
         }
     }
@@ -287,7 +289,8 @@ static int shuffle_restore(shuffle_it *it, ferry__reader *state, ferry__status *
     rc = ferry__anchor_restore(it->base.ds->inputs[0], &it->base.ctx, state, &it->input, &replayed, st);
     if (rc) goto done;
     if ((uint64_t)replayed != replay || replay > (uint64_t)start) {
-        rc = ferry__fail(st, FERRY_ECORRUPT, "shuffle: restoring: the input ended after %lld of the %llu positions "
+        rc = ferry__fail(st, FERRY_ECORRUPT,
+                         "shuffle: restoring: the input ended after %lld of the %llu positions "
                          "before its oldest buffered element (or the state is corrupt)",
                          (long long)replayed, (unsigned long long)replay);
         goto done;
@@ -313,8 +316,10 @@ static int shuffle_restore(shuffle_it *it, ferry__reader *state, ferry__status *
         ferry__status_clear(&est);
         int r = pull(it, &e, &est);
         if (it->ended) {
-            rc = ferry__fail(st, FERRY_ECORRUPT, "shuffle: restoring: the input ended at position %lld, before the "
-                             "saved position %lld (the input is not deterministic?)", (long long)pos, (long long)in_pos);
+            rc = ferry__fail(st, FERRY_ECORRUPT,
+                             "shuffle: restoring: the input ended at position %lld, before the "
+                             "saved position %lld (the input is not deterministic?)",
+                             (long long)pos, (long long)in_pos);
             break;
         }
         if (it->in_pos == pos || (r == FERRY_ECANCELED && ferry__cancelled(it->base.ctx.cancel))) {
@@ -325,7 +330,8 @@ static int shuffle_restore(shuffle_it *it, ferry__reader *state, ferry__status *
         }
         if (k < count && order[k].pos == pos) {
             if (r != FERRY_OK) {
-                rc = ferry__fail(st, FERRY_ECORRUPT, "shuffle: restoring: input position %lld failed on replay (%s) "
+                rc = ferry__fail(st, FERRY_ECORRUPT,
+                                 "shuffle: restoring: input position %lld failed on replay (%s) "
                                  "but the saved buffer holds an element there (the input is not deterministic?)",
                                  (long long)pos, est.msg);
                 break;
@@ -359,7 +365,8 @@ static int shuffle_make(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__reade
     if (!rc && state) {
         rc = shuffle_restore(it, state, st);
     } else if (!rc) {
-        uint64_t seed = ferry__mix64(ferry__mix64(ds->seed, ds_->salt), ds->same_order ? ferry__mix64(ctx->pipeline_seed, 0x5eed) : ctx->seed);
+        uint64_t seed = ferry__mix64(ferry__mix64(ds->seed, ds_->salt),
+                                     ds->same_order ? ferry__mix64(ctx->pipeline_seed, 0x5eed) : ctx->seed);
         ferry__rng_seed(&it->rng, seed);
         rc = ferry__iter_make(ds_->inputs[0], ctx, NULL, &it->input, st);
         /* The snapshot at position 0, so that a save before the first pull has an anchor. */
@@ -380,8 +387,8 @@ static const ferry__dataset_vtable shuffle_vt = {.make = shuffle_make, .destroy 
 int ferry_dataset_shuffle(ferry_dataset *in, int64_t buffer_size, const ferry_shuffle_options *opts,
                           ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
-    FERRY__CHECK_ARG(buffer_size >= 1, FERRY_EINVAL,
-                     "%s: argument 'buffer_size' is %lld; it must be >= 1", __func__, (long long)buffer_size);
+    FERRY__CHECK_ARG(buffer_size >= 1, FERRY_EINVAL, "%s: argument 'buffer_size' is %lld; it must be >= 1", __func__,
+                     (long long)buffer_size);
     ferry_shuffle_options o = {0};
     if (opts) o = *opts;
     ferry_dataset *ds;

@@ -106,7 +106,8 @@ static const ferry__dataset_vtable skip_vt = {.make = skip_make, .destroy = NULL
 int ferry_dataset_skip(ferry_dataset *in, int64_t count, const ferry_skip_options *opts, ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(count >= 0 || count == FERRY_INFINITE, FERRY_EINVAL,
-                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__, (long long)count);
+                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__,
+                     (long long)count);
     int64_t n = in->cardinality, card;
     if (n == FERRY_INFINITE || n == FERRY_UNKNOWN) card = n;
     else if (count < 0) card = 0;

@@ -94,8 +94,8 @@ static void slices_ds_destroy(ferry_dataset *ds_) {
 static const ferry__dataset_vtable slices_vt = {.make = slices_make, .destroy = slices_ds_destroy};
 
 /* Shared constructor. `fn` names the public function in messages. */
-static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, bool whole,
-                              const char *name, const char *fn, ferry_dataset **out) {
+static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *tensors, bool whole, const char *name,
+                              const char *fn, ferry_dataset **out) {
     ferry__clear_last_error();
     FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;
@@ -112,8 +112,8 @@ static int make_tensor_source(ferry_runtime *rt, size_t n, ferry_tensor *const *
         FERRY__CHECK_ARG(t->rank >= 1, FERRY_EINVAL,
                          "%s: tensors[%zu] is a scalar; slicing along dim 0 needs rank >= 1", fn, i);
         FERRY__CHECK_ARG(t->dims[0] == tensors[0]->dims[0], FERRY_EINVAL,
-                         "%s: tensors[%zu] has dim 0 of size %lld but tensors[0] has %lld; all must be equal", fn,
-                         i, (long long)t->dims[0], (long long)tensors[0]->dims[0]);
+                         "%s: tensors[%zu] has dim 0 of size %lld but tensors[0] has %lld; all must be equal", fn, i,
+                         (long long)t->dims[0], (long long)tensors[0]->dims[0]);
     }
     ferry_tensor_spec specs_local[16] = {0};
     ferry_tensor_spec *specs = specs_local;

@@ -84,7 +84,8 @@ static const ferry__dataset_vtable take_vt = {.make = take_make, .destroy = NULL
 int ferry_dataset_take(ferry_dataset *in, int64_t count, const ferry_take_options *opts, ferry_dataset **out) {
     FERRY__OP_PROLOGUE(in, opts, out);
     FERRY__CHECK_ARG(count >= 0 || count == FERRY_INFINITE, FERRY_EINVAL,
-                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__, (long long)count);
+                     "%s: argument 'count' is %lld; it must be >= 0 or FERRY_INFINITE (all)", __func__,
+                     (long long)count);
     int64_t n = in->cardinality, card;
     if (count < 0) card = n;
     else if (n == FERRY_UNKNOWN) card = FERRY_UNKNOWN;

@@ -40,8 +40,10 @@ static int check_rows(const ferry_element *e, size_t nc, int64_t *rows, ferry__s
     for (size_t c = 0; c < nc; c++) {
         const ferry_tensor *t = e->t[c];
         if (t->rank < 1)
-            return ferry__fail(st, FERRY_ETYPE, "unbatch: component %zu of an input element is a scalar; unbatch needs "
-                               "rank >= 1 to split along dim 0", c);
+            return ferry__fail(st, FERRY_ETYPE,
+                               "unbatch: component %zu of an input element is a scalar; unbatch needs "
+                               "rank >= 1 to split along dim 0",
+                               c);
         if (c > 0 && t->dims[0] != *rows) {
             ferry_shape s0 = ferry_tensor_shape(e->t[0]), s1 = ferry_tensor_shape(t);
             return ferry__fail(st, FERRY_ETYPE,
@@ -134,9 +136,10 @@ static int restore_mid(unbatch_it *it, ferry__reader *state, ferry__status *st) 
     if (!rc) rc = ferry__r_u64(state, &size, st);
     if (rc) return rc;
     if (size > ferry__r_left(state) || idx < 1)
-        return ferry__fail(st, FERRY_ECORRUPT, "unbatch: saved state corrupt at offset %zu: row %lld, input state of "
-                           "%llu bytes with %zu left", ferry__r_offset(state), (long long)idx,
-                           (unsigned long long)size, ferry__r_left(state));
+        return ferry__fail(st, FERRY_ECORRUPT,
+                           "unbatch: saved state corrupt at offset %zu: row %lld, input state of "
+                           "%llu bytes with %zu left",
+                           ferry__r_offset(state), (long long)idx, (unsigned long long)size, ferry__r_left(state));
     ferry__reader sub = *state;
     sub.end = sub.p + size;
     ferry__w_bytes(&it->before, sub.p, (size_t)size);
@@ -144,14 +147,17 @@ static int restore_mid(unbatch_it *it, ferry__reader *state, ferry__status *st) 
     rc = ferry__iter_make(ds->inputs[0], &it->base.ctx, &sub, &it->input, st);
     if (rc) return rc;
     if (sub.p != sub.end)
-        return ferry__fail(st, FERRY_ECORRUPT, "unbatch: saved state corrupt: %zu unread bytes in the input state at "
-                           "offset %zu", (size_t)(sub.end - sub.p), ferry__r_offset(&sub));
+        return ferry__fail(st, FERRY_ECORRUPT,
+                           "unbatch: saved state corrupt: %zu unread bytes in the input state at "
+                           "offset %zu",
+                           (size_t)(sub.end - sub.p), ferry__r_offset(&sub));
     state->p = sub.end;
     ferry_element *e = NULL;
     rc = ferry__iter_next(it->input, &e, st);
     if (rc) {
         if (rc == FERRY_END || rc > 0)
-            return ferry__fail(st, FERRY_ECORRUPT, "unbatch: restoring: the input ended where the saved state expects "
+            return ferry__fail(st, FERRY_ECORRUPT,
+                               "unbatch: restoring: the input ended where the saved state expects "
                                "the element being split (the input is not deterministic?)");
         ferry__status_prefix(st, "unbatch: restoring: the input failed on the element being split");
         return rc;
@@ -159,8 +165,10 @@ static int restore_mid(unbatch_it *it, ferry__reader *state, ferry__status *st) 
     int64_t rows = 0;
     rc = check_rows(e, ds->ncomp, &rows, st);
     if (!rc && idx >= rows)
-        rc = ferry__fail(st, FERRY_ECORRUPT, "unbatch: restoring: the saved row %lld is not below the element's %lld "
-                         "rows", (long long)idx, (long long)rows);
+        rc = ferry__fail(st, FERRY_ECORRUPT,
+                         "unbatch: restoring: the saved row %lld is not below the element's %lld "
+                         "rows",
+                         (long long)idx, (long long)rows);
     if (rc) {
         ferry_element_free(e);
         return rc;
@@ -211,8 +219,8 @@ int ferry_dataset_unbatch(ferry_dataset *in, const ferry_unbatch_options *opts, 
         } else if (rows >= 0 && d != rows) {
             return ferry__set_last_error(FERRY_EINVAL,
                                          "%s: component %zu has dim 0 of %lld but an earlier "
-                                         "component has %lld; all components must agree on dim 0", __func__,
-                                         c, (long long)d, (long long)rows);
+                                         "component has %lld; all components must agree on dim 0",
+                                         __func__, c, (long long)d, (long long)rows);
         } else {
             rows = d;
         }

@@ -122,7 +122,8 @@ static int zip_make(ferry_dataset *ds, const ferry__ictx *ctx, ferry__reader *st
     if (!rc && state) {
         uint8_t done = 0;
         rc = ferry__r_u8(state, &done, st);
-        if (!rc && done > 1) rc = ferry__fail(st, FERRY_ECORRUPT, "zip: saved end flag is %u, not 0 or 1", (unsigned)done);
+        if (!rc && done > 1)
+            rc = ferry__fail(st, FERRY_ECORRUPT, "zip: saved end flag is %u, not 0 or 1", (unsigned)done);
         it->done = done == 1;
     }
     for (size_t i = 0; !rc && i < it->n; i++) rc = ferry__iter_make(ds->inputs[i], ctx, state, &it->inputs[i], st);

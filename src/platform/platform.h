@@ -28,7 +28,9 @@ typedef struct ferry__mutex {
     pthread_mutex_t m;
 } ferry__mutex;
 /* For a mutex with static storage (needs no ferry__mutex_init and is never destroyed). */
+/* clang-format off */
 #define FERRY__MUTEX_INITIALIZER {PTHREAD_MUTEX_INITIALIZER}
+/* clang-format on */
 
 typedef struct ferry__cond {
     pthread_cond_t c;
