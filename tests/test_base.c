@@ -3,7 +3,8 @@
  * force, release, the peak, a wait that another thread's release ends, a wait that a
  * cancellation or the force flag ends), the cancel tree (firing reaches every scope below and
  * calls their wakers, never the scopes above; removed wakers are not called), the little-endian
- * loads and stores, the random generator's determinism and range, and user-given spec checks.
+ * loads and stores, the random generator's determinism and range, user-given spec checks, and
+ * anchors (snapshot, save at the consumer's position, restore there, prune).
  * Every wait here waits for the state it tests (a flag another thread sets), never for time.
  */
 #include "stream_check.h"
@@ -186,4 +187,61 @@ TEST(spec_validation_names_the_field) {
     ferry_tensor_spec neg = {FERRY_DTYPE_INT64, {1, {-7}}};
     ASSERT_EQ(ferry__spec_validate(&neg, "g", "options.specs", 0), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "dims[0] is -7");
+}
+
+/* ---- anchors ------------------------------------------------------------------------------- */
+static int64_t next_value(ferry__iter *it) {
+    ferry_element *e = NULL;
+    ferry__status st;
+    int rc = ferry__iter_next(it, &e, &st);
+    if (rc) return rc == FERRY_END ? -1 : -2;
+    int64_t v = *(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0));
+    ferry_element_free(e);
+    return v;
+}
+
+/* The driving thread runs ahead of the consumer; a save at the consumer's position writes the
+ * latest snapshot at or before it and the positions to replay; restore lands exactly there, and
+ * pruning keeps what a later save needs. */
+TEST(anchor_restores_the_consumer_position_from_a_snapshot) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000, 1, NULL, &ds));
+    ferry__cancel root;
+    ASSERT_OK(ferry__cancel_init(&root, NULL));
+    ferry__ictx ictx = {.rt = rt, .cancel = &root};
+    ferry__status st;
+    ferry__iter *in;
+    ASSERT_OK(ferry__iter_make(ds, &ictx, NULL, &in, &st));
+    ferry__anchor a;
+    ASSERT_OK(ferry__anchor_init(&a, rt, 16, &st));
+    ASSERT_OK(ferry__anchor_take(&a, in, 0, true, &st));
+    for (int64_t pos = 1; pos <= 300; pos++) {
+        ASSERT_EQ(next_value(in), pos - 1);
+        ASSERT_OK(ferry__anchor_take(&a, in, pos, false, &st));
+    }
+    ASSERT(a.n >= 2);
+    int64_t consumers[] = {0, 5, 150, 299, 300};
+    for (size_t k = 0; k < sizeof consumers / sizeof consumers[0]; k++) {
+        int64_t c = consumers[k];
+        ferry__writer w;
+        ferry__writer_init(&w, &rt->alloc);
+        if (k == 3) ferry__anchor_prune(&a, 150); /* a save at 150 was the last one that could need older */
+        ASSERT_OK(ferry__anchor_write(&a, c, &w, &st));
+        ASSERT(!w.failed);
+        ferry__reader r;
+        ferry__reader_init(&r, w.data, w.size);
+        ferry__iter *back;
+        int64_t replayed = -1;
+        ASSERT_OK(ferry__anchor_restore(ds, &ictx, &r, &back, &replayed, &st));
+        ASSERT(replayed >= 0 && replayed <= c);
+        ASSERT_EQ(next_value(back), c); /* exactly the consumer's next */
+        ferry__iter_free(back);
+        ferry__writer_fini(&w);
+    }
+    ferry__anchor_fini(&a);
+    ferry__iter_free(in);
+    ferry__cancel_fini(&root);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
 }

@@ -175,6 +175,35 @@ TEST(a_fused_stage_shows_both_names) {
     rt_done(rt);
 }
 
+TEST(a_name_is_not_part_of_the_fingerprint) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *a, *b;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 50, 1, NULL, &a));
+    CHAIN(a, ferry_dataset_map(a, identity, NULL, &(ferry_map_options){.name = "before"}, OUT));
+    ASSERT_OK(ferry_dataset_range(rt, 0, 50, 1, &(ferry_range_options){.name = "ids"}, &b));
+    CHAIN(b, ferry_dataset_map(b, identity, NULL, &(ferry_map_options){.name = "after"}, OUT));
+    ASSERT_EQ(ferry_dataset_fingerprint(a), ferry_dataset_fingerprint(b));
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(a, NULL, &it));
+    ferry_element *e;
+    for (int i = 0; i < 7; i++) {
+        ASSERT_OK(ferry_iterator_next(it, &e));
+        ferry_element_free(e);
+    }
+    ferry_blob *state;
+    ASSERT_OK(ferry_iterator_save(it, &state));
+    ferry_iterator_free(it);
+    ASSERT_OK(ferry_iterator_restore(b, ferry_blob_data(state), ferry_blob_size(state), NULL, &it));
+    ASSERT_OK(ferry_iterator_next(it, &e)); /* renamed stages: the state still fits */
+    ASSERT_EQ(*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)), 7);
+    ferry_element_free(e);
+    ferry_iterator_free(it);
+    ferry_blob_free(state);
+    ferry_dataset_unref(a);
+    ferry_dataset_unref(b);
+    rt_done(rt);
+}
+
 /* ---- user_free ------------------------------------------------------------------------------ */
 typedef struct owned {
     atomic_int freed;

@@ -77,22 +77,17 @@ int ferry__exec_init(ferry__exec *x, ferry_runtime *rt, int max_busy) {
     atomic_init(&x->queued, 0);
     atomic_init(&x->spinning, 0);
     if (ferry__mutex_init(&x->mu)) return FERRY_ENOMEM;
-    if (ferry__cond_init(&x->cv_work)) {
-        ferry__mutex_destroy(&x->mu);
-        return FERRY_ENOMEM;
-    }
-    if (ferry__cond_init(&x->cv_done)) {
-        ferry__cond_destroy(&x->cv_work);
-        ferry__mutex_destroy(&x->mu);
-        return FERRY_ENOMEM;
-    }
-    if (ferry__cond_init(&x->cv_core)) {
-        ferry__cond_destroy(&x->cv_done);
-        ferry__cond_destroy(&x->cv_work);
-        ferry__mutex_destroy(&x->mu);
-        return FERRY_ENOMEM;
-    }
+    if (ferry__cond_init(&x->cv_work)) goto fail_mu;
+    if (ferry__cond_init(&x->cv_done)) goto fail_work;
+    if (ferry__cond_init(&x->cv_core)) goto fail_done;
     return FERRY_OK;
+fail_done:
+    ferry__cond_destroy(&x->cv_done);
+fail_work:
+    ferry__cond_destroy(&x->cv_work);
+fail_mu:
+    ferry__mutex_destroy(&x->mu);
+    return FERRY_ENOMEM;
 }
 
 void ferry__exec_fini(ferry__exec *x) {

@@ -492,44 +492,44 @@ static int parse_payload(fc_it *it, const uint8_t *p, size_t len, ferry_element 
     if (!e) return -1;
     ferry__status st;
     for (size_t c = 0; c < ds->ncomp; c++) {
-        if (end - p < 4) goto bad;
+        if (end - p < 4) goto fail;
         ferry_dtype dt = (ferry_dtype)p[0];
         int rank = p[1];
         p += 4;
-        if ((int)dt <= 0 || dt >= FERRY_DTYPE_COUNT || rank > FERRY_MAX_RANK || end - p < 8 * rank) goto bad;
+        if ((int)dt <= 0 || dt >= FERRY_DTYPE_COUNT || rank > FERRY_MAX_RANK || end - p < 8 * rank) goto fail;
         int64_t dims[FERRY_MAX_RANK];
         for (int d = 0; d < rank; d++) dims[d] = (int64_t)ferry__load_le64(p + 8 * d);
         p += 8 * rank;
         int64_t n = ferry__num_entries(rank, dims);
-        if (n < 0) goto bad;
+        if (n < 0) goto fail;
         ferry_tensor *t = NULL;
         if (dt == FERRY_DTYPE_BYTES) {
-            if ((uint64_t)(end - p) / 8 < (uint64_t)n + 1) goto bad;
+            if ((uint64_t)(end - p) / 8 < (uint64_t)n + 1) goto fail;
             const uint8_t *offs = p;
             p += 8 * ((size_t)n + 1);
             uint64_t blob = ferry__load_le64(offs + 8 * (size_t)n);
-            if (ferry__load_le64(offs) != 0 || blob > (uint64_t)(end - p)) goto bad;
+            if (ferry__load_le64(offs) != 0 || blob > (uint64_t)(end - p)) goto fail;
             for (int64_t k = 0; k < n; k++)
-                if (ferry__load_le64(offs + 8 * k) > ferry__load_le64(offs + 8 * (k + 1))) goto bad;
-            if (ferry__tensor_new_bytes(rt, rank, dims, (size_t)blob, &t, &st)) goto bad;
+                if (ferry__load_le64(offs + 8 * k) > ferry__load_le64(offs + 8 * (k + 1))) goto fail;
+            if (ferry__tensor_new_bytes(rt, rank, dims, (size_t)blob, &t, &st)) goto fail;
             uint64_t *o = ferry__tensor_offsets(t);
             for (int64_t k = 0; k <= n; k++) o[k] = ferry__load_le64(offs + 8 * k);
             memcpy(ferry__tensor_blob_mut(t), p, (size_t)blob);
             p += blob;
         } else {
             size_t sz = ferry_dtype_size(dt);
-            if ((uint64_t)n > (uint64_t)(end - p) / sz) goto bad;
-            if (ferry__tensor_new(rt, dt, rank, dims, &t, &st)) goto bad;
+            if ((uint64_t)n > (uint64_t)(end - p) / sz) goto fail;
+            if (ferry__tensor_new(rt, dt, rank, dims, &t, &st)) goto fail;
             memcpy(t->data, p, (size_t)n * sz);
             p += (size_t)n * sz;
         }
         e->t[c] = t;
-        if (ferry__spec_check(&ds->specs[c], t, "cached element", &st)) goto bad;
+        if (ferry__spec_check(&ds->specs[c], t, "cached element", &st)) goto fail;
     }
-    if (p != end) goto bad;
+    if (p != end) goto fail;
     *out = e;
     return FERRY_OK;
-bad:
+fail:
     ferry_element_free(e);
     return -1;
 }
