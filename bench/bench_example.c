@@ -26,6 +26,7 @@
 #include "ferry.h"
 
 #include "bench_util.h"
+#include "../tests/taxi_features.h"
 
 #define DIE(...)                                                                                                       \
     do {                                                                                                               \
@@ -34,29 +35,6 @@
         exit(1);                                                                                                       \
     } while (0)
 
-static const struct {
-    const char *key;
-    ferry_dtype dtype;
-} taxi[18] = {
-    {"company", FERRY_DTYPE_BYTES},
-    {"dropoff_census_tract", FERRY_DTYPE_INT64},
-    {"dropoff_community_area", FERRY_DTYPE_INT64},
-    {"dropoff_latitude", FERRY_DTYPE_FLOAT32},
-    {"dropoff_longitude", FERRY_DTYPE_FLOAT32},
-    {"fare", FERRY_DTYPE_FLOAT32},
-    {"payment_type", FERRY_DTYPE_BYTES},
-    {"pickup_census_tract", FERRY_DTYPE_INT64},
-    {"pickup_community_area", FERRY_DTYPE_INT64},
-    {"pickup_latitude", FERRY_DTYPE_FLOAT32},
-    {"pickup_longitude", FERRY_DTYPE_FLOAT32},
-    {"tips", FERRY_DTYPE_FLOAT32},
-    {"trip_miles", FERRY_DTYPE_FLOAT32},
-    {"trip_seconds", FERRY_DTYPE_INT64},
-    {"trip_start_day", FERRY_DTYPE_INT64},
-    {"trip_start_hour", FERRY_DTYPE_INT64},
-    {"trip_start_month", FERRY_DTYPE_INT64},
-    {"trip_start_timestamp", FERRY_DTYPE_INT64},
-};
 
 static ferry_example_parser *make_parser(ferry_runtime *rt, bool varlen) {
     ferry_tensor *zero_i, *zero_f, *empty;

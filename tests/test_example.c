@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "runner.h"
+#include "taxi_features.h"
 
 #include "core/core.h"
 
@@ -1849,31 +1850,8 @@ TEST(real_penguin_gzip) {
     rt_done(rt);
 }
 
-/* The Chicago taxi features of the csv_example_gen shards, read as VARLEN (empty Features give
- * 0 values), and the ones that are never empty as FIXED. */
-static const struct {
-    const char *key;
-    ferry_dtype dtype;
-} taxi[] = {
-    {"company", FERRY_DTYPE_BYTES},
-    {"dropoff_census_tract", FERRY_DTYPE_INT64},
-    {"dropoff_community_area", FERRY_DTYPE_INT64},
-    {"dropoff_latitude", FERRY_DTYPE_FLOAT32},
-    {"dropoff_longitude", FERRY_DTYPE_FLOAT32},
-    {"fare", FERRY_DTYPE_FLOAT32},
-    {"payment_type", FERRY_DTYPE_BYTES},
-    {"pickup_census_tract", FERRY_DTYPE_INT64},
-    {"pickup_community_area", FERRY_DTYPE_INT64},
-    {"pickup_latitude", FERRY_DTYPE_FLOAT32},
-    {"pickup_longitude", FERRY_DTYPE_FLOAT32},
-    {"tips", FERRY_DTYPE_FLOAT32},
-    {"trip_miles", FERRY_DTYPE_FLOAT32},
-    {"trip_seconds", FERRY_DTYPE_INT64},
-    {"trip_start_day", FERRY_DTYPE_INT64},
-    {"trip_start_hour", FERRY_DTYPE_INT64},
-    {"trip_start_month", FERRY_DTYPE_INT64},
-    {"trip_start_timestamp", FERRY_DTYPE_INT64},
-};
+/* The Chicago taxi features (taxi_features.h) of the csv_example_gen shards are read as VARLEN
+ * (empty Features give 0 values), and the ones that are never empty as FIXED. */
 #define NTAXI (sizeof taxi / sizeof taxi[0])
 
 TEST(real_csv_example_gen_shards) {
