@@ -36,10 +36,13 @@ typedef struct budget_waiter {
     _Atomic int started, rc, done;
 } budget_waiter;
 
+static bool flag_is_set(void *flag) { return atomic_load((const _Atomic int *)flag) != 0; }
+
 static void *budget_wait_thread(void *arg) {
     budget_waiter *w = arg;
     atomic_store(&w->started, 1);
-    atomic_store(&w->rc, ferry__budget_wait(w->b, w->n, w->cancelled, w->force));
+    atomic_store(&w->rc, ferry__budget_wait(w->b, w->n, w->cancelled, w->force ? flag_is_set : NULL,
+                                            (void *)(uintptr_t)w->force));
     atomic_store(&w->done, 1);
     return NULL;
 }

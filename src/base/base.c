@@ -714,7 +714,7 @@ void ferry__budget_force(ferry__budget *b, size_t n) {
     note_peak(b, now);
 }
 
-int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled, const _Atomic int *force_now) {
+int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled, bool (*force)(void *arg), void *arg) {
     if (ferry__budget_try(b, n)) return FERRY_OK;
     ferry__mutex_lock(&b->mu);
     atomic_fetch_add(&b->waiters, 1);
@@ -725,7 +725,7 @@ int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled,
             rc = FERRY_ECANCELED;
             break;
         }
-        if (force_now && atomic_load(force_now)) {
+        if (force && force(arg)) {
             ferry__budget_force(b, n);
             break;
         }

@@ -212,10 +212,12 @@ void ferry__budget_fini(ferry__budget *b);
 bool ferry__budget_try(ferry__budget *b, size_t n);
 /* Counts n bytes whether or not they fit (the one element a stage may always hold). */
 void ferry__budget_force(ferry__budget *b, size_t n);
-/* Waits until n bytes fit, then counts them. Returns FERRY_OK, or FERRY_ECANCELED when
- * `cancelled` (polled, may be NULL) turns true; the wait polls it every millisecond. If
- * `*force_now` is not NULL and becomes true while waiting, counts the bytes anyway. */
-int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled, const _Atomic int *force_now);
+/* Waits until n bytes fit under the budget and counts them, or counts them anyway (forced) as
+ * soon as force(arg) returns true (force may be NULL). `cancelled` (may be NULL) and force are
+ * polled whenever the budget changes and at least every millisecond; ferry__budget_poke wakes
+ * the waiters at once. Returns FERRY_OK, or FERRY_ECANCELED (nothing counted) once *cancelled is
+ * nonzero. */
+int ferry__budget_wait(ferry__budget *b, size_t n, const _Atomic int *cancelled, bool (*force)(void *arg), void *arg);
 void ferry__budget_release(ferry__budget *b, size_t n);
 
 /* ---- random generators and hashing ------------------------------------------------------ */

@@ -24,29 +24,6 @@ bool ferry__spin_adaptive(ferry__spinner *s, bool (*ready)(void *arg), void *arg
     return ok;
 }
 
-int ferry__budget_wait_or_force(ferry__budget *b, size_t n, const _Atomic int *cancelled, bool (*force)(void *arg),
-                                void *arg) {
-    if (ferry__budget_try(b, n)) return FERRY_OK;
-    ferry__mutex_lock(&b->mu);
-    atomic_fetch_add(&b->waiters, 1);
-    int rc = FERRY_OK;
-    for (;;) {
-        if (ferry__budget_try(b, n)) break;
-        if (cancelled && atomic_load(cancelled)) {
-            rc = FERRY_ECANCELED;
-            break;
-        }
-        if (force && force(arg)) {
-            ferry__budget_force(b, n);
-            break;
-        }
-        ferry__cond_timedwait(&b->cv, &b->mu, 1000000);
-    }
-    atomic_fetch_sub(&b->waiters, 1);
-    ferry__mutex_unlock(&b->mu);
-    return rc;
-}
-
 void ferry__budget_poke(ferry__budget *b) {
     if (atomic_load(&b->waiters) > 0) {
         ferry__mutex_lock(&b->mu);

@@ -46,14 +46,7 @@ typedef struct ferry__spinner {
 /* ferry__spin_until with the spinner's budget, adapting it. */
 bool ferry__spin_adaptive(ferry__spinner *s, bool (*ready)(void *arg), void *arg);
 
-/* Waits until n bytes fit under the budget and counts them, like ferry__budget_wait, except that
- * it counts them anyway (forced) as soon as force(arg) returns true. force is polled whenever
- * the budget changes and at least every millisecond; ferry__budget_poke wakes the pollers at
- * once. Returns FERRY_OK, or FERRY_ECANCELED (nothing counted) once *cancelled is nonzero. */
-int ferry__budget_wait_or_force(ferry__budget *b, size_t n, const _Atomic int *cancelled, bool (*force)(void *arg),
-                                void *arg);
-
-/* Wakes every thread waiting in ferry__budget_wait / ferry__budget_wait_or_force so that it
+/* Wakes every thread waiting in ferry__budget_wait so that it
  * re-checks its force condition. Cheap (one atomic load) when nobody waits. */
 void ferry__budget_poke(ferry__budget *b);
 

@@ -787,6 +787,10 @@ int ferry__anchor_take(ferry__anchor *a, ferry__iter *input, int64_t pos, bool f
 /* Called at save time with the consumer's position: writes the snapshot and the replay count;
  * forgets snapshots older than the one used. */
 int ferry__anchor_write(ferry__anchor *a, int64_t consumer_pos, ferry__writer *w, ferry__status *st);
+/* For an op whose input is not running ahead now (inline, or a pass-through): writes the input's
+ * state as it is, in ferry__anchor_write's format (nothing to replay), so that
+ * ferry__anchor_restore reads either. `op` names the op in messages. */
+int ferry__anchor_write_now(ferry__iter *input, ferry_runtime *rt, ferry__writer *w, const char *op, ferry__status *st);
 /* Consumer side: forgets snapshots that no save can need any more (call every `period`). */
 void ferry__anchor_prune(ferry__anchor *a, int64_t consumer_pos);
 /* Reads what ferry__anchor_write wrote, makes the input iterator from it and replays to the

@@ -321,6 +321,21 @@ int ferry__anchor_write(ferry__anchor *a, int64_t consumer_pos, ferry__writer *w
     return FERRY_OK;
 }
 
+int ferry__anchor_write_now(ferry__iter *input, ferry_runtime *rt, ferry__writer *w, const char *op,
+                            ferry__status *st) {
+    ferry__writer sub;
+    ferry__writer_init(&sub, &rt->alloc);
+    int rc = ferry__iter_save(input, &sub, st);
+    if (rc == FERRY_OK && sub.failed) rc = ferry__fail(st, FERRY_ENOMEM, "%s: growing the state buffer failed", op);
+    if (rc == FERRY_OK) {
+        ferry__w_u64(w, 0);
+        ferry__w_u64(w, sub.size);
+        ferry__w_bytes(w, sub.data, sub.size);
+    }
+    ferry__writer_fini(&sub);
+    return rc;
+}
+
 int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__reader *r, ferry__iter **out,
                           int64_t *replayed, ferry__status *st) {
     *out = NULL;

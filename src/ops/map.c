@@ -867,7 +867,7 @@ static bool map_deposit(map_it *m, int64_t s0, map_res *items, int64_t k, bool f
         int64_t t0 = ferry__now_ns();
         map_stall_begin(m);
         bool blocked = ferry__exec_block_begin(&m->rt->exec);
-        int rc = ferry__budget_wait_or_force(b, res_bytes(&items[i]), &m->sg.scope.flag, map_at_head, &a);
+        int rc = ferry__budget_wait(b, res_bytes(&items[i]), &m->sg.scope.flag, map_at_head, &a);
         ferry__exec_block_end(&m->rt->exec, blocked, true);
         map_stall_end(m);
         ferry__stage_time(&m->sg, FERRY__TIME_WAIT_CONSUMER, ferry__now_ns() - t0);
@@ -1596,19 +1596,7 @@ static int map_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
         ferry__w_u64(w, (uint64_t)rs[i].len);
     }
     ferry__free(m->rt, rs);
-    if (m->nthreads == 0) {
-        ferry__writer sub;
-        ferry__writer_init(&sub, &m->rt->alloc);
-        int rc = ferry__iter_save(m->input, &sub, st);
-        if (rc == FERRY_OK && sub.failed) rc = ferry__fail(st, FERRY_ENOMEM, "map: growing the state buffer failed");
-        if (rc == FERRY_OK) {
-            ferry__w_u64(w, 0);
-            ferry__w_u64(w, sub.size);
-            ferry__w_bytes(w, sub.data, sub.size);
-        }
-        ferry__writer_fini(&sub);
-        return rc;
-    }
+    if (m->nthreads == 0) return ferry__anchor_write_now(m->input, m->rt, w, "map", st);
     if (m->anchor_failed) {
         ferry__status_copy(st, &m->anchor_st);
         ferry__status_prefix(st, "map: saving the input's state failed");

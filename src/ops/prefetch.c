@@ -204,7 +204,7 @@ static int pf_charge(pf_it *it, size_t bytes) {
     if (atomic_load(&it->cons_sleeping)) ferry__cond_signal(&it->sg.cv_cons);
     ferry__mutex_unlock(&it->sg.mu);
     bool blocked = ferry__exec_block_begin(&it->rt->exec);
-    int rc = ferry__budget_wait_or_force(b, bytes, &it->sg.scope.flag, pf_force_now, it);
+    int rc = ferry__budget_wait(b, bytes, &it->sg.scope.flag, pf_force_now, it);
     ferry__exec_block_end(&it->rt->exec, blocked, true);
     atomic_store(&it->prod_stalled, 0);
     ferry__stage_time(&it->sg, FERRY__TIME_WAIT_CONSUMER, ferry__now_ns() - t0);
@@ -447,20 +447,7 @@ static int pf_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status 
 static int pf_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
     pf_it *it = (pf_it *)it_;
     ferry__w_i64(w, it->base_pos + it->pos);
-    if (it->passthrough) {
-        ferry__writer sub;
-        ferry__writer_init(&sub, &it->rt->alloc);
-        int rc = ferry__iter_save(it->input, &sub, st);
-        if (rc == FERRY_OK && sub.failed)
-            rc = ferry__fail(st, FERRY_ENOMEM, "prefetch: growing the state buffer failed");
-        if (rc == FERRY_OK) {
-            ferry__w_u64(w, 0);
-            ferry__w_u64(w, sub.size);
-            ferry__w_bytes(w, sub.data, sub.size);
-        }
-        ferry__writer_fini(&sub);
-        return rc;
-    }
+    if (it->passthrough) return ferry__anchor_write_now(it->input, it->rt, w, "prefetch", st);
     if (it->anchor_failed) {
         ferry__status_copy(st, &it->anchor_st);
         ferry__status_prefix(st, "prefetch: saving the input's state failed");
