@@ -28,6 +28,9 @@ typedef struct sim {
     double bytes_per_elem;
     double wait_in, room; /* the buffer's signals */
     double consumer_rate; /* elements/s the consumer takes at most (0: no limit) */
+    double consumer_cpu;  /* cores the consumer computes on (a training step), besides the stage */
+    double wait_share;    /* of the consumer's time, waiting for the pipeline (0: 0.9, or 0.02
+                             when the consumer limits) */
     bool tune_par, tune_buf;
 } sim;
 
@@ -40,7 +43,7 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
         if (!s->rate_of && rate * s->c > budget) rate = budget / s->c;
         bool consumer_limits = s->consumer_rate > 0 && rate >= s->consumer_rate;
         if (consumer_limits) rate = s->consumer_rate;
-        double cpu = rate * s->c;
+        double cpu = rate * s->c + s->consumer_cpu;
         if (cpu > worst_cpu) worst_cpu = cpu;
         ferry__mgroup g[3];
         memset(g, 0, sizeof g);
@@ -60,7 +63,9 @@ static double sim_run(ferry__tuner *tu, sim *s, int budget, int windows) {
                           .n = 2,
                           .elems = (int64_t)elems,
                           .wall = 0.1,
-                          .wait_share = consumer_limits ? 0.02 : 0.9,
+                          .wait_share = s->wait_share > 0 ? s->wait_share
+                                        : consumer_limits ? 0.02
+                                                          : 0.9,
                           .cpu_per_elem = s->c,
                           .bound = fmin(1024 / s->t, budget / s->c),
                           .head = rate,
@@ -115,6 +120,46 @@ TEST(cpu_bound_stage_gets_the_budgets_cores) {
     ASSERT_LE(cpu, 4.0 + 1e-9); /* never past the budget */
     ASSERT_EQ(log_has(&tu, FERRY_TUNE_KEPT), true);
     ASSERT_EQ(log_has(&tu, FERRY_TUNE_SETTLED), true);
+    ferry__tuner_fini(&tu);
+    rt_done(rt);
+}
+
+static bool log_says(const ferry__tuner *tu, ferry_tune_outcome o, const char *words) {
+    ferry_tune_decision d[FERRY__TUNE_LOG];
+    size_t n;
+    ferry__tuner_log(tu, d, FERRY__TUNE_LOG, &n);
+    for (size_t i = 0; i < n; i++)
+        if (d[i].outcome == o && strstr(d[i].why, words)) return true;
+    return false;
+}
+
+/* The training demo's shape: a CPU-bound stage on one thread and a consumer that computes most
+ * of the time, 1.7 of 2 cores busy. A second thread would share the cores with the consumer:
+ * not tried. Before a consumer that mostly waits, the same stage's thread is tried. */
+TEST(no_thread_that_would_share_the_cores_with_a_computing_consumer) {
+    ferry_runtime *rt = rt_new();
+    ferry__tuner tu;
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, 1 << 20));
+    sim s = {.t = 250e-6,
+             .c = 250e-6,
+             .par = 1,
+             .par_max = 32,
+             .buf = 16,
+             .buf_max = 64,
+             .tune_par = true,
+             .consumer_cpu = 0.7,
+             .wait_share = 0.34};
+    sim_run(&tu, &s, 2, 30);
+    ASSERT_EQ(s.par, 1);
+    ASSERT_EQ(log_has(&tu, FERRY_TUNE_KEPT) || log_has(&tu, FERRY_TUNE_BACKED_OUT), false); /* no trial */
+    ASSERT(log_says(&tu, FERRY_TUNE_SETTLED, "share the cores with the consumer"));
+    ferry__tuner_fini(&tu);
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, 1 << 20));
+    s.par = 1;
+    s.consumer_cpu = 0.1;
+    s.wait_share = 0.9;
+    sim_run(&tu, &s, 2, 30);
+    ASSERT_EQ(log_has(&tu, FERRY_TUNE_BACKED_OUT), true); /* tried (and over the budget here) */
     ferry__tuner_fini(&tu);
     rt_done(rt);
 }
@@ -373,6 +418,22 @@ TEST(sleeping_map_gets_more_threads_than_cores_and_keeps_its_order) {
     ASSERT_OK(ferry_iterator_report_json(it, &json));
     ASSERT_STR_CONTAINS((const char *)ferry_blob_data(json), "\"autotune\":[");
     ferry_blob_free(json);
+    ferry_iterator_free(it);
+    /* The dataset's next iterator (the next epoch's) starts where this one's tuner got to: the
+     * map's threads it kept (at least 4: 1 -> 2 -> 4 were kept before 8 was tried), not the
+     * starting cpu_budget - 1. */
+    ASSERT_OK(ferry_iterator_create(p, NULL, &it));
+    int64_t par = 0;
+    for (i = 0; i < 4 && par <= ro.cpu_budget; i++) {
+        ferry_element *e;
+        ASSERT_OK(ferry_iterator_next(it, &e));
+        ASSERT_EQ(*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 0)), i);
+        ferry_element_free(e);
+        ASSERT_OK(ferry_iterator_stats(it, s, 4, &cnt));
+        for (size_t k = 0; k < cnt && k < 4; k++)
+            if (!strcmp(s[k].name, "map")) par = s[k].parallelism;
+    }
+    ASSERT_EQ(par > ro.cpu_budget, true);
     ferry_iterator_free(it);
     ferry_dataset_unref(p);
     rt_done(rt);

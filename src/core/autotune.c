@@ -202,7 +202,12 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
                  * the process leaves a core unused (the model may be wrong: the trial finds out). */
                 double per_thread = g->k > 0 ? g->c * in->rate / g->k : 1.0;
                 bool room = in->cpu_per_s + fmin(per_thread, 1.0) <= budget + TUNE_CPU_SLACK;
-                target = (need > k || room) && k < t->cpu_budget ? k + 1 : k;
+                /* Past the free cores, its new thread computes only where the consumer leaves a
+                 * core: a consumer that computes most of the time (a training step) would share
+                 * the cores with it and lose what the stage gains (the demo's map_and_batch:
+                 * 1 -> 2 threads measured no faster, every epoch). */
+                bool shares = !room && m->wait_share < 0.5;
+                target = ((need > k && !shares) || room) && k < t->cpu_budget ? k + 1 : k;
             }
             target = FERRY__MIN(target, s->par_max);
             if (target > k) {
@@ -267,8 +272,12 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             why = "the slowest stage's threads are not busy";
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && in->st[w].par >= in->st[w].par_max)
             why = "the slowest stage has the most threads it may have";
-        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par)
-            why = "more threads were tried or the cpu budget is spent";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && (t->tried[w] & 1))
+            why = "more threads for the slowest stage were tried and did not pay";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && m->wait_share < 0.5 &&
+                 in->st[w].par < t->cpu_budget)
+            why = "a thread more would share the cores with the consumer, which computes most of the time";
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par) why = "the cpu budget is spent";
         tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "%s", why);
     }
     t->said_steady = true;
@@ -405,6 +414,7 @@ struct ferry__autotune {
     int cores;   /* online cores */
     int64_t win_start_ns, in_next0, first_ns, proc_cpu0;
     bool started;
+    bool whole; /* made completely: what it learns goes to the dataset's memo when it ends */
 };
 
 static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pipe *p) {
@@ -424,6 +434,12 @@ static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pip
                                  .assemble = s[i].assemble_ns,
                                  .lock = s[i].lock_wait_ns};
     }
+}
+
+/* The dataset node that keeps what the tuner learnt of pipe node i (ferry_dataset.memo_*). */
+static ferry_dataset *tune_home(ferry__pipe *p, size_t i) {
+    ferry_dataset *ds = (ferry_dataset *)(uintptr_t)p->nodes[i].ds; /* the memo is its mutable part */
+    return ds->tune_home ? ds->tune_home : ds;
 }
 
 int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out) {
@@ -455,12 +471,39 @@ int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out) {
         ferry__autotune_free(a);
         return FERRY_ENOMEM;
     }
+    /* What earlier iterators of the dataset learnt: the knobs they chose are set at the first
+     * tick, and the moves they backed out of are not tried again until the rates drift. */
+    for (size_t i = 0; i < n; i++) {
+        ferry_dataset *home = tune_home(p, i);
+        a->chosen_par[i] = atomic_load_explicit(&home->memo_par, memory_order_relaxed);
+        a->chosen_buf[i] = atomic_load_explicit(&home->memo_buf, memory_order_relaxed);
+        a->tuner.set[i] = (uint8_t)atomic_load_explicit(&home->memo_set, memory_order_relaxed);
+        a->tuner.tried[i] = (uint8_t)atomic_load_explicit(&home->memo_tried, memory_order_relaxed);
+    }
+    a->whole = true;
     *out = a;
     return FERRY_OK;
 }
 
 void ferry__autotune_free(ferry__autotune *a) {
     if (!a) return;
+    if (a->whole) { /* for the dataset's next iterator */
+        ferry__pipe *p = ferry__iterator_pipe(a->it);
+        const ferry__tune_move *tr = a->tuner.phase == TUNE_TRIAL ? &a->tuner.trial : NULL;
+        for (size_t i = 0; i < a->n; i++) {
+            ferry_dataset *home = tune_home(p, i);
+            int par = a->chosen_par[i];
+            int64_t buf = a->chosen_buf[i];
+            if (tr && (size_t)tr->stage == i) { /* a trial not judged yet: what it started from */
+                if (tr->par) par = (a->tuner.set[i] & 1) ? tr->from_par : 0;
+                if (tr->buf) buf = (a->tuner.set[i] & 2) ? tr->from_buf : 0;
+            }
+            atomic_store_explicit(&home->memo_par, par, memory_order_relaxed);
+            atomic_store_explicit(&home->memo_buf, buf, memory_order_relaxed);
+            atomic_store_explicit(&home->memo_set, a->tuner.set[i], memory_order_relaxed);
+            atomic_store_explicit(&home->memo_tried, a->tuner.tried[i], memory_order_relaxed);
+        }
+    }
     if (a->granted) ferry__exec_grant(&a->rt->exec, -a->granted);
     ferry__tuner_fini(&a->tuner);
     ferry_runtime *rt = a->rt;
@@ -502,6 +545,14 @@ void ferry__autotune_tick(ferry__autotune *a, int64_t now) {
         a->proc_cpu0 = ferry__process_cpu_ns();
         a->first_ns = clk->first_ns ? clk->first_ns : now;
         a->started = true;
+        for (size_t i = 0; i < a->n; i++) { /* what earlier iterators chose, at once */
+            ferry__knobs k;
+            if ((a->chosen_par[i] || a->chosen_buf[i]) && ferry__pipe_knobs_get(p, i, &k) == FERRY_OK &&
+                k.serial != a->stage_seen[i]) {
+                ferry__pipe_set_knobs(p, i, a->chosen_par[i], a->chosen_buf[i], NULL, NULL);
+                a->stage_seen[i] = k.serial;
+            }
+        }
         return;
     }
     int64_t dt = now - a->win_start_ns;

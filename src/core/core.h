@@ -400,7 +400,16 @@ struct ferry_dataset {
                                   right above would only add a handoff */
     bool assembles;  /* inline, its own time is copying rows into batches (batch,
                                   padded_batch): the stats show it as assembling, not work */
-    bool unordered;  /* element order depends on thread timing (a relaxed-order op here
+    /* What the autotuner learnt about this node's stage, kept for the dataset's next iterator
+     * (each epoch's, as a tf.data user iterates a dataset once per epoch): the threads and
+     * buffer it chose (0: none), the knobs it set and the moves it backed out of (the tuner's
+     * `set` and `tried` bits). The one mutable part of a dataset: atomics, written when an
+     * iterator's tuner ends, read when the next one starts. A node made by a rewrite keeps it on
+     * the node it replaces (tune_home). */
+    _Atomic int memo_par, memo_set, memo_tried;
+    _Atomic int64_t memo_buf;
+    ferry_dataset *tune_home; /* NULL: this node (borrowed: the rewritten node references it) */
+    bool unordered;           /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
                                   op that replays this input from an anchor snapshots it at every
                                   position, since replaying "the next n" is not reproducible */

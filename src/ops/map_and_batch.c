@@ -142,6 +142,7 @@ void ferry__map_and_batch_rewrite(ferry_dataset *batch, int64_t n, bool drop, fe
     ds->no_errors = batch->no_errors;
     ds->runs_ahead = true;
     ds->params = batch->params;
+    ds->tune_home = batch;                  /* what the tuner learns outlives this iterator's fused node */
     if (map->label[0] || batch->label[0]) { /* the names the user gave, both */
         char label[2 * FERRY_NAME_MAX + 2];
         snprintf(label, sizeof label, "%s+%s", FERRY__LABEL(map), FERRY__LABEL(batch));
