@@ -12,7 +12,10 @@
  * thread that waits for another stage does not count as working, so another may start) and the
  * threads started, elements per second. Medians of --reps epochs.
  * Goals: cpu_budget 1 keeps at most 1 core busy (CPU/wall <= 1.05, the consumer's waiting
- * included); no budget has more ferry threads working at once than it allows.
+ * included); no budget has more ferry threads working at once than it allows, plus those the
+ * executor was granted beyond it (ferry_runtime_stats.threads_granted_peak: granted while tasks
+ * waited for a worker and the process used under min(budget, cores) - 0.5 cores, as the header
+ * says).
  *
  * Usage: bench_threads [--reps N] [--elements N]
  */
@@ -48,7 +51,7 @@ static int work(ferry_context *ctx, ferry_element *in, ferry_element **out, void
 
 typedef struct result {
     double wall, cpu, busy, rate;
-    int max_live, busy_peak;
+    int max_live, busy_peak, granted_peak;
     int64_t started;
 } result;
 
@@ -92,6 +95,7 @@ static result run_budget(int budget, int64_t n, int reps) {
         CHECK(ferry_runtime_stats_get(rt, &s));
         res.started += s.threads_started - s0.threads_started;
         res.busy_peak = s.threads_busy_peak;
+        res.granted_peak = s.threads_granted_peak;
         if (got != n) {
             fprintf(stderr, "got %lld elements, want %lld\n", (long long)got, (long long)n);
             exit(1);
@@ -133,19 +137,19 @@ int main(int argc, char **argv) {
     printf("ferry %s: range -> map(64 cos, AUTOTUNE) -> map(16 cos, AUTOTUNE) -> batch(64) -> prefetch(AUTOTUNE),\n"
            "%lld elements, the consumer only waits; medians of %d epochs\n\n",
            ferry_version(), (long long)n, reps);
-    printf("%-10s %9s %9s %10s %12s %12s %10s %12s\n", "cpu_budget", "wall s", "CPU s", "CPU/wall", "max working",
-           "max alive", "started", "elements/s");
+    printf("%-10s %9s %9s %10s %12s %8s %12s %10s %12s\n", "cpu_budget", "wall s", "CPU s", "CPU/wall", "max working",
+           "granted", "max alive", "started", "elements/s");
     const int budgets[] = {1, 2, 8};
     bool ok = true;
     for (int b = 0; b < 3; b++) {
         result r = run_budget(budgets[b], n, reps);
-        printf("%-10d %9.3f %9.3f %10.2f %12d %12d %10lld %12.0f\n", budgets[b], r.wall, r.cpu, r.busy, r.busy_peak,
-               r.max_live, (long long)r.started, r.rate);
+        printf("%-10d %9.3f %9.3f %10.2f %12d %8d %12d %10lld %12.0f\n", budgets[b], r.wall, r.cpu, r.busy, r.busy_peak,
+               r.granted_peak, r.max_live, (long long)r.started, r.rate);
         if (budgets[b] == 1 && r.busy > 1.05) ok = false;
-        if (r.busy_peak > budgets[b]) ok = false;
+        if (r.busy_peak > budgets[b] + r.granted_peak) ok = false;
     }
     printf("\nverdict: %s - goal: cpu_budget 1 keeps CPU/wall <= 1.05 while the consumer only waits, and no "
-           "budget has more ferry threads working at once than it allows\n",
+           "budget has more ferry threads working at once than it allows (plus those granted)\n",
            ok ? "MET" : "NOT MET");
     return 0;
 }
