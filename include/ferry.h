@@ -32,7 +32,8 @@
  *   - "FERRY_EMISUSE for a freed dataset / iterator" below: handles carry a live-object mark that
  *     these checks read; they catch most such misuse, not all (the memory of a freed handle may
  *     have been given to a new object). Never pass a handle after freeing it.
- *   - Thread safety: datasets and tensors are immutable and may be shared by any threads. An
+ *   - Thread safety: datasets and tensors are immutable and may be shared by any threads (a
+ *     dataset keeps, besides, what AUTOTUNE learnt for its next iterator: see FERRY_AUTOTUNE). An
  *     iterator is used by one thread at a time. A runtime may be used from any thread.
  */
 #ifndef FERRY_H
@@ -339,7 +340,7 @@ FERRY_API void ferry_tensor_unref(ferry_tensor *t);
  * Threads: thread-safe. */
 FERRY_API ferry_dtype ferry_tensor_dtype(const ferry_tensor *t);
 /* ferry_tensor_rank: the number of dims of t (0 for a scalar).
- * Returns: the rank; -1 for NULL.
+ * Returns: the rank; FERRY_UNKNOWN_RANK for NULL.
  * Ownership: borrows t.
  * Threads: thread-safe. */
 FERRY_API int ferry_tensor_rank(const ferry_tensor *t);
@@ -494,7 +495,9 @@ typedef int (*ferry_predicate_fn)(ferry_context *ctx, const ferry_element *e, bo
 typedef struct ferry_dataset ferry_dataset;
 
 /* A knob (threads, buffer) set from what the pipeline measures, changed while it runs and kept
- * only where throughput rose (ferry_iterator_tuning). */
+ * only where throughput rose (ferry_iterator_tuning). What an iterator's tuner kept, and what it
+ * tried and backed out of, carries to the next iterator of the same pipeline (the next epoch's):
+ * it starts from those values and does not try those moves again until the rates drift. */
 #define FERRY_AUTOTUNE (-1)
 /* A count without end (repeat forever, take or skip all) and the cardinality of an endless
  * dataset. */
@@ -1499,6 +1502,77 @@ typedef struct ferry_flat_map_options {
 FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, void *user,
                                      const ferry_flat_map_options *opts, ferry_dataset **out);
 /* ==== end section: interleave and flat_map ==== */
+
+/* ==== section: image ==== */
+/* Image decoding, as map functions (tf.io.decode_image, decode_jpeg, decode_png): JPEG through
+ * libjpeg-turbo, PNG through libspng. An image decodes to a FERRY_DTYPE_UINT8 tensor
+ * [height, width, channels] (HWC), rows top to bottom, pixels left to right. 16-bit PNG samples
+ * are cut to their high 8 bits; a PNG's transparency (tRNS) becomes its alpha channel.
+ *
+ * Channels: 0 gives the image's own (JPEG: 1 for grayscale, 3 otherwise; PNG: 1 gray, 2 gray and
+ * alpha, 3 RGB or palette, 4 with alpha); 1, 3 or 4 converts: gray to RGB repeats the gray value,
+ * RGB to gray is libjpeg's luminance for JPEG and (299 R + 587 G + 114 B) / 1000, rounded, for
+ * PNG, alpha is added as 255 or dropped.
+ *
+ * Errors (each names the format and the decoder's reason): FERRY_EUNSUPPORTED for data that is
+ * neither JPEG nor PNG (the message shows its first bytes), for a CMYK JPEG, or for a format this
+ * build of ferry has no decoder for; FERRY_ETOOLARGE for an image of more than max_pixels
+ * pixels, found from its header before any pixel buffer is allocated; FERRY_ETRUNCATED for data
+ * that ends inside the image; FERRY_ECORRUPT for anything else the decoder refuses, warnings
+ * included: corrupt data is never handed on as pixels. The decoders never print or exit. */
+typedef enum ferry_image_format {
+    FERRY_IMAGE_FORMAT_UNKNOWN = 0,
+    FERRY_IMAGE_FORMAT_JPEG,
+    FERRY_IMAGE_FORMAT_PNG,
+} ferry_image_format;
+
+typedef struct ferry_decode_image_options {
+    const char *name;       /* shown in stats, the report and the trace; NULL: "decode_image" */
+    int channels;           /* 0 (the image's own), 1, 3 or 4, as above */
+    int64_t max_pixels;     /* height x width at most; 0: 2^26 (67 M pixels) */
+    size_t component;       /* ferry_dataset_decode_image: the component holding the encoded image
+                               (a bytes scalar); the others pass through unchanged */
+    int num_parallel_calls; /* ferry_dataset_decode_image: as ferry_map_options */
+    bool relaxed_order;     /* as ferry_map_options */
+    int reorder_window;     /* as ferry_map_options */
+} ferry_decode_image_options;
+
+/* ferry_image_sniff: the format of an encoded image, from its first bytes (JPEG: FF D8 FF; PNG: the
+ * 8-byte PNG signature).
+ * Returns: FERRY_IMAGE_FORMAT_JPEG, FERRY_IMAGE_FORMAT_PNG, or FERRY_IMAGE_FORMAT_UNKNOWN (also for
+ *   NULL data or too few bytes).
+ * Ownership: borrows data (len bytes).
+ * Threads: thread-safe. */
+FERRY_API ferry_image_format ferry_image_sniff(const void *data, size_t len);
+/* ferry_image_format_name: "jpeg", "png" or "unknown".
+ * Returns: the name; "unknown" for values out of range. Never NULL.
+ * Ownership: static storage; nothing to free.
+ * Threads: thread-safe. */
+FERRY_API const char *ferry_image_format_name(ferry_image_format format);
+/* ferry_image_decode: decodes one JPEG or PNG image (the format sniffed) into a new uint8 tensor
+ * [height, width, channels].
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, NULL or empty data, or channels other than
+ *   0, 1, 3 or 4, or a negative max_pixels; otherwise as "Errors" above; FERRY_ENOMEM. Message in
+ *   ferry_last_error.
+ * Ownership: borrows rt, data (len bytes) and opts (may be NULL; only channels and max_pixels are
+ *   read); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len,
+                                 const ferry_decode_image_options *opts, ferry_tensor **out);
+/* ferry_dataset_decode_image: a map that decodes component opts->component of every element of in (a
+ * bytes scalar holding a JPEG or PNG image) into a uint8 tensor [height, width, channels], as
+ * ferry_image_decode, leaving the other components as they are. An image that fails is an error
+ * in its element's position, with the element's index and the decoder's reason; the elements
+ * after it go on. The op is "map" in stats; its default name is "decode_image".
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, opts->component out of range or not declared
+ *   a bytes scalar (or of unknown shape), channels other than 0, 1, 3 or 4, or a negative
+ *   max_pixels; FERRY_EMISUSE for a freed in; otherwise as ferry_dataset_map.
+ * Ownership: borrows in and opts (may be NULL: component 0, the image's channels, inline); *out gets
+ *   a new reference (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_options *opts,
+                                         ferry_dataset **out);
+/* ==== end section: image ==== */
 
 /* ==== section: state files ==== */
 /* What a saved state says of itself (ferry_state_info_get; `ferry state show`). */

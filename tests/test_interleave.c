@@ -20,7 +20,7 @@ typedef struct tseq_cfg {
     int64_t start, step, n;
     int64_t err_at[TSEQ_MAX_ERR]; /* positions that are errors (FERRY_EIO); -1: none */
     int64_t sleep_ns;             /* per element, polling cancellation */
-    bool unknown_shape;           /* declare rank -1 */
+    bool unknown_shape;           /* declare FERRY_UNKNOWN_RANK */
     int64_t vector_at;            /* this position is a [2] vector instead of a scalar (-1: none) */
 } tseq_cfg;
 
@@ -105,7 +105,7 @@ static const ferry__dataset_vtable tseq_vt = {.make = tseq_make};
 
 /* NULL when the allocation fails. */
 static ferry_dataset *tseq_try(ferry_runtime *rt, const tseq_cfg *c) {
-    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = c->unknown_shape ? -1 : 0}};
+    ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = c->unknown_shape ? FERRY_UNKNOWN_RANK : 0}};
     ferry_dataset *ds;
     if (ferry__dataset_new(rt, &tseq_vt, "tseq", sizeof(tseq_ds), 0, NULL, 1, &spec, c->n, &ds)) return NULL;
     ((tseq_ds *)ds)->cfg = *c;

@@ -161,7 +161,18 @@ static bool tune_waits(const ferry__tune_stage *s, const ferry__mgroup *g, const
 }
 
 /* The change to try for the window's model, or false (nothing pays: STEADY). */
+/* A stage's name for a decision's `why`: at most 20 bytes, cut before a UTF-8 character. */
+static const char *short_name(const char *name, char out[24]) {
+    size_t n = strnlen(name, 20);
+    if (n == 20)
+        while (n > 0 && ((unsigned char)name[n] & 0xC0) == 0x80) n--;
+    memcpy(out, name, n);
+    out[n] = '\0';
+    return out;
+}
+
 static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
+    char nb[24];
     const ferry__model *m = in->m;
     if (m->wait_share < TUNE_CONSUMER_SHARE) {
         /* The consumer limits: a thread the tuner added (while the consumer still waited) goes
@@ -170,8 +181,8 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             const ferry__tune_stage *s = &in->st[i];
             if (!s->tune_par || !(t->set[i] & 1) || s->par <= 1 || (t->tried[i] & 4)) continue;
             *mv = (ferry__tune_move){.stage = (int)i, .par = s->par - 1, .from_par = s->par, .from_buf = s->buf};
-            set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (the consumer limits: its CPU back)", s->name,
-                    s->par, s->par - 1);
+            set_why(mv->why, sizeof mv->why, "%s: %d -> %d threads (the consumer limits: its CPU back)",
+                    short_name(s->name, nb), s->par, s->par - 1);
             return true;
         }
         if (!t->said_consumer)
@@ -181,6 +192,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         return false;
     }
     t->said_consumer = false;
+    t->shares_cores = false;
     double budget = (double)t->cpu_budget;
     int w = m->worst;
     if (w >= 0 && (size_t)w < t->n) {
@@ -207,13 +219,14 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
                  * the cores with it and lose what the stage gains (the demo's map_and_batch:
                  * 1 -> 2 threads measured no faster, every epoch). */
                 bool shares = !room && m->wait_share < 0.5;
+                t->shares_cores = shares && need > k;
                 target = ((need > k && !shares) || room) && k < t->cpu_budget ? k + 1 : k;
             }
             target = FERRY__MIN(target, s->par_max);
             if (target > k) {
                 *mv = (ferry__tune_move){.stage = w, .par = target, .from_par = k, .from_buf = s->buf};
-                set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (%s, %.0f%% busy)", s->name, k, target,
-                        waits ? "computing under half the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
+                set_why(mv->why, sizeof mv->why, "%s: %d -> %d threads (%s, %.0f%% busy)", short_name(s->name, nb), k,
+                        target, waits ? "computing under half the time" : "CPU-bound", fmin(100.0 * g->busy, 999.0));
                 return true;
             }
         }
@@ -239,8 +252,9 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
         *mv = (ferry__tune_move){
             .stage = best, .buf = FERRY__MIN(2 * s->buf, s->buf_max), .from_par = s->par, .from_buf = s->buf};
         set_why(mv->why, sizeof mv->why,
-                "%.20s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)", s->name,
-                (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share, 100.0 * s->room_share);
+                "%s: buffer %lld -> %lld (its consumer waited %.0f%%, its threads waited for room %.0f%%)",
+                short_name(s->name, nb), (long long)s->buf, (long long)mv->buf, 100.0 * s->wait_in_share,
+                100.0 * s->room_share);
         return true;
     }
     /* Another AUTOTUNE stage's threads, slowest group first: stages feed each other in bursts,
@@ -262,8 +276,8 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     if (other >= 0) {
         const ferry__tune_stage *s = &in->st[other];
         *mv = (ferry__tune_move){.stage = other, .par = s->par + 1, .from_par = s->par, .from_buf = s->buf};
-        set_why(mv->why, sizeof mv->why, "%.20s: %d -> %d threads (to try: it feeds or takes from the slowest stage)",
-                s->name, s->par, s->par + 1);
+        set_why(mv->why, sizeof mv->why, "%s: %d -> %d threads (to try: it feeds or takes from the slowest stage)",
+                short_name(s->name, nb), s->par, s->par + 1);
         return true;
     }
     if (!t->said_steady) {
@@ -274,8 +288,7 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
             why = "the slowest stage has the most threads it may have";
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && (t->tried[w] & 1))
             why = "more threads for the slowest stage were tried and did not pay";
-        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && m->wait_share < 0.5 &&
-                 in->st[w].par < t->cpu_budget)
+        else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par && t->shares_cores)
             why = "a thread more would share the cores with the consumer, which computes most of the time";
         else if (w >= 0 && (size_t)w < t->n && in->st[w].tune_par) why = "the cpu budget is spent";
         tune_log(t, in, w, FERRY_TUNE_SETTLED, 0, 0, 0, 0, in->rate, in->rate, "%s", why);
@@ -414,7 +427,9 @@ struct ferry__autotune {
     int cores;   /* online cores */
     int64_t win_start_ns, in_next0, first_ns, proc_cpu0;
     bool started;
-    bool whole; /* made completely: what it learns goes to the dataset's memo when it ends */
+    bool whole;      /* made completely: what it learns goes to the dataset's memo when it ends */
+    uint64_t key;    /* the pipeline's: its root dataset's salt */
+    uint64_t *memo0; /* each node's memo word when this tuner started */
 };
 
 static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pipe *p) {
@@ -436,7 +451,15 @@ static void snap_take(ferry__autotune *a, const ferry_stage_stats *s, ferry__pip
     }
 }
 
-/* The dataset node that keeps what the tuner learnt of pipe node i (ferry_dataset.memo_*). */
+/* One node's memo in one word: threads (16 bits), the set and tried bits (8 each), the buffer
+ * (32 bits; knobs are clamped far below). */
+static uint64_t memo_pack(int par, uint8_t set, uint8_t tried, int64_t buf) {
+    uint64_t p = par > 0 ? (uint64_t)FERRY__MIN(par, 0xFFFF) : 0;
+    uint64_t b = buf > 0 ? (uint64_t)FERRY__MIN(buf, (int64_t)0xFFFFFFFF) : 0;
+    return p | (uint64_t)set << 16 | (uint64_t)tried << 24 | b << 32;
+}
+
+/* The dataset node that keeps what the tuner learnt of pipe node i (ferry_dataset.memo). */
 static ferry_dataset *tune_home(ferry__pipe *p, size_t i) {
     ferry_dataset *ds = (ferry_dataset *)(uintptr_t)p->nodes[i].ds; /* the memo is its mutable part */
     return ds->tune_home ? ds->tune_home : ds;
@@ -466,19 +489,24 @@ int ferry__autotune_new(ferry_iterator *it, ferry__autotune **out) {
     a->stage_seen = ferry__calloc(rt, n, sizeof *a->stage_seen);
     a->chosen_par = ferry__calloc(rt, n, sizeof *a->chosen_par);
     a->chosen_buf = ferry__calloc(rt, n, sizeof *a->chosen_buf);
+    a->memo0 = ferry__calloc(rt, n, sizeof *a->memo0);
     if (!a->now || !a->snap || !a->groups || !a->st || !a->stage_seen || !a->chosen_par || !a->chosen_buf ||
-        ferry__tuner_init(&a->tuner, rt, n, rt->cpu_budget, rt->budget.limit) != FERRY_OK) {
+        !a->memo0 || ferry__tuner_init(&a->tuner, rt, n, rt->cpu_budget, rt->budget.limit) != FERRY_OK) {
         ferry__autotune_free(a);
         return FERRY_ENOMEM;
     }
     /* What earlier iterators of the dataset learnt: the knobs they chose are set at the first
      * tick, and the moves they backed out of are not tried again until the rates drift. */
+    a->key = p->nodes[0].ds->salt; /* the root, depth-first first */
     for (size_t i = 0; i < n; i++) {
         ferry_dataset *home = tune_home(p, i);
-        a->chosen_par[i] = atomic_load_explicit(&home->memo_par, memory_order_relaxed);
-        a->chosen_buf[i] = atomic_load_explicit(&home->memo_buf, memory_order_relaxed);
-        a->tuner.set[i] = (uint8_t)atomic_load_explicit(&home->memo_set, memory_order_relaxed);
-        a->tuner.tried[i] = (uint8_t)atomic_load_explicit(&home->memo_tried, memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&home->memo, memory_order_relaxed);
+        if (atomic_load_explicit(&home->memo_key, memory_order_relaxed) != a->key) w = 0;
+        a->memo0[i] = w;
+        a->chosen_par[i] = (int)(w & 0xFFFF);
+        a->tuner.set[i] = (uint8_t)(w >> 16);
+        a->tuner.tried[i] = (uint8_t)(w >> 24);
+        a->chosen_buf[i] = (int64_t)(w >> 32);
     }
     a->whole = true;
     *out = a;
@@ -498,10 +526,10 @@ void ferry__autotune_free(ferry__autotune *a) {
                 if (tr->par) par = (a->tuner.set[i] & 1) ? tr->from_par : 0;
                 if (tr->buf) buf = (a->tuner.set[i] & 2) ? tr->from_buf : 0;
             }
-            atomic_store_explicit(&home->memo_par, par, memory_order_relaxed);
-            atomic_store_explicit(&home->memo_buf, buf, memory_order_relaxed);
-            atomic_store_explicit(&home->memo_set, a->tuner.set[i], memory_order_relaxed);
-            atomic_store_explicit(&home->memo_tried, a->tuner.tried[i], memory_order_relaxed);
+            uint64_t w = memo_pack(par, a->tuner.set[i], a->tuner.tried[i], buf);
+            if (w == a->memo0[i]) continue; /* learnt nothing here: leave another tuner's memo */
+            atomic_store_explicit(&home->memo_key, a->key, memory_order_relaxed);
+            atomic_store_explicit(&home->memo, w, memory_order_relaxed);
         }
     }
     if (a->granted) ferry__exec_grant(&a->rt->exec, -a->granted);
@@ -514,6 +542,7 @@ void ferry__autotune_free(ferry__autotune *a) {
     ferry__free(rt, a->stage_seen);
     ferry__free(rt, a->chosen_par);
     ferry__free(rt, a->chosen_buf);
+    ferry__free(rt, a->memo0);
     ferry__free(rt, a);
 }
 
@@ -522,9 +551,14 @@ void ferry__autotune_free(ferry__autotune *a) {
  * the node has no stage now (between epochs): nothing was set. */
 static bool tune_apply(ferry__autotune *a, ferry__pipe *p, const ferry__tune_move *mv) {
     size_t i = (size_t)mv->stage;
-    if (mv->par) a->chosen_par[i] = mv->hand_back_par ? 0 : mv->par;
-    if (mv->buf) a->chosen_buf[i] = mv->hand_back_buf ? 0 : mv->buf;
-    if (ferry__pipe_set_knobs(p, i, mv->par, mv->buf, NULL, NULL) != FERRY_OK) return false;
+    bool ok = ferry__pipe_set_knobs(p, i, mv->par, mv->buf, NULL, NULL) == FERRY_OK;
+    /* A move not applied (the stage is between epochs) is measured again from BASE: only an
+     * undo is recorded anyway, so that the next stage does not get the value backed out of. */
+    if (ok || mv->undo) {
+        if (mv->par) a->chosen_par[i] = mv->hand_back_par ? 0 : mv->par;
+        if (mv->buf) a->chosen_buf[i] = mv->hand_back_buf ? 0 : mv->buf;
+    }
+    if (!ok) return false;
     if (mv->hand_back_par || mv->hand_back_buf)
         (void)ferry__pipe_set_knobs(p, i, mv->hand_back_par ? -1 : 0, mv->hand_back_buf ? -1 : 0, NULL, NULL);
     ferry__knobs k;

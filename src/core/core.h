@@ -403,11 +403,14 @@ struct ferry_dataset {
     /* What the autotuner learnt about this node's stage, kept for the dataset's next iterator
      * (each epoch's, as a tf.data user iterates a dataset once per epoch): the threads and
      * buffer it chose (0: none), the knobs it set and the moves it backed out of (the tuner's
-     * `set` and `tried` bits). The one mutable part of a dataset: atomics, written when an
-     * iterator's tuner ends, read when the next one starts. A node made by a rewrite keeps it on
-     * the node it replaces (tune_home). */
-    _Atomic int memo_par, memo_set, memo_tried;
-    _Atomic int64_t memo_buf;
+     * `set` and `tried` bits), packed in one word (autotune.c's memo_pack) so that a reader sees
+     * one tuner's whole memo, and the pipeline it was learnt in (its root's salt): another
+     * pipeline over the same node ignores it. The one mutable part of a dataset: atomics, written
+     * when an iterator's tuner ends (only where it learnt something), read when the next one
+     * starts. Two pipelines writing at once may leave a key and a word of different tuners: that
+     * costs tuning, never elements. A node made by a rewrite keeps it on the node it replaces
+     * (tune_home). */
+    _Atomic uint64_t memo, memo_key;
     ferry_dataset *tune_home; /* NULL: this node (borrowed: the rewritten node references it) */
     bool unordered;           /* element order depends on thread timing (a relaxed-order op here
                                   or below; inherited from the inputs by ferry__dataset_new): an
@@ -669,6 +672,7 @@ typedef struct ferry__tuner {
     uint8_t *tried; /* per stage, backed out: 1 more threads, 2 a bigger buffer, 4 fewer threads */
     uint8_t *set;   /* per stage: 1 threads, 2 buffer set by the tuner (kept) */
     bool said_consumer, said_steady;
+    bool shares_cores; /* the last proposal left out a thread that would share the consumer's cores */
     ferry_tune_decision log[FERRY__TUNE_LOG];
     size_t nlog; /* decisions made (the ring holds the last FERRY__TUNE_LOG) */
 } ferry__tuner;

@@ -2,7 +2,8 @@
  * dataset.c - the dataset base shared by every op: construction, references, the element spec,
  * and the parameter hash that makes pipeline fingerprints and per-op seeds.
  *
- * A dataset is immutable after ferry__dataset_seal, so any thread may read it. Its reference
+ * A dataset is immutable after ferry__dataset_seal, so any thread may read it (but for the
+ * autotuner's memo, atomics: core.h). Its reference
  * count is atomic; the last unref frees it and drops its inputs.
  */
 #include "core.h"

@@ -260,7 +260,7 @@ void ferry_tensor_unref(ferry_tensor *t) {
 }
 
 ferry_dtype ferry_tensor_dtype(const ferry_tensor *t) { return t ? t->dtype : FERRY_DTYPE_INVALID; }
-int ferry_tensor_rank(const ferry_tensor *t) { return t ? t->rank : -1; }
+int ferry_tensor_rank(const ferry_tensor *t) { return t ? t->rank : FERRY_UNKNOWN_RANK; }
 int64_t ferry_tensor_dim(const ferry_tensor *t, int i) { return (t && i >= 0 && i < t->rank) ? t->dims[i] : -1; }
 
 ferry_shape ferry_tensor_shape(const ferry_tensor *t) {

@@ -646,6 +646,7 @@ static int tfr_new(ferry_runtime *rt, size_t nfiles, const char *const *files, f
     if (rc) return rc;
     tfr_ds *ds = (tfr_ds *)d;
     ds->o = *o;
+    ds->o.name = NULL; /* the caller's; the label holds a copy */
     ds->o.num_parallel_reads = 0;
     if (nfiles) {
         ds->files = ferry__calloc(rt, nfiles, sizeof *ds->files);
@@ -751,8 +752,9 @@ static int open_one(ferry_context *ctx, const ferry_element *in, ferry_dataset *
 /* ---- parallel reads: one bad-record limit over all files ---------------------------------
  * Under num_parallel_reads each file's reader reports every bad record as an error in its
  * position, and this 1:1 op above the interleave drops the first max_bad_records of them (all,
- * with -1) in output order: one limit for the whole dataset as without parallel reads, and the
- * same records dropped whatever the threads' timing. State: i64 dropped so far, the input's. */
+ * with FERRY_INFINITE) in output order: one limit for the whole dataset as without parallel
+ * reads, and the same records dropped whatever the threads' timing. State: i64 dropped so far,
+ * the input's. */
 typedef struct badlim_ds {
     ferry_dataset base;
     int64_t max;
@@ -819,6 +821,7 @@ static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfre
                                 &record_spec, names->cardinality, &d);
     if (rc) return rc;
     ((names_pass_ds *)d)->o = *o;
+    ((names_pass_ds *)d)->o.name = NULL; /* the caller's; the label holds a copy */
     ((names_pass_ds *)d)->o.num_parallel_reads = 0;
     ((names_pass_ds *)d)->o.max_bad_records = 0; /* every bad record in its position: badlim decides */
     hash_options(d, o);

@@ -39,7 +39,7 @@ typedef struct batch_ds {
     int64_t n;
     bool drop;
     bool padded;
-    ferry_shape *pshapes;   /* padded_batch: per component; rank -1: pad every dim to the longest */
+    ferry_shape *pshapes;   /* padded_batch: per component; rank FERRY_UNKNOWN_RANK: pad every dim to the longest */
     ferry_tensor **pvalues; /* padded_batch: per component scalar reference, or NULL (zero / "") */
 } batch_ds;
 

@@ -1,5 +1,5 @@
 /*
- * repeat.c - `repeat(count)`: the input `count` times over (count -1: forever, 0: nothing).
+ * repeat.c - `repeat(count)`: the input `count` times over (count FERRY_INFINITE: forever, 0: nothing).
  *
  * Every epoch runs a new input iterator, made when the epoch's first position is pulled, with
  * the iteration seed mix(seed, epoch): per-epoch randomness (a reshuffle, a random map) differs
@@ -16,7 +16,7 @@
 
 typedef struct repeat_ds {
     ferry_dataset base;
-    int64_t count; /* -1: forever */
+    int64_t count; /* FERRY_INFINITE: forever */
 } repeat_ds;
 
 typedef struct repeat_it {

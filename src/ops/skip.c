@@ -1,5 +1,6 @@
 /*
- * skip.c - `skip(count)`: the input without its first `count` elements (count -1: all of them).
+ * skip.c - `skip(count)`: the input without its first `count` elements (count FERRY_INFINITE: all
+ * of them).
  *
  * As tf.data's skip: elements count, errors do not. An error met while skipping is handed out
  * in its position (it is not dropped and does not use up the count), and the next call goes on
@@ -14,7 +15,7 @@
 
 typedef struct skip_ds {
     ferry_dataset base;
-    int64_t count; /* -1: all */
+    int64_t count; /* FERRY_INFINITE: all */
 } skip_ds;
 
 typedef struct skip_it {

@@ -1,5 +1,5 @@
 /*
- * take.c - `take(count)`: the input up to its `count`-th element (count -1: all of it).
+ * take.c - `take(count)`: the input up to its `count`-th element (count FERRY_INFINITE: all of it).
  *
  * As tf.data's take: elements count, errors do not. An error passes through in its position and
  * does not use up the count, so take(n) hands out n elements (and the errors among them) when the
@@ -14,7 +14,7 @@
 
 typedef struct take_ds {
     ferry_dataset base;
-    int64_t count; /* -1: all */
+    int64_t count; /* FERRY_INFINITE: all */
 } take_ds;
 
 typedef struct take_it {

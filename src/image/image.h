@@ -1,0 +1,31 @@
+/*
+ * image.h - the image layer's internals: one decoder per format behind one call.
+ *
+ * Each decoder reads the header first, checks the pixel count against the limit, then allocates
+ * the output tensor (uint8 [height, width, channels]) and decodes into it. Decoders report
+ * through a ferry__status and never print, exit or leave anything allocated on failure.
+ */
+#ifndef FERRY_IMAGE_H_INTERNAL
+#define FERRY_IMAGE_H_INTERNAL
+
+#include "core/core.h"
+
+#define FERRY__IMAGE_MAX_PIXELS_DEFAULT ((int64_t)1 << 26)
+
+/* What a caller asks of a decode. */
+typedef struct ferry__image_req {
+    int channels;       /* 0 (the image's own), 1, 3 or 4 */
+    int64_t max_pixels; /* > 0 */
+} ferry__image_req;
+
+/* Decodes a JPEG (jpeg.c) or PNG (png.c) image of n bytes into *out. FERRY_EUNSUPPORTED when
+ * this build has no decoder for the format. */
+int ferry__jpeg_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry__image_req *req, ferry_tensor **out,
+                       ferry__status *st);
+int ferry__png_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry__image_req *req, ferry_tensor **out,
+                      ferry__status *st);
+/* Sniffs and decodes (decode.c). */
+int ferry__image_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry__image_req *req, ferry_tensor **out,
+                        ferry__status *st);
+
+#endif

@@ -1,0 +1,371 @@
+/*
+ * test_image.c - JPEG and PNG decoding (ferry_image_decode, ferry_dataset_decode_image).
+ *
+ * Images are made here with the libraries' own encoders (libjpeg, libspng), so the expected
+ * pixels are known: a PNG decodes to exactly the pixels encoded; a JPEG decodes to exactly what
+ * libjpeg's own decoder gives for the same data and color space. Then the channel conversions,
+ * damaged data (truncated, flipped bytes, not an image), sizes over the limit refused from the
+ * header before a pixel buffer exists, and the map: errors in their element's position, other
+ * components passed through, parallel calls giving the same pixels.
+ */
+#include "runner.h"
+
+#include <zlib.h>
+
+#if __has_include(<jpeglib.h>) && __has_include(<spng.h>)
+#define HAVE_CODECS 1
+#include <stdio.h>
+/* jpeglib.h needs stdio.h first */
+#include <jpeglib.h>
+#include <spng.h>
+#endif
+
+#ifdef HAVE_CODECS
+typedef struct buf {
+    uint8_t *p;
+    size_t n;
+} buf;
+
+/* A test picture: gradients and a pseudo-random texture, so that every channel differs. */
+static void picture(uint8_t *px, int w, int h, int c, uint32_t seed) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int k = 0; k < c; k++) {
+                seed = seed * 1664525u + 1013904223u;
+                px[((size_t)y * w + x) * c + k] =
+                    (uint8_t)((x * 255 / (w > 1 ? w - 1 : 1)) * (k != 1) + (y * 255 / (h > 1 ? h - 1 : 1)) * (k == 1) +
+                              (seed >> 28) * 3 + k * 17);
+            }
+}
+
+static buf jpeg_encode(const uint8_t *px, int w, int h, int c, int quality) {
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    unsigned char *out = NULL;
+    unsigned long n = 0;
+    jpeg_mem_dest(&ci, &out, &n);
+    ci.image_width = (JDIMENSION)w;
+    ci.image_height = (JDIMENSION)h;
+    ci.input_components = c;
+    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&ci);
+    jpeg_set_quality(&ci, quality, TRUE);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < ci.image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    buf b = {malloc(n), n};
+    memcpy(b.p, out, n);
+    free(out);
+    return b;
+}
+
+/* libjpeg's own decode of b into color space cs (n components). */
+static uint8_t *jpeg_reference(const buf *b, J_COLOR_SPACE cs, int *w, int *h, int *n) {
+    struct jpeg_decompress_struct d;
+    struct jpeg_error_mgr je;
+    d.err = jpeg_std_error(&je);
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, b->p, (unsigned long)b->n);
+    jpeg_read_header(&d, TRUE);
+    d.out_color_space = cs;
+    jpeg_start_decompress(&d);
+    *w = (int)d.output_width, *h = (int)d.output_height, *n = d.output_components;
+    uint8_t *px = malloc((size_t)*w * *h * *n);
+    while (d.output_scanline < d.output_height) {
+        JSAMPROW row = px + (size_t)d.output_scanline * *w * *n;
+        jpeg_read_scanlines(&d, &row, 1);
+    }
+    jpeg_finish_decompress(&d);
+    jpeg_destroy_decompress(&d);
+    return px;
+}
+
+static buf png_encode(const void *px, int w, int h, int color_type, int depth) {
+    spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+    spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+    struct spng_ihdr ih = {
+        .width = (uint32_t)w, .height = (uint32_t)h, .bit_depth = (uint8_t)depth, .color_type = (uint8_t)color_type};
+    ASSERT_EQ(spng_set_ihdr(ctx, &ih), 0);
+    int ch = color_type == SPNG_COLOR_TYPE_GRAYSCALE         ? 1
+             : color_type == SPNG_COLOR_TYPE_GRAYSCALE_ALPHA ? 2
+             : color_type == SPNG_COLOR_TYPE_TRUECOLOR       ? 3
+                                                             : 4;
+    size_t len = (size_t)w * h * ch * (depth / 8);
+    ASSERT_EQ(spng_encode_image(ctx, px, len, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE), 0);
+    size_t n;
+    int e;
+    void *out = spng_get_png_buffer(ctx, &n, &e);
+    ASSERT_EQ(e, 0);
+    spng_ctx_free(ctx);
+    return (buf){out, n};
+}
+
+static ferry_tensor *decode(ferry_runtime *rt, const buf *b, int channels) {
+    ferry_tensor *t;
+    ferry_decode_image_options o = {.channels = channels};
+    ASSERT_OK(ferry_image_decode(rt, b->p, b->n, &o, &t));
+    ASSERT_EQ(ferry_tensor_dtype(t), FERRY_DTYPE_UINT8);
+    ASSERT_EQ(ferry_tensor_rank(t), 3);
+    return t;
+}
+
+static int decode_rc(ferry_runtime *rt, const void *p, size_t n, int64_t max_pixels) {
+    ferry_tensor *t = (ferry_tensor *)(uintptr_t)1;
+    ferry_decode_image_options o = {.max_pixels = max_pixels};
+    int rc = ferry_image_decode(rt, p, n, &o, &t);
+    ASSERT(rc != FERRY_OK && t == NULL);
+    return rc;
+}
+#endif
+
+TEST(sniff_and_names) {
+    const uint8_t jpg[] = {0xFF, 0xD8, 0xFF, 0xE0}, png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    ASSERT_EQ(ferry_image_sniff(jpg, sizeof jpg), FERRY_IMAGE_FORMAT_JPEG);
+    ASSERT_EQ(ferry_image_sniff(png, sizeof png), FERRY_IMAGE_FORMAT_PNG);
+    ASSERT_EQ(ferry_image_sniff(png, 7), FERRY_IMAGE_FORMAT_UNKNOWN);
+    ASSERT_EQ(ferry_image_sniff("GIF89a", 6), FERRY_IMAGE_FORMAT_UNKNOWN);
+    ASSERT_EQ(ferry_image_sniff(NULL, 8), FERRY_IMAGE_FORMAT_UNKNOWN);
+    ASSERT(strcmp(ferry_image_format_name(FERRY_IMAGE_FORMAT_JPEG), "jpeg") == 0);
+    ASSERT(strcmp(ferry_image_format_name(FERRY_IMAGE_FORMAT_PNG), "png") == 0);
+    ASSERT(strcmp(ferry_image_format_name((ferry_image_format)99), "unknown") == 0);
+}
+
+#ifdef HAVE_CODECS
+TEST(jpeg_decodes_as_libjpeg_does) {
+    ferry_runtime *rt = rt_new();
+    int w = 37, h = 23;
+    uint8_t *src = malloc((size_t)w * h * 3);
+    picture(src, w, h, 3, 7);
+    buf b = jpeg_encode(src, w, h, 3, 90);
+    struct {
+        int channels;
+        J_COLOR_SPACE cs;
+    } cases[] = {{0, JCS_RGB}, {3, JCS_RGB}, {1, JCS_GRAYSCALE}, {4, JCS_EXT_RGBA}};
+    for (size_t k = 0; k < 4; k++) {
+        int rw, rh, rn;
+        uint8_t *ref = jpeg_reference(&b, cases[k].cs, &rw, &rh, &rn);
+        ferry_tensor *t = decode(rt, &b, cases[k].channels);
+        ASSERT_EQ(ferry_tensor_dim(t, 0), h);
+        ASSERT_EQ(ferry_tensor_dim(t, 1), w);
+        ASSERT_EQ(ferry_tensor_dim(t, 2), rn);
+        ASSERT_EQ(ferry_tensor_nbytes(t), (size_t)rw * rh * rn);
+        ASSERT(memcmp(ferry_tensor_data(t), ref, ferry_tensor_nbytes(t)) == 0);
+        ferry_tensor_unref(t);
+        free(ref);
+    }
+    /* A grayscale JPEG: one channel of its own; three repeat it. */
+    uint8_t *gray = malloc((size_t)w * h);
+    picture(gray, w, h, 1, 9);
+    buf g = jpeg_encode(gray, w, h, 1, 95);
+    ferry_tensor *t1 = decode(rt, &g, 0), *t3 = decode(rt, &g, 3);
+    ASSERT_EQ(ferry_tensor_dim(t1, 2), 1);
+    ASSERT_EQ(ferry_tensor_dim(t3, 2), 3);
+    const uint8_t *p1 = ferry_tensor_data(t1), *p3 = ferry_tensor_data(t3);
+    for (int i = 0; i < w * h; i++) ASSERT(p3[3 * i] == p1[i] && p3[3 * i + 1] == p1[i] && p3[3 * i + 2] == p1[i]);
+    ferry_tensor_unref(t1);
+    ferry_tensor_unref(t3);
+    free(g.p);
+    free(gray);
+    free(b.p);
+    free(src);
+    rt_done(rt);
+}
+
+TEST(png_decodes_exactly_with_its_channels) {
+    ferry_runtime *rt = rt_new();
+    int w = 19, h = 11;
+    int types[] = {SPNG_COLOR_TYPE_GRAYSCALE, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA, SPNG_COLOR_TYPE_TRUECOLOR,
+                   SPNG_COLOR_TYPE_TRUECOLOR_ALPHA};
+    for (int k = 0; k < 4; k++) {
+        int c = k + 1;
+        uint8_t *src = malloc((size_t)w * h * c);
+        picture(src, w, h, c, 11 + k);
+        buf b = png_encode(src, w, h, types[k], 8);
+        ferry_tensor *t = decode(rt, &b, 0);
+        ASSERT_EQ(ferry_tensor_dim(t, 0), h);
+        ASSERT_EQ(ferry_tensor_dim(t, 1), w);
+        ASSERT_EQ(ferry_tensor_dim(t, 2), c); /* its own channels */
+        ASSERT(memcmp(ferry_tensor_data(t), src, (size_t)w * h * c) == 0);
+        ferry_tensor_unref(t);
+        /* converted: RGB drops or adds alpha, gray is the rounded luma, RGBA adds 255 */
+        ferry_tensor *g = decode(rt, &b, 1), *rgb = decode(rt, &b, 3), *rgba = decode(rt, &b, 4);
+        const uint8_t *pg = ferry_tensor_data(g), *p3 = ferry_tensor_data(rgb), *p4 = ferry_tensor_data(rgba);
+        for (int i = 0; i < w * h; i++) {
+            const uint8_t *s = src + (size_t)i * c;
+            uint8_t r = c >= 3 ? s[0] : s[0], gg = c >= 3 ? s[1] : s[0], bb = c >= 3 ? s[2] : s[0];
+            uint8_t a = c == 2 ? s[1] : c == 4 ? s[3] : 255;
+            ASSERT_EQ(pg[i], (uint8_t)((299u * r + 587u * gg + 114u * bb + 500u) / 1000u));
+            ASSERT(p3[3 * i] == r && p3[3 * i + 1] == gg && p3[3 * i + 2] == bb);
+            ASSERT(p4[4 * i] == r && p4[4 * i + 1] == gg && p4[4 * i + 2] == bb && p4[4 * i + 3] == a);
+        }
+        ferry_tensor_unref(g);
+        ferry_tensor_unref(rgb);
+        ferry_tensor_unref(rgba);
+        free(b.p);
+        free(src);
+    }
+    /* 16-bit gray: the high byte of every sample. */
+    uint16_t s16[6 * 4];
+    for (int i = 0; i < 24; i++) s16[i] = (uint16_t)(i * 2741 + 17);
+    buf b16 = png_encode(s16, 6, 4, SPNG_COLOR_TYPE_GRAYSCALE, 16); /* host-endian samples */
+    ferry_tensor *t = decode(rt, &b16, 1);
+    for (int i = 0; i < 24; i++) ASSERT_EQ(((const uint8_t *)ferry_tensor_data(t))[i], (uint8_t)(s16[i] >> 8));
+    ferry_tensor_unref(t);
+    free(b16.p);
+    rt_done(rt);
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+TEST(damaged_data_is_an_error_never_pixels) {
+    ferry_runtime *rt = rt_new();
+    int w = 64, h = 48;
+    uint8_t *src = malloc((size_t)w * h * 3);
+    picture(src, w, h, 3, 3);
+    buf j = jpeg_encode(src, w, h, 3, 90), p = png_encode(src, w, h, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+    /* truncated: the data stops inside the image */
+    int rc = decode_rc(rt, j.p, j.n / 2, 0);
+    ASSERT(rc == FERRY_ETRUNCATED || rc == FERRY_ECORRUPT);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_image_decode: JPEG: ");
+    rc = decode_rc(rt, p.p, p.n - 20, 0);
+    ASSERT(rc == FERRY_ETRUNCATED || rc == FERRY_ECORRUPT);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_image_decode: PNG: ");
+    /* a flipped byte in the PNG's image data: its chunk's CRC fails */
+    uint8_t *q = malloc(p.n);
+    memcpy(q, p.p, p.n);
+    q[p.n - 30] ^= 0x40;
+    ASSERT_EQ(decode_rc(rt, q, p.n, 0), FERRY_ECORRUPT);
+    free(q);
+    /* garbage where the JPEG's scan data is */
+    q = malloc(j.n);
+    memcpy(q, j.p, j.n);
+    for (size_t i = j.n / 3; i < j.n - 2; i++) q[i] = 0xFF;
+    ASSERT(decode_rc(rt, q, j.n, 0) != FERRY_OK);
+    free(q);
+    /* not an image, and no data */
+    ASSERT_EQ(decode_rc(rt, "GIF89a....", 10, 0), FERRY_EUNSUPPORTED);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "not a JPEG or PNG image: 10 bytes starting with 47 49 46 38 39 61 2e 2e");
+    ASSERT_EQ(decode_rc(rt, j.p, 0, 0), FERRY_EINVAL);
+    ferry_tensor *t;
+    ASSERT_EQ(ferry_image_decode(rt, j.p, j.n, &(ferry_decode_image_options){.channels = 2}, &t), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "opts->channels is 2");
+    free(j.p);
+    free(p.p);
+    free(src);
+    rt_done(rt);
+}
+
+TEST(sizes_over_the_limit_are_refused_from_the_header) {
+    ferry_runtime *rt = rt_new();
+    int w = 16, h = 16;
+    uint8_t src[16 * 16 * 3];
+    picture(src, w, h, 3, 5);
+    buf j = jpeg_encode(src, w, h, 3, 90), p = png_encode(src, w, h, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+    ASSERT_EQ(decode_rc(rt, j.p, j.n, 255), FERRY_ETOOLARGE); /* 256 pixels */
+    ASSERT_STR_CONTAINS(ferry_last_error(), "JPEG of 16 x 16 pixels is over the limit of 255 pixels");
+    ASSERT_EQ(decode_rc(rt, p.p, p.n, 255), FERRY_ETOOLARGE);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "PNG of 16 x 16 pixels is over the limit of 255 pixels");
+    /* Headers that claim huge images (decompression bombs): 60000 x 60000 and 100000 x 100000. */
+    ferry_runtime_stats before, after;
+    ASSERT_OK(ferry_runtime_stats_get(rt, &before));
+    for (size_t i = 0; i + 8 < j.n; i++)
+        if (j.p[i] == 0xFF && j.p[i + 1] == 0xC0) { /* SOF0: length, precision, height, width */
+            j.p[i + 5] = 60000 >> 8, j.p[i + 6] = 60000 & 255, j.p[i + 7] = 60000 >> 8, j.p[i + 8] = 60000 & 255;
+            break;
+        }
+    ASSERT_EQ(decode_rc(rt, j.p, j.n, 0), FERRY_ETOOLARGE);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "JPEG of 60000 x 60000 pixels is over the limit of 67108864 pixels");
+    ASSERT_EQ(be32(p.p + 12), 0x49484452u); /* "IHDR" */
+    put_be32(p.p + 16, 100000);
+    put_be32(p.p + 20, 100000);
+    put_be32(p.p + 29, (uint32_t)crc32(0, p.p + 12, 17)); /* a valid header */
+    ASSERT_EQ(decode_rc(rt, p.p, p.n, 0), FERRY_ETOOLARGE);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "PNG of 100000 x 100000 pixels is over the limit");
+    ASSERT_OK(ferry_runtime_stats_get(rt, &after));
+    ASSERT_LE(after.bytes_allocated, before.bytes_allocated + 4096); /* no pixel buffer */
+    free(j.p);
+    free(p.p);
+    rt_done(rt);
+}
+
+TEST(decode_image_map_keeps_positions_and_other_components) {
+    ferry_runtime *rt = rt_new();
+    int w = 24, h = 16;
+    uint8_t src[24 * 16 * 3];
+    picture(src, w, h, 3, 21);
+    buf j = jpeg_encode(src, w, h, 3, 90), p = png_encode(src, w, h, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+    const void *ptrs[5] = {j.p, p.p, "not an image", p.p, j.p};
+    size_t lens[5] = {j.n, p.n, 12, p.n, j.n / 3};
+    int64_t n5 = 5;
+    ferry_tensor *imgs, *labels;
+    ASSERT_OK(ferry_tensor_create_bytes(rt, 1, &n5, ptrs, lens, &imgs));
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_INT64, 1, &n5, &labels));
+    for (int i = 0; i < 5; i++) ((int64_t *)ferry_tensor_mutable_data(labels))[i] = 100 + i;
+    ferry_tensor *both[2] = {imgs, labels};
+    ferry_tensor *want_j = decode(rt, &j, 3), *want_p = decode(rt, &p, 3);
+    for (int par = 0; par <= 2; par += 2) {
+        ferry_dataset *ds;
+        ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, both, NULL, &ds));
+        CHAIN(ds, ferry_dataset_decode_image(
+                      ds, &(ferry_decode_image_options){.channels = 3, .num_parallel_calls = par}, OUT));
+        ASSERT(strcmp(ferry_dataset_name(ds), "decode_image") == 0);
+        ferry_tensor_spec spec;
+        ASSERT_OK(ferry_dataset_component_spec(ds, 0, &spec));
+        ASSERT(spec.dtype == FERRY_DTYPE_UINT8 && spec.shape.rank == 3 && spec.shape.dims[2] == 3);
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+        int want_rc[5] = {FERRY_OK, FERRY_OK, FERRY_EUNSUPPORTED, FERRY_OK, FERRY_ETRUNCATED};
+        for (int i = 0; i < 5; i++) {
+            ferry_element *e;
+            int rc = ferry_iterator_next(it, &e);
+            if (i == 4) ASSERT(rc == FERRY_ETRUNCATED || rc == FERRY_ECORRUPT); /* the last element fails too */
+            else ASSERT_EQ(rc, want_rc[i]);
+            if (rc) {
+                char at[32];
+                snprintf(at, sizeof at, "element %d: ", i);
+                ASSERT_STR_CONTAINS(ferry_iterator_error(it), at);
+                continue;
+            }
+            const ferry_tensor *want = i == 0 ? want_j : want_p;
+            ASSERT_EQ(ferry_tensor_nbytes(ferry_element_get(e, 0)), ferry_tensor_nbytes(want));
+            ASSERT(memcmp(ferry_tensor_data(ferry_element_get(e, 0)), ferry_tensor_data(want),
+                          ferry_tensor_nbytes(want)) == 0);
+            ASSERT_EQ(*(const int64_t *)ferry_tensor_data(ferry_element_get(e, 1)), 100 + i); /* passed through */
+            ferry_element_free(e);
+        }
+        ferry_element *e;
+        ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+        ferry_iterator_free(it);
+        ferry_dataset_unref(ds);
+    }
+    /* bad arguments */
+    ferry_dataset *ds, *out = NULL;
+    ASSERT_OK(ferry_dataset_from_tensor_slices(rt, 2, both, NULL, &ds));
+    ASSERT_EQ(ferry_dataset_decode_image(ds, &(ferry_decode_image_options){.component = 2}, &out), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "opts->component is 2; the input has 2 components");
+    ASSERT_EQ(ferry_dataset_decode_image(ds, &(ferry_decode_image_options){.component = 1}, &out), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "component 1 is declared int64 of rank 0; it must be a bytes scalar");
+    ASSERT(out == NULL);
+    ferry_dataset_unref(ds);
+    ferry_tensor_unref(want_j);
+    ferry_tensor_unref(want_p);
+    ferry_tensor_unref(imgs);
+    ferry_tensor_unref(labels);
+    free(j.p);
+    free(p.p);
+    rt_done(rt);
+}
+#else
+TEST(codecs_missing) { fprintf(stderr, "SKIP: libjpeg or libspng headers are not installed\n"); }
+#endif
