@@ -1572,6 +1572,37 @@ FERRY_API int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len
  * Threads: thread-safe. */
 FERRY_API int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_options *opts,
                                          ferry_dataset **out);
+
+/* An image folder: root/CLASS/FILE, as torchvision's ImageFolder and Keras'
+ * image_dataset_from_directory. Listed once, when the dataset is made: files whose name ends in
+ * .jpg, .jpeg or .png (any case) directly in a subdirectory of root (hidden ones, deeper ones and
+ * others are left out). Class names are those subdirectories, sorted bytewise (strcmp), labels
+ * 0, 1, ... in that order; the elements are (the file's bytes: a FERRY_DTYPE_BYTES scalar, the label:
+ * an int64 scalar), ordered by label, then by file name. Files are read whole when the iterator
+ * reaches them; one that cannot be read is a FERRY_ENOTFOUND or FERRY_EIO error in its position,
+ * naming the path, and the iteration goes on. Decode with ferry_dataset_decode_image. Saved state:
+ * the position (a state saved while other files were listed fails with FERRY_EMISMATCH). */
+typedef struct ferry_image_folder_options {
+    const char *name; /* shown in stats, the report and the trace; NULL: the op */
+} ferry_image_folder_options;
+/* ferry_dataset_image_folder: the images under root, as described above.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt or out, or a NULL, empty or over 4000-byte root;
+ *   FERRY_ENOTFOUND (naming root) when no image file is found; FERRY_EIO when a directory cannot be
+ *   read; FERRY_ENOMEM.
+ * Ownership: borrows rt, root and opts (may be NULL); *out gets a new reference (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_dataset_image_folder(ferry_runtime *rt, const char *root, const ferry_image_folder_options *opts,
+                                         ferry_dataset **out);
+/* ferry_image_folder_num_classes: the number of classes of an image folder dataset.
+ * Returns: the count; 0 for NULL or a dataset that is not an image folder.
+ * Ownership: borrows ds.
+ * Threads: thread-safe. */
+FERRY_API size_t ferry_image_folder_num_classes(const ferry_dataset *ds);
+/* ferry_image_folder_class: the class name of `label` in an image folder dataset.
+ * Returns: the name; NULL for NULL, a dataset that is not an image folder, or a label out of range.
+ * Ownership: borrows ds; the name is valid while ds lives.
+ * Threads: thread-safe. */
+FERRY_API const char *ferry_image_folder_class(const ferry_dataset *ds, int64_t label);
 /* ==== end section: image ==== */
 
 /* ==== section: state files ==== */
