@@ -925,18 +925,7 @@ static int ilv_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
 /* ---- save ------------------------------------------------------------------------------- */
 /* Writes an inner iterator's state in the anchor format (nothing to replay). Inline mode. */
 static int write_direct(ilv_it *it, ferry__iter *inner, ferry__writer *w, ferry__status *st) {
-    ferry__writer sub;
-    ferry__writer_init(&sub, &it->base.ctx.rt->alloc);
-    int rc = ferry__iter_save(inner, &sub, st);
-    if (rc == FERRY_OK && sub.failed)
-        rc = ferry__fail(st, FERRY_ENOMEM, "%s: growing the state failed", it->base.ds->name);
-    if (rc == FERRY_OK) {
-        ferry__w_u64(w, 0);
-        ferry__w_u64(w, sub.size);
-        ferry__w_bytes(w, sub.data, sub.size);
-    }
-    ferry__writer_fini(&sub);
-    return rc;
+    return ferry__anchor_write_now(inner, it->base.ctx.rt, w, it->base.ds->name, st);
 }
 
 static int ilv_save(ferry__iter *it_, ferry__writer *w, ferry__status *st) {
