@@ -1,8 +1,9 @@
 /*
  * fuzz_image.c - fuzz target for the JPEG and PNG decoders (src/image/).
  *
- * The first byte of an input chooses the channels asked for (0, 1, 3 or 4) and whether a small
- * pixel limit applies (4096 pixels); the rest is the encoded image. Checked: a decode either fails
+ * The first byte of an input chooses the channels asked for (0, 1, 3 or 4), whether a small
+ * pixel limit applies (4096 pixels) and whether only a window (rows 1-2, columns 2-4) is decoded
+ * (ferry_image_decode_window); the rest is the encoded image. Checked: a decode either fails
  * with a message and no tensor, or gives a uint8 [height, width, channels] tensor of exactly
  * height x width x channels bytes, within the limit and with the channels asked for (or 1 to 4
  * for the image's own). Everything made is freed: the runtime's allocator must hold no block of
@@ -34,7 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ferry_runtime_stats before, after;
     CHECK(ferry_runtime_stats_get(rt, &before) == FERRY_OK);
     ferry_tensor *t = NULL;
-    int rc = ferry_image_decode(rt, data + 1, size - 1, &o, &t);
+    ferry_image_window win = {1, 2, 2, 3};
+    bool window = (data[0] & 8) != 0;
+    int rc = window ? ferry_image_decode_window(rt, data + 1, size - 1, &win, &o, &t)
+                    : ferry_image_decode(rt, data + 1, size - 1, &o, &t);
     if (rc != FERRY_OK) {
         CHECK(t == NULL);
         CHECK(ferry_last_error()[0] != '\0');
@@ -42,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(ferry_tensor_dtype(t) == FERRY_DTYPE_UINT8 && ferry_tensor_rank(t) == 3);
         int64_t h = ferry_tensor_dim(t, 0), w = ferry_tensor_dim(t, 1), c = ferry_tensor_dim(t, 2);
         CHECK(h > 0 && w > 0 && c >= 1 && c <= 4);
+        if (window) CHECK(h == win.height && w == win.width);
         if (o.channels) CHECK(c == o.channels);
         CHECK(h * w <= (o.max_pixels ? o.max_pixels : (int64_t)1 << 26));
         CHECK(ferry_tensor_nbytes(t) == (size_t)(h * w * c));

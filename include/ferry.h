@@ -1559,6 +1559,25 @@ FERRY_API const char *ferry_image_format_name(ferry_image_format format);
  * Threads: thread-safe. */
 FERRY_API int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len,
                                  const ferry_decode_image_options *opts, ferry_tensor **out);
+/* A window of an image, in pixels: rows [y, y + height), columns [x, x + width). */
+typedef struct ferry_image_window {
+    int64_t y, x, height, width;
+} ferry_image_window;
+/* ferry_image_decode_window: ferry_image_decode of only a window of the image (tf.image's
+ * decode_and_crop_jpeg). A JPEG decodes only what the window needs: the rows above it are skipped
+ * without computing their pixels (jpeg_skip_scanlines), only the iMCU columns that hold it are
+ * decoded (jpeg_crop_scanline), and the rows below it are not decoded at all. Its pixels are
+ * those of the full decode cut to the window, but in the window's first and last column, where
+ * chroma upsampling lacks its neighbours and they may differ (tests/test_image.c measures up to 38
+ * levels on noisy chroma). A PNG is decoded whole (each row depends on the one above), then cut.
+ * Returns: as ferry_image_decode; FERRY_EINVAL also for a NULL window or one not inside the image
+ *   (found from the header, naming both).
+ * Ownership: borrows rt, data (len bytes), window and opts (may be NULL); *out gets a new reference
+ *   (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_image_decode_window(ferry_runtime *rt, const void *data, size_t len,
+                                        const ferry_image_window *window, const ferry_decode_image_options *opts,
+                                        ferry_tensor **out);
 /* ferry_dataset_decode_image: a map that decodes component opts->component of every element of in (a
  * bytes scalar holding a JPEG or PNG image) into a uint8 tensor [height, width, channels], as
  * ferry_image_decode, leaving the other components as they are. An image that fails is an error

@@ -44,6 +44,17 @@ int ferry__image_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const fer
                        n ? head : "nothing");
 }
 
+int ferry__image_window_check(const ferry__image_req *req, int64_t w, int64_t h, const char *fmt, ferry__status *st) {
+    if (req->y >= 0 && req->x >= 0 && req->height >= 1 && req->width >= 1 && req->y <= h - req->height &&
+        req->x <= w - req->width)
+        return FERRY_OK;
+    return ferry__fail(st, FERRY_EINVAL,
+                       "%s: the window (y %lld, x %lld, height %lld, width %lld) is not inside the image of %lld x "
+                       "%lld pixels",
+                       fmt, (long long)req->y, (long long)req->x, (long long)req->height, (long long)req->width,
+                       (long long)w, (long long)h);
+}
+
 /* Checks the options a decode reads; fills req. */
 static int image_req(const char *fn, const ferry_decode_image_options *opts, ferry__image_req *req) {
     ferry_decode_image_options o = {0};
@@ -52,26 +63,45 @@ static int image_req(const char *fn, const ferry_decode_image_options *opts, fer
                      "%s: opts->channels is %d; it must be 0 (the image's own), 1, 3 or 4", fn, o.channels);
     FERRY__CHECK_ARG(o.max_pixels >= 0, FERRY_EINVAL, "%s: opts->max_pixels is %lld; it must be >= 0 (0: %lld)", fn,
                      (long long)o.max_pixels, (long long)FERRY__IMAGE_MAX_PIXELS_DEFAULT);
+    memset(req, 0, sizeof *req);
     req->channels = o.channels;
     req->max_pixels = o.max_pixels ? o.max_pixels : FERRY__IMAGE_MAX_PIXELS_DEFAULT;
     return FERRY_OK;
 }
 
-int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len, const ferry_decode_image_options *opts,
-                       ferry_tensor **out) {
+static int decode_public(const char *fn, ferry_runtime *rt, const void *data, size_t len,
+                         const ferry_image_window *window, const ferry_decode_image_options *opts, ferry_tensor **out) {
     ferry__clear_last_error();
-    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
+    FERRY__CHECK_ARG(out != NULL, FERRY_EINVAL, "%s: argument 'out' is NULL", fn);
     *out = NULL;
-    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
-    FERRY__CHECK_ARG(data != NULL && len > 0, FERRY_EINVAL, "%s: argument 'data' is %s", __func__,
-                     data ? "empty" : "NULL");
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", fn);
+    FERRY__CHECK_ARG(data != NULL && len > 0, FERRY_EINVAL, "%s: argument 'data' is %s", fn, data ? "empty" : "NULL");
     ferry__image_req req;
-    int rc = image_req(__func__, opts, &req);
+    int rc = image_req(fn, opts, &req);
     if (rc) return rc;
+    if (window) {
+        req.crop = true;
+        req.y = window->y, req.x = window->x, req.height = window->height, req.width = window->width;
+    }
     ferry__status st;
     rc = ferry__image_decode(rt, data, len, &req, out, &st);
-    if (rc) return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
+    if (rc) return ferry__set_last_error(rc, "%s: %s", fn, st.msg);
     return FERRY_OK;
+}
+
+int ferry_image_decode_window(ferry_runtime *rt, const void *data, size_t len, const ferry_image_window *window,
+                              const ferry_decode_image_options *opts, ferry_tensor **out) {
+    if (!window) {
+        ferry__clear_last_error();
+        if (out) *out = NULL;
+        return ferry__set_last_error(FERRY_EINVAL, "%s: argument 'window' is NULL", __func__);
+    }
+    return decode_public(__func__, rt, data, len, window, opts, out);
+}
+
+int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len, const ferry_decode_image_options *opts,
+                       ferry_tensor **out) {
+    return decode_public(__func__, rt, data, len, NULL, opts, out);
 }
 
 /* ---- the map --------------------------------------------------------------------------------- */

@@ -16,7 +16,13 @@
 typedef struct ferry__image_req {
     int channels;       /* 0 (the image's own), 1, 3 or 4 */
     int64_t max_pixels; /* > 0 */
+    bool crop;          /* decode only the window below */
+    int64_t y, x, height, width;
 } ferry__image_req;
+
+/* FERRY_OK when the request's window lies inside an image of w x h pixels; else FERRY_EINVAL
+ * naming both (fmt: "JPEG", "PNG"). */
+int ferry__image_window_check(const ferry__image_req *req, int64_t w, int64_t h, const char *fmt, ferry__status *st);
 
 /* Decodes a JPEG (jpeg.c) or PNG (png.c) image of n bytes into *out. FERRY_EUNSUPPORTED when
  * this build has no decoder for the format. */

@@ -52,6 +52,7 @@ typedef struct jpeg_job {
     struct jpeg_decompress_struct d;
     jpeg_err err;
     ferry_tensor *t;
+    uint8_t *row; /* a window's decoded row (its iMCU columns) */
     bool created;
 } jpeg_job;
 
@@ -59,9 +60,39 @@ static int jpeg_warned(jpeg_job *j, ferry__status *st) {
     return ferry__fail(st, j->err.eof ? FERRY_ETRUNCATED : FERRY_ECORRUPT, "JPEG: %s", j->err.msg);
 }
 
+/* Decodes only req's window: the rows above it skipped (jpeg_skip_scanlines: their entropy data
+ * is read, not their pixels), the iMCU columns that hold it decoded (jpeg_crop_scanline), the
+ * window's own columns copied out; the rows below are never decoded (the decode is aborted). */
+static int jpeg_window(jpeg_job *j, ferry_runtime *rt, const ferry__image_req *req, int c, ferry__status *st) {
+    struct jpeg_decompress_struct *d = &j->d;
+    JDIMENSION xoff = (JDIMENSION)req->x, cols = (JDIMENSION)req->width;
+    jpeg_crop_scanline(d, &xoff, &cols);
+    if (req->y > 0 && jpeg_skip_scanlines(d, (JDIMENSION)req->y) != (JDIMENSION)req->y)
+        return ferry__fail(st, FERRY_ETRUNCATED, "JPEG: the data ends before row %lld", (long long)req->y);
+    if (j->err.warned) return jpeg_warned(j, st);
+    int64_t dims[3] = {req->height, req->width, c};
+    int rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, &j->t, st);
+    if (rc) return rc;
+    j->row = ferry__alloc(rt, (size_t)d->output_width * (size_t)c);
+    if (!j->row) return ferry__fail(st, FERRY_ENOMEM, "JPEG: allocating a row of %u pixels failed", d->output_width);
+    uint8_t *px = ferry_tensor_mutable_data(j->t);
+    size_t skip = (size_t)(req->x - (int64_t)xoff) * (size_t)c, line = (size_t)req->width * (size_t)c;
+    for (int64_t r = 0; r < req->height; r++) {
+        JSAMPROW row = j->row;
+        if (jpeg_read_scanlines(d, &row, 1) != 1)
+            return ferry__fail(st, FERRY_ETRUNCATED, "JPEG: the data ends at row %lld", (long long)(req->y + r));
+        if (j->err.warned) return jpeg_warned(j, st);
+        memcpy(px + (size_t)r * line, j->row + skip, line);
+    }
+    jpeg_abort_decompress(d); /* the rows below the window are not needed */
+    return FERRY_OK;
+}
+
+
 static int jpeg_run(jpeg_job *j, ferry_runtime *rt, const uint8_t *p, size_t n, const ferry__image_req *req,
                     ferry__status *st) {
     struct jpeg_decompress_struct *d = &j->d;
+    int rc0;
     jpeg_create_decompress(d);
     j->created = true;
     jpeg_mem_src(d, p, (unsigned long)n);
@@ -72,6 +103,7 @@ static int jpeg_run(jpeg_job *j, ferry_runtime *rt, const uint8_t *p, size_t n, 
         return ferry__fail(st, FERRY_ETOOLARGE,
                            "JPEG of %lld x %lld pixels is over the limit of %lld pixels (max_pixels)", (long long)w,
                            (long long)h, (long long)req->max_pixels);
+    if (req->crop && (rc0 = ferry__image_window_check(req, w, h, "JPEG", st)) != FERRY_OK) return rc0;
     if (d->jpeg_color_space == JCS_CMYK || d->jpeg_color_space == JCS_YCCK)
         return ferry__fail(st, FERRY_EUNSUPPORTED, "JPEG: CMYK images are not supported (%lld x %lld)", (long long)w,
                            (long long)h);
@@ -81,6 +113,7 @@ static int jpeg_run(jpeg_job *j, ferry_runtime *rt, const uint8_t *p, size_t n, 
     if (j->err.warned) return jpeg_warned(j, st);
     if ((int)d->output_components != c)
         return ferry__fail(st, FERRY_ECORRUPT, "JPEG: the decoder gave %d channels, not %d", d->output_components, c);
+    if (req->crop) return jpeg_window(j, rt, req, c, st);
     int64_t dims[3] = {d->output_height, d->output_width, c};
     int rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, &j->t, st);
     if (rc) return rc;
@@ -113,6 +146,7 @@ int ferry__jpeg_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferr
         rc = ferry__fail(st, j->err.eof ? FERRY_ETRUNCATED : FERRY_ECORRUPT, "JPEG: %s", j->err.msg);
     else rc = jpeg_run(j, rt, p, n, req, st);
     if (j->created) jpeg_destroy_decompress(&j->d);
+    ferry__free(rt, j->row);
     if (rc) ferry_tensor_unref(j->t);
     else *out = j->t;
     ferry__free(rt, j);

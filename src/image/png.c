@@ -54,6 +54,10 @@ static int png_run(spng_ctx *ctx, ferry_runtime *rt, const uint8_t *p, size_t n,
         return ferry__fail(st, FERRY_ETOOLARGE,
                            "PNG of %lld x %lld pixels is over the limit of %lld pixels (max_pixels)", (long long)w,
                            (long long)ht, (long long)req->max_pixels);
+    if (req->crop) {
+        int rc = ferry__image_window_check(req, w, ht, "PNG", st);
+        if (rc) return rc;
+    }
     int own = png_own_channels(ctx, &h);
     int c = req->channels ? req->channels : own;
     int64_t dims[3] = {ht, w, c};
@@ -95,6 +99,21 @@ int ferry__png_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry
     int rc = png_run(ctx, rt, p, n, req, out, &tmp, st);
     spng_ctx_free(ctx);
     ferry__free(rt, tmp);
+    if (rc == FERRY_OK && req->crop) { /* decoded whole (PNG rows depend on the ones above): cut */
+        ferry_tensor *whole = *out;
+        int64_t c = ferry_tensor_dim(whole, 2), dims[3] = {req->height, req->width, c};
+        rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, out, st);
+        if (rc == FERRY_OK) {
+            const uint8_t *s = ferry_tensor_data(whole);
+            uint8_t *d = ferry_tensor_mutable_data(*out);
+            size_t sl = (size_t)ferry_tensor_dim(whole, 1) * (size_t)c, line = (size_t)req->width * (size_t)c;
+            for (int64_t r = 0; r < req->height; r++)
+                memcpy(d + (size_t)r * line, s + (size_t)(req->y + r) * sl + (size_t)req->x * (size_t)c, line);
+        } else {
+            *out = NULL;
+        }
+        ferry_tensor_unref(whole);
+    }
     if (rc) {
         ferry_tensor_unref(*out);
         *out = NULL;
