@@ -1519,7 +1519,9 @@ FERRY_API int ferry_dataset_flat_map(ferry_dataset *in, ferry_dataset_fn fn, voi
  * build of ferry has no decoder for; FERRY_ETOOLARGE for an image of more than max_pixels
  * pixels, found from its header before any pixel buffer is allocated; FERRY_ETRUNCATED for data
  * that ends inside the image; FERRY_ECORRUPT for anything else the decoder refuses, warnings
- * included: corrupt data is never handed on as pixels. The decoders never print or exit. */
+ * included: corrupt data is never handed on as pixels (so an image with "extraneous bytes before
+ * marker", which PIL and TensorFlow accept, is an error here); a progressive JPEG of more than
+ * 500 scans is FERRY_ETOOLARGE. The decoders never print or exit. */
 typedef enum ferry_image_format {
     FERRY_IMAGE_FORMAT_UNKNOWN = 0,
     FERRY_IMAGE_FORMAT_JPEG,
@@ -1570,8 +1572,9 @@ typedef struct ferry_image_window {
  * those of the full decode cut to the window, but in the window's first and last column, where
  * chroma upsampling lacks its neighbours and they may differ (tests/test_image.c measures up to 38
  * levels on noisy chroma). A PNG is decoded whole (each row depends on the one above), then cut.
- * Returns: as ferry_image_decode; FERRY_EINVAL also for a NULL window or one not inside the image
- *   (found from the header, naming both).
+ * Returns: as ferry_image_decode (max_pixels bounds the whole image, not the window: a small window of
+ *   a larger image is FERRY_ETOOLARGE); FERRY_EINVAL also for a NULL window or one not inside the
+ *   image (found from the header, naming both).
  * Ownership: borrows rt, data (len bytes), window and opts (may be NULL); *out gets a new reference
  *   (NULL on failure).
  * Threads: thread-safe. */
@@ -1583,9 +1586,10 @@ FERRY_API int ferry_image_decode_window(ferry_runtime *rt, const void *data, siz
  * ferry_image_decode, leaving the other components as they are. An image that fails is an error
  * in its element's position, with the element's index and the decoder's reason; the elements
  * after it go on. The op is "map" in stats; its default name is "decode_image".
- * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, opts->component out of range or not declared
- *   a bytes scalar (or of unknown shape), channels other than 0, 1, 3 or 4, or a negative
- *   max_pixels; FERRY_EMISUSE for a freed in; otherwise as ferry_dataset_map.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, opts->component out of range or declared other
+ *   than a bytes scalar (bytes of unknown rank are accepted, and an element whose component is not
+ *   a scalar is a FERRY_ETYPE error in its position), channels other than 0, 1, 3 or 4, or a
+ *   negative max_pixels; FERRY_EMISUSE for a freed in; otherwise as ferry_dataset_map.
  * Ownership: borrows in and opts (may be NULL: component 0, the image's channels, inline); *out gets
  *   a new reference (NULL on failure).
  * Threads: thread-safe. */
@@ -1598,8 +1602,8 @@ FERRY_API int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_i
  * others are left out). Class names are those subdirectories, sorted bytewise (strcmp), labels
  * 0, 1, ... in that order; the elements are (the file's bytes: a FERRY_DTYPE_BYTES scalar, the label:
  * an int64 scalar), ordered by label, then by file name. Files are read whole when the iterator
- * reaches them; one that cannot be read is a FERRY_ENOTFOUND or FERRY_EIO error in its position,
- * naming the path, and the iteration goes on. Decode with ferry_dataset_decode_image. Saved state:
+ * reaches them; one that cannot be read is an error in its position (FERRY_ENOTFOUND, FERRY_EIO,
+ * FERRY_ETOOLARGE over 1 GiB, FERRY_ENOMEM), naming the path, and the iteration goes on. Decode with ferry_dataset_decode_image. Saved state:
  * the position (a state saved while other files were listed fails with FERRY_EMISMATCH). */
 typedef struct ferry_image_folder_options {
     const char *name; /* shown in stats, the report and the trace; NULL: the op */

@@ -455,9 +455,19 @@ TEST(image_folder_lists_classes_and_files_in_order) {
         snprintf(path, sizeof path, "%s/%s", root, files[i]);
         write_file(path, files[i], strlen(files[i]));
     }
+    snprintf(path, sizeof path, "%s/dog/folder.jpg", root); /* a directory, not an image */
+    mkdir(path, 0755);
     ferry_runtime *rt = rt_new();
     ferry_dataset *ds;
+    char slashed[300];
+    snprintf(slashed, sizeof slashed, "%s//", root); /* trailing slashes are the same root */
+    ASSERT_OK(ferry_dataset_image_folder(rt, slashed, NULL, &ds));
+    ASSERT_EQ(ferry_dataset_cardinality(ds), 4);
+    ASSERT(strcmp(ferry_image_folder_class(ds, 2), "dog") == 0);
+    uint64_t fp = ferry_dataset_fingerprint(ds);
+    ferry_dataset_unref(ds);
     ASSERT_OK(ferry_dataset_image_folder(rt, root, &(ferry_image_folder_options){.name = "pets"}, &ds));
+    ASSERT_EQ(ferry_dataset_fingerprint(ds), fp);
     ASSERT_EQ(ferry_dataset_cardinality(ds), 4);
     ASSERT_EQ(ferry_image_folder_num_classes(ds), 3);
     ASSERT(strcmp(ferry_image_folder_class(ds, 0), "a-b") == 0); /* strcmp order: '-' < 'c' */
@@ -508,6 +518,8 @@ TEST(image_folder_lists_classes_and_files_in_order) {
         snprintf(path, sizeof path, "%s/%s", root, files[i]);
         unlink(path);
     }
+    snprintf(path, sizeof path, "%s/dog/folder.jpg", root);
+    rmdir(path);
     for (size_t i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
         rmdir(path);

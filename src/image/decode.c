@@ -179,7 +179,11 @@ int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_optio
                             .reorder_window = opts ? opts->reorder_window : 0,
                             .num_outputs = in->ncomp,
                             .output_specs = specs,
-                            .user_free = decode_user_free};
+                            .user_free = decode_user_free,
+                            /* the decode's settings, part of the fingerprint through the map's
+                               seed (decode_fn draws no random numbers): a file cache made with
+                               other settings is not reused */
+                            .seed = (uint64_t)req.channels << 56 ^ (uint64_t)req.max_pixels};
     rc = ferry_dataset_map(in, decode_fn, u, &mo, out);
     ferry__free(in->rt, specs);
     if (rc) {

@@ -22,9 +22,15 @@
 #include <jerror.h>
 #include <setjmp.h>
 
+/* A progressive JPEG's scans are each a pass over the whole image: more than this many (a
+ * handful is usual) is refused, as libjpeg-turbo's own fuzzers do (TJPARAM_SCANLIMIT), so that a
+ * small file cannot keep a decoder busy for minutes. */
+#define JPEG_MAX_SCANS 500
+
 typedef struct jpeg_err {
     struct jpeg_error_mgr pub;
     jmp_buf jump;
+    int code; /* the status of a longjmp: 0 for libjpeg's own errors (corrupt or truncated) */
     char msg[JMSG_LENGTH_MAX];
     int warned; /* a warning was issued: the decode fails */
     int eof;    /* ... and it was "premature end of file" */
@@ -47,10 +53,20 @@ static void jpeg_note(j_common_ptr c, int level) {
 
 static void jpeg_quiet(j_common_ptr c) { (void)c; }
 
+static void jpeg_progress(j_common_ptr c) {
+    struct jpeg_decompress_struct *d = (struct jpeg_decompress_struct *)(void *)c;
+    if (!d->progressive_mode || d->input_scan_number <= JPEG_MAX_SCANS) return;
+    jpeg_err *e = (jpeg_err *)(void *)c->err;
+    snprintf(e->msg, sizeof e->msg, "a progressive image of more than %d scans", JPEG_MAX_SCANS);
+    e->code = FERRY_ETOOLARGE;
+    longjmp(e->jump, 1);
+}
+
 /* What the decode keeps across a longjmp lives here, not in automatic variables. */
 typedef struct jpeg_job {
     struct jpeg_decompress_struct d;
     jpeg_err err;
+    struct jpeg_progress_mgr progress;
     ferry_tensor *t;
     uint8_t *row; /* a window's decoded row (its iMCU columns) */
     bool created;
@@ -95,6 +111,8 @@ static int jpeg_run(jpeg_job *j, ferry_runtime *rt, const uint8_t *p, size_t n, 
     int rc0;
     jpeg_create_decompress(d);
     j->created = true;
+    j->progress.progress_monitor = jpeg_progress;
+    d->progress = &j->progress;
     jpeg_mem_src(d, p, (unsigned long)n);
     jpeg_read_header(d, TRUE);
     if (j->err.warned) return jpeg_warned(j, st);
@@ -143,7 +161,11 @@ int ferry__jpeg_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferr
     j->err.pub.output_message = jpeg_quiet;
     int rc;
     if (setjmp(j->err.jump))
-        rc = ferry__fail(st, j->err.eof ? FERRY_ETRUNCATED : FERRY_ECORRUPT, "JPEG: %s", j->err.msg);
+        rc = ferry__fail(st,
+                         j->err.code  ? j->err.code
+                         : j->err.eof ? FERRY_ETRUNCATED
+                                      : FERRY_ECORRUPT,
+                         "JPEG: %s", j->err.msg);
     else rc = jpeg_run(j, rt, p, n, req, st);
     if (j->created) jpeg_destroy_decompress(&j->d);
     ferry__free(rt, j->row);

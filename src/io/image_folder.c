@@ -148,7 +148,7 @@ typedef struct entry {
 
 typedef struct listing {
     ferry_runtime *rt;
-    size_t root_len;
+    const char *root;
     const char *name;
     ferry_dataset **out;
 } listing;
@@ -171,17 +171,21 @@ static int folder_build(void *user, size_t n, const char *const *paths) {
     if (n && !en) return ferry__set_last_error(FERRY_ENOMEM, "ferry_dataset_image_folder: listing %zu files failed", n);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *rel = paths[i] + L->root_len; /* CLASS/FILE */
-        const char *slash = strchr(rel, '/');
-        if (!slash || !is_image_name(slash + 1)) continue;
-        en[m++] = (entry){.path = paths[i], .cls = rel, .cls_len = (size_t)(slash - rel), .file = slash + 1};
+        /* .../CLASS/FILE: from the last two slashes (glob may write the root differently) */
+        const char *slash = strrchr(paths[i], '/');
+        if (!slash || slash == paths[i] || !is_image_name(slash + 1)) continue;
+        const char *cls = slash - 1;
+        while (cls > paths[i] && cls[-1] != '/') cls--;
+        size_t size;
+        if (slash == cls || ferry__file_size(paths[i], &size) != 0) continue; /* not a regular file */
+        en[m++] = (entry){.path = paths[i], .cls = cls, .cls_len = (size_t)(slash - cls), .file = slash + 1};
     }
     if (m == 0) {
         ferry__free(rt, en);
         return ferry__set_last_error(FERRY_ENOTFOUND,
                                      "ferry_dataset_image_folder: no .jpg, .jpeg or .png file in a subdirectory of "
-                                     "'%.*s'",
-                                     (int)(L->root_len ? L->root_len - 1 : 0), paths[0]);
+                                     "'%s'",
+                                     L->root);
     }
     qsort(en, m, sizeof *en, cmp_entry);
     size_t nc = 1;
@@ -217,7 +221,10 @@ static int folder_build(void *user, size_t n, const char *const *paths) {
         if (!ds->paths[i]) rc = FERRY_ENOMEM;
         else ferry__dataset_hash(d, en[i].file, strlen(en[i].file) + 1);
         ds->labels[i] = label;
+        ferry__dataset_hash_i64(d, label); /* which class each file is in, not only the names */
     }
+    ferry__dataset_hash_i64(d, (int64_t)m);
+    ferry__dataset_hash_i64(d, (int64_t)nc);
     ferry__free(rt, en);
     if (rc) {
         ferry_dataset_unref(d);
@@ -249,7 +256,7 @@ int ferry_dataset_image_folder(ferry_runtime *rt, const char *root, const ferry_
     }
     while (rn > 1 && root[rn - 1] == '/') rn--, k--; /* one slash between root and CLASS */
     memcpy(pattern + k, "/*/*", 5);
-    listing L = {.rt = rt, .root_len = rn + 1, .name = opts ? opts->name : NULL, .out = out};
+    listing L = {.rt = rt, .root = root, .name = opts ? opts->name : NULL, .out = out};
     int e = ferry__glob(pattern, folder_build, &L, &rc);
     if (e == ENOENT)
         return ferry__set_last_error(FERRY_ENOTFOUND, "%s: no file in a subdirectory of '%s'", __func__, root);

@@ -183,10 +183,18 @@ long ferry__process_id(void) { return (long)getpid(); }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* A directory glob could not read: a missing one, or a file where the pattern goes on below it,
+ * is no match; anything else (no permission, too many open files, an I/O error) fails the glob
+ * instead of leaving out what that directory holds. */
+static int glob_dir_error(const char *path, int e) {
+    (void)path;
+    return e != ENOENT && e != ENOTDIR;
+}
+
 int ferry__glob(const char *pattern, int (*fn)(void *user, size_t n, const char *const *paths), void *user, int *rc) {
     glob_t g;
     memset(&g, 0, sizeof g);
-    int gr = glob(pattern, 0, NULL, &g);
+    int gr = glob(pattern, 0, glob_dir_error, &g);
     if (gr != 0) {
         globfree(&g);
         return gr == GLOB_NOMATCH ? ENOENT : gr == GLOB_NOSPACE ? ENOMEM : EIO;
