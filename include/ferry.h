@@ -1596,6 +1596,28 @@ FERRY_API int ferry_image_decode_window(ferry_runtime *rt, const void *data, siz
 FERRY_API int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_options *opts,
                                          ferry_dataset **out);
 
+/* Resizing. Bilinear and area as torchvision, Pillow and TensorFlow 2 compute them: half-pixel
+ * centres, separable, and when shrinking with antialias (the default) every input pixel
+ * contributes through the kernel stretched by the scale (Pillow's resampling; torchvision's
+ * antialias=True). Area averages the input pixels each output pixel covers (a 2x shrink is the
+ * 2x2 mean). Results are rounded to nearest. */
+typedef enum ferry_resize_method {
+    FERRY_RESIZE_BILINEAR = 0,
+    FERRY_RESIZE_AREA,
+} ferry_resize_method;
+typedef struct ferry_resize_options {
+    ferry_resize_method method;
+    bool no_antialias; /* bilinear: sample the two nearest pixels per axis even when shrinking */
+} ferry_resize_options;
+/* ferry_image_resize: a new uint8 [height, width, channels] tensor, `image` resized as above.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, image or out, an image that is not uint8 [h, w, c]
+ *   with every dim above 0, a height or width outside 1 to 2^24, or an unknown method;
+ *   FERRY_ETOOLARGE; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt, image and opts (may be NULL: bilinear, antialiased); *out gets a new
+ *   reference (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_image_resize(ferry_runtime *rt, const ferry_tensor *image, int64_t height, int64_t width,
+                                 const ferry_resize_options *opts, ferry_tensor **out);
 /* An image folder: root/CLASS/FILE, as torchvision's ImageFolder and Keras'
  * image_dataset_from_directory. Listed once, when the dataset is made: files whose name ends in
  * .jpg, .jpeg or .png (any case) directly in a subdirectory of root (hidden ones, deeper ones and

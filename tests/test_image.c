@@ -431,6 +431,97 @@ TEST(decode_image_map_keeps_positions_and_other_components) {
 TEST(codecs_missing) { fprintf(stderr, "SKIP: libjpeg or libspng headers are not installed\n"); }
 #endif
 
+/* ---- resizing -------------------------------------------------------------------------------- */
+static ferry_tensor *image_of(ferry_runtime *rt, int h, int w, int c, const uint8_t *px) {
+    int64_t dims[3] = {h, w, c};
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_UINT8, 3, dims, &t));
+    memcpy(ferry_tensor_mutable_data(t), px, (size_t)h * w * c);
+    return t;
+}
+
+static ferry_tensor *resized(ferry_runtime *rt, ferry_tensor *t, int h, int w, ferry_resize_method m, bool no_aa) {
+    ferry_tensor *out;
+    ASSERT_OK(ferry_image_resize(rt, t, h, w, &(ferry_resize_options){.method = m, .no_antialias = no_aa}, &out));
+    ASSERT_EQ(ferry_tensor_dim(out, 0), h);
+    ASSERT_EQ(ferry_tensor_dim(out, 1), w);
+    ASSERT_EQ(ferry_tensor_dim(out, 2), ferry_tensor_dim(t, 2));
+    return out;
+}
+
+TEST(resize_bilinear_and_area_as_the_references_compute_them) {
+    ferry_runtime *rt = rt_new();
+    /* the same size: the same pixels, either method */
+    uint8_t px[12 * 10 * 3];
+    picture(px, 10, 12, 3, 23);
+    ferry_tensor *img = image_of(rt, 12, 10, 3, px);
+    for (int m = 0; m < 2; m++) {
+        ferry_tensor *same = resized(rt, img, 12, 10, (ferry_resize_method)m, false);
+        ASSERT(memcmp(ferry_tensor_data(same), px, sizeof px) == 0);
+        ferry_tensor_unref(same);
+    }
+    /* a 2x shrink by area is the rounded mean of each 2x2 block */
+    ferry_tensor *half = resized(rt, img, 6, 5, FERRY_RESIZE_AREA, false);
+    const uint8_t *hp = ferry_tensor_data(half);
+    for (int y = 0; y < 6; y++)
+        for (int x = 0; x < 5; x++)
+            for (int k = 0; k < 3; k++) {
+                int sum = 0;
+                for (int dy = 0; dy < 2; dy++)
+                    for (int dx = 0; dx < 2; dx++) sum += px[((2 * y + dy) * 10 + 2 * x + dx) * 3 + k];
+                ASSERT_LE(abs(hp[(y * 5 + x) * 3 + k] - (sum + 2) / 4), 1); /* float rounding of .5 */
+            }
+    ferry_tensor_unref(half);
+    ferry_tensor_unref(img);
+    /* a 2x bilinear stretch of [0, 100]: 0, 25, 75, 100 (half-pixel centres, edges clamped) */
+    uint8_t two[2] = {0, 100};
+    img = image_of(rt, 1, 2, 1, two);
+    ferry_tensor *wide = resized(rt, img, 1, 4, FERRY_RESIZE_BILINEAR, false);
+    const uint8_t *wp = ferry_tensor_data(wide);
+    ASSERT(wp[0] == 0 && wp[1] == 25 && wp[2] == 75 && wp[3] == 100);
+    ferry_tensor_unref(wide);
+    ferry_tensor_unref(img);
+    /* a constant image stays constant */
+    uint8_t flat[9 * 7 * 4];
+    memset(flat, 77, sizeof flat);
+    img = image_of(rt, 9, 7, 4, flat);
+    int sizes[][2] = {{3, 2}, {20, 31}, {1, 1}, {9, 14}};
+    for (size_t k = 0; k < 4; k++)
+        for (int m = 0; m < 2; m++) {
+            ferry_tensor *r = resized(rt, img, sizes[k][0], sizes[k][1], (ferry_resize_method)m, false);
+            const uint8_t *rp = ferry_tensor_data(r);
+            for (size_t i = 0; i < ferry_tensor_nbytes(r); i++) ASSERT_EQ(rp[i], 77);
+            ferry_tensor_unref(r);
+        }
+    ferry_tensor_unref(img);
+    /* stripes of one pixel shrunk 4x: antialiased, every output averages them (no aliasing); the
+     * two-tap bilinear sees only some of them */
+    uint8_t stripes[1 * 64];
+    for (int i = 0; i < 64; i++) stripes[i] = (uint8_t)(i % 2 ? 255 : 0);
+    img = image_of(rt, 1, 64, 1, stripes);
+    ferry_tensor *aa = resized(rt, img, 1, 16, FERRY_RESIZE_BILINEAR, false);
+    ferry_tensor *na = resized(rt, img, 1, 16, FERRY_RESIZE_BILINEAR, true);
+    const uint8_t *ap = ferry_tensor_data(aa), *np = ferry_tensor_data(na);
+    for (int i = 1; i < 15; i++) ASSERT(ap[i] >= 120 && ap[i] <= 135);
+    ASSERT_EQ(np[5], 128); /* centre 22: the two taps 21 and 22, half each */
+    ferry_tensor_unref(aa);
+    ferry_tensor_unref(na);
+    /* bad arguments */
+    ferry_tensor *t = NULL;
+    ASSERT_EQ(ferry_image_resize(rt, img, 0, 4, NULL, &t), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "ferry_image_resize: the size 0 x 4 is outside");
+    ASSERT_EQ(ferry_image_resize(rt, img, 4, 4, &(ferry_resize_options){.method = (ferry_resize_method)7}, &t),
+              FERRY_EINVAL);
+    ferry_tensor *i64;
+    ASSERT_OK(ferry_tensor_scalar_i64(rt, 3, &i64));
+    ASSERT_EQ(ferry_image_resize(rt, i64, 4, 4, NULL, &t), FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "argument 'image' is int64 of rank 0");
+    ASSERT(t == NULL);
+    ferry_tensor_unref(i64);
+    ferry_tensor_unref(img);
+    rt_done(rt);
+}
+
 /* ---- the image folder ------------------------------------------------------------------------ */
 static void write_file(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
