@@ -417,6 +417,11 @@ TEST(decode_image_map_keeps_positions_and_other_components) {
     ASSERT_STR_CONTAINS(ferry_last_error(), "opts->component is 2; the input has 2 components");
     ASSERT_EQ(ferry_dataset_decode_image(ds, &(ferry_decode_image_options){.component = 1}, &out), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "component 1 is declared int64 of rank 0; it must be a bytes scalar");
+    /* a refusal of the map it is made of says whose call it was */
+    ASSERT_EQ(ferry_dataset_decode_image(ds, &(ferry_decode_image_options){.num_parallel_calls = -7}, &out),
+              FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(),
+                        "ferry_dataset_decode_image: ferry_dataset_map: options.num_parallel_calls");
     ASSERT(out == NULL);
     ferry_dataset_unref(ds);
     ferry_tensor_unref(want_j);

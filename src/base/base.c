@@ -79,6 +79,12 @@ int ferry__set_last_error(int code, const char *fmt, ...) {
     return code;
 }
 
+int ferry__last_error_prefix(int code, const char *prefix) {
+    last_error.code = code;
+    ferry__status_prefix(&last_error, "%s", prefix);
+    return code;
+}
+
 void ferry__clear_last_error(void) { ferry__status_clear(&last_error); }
 
 const char *ferry_last_error(void) { return last_error.msg; }

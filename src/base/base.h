@@ -56,6 +56,10 @@ static inline void ferry__status_clear(ferry__status *st) {
 }
 /* Thread-local last error for functions without a handle; returns code. */
 int ferry__set_last_error(int code, const char *fmt, ...) FERRY_PRINTF(2, 3);
+/* Puts "prefix: " before the last error's message (a call made for another says whose call it
+ * was) and sets its code; returns code. The message may not be passed to ferry__set_last_error as
+ * an argument: it would be formatted into itself. */
+int ferry__last_error_prefix(int code, const char *prefix);
 void ferry__clear_last_error(void);
 
 /* ---- allocator -------------------------------------------------------------------------- */

@@ -187,10 +187,8 @@ int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_optio
     rc = ferry_dataset_map(in, decode_fn, u, &mo, out);
     ferry__free(in->rt, specs);
     if (rc) {
-        decode_user_free(u); /* the map does not own it when it fails */
-        ferry__status st;
-        ferry__fail(&st, rc, "%s", ferry_last_error());
-        return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
+        decode_user_free(u);                           /* the map does not own it when it fails */
+        return ferry__last_error_prefix(rc, __func__); /* its message names ferry_dataset_map */
     }
     return FERRY_OK;
 }

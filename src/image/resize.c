@@ -81,17 +81,21 @@ static int image_resize(ferry_runtime *rt, const ferry_tensor *img, int64_t oh, 
     int64_t h = ferry_tensor_dim(img, 0), w = ferry_tensor_dim(img, 1), c = ferry_tensor_dim(img, 2);
     axis ax = {0}, ay = {0};
     float *tmp = NULL;
-    int rc = axis_make(rt, w, ow, area, antialias, &ax);
+    int64_t dims[3] = {oh, ow, c};
+    int rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, out, st); /* first: its size is checked */
+    if (rc) return rc;
+    rc = axis_make(rt, w, ow, area, antialias, &ax);
     if (!rc) rc = axis_make(rt, h, oh, area, antialias, &ay);
     if (!rc) {
         tmp = ferry__alloc(rt, (size_t)h * (size_t)ow * (size_t)c * sizeof *tmp);
         if (!tmp) rc = FERRY_ENOMEM;
     }
-    int64_t dims[3] = {oh, ow, c};
-    if (rc)
+    if (rc) {
         rc = ferry__fail(st, rc, "resize: allocating its tables for %lld x %lld pixels failed", (long long)oh,
                          (long long)ow);
-    else rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, out, st);
+        ferry_tensor_unref(*out);
+        *out = NULL;
+    }
     if (rc == FERRY_OK) {
         const uint8_t *src = ferry_tensor_data(img);
         uint8_t *dst = ferry_tensor_mutable_data(*out);

@@ -1328,10 +1328,8 @@ int ferry_dataset_parse_example(ferry_dataset *in, ferry_example_parser *parser,
     atomic_fetch_add_explicit(&parser->refs, 1, memory_order_relaxed);
     rc = ferry_dataset_map(in, ferry_example_parse, parser, &o, out);
     if (rc) {
-        ferry_example_parser_free(parser); /* the map does not own it when it fails */
-        ferry__status st;                  /* its message names ferry_dataset_map: say whose call it was */
-        ferry__fail(&st, rc, "%s", ferry_last_error());
-        return ferry__set_last_error(rc, "%s: %s", __func__, st.msg);
+        ferry_example_parser_free(parser);             /* the map does not own it when it fails */
+        return ferry__last_error_prefix(rc, __func__); /* its message names ferry_dataset_map */
     }
     return FERRY_OK;
 }

@@ -835,7 +835,11 @@ static int parallel_reads(const char *fn, ferry_dataset *names, const ferry_tfre
     ferry_dataset *il;
     rc = ferry_dataset_interleave(d, open_one, d, &io, &il);
     ferry_dataset_unref(d);
-    if (rc) return ferry__set_last_error(rc, "%s: making the parallel interleave failed: %s", fn, ferry_last_error());
+    if (rc) {
+        char pre[96];
+        snprintf(pre, sizeof pre, "%s: making the parallel interleave failed", fn);
+        return ferry__last_error_prefix(rc, pre);
+    }
     if (o->max_bad_records == 0) {
         *out = il;
         return FERRY_OK;
