@@ -1618,6 +1618,109 @@ typedef struct ferry_resize_options {
  * Threads: thread-safe. */
 FERRY_API int ferry_image_resize(ferry_runtime *rt, const ferry_tensor *image, int64_t height, int64_t width,
                                  const ferry_resize_options *opts, ferry_tensor **out);
+/* Augmentation: one map (FFCV's and DALI's fused decode-crop-resize, with torchvision's and
+ * tf.image's semantics) that takes an image through these steps, each optional, in this order,
+ * drawing its random numbers from the element's generator (ferry_context_random): the same
+ * element gets the same augmentation whichever thread runs it and after save/restore.
+ *
+ * Input: component opts->component of every element, either encoded (a bytes scalar holding a
+ * JPEG or PNG, decoded here as ferry_image_decode with opts->channels and opts->max_pixels) or
+ * decoded (uint8 [height, width, channels]).
+ *   1. crop (opts->crop), to an output of opts->height x opts->width:
+ *      FERRY_IMAGE_CROP_NONE: the whole image, resized to height x width (both 0: not resized).
+ *      FERRY_IMAGE_CROP_CENTER: the central height x width window (torchvision's CenterCrop: its
+ *        top is round((image height - height) / 2)); where the image is smaller, zeros.
+ *      FERRY_IMAGE_CROP_RANDOM: the image padded with opts->padding zero pixels on every side, then
+ *        a height x width window placed uniformly in it (torchvision's RandomCrop(size, padding)).
+ *      FERRY_IMAGE_CROP_RANDOM_RESIZED: torchvision's RandomResizedCrop: up to 10 attempts each
+ *        draw an area fraction uniform in [scale_min, scale_max] and an aspect ratio (width /
+ *        height) log-uniform in [ratio_min, ratio_max]; the first box that fits in the image is
+ *        placed uniformly; after 10 misses, the largest central box whose ratio is clamped to the
+ *        range. The box is resized to height x width (opts->resize, antialiased). From a JPEG only
+ *        the box is decoded (its rows and iMCU columns, as ferry_image_decode_window), at the DCT
+ *        scale n/8 (libjpeg's scaled decoding) of the smallest n that keeps the box at least the
+ *        output's size, when the box is at least twice that size; opts->decode_whole decodes
+ *        the whole image first instead. Both take the same box; their pixels differ a little
+ *        (tests/test_augment.c: on a smooth picture, a mean of 0.01 levels and at most 4 without
+ *        DCT scaling, a mean under 1 and at most 7 with it).
+ *   2. flips: left-right with probability opts->flip (0.5 is RandomHorizontalFlip), up-down with
+ *      probability opts->vertical_flip.
+ *   3. colour (torchvision's ColorJitter, brightness then contrast): every value times a factor
+ *      uniform in [max(0, 1 - brightness), 1 + brightness]; then blended with the image's mean
+ *      luma (0.299 R + 0.587 G + 0.114 B) by a factor c uniform in [max(0, 1 - contrast), 1 +
+ *      contrast]: c * value + (1 - c) * mean. Each step clamped to [0, 255]; an alpha channel (the
+ *      second of two, the fourth of four) is left as it is.
+ *   4. output (opts->dtype): uint8 (values rounded), or float32, float16 or bfloat16 (rounded to
+ *      nearest even) as (value / 255 - mean[k]) / std[k] for channel k (ToTensor then Normalize;
+ *      a std of 0 means 1); [height, width, channels], or [channels, height, width] with opts->chw.
+ * A failure (an image that does not decode, a component that is not an image, a RANDOM window
+ * larger than the padded image) is an error in the element's position naming it; the elements
+ * after it go on. The op is "map" in stats; its default name is "image_augment". */
+typedef enum ferry_image_crop {
+    FERRY_IMAGE_CROP_NONE = 0,
+    FERRY_IMAGE_CROP_CENTER,
+    FERRY_IMAGE_CROP_RANDOM,
+    FERRY_IMAGE_CROP_RANDOM_RESIZED,
+} ferry_image_crop;
+typedef struct ferry_image_augment_options {
+    const char *name;            /* shown in stats, the report and the trace; NULL: "image_augment" */
+    size_t component;            /* the component holding the image (0 by default) */
+    int num_parallel_calls;      /* as ferry_map_options */
+    bool relaxed_order;          /* as ferry_map_options */
+    int reorder_window;          /* as ferry_map_options */
+    int channels;                /* an encoded input: as ferry_decode_image_options (0: its own) */
+    int64_t max_pixels;          /* an encoded input: as ferry_decode_image_options (0: 2^26) */
+    ferry_image_crop crop;       /* step 1 */
+    int64_t height, width;       /* the output's size; required (>= 1) except for CROP_NONE */
+    double scale_min, scale_max; /* CROP_RANDOM_RESIZED: both 0 mean 0.08 and 1 */
+    double ratio_min, ratio_max; /* CROP_RANDOM_RESIZED: both 0 mean 3/4 and 4/3 */
+    bool decode_whole;           /* CROP_RANDOM_RESIZED from a JPEG: decode it whole, then crop */
+    int64_t padding;             /* CROP_RANDOM: zero pixels added on every side first */
+    ferry_resize_method resize;  /* CROP_NONE and CROP_RANDOM_RESIZED */
+    double flip;                 /* step 2: probability of a left-right flip, in [0, 1] */
+    double vertical_flip;        /* step 2: probability of an up-down flip, in [0, 1] */
+    double brightness;           /* step 3: >= 0 (0: none) */
+    double contrast;             /* step 3: >= 0 (0: none) */
+    ferry_dtype dtype;           /* step 4: FERRY_DTYPE_UINT8 (also 0), FLOAT32, FLOAT16 or BFLOAT16 */
+    bool chw;                    /* step 4: [channels, height, width] */
+    float mean[4], std[4];       /* step 4, float outputs, per channel: all 0 mean 0 and 1 */
+    uint64_t seed;               /* the map: mixed, with the settings, into the element's generator */
+} ferry_image_augment_options;
+/* ferry_image_augment: the augmentation above applied to one image, its random numbers drawn
+ * from a generator seeded with `seed` (the map seeds it from the element's generator).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, image or out, bad options (as for
+ *   ferry_dataset_image_augment) or an image that is neither a bytes scalar nor uint8 [h, w, c]
+ *   with every dim above 0; a decoder's code (as ferry_image_decode) naming its reason;
+ *   FERRY_ETOOLARGE; FERRY_ENOMEM. Message in ferry_last_error.
+ * Ownership: borrows rt, image and opts (may be NULL: the image unchanged, as uint8); *out gets a
+ *   new reference (NULL on failure).
+ * Threads: thread-safe. */
+FERRY_API int ferry_image_augment(ferry_runtime *rt, const ferry_tensor *image, const ferry_image_augment_options *opts,
+                                  uint64_t seed, ferry_tensor **out);
+/* ferry_image_random_resized_crop_window: the box that CROP_RANDOM_RESIZED picks (as above) in an
+ * image of height x width pixels, with opts' scale and ratio, from a generator seeded with seed.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL window, a height or width below 1, or a scale or
+ *   ratio range that is not 0 < min <= max (scale max <= 1). Message in ferry_last_error.
+ * Ownership: borrows opts (may be NULL: the default ranges); writes *window.
+ * Threads: thread-safe. */
+FERRY_API int ferry_image_random_resized_crop_window(int64_t height, int64_t width,
+                                                     const ferry_image_augment_options *opts, uint64_t seed,
+                                                     ferry_image_window *window);
+/* ferry_dataset_image_augment: a map applying ferry_image_augment to component opts->component
+ * of every element of in, leaving the others as they are (a bytes scalar or a uint8 tensor of
+ * rank 3 or unknown rank is accepted; the output's spec has the dtype, layout and, where known,
+ * the size and channels above).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a component out of range or declared
+ *   neither bytes nor uint8, a height or width below 1 (or, for CROP_NONE, only one of them),
+ *   a crop, resize or dtype not listed, a probability outside [0, 1], a negative brightness,
+ *   contrast or padding, a scale or ratio range that is not 0 < min <= max (scale max <= 1), a
+ *   std below 0, channels or max_pixels as ferry_dataset_decode_image; as ferry_dataset_map.
+ *   Message in ferry_last_error.
+ * Ownership: borrows in and opts (may be NULL: component 0 unchanged, as uint8); *out gets a new
+ *   reference.
+ * Threads: thread-safe. */
+FERRY_API int ferry_dataset_image_augment(ferry_dataset *in, const ferry_image_augment_options *opts,
+                                          ferry_dataset **out);
 /* An image folder: root/CLASS/FILE, as torchvision's ImageFolder and Keras'
  * image_dataset_from_directory. Listed once, when the dataset is made: files whose name ends in
  * .jpg, .jpeg or .png (any case) directly in a subdirectory of root (hidden ones, deeper ones and

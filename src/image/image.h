@@ -16,8 +16,14 @@
 typedef struct ferry__image_req {
     int channels;       /* 0 (the image's own), 1, 3 or 4 */
     int64_t max_pixels; /* > 0 */
-    bool crop;          /* decode only the window below */
+    bool crop;          /* decode only the window below (in the decoded image's pixels) */
     int64_t y, x, height, width;
+    int scale; /* JPEG: decode at scale / 8 (1 to 8; 0 means 8), libjpeg's scaled IDCT */
+    /* When set, called once the header is read, with the image's own size, before the window
+     * is checked: it may set crop, the window and scale in *req (a copy the decoder then uses).
+     * A decoder without scaled decoding (PNG) never calls it. */
+    int (*plan)(void *arg, int64_t width, int64_t height, struct ferry__image_req *req, ferry__status *st);
+    void *plan_arg;
 } ferry__image_req;
 
 /* FERRY_OK when the request's window lies inside an image of w x h pixels; else FERRY_EINVAL
@@ -33,5 +39,11 @@ int ferry__png_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry
 /* Sniffs and decodes (decode.c). */
 int ferry__image_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferry__image_req *req, ferry_tensor **out,
                         ferry__status *st);
+
+/* Resizes the box (by, bx, bh, bw) of the uint8 image src [h, w, c] (fractional: a box in
+ * source pixels, as Pillow's resize(box=)) to dst [oh, ow, c], which the caller allocated. */
+int ferry__image_resize_box(ferry_runtime *rt, const uint8_t *src, int64_t h, int64_t w, int64_t c, double by,
+                            double bx, double bh, double bw, int64_t oh, int64_t ow, bool area, bool antialias,
+                            uint8_t *dst, ferry__status *st);
 
 #endif

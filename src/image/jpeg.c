@@ -121,17 +121,22 @@ static int jpeg_run(jpeg_job *j, ferry_runtime *rt, const uint8_t *p, size_t n, 
         return ferry__fail(st, FERRY_ETOOLARGE,
                            "JPEG of %lld x %lld pixels is over the limit of %lld pixels (max_pixels)", (long long)w,
                            (long long)h, (long long)req->max_pixels);
-    if (req->crop && (rc0 = ferry__image_window_check(req, w, h, "JPEG", st)) != FERRY_OK) return rc0;
     if (d->jpeg_color_space == JCS_CMYK || d->jpeg_color_space == JCS_YCCK)
         return ferry__fail(st, FERRY_EUNSUPPORTED, "JPEG: CMYK images are not supported (%lld x %lld)", (long long)w,
                            (long long)h);
-    int c = req->channels ? req->channels : d->num_components == 1 ? 1 : 3;
+    ferry__image_req r = *req; /* what the plan, if any, decides */
+    if (r.plan && (rc0 = r.plan(r.plan_arg, w, h, &r, st)) != FERRY_OK) return rc0;
+    int c = r.channels ? r.channels : d->num_components == 1 ? 1 : 3;
     d->out_color_space = c == 1 ? JCS_GRAYSCALE : c == 3 ? JCS_RGB : JCS_EXT_RGBA;
+    if (r.scale > 0 && r.scale < 8) d->scale_num = (unsigned)r.scale, d->scale_denom = 8;
+    jpeg_calc_output_dimensions(d);
+    if (r.crop && (rc0 = ferry__image_window_check(&r, d->output_width, d->output_height, "JPEG", st)) != FERRY_OK)
+        return rc0;
     jpeg_start_decompress(d);
     if (j->err.warned) return jpeg_warned(j, st);
     if ((int)d->output_components != c)
         return ferry__fail(st, FERRY_ECORRUPT, "JPEG: the decoder gave %d channels, not %d", d->output_components, c);
-    if (req->crop) return jpeg_window(j, rt, req, c, st);
+    if (r.crop) return jpeg_window(j, rt, &r, c, st);
     int64_t dims[3] = {d->output_height, d->output_width, c};
     int rc = ferry__tensor_new(rt, FERRY_DTYPE_UINT8, 3, dims, &j->t, st);
     if (rc) return rc;
