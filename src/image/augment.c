@@ -234,56 +234,86 @@ typedef struct view {
 
 static bool is_alpha(int64_t c, int64_t k) { return (c == 2 && k == 1) || (c == 4 && k == 3); }
 
-static inline float view_at(const view *v, int64_t y, int64_t x, int64_t k) {
-    int64_t sy = v->oy + y, sx = v->ox + x;
-    if (sy < 0 || sy >= v->sh || sx < 0 || sx >= v->sw) return 0;
-    return v->src[((size_t)sy * (size_t)v->sw + (size_t)sx) * (size_t)v->c + (size_t)k];
-}
-
 static inline float clamp255(float v) { return v < 0 ? 0 : v > 255 ? 255 : v; }
 
+/* Row y of the view (flipped as asked) as c-value pixels: a pointer into src when the row is
+ * inside it and not mirrored, else gathered into line. */
+static const uint8_t *view_row(const view *v, int64_t y, bool fx, bool fy, uint8_t *line) {
+    int64_t c = v->c, sy = v->oy + (fy ? v->oh - 1 - y : y);
+    size_t n = (size_t)v->ow * (size_t)c;
+    if (sy < 0 || sy >= v->sh) {
+        memset(line, 0, n);
+        return line;
+    }
+    const uint8_t *row = v->src + (size_t)sy * (size_t)v->sw * (size_t)c;
+    if (!fx && v->ox >= 0 && v->ox + v->ow <= v->sw) return row + (size_t)v->ox * (size_t)c;
+    for (int64_t x = 0; x < v->ow; x++) {
+        int64_t sx = v->ox + (fx ? v->ow - 1 - x : x);
+        if (sx < 0 || sx >= v->sw) memset(line + (size_t)x * (size_t)c, 0, (size_t)c);
+        else memcpy(line + (size_t)x * (size_t)c, row + (size_t)sx * (size_t)c, (size_t)c);
+    }
+    return line;
+}
+
 /* The mean luma of the view after brightness (contrast's centre). */
-static float mean_luma(const view *v, float bright) {
+static float mean_luma(const view *v, float bright, uint8_t *line) {
     double sum = 0;
-    for (int64_t y = 0; y < v->oh; y++)
-        for (int64_t x = 0; x < v->ow; x++) {
-            float l;
-            if (v->c >= 3)
-                l = 0.299f * clamp255(view_at(v, y, x, 0) * bright) + 0.587f * clamp255(view_at(v, y, x, 1) * bright) +
-                    0.114f * clamp255(view_at(v, y, x, 2) * bright);
-            else l = clamp255(view_at(v, y, x, 0) * bright);
-            sum += l;
-        }
+    for (int64_t y = 0; y < v->oh; y++) {
+        const uint8_t *r = view_row(v, y, false, false, line);
+        for (int64_t x = 0; x < v->ow; x++, r += v->c)
+            sum += v->c >= 3 ? 0.299f * clamp255(r[0] * bright) + 0.587f * clamp255(r[1] * bright) +
+                                   0.114f * clamp255(r[2] * bright)
+                             : clamp255(r[0] * bright);
+    }
     return (float)(sum / ((double)v->oh * (double)v->ow));
 }
 
-static void finish(const aug *a, const view *v, bool fx, bool fy, float bright, float contrast, float centre,
-                   ferry_tensor *out) {
+/* Colour, normalisation and the dtype depend only on a value and its channel: one table per
+ * channel of what each of the 256 values becomes, then every value is a lookup. */
+typedef union lut {
+    uint8_t u8[4][256];
+    uint16_t u16[4][256];
+    float f32[4][256];
+} lut;
+
+static void lut_fill(const aug *a, int64_t c, float bright, float contrast, float centre, lut *t) {
+    for (int64_t k = 0; k < c; k++)
+        for (int i = 0; i < 256; i++) {
+            float val = (float)i;
+            if (!is_alpha(c, k)) {
+                if (bright != 1.0f) val = clamp255(val * bright);
+                if (contrast != 1.0f) val = clamp255(contrast * val + (1.0f - contrast) * centre);
+            }
+            float f = (val * (1.0f / 255.0f) - a->mean[k]) * a->inv_std[k];
+            switch (a->dtype) {
+            case FERRY_DTYPE_UINT8: t->u8[k][i] = (uint8_t)(val + 0.5f); break;
+            case FERRY_DTYPE_FLOAT16: t->u16[k][i] = to_f16(f); break;
+            case FERRY_DTYPE_BFLOAT16: t->u16[k][i] = to_bf16(f); break;
+            default: t->f32[k][i] = f; break;
+            }
+        }
+}
+
+static void finish(const aug *a, const view *v, bool fx, bool fy, const lut *t, uint8_t *line, ferry_tensor *out) {
     int64_t oh = v->oh, ow = v->ow, c = v->c;
     uint8_t *d8 = ferry_tensor_mutable_data(out);
-    float *d32 = (float *)(void *)d8;
     uint16_t *d16 = (uint16_t *)(void *)d8;
-    bool colour = bright != 1.0f || contrast != 1.0f;
+    float *d32 = (float *)(void *)d8;
+    size_t plane = (size_t)oh * (size_t)ow;
     for (int64_t y = 0; y < oh; y++) {
-        int64_t ry = fy ? oh - 1 - y : y;
-        for (int64_t x = 0; x < ow; x++) {
-            int64_t rx = fx ? ow - 1 - x : x;
-            for (int64_t k = 0; k < c; k++) {
-                float val = view_at(v, ry, rx, k);
-                if (colour && !is_alpha(c, k)) {
-                    val = clamp255(val * bright);
-                    if (contrast != 1.0f) val = clamp255(contrast * val + (1.0f - contrast) * centre);
-                }
-                size_t at = a->chw ? ((size_t)k * (size_t)oh + (size_t)y) * (size_t)ow + (size_t)x
-                                   : ((size_t)y * (size_t)ow + (size_t)x) * (size_t)c + (size_t)k;
-                if (a->dtype == FERRY_DTYPE_UINT8) {
-                    d8[at] = (uint8_t)(val + 0.5f);
-                    continue;
-                }
-                float f = (val * (1.0f / 255.0f) - a->mean[k & 3]) * a->inv_std[k & 3];
-                if (a->dtype == FERRY_DTYPE_FLOAT32) d32[at] = f;
-                else d16[at] = a->dtype == FERRY_DTYPE_FLOAT16 ? to_f16(f) : to_bf16(f);
-            }
+        const uint8_t *r = view_row(v, y, fx, fy, line);
+        for (int64_t k = 0; k < c; k++) {
+            /* HWC: value (x, k) at (y * ow + x) * c + k; CHW: at k * plane + y * ow + x */
+            size_t at =
+                a->chw ? (size_t)k * plane + (size_t)y * (size_t)ow : ((size_t)y * (size_t)ow) * (size_t)c + (size_t)k;
+            size_t step = a->chw ? 1 : (size_t)c;
+            const uint8_t *s = r + k;
+            if (a->dtype == FERRY_DTYPE_UINT8)
+                for (int64_t x = 0; x < ow; x++) d8[at + (size_t)x * step] = t->u8[k][s[(size_t)x * (size_t)c]];
+            else if (a->dtype == FERRY_DTYPE_FLOAT32)
+                for (int64_t x = 0; x < ow; x++) d32[at + (size_t)x * step] = t->f32[k][s[(size_t)x * (size_t)c]];
+            else
+                for (int64_t x = 0; x < ow; x++) d16[at + (size_t)x * step] = t->u16[k][s[(size_t)x * (size_t)c]];
         }
     }
 }
@@ -298,6 +328,7 @@ static int augment(ferry_runtime *rt, const aug *a, const ferry_tensor *image, u
     const ferry_tensor *img = image;
     int rc = FERRY_OK;
     bool have_box = false;
+    uint8_t *line = NULL; /* a row of the output's pixels (view_row) */
     box_plan plan = {.a = a, .rng = &rng};
     if (ferry_tensor_dtype(image) == FERRY_DTYPE_BYTES) {
         const uint8_t *p = NULL;
@@ -367,9 +398,14 @@ static int augment(ferry_runtime *rt, const aug *a, const ferry_tensor *image, u
     bool fy = a->vflip > 0 && ferry__rng_uniform(&rng) < a->vflip;
     float bright = 1.0f, contrast = 1.0f, centre = 0;
     if (a->brightness > 0) bright = (float)uniform_in(&rng, fmax(0.0, 1.0 - a->brightness), 1.0 + a->brightness);
+    line = ferry__alloc(rt, (size_t)v.ow * (size_t)c);
+    if (!line) {
+        rc = ferry__fail(st, FERRY_ENOMEM, "allocating a row of %lld pixels failed", (long long)v.ow);
+        goto done;
+    }
     if (a->contrast > 0) {
         contrast = (float)uniform_in(&rng, fmax(0.0, 1.0 - a->contrast), 1.0 + a->contrast);
-        centre = mean_luma(&v, bright);
+        centre = mean_luma(&v, bright, line);
     }
 
     /* 4. the output; the resized image is it when nothing else changes */
@@ -388,8 +424,20 @@ static int augment(ferry_runtime *rt, const aug *a, const ferry_tensor *image, u
     int64_t dims[3] = {v.oh, v.ow, c};
     if (a->chw) dims[0] = c, dims[1] = v.oh, dims[2] = v.ow;
     rc = ferry__tensor_new(rt, a->dtype, 3, dims, out, st);
-    if (!rc) finish(a, &v, fx, fy, bright, contrast, centre, *out);
+    if (!rc) {
+        lut *t = ferry__alloc(rt, sizeof *t);
+        if (t) {
+            lut_fill(a, c, bright, contrast, centre, t);
+            finish(a, &v, fx, fy, t, line, *out);
+            ferry__free(rt, t);
+        } else {
+            rc = ferry__fail(st, FERRY_ENOMEM, "allocating the value tables failed");
+            ferry_tensor_unref(*out);
+            *out = NULL;
+        }
+    }
 done:
+    ferry__free(rt, line);
     ferry_tensor_unref(decoded);
     ferry_tensor_unref(resized);
     return rc;
