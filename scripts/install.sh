@@ -2,7 +2,8 @@
 # install.sh - from a fresh Debian/Ubuntu machine to a running ferry:
 #   1. installs the system packages ferry needs, only those that are missing (apt-get, sudo when
 #      not root): a C compiler and make (build-essential), cmake, pkg-config, zlib (GZIP/ZLIB
-#      TFRecord files), libjpeg-turbo and libspng (JPEG and PNG decoding);
+#      TFRecord files), libjpeg-turbo and libspng (JPEG and PNG decoding), and the Fashion-MNIST
+#      data (dataset-fashion-mnist, in /usr/share/datasets/fashion-mnist: `ferry convert`);
 #   2. configures (Release, the first time) and builds the library, the ferry tool and the
 #      training demo in build/, showing its progress (scripts/test.sh builds the tests);
 #   3. runs the main job: the training demo build/train (examples/train.c).
@@ -44,14 +45,15 @@ build_type=${FERRY_BUILD_TYPE:-Release}
 say() { printf '\n==> %s\n' "$*"; }
 
 # ---- 1. system packages --------------------------------------------------------------------
-required=(build-essential cmake pkg-config zlib1g-dev libjpeg62-turbo-dev libspng-dev)
+required=(build-essential cmake pkg-config zlib1g-dev libjpeg62-turbo-dev libspng-dev dataset-fashion-mnist)
 
 is_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == *"ok installed"* ]]; }
 
 say "checking system packages: ${required[*]}"
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
   echo "    not a Debian/Ubuntu system: install a C11 compiler, make, cmake >= 3.20, pkg-config and"
-  echo "    zlib (optional: GZIP/ZLIB files), libjpeg-turbo and libspng (optional: JPEG and PNG) yourself;"
+  echo "    zlib (optional: GZIP/ZLIB files), libjpeg-turbo and libspng (optional: JPEG and PNG) and the"
+  echo "    Fashion-MNIST IDX files (ferry convert fashion-mnist --source DIR) yourself;"
   echo "    continuing with the build"
 else
   missing=()

@@ -20,16 +20,18 @@
 
 enum { FERRY_CLI_OK = 0, FERRY_CLI_FAILED = 1, FERRY_CLI_USAGE = 2 };
 
-/* Subcommands: argv[0] is the command's name ("state", "tfrecord"); each returns the exit status. */
+/* Subcommands: argv[0] is the command's name ("state", "tfrecord", ...); each returns the exit status. */
 int ferry_cli_state(int argc, char **argv);    /* ferry state show FILE */
 int ferry_cli_tfrecord(int argc, char **argv); /* ferry tfrecord count|verify|cat|write ... */
 int ferry_cli_report(int argc, char **argv);   /* ferry report page REPORT.json [TRACE.json] -o PAGE */
+int ferry_cli_convert(int argc, char **argv);  /* ferry convert idx|fashion-mnist ... */
 
 /* Help of a command (sub NULL: all of it) to f. Returns false when `sub` is not one of its
  * subcommands (nothing printed). */
 bool ferry_cli_state_help(FILE *f, const char *sub);
 bool ferry_cli_tfrecord_help(FILE *f, const char *sub);
 bool ferry_cli_report_help(FILE *f, const char *sub);
+bool ferry_cli_convert_help(FILE *f, const char *sub);
 
 /* Prints "ferry <cmd>: <message> (see 'ferry <cmd> --help')" on stderr; returns FERRY_CLI_USAGE. */
 int ferry_cli_usage_error(const char *cmd, const char *fmt, ...) FERRY_PRINTF(2, 3);

@@ -1,6 +1,7 @@
 /*
  * ferry.c - the `ferry` command-line tool: help, `version`, and dispatch to the commands of
- * cli.h (state, tfrecord, report). How every command prints help and errors is written in cli.h.
+ * cli.h (state, tfrecord, report, convert). How every command prints help and errors is written
+ * in cli.h.
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,8 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: ferry COMMAND [ARGS]\n"
-               "Inspects what ferry reads and writes: saved iterator states, TFRecord files and reports.\n"
+               "Inspects what ferry reads and writes: saved iterator states, TFRecord files and reports;\n"
+               "converts datasets to TFRecord files.\n"
                "\n"
                "commands:\n"
                "  version                            print the version of the ferry library\n"
@@ -18,6 +20,8 @@ static void usage(FILE *f) {
                "                                     pipeline fingerprint), or say what FILE is instead\n"
                "  tfrecord count|verify|cat|write    count, check, print and write TFRecord files\n"
                "  report page REPORT [TRACE] -o OUT  write the report page (HTML: graph, verdict, timeline)\n"
+               "  convert idx|fashion-mnist ...      convert IDX datasets (MNIST, Fashion-MNIST) to TFRecord\n"
+               "                                     shards of tf.train.Example and to image folders\n"
                "  help [COMMAND [SUBCOMMAND]]        this help, or a command's\n"
                "\n"
                "'ferry COMMAND --help' and 'ferry help COMMAND' describe a command and its options.\n"
@@ -49,9 +53,11 @@ static int help(int argc, char **argv) {
         ok = ferry_cli_tfrecord_help(stdout, sub);
     } else if (strcmp(cmd, "report") == 0) {
         ok = ferry_cli_report_help(stdout, sub);
+    } else if (strcmp(cmd, "convert") == 0) {
+        ok = ferry_cli_convert_help(stdout, sub);
     } else {
-        return ferry_cli_usage_error("help",
-                                     "unknown command '%s'; the commands are version, state, tfrecord and report", cmd);
+        return ferry_cli_usage_error(
+            "help", "unknown command '%s'; the commands are version, state, tfrecord, report and convert", cmd);
     }
     if (!ok) return ferry_cli_usage_error(cmd, "unknown subcommand '%s'", sub);
     return FERRY_CLI_OK;
@@ -59,7 +65,7 @@ static int help(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "ferry: missing the command: version, state, tfrecord or report (see 'ferry help')\n");
+        fprintf(stderr, "ferry: missing the command: version, state, tfrecord, report or convert (see 'ferry help')\n");
         return FERRY_CLI_USAGE;
     }
     const char *cmd = argv[1];
@@ -76,8 +82,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "state") == 0) return ferry_cli_state(argc - 1, argv + 1);
     if (strcmp(cmd, "tfrecord") == 0) return ferry_cli_tfrecord(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return ferry_cli_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "convert") == 0) return ferry_cli_convert(argc - 1, argv + 1);
     fprintf(stderr,
-            "ferry: unknown command '%s'; the commands are version, state, tfrecord and report (see 'ferry help')\n",
+            "ferry: unknown command '%s'; the commands are version, state, tfrecord, report and convert (see 'ferry "
+            "help')\n",
             cmd);
     return FERRY_CLI_USAGE;
 }
