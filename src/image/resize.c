@@ -19,6 +19,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef __SSE4_1__
+#include <smmintrin.h>
+#endif
 
 typedef struct axis {
     int64_t *start; /* first input index per output index */
@@ -97,7 +100,7 @@ typedef int32_t v4i __attribute__((vector_size(16)));
 /* One output row from the float row t (pixels of c4 floats, c of them used) through ax. */
 static void row_pass(const axis *ax, const float *t, int64_t first, int64_t ow, int64_t c, int64_t c4, uint8_t *d) {
     if (c4 == 4) {
-        const v4f half = {0.5f, 0.5f, 0.5f, 0.5f}, zero = {0, 0, 0, 0}, top = {255, 255, 255, 255};
+        const v4f half = {0.5f, 0.5f, 0.5f, 0.5f};
         for (int64_t x = 0; x < ow; x++) {
             const float *wt = ax->w + (size_t)x * (size_t)ax->wmax;
             const float *s = t + (size_t)(ax->start[x] - first) * 4;
@@ -107,10 +110,23 @@ static void row_pass(const axis *ax, const float *t, int64_t first, int64_t ow, 
                 memcpy(&px, s + (size_t)j * 4, sizeof px);
                 acc += wt[j] * px;
             }
+#ifdef __SSE4_1__
+            /* truncated (acc + 0.5 rounded down), then packed to bytes with saturation: the clamp
+               to [0, 255]; four bytes stored at once, the fourth overwritten by the next pixel
+               (the row's last pixel byte by byte: nothing past the row is written) */
+            __m128i q = _mm_cvttps_epi32((__m128)acc);
+            q = _mm_packus_epi16(_mm_packus_epi32(q, q), q);
+            uint32_t word = (uint32_t)_mm_cvtsi128_si32(q);
+            if (c == 4 || x + 1 < ow) memcpy(d + x * c, &word, 4);
+            else
+                for (int64_t k = 0; k < c; k++) d[x * c + k] = (uint8_t)(word >> (8 * k));
+#else
+            const v4f zero = {0, 0, 0, 0}, top = {255, 255, 255, 255};
             v4i over = acc > top; /* lane-wise clamps: a comparison gives all-ones lanes */
             acc = (v4f)(((v4i)acc & (acc > zero) & ~over) | ((v4i)top & over));
             v4i q = __builtin_convertvector(acc, v4i); /* truncation: acc + 0.5 rounded down */
             for (int64_t k = 0; k < c; k++) d[x * c + k] = (uint8_t)q[k];
+#endif
         }
         return;
     }
