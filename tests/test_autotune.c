@@ -133,6 +133,53 @@ static bool log_says(const ferry__tuner *tu, ferry_tune_outcome o, const char *w
     return false;
 }
 
+/* A short epoch (fewer windows than a trial takes): one busy thread, the consumer waiting, a core
+ * unused: the second thread comes at the first measured window, without a trial; not when the
+ * consumer computes, and not a third one. */
+TEST(plain_case_gets_its_second_thread_at_once) {
+    ferry_runtime *rt = rt_new();
+    ferry__tuner tu;
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, 1 << 20));
+    sim s = {.t = 1e-3, .c = 1e-3, .par = 1, .par_max = 32, .buf = 16, .buf_max = 64, .tune_par = true};
+    int w = 0;
+    while (s.par == 1 && w < 10) sim_run(&tu, &s, 2, 1), w++;
+    ASSERT_EQ(s.par, 2);
+    ASSERT_LE(w, 2); /* the first window after the settling one */
+    ASSERT_EQ(log_says(&tu, FERRY_TUNE_KEPT, "no trial"), true);
+    sim_run(&tu, &s, 2, 40);
+    ASSERT_EQ(s.par, 2); /* the budget's two cores */
+    ferry__tuner_fini(&tu);
+    /* four cores: the second thread at once, the third and fourth by trials */
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 4, 4, 1 << 20));
+    s.par = 1;
+    sim_run(&tu, &s, 4, 2);
+    ASSERT_EQ(s.par, 2);
+    sim_run(&tu, &s, 4, 60);
+    ASSERT_EQ(s.par, 4);
+    ferry_tune_decision d[FERRY__TUNE_LOG];
+    size_t n, plain = 0;
+    ferry__tuner_log(&tu, d, FERRY__TUNE_LOG, &n);
+    for (size_t i = 0; i < n; i++) plain += strstr(d[i].why, "no trial") != NULL;
+    ASSERT_EQ(plain, 1); /* 2 -> 3 and 3 -> 4 were trials */
+    ferry__tuner_fini(&tu);
+    /* a consumer that computes (waits 30 %): measured by trials, not at once */
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 2, 1 << 20));
+    sim c = {.t = 1e-3,
+             .c = 1e-3,
+             .par = 1,
+             .par_max = 32,
+             .buf = 16,
+             .buf_max = 64,
+             .tune_par = true,
+             .wait_share = 0.3,
+             .consumer_cpu = 0.7};
+    sim_run(&tu, &c, 2, 2);
+    ASSERT_EQ(c.par, 1);
+    ASSERT_EQ(log_says(&tu, FERRY_TUNE_KEPT, "no trial"), false);
+    ferry__tuner_fini(&tu);
+    rt_done(rt);
+}
+
 /* The training demo's shape: a CPU-bound stage on one thread and a consumer that computes most
  * of the time, 1.7 of 2 cores busy. A second thread would share the cores with the consumer:
  * not tried. Before a consumer that mostly waits, the same stage's thread is tried. */

@@ -72,6 +72,8 @@
 #define TUNE_BUSY 0.5            /* a group whose threads ran less is not short of threads */
 #define TUNE_WAIT_SHARE 0.05     /* a buffer grows where its consumer waited this share ... */
 #define TUNE_ROOM_SHARE 0.05     /* ... and its threads waited for room this share */
+#define TUNE_PLAIN_WAIT 0.8      /* tune_plain: the consumer waited this share ... */
+#define TUNE_PLAIN_BUSY 0.95     /* ... on a stage's one thread busy this share */
 #define TUNE_DRIFT 0.25
 #define TUNE_DRIFT_WINDOWS 3
 
@@ -297,6 +299,31 @@ static bool tune_propose(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     return false;
 }
 
+/* The first window of a measurement leaves no doubt: one thread of a CPU-bound stage computing
+ * all the time, the consumer waiting on it (TUNE_PLAIN_WAIT of the time) and a whole core of the
+ * budget unused. The second thread is kept without a trial: a trial takes five windows, longer
+ * than a short epoch (500 images at 1,000 a second), and an epoch per iterator would never get
+ * it; the trials decide every later step. */
+static bool tune_plain(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
+    const ferry__model *m = in->m;
+    int w = m->worst;
+    if (m->wait_share < TUNE_PLAIN_WAIT || w < 0 || (size_t)w >= t->n) return false;
+    const ferry__mgroup *g = &m->g[1 + w];
+    const ferry__tune_stage *s = &in->st[w];
+    if (!s->tune_par || s->par != 1 || s->par_max < 2 || t->cpu_budget < 2 || (t->tried[w] & 1) || g->t <= 0 ||
+        g->busy < TUNE_PLAIN_BUSY || tune_waits(s, g, in) ||
+        in->cpu_per_s + 1.0 > (double)t->cpu_budget + TUNE_CPU_SLACK)
+        return false;
+    char nb[24];
+    *mv = (ferry__tune_move){.stage = w, .par = 2, .from_par = 1, .from_buf = s->buf};
+    set_why(mv->why, sizeof mv->why,
+            "%s: 1 -> 2 threads (CPU-bound, %.0f%% busy, the consumer waiting %.0f%%, a core unused: no trial)",
+            short_name(s->name, nb), fmin(100.0 * g->busy, 999.0), 100.0 * m->wait_share);
+    tune_log(t, in, w, FERRY_TUNE_KEPT, 1, 2, s->buf, s->buf, in->rate, in->rate, "%s", mv->why);
+    t->set[w] |= 1;
+    return true;
+}
+
 static bool tune_start_trial(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_move *mv) {
     if (!tune_propose(t, in, mv)) {
         t->phase = TUNE_STEADY;
@@ -333,6 +360,10 @@ bool ferry__tuner_window(ferry__tuner *t, const ferry__tune_in *in, ferry__tune_
     if (m->elems < 2 || m->wall <= 0) return false;
     switch (t->phase) {
     case TUNE_BASE: /* two windows, as the trial's */
+        if (t->trial_windows == 0 && tune_plain(t, in, mv)) {
+            t->settle = 1; /* then the base is measured at the new setting */
+            return true;
+        }
         t->trial_elems += (double)m->elems;
         t->trial_wall += m->wall;
         if (++t->trial_windows < TUNE_TRIAL_WINDOWS) return false;
