@@ -891,3 +891,27 @@ TEST(composed_pipeline_restores_everywhere) {
     ASSERT_EQ(g.inits, g.finis);
     rt_done(rt);
 }
+
+/* A stage that take stops pulling counts every element it handed out by the end of the
+ * iteration, before the iterator is freed (its counts were kept on the thread until then). */
+TEST(take_leaves_its_input_counted) {
+    ferry_runtime *rt = rt_new();
+    ferry_dataset *ds;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 1000, 1, NULL, &ds));
+    CHAIN(ds, ferry_dataset_take(ds, 100, NULL, OUT));
+    ferry_iterator *it;
+    ASSERT_OK(ferry_iterator_create(ds, NULL, &it));
+    ferry_element *e;
+    int n = 0;
+    while (ferry_iterator_next(it, &e) == FERRY_OK) ferry_element_free(e), n++;
+    ASSERT_EQ(n, 100);
+    ferry_stage_stats s[2];
+    size_t cnt;
+    ASSERT_OK(ferry_iterator_stats(it, s, 2, &cnt));
+    ASSERT_EQ(cnt, 2);
+    ASSERT_EQ(s[0].elements_out, 100); /* take */
+    ASSERT_EQ(s[1].elements_out, 100); /* range */
+    ferry_iterator_free(it);
+    ferry_dataset_unref(ds);
+    rt_done(rt);
+}

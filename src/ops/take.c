@@ -30,7 +30,12 @@ static int64_t take_left(const take_it *it) {
 
 static int take_next(ferry__iter *it_, ferry_element **out, ferry__status *st) {
     take_it *it = (take_it *)it_;
-    if (take_left(it) <= 0) return FERRY_END;
+    if (take_left(it) <= 0) {
+        /* the input is not pulled again: its counts kept on this thread go to its stats now,
+           not when the iterator is freed (stats read at the end of an epoch count them) */
+        ferry__iter_flush_stats(it->input);
+        return FERRY_END;
+    }
     int rc = ferry__iter_next(it->input, out, st);
     if (rc == FERRY_OK && it->taken < INT64_MAX) it->taken++;
     return rc;
