@@ -6,7 +6,8 @@
 #      data (dataset-fashion-mnist, in /usr/share/datasets/fashion-mnist: `ferry convert`);
 #   2. configures (Release, the first time) and builds the library, the ferry tool and the
 #      training demo in build/, showing its progress (scripts/test.sh builds the tests);
-#   3. runs the main job: the training demo build/train (examples/train.c).
+#   3. runs the main job: converts Fashion-MNIST to TFRecord shards in build/data/fashion-mnist
+#      (`ferry convert fashion-mnist`, once) and trains on them: build/train (examples/train.c).
 # It is idempotent: a second run installs nothing, rebuilds only what changed and runs the demo.
 # It does not install ferry system-wide: `cmake --install build` does (README.md, Installing).
 # CI's extra tools (clang, its sanitizer and fuzzer runtimes) are installed by .ci/run itself.
@@ -106,6 +107,13 @@ if [ $run_demo -eq 1 ]; then
   if [ ! -x "$build_dir/train" ]; then
     echo "install.sh: $build_dir/train was not built" >&2
     exit 1
+  fi
+  # The main job's data: Debian's Fashion-MNIST IDX files as TFRecord shards of tf.train.Example
+  # (`ferry convert` is idempotent: a second run finds them up to date).
+  data_dir="$build_dir/data/fashion-mnist"
+  if [ -d /usr/share/datasets/fashion-mnist ] || [ ! -e "$data_dir/MANIFEST" ]; then
+    say "data: $build_dir/ferry convert fashion-mnist $data_dir"
+    "$build_dir/ferry" convert fashion-mnist "$data_dir"
   fi
   say "main job: $build_dir/train ${train_args[*]:-}"
   "$build_dir/train" "${train_args[@]}"

@@ -3,7 +3,10 @@
 # page` writes one from a report and a trace file, and headless chromium loads each (no network:
 # the page is self-contained) and renders the stage names, the verdict, the numbers and the
 # timeline, checked in the DOM after its script ran; a screenshot of the demo's page is kept as
-# test output (report-page.png in OUTDIR). Exit status 77 (skipped) without chromium.
+# test output (report-page.png in OUTDIR). Exit status 77 (skipped) without chromium, and
+# without the demo's Fashion-MNIST shards: those in $FERRY_DEMO_DATA when set, else in
+# data/fashion-mnist beside the demo, else made here with `ferry convert fashion-mnist` when
+# Debian's dataset-fashion-mnist is installed.
 # usage: test_page.sh path/to/train path/to/ferry OUTDIR
 set -eu
 train=$1
@@ -19,6 +22,21 @@ if [ -z "$browser" ]; then
 fi
 dir=$(mktemp -d /tmp/ferry-page-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
+has_shards() { ls "$1"/train.tfrecord-* > /dev/null 2>&1 && ls "$1"/test.tfrecord-* > /dev/null 2>&1; }
+data=${FERRY_DEMO_DATA:-$(dirname "$train")/data/fashion-mnist}
+if ! has_shards "$data"; then
+  src=/usr/share/datasets/fashion-mnist
+  if [ -d "$src" ] && [ -x "$ferry" ] && "$ferry" help convert > /dev/null 2>&1; then
+    data=$dir/fashion-mnist
+    if ! "$ferry" convert fashion-mnist "$data" > "$dir/convert.out" 2>&1 || ! has_shards "$data"; then
+      echo "FAIL: ferry convert fashion-mnist $data:"; cat "$dir/convert.out"; exit 1
+    fi
+  else
+    echo "SKIP: no Fashion-MNIST shards for the demo in $data, and no way to make them here (needs $src,"
+    echo "  from Debian's dataset-fashion-mnist, and a ferry tool with 'convert'): ferry convert fashion-mnist $data"
+    exit 77
+  fi
+fi
 mkdir -p "$out"
 passed=0
 failed=0
@@ -33,13 +51,13 @@ count() { grep -o "$1" "$2" | wc -l | tr -d ' '; }
 
 # 1. The demo's page: the parallel run's stages and verdict, both runs' timeline (two epochs: a
 # report of each, the last one's on the page).
-"$train" --quick --epochs 2 --report-page "$dir/demo.html" > "$dir/demo.out"
+"$train" --data "$data" --quick --epochs 2 --report-page "$dir/demo.html" > "$dir/demo.out"
 grep -q "report page: $dir/demo.html" "$dir/demo.out" && ok || bad "the demo did not say it wrote the page"
 # nothing fetched: no external script, style, image or request (the SVG namespace is a name)
 grep -Eq '<script src=|<link |src="http|href="http|url\(|fetch\(|XMLHttpRequest|import\(' "$dir/demo.html" &&
   bad "the page refers to something outside it" || ok
 render "$dir/demo.html" > "$dir/demo.dom" || { cat "$dir/browser.err"; bad "chromium failed on the demo's page"; }
-for s in map_and_batch prefetch shuffle range consumer; do
+for s in image_augment+batch parse_example shuffle tfrecord prefetch consumer; do
   grep -q "<b>$s</b>" "$dir/demo.dom" && ok || bad "stage '$s' not rendered"
 done
 grep -q 'class="stage limit"' "$dir/demo.dom" && ok || bad "no stage marked as the limit"
