@@ -61,6 +61,8 @@
  *   --reps    repetitions of every variant (default 5)
  *   --limit   only the folder's first N images (ImageFolder's order, in every variant)
  *   --png     PNGs in the PNG part (default 10000)
+ *   --mnist   the Fashion-MNIST shards of `ferry convert fashion-mnist DIR` whose PNGs the PNG part
+ *             decodes (default build/data/fashion-mnist; without them, generated PNGs)
  *   --map-threads  image_augment's num_parallel_calls instead of AUTOTUNE (0: inline), to see
  *             what a fixed count gives
  *   --only    full, crop, torch, png (the decode limit always runs: it is the reference)
@@ -696,6 +698,55 @@ static void make_pngs(int64_t n, png_set *s) {
     }
 }
 
+/* The PNGs of the Fashion-MNIST shards in dir (`ferry convert fashion-mnist DIR`: the test
+ * shard's 10,000, then the training shards'), at most n, read through ferry (list_files ->
+ * tfrecord -> parse_example). False when dir holds no shards. */
+static bool mnist_pngs(const char *dir, int64_t n, png_set *s) {
+    char pattern[4200];
+    snprintf(pattern, sizeof pattern, "%s/*.tfrecord-*", dir);
+    ferry_runtime *mrt;
+    CHECK(ferry_runtime_create(NULL, &mrt));
+    ferry_dataset *ds[3] = {0};
+    const ferry_example_feature f = {.key = "image", .dtype = FERRY_DTYPE_BYTES, .kind = FERRY_EXAMPLE_FIXED};
+    const ferry_example_spec spec = {.num_features = 1, .features = &f};
+    ferry_example_parser *parser;
+    if (ferry_dataset_list_files(mrt, pattern, NULL, &ds[0]) != FERRY_OK) { /* sorted: test first */
+        ferry_runtime_free(mrt);
+        return false;
+    }
+    CHECK(ferry_dataset_tfrecord_files(ds[0], NULL, &ds[1]));
+    CHECK(ferry_example_parser_create(mrt, &spec, &parser));
+    CHECK(ferry_dataset_parse_example(ds[1], parser, NULL, &ds[2]));
+    ferry_example_parser_free(parser);
+    ferry_iterator *it;
+    CHECK(ferry_iterator_create(ds[2], NULL, &it));
+    s->n = 0;
+    s->data = xcalloc((size_t)n, sizeof *s->data);
+    s->len = xcalloc((size_t)n, sizeof *s->len);
+    s->bytes = 0;
+    ferry_element *e;
+    int rc;
+    while (s->n < n && (rc = ferry_iterator_next(it, &e)) != FERRY_END) {
+        CHECK(rc);
+        const uint8_t *p;
+        size_t len;
+        CHECK(ferry_tensor_bytes_get(ferry_element_get(e, 0), 0, &p, &len));
+        s->data[s->n] = malloc(len);
+        if (!s->data[s->n]) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+        memcpy(s->data[s->n], p, len);
+        s->len[s->n++] = len;
+        s->bytes += len;
+        ferry_element_free(e);
+    }
+    ferry_iterator_free(it);
+    for (int i = 2; i >= 0; i--) ferry_dataset_unref(ds[i]);
+    CHECK(ferry_runtime_free(mrt));
+    return s->n > 0;
+}
+
 static void free_pngs(png_set *s) {
     for (int64_t i = 0; i < s->n; i++) free(s->data[i]);
     free(s->data);
@@ -807,9 +858,10 @@ static bool parse_int(const char *s, long lo, long *out) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_images [--dir ROOT] [--reps N] [--limit N] [--png N] [--only NAME[,NAME...]]\n"
-                    "                    [--map-threads N] [--python PATH] [--torch-script PATH] [--quick]\n"
-                    "  NAME: full, crop, torch, png (the decode limit always runs)\n");
+    fprintf(stderr,
+            "usage: bench_images [--dir ROOT] [--reps N] [--limit N] [--png N] [--mnist DIR] [--only NAME[,NAME...]]\n"
+            "                    [--map-threads N] [--python PATH] [--torch-script PATH] [--quick]\n"
+            "  NAME: full, crop, torch, png (the decode limit always runs)\n");
     exit(2);
 }
 
@@ -866,6 +918,7 @@ static void goal_line(const char *what, double num, double den, double goal, boo
 
 int main(int argc, char **argv) {
     long reps = 5, limit = 0, npng = 10000;
+    const char *mnist = "build/data/fashion-mnist"; /* --mnist: Fashion-MNIST shards, if there */
     const char *root = "build/photos", *python = "/usr/bin/python3";
     const char *script = FERRY_BENCH_SOURCE_DIR "/p6_torch.py";
     bool selected[NITEMS] = {false}, only = false, quick = false;
@@ -884,6 +937,8 @@ int main(int argc, char **argv) {
             long t;
             if (!parse_int(argv[++i], 0, &t) || t > 1024) usage();
             map_threads = (int)t;
+        } else if (strcmp(argv[i], "--mnist") == 0) {
+            mnist = argv[++i];
         } else if (strcmp(argv[i], "--png") == 0) {
             if (!parse_int(argv[++i], 1, &npng)) usage();
         } else if (strcmp(argv[i], "--only") == 0) {
@@ -934,7 +989,9 @@ int main(int argc, char **argv) {
 
     png_set pngs = {0};
 #if defined(BENCH_HAVE_LIBPNG) && defined(FERRY_HAVE_SPNG)
-    if (selected[V_PNG]) make_pngs(npng, &pngs);
+    const char *png_source = "generated (garment-like silhouettes)";
+    if (selected[V_PNG] && mnist && mnist_pngs(mnist, npng, &pngs)) png_source = mnist;
+    else if (selected[V_PNG]) make_pngs(npng, &pngs);
 #else
     if (selected[V_PNG]) {
         printf("PNG part skipped: this build has no %s\n",
@@ -1110,8 +1167,9 @@ int main(int argc, char **argv) {
 
     if (selected[V_PNG]) {
         summary psm[NPNG];
-        printf("\nPNG, %lld images of %d x %d gray, %.0f bytes on average, decoded from memory on one thread\n",
-               (long long)pngs.n, PNG_SIDE, PNG_SIDE, (double)pngs.bytes / (double)pngs.n);
+        printf("\nPNG, %lld images of %d x %d gray (%s), %.0f bytes on average, decoded from memory on one "
+               "thread\n",
+               (long long)pngs.n, PNG_SIDE, PNG_SIDE, png_source, (double)pngs.bytes / (double)pngs.n);
         printf("%-22s %26s %12s %9s\n", "decoder", "images/s median [min-max]", "CPU us/image", "/libpng");
         for (int k = 0; k < NPNG; k++) psm[k] = summarize(&png_res[k * reps], reps, pngs.n);
         for (int k = 0; k < NPNG; k++) {
