@@ -15,12 +15,15 @@
  * decoded input or decode_whole decode the whole image and resize the box from it.
  *
  * The last step reads the cropped (and resized) uint8 pixels once and writes the output: flips
- * are the order it reads them in, brightness and contrast are per value, and a window that leaves
- * the image (padding, a centre crop larger than the image) reads zeros.
+ * are the order it reads them in (a row backwards, the rows bottom up), brightness, contrast,
+ * normalisation and the dtype are one lookup per value (a table per channel of what each of the
+ * 256 values becomes), and a window that leaves the image (padding, a centre crop larger than
+ * the image) reads zeros.
  */
 #include "image/image.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #define AUG_ATTEMPTS 10
@@ -236,9 +239,9 @@ static bool is_alpha(int64_t c, int64_t k) { return (c == 2 && k == 1) || (c == 
 
 static inline float clamp255(float v) { return v < 0 ? 0 : v > 255 ? 255 : v; }
 
-/* Row y of the view (flipped as asked) as c-value pixels: a pointer into src when the row is
- * inside it and not mirrored, else gathered into line. */
-static const uint8_t *view_row(const view *v, int64_t y, bool fx, bool fy, uint8_t *line) {
+/* Row y of the view (upside down with fy) as c-value pixels: a pointer into src when the row is
+ * inside it, else the row gathered into line with zeros where it leaves the image. */
+static const uint8_t *view_row(const view *v, int64_t y, bool fy, uint8_t *line) {
     int64_t c = v->c, sy = v->oy + (fy ? v->oh - 1 - y : y);
     size_t n = (size_t)v->ow * (size_t)c;
     if (sy < 0 || sy >= v->sh) {
@@ -246,12 +249,12 @@ static const uint8_t *view_row(const view *v, int64_t y, bool fx, bool fy, uint8
         return line;
     }
     const uint8_t *row = v->src + (size_t)sy * (size_t)v->sw * (size_t)c;
-    if (!fx && v->ox >= 0 && v->ox + v->ow <= v->sw) return row + (size_t)v->ox * (size_t)c;
-    for (int64_t x = 0; x < v->ow; x++) {
-        int64_t sx = v->ox + (fx ? v->ow - 1 - x : x);
-        if (sx < 0 || sx >= v->sw) memset(line + (size_t)x * (size_t)c, 0, (size_t)c);
-        else memcpy(line + (size_t)x * (size_t)c, row + (size_t)sx * (size_t)c, (size_t)c);
-    }
+    if (v->ox >= 0 && v->ox + v->ow <= v->sw) return row + (size_t)v->ox * (size_t)c;
+    /* columns [x0, x1) of the output are inside the image; zeros either side */
+    int64_t x0 = v->ox < 0 ? -v->ox : 0, x1 = v->sw - v->ox < v->ow ? v->sw - v->ox : v->ow;
+    memset(line, 0, n);
+    if (x1 > x0)
+        memcpy(line + (size_t)x0 * (size_t)c, row + (size_t)(v->ox + x0) * (size_t)c, (size_t)(x1 - x0) * (size_t)c);
     return line;
 }
 
@@ -259,7 +262,7 @@ static const uint8_t *view_row(const view *v, int64_t y, bool fx, bool fy, uint8
 static float mean_luma(const view *v, float bright, uint8_t *line) {
     double sum = 0;
     for (int64_t y = 0; y < v->oh; y++) {
-        const uint8_t *r = view_row(v, y, false, false, line);
+        const uint8_t *r = view_row(v, y, false, line);
         for (int64_t x = 0; x < v->ow; x++, r += v->c)
             sum += v->c >= 3 ? 0.299f * clamp255(r[0] * bright) + 0.587f * clamp255(r[1] * bright) +
                                    0.114f * clamp255(r[2] * bright)
@@ -301,19 +304,21 @@ static void finish(const aug *a, const view *v, bool fx, bool fy, const lut *t, 
     float *d32 = (float *)(void *)d8;
     size_t plane = (size_t)oh * (size_t)ow;
     for (int64_t y = 0; y < oh; y++) {
-        const uint8_t *r = view_row(v, y, fx, fy, line);
+        const uint8_t *r = view_row(v, y, fy, line);
         for (int64_t k = 0; k < c; k++) {
-            /* HWC: value (x, k) at (y * ow + x) * c + k; CHW: at k * plane + y * ow + x */
+            /* HWC: value (x, k) at (y * ow + x) * c + k; CHW: at k * plane + y * ow + x; the
+               source read backwards for a left-right flip */
             size_t at =
                 a->chw ? (size_t)k * plane + (size_t)y * (size_t)ow : ((size_t)y * (size_t)ow) * (size_t)c + (size_t)k;
             size_t step = a->chw ? 1 : (size_t)c;
-            const uint8_t *s = r + k;
+            const uint8_t *s = r + k + (fx ? (size_t)(ow - 1) * (size_t)c : 0);
+            ptrdiff_t sc = fx ? -(ptrdiff_t)c : (ptrdiff_t)c;
             if (a->dtype == FERRY_DTYPE_UINT8)
-                for (int64_t x = 0; x < ow; x++) d8[at + (size_t)x * step] = t->u8[k][s[(size_t)x * (size_t)c]];
+                for (int64_t x = 0; x < ow; x++) d8[at + (size_t)x * step] = t->u8[k][s[x * sc]];
             else if (a->dtype == FERRY_DTYPE_FLOAT32)
-                for (int64_t x = 0; x < ow; x++) d32[at + (size_t)x * step] = t->f32[k][s[(size_t)x * (size_t)c]];
+                for (int64_t x = 0; x < ow; x++) d32[at + (size_t)x * step] = t->f32[k][s[x * sc]];
             else
-                for (int64_t x = 0; x < ow; x++) d16[at + (size_t)x * step] = t->u16[k][s[(size_t)x * (size_t)c]];
+                for (int64_t x = 0; x < ow; x++) d16[at + (size_t)x * step] = t->u16[k][s[x * sc]];
         }
     }
 }
