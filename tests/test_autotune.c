@@ -150,7 +150,7 @@ TEST(plain_case_gets_its_second_thread_at_once) {
     ASSERT_EQ(s.par, 2); /* the budget's two cores */
     ferry__tuner_fini(&tu);
     /* four cores: the second thread at once, the third and fourth by trials */
-    ASSERT_OK(ferry__tuner_init(&tu, rt, 4, 4, 1 << 20));
+    ASSERT_OK(ferry__tuner_init(&tu, rt, 2, 4, 1 << 20));
     s.par = 1;
     sim_run(&tu, &s, 4, 2);
     ASSERT_EQ(s.par, 2);
