@@ -546,7 +546,7 @@ typedef struct checkpointing {
 } checkpointing;
 
 #define CKPT_MAGIC 0x54504b4359525246ULL /* "FRRYCKPT" */
-#define CKPT_VERSION 3
+#define CKPT_VERSION 4
 
 /* The file: this header, the learner (weights and momentum), then the ferry iterator's state
  * (ferry_iterator_save) up to the end of the file, where `ferry state show` finds it. */
@@ -561,6 +561,7 @@ typedef struct ckpt_header {
     uint64_t seed;               /* same ones to build the same pipeline */
     int32_t epochs;              /* and the epochs, which set the learning rate's schedule */
     int32_t hidden;              /* HIDDEN of the program that wrote it */
+    int64_t fail_at;             /* --fail-at (-1: none): the record that fails is part of the stream */
     uint64_t state_size;         /* bytes of ferry iterator state after the learner */
 } ckpt_header;
 
@@ -580,6 +581,7 @@ static void save_checkpoint(const checkpointing *ck, const config *cfg, ferry_it
                      .seed = cfg->seed,
                      .epochs = cfg->epochs,
                      .hidden = HIDDEN,
+                     .fail_at = cfg->fail_at,
                      .state_size = ferry_blob_size(state)};
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", ck->path);
@@ -620,6 +622,12 @@ static ferry_iterator *load_checkpoint(const char *path, const config *cfg, ferr
             ", this run has --samples %" PRId64 " --batch %" PRId64 " --seed %" PRIu64 " --epochs %d"
             ": resume with the flags of the run that made it (the epochs set the learning rate's schedule)",
             path, h->samples, h->batch_size, h->seed, h->epochs, cfg->samples, cfg->batch_size, cfg->seed, cfg->epochs);
+    if (h->fail_at != cfg->fail_at) {
+        char was[32] = "no --fail-at", is[32] = "no --fail-at";
+        if (h->fail_at >= 0) snprintf(was, sizeof was, "--fail-at %" PRId64, h->fail_at);
+        if (cfg->fail_at >= 0) snprintf(is, sizeof is, "--fail-at %" PRId64, cfg->fail_at);
+        die("%s was made with %s, this run has %s: resume with the flags of the run that made it", path, was, is);
+    }
     if (h->epoch < 0 || h->epoch >= cfg->epochs) die("checkpoint %s is damaged: it is in epoch %d", path, h->epoch + 1);
     if ((uint64_t)st.st_size != sizeof *h + sizeof *l + h->state_size)
         die("checkpoint %s is damaged: %lld bytes, its header says %llu", path, (long long)st.st_size,

@@ -1568,7 +1568,10 @@ typedef struct ferry_image_window {
 /* ferry_image_decode_window: ferry_image_decode of only a window of the image (tf.image's
  * decode_and_crop_jpeg). A JPEG decodes only what the window needs: the rows above it are skipped
  * without computing their pixels (jpeg_skip_scanlines), only the iMCU columns that hold it are
- * decoded (jpeg_crop_scanline), and the rows below it are not decoded at all. Its pixels are
+ * decoded (jpeg_crop_scanline), and the rows below it are not decoded at all when the data ends
+ * with the end-of-image marker (data that does not is read to its end, so that a truncated image
+ * is an error whatever the window; damaged entropy data below the window of an image that does
+ * end with the marker goes unseen, as its pixels are never computed). Its pixels are
  * those of the full decode cut to the window, but in the window's first and last column, where
  * chroma upsampling lacks its neighbours and they may differ (tests/test_image.c measures up to 38
  * levels on noisy chroma). A PNG is decoded whole (each row depends on the one above), then cut.
@@ -1645,7 +1648,8 @@ FERRY_API int ferry_image_resize(ferry_runtime *rt, const ferry_tensor *image, i
  *        DCT scaling, a mean under 1 and at most 7 with it).
  *   2. flips: left-right with probability opts->flip (0.5 is RandomHorizontalFlip), up-down with
  *      probability opts->vertical_flip.
- *   3. colour (torchvision's ColorJitter, brightness then contrast): every value times a factor
+ *   3. colour (torchvision's ColorJitter, in a fixed order where it draws one: brightness, then
+ *      contrast): every value times a factor
  *      uniform in [max(0, 1 - brightness), 1 + brightness]; then blended with the image's mean
  *      luma (0.299 R + 0.587 G + 0.114 B) by a factor c uniform in [max(0, 1 - contrast), 1 +
  *      contrast]: c * value + (1 - c) * mean. Each step clamped to [0, 255]; an alpha channel (the
@@ -1684,13 +1688,16 @@ typedef struct ferry_image_augment_options {
     ferry_dtype dtype;           /* step 4: FERRY_DTYPE_UINT8 (also 0), FLOAT32, FLOAT16 or BFLOAT16 */
     bool chw;                    /* step 4: [channels, height, width] */
     float mean[4], std[4];       /* step 4, float outputs, per channel: all 0 mean 0 and 1 */
-    uint64_t seed;               /* the map: mixed, with the settings, into the element's generator */
+    /* the map: mixed into the element's generator with the settings the output's spec does not
+       show (changing mean, std, resize or padding changes the draws; the dtype, the layout and
+       decode_whole do not) */
+    uint64_t seed;
 } ferry_image_augment_options;
 /* ferry_image_augment: the augmentation above applied to one image, its random numbers drawn
  * from a generator seeded with `seed` (the map seeds it from the element's generator).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, image or out, bad options (as for
  *   ferry_dataset_image_augment) or an image that is neither a bytes scalar nor uint8 [h, w, c]
- *   with every dim above 0; a decoder's code (as ferry_image_decode) naming its reason;
+ *   with every dim above 0 and 1 to 4 channels; a decoder's code (as ferry_image_decode) naming its reason;
  *   FERRY_ETOOLARGE; FERRY_ENOMEM. Message in ferry_last_error.
  * Ownership: borrows rt, image and opts (may be NULL: the image unchanged, as uint8); *out gets a
  *   new reference (NULL on failure).
@@ -1711,7 +1718,7 @@ FERRY_API int ferry_image_random_resized_crop_window(int64_t height, int64_t wid
  * rank 3 or unknown rank is accepted; the output's spec has the dtype, layout and, where known,
  * the size and channels above).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in or out, a component out of range or declared
- *   neither bytes nor uint8, a height or width below 1 (or, for CROP_NONE, only one of them),
+ *   neither bytes nor uint8 (or with more than 4 channels), a height or width below 1 (or, for CROP_NONE, only one of them),
  *   a crop, resize or dtype not listed, a probability outside [0, 1], a negative brightness,
  *   contrast or padding, a scale or ratio range that is not 0 < min <= max (scale max <= 1), a
  *   std below 0, channels or max_pixels as ferry_dataset_decode_image; as ferry_dataset_map.

@@ -229,6 +229,14 @@ run convert fashion-mnist "$dir/fm" --source "$dir/src"
 list=$(cd "$dir/fm" && find . -type f | sort | tr '\n' ' ')
 if [ $rc -eq 0 ] && [ "$list" = "./MANIFEST ./test.tfrecord-00000-of-00001 ./train.tfrecord-00000-of-00004 ./train.tfrecord-00001-of-00004 ./train.tfrecord-00002-of-00004 ./train.tfrecord-00003-of-00004 " ]
 then ok; else bad "run with 4 shards after 2: exit $rc, files '$list', '$(cat "$dir/err")'"; fi
+# A run cut short before its MANIFEST (here: the MANIFEST removed), then one with another
+# --shards: the shards of the earlier run go too, so that a glob finds this run's alone.
+rm "$dir/fm/MANIFEST"
+: > "$dir/fm/train.tfrecord-00000-of-00002.tmp"
+run convert fashion-mnist "$dir/fm" --source "$dir/src" --shards 2
+list=$(cd "$dir/fm" && find . -type f | sort | tr '\n' ' ')
+if [ $rc -eq 0 ] && [ "$list" = "./MANIFEST ./test.tfrecord-00000-of-00001 ./train.tfrecord-00000-of-00002 ./train.tfrecord-00001-of-00002 " ]
+then ok; else bad "run with 2 shards after 4 without a MANIFEST: exit $rc, files '$list', '$(cat "$dir/err")'"; fi
 
 # The package itself, when it is installed.
 fmnist=/usr/share/datasets/fashion-mnist

@@ -8,7 +8,7 @@
 # The demo trains on Fashion-MNIST shards: those in $FERRY_DEMO_DATA when set, else in
 # data/fashion-mnist beside the demo (where scripts/install.sh converts them), else this test
 # makes them in a temporary directory with `ferry convert fashion-mnist` when Debian's
-# dataset-fashion-mnist is installed; without any of them it skips (SKIP:, exit status 0).
+# dataset-fashion-mnist is installed; without any of them it skips (SKIP:, exit status 77).
 # usage: test_demo_resume.sh path/to/train [path/to/ferry]
 set -eu
 train=$1
@@ -40,8 +40,8 @@ if ! has_shards "$data"; then
     echo "SKIP: no Fashion-MNIST shards in $data, and no way to make them here (needs $src, from Debian's"
     echo "  dataset-fashion-mnist, and a ferry tool with 'convert' at $ferry): ferry convert fashion-mnist $data"
     echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit $?
+    [ "$failed" -eq 0 ] || exit 1
+    exit 77 # ctest's SKIP_RETURN_CODE: skipped, not passed
   fi
 fi
 # Each run below: 2 epochs of the first 4096 training images (64 steps each), 2048 test images.
@@ -85,6 +85,10 @@ if [ -n "$first" ] && [ -n "$second" ] && [ -n "$steps1" ] && [ -n "$steps2" ]; 
     got=$(run $args --fail-at 2500 --resume "$dir/ck" | checksum)
     if [ "$got" = "$want_fail" ]; then ok; else bad "--fail-at 2500, stop at $stop: $got vs $want_fail"; fi
   done
+  # the failing record is part of the stream the checkpoint continues: a resume must name it too
+  if run $args --resume "$dir/ck" > /dev/null 2> "$dir/err"; then bad "a resume without the checkpoint's --fail-at went on"
+  elif grep -q "was made with --fail-at 2500, this run has no --fail-at" "$dir/err"; then ok
+  else bad "resume without --fail-at: $(cat "$dir/err")"; fi
 else
   bad "--fail-at 2500: cannot find the errors' positions in the output"; cat "$dir/fail.out"
 fi

@@ -433,7 +433,7 @@ TEST(decode_image_map_keeps_positions_and_other_components) {
     rt_done(rt);
 }
 #else
-TEST(codecs_missing) { fprintf(stderr, "SKIP: libjpeg or libspng headers are not installed\n"); }
+TEST(codecs_missing) { SKIP("libjpeg or libspng headers are not installed"); }
 #endif
 
 /* ---- resizing -------------------------------------------------------------------------------- */

@@ -24,6 +24,7 @@
  * Uses only the public header (and zlib and libspng), like any program on libferry. Exit status:
  * 0 success, 1 bad data or I/O failure, 2 usage error; messages in the forms of cli.h.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -859,27 +860,23 @@ static char *read_small_file(const char *path) {
     return s;
 }
 
-/* Removes the files that an earlier MANIFEST lists and this run did not write (the shards of
- * another --shards). */
-static void remove_stale(const char *outdir, const char *old, const shard_info *out, int nout, size_t outdir_len) {
-    for (const char *line = old; line && *line;) {
-        const char *eol = strchr(line, '\n');
-        size_t len = eol ? (size_t)(eol - line) : strlen(line);
-        if (len > 5 && strncmp(line, "file\t", 5) == 0) {
-            const char *name = line + 5, *tab = memchr(name, '\t', len - 5);
-            size_t nlen = tab ? (size_t)(tab - name) : 0;
-            bool ours = (nlen > 15 && strncmp(name, "train.tfrecord-", 15) == 0) ||
-                        (nlen > 14 && strncmp(name, "test.tfrecord-", 14) == 0);
-            bool keep = !ours || memchr(name, '/', nlen) != NULL;
-            for (int i = 0; i < nout && !keep; i++)
-                keep = strlen(out[i].path + outdir_len + 1) == nlen &&
-                       strncmp(out[i].path + outdir_len + 1, name, nlen) == 0;
-            char *path = keep ? NULL : str_printf("%s/%.*s", outdir, (int)nlen, name);
-            if (path) unlink(path);
-            free(path);
-        }
-        line = eol ? eol + 1 : NULL;
+/* Removes every shard file of an earlier run in outdir that is not one of out (another --shards
+ * count, or a run cut short before its MANIFEST): names train.tfrecord-* and test.tfrecord-*,
+ * temporary files included, so that a glob of the outputs finds this run's shards only. */
+static void remove_stale(const char *outdir, const shard_info *out, int nout, size_t outdir_len) {
+    DIR *dir = opendir(outdir);
+    if (!dir) return;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        const char *name = e->d_name;
+        if (strncmp(name, "train.tfrecord-", 15) != 0 && strncmp(name, "test.tfrecord-", 14) != 0) continue;
+        bool keep = false;
+        for (int i = 0; i < nout && !keep; i++) keep = strcmp(out[i].path + outdir_len + 1, name) == 0;
+        char *path = keep ? NULL : str_printf("%s/%s", outdir, name);
+        if (path) unlink(path);
+        free(path);
     }
+    closedir(dir);
 }
 
 static int cmd_fashion_mnist(int argc, char **argv) {
@@ -995,6 +992,7 @@ static int cmd_fashion_mnist(int argc, char **argv) {
         all[j].records = w->records;
         all[j].bytes = w->bytes;
     }
+    remove_stale(outdir, all, shards + 1, outdir_len); /* before the MANIFEST that lists this run's */
     free(text);
     text = manifest_text(src, all, shards + 1, outdir_len);
     if (!text) goto oom;
@@ -1003,7 +1001,6 @@ static int cmd_fashion_mnist(int argc, char **argv) {
     int wrc = write_file(cmd, manifest, tmp, text, strlen(text));
     free(tmp);
     if (wrc) goto done;
-    remove_stale(outdir, old, all, shards + 1, outdir_len);
     printf("wrote %s\n", manifest);
     rc = FERRY_CLI_OK;
     goto done;

@@ -126,7 +126,8 @@ static ferry_image_window rrc_box(const aug *a, ferry__rng *r, int64_t h, int64_
     for (int i = 0; i < AUG_ATTEMPTS; i++) {
         double target = area * uniform_in(r, a->scale_min, a->scale_max);
         double ratio = exp(uniform_in(r, a->log_ratio_min, a->log_ratio_max));
-        int64_t bw = (int64_t)llround(sqrt(target * ratio)), bh = (int64_t)llround(sqrt(target / ratio));
+        /* Python's round: halves to even (nearbyint in the default rounding mode) */
+        int64_t bw = (int64_t)nearbyint(sqrt(target * ratio)), bh = (int64_t)nearbyint(sqrt(target / ratio));
         if (bw > 0 && bw <= w && bh > 0 && bh <= h) {
             int64_t y = (int64_t)ferry__rng_below(r, (uint64_t)(h - bh + 1));
             int64_t x = (int64_t)ferry__rng_below(r, (uint64_t)(w - bw + 1));
@@ -135,8 +136,8 @@ static ferry_image_window rrc_box(const aug *a, ferry__rng *r, int64_t h, int64_
     }
     double in_ratio = (double)w / (double)h;
     int64_t bw = w, bh = h;
-    if (in_ratio < a->ratio_min) bh = (int64_t)llround((double)w / a->ratio_min);
-    else if (in_ratio > a->ratio_max) bw = (int64_t)llround((double)h * a->ratio_max);
+    if (in_ratio < a->ratio_min) bh = (int64_t)nearbyint((double)w / a->ratio_min);
+    else if (in_ratio > a->ratio_max) bw = (int64_t)nearbyint((double)h * a->ratio_max);
     if (bh < 1) bh = 1;
     if (bw < 1) bw = 1;
     if (bh > h) bh = h;
@@ -356,6 +357,9 @@ static int augment(ferry_runtime *rt, const aug *a, const ferry_tensor *image, u
                            "the image is %s of rank %d; it must be an encoded image (a bytes scalar) or uint8 "
                            "[height, width, channels], none of them 0",
                            ferry_dtype_name(ferry_tensor_dtype(image)), ferry_tensor_rank(image));
+    } else if (ferry_tensor_dim(image, 2) > 4) {
+        return ferry__fail(st, FERRY_EINVAL, "the image has %lld channels; an image has 1 to 4",
+                           (long long)ferry_tensor_dim(image, 2));
     }
     int64_t h = ferry_tensor_dim(img, 0), w = ferry_tensor_dim(img, 1), c = ferry_tensor_dim(img, 2);
     view v = {.src = ferry_tensor_data(img), .sh = h, .sw = w, .c = c, .oh = h, .ow = w};
@@ -496,13 +500,13 @@ static int augment_fn(ferry_context *ctx, ferry_element *in, ferry_element **out
     return FERRY_OK;
 }
 
-/* The settings, hashed into the map's seed: part of the fingerprint (a file cache made with other
- * settings is not reused) and of the per-element generators. */
+/* The settings the output's spec does not show, hashed into the map's seed: part of the
+ * fingerprint (a file cache made with other settings is not reused) and so of the per-element
+ * generators. Left out: the dtype and the layout (the spec has them) and decode_whole (the same
+ * pixels to a tolerance: the same boxes either way). */
 static uint64_t aug_hash(const aug *a, uint64_t seed) {
-    uint64_t v[] = {(uint64_t)a->req.channels, (uint64_t)a->req.max_pixels, (uint64_t)a->crop,
-                    (uint64_t)a->height,       (uint64_t)a->width,          (uint64_t)a->decode_whole,
-                    (uint64_t)a->padding,      (uint64_t)a->area,           (uint64_t)a->dtype,
-                    (uint64_t)a->chw};
+    uint64_t v[] = {(uint64_t)a->req.channels, (uint64_t)a->req.max_pixels, (uint64_t)a->crop, (uint64_t)a->height,
+                    (uint64_t)a->width,        (uint64_t)a->padding,        (uint64_t)a->area};
     double d[] = {a->scale_min, a->scale_max, a->ratio_min,  a->ratio_max,
                   a->flip,      a->vflip,     a->brightness, a->contrast};
     uint64_t h = ferry__fnv64(FERRY__FNV_INIT, v, sizeof v);
@@ -527,6 +531,9 @@ int ferry_dataset_image_augment(ferry_dataset *in, const ferry_image_augment_opt
     const ferry_tensor_spec *s = &in->specs[comp];
     bool bytes = s->dtype == FERRY_DTYPE_BYTES && (s->shape.rank == 0 || s->shape.rank == FERRY_UNKNOWN_RANK);
     bool pixels = s->dtype == FERRY_DTYPE_UINT8 && (s->shape.rank == 3 || s->shape.rank == FERRY_UNKNOWN_RANK);
+    FERRY__CHECK_ARG(!pixels || s->shape.rank != 3 || s->shape.dims[2] <= 4, FERRY_EINVAL,
+                     "%s: component %zu is declared with %lld channels; an image has 1 to 4", __func__, comp,
+                     (long long)s->shape.dims[2]);
     FERRY__CHECK_ARG(bytes || pixels, FERRY_EINVAL,
                      "%s: component %zu is declared %s of rank %d; it must be a bytes scalar (an encoded image) or "
                      "uint8 [height, width, channels]",

@@ -5,8 +5,10 @@
  * it formats the message and longjmps back into ferry__jpeg_decode, which destroys the
  * decompressor and returns the message as a status. Warnings (corrupt data that libjpeg would
  * repair, "Premature end of JPEG file" when the data stops early) are errors too: the first is
- * kept, and a decode that had one fails, so damaged data never comes out as pixels. Nothing is
- * printed: output_message does nothing.
+ * kept, and a decode that had one fails, so damaged data never comes out as pixels (a window's
+ * decode reads no further than it needs when the data ends with the end-of-image marker: damage
+ * below the window is then not seen; data cut short always is). Nothing is printed:
+ * output_message does nothing.
  *
  * The pixel count is checked after jpeg_read_header, before jpeg_start_decompress allocates
  * libjpeg's buffers and before the output tensor exists. libjpeg allocates its own working memory
@@ -70,6 +72,7 @@ typedef struct jpeg_job {
     ferry_tensor *t;
     uint8_t *row; /* a window's decoded row (its iMCU columns) */
     bool created;
+    bool tail_ok; /* the data ends with the end-of-image marker (FF D9) */
 } jpeg_job;
 
 static int jpeg_warned(jpeg_job *j, ferry__status *st) {
@@ -100,7 +103,28 @@ static int jpeg_window(jpeg_job *j, ferry_runtime *rt, const ferry__image_req *r
         if (j->err.warned) return jpeg_warned(j, st);
         memcpy(px + (size_t)r * line, j->row + skip, line);
     }
-    jpeg_abort_decompress(d); /* the rows below the window are not needed */
+    /* The rows below the window are not needed, and not decoded when the data ends with the
+     * end-of-image marker. Data that does not may be cut short below the window: then the rest is
+     * read (entropy-decoded, not output), so that a truncated image is an error whatever the
+     * window, as a whole decode would say. */
+    if (j->tail_ok) {
+        jpeg_abort_decompress(d);
+        return FERRY_OK;
+    }
+    JDIMENSION left = d->output_height - d->output_scanline;
+    /* all but the last row skipped (libjpeg skips a skip to the very end without reading), then
+       the last row read: the data is read to its end */
+    if (left > 1 && jpeg_skip_scanlines(d, left - 1) != left - 1)
+        return ferry__fail(st, FERRY_ETRUNCATED, "JPEG: the data ends at row %u of %u", d->output_scanline,
+                           d->output_height);
+    if (j->err.warned) return jpeg_warned(j, st);
+    JSAMPROW last = j->row;
+    if (left > 0 && jpeg_read_scanlines(d, &last, 1) != 1)
+        return ferry__fail(st, FERRY_ETRUNCATED, "JPEG: the data ends at row %u of %u", d->output_scanline,
+                           d->output_height);
+    if (j->err.warned) return jpeg_warned(j, st);
+    jpeg_finish_decompress(d);
+    if (j->err.warned) return jpeg_warned(j, st);
     return FERRY_OK;
 }
 
@@ -164,6 +188,7 @@ int ferry__jpeg_decode(ferry_runtime *rt, const uint8_t *p, size_t n, const ferr
     j->err.pub.error_exit = jpeg_fail_exit;
     j->err.pub.emit_message = jpeg_note;
     j->err.pub.output_message = jpeg_quiet;
+    j->tail_ok = n >= 2 && p[n - 2] == 0xFF && p[n - 1] == 0xD9;
     int rc;
     if (setjmp(j->err.jump))
         rc = ferry__fail(st,

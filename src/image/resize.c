@@ -133,10 +133,11 @@ static void row_pass(const axis *ax, const float *t, int64_t first, int64_t ow, 
     for (int64_t x = 0; x < ow; x++) {
         const float *wt = ax->w + (size_t)x * (size_t)ax->wmax;
         const float *s = t + (size_t)(ax->start[x] - first) * (size_t)c;
-        float acc[4] = {0.5f, 0.5f, 0.5f, 0.5f};
-        for (int j = 0; j < ax->count[x]; j++)
-            for (int64_t k = 0; k < c; k++) acc[k] += wt[j] * s[(size_t)j * (size_t)c + (size_t)k];
-        for (int64_t k = 0; k < c; k++) d[x * c + k] = (uint8_t)(acc[k] < 0 ? 0 : acc[k] > 255 ? 255 : acc[k]);
+        for (int64_t k = 0; k < c; k++) { /* any number of channels, one at a time */
+            float acc = 0.5f;
+            for (int j = 0; j < ax->count[x]; j++) acc += wt[j] * s[(size_t)j * (size_t)c + (size_t)k];
+            d[x * c + k] = (uint8_t)(acc < 0 ? 0 : acc > 255 ? 255 : acc);
+        }
     }
 }
 
