@@ -328,6 +328,17 @@ TEST(flips_colour_and_outputs) {
     ASSERT_EQ(ferry_image_augment(rt, ints, NULL, 1, &none), FERRY_EINVAL);
     ASSERT_STR_CONTAINS(ferry_last_error(), "the image is int32 of rank 1");
     ferry_tensor_unref(ints);
+    /* five channels: not an image (and resize, which takes any number, keeps a constant) */
+    uint8_t five[6 * 7 * 5];
+    memset(five, 9, sizeof five);
+    ferry_tensor *img5 = image_of(rt, 6, 7, 5, five), *r5;
+    ASSERT_EQ(ferry_image_augment(rt, img5, &(ferry_image_augment_options){.dtype = FERRY_DTYPE_FLOAT32}, 1, &none),
+              FERRY_EINVAL);
+    ASSERT_STR_CONTAINS(ferry_last_error(), "the image has 5 channels; an image has 1 to 4");
+    ASSERT_OK(ferry_image_resize(rt, img5, 3, 11, NULL, &r5));
+    for (size_t i = 0; i < ferry_tensor_nbytes(r5); i++) ASSERT_EQ(((const uint8_t *)ferry_tensor_data(r5))[i], 9);
+    ferry_tensor_unref(r5);
+    ferry_tensor_unref(img5);
     ferry_tensor_unref(img);
     rt_done(rt);
 }
