@@ -21,6 +21,7 @@
 #include <jpeglib.h>
 #include <spng.h>
 #endif
+#include "image_codec.h"
 
 static ferry_tensor *image_of(ferry_runtime *rt, int h, int w, int c, const uint8_t *px) {
     int64_t dims[3] = {h, w, c};
@@ -344,38 +345,6 @@ TEST(flips_colour_and_outputs) {
 }
 
 #ifdef HAVE_CODECS
-typedef struct buf {
-    uint8_t *p;
-    size_t n;
-} buf;
-
-static buf jpeg_encode(const uint8_t *px, int w, int h, int c, int quality) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr je;
-    ci.err = jpeg_std_error(&je);
-    jpeg_create_compress(&ci);
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    jpeg_mem_dest(&ci, &out, &n);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, quality, TRUE);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    buf b = {malloc(n), n};
-    memcpy(b.p, out, n);
-    free(out);
-    return b;
-}
-
 static ferry_tensor *bytes_of(ferry_runtime *rt, const buf *b) {
     const void *p = b->p;
     ferry_tensor *t;

@@ -27,22 +27,14 @@ if "$train" --quick --data "$dir/empty" > /dev/null 2> "$dir/err"; then bad "a r
   if grep -q "ferry convert fashion-mnist $dir/empty" "$dir/err"; then ok; else bad "no data: $(cat "$dir/err")"; fi; fi
 if "$train" --help | grep -q -- "--stop-after N"; then ok; else bad "--help does not describe --stop-after"; fi
 
-has_shards() { ls "$1"/train.tfrecord-* > /dev/null 2>&1 && ls "$1"/test.tfrecord-* > /dev/null 2>&1; }
-data=${FERRY_DEMO_DATA:-$(dirname "$train")/data/fashion-mnist}
-if ! has_shards "$data"; then
-  src=/usr/share/datasets/fashion-mnist
-  if [ -d "$src" ] && [ -x "$ferry" ] && "$ferry" help convert > /dev/null 2>&1; then
-    data=$dir/fashion-mnist
-    if ! "$ferry" convert fashion-mnist "$data" > "$dir/convert.out" 2>&1 || ! has_shards "$data"; then
-      echo "FAIL: ferry convert fashion-mnist $data:"; cat "$dir/convert.out"; exit 1
-    fi
-  else
-    echo "SKIP: no Fashion-MNIST shards in $data, and no way to make them here (needs $src, from Debian's"
-    echo "  dataset-fashion-mnist, and a ferry tool with 'convert' at $ferry): ferry convert fashion-mnist $data"
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] || exit 1
-    exit 77 # ctest's SKIP_RETURN_CODE: skipped, not passed
-  fi
+. "$(dirname "$0")/demo_data.sh"
+rc=0
+demo_data "$train" "$ferry" "$dir" || rc=$?
+if [ $rc -eq 1 ]; then exit 1; fi
+if [ $rc -eq 77 ]; then
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ] || exit 1
+  exit 77 # ctest's SKIP_RETURN_CODE: skipped, not passed
 fi
 # Each run below: 2 epochs of the first 4096 training images (64 steps each), 2048 test images.
 run() { "$train" --data "$data" "$@"; }

@@ -22,13 +22,9 @@
 #include <jpeglib.h>
 #include <spng.h>
 #endif
+#include "image_codec.h"
 
 #ifdef HAVE_CODECS
-typedef struct buf {
-    uint8_t *p;
-    size_t n;
-} buf;
-
 /* A test picture: gradients and a pseudo-random texture, so that every channel differs. */
 static void picture(uint8_t *px, int w, int h, int c, uint32_t seed) {
     for (int y = 0; y < h; y++)
@@ -39,33 +35,6 @@ static void picture(uint8_t *px, int w, int h, int c, uint32_t seed) {
                     (uint8_t)((x * 255 / (w > 1 ? w - 1 : 1)) * (k != 1) + (y * 255 / (h > 1 ? h - 1 : 1)) * (k == 1) +
                               (seed >> 28) * 3 + k * 17);
             }
-}
-
-static buf jpeg_encode(const uint8_t *px, int w, int h, int c, int quality) {
-    struct jpeg_compress_struct ci;
-    struct jpeg_error_mgr je;
-    ci.err = jpeg_std_error(&je);
-    jpeg_create_compress(&ci);
-    unsigned char *out = NULL;
-    unsigned long n = 0;
-    jpeg_mem_dest(&ci, &out, &n);
-    ci.image_width = (JDIMENSION)w;
-    ci.image_height = (JDIMENSION)h;
-    ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
-    jpeg_set_defaults(&ci);
-    jpeg_set_quality(&ci, quality, TRUE);
-    jpeg_start_compress(&ci, TRUE);
-    while (ci.next_scanline < ci.image_height) {
-        JSAMPROW row = (JSAMPROW)(px + (size_t)ci.next_scanline * w * c);
-        jpeg_write_scanlines(&ci, &row, 1);
-    }
-    jpeg_finish_compress(&ci);
-    jpeg_destroy_compress(&ci);
-    buf b = {malloc(n), n};
-    memcpy(b.p, out, n);
-    free(out);
-    return b;
 }
 
 /* libjpeg's own decode of b into color space cs (n components). */

@@ -22,21 +22,10 @@ if [ -z "$browser" ]; then
 fi
 dir=$(mktemp -d /tmp/ferry-page-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-has_shards() { ls "$1"/train.tfrecord-* > /dev/null 2>&1 && ls "$1"/test.tfrecord-* > /dev/null 2>&1; }
-data=${FERRY_DEMO_DATA:-$(dirname "$train")/data/fashion-mnist}
-if ! has_shards "$data"; then
-  src=/usr/share/datasets/fashion-mnist
-  if [ -d "$src" ] && [ -x "$ferry" ] && "$ferry" help convert > /dev/null 2>&1; then
-    data=$dir/fashion-mnist
-    if ! "$ferry" convert fashion-mnist "$data" > "$dir/convert.out" 2>&1 || ! has_shards "$data"; then
-      echo "FAIL: ferry convert fashion-mnist $data:"; cat "$dir/convert.out"; exit 1
-    fi
-  else
-    echo "SKIP: no Fashion-MNIST shards for the demo in $data, and no way to make them here (needs $src,"
-    echo "  from Debian's dataset-fashion-mnist, and a ferry tool with 'convert'): ferry convert fashion-mnist $data"
-    exit 77
-  fi
-fi
+. "$(dirname "$0")/demo_data.sh"
+rc=0
+demo_data "$train" "$ferry" "$dir" || rc=$?
+[ $rc -eq 0 ] || exit $rc
 mkdir -p "$out"
 passed=0
 failed=0
