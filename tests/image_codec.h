@@ -1,10 +1,19 @@
 /*
- * image_codec.h - test helpers for the image tests: encoded images made with the codecs' own
- * encoders (libjpeg here), so that the expected pixels are known. Include after runner.h, with
+ * image_codec.h - test helpers for the image tests: images as tensors, and encoded images made
+ * with the codecs' own encoders (libjpeg here), so that the expected pixels are known. Include after runner.h, with
  * HAVE_CODECS defined where jpeglib.h (after stdio.h) is included.
  */
 #ifndef FERRY_TEST_IMAGE_CODEC_H
 #define FERRY_TEST_IMAGE_CODEC_H
+
+/* A uint8 [h, w, c] tensor holding px. */
+__attribute__((unused)) static ferry_tensor *image_of(ferry_runtime *rt, int h, int w, int c, const uint8_t *px) {
+    int64_t dims[3] = {h, w, c};
+    ferry_tensor *t;
+    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_UINT8, 3, dims, &t));
+    memcpy(ferry_tensor_mutable_data(t), px, (size_t)h * w * c);
+    return t;
+}
 
 #ifdef HAVE_CODECS
 /* Encoded bytes, malloc'd. */

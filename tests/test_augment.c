@@ -23,13 +23,6 @@
 #endif
 #include "image_codec.h"
 
-static ferry_tensor *image_of(ferry_runtime *rt, int h, int w, int c, const uint8_t *px) {
-    int64_t dims[3] = {h, w, c};
-    ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_UINT8, 3, dims, &t));
-    memcpy(ferry_tensor_mutable_data(t), px, (size_t)h * w * c);
-    return t;
-}
 
 /* A smooth picture (gradients and rings), which JPEG and scaled decoding keep close. */
 static void smooth(uint8_t *px, int w, int h, int c) {

@@ -406,13 +406,6 @@ TEST(codecs_missing) { SKIP("libjpeg or libspng headers are not installed"); }
 #endif
 
 /* ---- resizing -------------------------------------------------------------------------------- */
-static ferry_tensor *image_of(ferry_runtime *rt, int h, int w, int c, const uint8_t *px) {
-    int64_t dims[3] = {h, w, c};
-    ferry_tensor *t;
-    ASSERT_OK(ferry_tensor_create(rt, FERRY_DTYPE_UINT8, 3, dims, &t));
-    memcpy(ferry_tensor_mutable_data(t), px, (size_t)h * w * c);
-    return t;
-}
 
 static ferry_tensor *resized(ferry_runtime *rt, ferry_tensor *t, int h, int w, ferry_resize_method m, bool no_aa) {
     ferry_tensor *out;
