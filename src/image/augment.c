@@ -48,10 +48,8 @@ static int aug_make(const char *fn, const ferry_image_augment_options *opts, aug
     ferry_image_augment_options o = {0};
     if (opts) o = *opts;
     memset(a, 0, sizeof *a);
-    FERRY__CHECK_ARG(o.channels == 0 || o.channels == 1 || o.channels == 3 || o.channels == 4, FERRY_EINVAL,
-                     "%s: opts->channels is %d; it must be 0 (the image's own), 1, 3 or 4", fn, o.channels);
-    FERRY__CHECK_ARG(o.max_pixels >= 0, FERRY_EINVAL, "%s: opts->max_pixels is %lld; it must be >= 0", fn,
-                     (long long)o.max_pixels);
+    int rc = ferry__image_req_make(fn, o.channels, o.max_pixels, &a->req);
+    if (rc) return rc;
     FERRY__CHECK_ARG(o.crop >= FERRY_IMAGE_CROP_NONE && o.crop <= FERRY_IMAGE_CROP_RANDOM_RESIZED, FERRY_EINVAL,
                      "%s: opts->crop is %d; it must be one of FERRY_IMAGE_CROP_NONE, _CENTER, _RANDOM, "
                      "_RANDOM_RESIZED",
@@ -98,8 +96,6 @@ static int aug_make(const char *fn, const ferry_image_augment_options *opts, aug
         a->mean[k] = o.mean[k];
         a->inv_std[k] = o.std[k] > 0 ? 1.0f / o.std[k] : 1.0f;
     }
-    a->req.channels = o.channels;
-    a->req.max_pixels = o.max_pixels ? o.max_pixels : FERRY__IMAGE_MAX_PIXELS_DEFAULT;
     a->crop = o.crop;
     a->height = o.height, a->width = o.width;
     a->scale_min = o.scale_min, a->scale_max = o.scale_max;
@@ -470,34 +466,16 @@ int ferry_image_augment(ferry_runtime *rt, const ferry_tensor *image, const ferr
 
 /* ---- the map ------------------------------------------------------------------------------------ */
 typedef struct aug_user {
-    ferry_runtime *rt;
+    ferry__image_user base;
     aug a;
-    size_t component;
 } aug_user;
-
-static void aug_user_free(void *u) {
-    aug_user *d = u;
-    ferry__free(d->rt, d);
-}
 
 static int augment_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     const aug_user *u = user;
-    ferry_tensor *img;
+    ferry_tensor *img = NULL;
     ferry__status st;
-    int rc = augment(u->rt, &u->a, ferry_element_get(in, u->component), ferry_context_random(ctx), &img, &st);
-    if (rc) {
-        ferry_element_free(in);
-        return ferry_context_fail(ctx, rc, "image_augment: element %lld: %s", (long long)ferry_context_index(ctx),
-                                  st.msg);
-    }
-    rc = ferry_element_set(in, u->component, img); /* takes img */
-    if (rc) {
-        ferry_element_free(in);
-        return ferry_context_fail(ctx, rc, "image_augment: element %lld: replacing the component failed",
-                                  (long long)ferry_context_index(ctx));
-    }
-    *out = in;
-    return FERRY_OK;
+    int rc = augment(u->base.rt, &u->a, ferry_element_get(in, u->base.component), ferry_context_random(ctx), &img, &st);
+    return ferry__image_map_put(ctx, "image_augment", u->base.component, rc, st.msg, img, in, out);
 }
 
 /* The settings the output's spec does not show, hashed into the map's seed: part of the
@@ -543,30 +521,12 @@ int ferry_dataset_image_augment(ferry_dataset *in, const ferry_image_augment_opt
                        : (s->shape.rank == 3 ? s->shape.dims[2] : FERRY_UNKNOWN_DIM);
     if (pixels && a.crop == FERRY_IMAGE_CROP_NONE && !a.height && s->shape.rank == 3)
         oh = s->shape.dims[0], ow = s->shape.dims[1];
-    ferry_tensor_spec *specs = ferry__calloc(in->rt, in->ncomp, sizeof *specs);
     aug_user *u = ferry__calloc(in->rt, 1, sizeof *u);
-    if (!specs || !u) {
-        ferry__free(in->rt, specs);
-        ferry__free(in->rt, u);
-        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the map's options failed", __func__);
-    }
-    memcpy(specs, in->specs, in->ncomp * sizeof *specs);
-    specs[comp] = (ferry_tensor_spec){.dtype = a.dtype, .shape = {3, {oh, ow, oc}}};
-    if (a.chw) specs[comp].shape = (ferry_shape){3, {oc, oh, ow}};
-    *u = (aug_user){.rt = in->rt, .a = a, .component = comp};
-    ferry_map_options mo = {.name = opts && opts->name && opts->name[0] ? opts->name : "image_augment",
-                            .num_parallel_calls = opts ? opts->num_parallel_calls : 0,
-                            .relaxed_order = opts && opts->relaxed_order,
-                            .reorder_window = opts ? opts->reorder_window : 0,
-                            .num_outputs = in->ncomp,
-                            .output_specs = specs,
-                            .user_free = aug_user_free,
-                            .seed = aug_hash(&a, opts ? opts->seed : 0)};
-    rc = ferry_dataset_map(in, augment_fn, u, &mo, out);
-    ferry__free(in->rt, specs);
-    if (rc) {
-        aug_user_free(u);
-        return ferry__last_error_prefix(rc, __func__);
-    }
-    return FERRY_OK;
+    if (!u) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the map's options failed", __func__);
+    *u = (aug_user){.base = {.rt = in->rt, .component = comp}, .a = a};
+    ferry_tensor_spec spec = {.dtype = a.dtype, .shape = {3, {oh, ow, oc}}};
+    if (a.chw) spec.shape = (ferry_shape){3, {oc, oh, ow}};
+    return ferry__image_map(__func__, "image_augment", in, augment_fn, &u->base, spec, opts ? opts->name : NULL,
+                            opts ? opts->num_parallel_calls : 0, opts && opts->relaxed_order,
+                            opts ? opts->reorder_window : 0, aug_hash(&a, opts ? opts->seed : 0), out);
 }

@@ -55,18 +55,20 @@ int ferry__image_window_check(const ferry__image_req *req, int64_t w, int64_t h,
                        (long long)w, (long long)h);
 }
 
+int ferry__image_req_make(const char *fn, int channels, int64_t max_pixels, ferry__image_req *req) {
+    FERRY__CHECK_ARG(channels == 0 || channels == 1 || channels == 3 || channels == 4, FERRY_EINVAL,
+                     "%s: opts->channels is %d; it must be 0 (the image's own), 1, 3 or 4", fn, channels);
+    FERRY__CHECK_ARG(max_pixels >= 0, FERRY_EINVAL, "%s: opts->max_pixels is %lld; it must be >= 0 (0: %lld)", fn,
+                     (long long)max_pixels, (long long)FERRY__IMAGE_MAX_PIXELS_DEFAULT);
+    memset(req, 0, sizeof *req);
+    req->channels = channels;
+    req->max_pixels = max_pixels ? max_pixels : FERRY__IMAGE_MAX_PIXELS_DEFAULT;
+    return FERRY_OK;
+}
+
 /* Checks the options a decode reads; fills req. */
 static int image_req(const char *fn, const ferry_decode_image_options *opts, ferry__image_req *req) {
-    ferry_decode_image_options o = {0};
-    if (opts) o = *opts;
-    FERRY__CHECK_ARG(o.channels == 0 || o.channels == 1 || o.channels == 3 || o.channels == 4, FERRY_EINVAL,
-                     "%s: opts->channels is %d; it must be 0 (the image's own), 1, 3 or 4", fn, o.channels);
-    FERRY__CHECK_ARG(o.max_pixels >= 0, FERRY_EINVAL, "%s: opts->max_pixels is %lld; it must be >= 0 (0: %lld)", fn,
-                     (long long)o.max_pixels, (long long)FERRY__IMAGE_MAX_PIXELS_DEFAULT);
-    memset(req, 0, sizeof *req);
-    req->channels = o.channels;
-    req->max_pixels = o.max_pixels ? o.max_pixels : FERRY__IMAGE_MAX_PIXELS_DEFAULT;
-    return FERRY_OK;
+    return ferry__image_req_make(fn, opts ? opts->channels : 0, opts ? opts->max_pixels : 0, req);
 }
 
 static int decode_public(const char *fn, ferry_runtime *rt, const void *data, size_t len,
@@ -104,45 +106,73 @@ int ferry_image_decode(ferry_runtime *rt, const void *data, size_t len, const fe
     return decode_public(__func__, rt, data, len, NULL, opts, out);
 }
 
-/* ---- the map --------------------------------------------------------------------------------- */
-typedef struct decode_user {
-    ferry_runtime *rt;
-    ferry__image_req req;
-    size_t component;
-} decode_user;
-
-static void decode_user_free(void *u) {
-    decode_user *d = u;
-    ferry__free(d->rt, d);
+/* ---- the maps ------------------------------------------------------------------------------- */
+static void image_user_free(void *u) {
+    ferry__image_user *b = u;
+    ferry__free(b->rt, b);
 }
+
+int ferry__image_map(const char *fn, const char *op, ferry_dataset *in, ferry_map_fn f, ferry__image_user *user,
+                     ferry_tensor_spec spec, const char *name, int num_parallel_calls, bool relaxed_order,
+                     int reorder_window, uint64_t seed, ferry_dataset **out) {
+    ferry_tensor_spec *specs = ferry__calloc(in->rt, in->ncomp, sizeof *specs);
+    if (!specs) {
+        image_user_free(user);
+        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the map's options failed", fn);
+    }
+    memcpy(specs, in->specs, in->ncomp * sizeof *specs);
+    specs[user->component] = spec;
+    ferry_map_options mo = {.name = name && name[0] ? name : op,
+                            .num_parallel_calls = num_parallel_calls,
+                            .relaxed_order = relaxed_order,
+                            .reorder_window = reorder_window,
+                            .num_outputs = in->ncomp,
+                            .output_specs = specs,
+                            .user_free = image_user_free,
+                            .seed = seed};
+    int rc = ferry_dataset_map(in, f, user, &mo, out);
+    ferry__free(in->rt, specs);
+    if (rc) {
+        image_user_free(user);                   /* the map does not own it when it fails */
+        return ferry__last_error_prefix(rc, fn); /* its message names ferry_dataset_map */
+    }
+    return FERRY_OK;
+}
+
+int ferry__image_map_put(ferry_context *ctx, const char *op, size_t component, int rc, const char *why,
+                         ferry_tensor *img, ferry_element *in, ferry_element **out) {
+    if (rc == FERRY_OK) {
+        rc = ferry_element_set(in, component, img); /* takes img */
+        why = "replacing the component failed";
+    }
+    if (rc) {
+        ferry_element_free(in);
+        return ferry_context_fail(ctx, rc, "%s: element %lld: %s", op, (long long)ferry_context_index(ctx), why);
+    }
+    *out = in;
+    return FERRY_OK;
+}
+
+typedef struct decode_user {
+    ferry__image_user base;
+    ferry__image_req req;
+} decode_user;
 
 static int decode_fn(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
     const decode_user *d = user;
-    ferry_tensor *src = ferry_element_get(in, d->component);
+    ferry_tensor *src = ferry_element_get(in, d->base.component);
     const uint8_t *p = NULL;
     size_t n = 0;
     int rc = src ? ferry_tensor_bytes_get(src, 0, &p, &n) : FERRY_EINVAL;
     if (rc || ferry_tensor_rank(src) != 0) {
-        ferry_element_free(in);
-        return ferry_context_fail(ctx, FERRY_ETYPE, "decode_image: element %lld: component %zu is not a bytes scalar",
-                                  (long long)ferry_context_index(ctx), d->component);
+        char why[64];
+        snprintf(why, sizeof why, "component %zu is not a bytes scalar", d->base.component);
+        return ferry__image_map_put(ctx, "decode_image", d->base.component, FERRY_ETYPE, why, NULL, in, out);
     }
-    ferry_tensor *img;
+    ferry_tensor *img = NULL;
     ferry__status st;
-    rc = ferry__image_decode(d->rt, p, n, &d->req, &img, &st);
-    if (rc) {
-        ferry_element_free(in);
-        return ferry_context_fail(ctx, rc, "decode_image: element %lld: %s", (long long)ferry_context_index(ctx),
-                                  st.msg);
-    }
-    rc = ferry_element_set(in, d->component, img); /* takes img */
-    if (rc) {
-        ferry_element_free(in);
-        return ferry_context_fail(ctx, rc, "decode_image: element %lld: replacing the component failed",
-                                  (long long)ferry_context_index(ctx));
-    }
-    *out = in;
-    return FERRY_OK;
+    rc = ferry__image_decode(d->base.rt, p, n, &d->req, &img, &st);
+    return ferry__image_map_put(ctx, "decode_image", d->base.component, rc, st.msg, img, in, out);
 }
 
 int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_options *opts, ferry_dataset **out) {
@@ -161,34 +191,16 @@ int ferry_dataset_decode_image(ferry_dataset *in, const ferry_decode_image_optio
     FERRY__CHECK_ARG(s->dtype == FERRY_DTYPE_BYTES && (s->shape.rank == 0 || s->shape.rank == FERRY_UNKNOWN_RANK),
                      FERRY_EINVAL, "%s: component %zu is declared %s of rank %d; it must be a bytes scalar", __func__,
                      comp, ferry_dtype_name(s->dtype), s->shape.rank);
-    ferry_tensor_spec *specs = ferry__calloc(in->rt, in->ncomp, sizeof *specs);
     decode_user *u = ferry__calloc(in->rt, 1, sizeof *u);
-    if (!specs || !u) {
-        ferry__free(in->rt, specs);
-        ferry__free(in->rt, u);
-        return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the map's options failed", __func__);
-    }
-    memcpy(specs, in->specs, in->ncomp * sizeof *specs);
-    specs[comp] = (ferry_tensor_spec){
+    if (!u) return ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the map's options failed", __func__);
+    *u = (decode_user){.base = {.rt = in->rt, .component = comp}, .req = req};
+    ferry_tensor_spec spec = {
         .dtype = FERRY_DTYPE_UINT8,
         .shape = {3, {FERRY_UNKNOWN_DIM, FERRY_UNKNOWN_DIM, req.channels ? req.channels : FERRY_UNKNOWN_DIM}}};
-    *u = (decode_user){.rt = in->rt, .req = req, .component = comp};
-    ferry_map_options mo = {.name = opts && opts->name && opts->name[0] ? opts->name : "decode_image",
-                            .num_parallel_calls = opts ? opts->num_parallel_calls : 0,
-                            .relaxed_order = opts && opts->relaxed_order,
-                            .reorder_window = opts ? opts->reorder_window : 0,
-                            .num_outputs = in->ncomp,
-                            .output_specs = specs,
-                            .user_free = decode_user_free,
-                            /* the decode's settings, part of the fingerprint through the map's
-                               seed (decode_fn draws no random numbers): a file cache made with
-                               other settings is not reused */
-                            .seed = (uint64_t)req.channels << 56 ^ (uint64_t)req.max_pixels};
-    rc = ferry_dataset_map(in, decode_fn, u, &mo, out);
-    ferry__free(in->rt, specs);
-    if (rc) {
-        decode_user_free(u);                           /* the map does not own it when it fails */
-        return ferry__last_error_prefix(rc, __func__); /* its message names ferry_dataset_map */
-    }
-    return FERRY_OK;
+    /* the decode's settings, part of the fingerprint through the map's seed (decode_fn draws no
+       random numbers): a file cache made with other settings is not reused */
+    return ferry__image_map(__func__, "decode_image", in, decode_fn, &u->base, spec, opts ? opts->name : NULL,
+                            opts ? opts->num_parallel_calls : 0, opts && opts->relaxed_order,
+                            opts ? opts->reorder_window : 0, (uint64_t)req.channels << 56 ^ (uint64_t)req.max_pixels,
+                            out);
 }

@@ -26,6 +26,29 @@ typedef struct ferry__image_req {
     void *plan_arg;
 } ferry__image_req;
 
+/* Checks the decode options decode_image and image_augment share (fn names the caller's function
+ * in the message) and fills *req with them. */
+int ferry__image_req_make(const char *fn, int channels, int64_t max_pixels, ferry__image_req *req);
+
+/* The first member of an image map's user block: ferry__image_map frees the block with rt. */
+typedef struct ferry__image_user {
+    ferry_runtime *rt;
+    size_t component; /* the component holding the image */
+} ferry__image_user;
+
+/* The map of decode_image and image_augment (fn: its public function, op: its default name): in's
+ * specs with `spec` at user->component, its options, and `user` (allocated with ferry__calloc,
+ * beginning with a ferry__image_user), which the dataset owns from then on, freed also when this
+ * fails. */
+int ferry__image_map(const char *fn, const char *op, ferry_dataset *in, ferry_map_fn f, ferry__image_user *user,
+                     ferry_tensor_spec spec, const char *name, int num_parallel_calls, bool relaxed_order,
+                     int reorder_window, uint64_t seed, ferry_dataset **out);
+
+/* The end of an image map function: on rc == FERRY_OK puts img in place of the component and hands
+ * `in` on as *out; else frees `in` and fails with "op: element N: why". */
+int ferry__image_map_put(ferry_context *ctx, const char *op, size_t component, int rc, const char *why,
+                         ferry_tensor *img, ferry_element *in, ferry_element **out);
+
 /* FERRY_OK when the request's window lies inside an image of w x h pixels; else FERRY_EINVAL
  * naming both (fmt: "JPEG", "PNG"). */
 int ferry__image_window_check(const ferry__image_req *req, int64_t w, int64_t h, const char *fmt, ferry__status *st);
