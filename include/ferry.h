@@ -201,6 +201,22 @@ FERRY_API int ferry_runtime_free(ferry_runtime *rt);
  * Ownership: borrows rt; writes *out.
  * Threads: thread-safe. */
 FERRY_API int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out);
+/* ferry_runtime_budget_hold: counts n bytes that the program holds (elements it took from ferry and
+ * keeps, such as the batches a language binding hands to its users) against the byte budget, so that
+ * ferry's stages buffer less while they are held. It never waits: held bytes may take budget_used
+ * over the budget, and then ferry's stages wait (each still makes one element at a time when its
+ * consumer would otherwise wait forever, so holding more than the budget slows the pipeline down
+ * and does not stop it).
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt.
+ * Ownership: borrows rt; the caller gives the same n back with ferry_runtime_budget_release.
+ * Threads: thread-safe. */
+FERRY_API int ferry_runtime_budget_hold(ferry_runtime *rt, size_t n);
+/* ferry_runtime_budget_release: gives back n bytes counted by ferry_runtime_budget_hold.
+ * Returns: FERRY_OK; FERRY_EINVAL for a NULL rt, or an n above the bytes counted now (nothing is
+ *   given back then).
+ * Ownership: borrows rt.
+ * Threads: thread-safe. */
+FERRY_API int ferry_runtime_budget_release(ferry_runtime *rt, size_t n);
 
 /* The trace (ferry_runtime_options.trace_bytes, FERRY_TRACE): every run of a stage's thread, its
  * work per chunk or batch, its waits (for input, for room or budget, for a lock), the consumer's
@@ -647,15 +663,22 @@ typedef struct ferry_map_options {
     void (*user_free)(void *user);         /* NULL, or called with `user` once when the dataset is
                                         freed (after its last iterator): the dataset then owns
                                         user. When ferry_dataset_map fails the caller keeps it. */
+    /* 0: no cap. N: the most threads the map runs (num_parallel_calls above N runs N), the most
+     * AUTOTUNE gives it, and the most the report counts on when it predicts what more threads
+     * would gain: 1 for a function that runs one call at a time whatever the threads (one that
+     * holds a process-wide lock, such as Python's GIL). */
+    int max_parallel_calls;
 } ferry_map_options;
 /* ferry_dataset_map: applies fn to every element of in, inline on the thread that pulls the iterator
- * (num_parallel_calls 0) or on the runtime's executor (N threads, or FERRY_AUTOTUNE). Results come in
+ * (num_parallel_calls 0) or on the runtime's executor (N threads, or FERRY_AUTOTUNE; at most
+ * max_parallel_calls when set). Results come in
  * input order unless relaxed_order. fn's errors reach the consumer in their element's position; so
  * does an output that does not match the output specs (FERRY_ETYPE) and FERRY_OK without an output or
  * a positive return code (FERRY_EUSER).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL in, fn or out, num_parallel_calls other than FERRY_AUTOTUNE
- *   or 0 to 1024, reorder_window above 2^20, num_outputs above 4096, NULL output_specs with
- *   num_outputs > 0, or an invalid output spec; FERRY_EMISUSE for a freed in; FERRY_ENOMEM.
+ *   or 0 to 1024, max_parallel_calls outside 0 to 1024, reorder_window above 2^20, num_outputs above
+ *   4096, NULL output_specs with num_outputs > 0, or an invalid output spec; FERRY_EMISUSE for a freed
+ *   in; FERRY_ENOMEM.
  * Ownership: borrows in and opts (output_specs copied); user is kept until the dataset's last reference
  *   goes (then opts->user_free(user) is called, when set); when this call fails the caller keeps user;
  *   *out gets a new reference (NULL on failure).
@@ -880,9 +903,23 @@ typedef struct ferry_iterator_options {
                             one "map_and_batch" entry). Output, errors in position and saved
                             state are the same either way, and a state saved with rewrites
                             restores without them. */
+    /* A poll for a caller that must be able to stop a blocked ferry_iterator_next (a binding that
+     * released its interpreter's lock, on Ctrl-C). interrupt(interrupt_user) is called by the
+     * thread inside ferry_iterator_next, never by ferry's own threads and never under a lock of
+     * ferry's, about every 20 ms while that call waits for a stage that runs ahead (prefetch,
+     * parallel map, map_and_batch, parallel interleave); not while a user callback runs on that
+     * thread (an inline map), nor while it does a stage's work itself (pulls a parallel map's
+     * input to stack a batch or to skip positions). A nonzero return cancels the iterator: its
+     * background work stops as in ferry_iterator_free, this call and every later
+     * ferry_iterator_next return FERRY_ECANCELED ("interrupted"), ferry_iterator_save refuses
+     * (FERRY_ECANCELED), and only ferry_iterator_free, ferry_iterator_error and the stats and
+     * report calls remain useful. */
+    int (*interrupt)(void *user); /* NULL: none */
+    void *interrupt_user;         /* passed to interrupt; borrowed: it must outlive the iterator */
 } ferry_iterator_options;
 
-/* ferry_iterator_create: makes an iterator, one pass over ds; opts->seed is the pipeline seed.
+/* ferry_iterator_create: makes an iterator, one pass over ds; opts->seed is the pipeline seed, and
+ * opts->interrupt (when not NULL) is polled while ferry_iterator_next waits (see the options).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL ds or out; FERRY_EMISUSE for a freed ds; FERRY_ENOMEM
  *   (also when a thread cannot be started). Message in ferry_last_error.
  * Ownership: borrows ds (the iterator takes its own reference) and opts (may be NULL); *out is freed
@@ -890,12 +927,15 @@ typedef struct ferry_iterator_options {
  * Threads: thread-safe with respect to ds. */
 FERRY_API int ferry_iterator_create(ferry_dataset *ds, const ferry_iterator_options *opts, ferry_iterator **out);
 /* ferry_iterator_next: produces the next element. After an error the iterator can be called again
- * and goes on with the next element; after FERRY_END, every call returns FERRY_END.
+ * and goes on with the next element; after FERRY_END, every call returns FERRY_END. While it waits
+ * for a stage that runs ahead it calls the options' interrupt hook, if any, about every 20 ms.
  * Returns: FERRY_OK with *out set; FERRY_END at the end of the sequence; or the error code of the
  *   element in this position (whatever the stage that failed returned: FERRY_EIO, FERRY_ECORRUPT,
  *   FERRY_ETYPE, FERRY_EUSER, FERRY_ENOMEM, ...), with ferry_iterator_error telling which stage failed
- *   and why; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed, or when
- *   another thread is inside ferry_iterator_next on the same iterator.
+ *   and why; FERRY_ECANCELED ("ferry_iterator_next: interrupted") once the interrupt hook returned
+ *   nonzero, in that call and at once in every later one; FERRY_EINVAL for a NULL argument;
+ *   FERRY_EMISUSE for an iterator already freed, or when another thread is inside
+ *   ferry_iterator_next on the same iterator.
  * Ownership: borrows it; *out is owned by the caller (free with ferry_element_free); NULL unless
  *   FERRY_OK.
  * Threads: one thread at a time per iterator. */
@@ -907,7 +947,8 @@ FERRY_API int ferry_iterator_next(ferry_iterator *it, ferry_element **out);
 FERRY_API const char *ferry_iterator_error(const ferry_iterator *it);
 /* ferry_iterator_free: cancels all background work, waits for it to stop and frees the iterator.
  * Returns promptly even while a producer sits in a slow callback that polls ferry_context_cancelled.
- * NULL is a no-op.
+ * An interrupted iterator (see ferry_iterator_options.interrupt) is freed the same way. NULL is a
+ * no-op.
  * Returns: nothing.
  * Ownership: takes it (and drops its reference to the dataset).
  * Threads: one thread at a time per iterator; no other call on it may be in progress. */
@@ -1087,12 +1128,14 @@ FERRY_API void ferry_blob_free(ferry_blob *b);
 /* ferry_iterator_save: writes the state of `it` (the position after the last element handed out) to
  * a new blob. Elements computed ahead are not stored: they are recomputed after restore.
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL argument; FERRY_EMISUSE for an iterator already freed;
- *   FERRY_ENOMEM. Message on the iterator (ferry_last_error for a NULL or freed it).
+ *   FERRY_ECANCELED for an iterator that its interrupt hook cancelled (its position is lost: save
+ *   before); FERRY_ENOMEM. Message on the iterator (ferry_last_error for a NULL or freed it).
  * Ownership: borrows it; *out gets a new blob to free with ferry_blob_free (NULL on failure).
  * Threads: from the thread that iterates. */
 FERRY_API int ferry_iterator_save(ferry_iterator *it, ferry_blob **out);
 /* ferry_iterator_restore: makes an iterator over ds that continues from a saved state, with the
- * state's pipeline seed (opts->seed must be 0 or that seed).
+ * state's pipeline seed (opts->seed must be 0 or that seed). The other options apply as in
+ * ferry_iterator_create (opts->interrupt included).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL ds, state or out; FERRY_EMISUSE for a freed ds;
  *   FERRY_EMISMATCH for a state of another pipeline or another seed; FERRY_ECORRUPT / FERRY_ETRUNCATED
  *   for a damaged state; FERRY_EVERSION for a format this library does not read (newer, or the old
@@ -1789,8 +1832,9 @@ FERRY_API uint64_t ferry_dataset_fingerprint(const ferry_dataset *ds);
  * moment leaves either the old file or the new one (the state is written to a temporary file in the
  * same directory, which is then renamed over path).
  * Returns: FERRY_OK; FERRY_EINVAL for a NULL it or a NULL or empty path; FERRY_EMISUSE for an iterator
- *   already freed; FERRY_ENOMEM; FERRY_EIO naming the path and the failed step. Message on the iterator
- *   (ferry_last_error for a NULL or freed it).
+ *   already freed; FERRY_ECANCELED for an iterator that its interrupt hook cancelled; FERRY_ENOMEM;
+ *   FERRY_EIO naming the path and the failed step. Message on the iterator (ferry_last_error for a
+ *   NULL or freed it).
 
  * Ownership: borrows it and path.
  * Threads: from the thread that iterates. */

@@ -2,8 +2,10 @@
 # install.sh - from a fresh Debian/Ubuntu machine to a running ferry:
 #   1. installs the system packages ferry needs, only those that are missing (apt-get, sudo when
 #      not root): a C compiler and make (build-essential), cmake, pkg-config, zlib (GZIP/ZLIB
-#      TFRecord files), libjpeg-turbo and libspng (JPEG and PNG decoding), and the Fashion-MNIST
-#      data (dataset-fashion-mnist, in /usr/share/datasets/fashion-mnist: `ferry convert`);
+#      TFRecord files), libjpeg-turbo and libspng (JPEG and PNG decoding), the Fashion-MNIST
+#      data (dataset-fashion-mnist, in /usr/share/datasets/fashion-mnist: `ferry convert`), and
+#      for the Python package (python/, built into build/python) python3-dev, python3-numpy and
+#      python3-pytest (scripts/test.sh runs its tests);
 #   2. configures (Release, the first time) and builds the library, the ferry tool and the
 #      training demo in build/, showing its progress (scripts/test.sh builds the tests);
 #   3. runs the main job: converts Fashion-MNIST to TFRecord shards in build/data/fashion-mnist
@@ -46,7 +48,8 @@ build_type=${FERRY_BUILD_TYPE:-Release}
 say() { printf '\n==> %s\n' "$*"; }
 
 # ---- 1. system packages --------------------------------------------------------------------
-required=(build-essential cmake pkg-config zlib1g-dev libjpeg62-turbo-dev libspng-dev dataset-fashion-mnist)
+required=(build-essential cmake pkg-config zlib1g-dev libjpeg62-turbo-dev libspng-dev dataset-fashion-mnist
+          python3-dev python3-numpy python3-pytest)
 
 is_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == *"ok installed"* ]]; }
 

@@ -16,7 +16,7 @@ fi
 cd "$src" || exit 1
 bad=0
 n=0
-for d in src include tests bench tools fuzz examples; do
+for d in src include tests bench tools fuzz examples python; do
     [ -d "$d" ] || continue
     for f in $(find "$d" -type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' \) | sort); do
         n=$((n + 1))

@@ -155,6 +155,56 @@ static const int thread_counts[] = {0, 1, 2, 4, 16};
 #define NTC (sizeof thread_counts / sizeof *thread_counts)
 
 /* ---- tests -------------------------------------------------------------------------------- */
+/* max_parallel_calls caps the threads (a fixed count above it, and AUTOTUNE), and the report's
+ * model: a map that serialises is never told to take more threads. */
+static int busy_identity(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)ctx;
+    (void)user;
+    busy_us(200);
+    *out = in;
+    return FERRY_OK;
+}
+TEST(map_max_parallel_calls_caps_threads_and_advice) {
+    ferry_runtime *rt;
+    ASSERT_OK(ferry_runtime_create(&(ferry_runtime_options){.cpu_budget = 4}, &rt));
+    int counts[] = {3, FERRY_AUTOTUNE};
+    for (int c = 0; c < 2; c++) {
+        ferry_dataset *r, *m;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 400, 1, NULL, &r));
+        ferry_map_options mo = {.num_parallel_calls = counts[c], .max_parallel_calls = 1};
+        ASSERT_OK(ferry_dataset_map(r, busy_identity, NULL, &mo, &m));
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(m, NULL, &it));
+        ferry_element *e;
+        for (int64_t i = 0; i < 400; i++) {
+            ASSERT_OK(ferry_iterator_next(it, &e));
+            ASSERT_EQ(comp(e, 0), i);
+            ferry_element_free(e);
+            ferry_stage_stats s[2];
+            size_t n;
+            ASSERT_OK(ferry_iterator_stats(it, s, 2, &n));
+            ASSERT_LE(s[0].parallelism, 1);
+        }
+        ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+        ferry_report rep;
+        ASSERT_OK(ferry_iterator_report(it, &rep));
+        printf("  num_parallel_calls %d: %s\n", counts[c], rep.text);
+        ASSERT_LE(rep.threads_suggested, 1);
+        ferry_iterator_free(it);
+        ferry_dataset_unref(m);
+        ferry_dataset_unref(r);
+    }
+    ferry_dataset *r, *m;
+    ASSERT_OK(ferry_dataset_range(rt, 0, 4, 1, NULL, &r));
+    ASSERT_EQ(ferry_dataset_map(r, busy_identity, NULL, &(ferry_map_options){.max_parallel_calls = -1}, &m),
+              FERRY_EINVAL);
+    ASSERT(strstr(ferry_last_error(), "max_parallel_calls") != NULL);
+    ASSERT_EQ(ferry_dataset_map(r, busy_identity, NULL, &(ferry_map_options){.max_parallel_calls = 1025}, &m),
+              FERRY_EINVAL);
+    ferry_dataset_unref(r);
+    ASSERT_OK(ferry_runtime_free(rt));
+}
+
 TEST(map_same_output_for_every_thread_count) {
     ferry_runtime *rt = rt_new();
     fn_opts o = plain;

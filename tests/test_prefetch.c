@@ -364,6 +364,55 @@ TEST(prefetch_budget_bound) {
     }
 }
 
+/* Bytes the consumer holds (ferry_runtime_budget_hold, as the Python binding does for the batches
+ * its users keep) count against the budget: with the whole budget held the pipeline still runs
+ * (each stage makes one element at a time instead of waiting forever), the held bytes show in
+ * budget_used, and releasing more than is held is refused. */
+TEST(prefetch_budget_held_by_the_consumer) {
+    const size_t budget = 64 * 1024, elem = 4096;
+    for (int threads = 0; threads <= 2; threads += 2) {
+        ferry_runtime *rt = rt_new_budget(budget);
+        ASSERT_OK(ferry_runtime_budget_hold(rt, budget));
+        ferry_runtime_stats rs;
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT_EQ(rs.budget_used, budget);
+        ferry_dataset *r, *m, *p;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 100, 1, NULL, &r));
+        ferry_tensor_spec spec = {.dtype = FERRY_DTYPE_INT64, .shape = {.rank = 1, .dims = {512}}};
+        ferry_map_options mo = {.num_parallel_calls = threads, .num_outputs = 1, .output_specs = &spec};
+        ASSERT_OK(ferry_dataset_map(r, big_fn, NULL, &mo, &m));
+        ASSERT_OK(ferry_dataset_prefetch(m, 16, NULL, &p));
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(p, NULL, &it));
+        ferry_element *kept[100];
+        for (int64_t i = 0; i < 100; i++) { /* the consumer keeps every element and holds its bytes */
+            ASSERT_OK(ferry_iterator_next(it, &kept[i]));
+            ASSERT_EQ(((const int64_t *)ferry_tensor_data(ferry_element_get(kept[i], 0)))[511], i);
+            ASSERT_OK(ferry_runtime_budget_hold(rt, elem));
+        }
+        ferry_element *e;
+        ASSERT_EQ(ferry_iterator_next(it, &e), FERRY_END);
+        ferry_iterator_free(it);
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT_EQ(rs.budget_used, budget + 100 * elem);
+        ASSERT_EQ(ferry_runtime_budget_release(rt, budget + 100 * elem + 1), FERRY_EINVAL);
+        ASSERT(strstr(ferry_last_error(), "held") != NULL);
+        for (int i = 0; i < 100; i++) {
+            ferry_element_free(kept[i]);
+            ASSERT_OK(ferry_runtime_budget_release(rt, elem));
+        }
+        ASSERT_OK(ferry_runtime_budget_release(rt, budget));
+        ASSERT_OK(ferry_runtime_stats_get(rt, &rs));
+        ASSERT_EQ(rs.budget_used, 0);
+        ASSERT_EQ(ferry_runtime_budget_hold(NULL, 1), FERRY_EINVAL);
+        ASSERT_EQ(ferry_runtime_budget_release(NULL, 1), FERRY_EINVAL);
+        ferry_dataset_unref(p);
+        ferry_dataset_unref(m);
+        ferry_dataset_unref(r);
+        rt_done(rt);
+    }
+}
+
 TEST(prefetch_stats_and_warm_start) {
     ferry_runtime *rt = rt_new_budget(0);
     ferry_dataset *ds = pipeline(rt, 100, NULL, 0, 6);

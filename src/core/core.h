@@ -164,6 +164,7 @@ struct ferry_runtime {
     ferry__allocator alloc; /* first: the block is 64-byte aligned for its shards */
     void *raw;              /* the block as allocated (rt is rounded up inside it) */
     ferry__budget budget;
+    _Atomic size_t budget_held; /* of budget.used: ferry_runtime_budget_hold's bytes */
     int cpu_budget;
     ferry__exec exec;
     _Atomic int threads_live;
@@ -886,6 +887,24 @@ void ferry__stage_account(const ferry__stage *s, ferry__time_kind kind, int64_t 
 /* Its tasks sat idle (returned their workers) for ns because its buffer was full. */
 void ferry__stage_idle_full(const ferry__stage *s, int64_t ns);
 void ferry__stage_trace(const ferry__stage *s, ferry__time_kind kind, int64_t start_ns, int64_t end_ns);
+
+/* ---- the consumer's interrupt hook (iterator.c) -------------------------------------------
+ * ferry_iterator_next publishes its iterator's hook (ferry_iterator_options.interrupt) in a
+ * thread-local for the length of the call, so that the thread inside next polls it and no
+ * worker ever does. A stage's consumer side sleeps through ferry__consumer_wait: without a hook
+ * (or for a stage of another iterator, one made inside a callback) it is the plain wait; with
+ * one it wakes every FERRY__INTERRUPT_POLL_NS, drops s->mu, calls the hook, and a nonzero return
+ * fires the iterator's root scope, so that the caller's loop on (condition || cancelled) ends as
+ * on destroy. Polling never happens under a lock of ferry's. */
+typedef struct ferry__interrupt ferry__interrupt;
+#define FERRY__INTERRUPT_POLL_NS 20000000
+/* Waits on s->cv_cons; the caller holds s->mu, and holds it again on return. timeout_ns > 0: false
+ * once that long passed (ferry__cond_timedwait); else true: woken, or after a poll of the hook
+ * (the caller looks at its condition again). */
+bool ferry__consumer_wait(ferry__stage *s, int64_t timeout_ns);
+/* Sets the hook the calling thread polls (NULL: none) and returns the one before it. A consumer
+ * that works on a stage's chunk itself holds that stage's input lock meanwhile: it polls nothing. */
+ferry__interrupt *ferry__interrupt_swap(ferry__interrupt *ir);
 
 /* A blob owning `data` (a block from ferry__alloc(rt, ...)); NULL on allocation failure (then
  * the caller still owns data). */

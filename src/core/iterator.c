@@ -7,6 +7,14 @@
  * (every async op below wakes and stops), then destroys the op tree top-down, each op joining
  * its own threads before destroying its input.
  *
+ * The interrupt hook (ferry_iterator_options.interrupt): next publishes the iterator's
+ * ferry__interrupt in a thread-local for the length of the call; the consumer-side waits of the
+ * stages (ferry__consumer_wait) poll it from there, so only the thread inside next calls it.
+ * A nonzero return fires the root scope, as free does first: every stage's wait ends with
+ * FERRY_ECANCELED and its threads stop; the op tree stays until free. From then on the
+ * iterator is "interrupted" (a flag only the iterating thread reads and writes): next and save
+ * refuse at once, before touching the tree.
+ *
  * Saved state, version 1 (integers little-endian):
  *   "FERRYST\0" | u32 version | u32 flags (0) | u64 pipeline fingerprint | u64 pipeline seed |
  *   u64 position (elements and errors handed out since the iteration began) | u64 payload size |
@@ -369,6 +377,52 @@ int ferry__anchor_restore(ferry_dataset *input, const ferry__ictx *ctx, ferry__r
     return FERRY_OK;
 }
 
+/* ---- the interrupt hook ------------------------------------------------------------------ */
+struct ferry__interrupt {
+    int (*fn)(void *user); /* NULL: the iterator has no hook */
+    void *user;
+    ferry__cancel *root; /* the iterator's root scope, fired when fn returns nonzero */
+    int64_t poll_ns;     /* when the next poll is due in this call to next (0: not waiting yet) */
+    bool fired;          /* fn returned nonzero: the iterator is interrupted */
+};
+
+static _Thread_local ferry__interrupt *interrupt_now; /* the hook of the next in progress here */
+
+ferry__interrupt *ferry__interrupt_swap(ferry__interrupt *ir) {
+    ferry__interrupt *old = interrupt_now;
+    interrupt_now = ir;
+    return old;
+}
+
+static bool scope_under(const ferry__cancel *c, const ferry__cancel *root) {
+    while (c->parent) c = c->parent;
+    return c == root;
+}
+
+bool ferry__consumer_wait(ferry__stage *s, int64_t timeout_ns) {
+    ferry__interrupt *ir = interrupt_now;
+    if (!ir || ir->fired || !scope_under(&s->scope, ir->root)) {
+        if (timeout_ns > 0) return ferry__cond_timedwait(&s->cv_cons, &s->mu, timeout_ns);
+        ferry__cond_wait(&s->cv_cons, &s->mu);
+        return true;
+    }
+    int64_t now = ferry__now_ns();
+    if (ir->poll_ns == 0) ir->poll_ns = now + FERRY__INTERRUPT_POLL_NS;
+    int64_t left = ir->poll_ns - now;
+    if (timeout_ns > 0 && timeout_ns < left) return ferry__cond_timedwait(&s->cv_cons, &s->mu, timeout_ns);
+    if (left > 0 && ferry__cond_timedwait(&s->cv_cons, &s->mu, left)) return true;
+    /* The hook may take long (a binding takes its interpreter's lock): never under mu. Firing
+     * takes the scopes' locks and then the stages' (this one's too). */
+    ferry__mutex_unlock(&s->mu);
+    if (ir->fn(ir->user) != 0) {
+        ir->fired = true;
+        ferry__cancel_fire(ir->root);
+    }
+    ir->poll_ns = ferry__now_ns() + FERRY__INTERRUPT_POLL_NS;
+    ferry__mutex_lock(&s->mu);
+    return true;
+}
+
 /* ---- public iterator -------------------------------------------------------------------- */
 struct ferry_iterator {
     _Atomic uint32_t magic; /* FERRY__MAGIC_ITERATOR while it lives */
@@ -386,6 +440,7 @@ struct ferry_iterator {
     int64_t created_ns;
     ferry__autotune *tune; /* the closed-loop autotuner, or NULL (no stage asked) */
     int tune_looks;        /* windows left in which to look for stages to tune */
+    ferry__interrupt intr; /* the options' interrupt hook (fn NULL: none) */
 };
 
 static void iterator_close(ferry_iterator *it) {
@@ -411,6 +466,9 @@ static int iterator_open(ferry_dataset *ds, const ferry_iterator_options *opts, 
     it->seed = seed;
     it->created_ns = ferry__now_ns();
     it->ds = ferry_dataset_ref(ds);
+    it->intr.fn = opts ? opts->interrupt : NULL;
+    it->intr.user = opts ? opts->interrupt_user : NULL;
+    it->intr.root = &it->cancel;
     ferry__status st;
     if (ferry__cancel_init(&it->cancel, NULL)) {
         ferry_dataset_unref(it->ds);
@@ -469,6 +527,10 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
     int expected = 0;
     if (!atomic_compare_exchange_strong(&it->busy, &expected, 1))
         return FERRY_EMISUSE; /* another thread is inside next: leave its message alone */
+    if (it->intr.fired) {
+        atomic_store(&it->busy, 0);
+        return ferry__fail(&it->st, FERRY_ECANCELED, "%s: interrupted", __func__);
+    }
     ferry__consumer_clock *c = &it->clock;
     int64_t t0 = 0;
     bool timed = c->time_all || (++c->calls & (FERRY__CLOCK_SAMPLE - 1)) == 0 || c->first_ns == 0;
@@ -476,7 +538,21 @@ int ferry_iterator_next(ferry_iterator *it, ferry_element **out) {
         t0 = ferry__now_ns();
         if (c->first_ns == 0) c->first_ns = t0;
     }
+    ferry__interrupt *outer = NULL;
+    if (it->intr.fn) {
+        it->intr.poll_ns = 0;
+        outer = ferry__interrupt_swap(&it->intr); /* a next inside a callback has its own */
+    }
     int rc = ferry__iter_next(it->root, out, &it->st);
+    if (it->intr.fn) {
+        ferry__interrupt_swap(outer);
+        if (it->intr.fired) { /* whatever the stage returned: the iterator is cancelled */
+            ferry_element_free(*out);
+            *out = NULL;
+            atomic_store(&it->busy, 0);
+            return ferry__fail(&it->st, FERRY_ECANCELED, "%s: interrupted", __func__);
+        }
+    }
     if (timed) {
         int64_t t1 = ferry__now_ns();
         ferry__consumer_clock_add(c, t1 - t0);
@@ -646,6 +722,11 @@ int ferry_iterator_save(ferry_iterator *it, ferry_blob **out) {
     int crc = ferry__check_iterator(it, __func__);
     if (crc) return crc;
     if (!out) return ferry__fail(&it->st, FERRY_EINVAL, "%s: argument 'out' is NULL", __func__);
+    if (it->intr.fired)
+        return ferry__fail(&it->st, FERRY_ECANCELED,
+                           "%s: the iterator was interrupted (its interrupt hook returned nonzero) and its stages "
+                           "stopped: there is no position to save; save before, or restore from an earlier state",
+                           __func__);
     ferry__writer w;
     ferry__writer_init(&w, &it->rt->alloc);
     ferry__w_bytes(&w, state_magic, 8);

@@ -65,6 +65,7 @@ int ferry_runtime_create(const ferry_runtime_options *opts, ferry_runtime **out)
         ferry__mem_free_bootstrap(o.alloc, o.alloc_user, raw);
         return ferry__set_last_error(FERRY_ENOMEM, "%s: creating the executor's locks failed", __func__);
     }
+    atomic_init(&rt->budget_held, 0);
     atomic_init(&rt->threads_live, 0);
     atomic_init(&rt->threads_started, 0);
     atomic_init(&rt->objects, 0);
@@ -136,6 +137,25 @@ int ferry_runtime_stats_get(ferry_runtime *rt, ferry_runtime_stats *out) {
     out->threads_busy_peak = rt->exec.peak_busy;
     out->threads_granted_peak = rt->exec.peak_extra;
     ferry__mutex_unlock(&rt->exec.mu);
+    return FERRY_OK;
+}
+
+int ferry_runtime_budget_hold(ferry_runtime *rt, size_t n) {
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    if (n == 0) return FERRY_OK;
+    atomic_fetch_add_explicit(&rt->budget_held, n, memory_order_relaxed);
+    ferry__budget_force(&rt->budget, n);
+    return FERRY_OK;
+}
+
+int ferry_runtime_budget_release(ferry_runtime *rt, size_t n) {
+    FERRY__CHECK_ARG(rt != NULL, FERRY_EINVAL, "%s: argument 'rt' is NULL", __func__);
+    size_t held = atomic_load_explicit(&rt->budget_held, memory_order_relaxed);
+    do {
+        FERRY__CHECK_ARG(n <= held, FERRY_EINVAL, "%s: n is %zu bytes, but %zu are held", __func__, n, held);
+    } while (!atomic_compare_exchange_weak_explicit(&rt->budget_held, &held, held - n, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    ferry__budget_release(&rt->budget, n);
     return FERRY_OK;
 }
 

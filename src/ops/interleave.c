@@ -44,7 +44,8 @@
  * work_cv and the consumer's, so destroy fires the scope, closes the tasks (waiting for runs in
  * progress) and frees, promptly. Stats: work_ns = reading the streams and opening them (the
  * function calls), lock_wait_ns = waits for a contended `mu`, wait_consumer_ns = polling while
- * the budget is full, wait_input_ns = the consumer's waits.
+ * the budget is full, wait_input_ns = the consumer's waits. The consumer sleeps through
+ * ferry__consumer_wait, which polls the iterator's interrupt hook (without `mu`) when it has one.
  *
  * Memory: every buffered element is counted in the runtime's budget. A worker reads a stream
  * only while the budget has room, or when the consumer waits on that stream (relaxed: on any
@@ -637,7 +638,7 @@ static void cons_wait(ilv_it *it) {
     poke_workers(it);
     /* This consumer may be an executor worker (a stage above runs on it): the wait is blocked. */
     bool blocked = ferry__exec_block_begin(&it->base.ctx.rt->exec);
-    ferry__cond_wait(&it->sg.cv_cons, &it->sg.mu);
+    (void)ferry__consumer_wait(&it->sg, 0);
     if (blocked) { /* wait for a core without mu: the tasks that hold the cores need it */
         ferry__mutex_unlock(&it->sg.mu);
         ferry__exec_block_end(&it->base.ctx.rt->exec, blocked, true);

@@ -62,7 +62,9 @@
  *   the tasks once per half window, not per result). A parked task (id >= active) returns too,
  *   and map_adapt wakes it when `active` rises. Waits that stay inside a run (the byte budget,
  *   in_mu, the consumer side when this map is the input of another stage's task) are marked
- *   blocked for the executor.
+ *   blocked for the executor. The consumer sleeps through ferry__consumer_wait, which polls the
+ *   iterator's interrupt hook when it has one, except while the consumer holds in_mu (helping,
+ *   or skipping on the input): no hook runs under a lock.
  *
  * Budget
  *   A worker counts a chunk's result bytes with one budget try; if they do not fit, it deposits
@@ -155,6 +157,7 @@ typedef struct map_ds {
     ferry_map_fn fn;
     void *user;
     int num_parallel_calls;
+    int max_parallel_calls; /* 0: MAP_MAX_THREADS */
     bool relaxed;
     int reorder_window;
     uint64_t seed;
@@ -674,8 +677,8 @@ static int map_wait_results(map_it *m, ferry__status *st) {
             atomic_exchange(&m->cons_sleeping, 1);
             if (batch ? map_det_batch_ready(m) : ready(m)) break;
             if (!batch) {
-                ferry__cond_wait(&m->sg.cv_cons, &m->sg.mu);
-            } else if (!ferry__cond_timedwait(&m->sg.cv_cons, &m->sg.mu, 1000000)) {
+                (void)ferry__consumer_wait(&m->sg, 0);
+            } else if (!ferry__consumer_wait(&m->sg, 1000000)) {
                 batch = 0;
                 atomic_store(&m->cons_wait_seq, m->head);
             }
@@ -1254,7 +1257,10 @@ static bool map_help(map_it *m) {
     }
     ferry__status st;
     ferry__status_clear(&st);
+    /* It holds in_mu: no interrupt hook until the pull is done (core.h). */
+    ferry__interrupt *ir = ferry__interrupt_swap(NULL);
     bool done = map_pull_and_work(m, w, w->items, n, stack, true, &st); /* fused: items hold a batch */
+    ferry__interrupt_swap(ir);
     ferry__exec_unborrow(&m->rt->exec, core);
     return done;
 }
@@ -1528,6 +1534,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
         return rc;
     }
     /* Running: skip on the input what nobody pulled yet, discard what was pulled. */
+    ferry__interrupt *ir = ferry__interrupt_swap(NULL); /* no interrupt hook under in_mu (core.h) */
     map_in_lock(m);
     int64_t pulled = m->next_seq;
     int64_t pending = map_outputs_pending(m, pulled);
@@ -1539,6 +1546,7 @@ static int map_skip(ferry__iter *it_, int64_t n, int64_t *skipped, ferry__status
     }
     int64_t new_next = m->next_seq;
     map_in_unlock(m);
+    ferry__interrupt_swap(ir);
     if (rc) return rc;
     *skipped = direct;
     if (m->relaxed && new_next > pulled) {
@@ -1717,10 +1725,12 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
     m->rt = ds_->rt;
     m->ds = ds;
     int t = ds->num_parallel_calls == FERRY_AUTOTUNE ? ferry__autotune_threads(m->rt) : ds->num_parallel_calls;
-    m->nthreads = FERRY__MIN(t, MAP_MAX_THREADS);
+    /* max_parallel_calls caps every count: a function that serialises (Python's GIL) gains
+     * nothing from more threads, and the report must not promise it would */
+    int limit = ds->max_parallel_calls > 0 ? ds->max_parallel_calls : MAP_MAX_THREADS;
+    m->nthreads = FERRY__MIN(t, limit);
     bool tune = ds->num_parallel_calls == FERRY_AUTOTUNE;
-    m->tcap =
-        tune ? FERRY__MIN(FERRY__MAX(m->nthreads, ferry__autotune_max_threads(m->rt)), MAP_MAX_THREADS) : m->nthreads;
+    m->tcap = tune ? FERRY__MIN(FERRY__MAX(m->nthreads, ferry__autotune_max_threads(m->rt)), limit) : m->nthreads;
     /* Over an input whose order already depends on timing, positions do not identify elements
      * after a restore, so the handed-out set of relaxed order could not be saved: such a map
      * hands results out in input order (which is timing-dependent anyway). */
@@ -1773,7 +1783,7 @@ static int map_make_impl(ferry_dataset *ds_, const ferry__ictx *ctx, ferry__read
                           .stage = m,
                           .parallelism_max = m->tcap,
                           .buffer_max = m->window,
-                          .parallelism_limit = MAP_MAX_THREADS,
+                          .parallelism_limit = limit,
                           .tune_parallelism = tune,
                           .tune_buffer = tune && !m->win_fixed};
         ferry__stage_ready(&m->sg, NULL, NULL, m->nthreads, atomic_load(&m->win), &k);
@@ -1820,6 +1830,9 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
                          (o.num_parallel_calls >= 0 && o.num_parallel_calls <= MAP_MAX_THREADS),
                      FERRY_EINVAL, "%s: options.num_parallel_calls is %d; it must be FERRY_AUTOTUNE (-1) or 0 to %d",
                      __func__, o.num_parallel_calls, MAP_MAX_THREADS);
+    FERRY__CHECK_ARG(o.max_parallel_calls >= 0 && o.max_parallel_calls <= MAP_MAX_THREADS, FERRY_EINVAL,
+                     "%s: options.max_parallel_calls is %d; it must be 0 (no cap) to %d", __func__,
+                     o.max_parallel_calls, MAP_MAX_THREADS);
     FERRY__CHECK_ARG(o.reorder_window >= 0 && o.reorder_window <= MAP_MAX_WINDOW, FERRY_EINVAL,
                      "%s: options.reorder_window is %d; it must be 0 (default) to %d", __func__, o.reorder_window,
                      MAP_MAX_WINDOW);
@@ -1840,6 +1853,7 @@ int ferry_dataset_map(ferry_dataset *in, ferry_map_fn fn, void *user, const ferr
     m->fn = fn;
     m->user = user;
     m->num_parallel_calls = o.num_parallel_calls;
+    m->max_parallel_calls = o.max_parallel_calls;
     m->relaxed = o.relaxed_order;
     m->reorder_window = o.reorder_window;
     m->seed = o.seed;

@@ -26,7 +26,8 @@
  *   exceeds a quarter of the byte budget) each time the consumer has to sleep on an empty ring: a bigger ring
  *   absorbs bursts, and lets a consumer that outpaces its producer sleep once per batch.
  *   Waiting follows queue.h: the consumer spins (adaptively, a few us), then sleeps on cv_cons
- *   under `mu` with cons_sleeping set by exchange; a producer that finds the ring full sets
+ *   under `mu` (through ferry__consumer_wait, which polls the iterator's interrupt hook) with
+ *   cons_sleeping set by exchange; a producer that finds the ring full sets
  *   prod_sleeping by exchange, re-checks, and returns its worker to the executor. The other side
  *   exchanges the flag back to 0 after publishing and signals the consumer / wakes the task only
  *   when it was set. Both sides batch their
@@ -348,8 +349,8 @@ static int pf_wait_input(pf_it *it, ferry__status *st) {
             atomic_exchange(&it->cons_sleeping, 1);
             if (pf_have_batch(it, batch)) break;
             if (batch == 1) {
-                ferry__cond_wait(&it->sg.cv_cons, &it->sg.mu);
-            } else if (!ferry__cond_timedwait(&it->sg.cv_cons, &it->sg.mu, 1000000)) {
+                (void)ferry__consumer_wait(&it->sg, 0);
+            } else if (!ferry__consumer_wait(&it->sg, 1000000)) {
                 batch = 1;
                 atomic_store(&it->cons_target, h + 1);
             }
