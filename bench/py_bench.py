@@ -47,16 +47,20 @@ ferry runs.
       light       x * 2 + 1
       numpy_work  ~7 us of numpy work on a 256-element float64 array made from x
     (ferry passes x as a 0-d int64 numpy array, the DataLoader's __getitem__ gets a Python int),
-    ferry with num_parallel_calls 0 (inline), 1, 2 and AUTOTUNE, and inline followed by
-    prefetch(AUTOTUNE), against DataLoader W = 0, 1, 2 with the same fn in __getitem__. ferry's
-    Python callables take the GIL for every call, so they run one at a time whatever
-    num_parallel_calls says (threads give no speedup); DataLoader workers are processes, each with
-    its own interpreter. No goal: the ratios are printed for the record.
+    ferry with num_parallel_calls 0 (inline), 1, 2 and AUTOTUNE, inline followed by
+    prefetch(AUTOTUNE), and 2 and AUTOTUNE with releases_gil=True, against DataLoader W = 0, 1, 2
+    with the same fn in __getitem__. ferry's Python callables take the GIL for every call, so a
+    Python map runs on one thread at most (2 and AUTOTUNE run as 1) unless the user says the
+    function releases the GIL (releases_gil=True); the releases_gil variants measure several
+    threads on these functions, which hold the GIL throughout. DataLoader workers are processes,
+    each with its own interpreter. No goal: the ratios are printed for the record.
 (d) conversion cost, microseconds per conversion, median of several timeit runs (3 per
-    repetition): ferry.Tensor objects of 8 B, 1 MiB and 64 MiB (uint8), taken from
-    ds.iterator(output="tensor") over Dataset.from_tensors(np.zeros(size)).map(ferry.identity),
-    turned into numpy (Tensor.numpy(), np.asarray(t): the buffer protocol) and into torch
-    (torch.from_dlpack(t)). Goal: <= 2 us per tensor whatever its size. Also next() on the
+    repetition): ferry.Tensor objects of 8 B, 1 MiB and 64 MiB (uint8), fresh and writable,
+    taken from ds.batch(1).iterator(output="tensor") (shape [1, size]) with
+    ds = Dataset.from_tensors(np.zeros(size)).map(ferry.identity), turned into numpy
+    (Tensor.numpy(), np.asarray(t): the buffer protocol) and into torch (torch.from_dlpack(t);
+    DLPack refuses ds's own, read-only tensors with BufferError, checked). Goal: <= 2 us per
+    tensor whatever its size. Also next() on the
     repeated dataset with output "tensor", "numpy" and "torch" (the iterator's own conversion:
     the difference to "tensor"; these bytes are shared with the source array, hence read-only,
     so output="torch" copies them), and per batch of the pipeline of (a) with each output
@@ -540,6 +544,11 @@ def part_c(args, ts):
         pipelines = {"ferry-p%s" % ("AUTOTUNE" if p == ferry.AUTOTUNE else p):
                      ferry.Dataset.range(N).map(fn, num_parallel_calls=p).batch(BATCH) for p in (0, 1, 2, ferry.AUTOTUNE)}
         pipelines["ferry-p0-prefetch"] = ferry.Dataset.range(N).map(fn).batch(BATCH).prefetch(ferry.AUTOTUNE)
+        # a Python map runs on one thread at most unless it says it releases the GIL: the threads
+        # themselves, measured with releases_gil=True (these functions do not release it)
+        for p in (2, ferry.AUTOTUNE):
+            pipelines["ferry-p%s-releases_gil" % ("AUTOTUNE" if p == ferry.AUTOTUNE else p)] = \
+                ferry.Dataset.range(N).map(fn, num_parallel_calls=p, releases_gil=True).batch(BATCH)
         variants = [(k, lambda r, k=k, ds=ds: c_epoch(k, fn, ds.iterator, N)) for k, ds in pipelines.items()]
         variants += [("dataloader-w%d" % w, lambda r, w=w: ts(op="c", name="dataloader-w%d" % w, fn=fn.__name__,
                                                                 n=N, w=w)) for w in (0, 1, 2)]
@@ -563,8 +572,10 @@ def part_c(args, ts):
         best = max((k for k in s if k.startswith("ferry")), key=lambda k: s[k]["elements_per_s"][0])
         goal_line(part, "ferry best (%s) / DataLoader best (%s)" % (best, dl_best),
                   s[best]["elements_per_s"][0] / dl_rate, "-", None)
-    print("(c) ferry's Python callables take the GIL for every call: they run one at a time whatever\n"
-          "    num_parallel_calls says, so threads give no speedup; DataLoader workers are processes.", flush=True)
+    print("(c) ferry's Python callables take the GIL for every call: a Python map runs on one thread at most\n"
+          "    (num_parallel_calls 2 and AUTOTUNE run as 1) unless map(..., releases_gil=True); the releases_gil\n"
+          "    variants run these GIL-holding functions on several threads, which take turns on the GIL.\n"
+          "    DataLoader workers are processes, each with its own interpreter.", flush=True)
     return True
 
 
@@ -576,10 +587,20 @@ def part_d(args, ts):
     for label, size in sizes:
         ds = ferry.Dataset.from_tensors(np.zeros(size, np.uint8)).map(ferry.identity)
         it = ds.iterator(output="tensor")
+        shared = next(it)  # its bytes are the source array's: read-only, and DLPack refuses it
+        it.close()
+        try:
+            torch.from_dlpack(shared)
+            fail("torch.from_dlpack took the read-only %s tensor" % label)
+        except BufferError:
+            pass
+        del shared
+        # the conversions: a fresh, writable tensor of the same bytes (a batch of one, [1, size])
+        it = ds.batch(1).iterator(output="tensor")
         t = next(it)
         it.close()
-        if t.nbytes != size or t.shape != (size,):
-            fail("from_tensors(%d bytes) gave %r" % (size, t))
+        if t.nbytes != size or t.shape != (1, size) or not t.writable:
+            fail("from_tensors(%d bytes).batch(1) gave %r (writable %s)" % (size, t, t.writable))
         kv(part="d", size=label, nbytes=t.nbytes, dtype=t.dtype, writable=t.writable)
         keep.append(t)
         a, tt = t.numpy(), torch.from_dlpack(t)
@@ -644,8 +665,8 @@ def part_d(args, ts):
                 ["%.3g" % (s["next() output=numpy " + l][0] - s["next() output=tensor " + l][0]) for l, _ in sizes])
     rows.append(["iterator's torch conversion (torch - tensor)"] +
                 ["%.3g" % (s["next() output=torch " + l][0] - s["next() output=tensor " + l][0]) for l, _ in sizes])
-    table("(d) us per conversion (uint8 tensors; the next() rows: one element of a repeated from_tensors, whose bytes "
-          "are read-only), median (min-max) of %d timeit runs" % (runs * args.reps),
+    table("(d) us per conversion (fresh writable uint8 tensors [1, size]; the next() rows: one element of a repeated "
+          "from_tensors, whose bytes are read-only), median (min-max) of %d timeit runs" % (runs * args.reps),
           ["conversion", "8 B", "1 MiB", "64 MiB"], rows)
     bt = s["batch pipeline output=tensor"][0]
     table("(d) per batch of range(%d) -> identity -> batch(256) (fresh writable batches), us per batch" % (nb * BATCH),

@@ -7,6 +7,9 @@
  */
 #include "runner.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include <time.h>
 
 typedef struct rec {
@@ -164,6 +167,14 @@ static int busy_identity(ferry_context *ctx, ferry_element *in, ferry_element **
     *out = in;
     return FERRY_OK;
 }
+static _Atomic int64_t calls_on_consumer;
+static int note_thread(ferry_context *ctx, ferry_element *in, ferry_element **out, void *user) {
+    (void)ctx;
+    if (pthread_equal(pthread_self(), *(const pthread_t *)user)) atomic_fetch_add(&calls_on_consumer, 1);
+    busy_us(3); /* a batch of 64 costs ~200 us: what the consumer would otherwise help with */
+    *out = in;
+    return FERRY_OK;
+}
 TEST(map_max_parallel_calls_caps_threads_and_advice) {
     ferry_runtime *rt;
     ASSERT_OK(ferry_runtime_create(&(ferry_runtime_options){.cpu_budget = 4}, &rt));
@@ -191,6 +202,30 @@ TEST(map_max_parallel_calls_caps_threads_and_advice) {
         printf("  num_parallel_calls %d: %s\n", counts[c], rep.text);
         ASSERT_LE(rep.threads_suggested, 1);
         ferry_iterator_free(it);
+        ferry_dataset_unref(m);
+        ferry_dataset_unref(r);
+    }
+    /* fused with a batch, the consumer may stack batches itself while it waits (map_help): not
+     * when that would be a second thread calling a function capped at one */
+    {
+        ferry_dataset *r, *m, *b;
+        ASSERT_OK(ferry_dataset_range(rt, 0, 6400, 1, NULL, &r));
+        pthread_t consumer = pthread_self();
+        ferry_map_options mo = {.num_parallel_calls = 1, .max_parallel_calls = 1};
+        ASSERT_OK(ferry_dataset_map(r, note_thread, &consumer, &mo, &m));
+        ASSERT_OK(ferry_dataset_batch(m, 64, NULL, &b));
+        ferry_iterator *it;
+        ASSERT_OK(ferry_iterator_create(b, NULL, &it));
+        ferry_element *e;
+        int64_t n = 0;
+        while (ferry_iterator_next(it, &e) == FERRY_OK) {
+            n += ferry_tensor_dim(ferry_element_get(e, 0), 0);
+            ferry_element_free(e);
+        }
+        ASSERT_EQ(n, 6400);
+        ASSERT_EQ(atomic_load(&calls_on_consumer), 0);
+        ferry_iterator_free(it);
+        ferry_dataset_unref(b);
         ferry_dataset_unref(m);
         ferry_dataset_unref(r);
     }

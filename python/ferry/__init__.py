@@ -38,6 +38,7 @@ failed elements). Ctrl-C stops a waiting next() within about 20 ms; dropping or 
 iterator stops and joins every thread it started.
 """
 import atexit as _atexit
+import os as _os
 import threading as _threading
 import weakref as _weakref
 
@@ -113,6 +114,18 @@ def runtime():
     return r
 
 
+def _after_fork_in_child():
+    # Forked while ferry's threads ran: what was made before is unusable here (see pyferry.c);
+    # new pipelines get a new runtime.
+    global _runtime
+    if _ferry.fork_stale():
+        _runtime = None
+        _live_iterators.clear()
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @_atexit.register
 def _close_all():
     # Threads that call Python must be stopped while the interpreter still runs.
@@ -146,6 +159,8 @@ def _dtype_name(d):
         raise TypeError(f"not a dtype: {d!r}") from None
     if nd.kind in "SUO":
         return "bytes"
+    if nd.byteorder not in "=|":
+        nd = nd.newbyteorder("=")  # ferry's tensors are native; values are converted
     try:
         return _NUMPY_NAMES[nd]
     except KeyError:
@@ -290,6 +305,14 @@ def _leaves_of(x):
             yield v
 
 
+def _paths(filenames):
+    """A path (str, bytes, os.PathLike) or a sequence of them, as a list of str."""
+    import os
+    if isinstance(filenames, (str, bytes)) or hasattr(filenames, "__fspath__"):
+        filenames = [filenames]
+    return [os.fsdecode(os.fspath(f)) for f in filenames]
+
+
 def _name(op, fn):
     qn = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "fn"
     room = 63 - len(f"{op}[python:]")
@@ -334,14 +357,14 @@ class Dataset:
     from_tensor_slices, tfrecord, text_lines, image_folder, from_generator, ...) and chain
     transformations; iterate it, or call iterator() for the options."""
 
-    __slots__ = ("_h", "_structure", "_classes")
+    __slots__ = ("_h", "_structure", "_passes")
 
     def __init__(self, handle, structure=_LEAF):
         if not isinstance(handle, _ferry.DatasetHandle):
             raise TypeError("Dataset objects are made by ferry.Dataset's sources and transformations")
         self._h = handle
         self._structure = structure
-        self._classes = None
+        self._passes = 0  # for loops made so far: each gets its own seed
 
     def _derive(self, handle, structure=None):
         return Dataset(handle, self._structure if structure is None else structure)
@@ -401,27 +424,21 @@ class Dataset:
     def tfrecord(filenames, compression_type=None, buffer_size=None, num_parallel_reads=None, name=None):
         """The records of TFRecord files (tf.data.TFRecordDataset): bytes scalars. filenames: a
         path, a list of paths, or a Dataset of paths (list_files)."""
-        if isinstance(filenames, Dataset):
-            files = filenames._h
-        else:
-            files = [str(filenames)] if isinstance(filenames, (str, bytes)) or hasattr(filenames, "__fspath__") \
-                else [str(f) for f in filenames]
+        files = filenames._h if isinstance(filenames, Dataset) else _paths(filenames)
         return Dataset(_ferry.tfrecord(runtime(), files, compression_type, int(buffer_size or 0),
                                        num_parallel_reads, name))
 
     @staticmethod
     def text_lines(filenames, compression_type=None, buffer_size=None, name=None):
         """The lines of text files without their line endings (tf.data.TextLineDataset)."""
-        files = [str(filenames)] if isinstance(filenames, str) or hasattr(filenames, "__fspath__") \
-            else [str(f) for f in filenames]
+        files = _paths(filenames)
         return Dataset(_ferry.text_lines(runtime(), files, compression_type, int(buffer_size or 0), name))
 
     @staticmethod
     def fixed_length_records(filenames, record_bytes, header_bytes=0, footer_bytes=0,
                              compression_type=None, buffer_size=None, name=None):
         """Records of record_bytes each (tf.data.FixedLengthRecordDataset)."""
-        files = [str(filenames)] if isinstance(filenames, str) or hasattr(filenames, "__fspath__") \
-            else [str(f) for f in filenames]
+        files = _paths(filenames)
         return Dataset(_ferry.fixed_length_records(runtime(), files, int(record_bytes), int(header_bytes),
                                                    int(footer_bytes), compression_type,
                                                    int(buffer_size or 0), name))
@@ -454,7 +471,10 @@ class Dataset:
         """map_func applied to every element. ferry.identity runs in C; a Python function takes
         the GIL per call (see the module's doc). The function gets the components as arguments
         (a tuple element), the dict, or the value. Without output_signature ferry calls it once
-        on the first element now, to learn its output's dtypes and ranks (as tf.data traces).
+        on the first element now, to learn its output's dtypes and ranks (as tf.data traces):
+        that reads the input's first element once more, so give output_signature when the input
+        cannot be read twice (a generator that yields only once) or the function has side
+        effects.
         num_parallel_calls: None or 0 inline, N threads, or AUTOTUNE. A Python function runs on
         one thread at most (off the consumer's thread: it still runs ahead), since its calls
         serialise on the GIL, and the report counts on one; releases_gil=True is for a function
@@ -706,7 +726,12 @@ class Dataset:
                         bool(no_rewrites))
 
     def __iter__(self):
-        return self.iterator()
+        """A pass with seed 0, 1, 2, ... for the first, second, third `for` over this object, so
+        that shuffles and augmentations differ from pass to pass (tf.data's
+        reshuffle_each_iteration) and are the same on every run; iterator(seed=...) picks one."""
+        seed = self._passes
+        self._passes += 1
+        return self.iterator(seed=seed)
 
     def as_numpy_iterator(self):
         """An iterator yielding numpy arrays (tf.data's name)."""

@@ -15,6 +15,11 @@ no other reference to their bytes (fresh batches), else the adapter copies them 
 from_tensor_slices element shared with ferry), so writing to a tensor never changes what ferry
 hands out later.
 
+fork. DataLoader workers are forked; a worker forked while a ferry iterator runs in the parent
+cannot use a Dataset made before the fork (ferry's threads do not survive fork: it raises a
+RuntimeError that says so), so give make(shard_index, num_shards) when the parent iterates ferry
+pipelines of its own while workers start.
+
 Sharding. With DataLoader workers (num_workers > 0) or several ranks (torch.distributed
 initialised), every worker of every rank takes its share: shard index rank * num_workers +
 worker_id of rank count * num_workers. Given a Dataset, the adapter shards its output
@@ -22,8 +27,11 @@ worker_id of rank count * num_workers. Given a Dataset, the adapter shards its o
 make(shard_index, num_shards) -> Dataset, it builds each worker's pipeline with it, so that the
 sharding can happen at the files (list_files(...).shard(...)) and each worker reads only its own.
 
-Epochs and resume. Each pass (each iter()) is one epoch; the pipeline seed of epoch e is derived
-from `seed` and e, so shuffles differ from epoch to epoch and are the same on every run.
+Epochs and resume. Each pass (each iter()) that runs to its end is one epoch; the pipeline seed
+of epoch e is derived from `seed` and e, so shuffles differ from epoch to epoch and are the same
+on every run. A pass stopped early (a break, an exception) is resumed by the next one. With
+DataLoader workers the passes run in the workers' copies of this object: call set_epoch(e)
+before each epoch (as with DistributedSampler), or every epoch repeats epoch 0's order.
 state_dict() holds the epoch and, mid-epoch, ferry's saved iterator state (positions and
 generator states, a few hundred bytes); load_state_dict() makes the next iter() go on exactly
 after the last element handed out. Exact resume needs num_workers=0: the iterators of worker
@@ -85,9 +93,12 @@ class IterableDataset(_tud.IterableDataset):
         return ds
 
     def set_epoch(self, epoch):
-        """Makes the next iter() run epoch `epoch` (as DistributedSampler.set_epoch)."""
-        self.epoch = int(epoch)
-        self._resume = None
+        """Makes the next iter() run epoch `epoch` (as DistributedSampler.set_epoch). A position
+        loaded with load_state_dict for that same epoch is kept."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self._resume = None
+        self.epoch = epoch
 
     def __iter__(self):
         index, count, in_worker = _shard_info()
@@ -98,13 +109,24 @@ class IterableDataset(_tud.IterableDataset):
         it = ds.iterator(seed=_epoch_seed(self.seed, epoch), output=self.output, on_error=self.on_error,
                          state=state)
         self._it = it
+        ended = False
         try:
-            yield from it
+            for value in it:  # not `yield from`: that would close `it` before its position is saved
+                yield value
+            ended = True
         finally:
-            it.close()
             if self._it is it:
                 self._it = None
-                self.epoch = epoch + 1
+                if ended:
+                    self.epoch = epoch + 1
+                elif not it._it.closed:
+                    # stopped early (break, an exception in the loop, Ctrl-C in the training
+                    # step): the next pass goes on after the last element handed out
+                    try:
+                        self._resume = it.save()
+                    except Exception:  # a cancelled iterator (Ctrl-C inside ferry) has no position
+                        self._resume = None
+            it.close()
 
     def state_dict(self):
         """{"epoch", "iterator" (bytes or None), "exact"}: the position after the last element
@@ -112,7 +134,7 @@ class IterableDataset(_tud.IterableDataset):
         it = self._it
         if it is not None and not it._it.closed:
             return {"epoch": self.epoch, "iterator": it.save(), "exact": True}
-        return {"epoch": self.epoch, "iterator": None, "exact": not self._in_worker}
+        return {"epoch": self.epoch, "iterator": self._resume, "exact": not self._in_worker}
 
     def load_state_dict(self, state):
         """Makes the next iter() go on from `state` (from state_dict())."""

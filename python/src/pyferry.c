@@ -23,6 +23,12 @@
  * Ctrl-C as the usual KeyboardInterrupt inside it; the bridge keeps it and re-raises it from
  * __next__ instead of turning it into an element error.
  *
+ * The C API. This file is written against CPython's C API, with heap types (PyType_FromSpec)
+ * as the limited API would have them, but not against the limited API itself: the zero-copy
+ * numpy arrays need numpy's C API (PyArray_NewFromDescr over ferry's bytes, with the Tensor as
+ * the array's base), and the messages of Python functions that raise read the traceback's frames;
+ * the limited API offers neither. No pybind11 or nanobind.
+ *
  * Memory. A tensor handed to Python is a Tensor object holding one reference to the ferry tensor;
  * numpy arrays made from it have it as their base, and DLPack capsules hold a reference to it,
  * so the bytes live while anything in Python uses them. While a Tensor lives its bytes are
@@ -231,8 +237,32 @@ static int shape_from_py(PyObject *o, ferry_shape *s) {
  * ------------------------------------------------------------------------------------------- */
 typedef struct {
     PyObject_HEAD ferry_runtime *rt;
+    int generation; /* fork_generation when made */
 } RuntimeObject;
 static PyTypeObject *RuntimeType;
+
+/* fork(). ferry's threads do not survive it: in a child forked while iterators ran (their
+ * threads holding ferry's locks), the objects made before the fork must not be touched, not even
+ * to free them. The child handler counts forks and, when iterators were live, marks every
+ * runtime made before as stale: its objects refuse to work (RuntimeError saying why) and leak
+ * their memory instead of freeing it. The package then gives the child a new runtime (the torch
+ * adapter's make(index, count) builds each worker's pipeline on it). A fork while no iterator
+ * runs leaves everything usable: no ferry thread exists then. */
+static _Atomic int live_iterators;
+static int fork_generation, stale_below;
+static void after_fork_child(void) {
+    fork_generation++;
+    if (atomic_load(&live_iterators) > 0) stale_below = fork_generation;
+}
+static bool rt_stale(PyObject *rto) { return ((RuntimeObject *)rto)->generation < stale_below; }
+static int refuse_stale(PyObject *rto) {
+    if (!rt_stale(rto)) return 0;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "ferry: this object was made before this process was forked while ferry's threads ran, and "
+                    "threads do not survive fork: make the pipeline again in this process (ferry.torch's "
+                    "IterableDataset takes a function make(shard_index, num_shards) for DataLoader workers)");
+    return -1;
+}
 
 static int runtime_init(RuntimeObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"memory_budget", "cpu_budget", "trace_bytes", NULL};
@@ -244,6 +274,7 @@ static int runtime_init(RuntimeObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     ferry_runtime_options o = {.memory_budget = (size_t)budget, .cpu_budget = cpu, .trace_bytes = (size_t)trace};
+    self->generation = fork_generation;
     int rc = ferry_runtime_create(&o, &self->rt);
     if (rc) {
         raise_last(rc);
@@ -252,10 +283,11 @@ static int runtime_init(RuntimeObject *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 static void runtime_dealloc(RuntimeObject *self) {
-    if (self->rt) {
+    if (self->rt && !rt_stale((PyObject *)self)) {
         /* Everything made with the runtime holds a reference to this object, so it is the last
          * to go; FERRY_TRACE's file is written here. */
-        Py_BEGIN_ALLOW_THREADS(void) ferry_runtime_free(self->rt);
+        Py_BEGIN_ALLOW_THREADS
+        ferry_runtime_free(self->rt);
         Py_END_ALLOW_THREADS
     }
     PyTypeObject *tp = Py_TYPE(self);
@@ -267,7 +299,7 @@ static int check_rt(RuntimeObject *r) {
         PyErr_SetString(PyExc_RuntimeError, "the Runtime was not initialised");
         return -1;
     }
-    return 0;
+    return refuse_stale((PyObject *)r);
 }
 static PyObject *runtime_stats(RuntimeObject *self, PyObject *unused) {
     if (check_rt(self)) return NULL;
@@ -372,8 +404,10 @@ static TensorObject *tensor_new(PyObject *rto, ferry_tensor *t) {
     return o;
 }
 static void tensor_dealloc(TensorObject *self) {
-    if (self->held) ferry_runtime_budget_release(((RuntimeObject *)self->rt)->rt, self->held);
-    ferry_tensor_unref(self->t);
+    if (!rt_stale(self->rt)) {
+        if (self->held) ferry_runtime_budget_release(((RuntimeObject *)self->rt)->rt, self->held);
+        ferry_tensor_unref(self->t);
+    }
     Py_DECREF(self->rt);
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_Free(self);
@@ -612,6 +646,7 @@ static PyObject *tensor_to_numpy_array(TensorObject *self) {
  * ------------------------------------------------------------------------------------------- */
 enum { OUT_NUMPY = 0, OUT_TENSOR = 1, OUT_TORCH = 2 };
 static PyObject *torch_from_dlpack; /* torch._C._from_dlpack, imported at the first torch output */
+static PyObject *torch_from_numpy;  /* torch.from_numpy: bool, which torch 1.13 takes only so */
 
 /* bytes entries [off, off + count) at dim `dim` as nested lists; a scalar as one bytes object. */
 static PyObject *bytes_nested(const ferry_tensor *t, int dim, int64_t *idx) {
@@ -652,9 +687,15 @@ static PyObject *tensor_to_py(PyObject *rto, ferry_tensor *t, int output) {
     if (output == OUT_TORCH) {
         /* torch has no read-only tensors: bytes shared with ferry (a cache, a source array) are
          * copied, so that writing to the tensor cannot change what ferry hands out later */
-        PyObject *cap = tensor_dlpack_capsule(to);
-        r = cap ? PyObject_CallOneArg(torch_from_dlpack, cap) : NULL;
-        Py_XDECREF(cap);
+        if (ferry_tensor_dtype(t) == FERRY_DTYPE_BOOL) {
+            PyObject *arr = tensor_to_numpy_array(to);
+            r = arr ? PyObject_CallOneArg(torch_from_numpy, arr) : NULL;
+            Py_XDECREF(arr);
+        } else {
+            PyObject *cap = tensor_dlpack_capsule(to);
+            r = cap ? PyObject_CallOneArg(torch_from_dlpack, cap) : NULL;
+            Py_XDECREF(cap);
+        }
         if (r && !to->writable) {
             PyObject *copy = PyObject_CallMethod(r, "clone", NULL);
             Py_DECREF(r);
@@ -837,8 +878,17 @@ static int py_to_tensor(ferry_runtime *rt, PyObject *o, ferry_dtype want, ferry_
         Py_DECREF(leaves);
         return rc;
     }
-    PyObject *arr = PyArray_FROMANY(o, NPY_NOTYPE, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    /* native byte order: a big-endian array is converted (copied), never read as if native */
+    PyObject *arr =
+        PyArray_FROMANY(o, NPY_NOTYPE, 0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_NOTSWAPPED);
     if (!arr) return -1;
+    if (!PyArray_ISNOTSWAPPED((PyArrayObject *)arr)) { /* without a dtype asked for, FROMANY keeps it */
+        PyArray_Descr *native = PyArray_DescrNewByteorder(PyArray_DESCR((PyArrayObject *)arr), NPY_NATIVE);
+        PyObject *swapped = native ? PyArray_CastToType((PyArrayObject *)arr, native, 0) : NULL;
+        Py_DECREF(arr);
+        if (!swapped) return -1;
+        arr = swapped;
+    }
     ferry_dtype d = dtype_of_npy(PyArray_TYPE((PyArrayObject *)arr));
     if (want != FERRY_DTYPE_INVALID && d != want) {
         int tn = npy_type(want);
@@ -875,10 +925,10 @@ static int py_to_tensor(ferry_runtime *rt, PyObject *o, ferry_dtype want, ferry_
     int64_t dims[FERRY_MAX_RANK];
     for (int i = 0; i < rank; i++) dims[i] = (int64_t)PyArray_DIM(a, i);
     size_t nbytes = (size_t)PyArray_NBYTES(a);
-    /* An array that is writable elsewhere could change under ferry: wrap only arrays that own or
-     * borrow memory nobody else writes through this path; numpy values a Python function returns
-     * are handed over, so sharing is what the user expects. */
-    int rc = ferry_tensor_wrap(rt, d, rank, dims, nbytes ? PyArray_DATA(a) : NULL, nbytes, release_pyobj, arr, out);
+    /* Shared, not copied: the tensor holds the array until its last reference goes (a source
+     * array given to from_tensor_slices must not be written while the dataset lives; the values a
+     * Python function returns are handed over). */
+    int rc = ferry_tensor_wrap(rt, d, rank, dims, PyArray_DATA(a), nbytes, release_pyobj, arr, out);
     if (rc) {
         /* wrap takes `data` also on failure: release_pyobj dropped arr already */
         raise_last(rc);
@@ -897,7 +947,7 @@ typedef struct {
 static PyTypeObject *DatasetType;
 
 static void dataset_dealloc(DatasetObject *self) {
-    if (self->ds) {
+    if (self->ds && !rt_stale(self->rt)) {
         /* The last reference may free Python callbacks (their user_free takes the GIL, which
          * this thread holds: PyGILState_Ensure nests). */
         ferry_dataset_unref(self->ds);
@@ -924,7 +974,7 @@ static DatasetObject *as_dataset(PyObject *o) {
         PyErr_Format(PyExc_TypeError, "expected a ferry dataset handle, got %R", (PyObject *)Py_TYPE(o));
         return NULL;
     }
-    return (DatasetObject *)o;
+    return refuse_stale(((DatasetObject *)o)->rt) ? NULL : (DatasetObject *)o;
 }
 static ferry_runtime *ds_rt(DatasetObject *d) { return ((RuntimeObject *)d->rt)->rt; }
 
@@ -1016,6 +1066,7 @@ typedef struct {
 } pycall;
 
 static _Thread_local int tl_interrupted; /* a KeyboardInterrupt met in a callable on this thread */
+static unsigned long main_thread;        /* threading.main_thread().ident: where signals are handled */
 
 static void pycall_free(void *p) {
     pycall *c = p;
@@ -1220,7 +1271,7 @@ static int gen_init(ferry_context *ctx, void *user, void **state) {
     return rc;
 }
 static int gen_next(ferry_context *ctx, void *state, ferry_element **out) {
-    /* the pycall travels as the first item of the state tuple made by gen_init_wrap */
+    /* the state is gen_init_wrap's pair: the Python iterator, then the pycall */
     PyObject **pair = state;
     pycall *c = (pycall *)pair[1];
     PyGILState_STATE g = py_enter();
@@ -1502,7 +1553,8 @@ static PyObject *f_interleave(PyObject *m, PyObject *args) {
     /* the spec comes from the first dataset made: that iterates the input (GIL released) */
     if (flat) {
         ferry_flat_map_options o = {.name = opt_name(name), .user_free = pycall_free};
-        Py_BEGIN_ALLOW_THREADS rc = ferry_dataset_flat_map(d->ds, py_dataset_fn, c, &o, &out);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_dataset_flat_map(d->ds, py_dataset_fn, c, &o, &out);
         Py_END_ALLOW_THREADS
     } else {
         ferry_interleave_options o = {.name = opt_name(name),
@@ -1511,7 +1563,8 @@ static PyObject *f_interleave(PyObject *m, PyObject *args) {
                                       .num_parallel_calls = np_,
                                       .relaxed_order = !deterministic,
                                       .user_free = pycall_free};
-        Py_BEGIN_ALLOW_THREADS rc = ferry_dataset_interleave(d->ds, py_dataset_fn, c, &o, &out);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_dataset_interleave(d->ds, py_dataset_fn, c, &o, &out);
         Py_END_ALLOW_THREADS
     }
     if (rc) {
@@ -1582,8 +1635,13 @@ static PyObject *f_padded_batch(PyObject *m, PyObject *args) {
             if (!v) goto done;
             if (v != Py_None) {
                 ferry_tensor_spec sp;
-                (void)ferry_dataset_component_spec(d->ds, i, &sp);
-                int rc = py_to_tensor(ds_rt(d), v, sp.dtype, &pv[i]);
+                int rc = ferry_dataset_component_spec(d->ds, i, &sp);
+                if (rc) {
+                    Py_DECREF(v);
+                    raise_last(rc);
+                    goto done;
+                }
+                rc = py_to_tensor(ds_rt(d), v, sp.dtype, &pv[i]);
                 Py_DECREF(v);
                 if (rc < 0) goto done;
             } else {
@@ -2016,26 +2074,50 @@ typedef struct {
     PyObject *pending; /* a KeyboardInterrupt met by the interrupt hook (type, value, tb) */
     PyObject *pending_value, *pending_tb;
     bool ended;
+    bool in_next;           /* a thread is inside ferry_iterator_next (GIL released) */
+    bool close_pending;     /* close() came meanwhile (a signal handler, another thread) */
+    ferry_element *held;    /* an element that arrived with a KeyboardInterrupt: the next __next__'s */
     PyObject *final_report; /* the report JSON taken by close(), for report_json() after it */
 } IteratorObject;
 static PyTypeObject *IteratorType;
 
 /* ferry calls this from the consumer's thread (the one in __next__, GIL released) about every
- * 20 ms while it waits. Signals are handled only on the main thread: elsewhere it returns 0. */
+ * 20 ms while it waits. Python runs signal handlers only on the main thread, so elsewhere it
+ * only looks for a close() made meanwhile. A handler may raise (KeyboardInterrupt: kept for
+ * __next__ to raise) or close the iterator (close_pending): both stop the wait. */
 static int py_interrupt(void *user) {
     IteratorObject *self = user;
+    if (PyThread_get_thread_ident() != main_thread) return __atomic_load_n(&self->close_pending, __ATOMIC_RELAXED);
     PyGILState_STATE g = py_enter();
-    int stop = 0;
-    if (PyErr_CheckSignals() < 0) {
+    int stop = self->close_pending;
+    if (!stop && PyErr_CheckSignals() < 0) {
         PyErr_Fetch(&self->pending, &self->pending_value, &self->pending_tb);
         stop = 1;
     }
+    stop |= self->close_pending;
     py_leave(g);
     return stop;
 }
 
+/* Frees the ferry iterator (GIL released: it joins threads that may call Python). */
+static void iterator_free_(IteratorObject *self) {
+    ferry_iterator *it = self->it;
+    if (!it) return;
+    self->it = NULL;
+    if (rt_stale(((DatasetObject *)self->ds)->rt)) return; /* forked while it ran: leave it */
+    Py_BEGIN_ALLOW_THREADS
+    ferry_iterator_free(it); /* cancels and joins every thread */
+    Py_END_ALLOW_THREADS
+    atomic_fetch_sub(&live_iterators, 1);
+}
 static void iterator_close_(IteratorObject *self) {
-    if (self->it && !self->final_report) { /* close() keeps the verdict for report_json() */
+    if (self->in_next) { /* the thread in __next__ frees it on its way out */
+        __atomic_store_n(&self->close_pending, true, __ATOMIC_RELAXED);
+        return;
+    }
+    ferry_element_free(self->held);
+    self->held = NULL;
+    if (self->it && !self->final_report && !rt_stale(((DatasetObject *)self->ds)->rt)) { /* kept for report_json() */
         ferry_blob *b;
         if (ferry_iterator_report_json(self->it, &b) == FERRY_OK) {
             self->final_report = PyUnicode_FromStringAndSize(ferry_blob_data(b), (Py_ssize_t)ferry_blob_size(b));
@@ -2043,20 +2125,11 @@ static void iterator_close_(IteratorObject *self) {
             if (!self->final_report) PyErr_Clear();
         }
     }
-    if (self->it) {
-        ferry_iterator *it = self->it;
-        self->it = NULL;
-        Py_BEGIN_ALLOW_THREADS ferry_iterator_free(it); /* cancels and joins every thread */
-        Py_END_ALLOW_THREADS
-    }
+    iterator_free_(self);
 }
 static void iterator_dealloc(IteratorObject *self) {
-    if (self->it) {
-        ferry_iterator *it = self->it;
-        self->it = NULL;
-        Py_BEGIN_ALLOW_THREADS ferry_iterator_free(it);
-        Py_END_ALLOW_THREADS
-    }
+    iterator_free_(self);
+    if (!rt_stale(((DatasetObject *)self->ds)->rt)) ferry_element_free(self->held);
     Py_XDECREF(self->final_report);
     Py_XDECREF(self->ds);
     Py_XDECREF(self->st.keys);
@@ -2083,11 +2156,29 @@ static PyObject *f_iterator(PyObject *m, PyObject *args) {
     if (output == OUT_TORCH && !torch_from_dlpack) {
         PyObject *tc = PyImport_ImportModule("torch");
         if (!tc) return NULL;
-        Py_DECREF(tc);
         PyObject *c = PyImport_ImportModule("torch._C");
-        torch_from_dlpack = c ? PyObject_GetAttrString(c, "_from_dlpack") : NULL;
+        PyObject *fd = c ? PyObject_GetAttrString(c, "_from_dlpack") : NULL;
+        PyObject *fn = fd ? PyObject_GetAttrString(tc, "from_numpy") : NULL;
         Py_XDECREF(c);
-        if (!torch_from_dlpack) return NULL;
+        Py_DECREF(tc);
+        if (!fn) {
+            Py_XDECREF(fd);
+            return NULL;
+        }
+        torch_from_dlpack = fd;
+        torch_from_numpy = fn;
+    }
+    for (size_t i = 0; output == OUT_TORCH && i < ferry_dataset_num_components(d->ds); i++) {
+        ferry_tensor_spec sp;
+        if (ferry_dataset_component_spec(d->ds, i, &sp) == FERRY_OK &&
+            (sp.dtype == FERRY_DTYPE_UINT16 || sp.dtype == FERRY_DTYPE_UINT32 || sp.dtype == FERRY_DTYPE_UINT64)) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "output='torch': component %zu is %s, which torch has no tensors of; use output='numpy', "
+                     "or cast it in the pipeline",
+                     i, ferry_dtype_name(sp.dtype));
+            return raise_status(FERRY_ETYPE, msg);
+        }
     }
     IteratorObject *self = PyObject_New(IteratorObject, IteratorType);
     if (!self) return NULL;
@@ -2100,6 +2191,8 @@ static PyObject *f_iterator(PyObject *m, PyObject *args) {
     self->skipped = 0;
     self->pending = self->pending_value = self->pending_tb = NULL;
     self->ended = false;
+    self->in_next = self->close_pending = false;
+    self->held = NULL;
     self->final_report = NULL;
     if (structure_parse(kind, keys, &self->st) < 0) {
         Py_DECREF(self);
@@ -2110,7 +2203,8 @@ static PyObject *f_iterator(PyObject *m, PyObject *args) {
     int rc;
     char msg[1024] = "";
     if (state == Py_None) {
-        Py_BEGIN_ALLOW_THREADS rc = ferry_iterator_create(d->ds, &o, &self->it);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_iterator_create(d->ds, &o, &self->it);
         if (rc) snprintf(msg, sizeof msg, "%s", ferry_last_error());
         Py_END_ALLOW_THREADS
     } else if (PyUnicode_Check(state)) {
@@ -2119,7 +2213,8 @@ static PyObject *f_iterator(PyObject *m, PyObject *args) {
             Py_DECREF(self);
             return NULL;
         }
-        Py_BEGIN_ALLOW_THREADS rc = ferry_iterator_restore_file(d->ds, path, &o, &self->it);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_iterator_restore_file(d->ds, path, &o, &self->it);
         if (rc) snprintf(msg, sizeof msg, "%s", ferry_last_error());
         Py_END_ALLOW_THREADS
     } else {
@@ -2128,20 +2223,29 @@ static PyObject *f_iterator(PyObject *m, PyObject *args) {
             Py_DECREF(self);
             return NULL;
         }
-        Py_BEGIN_ALLOW_THREADS rc = ferry_iterator_restore(d->ds, b.buf, (size_t)b.len, &o, &self->it);
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_iterator_restore(d->ds, b.buf, (size_t)b.len, &o, &self->it);
         if (rc) snprintf(msg, sizeof msg, "%s", ferry_last_error());
-        Py_END_ALLOW_THREADS PyBuffer_Release(&b);
+        Py_END_ALLOW_THREADS
+        PyBuffer_Release(&b);
     }
     if (rc) {
         Py_DECREF(self);
         return raise_status(rc, msg);
     }
+    atomic_fetch_add(&live_iterators, 1);
     return (PyObject *)self;
 }
 
 static int check_open(IteratorObject *self) {
-    if (!self->it) {
+    if (!self->it || self->close_pending) {
         PyErr_SetString(PyExc_ValueError, "the iterator is closed");
+        return -1;
+    }
+    if (refuse_stale(((DatasetObject *)self->ds)->rt)) return -1;
+    if (self->in_next) { /* a signal handler or another thread, while __next__ waits */
+        PyErr_SetString(PyExc_RuntimeError, "the iterator is inside next() (in another thread, or this signal "
+                                            "handler interrupted it): only close() may be called now");
         return -1;
     }
     return 0;
@@ -2149,13 +2253,33 @@ static int check_open(IteratorObject *self) {
 
 static PyObject *iterator_next(IteratorObject *self) {
     if (check_open(self)) return NULL;
+    if (self->held) { /* the element that came with a KeyboardInterrupt */
+        ferry_element *e = self->held;
+        self->held = NULL;
+        return element_to_py(((DatasetObject *)self->ds)->rt, e, &self->st, self->output);
+    }
     for (;;) {
         if (self->ended) return NULL; /* StopIteration */
         ferry_element *e = NULL;
         int rc;
         tl_interrupted = 0;
-        Py_BEGIN_ALLOW_THREADS rc = ferry_iterator_next(self->it, &e);
-        Py_END_ALLOW_THREADS if (self->pending) { /* Ctrl-C while ferry waited: the iterator is cancelled */
+        self->in_next = true;
+        Py_BEGIN_ALLOW_THREADS
+        rc = ferry_iterator_next(self->it, &e);
+        Py_END_ALLOW_THREADS
+        self->in_next = false;
+        if (self->close_pending) { /* close() came while ferry waited */
+            ferry_element_free(e);
+            self->close_pending = false;
+            iterator_close_(self);
+            Py_XDECREF(self->pending);
+            Py_XDECREF(self->pending_value);
+            Py_XDECREF(self->pending_tb);
+            self->pending = self->pending_value = self->pending_tb = NULL;
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the iterator was closed during next()");
+            return NULL;
+        }
+        if (self->pending) { /* Ctrl-C while ferry waited: the iterator is cancelled */
             ferry_element_free(e);
             PyErr_Restore(self->pending, self->pending_value, self->pending_tb);
             self->pending = self->pending_value = self->pending_tb = NULL;
@@ -2163,7 +2287,7 @@ static PyObject *iterator_next(IteratorObject *self) {
         }
         if (tl_interrupted) { /* Ctrl-C inside a Python callable on this thread */
             tl_interrupted = 0;
-            ferry_element_free(e);
+            if (rc == FERRY_OK) self->held = e; /* a good element is not lost: the next call's */
             PyErr_SetNone(PyExc_KeyboardInterrupt);
             return NULL;
         }
@@ -2174,6 +2298,7 @@ static PyObject *iterator_next(IteratorObject *self) {
         }
         if (self->skip_errors && rc != FERRY_ECANCELED && rc != FERRY_EMISUSE && rc != FERRY_EINVAL) {
             self->skipped++;
+            if (PyErr_CheckSignals() < 0) return NULL; /* a long run of errors stays interruptible */
             continue;
         }
         return raise_status(rc, ferry_iterator_error(self->it));
@@ -2186,9 +2311,11 @@ static PyObject *iterator_save(IteratorObject *self, PyObject *args) {
     int rc;
     ferry_blob *b = NULL;
     char msg[1024] = "";
-    Py_BEGIN_ALLOW_THREADS rc = path ? ferry_iterator_save_file(self->it, path) : ferry_iterator_save(self->it, &b);
+    Py_BEGIN_ALLOW_THREADS
+    rc = path ? ferry_iterator_save_file(self->it, path) : ferry_iterator_save(self->it, &b);
     if (rc) snprintf(msg, sizeof msg, "%s", ferry_iterator_error(self->it));
-    Py_END_ALLOW_THREADS if (rc) return raise_status(rc, msg);
+    Py_END_ALLOW_THREADS
+    if (rc) return raise_status(rc, msg);
     if (path) Py_RETURN_NONE;
     return blob_to_bytes(b);
 }
@@ -2226,7 +2353,7 @@ static PyObject *iterator_stats(IteratorObject *self, PyObject *unused) {
     return l;
 }
 static PyObject *iterator_report_json(IteratorObject *self, PyObject *unused) {
-    if (!self->it && self->final_report) return Py_NewRef(self->final_report);
+    if (!self->it && !self->in_next && self->final_report) return Py_NewRef(self->final_report);
     if (check_open(self)) return NULL;
     ferry_blob *b;
     int rc = ferry_iterator_report_json(self->it, &b);
@@ -2358,6 +2485,10 @@ static PyObject *f_tfrecord_write(PyObject *m, PyObject *args) {
 }
 
 static PyObject *f_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(ferry_version()); }
+/* Whether the last fork made this process's objects stale (the child of a fork during iteration). */
+static PyObject *f_fork_stale(PyObject *m, PyObject *unused) {
+    return PyBool_FromLong(stale_below > 0 && stale_below == fork_generation);
+}
 
 static PyMethodDef module_methods[] = {
     {"range", f_range, METH_VARARGS, NULL},
@@ -2386,6 +2517,7 @@ static PyMethodDef module_methods[] = {
     {"example_to_json", f_example_to_json, METH_VARARGS, NULL},
     {"tfrecord_write", f_tfrecord_write, METH_VARARGS, NULL},
     {"version", f_version, METH_NOARGS, NULL},
+    {"fork_stale", f_fork_stale, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2413,6 +2545,19 @@ static int add_type(PyObject *mod, PyType_Spec *spec, PyTypeObject **out, const 
 PyMODINIT_FUNC PyInit__ferry(void);
 PyMODINIT_FUNC PyInit__ferry(void) {
     import_array();
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *mt = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = mt ? PyObject_GetAttrString(mt, "ident") : NULL;
+    Py_XDECREF(threading);
+    Py_XDECREF(mt);
+    if (!ident) return NULL;
+    main_thread = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred()) return NULL;
+    if (pthread_atfork(NULL, NULL, after_fork_child) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "ferry: pthread_atfork failed");
+        return NULL;
+    }
     if (pthread_key_create(&tstate_key, tstate_drop) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "ferry: pthread_key_create failed");
         return NULL;

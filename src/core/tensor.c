@@ -186,7 +186,7 @@ int ferry_tensor_wrap(ferry_runtime *rt, ferry_dtype dtype, int rank, const int6
         if (!t) rc = ferry__set_last_error(FERRY_ENOMEM, "%s: allocating the tensor failed", __func__);
     }
     if (rc) {
-        if (release && data) release(release_user, data); /* takes `data`, also on failure */
+        if (release) release(release_user, data); /* takes `data` (even NULL), also on failure */
         return rc;
     }
     init_header(t, rt, dtype, rank, dims, n);

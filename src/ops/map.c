@@ -1227,6 +1227,9 @@ static bool map_help(map_it *m) {
     map_worker *w = &m->helper;
     ferry__budget *b = &m->rt->budget;
     if (!m->fuse_n || ferry__cancelled(&m->sg.scope) || atomic_load(&b->used) > b->limit / 2) return false;
+    /* A helper is one more thread calling fn: not over max_parallel_calls (a function that
+     * serialises would only make the two take turns) */
+    if (m->ds->max_parallel_calls > 0 && m->nthreads >= m->ds->max_parallel_calls) return false;
     /* Only a whole batch known to be cheap but not trivial, and only when the calls, not the
      * serial pulls, are the work (else a second puller only takes turns at in_mu): decided before
      * in_mu is touched, so that a consumer that will not help never waits for it. */

@@ -288,3 +288,16 @@ def test_real_tfrecords_from_shared_data():
     penguins = ferry.Dataset.tfrecord(os.path.join(d, "penguin_eval.tfrecord.gz"), compression_type="GZIP")
     species = penguins.batch(100).parse_example({"species": ferry.FixedLenFeature([], np.int64)})
     assert int(next(iter(species))["species"].sum()) == 84
+
+
+def test_for_passes_reshuffle_and_big_endian_arrays():
+    ds = ferry.Dataset.range(50).shuffle(50)
+    first, second = [int(x) for x in ds], [int(x) for x in ds]
+    assert sorted(first) == sorted(second) == list(range(50)) and first != second
+    again = ferry.Dataset.range(50).shuffle(50)
+    assert [int(x) for x in again] == first  # the same on every run
+    be = np.arange(3, dtype=">i4")
+    assert flat(ferry.Dataset.from_tensor_slices(be)) == [0, 1, 2]
+    out = list(ferry.Dataset.range(2).map(lambda x: np.array(x + 0.5, dtype=">f8")))
+    assert [float(v) for v in out] == [0.5, 1.5]
+    assert flat(ferry.Dataset.text_lines([os.fsencode(__file__)]).take(1))[0].startswith(b'"""')

@@ -197,3 +197,50 @@ def test_dropping_iterators_mid_epoch_joins_threads():
         del it  # mid-epoch: cancels, wakes and joins
     settle()
     assert rt.stats()["threads_live"] == 0
+
+
+def test_a_signal_handler_may_close_the_iterator(sigint_handler):
+    entered, release = threading.Event(), threading.Event()
+
+    def gen():
+        entered.set()
+        release.wait(120)
+        yield 0
+    it = ferry.Dataset.from_generator(gen, output_signature=ferry.TensorSpec((), np.int64)).prefetch(1).iterator()
+    closed = []
+
+    def handler(signum, frame):  # a checkpoint-and-stop handler closes the iterator mid-next()
+        release.set()  # the producer's call returns: the close that follows joins it
+        it.close()
+        closed.append(True)
+    signal.signal(signal.SIGINT, handler)
+    t = _sigint_when(entered, in_call="next(it)  # closed by the handler")
+    with pytest.raises(ValueError, match="closed"):
+        next(it)  # closed by the handler
+    t.join()
+    release.set()
+    assert closed and it._it.closed
+    with pytest.raises(ValueError, match="closed"):
+        next(it)
+
+
+def test_keyboard_interrupt_in_a_function_keeps_the_good_elements(sigint_handler):
+    def f(x):
+        if x == 1:
+            raise KeyboardInterrupt
+        return x
+    it = ferry.Dataset.range(4).map(f, output_signature=ferry.TensorSpec((), np.int64)).ignore_errors().iterator()
+    got = [int(next(it))]
+    with pytest.raises(KeyboardInterrupt):
+        next(it)
+    got += [int(x) for x in it]
+    assert got == [0, 2, 3]  # 1 failed (and was dropped); 2 came with the interrupt and is kept
+
+
+def test_torch_output_dtypes():
+    torch = pytest.importorskip("torch", reason="python3-torch is not installed")
+    b = next(ferry.Dataset.from_tensor_slices(np.array([True, False])).map(ferry.identity).batch(2)
+             .iterator(output="torch"))
+    assert b.dtype == torch.bool and b.tolist() == [True, False]
+    with pytest.raises(ferry.TypeMismatchError, match="uint16"):
+        ferry.Dataset.from_tensor_slices(np.zeros(2, np.uint16)).iterator(output="torch")

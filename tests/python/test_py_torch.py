@@ -65,3 +65,38 @@ def test_numpy_output_and_bad_arguments():
         IterableDataset(3)
     with pytest.raises(ValueError):
         IterableDataset(make(), output="jax")
+
+
+def test_early_stop_resumes_the_same_epoch():
+    data = IterableDataset(make(), seed=3)
+    full = [b.tolist() for b in IterableDataset(make(), seed=3)]
+    head = []
+    for b in data:
+        head.append(b.tolist())
+        if len(head) == 4:
+            break  # a pass stopped early: the next pass goes on after it
+    state = data.state_dict()
+    assert state["epoch"] == 0 and state["iterator"] is not None
+    again = IterableDataset(make(), seed=3)
+    again.load_state_dict(state)
+    assert again.state_dict()["iterator"] == state["iterator"]  # before the first batch too
+    again.set_epoch(0)  # the same epoch: the loaded position is kept
+    assert head + [b.tolist() for b in again] == full
+    assert head + [b.tolist() for b in data] == full and data.epoch == 1
+
+
+def test_workers_forked_while_ferry_threads_run():
+    """A DataLoader forks its workers while a ferry iterator runs in this process: a Dataset made
+    before the fork is refused in the workers with a message saying why (no hang), and the
+    make(index, count) form builds each worker's pipeline anew and works."""
+    live = iter(ferry.Dataset.range(1000).map(ferry.identity, num_parallel_calls=2).prefetch(4))
+    assert int(next(live)) == 0
+    data = IterableDataset(ferry.Dataset.range(20).map(ferry.identity), seed=0)
+    with pytest.raises(RuntimeError, match="forked while ferry's threads ran"):
+        list(torch.utils.data.DataLoader(data, batch_size=None, num_workers=2, timeout=120))
+
+    def build(index, count):
+        return ferry.Dataset.range(20).shard(count, index).map(ferry.identity, num_parallel_calls=2)
+    loader = torch.utils.data.DataLoader(IterableDataset(build), batch_size=None, num_workers=2, timeout=120)
+    assert sorted(int(x) for x in loader) == list(range(20))
+    assert int(next(live)) == 1  # this process's iterator is untouched
