@@ -1,9 +1,10 @@
 """Errors and teardown from Python: one exception class per ferry status with ferry's message,
 errors in position that do not end the iteration, bad arguments named, Ctrl-C, and iterators
 dropped mid-epoch."""
-import linecache
+import dis
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -126,20 +127,24 @@ def sigint_handler():
     signal.signal(signal.SIGINT, old)
 
 
-def _sigint_when(event, in_call=None):
-    """Sends SIGINT once event is set and, with in_call, once the main thread is inside the call
-    written in_call (a frame of its stack is on that line): a state, not a delay."""
+def _in_ferry_next(frame):
+    """Whether the thread of this innermost frame is inside ferry's C next(): the frame is
+    ferry.Iterator.__next__ and its current instruction is the call of the C iterator (CALL, or
+    PRECALL, which the specialising interpreter makes call builtins itself); signals are then
+    handled only by ferry's interrupt hook, not between bytecodes."""
+    calls = (dis.opmap["CALL"], dis.opmap.get("PRECALL", dis.opmap["CALL"]))
+    return (frame is not None and frame.f_code is ferry.Iterator.__next__.__code__
+            and frame.f_code.co_code[frame.f_lasti] in calls)
+
+
+def _sigint_when(event, in_next=False):
+    """Sends SIGINT once event is set and, with in_next, once the main thread is inside ferry's
+    C next() (_in_ferry_next): a state, not a delay."""
     main = threading.main_thread().ident
 
     def run():
         event.wait()
-        while in_call:
-            import sys
-            f = sys._current_frames().get(main)
-            while f is not None and in_call not in linecache.getline(f.f_code.co_filename, f.f_lineno):
-                f = f.f_back
-            if f is not None:
-                break
+        while in_next and not _in_ferry_next(sys._current_frames().get(main)):
             threading.Event().wait(0.001)
         os.kill(os.getpid(), signal.SIGINT)
     t = threading.Thread(target=run, daemon=True)
@@ -160,7 +165,7 @@ def test_ctrl_c_while_waiting_for_a_stage(sigint_handler):
     ds = ferry.Dataset.from_generator(gen, output_signature=ferry.TensorSpec((), np.int64)).prefetch(1)
     it = ds.iterator()
     assert int(next(it)) == 0
-    t = _sigint_when(entered, in_call="next(it)  # blocks")
+    t = _sigint_when(entered, in_next=True)
     with pytest.raises(KeyboardInterrupt):
         next(it)  # blocks until the signal
     t.join()
@@ -214,7 +219,7 @@ def test_a_signal_handler_may_close_the_iterator(sigint_handler):
         it.close()
         closed.append(True)
     signal.signal(signal.SIGINT, handler)
-    t = _sigint_when(entered, in_call="next(it)  # closed by the handler")
+    t = _sigint_when(entered, in_next=True)
     with pytest.raises(ValueError, match="closed"):
         next(it)  # closed by the handler
     t.join()

@@ -100,3 +100,16 @@ def test_workers_forked_while_ferry_threads_run():
     loader = torch.utils.data.DataLoader(IterableDataset(build), batch_size=None, num_workers=2, timeout=120)
     assert sorted(int(x) for x in loader) == list(range(20))
     assert int(next(live)) == 1  # this process's iterator is untouched
+
+
+def test_ranks_take_their_shards(monkeypatch):
+    """Under torch.distributed each rank takes its shard (rank r of w: shard r of w x workers)."""
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(dist, "get_rank", lambda r=rank: r)
+        seen.append([int(x) for x in IterableDataset(ferry.Dataset.range(10))])
+    assert seen == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
