@@ -2272,11 +2272,12 @@ static PyObject *iterator_next(IteratorObject *self) {
             ferry_element_free(e);
             self->close_pending = false;
             iterator_close_(self);
-            Py_XDECREF(self->pending);
-            Py_XDECREF(self->pending_value);
-            Py_XDECREF(self->pending_tb);
-            self->pending = self->pending_value = self->pending_tb = NULL;
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "the iterator was closed during next()");
+            if (self->pending) { /* the handler that closed it also raised: that exception */
+                PyErr_Restore(self->pending, self->pending_value, self->pending_tb);
+                self->pending = self->pending_value = self->pending_tb = NULL;
+            } else if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "the iterator was closed during next()");
+            }
             return NULL;
         }
         if (self->pending) { /* Ctrl-C while ferry waited: the iterator is cancelled */
