@@ -576,7 +576,9 @@ TEST(a_borrower_waiting_for_a_task_gives_its_core) {
     ferry__task_wake(&h.task);
     bool blocked = ferry__exec_block_begin(&rt->exec);
     ASSERT(blocked);
-    ASSERT_EQ(busy_now(rt), 0);
+    /* the core is given: the task's worker may hold it already (0 or 1, never 2); that the task
+     * runs at all on a 1-core budget while the borrower waits is the proof */
+    ASSERT_LE(busy_now(rt), 1);
     wait_until(hold_ran, &h, "the task to run while the borrower waits");
     ferry__exec_block_end(&rt->exec, blocked, true);
     ASSERT_EQ(busy_now(rt), 1);
