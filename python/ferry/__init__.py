@@ -757,10 +757,8 @@ class Iterator:
 
     def __init__(self, dataset, seed, output, skip, state, warm_start, no_rewrites):
         kind, keys, flat = _c_kind(dataset._structure)
-        if isinstance(state, (str, bytes)) and not isinstance(state, bytes):
-            state = str(state)
-        elif state is not None and hasattr(state, "__fspath__"):
-            state = str(state)
+        if hasattr(state, "__fspath__"):  # a path (pathlib); bytes are a state, str a path
+            state = _os.fspath(state)
         self._it = _ferry.iterator(dataset._h, kind, keys, seed, output, skip, warm_start, no_rewrites, state)
         self._structure = dataset._structure
         self._flat = flat
